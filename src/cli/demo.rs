@@ -1,0 +1,138 @@
+//! `carga demo`: the README's first command. Migrates, loads the reference
+//! data, generates a Portal-format ZIP (synthetic people only), serves it
+//! from a loopback HTTP server so the real download path runs, loads it and
+//! prints the top rows of the aggregates. Uses a fixed, public demo NIS key.
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::Args;
+use secrecy::SecretString;
+
+use super::{CliResult, brl};
+use crate::config::Settings;
+use crate::dataset::{self, Period};
+use crate::http::files::FileServer;
+use crate::pipeline::LoadRequest;
+
+/// Public on purpose: demo data only. Real loads need CARGA_NIS_KEY.
+const DEMO_NIS_KEY: &str = "carga-demo-key-not-secret";
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Rows in the generated file.
+    #[arg(long, default_value_t = 200_000)]
+    pub rows: u64,
+}
+
+pub async fn run(settings: Settings, args: DemoArgs) -> CliResult {
+    let ctx = super::connect(&settings).await?;
+    let reference_spec = dataset::find(&settings.load.jobs_dir, "municipios").map_err(super::usage)?;
+    let reference = crate::reference::run(&ctx, &reference_spec, None, false)
+        .await
+        .context("failed to load the reference data")?;
+    println!(
+        "reference data: {} states, {} municipalities",
+        reference.states, reference.municipalities
+    );
+    let period = Period::new(2024, 10).ok_or_else(|| anyhow::anyhow!("bad demo period"))?;
+    let name = format!("{:06}_NovoBolsaFamilia.zip", period.yyyymm());
+    let rows = args.rows;
+    let zip = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        let mut cursor = std::io::Cursor::new(Vec::new());
+        crate::sample::write_zip(&mut cursor, period, rows, 2024, &name.replace(".zip", ".csv"))?;
+        Ok(cursor.into_inner())
+    })
+    .await
+    .context("generator failed")?
+    .context("failed to generate the sample")?;
+    let file_name = format!("{:06}_NovoBolsaFamilia.zip", period.yyyymm());
+    let server = FileServer::start(HashMap::from([(file_name.clone(), Bytes::from(zip))]), 0)
+        .await
+        .context("failed to start the loopback file server")?;
+    println!(
+        "serving a generated sample ({rows} rows, synthetic people) at {}",
+        server.url(&file_name)
+    );
+    println!("NIS hashing uses the fixed demo key (public, demo only); real loads need CARGA_NIS_KEY");
+    let spec = dataset::find(&settings.load.jobs_dir, "novo-bolsa-familia").map_err(super::usage)?;
+    let request = LoadRequest {
+        spec,
+        period,
+        url: Some(server.url(&file_name)),
+        force: true,
+    };
+    let report = super::run::run_with_progress(&ctx, &request, Some(SecretString::from(DEMO_NIS_KEY))).await?;
+    super::run::print_report(&request, &report);
+    print_aggregates(&ctx, period).await?;
+    Ok(())
+}
+
+async fn print_aggregates(ctx: &crate::pipeline::Context, period: Period) -> CliResult {
+    let client = ctx.pool.get().await.map_err(anyhow::Error::from)?;
+    let date = period.first_day();
+    let national = client
+        .query_one(
+            "SELECT n.total_beneficiaries, n.total_families, (n.total_value_brl * 100)::bigint, n.states,
+                    n.municipalities, n.payments
+             FROM public.program_national_monthly n JOIN public.programs p ON p.id = n.program_id
+             WHERE p.code = 'BOLSA_FAMILIA' AND n.reference_date = $1",
+            &[&date],
+        )
+        .await
+        .map_err(anyhow::Error::from)?;
+    println!("\nprogram_national_monthly, BOLSA_FAMILIA {period}:");
+    println!(
+        "  {} families, {} payments, {} in {} states and {} municipalities",
+        national.get::<_, i32>(0),
+        national.get::<_, i64>(5),
+        brl(national.get(2)),
+        national.get::<_, i32>(3),
+        national.get::<_, i32>(4)
+    );
+    println!("\nprogram_state_monthly, top 5 states by value:");
+    for row in client
+        .query(
+            "SELECT s.abbreviation, a.total_families, (a.total_value_brl * 100)::bigint, a.municipalities
+             FROM public.program_state_monthly a JOIN public.states s ON s.id = a.state_id
+             JOIN public.programs p ON p.id = a.program_id
+             WHERE p.code = 'BOLSA_FAMILIA' AND a.reference_date = $1
+             ORDER BY a.total_value_brl DESC LIMIT 5",
+            &[&date],
+        )
+        .await
+        .map_err(anyhow::Error::from)?
+    {
+        println!(
+            "  {:<3} {:>8} families {:>22}  ({} municipalities)",
+            row.get::<_, String>(0),
+            row.get::<_, i32>(1),
+            brl(row.get(2)),
+            row.get::<_, i32>(3)
+        );
+    }
+    println!("\nbeneficiary_data, top 10 municipalities by value:");
+    for row in client
+        .query(
+            "SELECT m.name, s.abbreviation, m.ibge_code, b.total_families, (b.total_value_brl * 100)::bigint
+             FROM public.beneficiary_data b JOIN public.municipalities m ON m.id = b.municipality_id
+             JOIN public.states s ON s.id = m.state_id JOIN public.programs p ON p.id = b.program_id
+             WHERE p.code = 'BOLSA_FAMILIA' AND b.reference_date = $1
+             ORDER BY b.total_value_brl DESC LIMIT 10",
+            &[&date],
+        )
+        .await
+        .map_err(anyhow::Error::from)?
+    {
+        println!(
+            "  {:<32} {:<3} {} {:>7} families {:>18}",
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, String>(2),
+            row.get::<_, i32>(3),
+            brl(row.get(4))
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! `carga run <dataset> --period YYYY-MM [--url URL] [--force]`: one load,
+//! inline, with live progress and a summary.
+
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use clap::Args;
+
+use super::{CliResult, Failure, brl, usage};
+use crate::config::Settings;
+use crate::dataset::{self, Kind, Period};
+use crate::pipeline::{self, LoadReport, LoadRequest, Outcome};
+use crate::source::Progress;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Dataset name (a Portal slug, or `municipios`).
+    pub dataset: String,
+    /// The month to load, YYYY-MM.
+    #[arg(long)]
+    pub period: Option<String>,
+    /// Load this URL or path instead of the spec's.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Publish even if unchanged or smaller than the guard allows.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub async fn run(settings: Settings, args: RunArgs) -> CliResult {
+    let spec = dataset::find(&settings.load.jobs_dir, &args.dataset).map_err(usage)?;
+    if spec.kind == Kind::Reference {
+        let ctx = super::connect(&settings).await?;
+        let report = crate::reference::run(&ctx, &spec, args.url.as_deref(), args.force)
+            .await
+            .map_err(|e| Failure::Failed(e.into()))?;
+        println!(
+            "{}: published (load {}): {} states, {} municipalities ({} with a SIAFI code) in {:.2}s",
+            spec.dataset, report.load_id, report.states, report.municipalities, report.with_siafi, report.seconds
+        );
+        return Ok(());
+    }
+    let period_text = args
+        .period
+        .as_deref()
+        .ok_or_else(|| usage(anyhow!("--period YYYY-MM is required for {}", spec.dataset)))?;
+    let period = Period::parse(period_text)
+        .ok_or_else(|| usage(anyhow!("--period {period_text:?} is not YYYY-MM")))?;
+    if settings.nis_key.is_none() {
+        return Err(usage(pipeline::LoadError::NoNisKey));
+    }
+    let ctx = super::connect(&settings).await?;
+    let request = LoadRequest {
+        spec,
+        period,
+        url: args.url,
+        force: args.force,
+    };
+    let report = run_with_progress(&ctx, &request, settings.nis_key.clone()).await?;
+    print_report(&request, &report);
+    Ok(())
+}
+
+/// Runs the load with a progress display; Ctrl-C cancels it (the transaction
+/// rolls back and the previous data stays).
+pub async fn run_with_progress(
+    ctx: &pipeline::Context,
+    request: &LoadRequest,
+    nis_key: Option<secrecy::SecretString>,
+) -> Result<LoadReport, Failure> {
+    let progress = Arc::new(Progress::default());
+    let label = format!("{} {}", request.spec.dataset, request.period);
+    let (ticker, bar) = super::spawn_progress(progress.clone(), label);
+    let result = tokio::select! {
+        r = pipeline::run(ctx, request, nis_key, progress) => r.map_err(|e| Failure::Failed(e.into())),
+        _ = tokio::signal::ctrl_c() => Err(Failure::Failed(anyhow!("cancelled: the load was rolled back"))),
+    };
+    ticker.abort();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result
+}
+
+pub fn print_report(request: &LoadRequest, r: &LoadReport) {
+    let outcome = match r.outcome {
+        Outcome::Published => "published",
+        Outcome::Unchanged => "unchanged since the published load, skipped (use --force to reload)",
+    };
+    println!("{} {}: {} (load {})", request.spec.dataset, request.period, outcome, r.load_id);
+    println!("  source          {}", r.source);
+    println!("  file            {}", r.file);
+    println!(
+        "  bytes           {} downloaded, {} decompressed",
+        r.bytes, r.decompressed_bytes
+    );
+    println!(
+        "  rows            {} read, {} loaded, {} rejected",
+        r.rows_read, r.rows_loaded, r.rows_rejected
+    );
+    if r.outcome == Outcome::Published {
+        println!(
+            "  beneficiaries   {} distinct in {} municipalities",
+            r.distinct_beneficiaries, r.municipalities
+        );
+        println!("  value           {}", brl(r.value_cents));
+    }
+    let stages: Vec<String> = r.stage_seconds.iter().map(|(k, v)| format!("{k} {v:.2}s")).collect();
+    println!(
+        "  seconds         {:.2} ({:.0} rows/s){}",
+        r.seconds,
+        r.rows_per_second(),
+        if stages.is_empty() { String::new() } else { format!("; {}", stages.join(", ")) }
+    );
+    if !r.rejects.is_empty() {
+        println!("  first rejects:");
+        for reject in r.rejects.iter().take(5) {
+            println!(
+                "    line {}{}: {}",
+                reject.line,
+                reject.column.as_ref().map(|c| format!(", column {c:?}")).unwrap_or_default(),
+                reject.reason
+            );
+        }
+    }
+}

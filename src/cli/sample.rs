@@ -1,0 +1,46 @@
+//! `carga sample`: write a generated Portal-format ZIP (and optionally the
+//! same rows as a clean CSV) for benchmarks.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, anyhow};
+use clap::Args;
+
+use super::{CliResult, usage};
+use crate::dataset::Period;
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    #[arg(long, default_value_t = 100_000)]
+    pub rows: u64,
+    #[arg(long, default_value = "2024-10")]
+    pub period: String,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Where to write the Portal ZIP.
+    #[arg(long)]
+    pub zip: Option<PathBuf>,
+    /// Where to write the clean CSV of the same rows.
+    #[arg(long)]
+    pub clean_csv: Option<PathBuf>,
+}
+
+pub fn run(args: SampleArgs) -> CliResult {
+    let period = Period::parse(&args.period).ok_or_else(|| usage(anyhow!("--period is not YYYY-MM")))?;
+    if let Some(path) = &args.zip {
+        let file = std::fs::File::create(path).with_context(|| format!("failed to create {}", path.display()))?;
+        let entry = format!("{:06}_NovoBolsaFamilia.csv", period.yyyymm());
+        let n = crate::sample::write_zip(file, period, args.rows, args.seed, &entry)
+            .with_context(|| format!("failed to write {}", path.display()))?;
+        println!("wrote {n} rows to {}", path.display());
+    }
+    if let Some(path) = &args.clean_csv {
+        let file = std::fs::File::create(path).with_context(|| format!("failed to create {}", path.display()))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let n = crate::sample::write_clean_csv(&mut out, period, args.rows, args.seed)
+            .with_context(|| format!("failed to write {}", path.display()))?;
+        std::io::Write::flush(&mut out).context("failed to flush the clean CSV")?;
+        println!("wrote {n} rows to {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! `carga validate <dataset> <url-or-path>`: parse and check a file without
+//! loading it, and print the reject report. Municipality codes are checked
+//! against the shipped reference list, so no database is needed. Exits 1
+//! when the load would fail.
+
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use clap::Args;
+
+use super::{CliResult, Failure, brl, usage};
+use crate::config::Settings;
+use crate::dataset;
+use crate::parse::MunicipalityIndex;
+use crate::pipeline;
+use crate::source::Progress;
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    pub dataset: String,
+    /// URL or path of the file.
+    pub location: String,
+}
+
+/// The shipped municipality list as a lookup (ids are the IBGE codes).
+pub fn builtin_index() -> MunicipalityIndex {
+    let municipalities = crate::reference::parse_municipalities(crate::reference::MUNICIPIOS_CSV, "municipios.csv")
+        .unwrap_or_default();
+    MunicipalityIndex::new(municipalities.iter().filter_map(|m| {
+        let ibge: u32 = m.ibge_code.parse().ok()?;
+        Some((ibge as i32, ibge, m.siafi_code.as_deref().and_then(|s| s.parse().ok())))
+    }))
+}
+
+pub async fn run(settings: Settings, args: ValidateArgs) -> CliResult {
+    let spec = dataset::find(&settings.load.jobs_dir, &args.dataset).map_err(usage)?;
+    let progress = Arc::new(Progress::default());
+    let (ticker, bar) = super::spawn_progress(progress.clone(), format!("validate {}", spec.dataset));
+    let result = pipeline::validate(&settings, &spec, &args.location, builtin_index(), progress).await;
+    ticker.abort();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report = result.map_err(|e| Failure::Failed(e.into()))?;
+    let s = &report.summary;
+    println!("{} {}: {}", spec.dataset, report.source, s.file);
+    println!("  bytes           {} read, {} decompressed", report.bytes, s.decompressed_bytes);
+    println!(
+        "  period          {}",
+        if s.period == 0 { "-".to_string() } else { format!("{}-{:02}", s.period / 100, s.period % 100) }
+    );
+    println!(
+        "  rows            {} read, {} valid, {} rejected (limit {})",
+        s.rows_read, s.rows_loaded, s.rows_rejected, report.limit
+    );
+    println!("  value           {}", brl(s.value_cents as i64));
+    for (code, count) in &s.rejects_by_code {
+        println!("  rejects         {count} {code}");
+    }
+    for r in s.rejects.iter().take(50) {
+        println!(
+            "  line {} (byte {}){}: {}\n      {}",
+            r.line,
+            r.byte_offset,
+            r.column.as_ref().map(|c| format!(", column {c:?}")).unwrap_or_default(),
+            r.reason,
+            r.raw_line
+        );
+    }
+    if s.rows_read == 0 {
+        return Err(Failure::Failed(anyhow!("{}: no rows", s.file)));
+    }
+    pipeline::check_rejects(&spec, s).map_err(|e| Failure::Failed(e.into()))?;
+    println!("  result          ok: the file would load");
+    Ok(())
+}

@@ -1,0 +1,585 @@
+//! Dataset specs (`jobs/*.toml`): typed and validated once, at load, with
+//! errors naming the file and key. A spec says where a dataset's monthly file
+//! lives, how its bytes are packed and encoded, which header names map to
+//! which field (with the aliases seen over the years), each column's type and
+//! privacy policy, the quality gates and the schedule.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Specs compiled into the binary, used when the jobs directory is missing.
+const BUILTIN: &[(&str, &str)] = &[
+    ("auxilio-brasil.toml", include_str!("../jobs/auxilio-brasil.toml")),
+    ("bolsa-familia-pagamentos.toml", include_str!("../jobs/bolsa-familia-pagamentos.toml")),
+    ("bpc.toml", include_str!("../jobs/bpc.toml")),
+    ("garantia-safra.toml", include_str!("../jobs/garantia-safra.toml")),
+    ("municipios.toml", include_str!("../jobs/municipios.toml")),
+    ("novo-bolsa-familia.toml", include_str!("../jobs/novo-bolsa-familia.toml")),
+    ("seguro-defeso.toml", include_str!("../jobs/seguro-defeso.toml")),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+    #[error("failed to read {file}: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unknown dataset {name:?}; known datasets: {known}")]
+    Unknown { name: String, known: String },
+}
+
+/// A month, the unit of idempotency of a Portal load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Period {
+    pub year: u16,
+    pub month: u8,
+}
+
+impl Period {
+    /// Accepts `YYYY-MM` and `YYYYMM`.
+    pub fn parse(text: &str) -> Option<Period> {
+        let digits: String = text.trim().chars().filter(|c| *c != '-').collect();
+        if digits.len() != 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let year: u16 = digits[..4].parse().ok()?;
+        let month: u8 = digits[4..].parse().ok()?;
+        Period::new(year, month)
+    }
+    pub fn new(year: u16, month: u8) -> Option<Period> {
+        ((1900..=2999).contains(&year) && (1..=12).contains(&month)).then_some(Period { year, month })
+    }
+    /// `YYYYMM` as a number, the form the files use.
+    pub fn yyyymm(self) -> u32 {
+        u32::from(self.year) * 100 + u32::from(self.month)
+    }
+    pub fn first_day(self) -> chrono::NaiveDate {
+        chrono::NaiveDate::from_ymd_opt(i32::from(self.year), u32::from(self.month), 1)
+            .unwrap_or_default()
+    }
+    pub fn from_date(date: chrono::NaiveDate) -> Period {
+        use chrono::Datelike;
+        Period {
+            year: date.year() as u16,
+            month: date.month() as u8,
+        }
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Monthly payment file: rows → carga.payments → aggregates.
+    Payments,
+    /// States and municipalities (IBGE list with SIAFI codes).
+    Reference,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Container {
+    Zip,
+    Gzip,
+    Plain,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Encoding {
+    #[serde(rename = "windows-1252", alias = "latin1", alias = "iso-8859-1", alias = "cp1252")]
+    Windows1252,
+    #[serde(rename = "utf-8", alias = "utf8")]
+    Utf8,
+}
+
+/// What a column means to the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    ReferenceMonth,
+    CompetenceMonth,
+    Municipality,
+    Beneficiary,
+    Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    /// `202410`
+    Yyyymm,
+    /// 4-digit SIAFI municipality code, mapped through `municipalities`.
+    Siafi,
+    /// 7-digit IBGE municipality code.
+    Ibge,
+    /// Decimal comma with optional thousands dots: `1.234,56`, `-600,00`.
+    Brl,
+    /// Decimal point, no thousands separator (pre-2018 layout): `227.00`.
+    BrlPoint,
+    /// 11-digit NIS; anything else (sentinels, masks, empty) is "no NIS".
+    Nis,
+    Text,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Privacy {
+    Keep,
+    Hash,
+    #[default]
+    Drop,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    /// Stable identifier (attribute key, reject column label).
+    pub name: String,
+    pub header: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(rename = "type")]
+    pub column_type: ColumnType,
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub privacy: Privacy,
+    /// Missing from the header is allowed (layouts changed over the years).
+    #[serde(default)]
+    pub optional: bool,
+    /// Values meaning "no NIS" although they look like one.
+    #[serde(default)]
+    pub sentinels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Program {
+    pub code: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub data_source_url: Option<String>,
+    #[serde(default = "monthly")]
+    pub update_frequency: String,
+    /// Paid per family: `total_families` = distinct beneficiaries; else NULL.
+    #[serde(default)]
+    pub paid_per_family: bool,
+}
+
+fn monthly() -> String {
+    "MONTHLY".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// Template with `{yyyymm}`, `{yyyy}`, `{mm}`; `builtin:` for shipped files.
+    pub url: String,
+    pub container: Container,
+    pub encoding: Encoding,
+    #[serde(default = "semicolon")]
+    pub delimiter: String,
+    #[serde(default)]
+    pub first_period: Option<String>,
+    #[serde(default)]
+    pub last_period: Option<String>,
+}
+
+fn semicolon() -> String {
+    ";".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quality {
+    /// The load fails when rejects exceed max(reject_allowance, ratio × rows read).
+    #[serde(default = "default_reject_ratio")]
+    pub max_reject_ratio: f64,
+    #[serde(default = "default_reject_allowance")]
+    pub reject_allowance: u64,
+    /// Fail (unless --force) when rows loaded fall by more than this fraction
+    /// against the last published load. 1.0 disables the guard.
+    #[serde(default = "default_shrink")]
+    pub max_shrink: f64,
+}
+
+impl Default for Quality {
+    fn default() -> Self {
+        Quality {
+            max_reject_ratio: default_reject_ratio(),
+            reject_allowance: default_reject_allowance(),
+            max_shrink: default_shrink(),
+        }
+    }
+}
+
+fn default_reject_ratio() -> f64 {
+    0.001
+}
+fn default_reject_allowance() -> u64 {
+    100
+}
+fn default_shrink() -> f64 {
+    0.30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// Six fields: sec min hour day-of-month month day-of-week.
+    pub cron: String,
+    pub timezone: String,
+    /// Months between a period and its publication.
+    pub lag_months: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    dataset: String,
+    title: String,
+    kind: Kind,
+    #[serde(default)]
+    program: Option<Program>,
+    source: Source,
+    #[serde(default)]
+    columns: Vec<Column>,
+    #[serde(default)]
+    quality: Quality,
+    #[serde(default)]
+    schedule: Option<Schedule>,
+}
+
+/// A validated dataset spec.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub dataset: String,
+    pub title: String,
+    pub kind: Kind,
+    pub program: Option<Program>,
+    pub source: Source,
+    pub delimiter: u8,
+    pub columns: Vec<Column>,
+    pub quality: Quality,
+    pub schedule: Option<Schedule>,
+    pub first_period: Option<Period>,
+    pub last_period: Option<Period>,
+    /// Where the spec came from, for messages.
+    pub origin: String,
+}
+
+impl Spec {
+    pub fn parse(origin: &str, text: &str) -> Result<Spec, SpecError> {
+        let invalid = |message: String| SpecError::Invalid {
+            file: origin.to_string(),
+            message,
+        };
+        let raw: RawSpec = toml::from_str(text).map_err(|e| invalid(e.to_string().trim().to_string()))?;
+        if !is_identifier(&raw.dataset, '-') {
+            return Err(invalid(format!(
+                "dataset: {:?} must be lower case letters, digits and '-'",
+                raw.dataset
+            )));
+        }
+        let delimiter = match raw.source.delimiter.as_bytes() {
+            [b] if b.is_ascii() && *b != b'"' && *b != b'\n' && *b != b'\r' => *b,
+            _ => {
+                return Err(invalid(format!(
+                    "source.delimiter: {:?} must be one ASCII character other than a quote or line break",
+                    raw.source.delimiter
+                )));
+            }
+        };
+        let period = |key: &str, value: &Option<String>| -> Result<Option<Period>, SpecError> {
+            match value {
+                None => Ok(None),
+                Some(v) => Period::parse(v)
+                    .map(Some)
+                    .ok_or_else(|| invalid(format!("source.{key}: {v:?} is not YYYY-MM"))),
+            }
+        };
+        let first_period = period("first_period", &raw.source.first_period)?;
+        let last_period = period("last_period", &raw.source.last_period)?;
+        if let Some(s) = &raw.schedule {
+            if s.cron.split_whitespace().count() != 6 {
+                return Err(invalid(format!(
+                    "schedule.cron: {:?} must have six fields (sec min hour day month weekday)",
+                    s.cron
+                )));
+            }
+            if s.timezone.parse::<chrono_tz::Tz>().is_err() {
+                return Err(invalid(format!("schedule.timezone: unknown time zone {:?}", s.timezone)));
+            }
+        }
+        let q = &raw.quality;
+        if !(0.0..=1.0).contains(&q.max_reject_ratio) {
+            return Err(invalid("quality.max_reject_ratio: must be between 0 and 1".into()));
+        }
+        if !(0.0..=1.0).contains(&q.max_shrink) {
+            return Err(invalid("quality.max_shrink: must be between 0 and 1".into()));
+        }
+        if raw.kind == Kind::Payments {
+            let Some(program) = &raw.program else {
+                return Err(invalid("program: a payments dataset needs a [program] table".into()));
+            };
+            if !is_program_code(&program.code) {
+                return Err(invalid(format!(
+                    "program.code: {:?} must be upper case letters, digits and '_'",
+                    program.code
+                )));
+            }
+            validate_columns(&raw.columns).map_err(invalid)?;
+            if !raw.source.url.contains("{yyyymm}")
+                && !(raw.source.url.contains("{yyyy}") && raw.source.url.contains("{mm}"))
+            {
+                return Err(invalid(format!(
+                    "source.url: {:?} must contain {{yyyymm}} (or {{yyyy}} and {{mm}})",
+                    raw.source.url
+                )));
+            }
+        }
+        Ok(Spec {
+            dataset: raw.dataset,
+            title: raw.title,
+            kind: raw.kind,
+            program: raw.program,
+            source: raw.source,
+            delimiter,
+            columns: raw.columns,
+            quality: raw.quality,
+            schedule: raw.schedule,
+            first_period,
+            last_period,
+            origin: origin.to_string(),
+        })
+    }
+
+    /// The source URL for `period`.
+    pub fn url_for(&self, period: Period) -> String {
+        self.source
+            .url
+            .replace("{yyyymm}", &format!("{:06}", period.yyyymm()))
+            .replace("{yyyy}", &format!("{:04}", period.year))
+            .replace("{mm}", &format!("{:02}", period.month))
+    }
+
+    pub fn column(&self, role: Role) -> Option<&Column> {
+        self.columns.iter().find(|c| c.role == Some(role))
+    }
+}
+
+fn validate_columns(columns: &[Column]) -> Result<(), String> {
+    let mut names = BTreeMap::new();
+    for (i, c) in columns.iter().enumerate() {
+        let key = format!("columns[{i}]");
+        if !is_identifier(&c.name, '_') {
+            return Err(format!("{key}.name: {:?} must be lower case letters, digits and '_'", c.name));
+        }
+        if names.insert(c.name.clone(), i).is_some() {
+            return Err(format!("{key}.name: {:?} is used twice", c.name));
+        }
+        if c.header.trim().is_empty() {
+            return Err(format!("{key}.header: must not be empty"));
+        }
+        let expected: &[ColumnType] = match c.role {
+            Some(Role::ReferenceMonth) | Some(Role::CompetenceMonth) => &[ColumnType::Yyyymm],
+            Some(Role::Municipality) => &[ColumnType::Siafi, ColumnType::Ibge],
+            Some(Role::Beneficiary) => &[ColumnType::Nis],
+            Some(Role::Value) => &[ColumnType::Brl, ColumnType::BrlPoint],
+            None => &[ColumnType::Text, ColumnType::Nis, ColumnType::Yyyymm],
+        };
+        if !expected.contains(&c.column_type) {
+            return Err(format!(
+                "{key}.type: {:?} does not fit role {:?}",
+                c.column_type, c.role
+            ));
+        }
+        if c.column_type == ColumnType::Nis && c.privacy == Privacy::Keep {
+            return Err(format!(
+                "{key}.privacy: NIS is personal data and is stored only as a keyed hash; use \"hash\" or \"drop\""
+            ));
+        }
+        if c.role == Some(Role::Beneficiary) && c.privacy != Privacy::Hash {
+            return Err(format!("{key}.privacy: the beneficiary column must be \"hash\""));
+        }
+        if c.role.is_some() && c.role != Some(Role::CompetenceMonth) && c.optional {
+            return Err(format!("{key}.optional: a {:?} column cannot be optional", c.role));
+        }
+    }
+    for role in [Role::ReferenceMonth, Role::Municipality, Role::Beneficiary, Role::Value] {
+        let count = columns.iter().filter(|c| c.role == Some(role)).count();
+        if count != 1 {
+            return Err(format!("columns: exactly one column must have role {role:?} (found {count})"));
+        }
+    }
+    if columns.iter().filter(|c| c.role == Some(Role::CompetenceMonth)).count() > 1 {
+        return Err("columns: at most one column may have role CompetenceMonth".into());
+    }
+    Ok(())
+}
+
+fn is_identifier(text: &str, separator: char) -> bool {
+    !text.is_empty()
+        && text.len() <= 48
+        && text.starts_with(|c: char| c.is_ascii_lowercase())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == separator)
+}
+
+fn is_program_code(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 40
+        && text.starts_with(|c: char| c.is_ascii_uppercase())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Every spec: from `dir` when it exists (each `*.toml`), else the built-in ones.
+pub fn load_all(dir: &Path) -> Result<Vec<Spec>, SpecError> {
+    let mut specs = Vec::new();
+    if dir.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|source| SpecError::Io {
+                file: dir.display().to_string(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        for file in files {
+            let text = std::fs::read_to_string(&file).map_err(|source| SpecError::Io {
+                file: file.display().to_string(),
+                source,
+            })?;
+            specs.push(Spec::parse(&file.display().to_string(), &text)?);
+        }
+    } else {
+        for (name, text) in BUILTIN {
+            specs.push(Spec::parse(&format!("builtin:jobs/{name}"), text)?);
+        }
+    }
+    let mut seen = BTreeMap::new();
+    for spec in &specs {
+        if let Some(other) = seen.insert(spec.dataset.clone(), spec.origin.clone()) {
+            return Err(SpecError::Invalid {
+                file: spec.origin.clone(),
+                message: format!("dataset: {:?} is also defined in {other}", spec.dataset),
+            });
+        }
+    }
+    Ok(specs)
+}
+
+/// The spec named `name`.
+pub fn find(dir: &Path, name: &str) -> Result<Spec, SpecError> {
+    let specs = load_all(dir)?;
+    let known = specs.iter().map(|s| s.dataset.as_str()).collect::<Vec<_>>().join(", ");
+    specs
+        .into_iter()
+        .find(|s| s.dataset == name)
+        .ok_or_else(|| SpecError::Unknown {
+            name: name.chars().take(64).collect(),
+            known,
+        })
+}
+
+/// Header comparison key: upper case, accents removed, spaces collapsed.
+pub fn header_key(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut space = false;
+    for c in text.trim().trim_start_matches('\u{feff}').chars() {
+        if c.is_whitespace() {
+            space = true;
+            continue;
+        }
+        if space && !out.is_empty() {
+            out.push(' ');
+        }
+        space = false;
+        for u in c.to_uppercase() {
+            out.push(strip_accent(u));
+        }
+    }
+    out
+}
+
+fn strip_accent(c: char) -> char {
+    match c {
+        'À' | 'Á' | 'Â' | 'Ã' | 'Ä' | 'Å' => 'A',
+        'Ç' => 'C',
+        'È' | 'É' | 'Ê' | 'Ë' => 'E',
+        'Ì' | 'Í' | 'Î' | 'Ï' => 'I',
+        'Ñ' => 'N',
+        'Ò' | 'Ó' | 'Ô' | 'Õ' | 'Ö' => 'O',
+        'Ù' | 'Ú' | 'Û' | 'Ü' => 'U',
+        'Ý' => 'Y',
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_specs_are_valid() {
+        let specs = load_all(Path::new("/nonexistent")).expect("builtin specs parse");
+        let names: Vec<&str> = specs.iter().map(|s| s.dataset.as_str()).collect();
+        for want in [
+            "novo-bolsa-familia",
+            "bolsa-familia-pagamentos",
+            "auxilio-brasil",
+            "bpc",
+            "seguro-defeso",
+            "garantia-safra",
+            "municipios",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+    }
+
+    #[test]
+    fn periods() {
+        assert_eq!(Period::parse("2024-10"), Some(Period { year: 2024, month: 10 }));
+        assert_eq!(Period::parse("202410"), Period::parse("2024-10"));
+        assert_eq!(Period::parse("2024-13"), None);
+        assert_eq!(Period::parse("24-10"), None);
+        assert_eq!(Period::parse("2024-10").map(|p| p.to_string()), Some("2024-10".into()));
+    }
+
+    #[test]
+    fn header_keys_ignore_case_accents_and_spacing() {
+        assert_eq!(header_key("Código SIAFI  Município"), "CODIGO SIAFI MUNICIPIO");
+        assert_eq!(header_key("\u{feff}MÊS REFERÊNCIA "), "MES REFERENCIA");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let text = include_str!("../jobs/bpc.toml").replace("type = \"brl\"", "type = \"money\"");
+        let err = Spec::parse("jobs/bpc.toml", &text).expect_err("bad type");
+        let msg = err.to_string();
+        assert!(msg.starts_with("jobs/bpc.toml:"), "{msg}");
+        assert!(msg.contains("money"), "{msg}");
+
+        let text = include_str!("../jobs/bpc.toml").replace("privacy = \"hash\"", "privacy = \"keep\"");
+        let msg = Spec::parse("jobs/bpc.toml", &text).expect_err("nis kept").to_string();
+        assert!(msg.contains("columns[") && msg.contains(".privacy"), "{msg}");
+    }
+}

@@ -1,0 +1,388 @@
+//! The database: `DATABASE_URL` normalisation and redaction, finding or
+//! starting a local server when no URL is given, the connection pool, and
+//! migrations. Owns no table's contents.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use secrecy::ExposeSecret;
+use tokio_postgres::NoTls;
+
+use crate::config::Settings;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Session-level advisory lock key serialising `migrate` across processes.
+const MIGRATION_LOCK_KEY: i64 = 0x6361_7267_615f_6d31; // "carga_m1"
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("DATABASE_URL is not a PostgreSQL URL ({0}): expected postgres://, postgresql://, postgresql+asyncpg:// or postgresql+psycopg2://")]
+    BadUrl(String),
+    #[error("failed to connect to {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("no PostgreSQL server answers on the default socket or 127.0.0.1:5432, and no private cluster could be started ({0}). Install PostgreSQL (Debian: `apt-get install postgresql`) or set DATABASE_URL=postgres://user:password@host:port/database")]
+    NoServer(String),
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("failed to build the connection pool: {0}")]
+    Pool(#[from] deadpool_postgres::BuildError),
+    #[error("failed to get a database connection from the pool: {0}")]
+    PoolGet(#[from] deadpool_postgres::PoolError),
+    #[error("migration failed: {0}")]
+    Migration(#[from] refinery::Error),
+}
+
+pub type Result<T, E = DbError> = std::result::Result<T, E>;
+
+/// Turns every URL form the API team uses into one tokio-postgres accepts.
+/// SQLAlchemy driver suffixes (`+asyncpg`, `+psycopg2`, `+psycopg`) are
+/// dropped; `ssl=` (asyncpg's spelling) becomes `sslmode=`.
+pub fn normalize_url(raw: &str) -> Result<String> {
+    let raw = raw.trim();
+    let (scheme, rest) = raw
+        .split_once("://")
+        .ok_or_else(|| DbError::BadUrl("no scheme".into()))?;
+    let base = scheme.split('+').next().unwrap_or(scheme);
+    if base != "postgres" && base != "postgresql" {
+        return Err(DbError::BadUrl(format!("scheme {scheme}")));
+    }
+    let rest = match rest.split_once('?') {
+        Some((head, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.strip_prefix("ssl=") {
+                    Some(v) => format!("sslmode={v}"),
+                    None => p.to_string(),
+                })
+                .collect();
+            if query.is_empty() {
+                head.to_string()
+            } else {
+                format!("{head}?{}", query.join("&"))
+            }
+        }
+        None => rest.to_string(),
+    };
+    Ok(format!("postgresql://{rest}"))
+}
+
+/// The URL with its password replaced by `***`, safe for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<unparseable url>".into();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+/// Where the database is and how it was found.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub config: tokio_postgres::Config,
+    /// Safe to print.
+    pub description: String,
+}
+
+/// Resolves the database to use: `DATABASE_URL` when set; else a local
+/// server on the default socket or 127.0.0.1:5432 (database `carga`, created
+/// if missing); else a private cluster started from the system's binaries.
+pub async fn resolve(settings: &Settings) -> Result<Target> {
+    if let Some(url) = &settings.database_url {
+        let url = normalize_url(url.expose_secret())?;
+        let config = tokio_postgres::Config::from_str(&url)
+            .map_err(|e| DbError::BadUrl(e.to_string()))?;
+        return Ok(Target {
+            config,
+            description: redact_url(&url),
+        });
+    }
+    let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into());
+    let mut candidates = Vec::new();
+    for socket in ["/var/run/postgresql", "/tmp"] {
+        if Path::new(socket).join(".s.PGSQL.5432").exists() {
+            let mut c = tokio_postgres::Config::new();
+            c.host_path(socket).port(5432).user(&user);
+            candidates.push((c, format!("socket {socket}")));
+        }
+    }
+    let mut tcp = tokio_postgres::Config::new();
+    tcp.host("127.0.0.1").port(5432).user(&user);
+    candidates.push((tcp, "127.0.0.1:5432".to_string()));
+    let mut last_error = String::new();
+    for (config, label) in candidates {
+        match ensure_database(config.clone(), "carga").await {
+            Ok(config) => {
+                return Ok(Target {
+                    config,
+                    description: format!("local server on {label}, database carga, user {user}"),
+                });
+            }
+            Err(e) => last_error = format!("{label}: {e}"),
+        }
+    }
+    tracing::warn!(reason = %last_error, "no local PostgreSQL answers; starting a private cluster");
+    let dir = absolute(&settings.database.local_cluster_dir);
+    let port = settings.database.local_cluster_port;
+    let cluster_user = start_private_cluster(&dir, port)
+        .map_err(|e| DbError::NoServer(format!("{last_error}; private cluster: {e}")))?;
+    let mut config = tokio_postgres::Config::new();
+    config.host_path(&dir).port(port).user(&cluster_user);
+    let config = ensure_database(config, "carga").await?;
+    Ok(Target {
+        config,
+        description: format!("private cluster in {} (port {port})", dir.display()),
+    })
+}
+
+/// Connects to `postgres` with `config`, creates `database` if missing and
+/// returns the config pointing at it.
+async fn ensure_database(
+    mut config: tokio_postgres::Config,
+    database: &str,
+) -> Result<tokio_postgres::Config> {
+    config.dbname("postgres").connect_timeout(Duration::from_secs(3));
+    let client = connect(&config, "postgres").await?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
+        .await?
+        .is_some();
+    if !exists {
+        let sql = format!(
+            "CREATE DATABASE {}",
+            postgres_protocol::escape::escape_identifier(database)
+        );
+        if let Err(e) = client.batch_execute(&sql).await {
+            // Another process may have created it in between.
+            if e.code() != Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) {
+                return Err(e.into());
+            }
+        }
+        tracing::info!(database, "created database");
+    }
+    config.dbname(database);
+    Ok(config)
+}
+
+/// One connection outside the pool, its driver task spawned.
+pub async fn connect(
+    config: &tokio_postgres::Config,
+    target: &str,
+) -> Result<tokio_postgres::Client> {
+    let (client, connection) = config.connect(NoTls).await.map_err(|source| DbError::Connect {
+        target: target.to_string(),
+        source,
+    })?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "database connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// The pool, with explicit timeouts (deadpool's defaults wait forever).
+pub fn pool(target: &Target, settings: &Settings) -> Result<Pool> {
+    let manager = Manager::from_config(
+        target.config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let db = &settings.database;
+    Ok(Pool::builder(manager)
+        .max_size(db.pool_size)
+        .wait_timeout(Some(Duration::from_millis(db.wait_timeout_ms)))
+        .create_timeout(Some(Duration::from_millis(db.create_timeout_ms)))
+        .recycle_timeout(Some(Duration::from_millis(db.recycle_timeout_ms)))
+        .runtime(Runtime::Tokio1)
+        .build()?)
+}
+
+/// Applies the embedded migrations, serialised across processes by a
+/// session advisory lock on a dedicated connection (closed afterwards, so
+/// the lock never outlives this call).
+pub async fn migrate(config: &tokio_postgres::Config) -> Result<Vec<String>> {
+    let mut client = connect(config, "database").await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    client
+        .batch_execute("CREATE SCHEMA IF NOT EXISTS carga")
+        .await?;
+    let report = embedded::migrations::runner()
+        .set_migration_table_name("carga.schema_history")
+        .run_async(&mut client)
+        .await?;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    Ok(report
+        .applied_migrations()
+        .iter()
+        .map(|m| m.to_string())
+        .collect())
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
+/// Finds `name` (initdb, pg_ctl) on PATH or under /usr/lib/postgresql/*/bin.
+fn find_pg_binary(name: &str) -> Option<PathBuf> {
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    for root in ["/usr/lib/postgresql", "/usr/local/pgsql", "/usr/pgsql"] {
+        let Ok(entries) = std::fs::read_dir(root) else {
+            continue;
+        };
+        let mut versions: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        versions.sort();
+        for version in versions.iter().rev() {
+            let candidate = version.join("bin").join(name);
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Starts (initialising if needed) a cluster in `dir` listening only on a
+/// socket in `dir`. As root, runs the binaries as the `postgres` user through
+/// `runuser`, since initdb and postgres refuse to run as root. Returns the
+/// database user to connect as.
+fn start_private_cluster(dir: &Path, port: u16) -> std::result::Result<String, String> {
+    let initdb = find_pg_binary("initdb").ok_or("initdb not found on PATH or under /usr/lib/postgresql")?;
+    let pg_ctl = find_pg_binary("pg_ctl").ok_or("pg_ctl not found on PATH or under /usr/lib/postgresql")?;
+    let as_root = running_as_root();
+    let run = |program: &Path, args: &[&str]| -> std::result::Result<(), String> {
+        let mut command = if as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        };
+        let output = command
+            .args(args)
+            .output()
+            .map_err(|e| format!("failed to run {}: {e}", program.display()))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} failed: {}",
+                program.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
+    };
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    if as_root {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir)
+            .status()
+            .map_err(|e| format!("chown failed: {e}"))?;
+        if !status.success() {
+            return Err("running as root and the `postgres` user does not exist; run carga as an ordinary user or set DATABASE_URL".into());
+        }
+    }
+    let dir_str = dir.to_string_lossy().to_string();
+    if !dir.join("PG_VERSION").exists() {
+        run(&initdb, &["-D", &dir_str, "-A", "trust", "-U", "postgres", "-E", "UTF8"])?;
+    }
+    let options = format!("-c listen_addresses='' -k {dir_str} -p {port}");
+    let log = dir.join("server.log").to_string_lossy().to_string();
+    let pid_file = dir.join("postmaster.pid");
+    if !pid_file.exists() {
+        run(&pg_ctl, &["-D", &dir_str, "-o", &options, "-l", &log, "-w", "start"])?;
+    }
+    tracing::warn!(dir = %dir.display(), port, "started a private PostgreSQL cluster; stop it with pg_ctl -D <dir> stop");
+    Ok("postgres".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_every_form_the_api_uses() {
+        for (raw, want) in [
+            ("postgres://u:p@h:5432/db", "postgresql://u:p@h:5432/db"),
+            ("postgresql://u:p@h/db", "postgresql://u:p@h/db"),
+            ("postgresql+asyncpg://u:p@h/db", "postgresql://u:p@h/db"),
+            ("postgresql+psycopg2://u:p@h/db?sslmode=disable", "postgresql://u:p@h/db?sslmode=disable"),
+            ("postgresql+asyncpg://u@h/db?ssl=disable", "postgresql://u@h/db?sslmode=disable"),
+        ] {
+            assert_eq!(normalize_url(raw).expect("valid"), want, "{raw}");
+        }
+        assert!(normalize_url("mysql://h/db").is_err());
+        assert!(normalize_url("h/db").is_err());
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgresql://user:s3cr3t@host:5432/db?password=x&a=b"),
+            "postgresql://user:***@host:5432/db?password=***&a=b"
+        );
+        assert_eq!(redact_url("postgresql://user@host/db"), "postgresql://user@host/db");
+        assert!(!redact_url("postgresql://u:p%40ss@h/db").contains("p%40ss"));
+    }
+}

@@ -1,0 +1,19 @@
+//! carga streams Portal da Transparência payment files over HTTP into
+//! PostgreSQL: download → unzip → Latin-1 CSV → typed rows → binary COPY into
+//! a hidden partition → aggregates → one atomic publish. See ARCHITECTURE.md
+//! for the data's path, the code map and the invariants.
+
+pub mod aggregate;
+pub mod cli;
+pub mod config;
+pub mod dataset;
+pub mod db;
+pub mod decode;
+pub mod http;
+pub mod load;
+pub mod parse;
+pub mod pipeline;
+pub mod reference;
+pub mod sample;
+pub mod source;
+pub mod telemetry;

@@ -1,0 +1,213 @@
+//! The loads ledger (`carga.loads`) and the rejects table. A load's row is
+//! inserted when it starts and finished when it ends, outside the load
+//! transaction so a failure is recorded even though its data rolls back;
+//! the published state is written inside the publishing transaction.
+
+use tokio_postgres::GenericClient;
+use serde_json::json;
+
+use crate::dataset::Period;
+
+/// A previously published load of the same program and period.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub id: i64,
+    pub period: chrono::NaiveDate,
+    pub sha256: Option<Vec<u8>>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub rows_loaded: i64,
+}
+
+pub async fn start(
+    client: &impl GenericClient,
+    dataset: &str,
+    program_code: Option<&str>,
+    period: Option<Period>,
+    source_url: &str,
+    forced: bool,
+) -> Result<i64, tokio_postgres::Error> {
+    let period = period.map(Period::first_day);
+    let row = client
+        .query_one(
+            "INSERT INTO carga.loads (dataset, program_code, period, status, source_url, forced)
+             VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id",
+            &[&dataset, &program_code, &period, &source_url, &forced],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Records a failure or skip (outside the load transaction).
+pub async fn finish_unpublished(
+    client: &impl GenericClient,
+    load_id: i64,
+    status: &str,
+    error_code: Option<&str>,
+    error: Option<&str>,
+    stats: &serde_json::Value,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE carga.loads SET status = $2, error_code = $3, error = $4, finished_at = now(),
+                    stage_seconds = coalesce($5::jsonb -> 'stage_seconds', stage_seconds),
+                    bytes_downloaded = ($5::jsonb ->> 'bytes')::bigint,
+                    rows_read = ($5::jsonb ->> 'rows_read')::bigint,
+                    rows_rejected = ($5::jsonb ->> 'rows_rejected')::bigint,
+                    sha256 = decode($5::jsonb ->> 'sha256', 'hex')
+             WHERE id = $1 AND status = 'running'",
+            &[&load_id, &status, &error_code, &error, stats],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The current published load of (program, period), if any.
+pub async fn current(
+    client: &impl GenericClient,
+    program_code: &str,
+    period: Period,
+) -> Result<Option<Published>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT id, period, sha256, etag, last_modified, coalesce(rows_loaded, 0)
+             FROM carga.loads WHERE program_code = $1 AND period = $2 AND status = 'published'",
+            &[&program_code, &period.first_day()],
+        )
+        .await?;
+    Ok(row.map(published))
+}
+
+/// The baseline of the shrink guard: the published load of the same period,
+/// else of the latest earlier period of the program.
+pub async fn baseline(
+    client: &impl GenericClient,
+    program_code: &str,
+    period: Period,
+) -> Result<Option<Published>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT id, period, sha256, etag, last_modified, coalesce(rows_loaded, 0)
+             FROM carga.loads WHERE program_code = $1 AND period <= $2 AND status = 'published'
+             ORDER BY period DESC LIMIT 1",
+            &[&program_code, &period.first_day()],
+        )
+        .await?;
+    Ok(row.map(published))
+}
+
+fn published(row: tokio_postgres::Row) -> Published {
+    Published {
+        id: row.get(0),
+        period: row.get(1),
+        sha256: row.get(2),
+        etag: row.get(3),
+        last_modified: row.get(4),
+        rows_loaded: row.get(5),
+    }
+}
+
+/// Everything the ledger keeps about a published load.
+#[derive(Debug, Clone, Default)]
+pub struct PublishRecord {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub sha256: Vec<u8>,
+    pub bytes_downloaded: i64,
+    pub bytes_decompressed: i64,
+    pub rows_read: i64,
+    pub rows_loaded: i64,
+    pub rows_rejected: i64,
+    pub distinct_beneficiaries: i64,
+    pub value_cents: i64,
+    pub partition_name: String,
+    pub stage_seconds: serde_json::Value,
+}
+
+/// Inside the publishing transaction: supersede the previous published load
+/// of (program, period) and mark this one published.
+pub async fn publish(
+    client: &impl GenericClient,
+    load_id: i64,
+    program_code: &str,
+    period: Period,
+    record: &PublishRecord,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE carga.loads SET status = 'superseded'
+             WHERE program_code = $1 AND period = $2 AND status = 'published'",
+            &[&program_code, &period.first_day()],
+        )
+        .await?;
+    client
+        .execute(
+            "UPDATE carga.loads SET status = 'published', finished_at = now(), etag = $2, last_modified = $3,
+                    sha256 = $4, bytes_downloaded = $5, bytes_decompressed = $6, rows_read = $7,
+                    rows_loaded = $8, rows_rejected = $9, distinct_beneficiaries = $10,
+                    total_value_brl = $11::bigint::numeric / 100, partition_name = $12, stage_seconds = $13
+             WHERE id = $1",
+            &[
+                &load_id,
+                &record.etag,
+                &record.last_modified,
+                &record.sha256,
+                &record.bytes_downloaded,
+                &record.bytes_decompressed,
+                &record.rows_read,
+                &record.rows_loaded,
+                &record.rows_rejected,
+                &record.distinct_beneficiaries,
+                &record.value_cents,
+                &record.partition_name,
+                &record.stage_seconds,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// A refused row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub line: u64,
+    pub byte_offset: u64,
+    pub column: Option<String>,
+    pub code: &'static str,
+    pub reason: String,
+    pub raw_line: String,
+}
+
+/// Writes rejects in one statement (arrays unnested server-side).
+pub async fn insert_rejects(
+    client: &impl GenericClient,
+    load_id: i64,
+    rejects: &[Reject],
+) -> Result<(), tokio_postgres::Error> {
+    if rejects.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<i64> = rejects.iter().map(|r| r.line as i64).collect();
+    let offsets: Vec<i64> = rejects.iter().map(|r| r.byte_offset as i64).collect();
+    let columns: Vec<Option<&str>> = rejects.iter().map(|r| r.column.as_deref()).collect();
+    let reasons: Vec<String> = rejects.iter().map(|r| format!("{}: {}", r.code, r.reason)).collect();
+    let raws: Vec<&str> = rejects.iter().map(|r| r.raw_line.as_str()).collect();
+    client
+        .execute(
+            "INSERT INTO carga.rejects (load_id, line, byte_offset, column_name, reason, raw_line)
+             SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[])
+             ON CONFLICT DO NOTHING",
+            &[&load_id, &lines, &offsets, &columns, &reasons, &raws],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Stage timings as stored in the ledger.
+pub fn stage_seconds(pairs: &[(&str, f64)]) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for (k, v) in pairs {
+        map.insert((*k).to_string(), json!((v * 1000.0).round() / 1000.0));
+    }
+    serde_json::Value::Object(map)
+}

@@ -1,0 +1,656 @@
+//! CSV records → typed payment rows, or row errors. Pure: no I/O, no SQL.
+//! One bad row never sinks the batch: [`Transformer::row`] returns the row
+//! or a [`RowError`], and the caller decides by policy. The header is
+//! matched by name (accents, case and spacing ignored; aliases allowed)
+//! before any row is read.
+
+pub mod value;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use csv::ByteRecord;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::dataset::{Column, ColumnType, Encoding, Period, Privacy, Role, Spec, header_key};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("header is missing {missing:?}; found {found:?}")]
+    Missing { missing: Vec<String>, found: Vec<String> },
+    #[error("header names {header:?} twice")]
+    Duplicate { header: String },
+    #[error("the file is empty (no header line)")]
+    Empty,
+}
+
+impl HeaderError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            HeaderError::Empty => "empty_file",
+            _ => "csv_header_mismatch",
+        }
+    }
+}
+
+/// Municipality lookups, loaded from the `municipalities` table.
+#[derive(Debug, Clone)]
+pub struct MunicipalityIndex {
+    by_siafi: Vec<i32>,
+    by_ibge: HashMap<u32, i32>,
+}
+
+impl MunicipalityIndex {
+    /// `rows`: (municipality id, IBGE code, SIAFI code).
+    pub fn new(rows: impl IntoIterator<Item = (i32, u32, Option<u16>)>) -> Self {
+        let mut by_siafi = vec![0; 10_000];
+        let mut by_ibge = HashMap::new();
+        for (id, ibge, siafi) in rows {
+            by_ibge.insert(ibge, id);
+            if let Some(s) = siafi {
+                if let Some(slot) = by_siafi.get_mut(usize::from(s)) {
+                    *slot = id;
+                }
+            }
+        }
+        MunicipalityIndex { by_siafi, by_ibge }
+    }
+    pub fn len(&self) -> usize {
+        self.by_ibge.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.by_ibge.is_empty()
+    }
+    fn siafi(&self, code: u16) -> Option<i32> {
+        self.by_siafi.get(usize::from(code)).copied().filter(|id| *id != 0)
+    }
+    fn ibge(&self, code: u32) -> Option<i32> {
+        self.by_ibge.get(&code).copied()
+    }
+}
+
+/// Why a row was refused. Messages never contain personal data: only values
+/// of typed, non-personal columns (months, codes, amounts) are quoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RejectReason {
+    FieldCount { expected: usize, found: usize },
+    BadValue { expected: &'static str, found: String },
+    UnknownMunicipality { code: String },
+    WrongReferenceMonth { found: u32, expected: u32 },
+    InvalidText,
+}
+
+impl RejectReason {
+    pub fn code(&self) -> &'static str {
+        match self {
+            RejectReason::FieldCount { .. } => "field_count",
+            RejectReason::BadValue { .. } => "bad_value",
+            RejectReason::UnknownMunicipality { .. } => "unknown_municipality",
+            RejectReason::WrongReferenceMonth { .. } => "wrong_reference_month",
+            RejectReason::InvalidText => "invalid_text",
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RejectReason::FieldCount { expected, found } => {
+                write!(f, "expected {expected} fields, found {found}")
+            }
+            RejectReason::BadValue { expected, found } => write!(f, "invalid {expected}: {found:?}"),
+            RejectReason::UnknownMunicipality { code } => {
+                write!(f, "unknown municipality code {code:?} (not in the municipalities table)")
+            }
+            RejectReason::WrongReferenceMonth { found, expected } => {
+                write!(f, "reference month {found} differs from the load's period {expected}")
+            }
+            RejectReason::InvalidText => write!(f, "text is not valid in the declared encoding or holds a NUL byte"),
+        }
+    }
+}
+
+/// A refused row: which column, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    /// The header name as found in the file.
+    pub column: Option<String>,
+    pub reason: RejectReason,
+}
+
+/// One typed payment row. Borrowed attributes live in the transformer's
+/// reusable buffer until the next call.
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentRow<'a> {
+    /// Days from 2000-01-01 (PostgreSQL's date), first of the month.
+    pub competence_date: Option<i32>,
+    pub municipality_id: i32,
+    pub beneficiary_hash: Option<[u8; 16]>,
+    pub value_cents: i64,
+    /// A JSON object of the kept or hashed attribute columns.
+    pub attributes: Option<&'a [u8]>,
+}
+
+#[derive(Debug, Clone)]
+struct Attribute {
+    index: usize,
+    name: String,
+    privacy: Privacy,
+}
+
+/// Column positions in this file, resolved from its header.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    width: usize,
+    reference: usize,
+    competence: Option<usize>,
+    municipality: (usize, ColumnType),
+    beneficiary: usize,
+    value: (usize, ColumnType),
+    sentinels: Vec<Vec<u8>>,
+    attributes: Vec<Attribute>,
+    /// Per file position: what the redacted raw line shows.
+    shown: Vec<Shown>,
+    headers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    Clear,
+    Hidden,
+}
+
+impl Plan {
+    /// Maps the spec's columns onto `header` by name. Fails before any row
+    /// is read, listing the expected and found names.
+    pub fn new(spec: &Spec, header: &ByteRecord) -> Result<Plan, HeaderError> {
+        if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
+            return Err(HeaderError::Empty);
+        }
+        let headers: Vec<String> = header
+            .iter()
+            .map(|field| decode_text(spec.source.encoding, field))
+            .collect();
+        let keys: Vec<String> = headers.iter().map(|h| header_key(h)).collect();
+        let mut positions: HashMap<&str, usize> = HashMap::new();
+        let mut missing = Vec::new();
+        let mut taken: HashMap<usize, &str> = HashMap::new();
+        for column in &spec.columns {
+            let wanted: Vec<String> = std::iter::once(&column.header)
+                .chain(column.aliases.iter())
+                .map(|h| header_key(h))
+                .collect();
+            match keys.iter().position(|k| wanted.contains(k)) {
+                Some(i) => {
+                    if taken.insert(i, &column.name).is_some() {
+                        return Err(HeaderError::Duplicate {
+                            header: headers[i].clone(),
+                        });
+                    }
+                    if keys.iter().filter(|k| wanted.contains(k)).count() > 1 {
+                        return Err(HeaderError::Duplicate {
+                            header: headers[i].clone(),
+                        });
+                    }
+                    positions.insert(&column.name, i);
+                }
+                None if column.optional => {}
+                None => missing.push(column.header.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(HeaderError::Missing {
+                missing,
+                found: headers,
+            });
+        }
+        let position = |role: Role| -> (usize, &Column) {
+            let column = spec.columns.iter().find(|c| c.role == Some(role)).unwrap_or(&spec.columns[0]);
+            (positions.get(column.name.as_str()).copied().unwrap_or(0), column)
+        };
+        let (reference, _) = position(Role::ReferenceMonth);
+        let (municipality, municipality_column) = position(Role::Municipality);
+        let (beneficiary, beneficiary_column) = position(Role::Beneficiary);
+        let (value, value_column) = position(Role::Value);
+        let competence = spec
+            .column(Role::CompetenceMonth)
+            .and_then(|c| positions.get(c.name.as_str()).copied());
+        let attributes = spec
+            .columns
+            .iter()
+            .filter(|c| c.role.is_none() && c.privacy != Privacy::Drop)
+            .filter_map(|c| {
+                positions.get(c.name.as_str()).map(|&index| Attribute {
+                    index,
+                    name: c.name.clone(),
+                    privacy: c.privacy,
+                })
+            })
+            .collect();
+        let mut shown = vec![Shown::Hidden; headers.len()];
+        for column in &spec.columns {
+            if let Some(&i) = positions.get(column.name.as_str()) {
+                let clear = match column.role {
+                    Some(Role::Beneficiary) => false,
+                    Some(_) => true,
+                    None => column.privacy == Privacy::Keep,
+                };
+                if clear {
+                    shown[i] = Shown::Clear;
+                }
+            }
+        }
+        Ok(Plan {
+            width: headers.len(),
+            reference,
+            competence,
+            municipality: (municipality, municipality_column.column_type),
+            beneficiary,
+            value: (value, value_column.column_type),
+            sentinels: beneficiary_column.sentinels.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            attributes,
+            shown,
+            headers,
+        })
+    }
+
+    pub fn headers(&self) -> &[String] {
+        &self.headers
+    }
+
+    fn header(&self, index: usize) -> Option<String> {
+        self.headers.get(index).cloned()
+    }
+}
+
+fn decode_text(encoding: Encoding, field: &[u8]) -> String {
+    match encoding {
+        Encoding::Windows1252 => encoding_rs::WINDOWS_1252
+            .decode_without_bom_handling(field)
+            .0
+            .into_owned(),
+        Encoding::Utf8 => String::from_utf8_lossy(field).into_owned(),
+    }
+}
+
+/// Turns records into rows for one (program, period). Holds the keyed NIS
+/// hasher and reusable buffers: no allocation per row.
+pub struct Transformer {
+    plan: Plan,
+    encoding: Encoding,
+    municipalities: MunicipalityIndex,
+    period: u32,
+    nis_mac: Hmac<Sha256>,
+    last_nis: [u8; 11],
+    last_hash: [u8; 16],
+    attributes: Vec<u8>,
+    scratch: String,
+}
+
+impl Transformer {
+    pub fn new(
+        plan: Plan,
+        spec: &Spec,
+        municipalities: MunicipalityIndex,
+        period: Option<Period>,
+        nis_key: &[u8],
+    ) -> Transformer {
+        // HMAC accepts keys of any length.
+        let nis_mac = <Hmac<Sha256> as KeyInit>::new_from_slice(nis_key)
+            .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new_from_slice(b"").expect("empty key"));
+        Transformer {
+            plan,
+            encoding: spec.source.encoding,
+            municipalities,
+            period: period.map_or(0, Period::yyyymm),
+            nis_mac,
+            last_nis: [0; 11],
+            last_hash: [0; 16],
+            attributes: Vec::with_capacity(256),
+            scratch: String::new(),
+        }
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The period rows are checked against (`YYYYMM`), 0 before the first row
+    /// when none was given.
+    pub fn period(&self) -> u32 {
+        self.period
+    }
+
+    fn bad(&self, index: usize, expected: &'static str, field: &[u8]) -> RowError {
+        RowError {
+            column: self.plan.header(index),
+            reason: RejectReason::BadValue {
+                expected,
+                found: String::from_utf8_lossy(field).chars().take(40).collect(),
+            },
+        }
+    }
+
+    /// The keyed hash of a NIS: the first 128 bits of HMAC-SHA256.
+    pub fn hash_nis(&mut self, nis: &[u8]) -> [u8; 16] {
+        if nis == self.last_nis {
+            return self.last_hash;
+        }
+        let mut mac = self.nis_mac.clone();
+        mac.update(nis);
+        let digest = mac.finalize().into_bytes();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        self.last_nis.copy_from_slice(nis);
+        self.last_hash = out;
+        out
+    }
+
+    /// Transforms one record.
+    pub fn row(&mut self, record: &ByteRecord) -> Result<PaymentRow<'_>, RowError> {
+        let plan = &self.plan;
+        if record.len() != plan.width {
+            return Err(RowError {
+                column: None,
+                reason: RejectReason::FieldCount {
+                    expected: plan.width,
+                    found: record.len(),
+                },
+            });
+        }
+        let field = |i: usize| record.get(i).unwrap_or_default();
+
+        let reference = field(plan.reference);
+        let Some(reference_month) = value::yyyymm(reference) else {
+            return Err(self.bad(plan.reference, "month (YYYYMM)", reference));
+        };
+        if self.period == 0 {
+            // validate without a period: the first valid row sets it
+            self.period = reference_month;
+        }
+        if reference_month != self.period {
+            return Err(RowError {
+                column: plan.header(plan.reference),
+                reason: RejectReason::WrongReferenceMonth {
+                    found: reference_month,
+                    expected: self.period,
+                },
+            });
+        }
+        let competence_date = match plan.competence {
+            None => None,
+            Some(i) => {
+                let raw = field(i);
+                match value::yyyymm(raw) {
+                    Some(m) => Some(value::first_day_pg(m)),
+                    None if value::trim(raw).is_empty() => None,
+                    None => return Err(self.bad(i, "month (YYYYMM)", raw)),
+                }
+            }
+        };
+        let (mi, mtype) = plan.municipality;
+        let raw = field(mi);
+        let municipality_id = match mtype {
+            ColumnType::Ibge => value::ibge(raw)
+                .ok_or_else(|| self.bad(mi, "IBGE code (7 digits)", raw))
+                .and_then(|code| {
+                    self.municipalities.ibge(code).ok_or_else(|| RowError {
+                        column: plan.header(mi),
+                        reason: RejectReason::UnknownMunicipality {
+                            code: code.to_string(),
+                        },
+                    })
+                })?,
+            _ => value::siafi(raw)
+                .ok_or_else(|| self.bad(mi, "SIAFI code (4 digits)", raw))
+                .and_then(|code| {
+                    self.municipalities.siafi(code).ok_or_else(|| RowError {
+                        column: plan.header(mi),
+                        reason: RejectReason::UnknownMunicipality {
+                            code: format!("{code:04}"),
+                        },
+                    })
+                })?,
+        };
+        let (vi, vtype) = plan.value;
+        let raw = field(vi);
+        let parsed = match vtype {
+            ColumnType::BrlPoint => value::brl_point(raw),
+            _ => value::brl_comma(raw),
+        };
+        let Some(value_cents) = parsed else {
+            return Err(self.bad(vi, "amount (BRL, e.g. 1.234,56)", raw));
+        };
+        let nis_raw = value::trim(field(plan.beneficiary));
+        let beneficiary_hash = match value::nis(nis_raw) {
+            Some(nis) if !plan.sentinels.iter().any(|s| s == nis) => {
+                let nis: [u8; 11] = nis.try_into().unwrap_or([b'0'; 11]);
+                Some(self.hash_nis(&nis))
+            }
+            _ => None,
+        };
+        let has_attributes = !self.plan.attributes.is_empty();
+        if has_attributes {
+            self.encode_attributes(record)?;
+        }
+        Ok(PaymentRow {
+            competence_date,
+            municipality_id,
+            beneficiary_hash,
+            value_cents,
+            attributes: has_attributes.then_some(&self.attributes[..]),
+        })
+    }
+
+    fn encode_attributes(&mut self, record: &ByteRecord) -> Result<(), RowError> {
+        self.attributes.clear();
+        self.attributes.push(b'{');
+        for (n, attribute) in self.plan.attributes.iter().enumerate() {
+            let raw = record.get(attribute.index).unwrap_or_default();
+            if n > 0 {
+                self.attributes.push(b',');
+            }
+            json_string(&mut self.attributes, &attribute.name);
+            self.attributes.push(b':');
+            let invalid = || RowError {
+                column: self.plan.header(attribute.index),
+                reason: RejectReason::InvalidText,
+            };
+            if raw.contains(&0) {
+                return Err(invalid());
+            }
+            match attribute.privacy {
+                Privacy::Hash => {
+                    let mut mac = self.nis_mac.clone();
+                    mac.update(value::trim(raw));
+                    let digest = mac.finalize().into_bytes();
+                    self.scratch.clear();
+                    for b in &digest[..16] {
+                        use std::fmt::Write;
+                        let _ = write!(self.scratch, "{b:02x}");
+                    }
+                    json_string(&mut self.attributes, &self.scratch);
+                }
+                _ => match self.encoding {
+                    Encoding::Utf8 => {
+                        let text = std::str::from_utf8(raw).map_err(|_| invalid())?;
+                        json_string(&mut self.attributes, text.trim());
+                    }
+                    Encoding::Windows1252 => {
+                        let (text, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(raw);
+                        json_string(&mut self.attributes, text.trim());
+                    }
+                },
+            }
+        }
+        self.attributes.push(b'}');
+        Ok(())
+    }
+
+    /// The record as text for the rejects table, with every column the
+    /// privacy policy does not keep replaced by `***`, cut to `limit` bytes.
+    pub fn redacted_line(&self, record: &ByteRecord, limit: usize) -> String {
+        let mut out = String::new();
+        for (i, field) in record.iter().enumerate() {
+            if i > 0 {
+                out.push(';');
+            }
+            match self.plan.shown.get(i) {
+                Some(Shown::Clear) => out.push_str(&decode_text(self.encoding, field)),
+                _ => out.push_str("***"),
+            }
+            if out.len() > limit {
+                break;
+            }
+        }
+        if out.len() > limit {
+            let mut cut = limit;
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+        }
+        out
+    }
+}
+
+/// Appends `text` as a JSON string literal.
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    for c in text.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn spec(name: &str) -> Spec {
+        crate::dataset::find(Path::new("/nonexistent"), name).expect("builtin spec")
+    }
+
+    fn record(fields: &[&[u8]]) -> ByteRecord {
+        let mut r = ByteRecord::new();
+        for f in fields {
+            r.push_field(f);
+        }
+        r
+    }
+
+    const NBF_HEADER: &[&[u8]] = &[
+        b"M\xcaS COMPET\xcaNCIA",
+        b"M\xcaS REFER\xcaNCIA",
+        b"UF",
+        b"C\xd3DIGO MUNIC\xcdPIO SIAFI",
+        b"NOME MUNIC\xcdPIO",
+        b"CPF FAVORECIDO",
+        b"NIS FAVORECIDO",
+        b"NOME FAVORECIDO",
+        b"VALOR PARCELA",
+    ];
+
+    fn transformer(spec: &Spec, header: &[&[u8]]) -> Transformer {
+        let plan = Plan::new(spec, &record(header)).expect("header");
+        let index = MunicipalityIndex::new([(7, 3550308, Some(7107))]);
+        Transformer::new(plan, spec, index, Period::new(2024, 10), b"k")
+    }
+
+    /// Data-driven row checks: (fields, Ok(value cents, has NIS) | Err(code)).
+    fn check(t: &mut Transformer, fields: &[&[u8]], want: Result<(i64, bool), &str>) {
+        let got = t
+            .row(&record(fields))
+            .map(|r| (r.value_cents, r.beneficiary_hash.is_some()))
+            .map_err(|e| e.reason.code());
+        assert_eq!(got, want, "fields {fields:?}");
+    }
+
+    #[test]
+    fn rows_are_typed_or_rejected() {
+        let spec = spec("novo-bolsa-familia");
+        let mut t = transformer(&spec, NBF_HEADER);
+        let row = |comp: &'static [u8], refm: &'static [u8], siafi: &'static [u8], nis: &'static [u8], v: &'static [u8]| {
+            vec![comp, refm, &b"SP"[..], siafi, &b"SAO PAULO"[..], &b""[..], nis, &b"FULANO"[..], v]
+        };
+        check(&mut t, &row(b"202410", b"202410", b"7107", b"12345678901", b"1.234,56"), Ok((123456, true)));
+        check(&mut t, &row(b"202312", b"202410", b"7107", b"", b"-50,00"), Ok((-5000, false)));
+        check(&mut t, &row(b"202410", b"202410", b"9999", b"12345678901", b"1,00"), Err("unknown_municipality"));
+        check(&mut t, &row(b"202410", b"202410", b"7107", b"12345678901", b"1,2,3"), Err("bad_value"));
+        check(&mut t, &row(b"202410", b"202409", b"7107", b"12345678901", b"1,00"), Err("wrong_reference_month"));
+        check(&mut t, &row(b"2024", b"202410", b"7107", b"12345678901", b"1,00"), Err("bad_value"));
+        check(&mut t, &[b"202410", b"202410"], Err("field_count"));
+    }
+
+    #[test]
+    fn reordered_and_renamed_headers_map_by_name() {
+        let spec = spec("novo-bolsa-familia");
+        let header: Vec<&[u8]> = vec![
+            b"VALOR PARCELA",
+            b"Nis Favorecido",
+            b"NOME FAVORECIDO",
+            b"M\xcaS REFER\xcaNCIA",
+            b"M\xcaS COMPET\xcaNCIA",
+            b"C\xd3DIGO SIAFI MUNIC\xcdPIO",
+            b"UF",
+            b"NOME MUNIC\xcdPIO",
+        ];
+        let mut t = transformer(&spec, &header);
+        check(
+            &mut t,
+            &[b"10,00", b"12345678901", b"X", b"202410", b"202410", b"7107", b"SP", b"SAO PAULO"],
+            Ok((1000, true)),
+        );
+    }
+
+    #[test]
+    fn missing_columns_name_expected_and_found() {
+        let spec = spec("novo-bolsa-familia");
+        let err = Plan::new(&spec, &record(&NBF_HEADER[..8])).expect_err("no value column");
+        let msg = err.to_string();
+        assert!(msg.contains("VALOR PARCELA") && msg.contains("NOME FAVORECIDO"), "{msg}");
+    }
+
+    #[test]
+    fn sentinels_are_not_people_and_nis_is_keyed() {
+        let spec = spec("bpc");
+        let header: Vec<&[u8]> = vec![
+            b"M\xcaS COMPET\xcaNCIA", b"M\xcaS REFER\xcaNCIA", b"UF", b"C\xd3DIGO MUNIC\xcdPIO SIAFI", b"NOME MUNIC\xcdPIO",
+            b"NIS BENEFICI\xc1RIO", b"CPF BENEFICI\xc1RIO", b"NOME BENEFICI\xc1RIO", b"NIS REPRESENTANTE LEGAL",
+            b"CPF REPRESENTANTE LEGAL", b"NOME REPRESENTANTE LEGAL", b"N\xdaMERO BENEF\xcdCIO",
+            b"BENEF\xcdCIO CONCEDIDO JUDICIALMENTE", b"VALOR PARCELA",
+        ];
+        let mut t = transformer(&spec, &header);
+        let mut fields: Vec<&[u8]> = vec![
+            b"202410", b"202410", b"SP", b"7107", b"SAO PAULO", b"99999990003", b"", b"NAME", b"", b"", b"", b"123",
+            b"N\xe3o", b"1.412,00",
+        ];
+        check(&mut t, &fields, Ok((141200, false)));
+        let row = t.row(&record(&fields)).expect("row");
+        assert_eq!(row.attributes, Some("{\"judicial\":\"Não\"}".as_bytes()));
+        fields[5] = b"12345678901";
+        let a = t.row(&record(&fields)).expect("row").beneficiary_hash;
+        let other_key = {
+            let plan = t.plan().clone();
+            let mut u = Transformer::new(plan, &spec, MunicipalityIndex::new([(7, 3550308, Some(7107))]),
+                Period::new(2024, 10), b"other");
+            u.row(&record(&fields)).expect("row").beneficiary_hash
+        };
+        assert!(a.is_some() && a != other_key);
+        let line = t.redacted_line(&record(&fields), 512);
+        assert!(!line.contains("12345678901") && !line.contains("NAME"), "{line}");
+        assert!(line.contains("1.412,00") && line.contains("7107"), "{line}");
+    }
+}

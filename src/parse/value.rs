@@ -1,0 +1,209 @@
+//! Field parsers for the Portal's value types. Pure functions over raw
+//! bytes (already unquoted by the CSV reader); no allocation.
+
+/// Leading and trailing ASCII spaces removed.
+pub fn trim(field: &[u8]) -> &[u8] {
+    let start = field.iter().position(|b| *b != b' ').unwrap_or(field.len());
+    let end = field.iter().rposition(|b| *b != b' ').map_or(start, |i| i + 1);
+    &field[start..end]
+}
+
+fn digits(field: &[u8]) -> Option<u64> {
+    if field.is_empty() || field.len() > 18 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in field {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u64::from(b - b'0');
+    }
+    Some(v)
+}
+
+/// `YYYYMM` → the number, when the month is 01–12.
+pub fn yyyymm(field: &[u8]) -> Option<u32> {
+    let field = trim(field);
+    if field.len() != 6 {
+        return None;
+    }
+    let v = digits(field)? as u32;
+    let (year, month) = (v / 100, v % 100);
+    ((1900..=2999).contains(&year) && (1..=12).contains(&month)).then_some(v)
+}
+
+/// A SIAFI code: up to four digits (the Portal pads to four).
+pub fn siafi(field: &[u8]) -> Option<u16> {
+    let field = trim(field);
+    if field.is_empty() || field.len() > 4 {
+        return None;
+    }
+    digits(field).map(|v| v as u16)
+}
+
+/// A 7-digit IBGE municipality code.
+pub fn ibge(field: &[u8]) -> Option<u32> {
+    let field = trim(field);
+    if field.len() != 7 {
+        return None;
+    }
+    digits(field).map(|v| v as u32)
+}
+
+/// Exactly 11 digits, not all zeros: a NIS. Anything else means "no NIS".
+pub fn nis(field: &[u8]) -> Option<&[u8]> {
+    let field = trim(field);
+    (field.len() == 11 && field.iter().all(u8::is_ascii_digit) && field.iter().any(|b| *b != b'0'))
+        .then_some(field)
+}
+
+/// A BRL amount with a decimal comma and optional thousands dots, in
+/// cents: `1.234,56` → 123456, `-600,00` → -60000, `600` → 60000,
+/// `0,5` → 50. Thousands groups must have three digits; more than two
+/// decimals is an error (it would be rounded otherwise).
+pub fn brl_comma(field: &[u8]) -> Option<i64> {
+    amount(field, b',', Some(b'.'))
+}
+
+/// A BRL amount with a decimal point and no thousands separator (the
+/// pre-2018 layout): `227.00` → 22700.
+pub fn brl_point(field: &[u8]) -> Option<i64> {
+    amount(field, b'.', None)
+}
+
+fn amount(field: &[u8], decimal: u8, thousands: Option<u8>) -> Option<i64> {
+    let field = trim(field);
+    let (negative, body) = match field.first() {
+        Some(b'-') => (true, &field[1..]),
+        Some(b'+') => (false, &field[1..]),
+        _ => (false, field),
+    };
+    let (int_part, frac_part) = match body.iter().position(|b| *b == decimal) {
+        Some(i) => (&body[..i], Some(&body[i + 1..])),
+        None => (body, None),
+    };
+    if int_part.is_empty() {
+        return None;
+    }
+    let mut units: i64 = 0;
+    let mut group_len = 0usize;
+    let mut saw_separator = false;
+    for (i, &b) in int_part.iter().enumerate() {
+        if Some(b) == thousands {
+            // the first group has 1–3 digits, every later one exactly 3
+            if i == 0 || (saw_separator && group_len != 3) || (!saw_separator && group_len > 3) {
+                return None;
+            }
+            saw_separator = true;
+            group_len = 0;
+            continue;
+        }
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        units = units.checked_mul(10)?.checked_add(i64::from(b - b'0'))?;
+        group_len += 1;
+    }
+    if saw_separator && group_len != 3 {
+        return None;
+    }
+    let cents = match frac_part {
+        None => 0,
+        Some([]) => return None,
+        Some([a]) if a.is_ascii_digit() => i64::from(a - b'0') * 10,
+        Some([a, b]) if a.is_ascii_digit() && b.is_ascii_digit() => {
+            i64::from(a - b'0') * 10 + i64::from(b - b'0')
+        }
+        Some(_) => return None,
+    };
+    let total = units.checked_mul(100)?.checked_add(cents)?;
+    Some(if negative { -total } else { total })
+}
+
+/// Days from 2000-01-01 to the first day of `yyyymm` (PostgreSQL's binary
+/// date). Howard Hinnant's days_from_civil.
+pub fn first_day_pg(yyyymm: u32) -> i32 {
+    let (year, month) = ((yyyymm / 100) as i64, (yyyymm % 100) as i64);
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let unix_days = era * 146_097 + doe - 719_468;
+    (unix_days - 10_957) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check<T: PartialEq + std::fmt::Debug>(f: fn(&[u8]) -> Option<T>, cases: &[(&str, Option<T>)]) {
+        for (input, want) in cases {
+            assert_eq!(&f(input.as_bytes()), want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn brl_amounts() {
+        check(
+            brl_comma,
+            &[
+                ("600,00", Some(60000)),
+                ("1.412,00", Some(141200)),
+                ("1.234.567,89", Some(123456789)),
+                ("-2.836,64", Some(-283664)),
+                ("0,00", Some(0)),
+                ("0,5", Some(50)),
+                ("600", Some(60000)),
+                (" 12,30 ", Some(1230)),
+                ("12,345", None),
+                ("1.23,00", None),
+                ("1234.567,00", None),
+                (".123,00", None),
+                ("12,", None),
+                (",50", None),
+                ("", None),
+                ("-", None),
+                ("abc", None),
+                ("1,2,3", None),
+                ("227.00", None),
+                ("99999999999999999999,00", None),
+            ],
+        );
+        check(
+            brl_point,
+            &[("227.00", Some(22700)), ("-5.5", Some(-550)), ("1.234,00", None), ("1,00", None)],
+        );
+    }
+
+    #[test]
+    fn codes() {
+        check(yyyymm, &[("202410", Some(202410)), ("202413", None), ("20241", None), ("2024-1", None)]);
+        check(siafi, &[("0643", Some(643)), ("9701", Some(9701)), ("12345", None), ("", None), ("06a3", None)]);
+        check(ibge, &[("5300108", Some(5300108)), ("530010", None)]);
+        for (input, valid) in [
+            ("12345678901", true),
+            ("00000000000", false),
+            ("-1", false),
+            ("", false),
+            ("***Titular menor de 16 anos***", false),
+            ("1234567890a", false),
+        ] {
+            assert_eq!(nis(input.as_bytes()).is_some(), valid, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn dates_match_chrono() {
+        let epoch = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).expect("date");
+        for year in [1999, 2000, 2013, 2020, 2024, 2100] {
+            for month in 1..=12u32 {
+                let d = chrono::NaiveDate::from_ymd_opt(year, month, 1).expect("date");
+                let want = (d - epoch).num_days() as i32;
+                assert_eq!(first_day_pg(year as u32 * 100 + month), want, "{year}-{month}");
+            }
+        }
+    }
+}

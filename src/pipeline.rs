@@ -1,0 +1,794 @@
+//! One load, end to end: open the source, then three stages joined by
+//! bounded channels — the download task (bytes, SHA-256), the parser thread
+//! (unzip, CSV, transform, binary COPY encoding) and the COPY stream on the
+//! load transaction — then the checks, the aggregates and the publish, all
+//! in that one transaction. Any failure before COMMIT rolls everything back.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use csv::ByteRecord;
+use deadpool_postgres::Pool;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::mpsc;
+
+use crate::aggregate;
+use crate::config::{LimitSettings, Settings};
+use crate::dataset::{Container, Period, Spec};
+use crate::decode::{ChannelReader, DecodeError, Decoded, Limited, find_decode_error};
+use crate::load::{self, copy, ledger};
+use crate::parse::{HeaderError, MunicipalityIndex, Plan, Transformer};
+use crate::source::{self, DownloadSummary, OpenOutcome, Progress, SourceError, Validators};
+
+/// Rows between two updates of the shared progress counters.
+const PROGRESS_EVERY: u64 = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{file}: {source}")]
+    Decode {
+        file: String,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("{file}: {source}")]
+    Header {
+        file: String,
+        #[source]
+        source: HeaderError,
+    },
+    #[error("{file}: line {line}, byte {byte}: {message}")]
+    Csv { file: String, line: u64, byte: u64, message: String },
+    #[error("{file}: {rejected} of {read} rows rejected, above the limit of {limit}; first at line {first_line}{first_column}: {first_reason}")]
+    TooManyRejects {
+        file: String,
+        rejected: u64,
+        read: u64,
+        limit: u64,
+        first_line: u64,
+        first_column: String,
+        first_reason: String,
+    },
+    #[error("{file}: no rows (empty or header-only file)")]
+    NoRows { file: String },
+    #[error("{file}: {rows} rows loaded, {percent:.1}% fewer than the last published load of {baseline_period} ({baseline_rows} rows); the guard allows {allowed:.0}% (use --force to publish anyway)")]
+    Shrink {
+        file: String,
+        rows: u64,
+        baseline_rows: i64,
+        baseline_period: String,
+        percent: f64,
+        allowed: f64,
+    },
+    #[error("another load of {dataset} {period} is running")]
+    Busy { dataset: String, period: Period },
+    #[error("the municipalities table is empty: run `carga run municipios` first")]
+    NoMunicipalities,
+    #[error("CARGA_NIS_KEY is not set: a real load refuses to start without the secret key NIS numbers are hashed with")]
+    NoNisKey,
+    #[error("dataset {0} is not a payments dataset")]
+    NotPayments(String),
+    #[error("database error{}: {source}", code_suffix(.source))]
+    Db {
+        #[from]
+        source: tokio_postgres::Error,
+    },
+    #[error("database pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn code_suffix(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| format!(" (SQLSTATE {})", c.code())).unwrap_or_default()
+}
+
+impl LoadError {
+    /// A stable code for the ledger and for scripts.
+    pub fn code(&self) -> String {
+        match self {
+            LoadError::Source(e) => e.code(),
+            LoadError::Decode { source, .. } => source.code().into(),
+            LoadError::Header { source, .. } => source.code().into(),
+            LoadError::Csv { .. } => "csv_error".into(),
+            LoadError::TooManyRejects { .. } => "too_many_rejects".into(),
+            LoadError::NoRows { .. } => "empty_file".into(),
+            LoadError::Shrink { .. } => "shrink_guard".into(),
+            LoadError::Busy { .. } => "load_in_progress".into(),
+            LoadError::NoMunicipalities => "no_reference_data".into(),
+            LoadError::NoNisKey => "no_nis_key".into(),
+            LoadError::NotPayments(_) => "not_payments".into(),
+            LoadError::Db { source } => match source.code() {
+                Some(c) => format!("sqlstate_{}", c.code()),
+                None => "database_error".into(),
+            },
+            LoadError::Pool(_) => "database_pool".into(),
+            LoadError::Internal(_) => "internal".into(),
+        }
+    }
+}
+
+/// What the parser thread needs.
+pub struct ParseInput {
+    pub spec: Spec,
+    pub municipalities: MunicipalityIndex,
+    pub period: Option<Period>,
+    pub nis_key: SecretString,
+    pub program_id: i32,
+    pub limits: LimitSettings,
+    pub chunk_bytes: usize,
+    /// The source's file name, until the archive names its entry.
+    pub file: String,
+}
+
+/// What the parser thread saw.
+#[derive(Debug, Clone, Default)]
+pub struct ParseSummary {
+    pub file: String,
+    pub rows_read: u64,
+    pub rows_loaded: u64,
+    pub rows_rejected: u64,
+    /// The first `limits.max_stored_rejects` rejects.
+    pub rejects: Vec<ledger::Reject>,
+    pub rejects_by_code: BTreeMap<&'static str, u64>,
+    pub value_cents: i128,
+    pub decompressed_bytes: u64,
+    /// `YYYYMM` the rows were checked against.
+    pub period: u32,
+}
+
+fn csv_error(file: &str, error: csv::Error) -> LoadError {
+    let (line, byte) = error.position().map_or((0, 0), |p| (p.line(), p.byte()));
+    match error.into_kind() {
+        csv::ErrorKind::Io(e) => io_error(file, line, byte, e),
+        other => LoadError::Csv {
+            file: file.to_string(),
+            line,
+            byte,
+            message: format!("{other:?}"),
+        },
+    }
+}
+
+fn io_error(file: &str, line: u64, byte: u64, e: io::Error) -> LoadError {
+    if let Some(decode) = find_decode_error(&e) {
+        let source = match decode {
+            DecodeError::WrongContainer { expected, found } => DecodeError::WrongContainer {
+                expected,
+                found: found.clone(),
+            },
+            DecodeError::Truncated(m) => DecodeError::Truncated(m.clone()),
+            DecodeError::Corrupt(m) => DecodeError::Corrupt(m.clone()),
+            DecodeError::Unsupported(m) => DecodeError::Unsupported(m.clone()),
+            DecodeError::TooLarge { limit } => DecodeError::TooLarge { limit: *limit },
+            DecodeError::RecordTooLarge { limit, offset } => DecodeError::RecordTooLarge {
+                limit: *limit,
+                offset: *offset,
+            },
+        };
+        return LoadError::Decode {
+            file: if line > 0 { format!("{file}: line {line}") } else { file.to_string() },
+            source,
+        };
+    }
+    LoadError::Csv {
+        file: file.to_string(),
+        line,
+        byte,
+        message: e.to_string(),
+    }
+}
+
+/// The parser stage, on a blocking thread: decode the container, read the
+/// header, transform every record and, when `out` is given, encode rows as
+/// binary COPY chunks of about `chunk_bytes`. No allocation per row.
+pub fn parse_blocking(
+    input: impl io::BufRead,
+    parse: ParseInput,
+    out: Option<mpsc::Sender<Bytes>>,
+    progress: Arc<Progress>,
+) -> Result<ParseSummary, LoadError> {
+    let mut file = parse.file.clone();
+    let decoded = Decoded::open(parse.spec.source.container, input).map_err(|e| io_error(&file, 0, 0, e))?;
+    if let Some(entry) = decoded.entry_name() {
+        file = format!("{entry} (in {file})");
+    }
+    let limited = Limited::new(
+        decoded,
+        parse.limits.max_decompressed_bytes,
+        parse.limits.max_record_bytes,
+    );
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(parse.spec.delimiter)
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(256 * 1024)
+        .from_reader(limited);
+    let mut record = ByteRecord::new();
+    if !reader.read_byte_record(&mut record).map_err(|e| csv_error(&file, e))? {
+        return Err(LoadError::Header {
+            file,
+            source: HeaderError::Empty,
+        });
+    }
+    strip_bom(&mut record);
+    let plan = Plan::new(&parse.spec, &record).map_err(|source| LoadError::Header {
+        file: file.clone(),
+        source,
+    })?;
+    let mut transformer = Transformer::new(
+        plan,
+        &parse.spec,
+        parse.municipalities,
+        parse.period,
+        parse.nis_key.expose_secret().as_bytes(),
+    );
+    let reference_days = parse.period.map(|p| crate::parse::value::first_day_pg(p.yyyymm()));
+    let mut summary = ParseSummary {
+        file: file.clone(),
+        ..ParseSummary::default()
+    };
+    let chunk_bytes = parse.chunk_bytes;
+    let mut buffer = BytesMut::with_capacity(chunk_bytes + 1024);
+    buffer.extend_from_slice(copy::HEADER);
+    let send = |buffer: &mut BytesMut| -> Result<(), LoadError> {
+        if let Some(out) = &out {
+            let chunk = buffer.split().freeze();
+            buffer.reserve(chunk_bytes + 1024);
+            out.blocking_send(chunk)
+                .map_err(|_| LoadError::Internal("the COPY stream stopped".into()))?;
+        } else {
+            buffer.clear();
+        }
+        Ok(())
+    };
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(csv_error(&file, e)),
+        }
+        summary.rows_read += 1;
+        match transformer.row(&record) {
+            Ok(row) => {
+                summary.rows_loaded += 1;
+                summary.value_cents += i128::from(row.value_cents);
+                if let Some(days) = reference_days {
+                    copy::encode_row(&mut buffer, parse.program_id, days, &row);
+                    if buffer.len() >= chunk_bytes {
+                        send(&mut buffer)?;
+                    }
+                }
+            }
+            Err(error) => {
+                summary.rows_rejected += 1;
+                *summary.rejects_by_code.entry(error.reason.code()).or_default() += 1;
+                if summary.rejects.len() < parse.limits.max_stored_rejects {
+                    let position = record.position().cloned().unwrap_or_else(csv::Position::new);
+                    summary.rejects.push(ledger::Reject {
+                        line: position.line(),
+                        byte_offset: position.byte(),
+                        column: error.column,
+                        code: error.reason.code(),
+                        reason: error.reason.to_string(),
+                        raw_line: transformer.redacted_line(&record, parse.limits.reject_line_bytes),
+                    });
+                }
+            }
+        }
+        if summary.rows_read % PROGRESS_EVERY == 0 {
+            progress.rows.store(summary.rows_read, Ordering::Relaxed);
+            progress.rows_rejected.store(summary.rows_rejected, Ordering::Relaxed);
+        }
+    }
+    progress.rows.store(summary.rows_read, Ordering::Relaxed);
+    progress.rows_rejected.store(summary.rows_rejected, Ordering::Relaxed);
+    let limited = reader.into_inner();
+    summary.decompressed_bytes = limited.total();
+    limited
+        .into_inner()
+        .finish()
+        .map_err(|e| io_error(&file, 0, 0, e))?;
+    summary.period = transformer.period();
+    if summary.rows_loaded > 0 {
+        buffer.extend_from_slice(copy::TRAILER);
+        send(&mut buffer)?;
+    }
+    Ok(summary)
+}
+
+/// A UTF-8 byte-order mark before the first header name is not part of it.
+fn strip_bom(record: &mut ByteRecord) {
+    if record.get(0).is_some_and(|f| f.starts_with(b"\xef\xbb\xbf")) {
+        let mut fixed = ByteRecord::new();
+        for (i, field) in record.iter().enumerate() {
+            fixed.push_field(if i == 0 { &field[3..] } else { field });
+        }
+        *record = fixed;
+    }
+}
+
+/// The limit on rejects for `rows_read` rows.
+pub fn reject_limit(spec: &Spec, rows_read: u64) -> u64 {
+    let by_ratio = (spec.quality.max_reject_ratio * rows_read as f64).floor() as u64;
+    by_ratio.max(spec.quality.reject_allowance)
+}
+
+/// Fails when the rejects pass the spec's limit.
+pub fn check_rejects(spec: &Spec, summary: &ParseSummary) -> Result<(), LoadError> {
+    let limit = reject_limit(spec, summary.rows_read);
+    if summary.rows_rejected > limit {
+        let first = summary.rejects.first();
+        return Err(LoadError::TooManyRejects {
+            file: summary.file.clone(),
+            rejected: summary.rows_rejected,
+            read: summary.rows_read,
+            limit,
+            first_line: first.map_or(0, |r| r.line),
+            first_column: first
+                .and_then(|r| r.column.as_ref())
+                .map(|c| format!(", column {c:?}"))
+                .unwrap_or_default(),
+            first_reason: first.map(|r| r.reason.clone()).unwrap_or_default(),
+        });
+    }
+    Ok(())
+}
+
+/// Shared handles for loads.
+#[derive(Clone)]
+pub struct Context {
+    pub settings: Settings,
+    pub pool: Pool,
+}
+
+/// One load to run.
+#[derive(Debug, Clone)]
+pub struct LoadRequest {
+    pub spec: Spec,
+    pub period: Period,
+    /// Overrides the spec's URL template.
+    pub url: Option<String>,
+    /// Publish even when unchanged or shrunk.
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Published,
+    /// Same bytes (SHA-256) or validators as the published load: nothing done.
+    Unchanged,
+}
+
+/// What a finished load reports.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub load_id: i64,
+    pub outcome: Outcome,
+    pub source: String,
+    pub file: String,
+    pub bytes: u64,
+    pub decompressed_bytes: u64,
+    pub rows_read: u64,
+    pub rows_loaded: u64,
+    pub rows_rejected: u64,
+    pub distinct_beneficiaries: i64,
+    pub municipalities: i64,
+    pub value_cents: i64,
+    pub seconds: f64,
+    pub stage_seconds: Vec<(&'static str, f64)>,
+    pub rejects: Vec<ledger::Reject>,
+    pub replaced_load: Option<String>,
+}
+
+impl LoadReport {
+    pub fn rows_per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.rows_read as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+fn lock_key(program_id: i32, period: Period) -> i64 {
+    (0x6361_i64 << 48) | (i64::from(program_id) << 24) | i64::from(period.yyyymm())
+}
+
+/// Runs one load of a payments dataset and records it in the ledger.
+pub async fn run(
+    ctx: &Context,
+    request: &LoadRequest,
+    nis_key: Option<SecretString>,
+    progress: Arc<Progress>,
+) -> Result<LoadReport, LoadError> {
+    let spec = &request.spec;
+    let program = spec
+        .program
+        .clone()
+        .ok_or_else(|| LoadError::NotPayments(spec.dataset.clone()))?;
+    let nis_key = nis_key.ok_or(LoadError::NoNisKey)?;
+    let client = ctx.pool.get().await?;
+    let program_id = load::ensure_program(&**client, &program).await?;
+    load::ensure_program_partition(&**client, program_id, &program.code).await?;
+    let municipalities = load::municipality_index(&**client).await?;
+    if municipalities.is_empty() {
+        return Err(LoadError::NoMunicipalities);
+    }
+    let location = request
+        .url
+        .clone()
+        .unwrap_or_else(|| spec.url_for(request.period));
+    let redacted = source::redact_source(&location);
+    let load_id = ledger::start(
+        &**client,
+        &spec.dataset,
+        Some(&program.code),
+        Some(request.period),
+        &redacted,
+        request.force,
+    )
+    .await?;
+    tracing::info!(load_id, dataset = %spec.dataset, period = %request.period, source = %redacted, "load started");
+    let mut stats = serde_json::json!({});
+    let result = attempt(
+        ctx,
+        request,
+        AttemptInput {
+            program_id,
+            program_code: &program.code,
+            paid_per_family: program.paid_per_family,
+            municipalities,
+            location: &location,
+            redacted: &redacted,
+            load_id,
+            nis_key,
+        },
+        progress,
+        &mut stats,
+    )
+    .await;
+    match &result {
+        Ok(report) if report.outcome == Outcome::Unchanged => {
+            ledger::finish_unpublished(&**client, load_id, "skipped", Some("unchanged"), None, &stats).await?;
+            tracing::info!(load_id, "source unchanged since the published load; skipped");
+        }
+        Ok(report) => {
+            tracing::info!(load_id, rows = report.rows_loaded, seconds = report.seconds, "load published");
+        }
+        Err(error) => {
+            let message = error.to_string();
+            if let Err(e) = ledger::finish_unpublished(
+                &**client,
+                load_id,
+                "failed",
+                Some(&error.code()),
+                Some(&message),
+                &stats,
+            )
+            .await
+            {
+                tracing::error!(error = %e, "failed to record the failure in the ledger");
+            }
+            tracing::error!(load_id, code = %error.code(), error = %message, "load failed");
+        }
+    }
+    result
+}
+
+struct AttemptInput<'a> {
+    program_id: i32,
+    program_code: &'a str,
+    paid_per_family: bool,
+    municipalities: MunicipalityIndex,
+    location: &'a str,
+    redacted: &'a str,
+    load_id: i64,
+    nis_key: SecretString,
+}
+
+async fn attempt(
+    ctx: &Context,
+    request: &LoadRequest,
+    input: AttemptInput<'_>,
+    progress: Arc<Progress>,
+    stats: &mut serde_json::Value,
+) -> Result<LoadReport, LoadError> {
+    let started = Instant::now();
+    let spec = &request.spec;
+    let period = request.period;
+    let settings = &ctx.settings;
+    let client = ctx.pool.get().await?;
+    let current = ledger::current(&**client, input.program_code, period).await?;
+    let conditional = match (&current, request.force) {
+        (Some(c), false) => Some(Validators {
+            etag: c.etag.clone().filter(|e| !e.starts_with("W/")),
+            last_modified: c.last_modified.clone(),
+        }),
+        _ => None,
+    };
+    let mut report = LoadReport {
+        load_id: input.load_id,
+        outcome: Outcome::Published,
+        source: input.redacted.to_string(),
+        file: String::new(),
+        bytes: 0,
+        decompressed_bytes: 0,
+        rows_read: 0,
+        rows_loaded: 0,
+        rows_rejected: 0,
+        distinct_beneficiaries: 0,
+        municipalities: 0,
+        value_cents: 0,
+        seconds: 0.0,
+        stage_seconds: Vec::new(),
+        rejects: Vec::new(),
+        replaced_load: None,
+    };
+    let opened = match source::open(input.location, &settings.http, conditional.as_ref()).await? {
+        OpenOutcome::NotModified(meta) => {
+            report.outcome = Outcome::Unchanged;
+            report.file = meta.file_name;
+            report.seconds = started.elapsed().as_secs_f64();
+            return Ok(report);
+        }
+        OpenOutcome::Body(opened) => opened,
+    };
+    let meta = opened.meta.clone();
+    report.file = meta.file_name.clone();
+
+    let mut connection = ctx.pool.get().await?;
+    let tx = connection.transaction().await?;
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = '{}s'; SET LOCAL lock_timeout = '{}ms'",
+        settings.database.statement_timeout_s, settings.database.lock_timeout_ms
+    ))
+    .await?;
+    let locked: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&lock_key(input.program_id, period)])
+        .await?
+        .get(0);
+    if !locked {
+        return Err(LoadError::Busy {
+            dataset: spec.dataset.clone(),
+            period,
+        });
+    }
+    // Nobody else holds the lock, so older 'running' rows are dead attempts.
+    tx.execute(
+        "UPDATE carga.loads SET status = 'abandoned', finished_at = now()
+         WHERE program_code = $1 AND period = $2 AND status = 'running' AND id <> $3",
+        &[&input.program_code, &period.first_day(), &input.load_id],
+    )
+    .await?;
+    let leaf = load::create_leaf(&tx, input.program_code, input.program_id, period, input.load_id).await?;
+
+    let (byte_tx, byte_rx) = mpsc::channel(settings.load.download_depth);
+    let (copy_tx, copy_rx) = mpsc::channel(settings.load.channel_depth);
+    let download = tokio::spawn(opened.pump(byte_tx, settings.http.max_download_bytes, progress.clone()));
+    let parse_input = ParseInput {
+        spec: spec.clone(),
+        municipalities: input.municipalities,
+        period: Some(period),
+        nis_key: input.nis_key,
+        program_id: input.program_id,
+        limits: settings.limits.clone(),
+        chunk_bytes: settings.load.copy_chunk_bytes,
+        file: meta.file_name.clone(),
+    };
+    let parse_progress = progress.clone();
+    let parser = tokio::task::spawn_blocking(move || {
+        parse_blocking(ChannelReader::new(byte_rx), parse_input, Some(copy_tx), parse_progress)
+    });
+    let parser = async {
+        parser
+            .await
+            .map_err(|e| LoadError::Internal(format!("parser thread failed: {e}")))?
+    };
+    let copied = load::copy_into(&tx, &leaf, copy_rx, parser).await;
+    if copied.is_err() && !download.is_finished() {
+        download.abort();
+    }
+    let downloaded: Result<DownloadSummary, LoadError> = match download.await {
+        Ok(r) => r.map_err(LoadError::from),
+        Err(e) if e.is_cancelled() => Err(LoadError::Internal("download cancelled".into())),
+        Err(e) => Err(LoadError::Internal(format!("download task failed: {e}"))),
+    };
+    let (copied_rows, summary) = match (copied, downloaded) {
+        // The source's own failure is the root cause of what followed.
+        (Err(_), Err(source @ LoadError::Source(_))) => return Err(source),
+        (Err(e), _) => return Err(e),
+        (Ok(_), Err(e)) => return Err(e),
+        (Ok(c), Ok(d)) => {
+            report.bytes = d.bytes;
+            *stats = serde_json::json!({ "bytes": d.bytes, "sha256": hex::encode(d.sha256) });
+            (c, d)
+        }
+    };
+    let (copied_rows, summary, download) = (copied_rows.0, copied_rows.1, summary);
+    let stream_seconds = started.elapsed().as_secs_f64();
+    report.file = summary.file.clone();
+    report.rows_read = summary.rows_read;
+    report.rows_loaded = summary.rows_loaded;
+    report.rows_rejected = summary.rows_rejected;
+    report.decompressed_bytes = summary.decompressed_bytes;
+    report.rejects = summary.rejects.iter().take(20).cloned().collect();
+    stats["rows_read"] = summary.rows_read.into();
+    stats["rows_rejected"] = summary.rows_rejected.into();
+    stats["stage_seconds"] = ledger::stage_seconds(&[("stream", stream_seconds)]);
+
+    if summary.rows_read == 0 {
+        return Err(LoadError::NoRows { file: summary.file });
+    }
+    check_rejects(spec, &summary)?;
+    if summary.rows_loaded == 0 {
+        return Err(LoadError::NoRows { file: summary.file });
+    }
+    if copied_rows != summary.rows_loaded {
+        return Err(LoadError::Internal(format!(
+            "COPY stored {copied_rows} rows but the parser produced {}",
+            summary.rows_loaded
+        )));
+    }
+    let unchanged = current
+        .as_ref()
+        .and_then(|c| c.sha256.as_deref())
+        .is_some_and(|sha| sha == download.sha256);
+    if unchanged && !request.force {
+        report.outcome = Outcome::Unchanged;
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report); // the transaction rolls back on drop
+    }
+    if !request.force {
+        if let Some(baseline) = ledger::baseline(&**client, input.program_code, period).await? {
+            let floor = (1.0 - spec.quality.max_shrink) * baseline.rows_loaded as f64;
+            if (summary.rows_loaded as f64) < floor {
+                let percent = 100.0 * (1.0 - summary.rows_loaded as f64 / baseline.rows_loaded as f64);
+                return Err(LoadError::Shrink {
+                    file: summary.file.clone(),
+                    rows: summary.rows_loaded,
+                    baseline_rows: baseline.rows_loaded,
+                    baseline_period: Period::from_date(baseline.period).to_string(),
+                    percent,
+                    allowed: spec.quality.max_shrink * 100.0,
+                });
+            }
+        }
+    }
+    ledger::insert_rejects(&*tx, input.load_id, &summary.rejects).await?;
+
+    let aggregate_started = Instant::now();
+    let partition = load::leaf_sql(&leaf);
+    let data_source = format!("portal_transparencia:{}", spec.dataset);
+    let scope = aggregate::Scope {
+        partition: &partition,
+        program_id: input.program_id,
+        reference_date: period.first_day(),
+        load_id: input.load_id,
+        paid_per_family: input.paid_per_family,
+        data_source: &data_source,
+    };
+    tx.batch_execute(&format!("ANALYZE {partition}")).await?;
+    aggregate::municipal(&tx, &scope).await?;
+    aggregate::state(&tx, &scope).await?;
+    let totals = aggregate::national(&tx, &scope).await?;
+    if totals.payments as u64 != summary.rows_loaded || i128::from(totals.value_cents) != summary.value_cents {
+        return Err(LoadError::Internal(format!(
+            "aggregates disagree with the stream: {} rows / {} cents in SQL, {} rows / {} cents parsed",
+            totals.payments, totals.value_cents, summary.rows_loaded, summary.value_cents
+        )));
+    }
+    let aggregate_seconds = aggregate_started.elapsed().as_secs_f64();
+
+    let publish_started = Instant::now();
+    report.replaced_load = load::swap(&tx, input.program_code, period, &leaf).await?;
+    let stage_pairs = [
+        ("stream", stream_seconds),
+        ("aggregate", aggregate_seconds),
+        ("publish", publish_started.elapsed().as_secs_f64()),
+    ];
+    ledger::publish(
+        &*tx,
+        input.load_id,
+        input.program_code,
+        period,
+        &ledger::PublishRecord {
+            etag: meta.etag.clone(),
+            last_modified: meta.last_modified.clone(),
+            sha256: download.sha256.to_vec(),
+            bytes_downloaded: download.bytes as i64,
+            bytes_decompressed: summary.decompressed_bytes as i64,
+            rows_read: summary.rows_read as i64,
+            rows_loaded: summary.rows_loaded as i64,
+            rows_rejected: summary.rows_rejected as i64,
+            distinct_beneficiaries: totals.distinct_beneficiaries,
+            value_cents: totals.value_cents,
+            partition_name: leaf.clone(),
+            stage_seconds: ledger::stage_seconds(&stage_pairs),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    report.stage_seconds = stage_pairs.to_vec();
+    report.stage_seconds[2].1 = publish_started.elapsed().as_secs_f64();
+    report.distinct_beneficiaries = totals.distinct_beneficiaries;
+    report.municipalities = totals.municipalities;
+    report.value_cents = totals.value_cents;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// What `validate` found.
+#[derive(Debug, Clone)]
+pub struct ValidateReport {
+    pub source: String,
+    pub summary: ParseSummary,
+    pub bytes: u64,
+    pub limit: u64,
+}
+
+/// Parses and checks a file without loading it. Municipality codes are
+/// checked against `municipalities`; no database is needed.
+pub async fn validate(
+    settings: &Settings,
+    spec: &Spec,
+    location: &str,
+    municipalities: MunicipalityIndex,
+    progress: Arc<Progress>,
+) -> Result<ValidateReport, LoadError> {
+    if spec.program.is_none() {
+        return Err(LoadError::NotPayments(spec.dataset.clone()));
+    }
+    let opened = match source::open(location, &settings.http, None).await? {
+        OpenOutcome::Body(o) => o,
+        OpenOutcome::NotModified(_) => return Err(LoadError::Internal("unexpected 304".into())),
+    };
+    let file = opened.meta.file_name.clone();
+    let (byte_tx, byte_rx) = mpsc::channel(settings.load.download_depth);
+    let download = tokio::spawn(opened.pump(byte_tx, settings.http.max_download_bytes, progress.clone()));
+    let input = ParseInput {
+        spec: spec.clone(),
+        municipalities,
+        period: None,
+        nis_key: SecretString::from("validate: nothing is stored"),
+        program_id: 0,
+        limits: settings.limits.clone(),
+        chunk_bytes: settings.load.copy_chunk_bytes,
+        file,
+    };
+    let parse_progress = progress.clone();
+    let parsed = tokio::task::spawn_blocking(move || parse_blocking(ChannelReader::new(byte_rx), input, None, parse_progress))
+        .await
+        .map_err(|e| LoadError::Internal(format!("parser thread failed: {e}")))?;
+    if parsed.is_err() && !download.is_finished() {
+        download.abort();
+    }
+    let downloaded = download.await;
+    let summary = match (parsed, downloaded) {
+        (_, Ok(Err(source))) => return Err(source.into()),
+        (Err(e), _) => return Err(e),
+        (Ok(s), _) => s,
+    };
+    let bytes = progress.bytes.load(Ordering::Relaxed);
+    Ok(ValidateReport {
+        source: source::redact_source(location),
+        limit: reject_limit(spec, summary.rows_read),
+        summary,
+        bytes,
+    })
+}
+
+/// `Container` of a spec, re-exported for the CLI's messages.
+pub fn container_name(container: Container) -> &'static str {
+    match container {
+        Container::Zip => "zip",
+        Container::Gzip => "gzip",
+        Container::Plain => "plain",
+    }
+}

@@ -1,0 +1,508 @@
+//! Source byte streams: an HTTP(S) URL or a local path becomes a stream of
+//! chunks, counted, hashed (SHA-256) and capped, with the response's
+//! validators kept for the ledger. A body that breaks mid-way is resumed
+//! in-stream with `Range` + `If-Range` when the server gave a strong ETag.
+//! Knows nothing of ZIP or CSV.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use reqwest::StatusCode;
+use reqwest::header::{self, HeaderMap};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::config::HttpSettings;
+
+/// How many times one download may resume after a broken body.
+const MAX_RESUMES: u32 = 3;
+/// How many times opening the source is retried on a transient failure.
+const MAX_OPEN_ATTEMPTS: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{url}: HTTP status {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: request failed: {message}")]
+    Request { url: String, message: String },
+    #[error("{url}: body failed after {bytes} bytes: {message}")]
+    Body { url: String, bytes: u64, message: String },
+    #[error("{url}: download exceeds the limit of {limit} bytes")]
+    TooLarge { url: String, limit: u64 },
+    #[error("{url}: received {received} bytes but Content-Length promised {expected}")]
+    Truncated { url: String, received: u64, expected: u64 },
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{url}: unsupported source (use http://, https://, file:// or a path)")]
+    Unsupported { url: String },
+}
+
+impl SourceError {
+    /// A stable code for the ledger and for scripts.
+    pub fn code(&self) -> String {
+        match self {
+            SourceError::Status { status, .. } => format!("http_status_{status}"),
+            SourceError::Request { .. } => "http_request_failed".into(),
+            SourceError::Body { .. } => "http_body_failed".into(),
+            SourceError::TooLarge { .. } => "download_too_large".into(),
+            SourceError::Truncated { .. } => "download_truncated".into(),
+            SourceError::File { .. } => "source_file_error".into(),
+            SourceError::Unsupported { .. } => "source_url_not_allowed".into(),
+        }
+    }
+}
+
+/// Validators from a previous load, for a conditional request.
+#[derive(Debug, Clone, Default)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+/// What the response said about the body.
+#[derive(Debug, Clone, Default)]
+pub struct SourceMeta {
+    /// Safe to log: query values and passwords redacted.
+    pub url: String,
+    /// Last path segment, for messages (`202410_NovoBolsaFamilia.zip`).
+    pub file_name: String,
+    pub content_length: Option<u64>,
+    pub content_type: Option<String>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+impl SourceMeta {
+    /// A strong ETag (not `W/`), usable with `If-Range` and as a version.
+    pub fn strong_etag(&self) -> Option<&str> {
+        self.etag.as_deref().filter(|e| !e.starts_with("W/"))
+    }
+}
+
+/// Live counters shared with the progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub bytes: AtomicU64,
+    pub total_bytes: AtomicU64,
+    pub rows: AtomicU64,
+    pub rows_rejected: AtomicU64,
+}
+
+impl Progress {
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+}
+
+/// The outcome of a completed download.
+#[derive(Debug, Clone)]
+pub struct DownloadSummary {
+    pub bytes: u64,
+    pub sha256: [u8; 32],
+    pub resumes: u32,
+}
+
+enum Origin {
+    Http { client: reqwest::Client, url: String },
+    File,
+}
+
+/// An opened source: metadata, and the body not yet read.
+pub struct Opened {
+    pub meta: SourceMeta,
+    origin: Origin,
+    body: BoxStream<'static, io::Result<Bytes>>,
+    accept_ranges: bool,
+}
+
+pub enum OpenOutcome {
+    Body(Opened),
+    /// The server answered 304 to the conditional request.
+    NotModified(SourceMeta),
+}
+
+/// Strips userinfo and query values from a URL for logs and the ledger.
+pub fn redact_source(location: &str) -> String {
+    match url::Url::parse(location) {
+        Ok(mut url) if url.scheme() == "http" || url.scheme() == "https" => {
+            let _ = url.set_password(None);
+            let _ = url.set_username("");
+            let pairs: Vec<String> = url.query_pairs().map(|(k, _)| format!("{k}=***")).collect();
+            let query = pairs.join("&");
+            url.set_query(if pairs.is_empty() { None } else { Some(&query) });
+            url.to_string()
+        }
+        _ => location.to_string(),
+    }
+}
+
+fn file_name_of(location: &str) -> String {
+    let path = location.split(['?', '#']).next().unwrap_or(location);
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(location)
+        .to_string()
+}
+
+pub fn http_client(settings: &HttpSettings) -> Result<reqwest::Client, SourceError> {
+    let max_redirects = settings.max_redirects;
+    reqwest::Client::builder()
+        .user_agent(settings.user_agent.clone())
+        .connect_timeout(settings.connect_timeout())
+        .read_timeout(settings.read_timeout())
+        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > max_redirects {
+                attempt.error("too many redirects")
+            } else if !matches!(attempt.url().scheme(), "http" | "https") {
+                attempt.error("redirect to a non-HTTP scheme")
+            } else {
+                attempt.follow()
+            }
+        }))
+        .build()
+        .map_err(|e| SourceError::Request {
+            url: "-".into(),
+            message: describe_reqwest(&e),
+        })
+}
+
+/// reqwest's Display includes the URL (which may carry a token): describe
+/// the error without it.
+fn describe_reqwest(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else if error.is_redirect() {
+        "redirect refused"
+    } else if error.is_body() {
+        "body error"
+    } else if error.is_decode() {
+        "decode error"
+    } else {
+        "error"
+    };
+    let mut message = kind.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Opens `location` (http, https, file:// or a path). Transient failures
+/// (connect errors, timeouts, 408, 429, 5xx) are retried with backoff.
+pub async fn open(
+    location: &str,
+    settings: &HttpSettings,
+    conditional: Option<&Validators>,
+) -> Result<OpenOutcome, SourceError> {
+    let redacted = redact_source(location);
+    if location.starts_with("http://") || location.starts_with("https://") {
+        let client = http_client(settings)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match open_http(&client, location, &redacted, conditional, None).await {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    let meta = SourceMeta {
+                        url: redacted.clone(),
+                        file_name: file_name_of(response.url().as_str()),
+                        content_length: response.content_length(),
+                        content_type: header_string(&headers, header::CONTENT_TYPE),
+                        etag: header_string(&headers, header::ETAG),
+                        last_modified: header_string(&headers, header::LAST_MODIFIED),
+                    };
+                    if status == StatusCode::NOT_MODIFIED {
+                        return Ok(OpenOutcome::NotModified(meta));
+                    }
+                    if !status.is_success() {
+                        let err = SourceError::Status {
+                            url: redacted.clone(),
+                            status: status.as_u16(),
+                        };
+                        let transient = status.is_server_error()
+                            || status == StatusCode::TOO_MANY_REQUESTS
+                            || status == StatusCode::REQUEST_TIMEOUT;
+                        if transient && attempt < MAX_OPEN_ATTEMPTS {
+                            let delay = retry_after(&headers).unwrap_or(backoff(attempt));
+                            tracing::warn!(url = %redacted, status = status.as_u16(), attempt, delay_ms = delay.as_millis() as u64, "retrying");
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
+                        return Err(err);
+                    }
+                    if let Some(length) = meta.content_length {
+                        if length > settings.max_download_bytes {
+                            return Err(SourceError::TooLarge {
+                                url: redacted,
+                                limit: settings.max_download_bytes,
+                            });
+                        }
+                    }
+                    let accept_ranges = headers
+                        .get(header::ACCEPT_RANGES)
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"bytes"));
+                    let body = response
+                        .bytes_stream()
+                        .map(|r| r.map_err(|e| io::Error::other(describe_reqwest(&e))))
+                        .boxed();
+                    return Ok(OpenOutcome::Body(Opened {
+                        meta,
+                        origin: Origin::Http {
+                            client,
+                            url: location.to_string(),
+                        },
+                        body,
+                        accept_ranges,
+                    }));
+                }
+                Err(e) => {
+                    if attempt < MAX_OPEN_ATTEMPTS {
+                        tracing::warn!(url = %redacted, error = %e, attempt, "retrying");
+                        tokio::time::sleep(backoff(attempt)).await;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+    let path = match location.strip_prefix("file://") {
+        Some(p) => PathBuf::from(p),
+        None if !location.contains("://") => PathBuf::from(location),
+        None => return Err(SourceError::Unsupported { url: redacted }),
+    };
+    let file_error = |source| SourceError::File {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = tokio::fs::File::open(&path).await.map_err(file_error)?;
+    let length = file.metadata().await.map_err(file_error)?.len();
+    let body = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).boxed();
+    Ok(OpenOutcome::Body(Opened {
+        meta: SourceMeta {
+            url: redacted,
+            file_name: file_name_of(&path.to_string_lossy()),
+            content_length: Some(length),
+            ..SourceMeta::default()
+        },
+        origin: Origin::File,
+        body,
+        accept_ranges: false,
+    }))
+}
+
+async fn open_http(
+    client: &reqwest::Client,
+    location: &str,
+    redacted: &str,
+    conditional: Option<&Validators>,
+    range: Option<(u64, &str)>,
+) -> Result<reqwest::Response, SourceError> {
+    let mut request = client.get(location);
+    if let Some(v) = conditional {
+        if let Some(etag) = &v.etag {
+            request = request.header(header::IF_NONE_MATCH, etag);
+        }
+        if let Some(lm) = &v.last_modified {
+            request = request.header(header::IF_MODIFIED_SINCE, lm);
+        }
+    }
+    if let Some((from, etag)) = range {
+        request = request
+            .header(header::RANGE, format!("bytes={from}-"))
+            .header(header::IF_RANGE, etag);
+    }
+    request.send().await.map_err(|e| SourceError::Request {
+        url: redacted.to_string(),
+        message: describe_reqwest(&e),
+    })
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(500 * 2u64.pow(attempt.saturating_sub(1).min(6)))
+}
+
+/// `Retry-After` as delay-seconds, capped at a minute.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(60)))
+}
+
+impl Opened {
+    /// Reads the whole body into `tx`, hashing and counting it; resumes a
+    /// broken HTTP body with `Range`/`If-Range` when the server allows it.
+    /// Errors are also sent down `tx` so the reader sees where the bytes
+    /// stopped. Returns when the body is complete and verified against
+    /// `Content-Length`.
+    pub async fn pump(
+        mut self,
+        tx: mpsc::Sender<io::Result<Bytes>>,
+        max_bytes: u64,
+        progress: Arc<Progress>,
+    ) -> Result<DownloadSummary, SourceError> {
+        let result = self.pump_inner(&tx, max_bytes, &progress).await;
+        if let Err(e) = &result {
+            // The reader fails with this message instead of a silent EOF.
+            let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
+        }
+        result
+    }
+
+    async fn pump_inner(
+        &mut self,
+        tx: &mpsc::Sender<io::Result<Bytes>>,
+        max_bytes: u64,
+        progress: &Progress,
+    ) -> Result<DownloadSummary, SourceError> {
+        let mut hasher = Sha256::new();
+        let mut bytes: u64 = 0;
+        let mut resumes = 0;
+        if let Some(total) = self.meta.content_length {
+            progress.total_bytes.store(total, Ordering::Relaxed);
+        }
+        loop {
+            match self.body.next().await {
+                Some(Ok(chunk)) => {
+                    bytes += chunk.len() as u64;
+                    if bytes > max_bytes {
+                        return Err(SourceError::TooLarge {
+                            url: self.meta.url.clone(),
+                            limit: max_bytes,
+                        });
+                    }
+                    hasher.update(&chunk);
+                    progress.bytes.store(bytes, Ordering::Relaxed);
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        // The reader stopped (it failed and reports why).
+                        return Err(SourceError::Body {
+                            url: self.meta.url.clone(),
+                            bytes,
+                            message: "the reader stopped".into(),
+                        });
+                    }
+                }
+                Some(Err(e)) => {
+                    let message = e.to_string();
+                    if resumes < MAX_RESUMES && self.resume(bytes, &message).await? {
+                        resumes += 1;
+                        continue;
+                    }
+                    return Err(SourceError::Body {
+                        url: self.meta.url.clone(),
+                        bytes,
+                        message,
+                    });
+                }
+                None => break,
+            }
+        }
+        if let Some(expected) = self.meta.content_length {
+            if bytes != expected {
+                return Err(SourceError::Truncated {
+                    url: self.meta.url.clone(),
+                    received: bytes,
+                    expected,
+                });
+            }
+        }
+        Ok(DownloadSummary {
+            bytes,
+            sha256: hasher.finalize().into(),
+            resumes,
+        })
+    }
+
+    /// Tries to continue the body at `offset`. Ok(false) when resuming is
+    /// impossible (no strong ETag, no ranges, not HTTP).
+    async fn resume(&mut self, offset: u64, why: &str) -> Result<bool, SourceError> {
+        let Origin::Http { client, url } = &self.origin else {
+            return Ok(false);
+        };
+        let Some(etag) = self.meta.strong_etag().map(str::to_string) else {
+            return Ok(false);
+        };
+        if !self.accept_ranges {
+            return Ok(false);
+        }
+        tracing::warn!(url = %self.meta.url, offset, reason = why, "body broke; resuming with Range");
+        let response = match open_http(client, url, &self.meta.url, None, Some((offset, &etag))).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "resume request failed");
+                return Ok(false);
+            }
+        };
+        if response.status() != StatusCode::PARTIAL_CONTENT {
+            tracing::warn!(status = response.status().as_u16(), "server did not resume the range");
+            return Ok(false);
+        }
+        let range_ok = header_string(response.headers(), header::CONTENT_RANGE)
+            .and_then(|v| parse_content_range(&v))
+            .is_some_and(|(start, total)| {
+                start == offset && self.meta.content_length.is_none_or(|len| total == Some(len))
+            });
+        if !range_ok {
+            tracing::warn!("resumed range does not start where the body broke");
+            return Ok(false);
+        }
+        self.body = response
+            .bytes_stream()
+            .map(|r| r.map_err(|e| io::Error::other(describe_reqwest(&e))))
+            .boxed();
+        Ok(true)
+    }
+}
+
+/// `bytes START-END/TOTAL` → (START, TOTAL).
+fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, _end) = range.split_once('-')?;
+    let total = if total == "*" { None } else { Some(total.parse().ok()?) };
+    Some((start.parse().ok()?, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_tokens_and_passwords() {
+        let r = redact_source("https://user:pw@example.org/a/b.zip?token=CANARY&x=1");
+        assert!(!r.contains("CANARY") && !r.contains("pw"), "{r}");
+        assert!(r.contains("token=***"), "{r}");
+        assert_eq!(file_name_of("http://h/x/202410_NovoBolsaFamilia.zip?t=1"), "202410_NovoBolsaFamilia.zip");
+    }
+
+    #[test]
+    fn content_range() {
+        assert_eq!(parse_content_range("bytes 100-199/200"), Some((100, Some(200))));
+        assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
+        assert_eq!(parse_content_range("items 5-9/10"), None);
+    }
+}
