@@ -82,8 +82,10 @@ impl HttpSettings {
 impl Settings {
     /// Loads the layered settings. `file` is the global `--config` flag.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
         if let Some(file) = file {
             builder = builder.add_source(
                 config::File::from(file.to_path_buf())
@@ -110,9 +112,15 @@ impl Settings {
             ("load.channel_depth", self.load.channel_depth as u64),
             ("load.copy_chunk_bytes", self.load.copy_chunk_bytes as u64),
             ("load.download_depth", self.load.download_depth as u64),
-            ("limits.max_record_bytes", self.limits.max_record_bytes as u64),
+            (
+                "limits.max_record_bytes",
+                self.limits.max_record_bytes as u64,
+            ),
             ("http.max_download_bytes", self.http.max_download_bytes),
-            ("limits.max_decompressed_bytes", self.limits.max_decompressed_bytes),
+            (
+                "limits.max_decompressed_bytes",
+                self.limits.max_decompressed_bytes,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {

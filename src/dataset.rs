@@ -12,13 +12,28 @@ use serde::Deserialize;
 
 /// Specs compiled into the binary, used when the jobs directory is missing.
 const BUILTIN: &[(&str, &str)] = &[
-    ("auxilio-brasil.toml", include_str!("../jobs/auxilio-brasil.toml")),
-    ("bolsa-familia-pagamentos.toml", include_str!("../jobs/bolsa-familia-pagamentos.toml")),
+    (
+        "auxilio-brasil.toml",
+        include_str!("../jobs/auxilio-brasil.toml"),
+    ),
+    (
+        "bolsa-familia-pagamentos.toml",
+        include_str!("../jobs/bolsa-familia-pagamentos.toml"),
+    ),
     ("bpc.toml", include_str!("../jobs/bpc.toml")),
-    ("garantia-safra.toml", include_str!("../jobs/garantia-safra.toml")),
+    (
+        "garantia-safra.toml",
+        include_str!("../jobs/garantia-safra.toml"),
+    ),
     ("municipios.toml", include_str!("../jobs/municipios.toml")),
-    ("novo-bolsa-familia.toml", include_str!("../jobs/novo-bolsa-familia.toml")),
-    ("seguro-defeso.toml", include_str!("../jobs/seguro-defeso.toml")),
+    (
+        "novo-bolsa-familia.toml",
+        include_str!("../jobs/novo-bolsa-familia.toml"),
+    ),
+    (
+        "seguro-defeso.toml",
+        include_str!("../jobs/seguro-defeso.toml"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +69,8 @@ impl Period {
         Period::new(year, month)
     }
     pub fn new(year: u16, month: u8) -> Option<Period> {
-        ((1900..=2999).contains(&year) && (1..=12).contains(&month)).then_some(Period { year, month })
+        ((1900..=2999).contains(&year) && (1..=12).contains(&month))
+            .then_some(Period { year, month })
     }
     /// `YYYYMM` as a number, the form the files use.
     pub fn yyyymm(self) -> u32 {
@@ -98,7 +114,12 @@ pub enum Container {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum Encoding {
-    #[serde(rename = "windows-1252", alias = "latin1", alias = "iso-8859-1", alias = "cp1252")]
+    #[serde(
+        rename = "windows-1252",
+        alias = "latin1",
+        alias = "iso-8859-1",
+        alias = "cp1252"
+    )]
     Windows1252,
     #[serde(rename = "utf-8", alias = "utf8")]
     Utf8,
@@ -288,7 +309,8 @@ impl Spec {
             file: origin.to_string(),
             message,
         };
-        let raw: RawSpec = toml::from_str(text).map_err(|e| invalid(e.to_string().trim().to_string()))?;
+        let raw: RawSpec =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim().to_string()))?;
         if !is_identifier(&raw.dataset, '-') {
             return Err(invalid(format!(
                 "dataset: {:?} must be lower case letters, digits and '-'",
@@ -322,19 +344,28 @@ impl Spec {
                 )));
             }
             if s.timezone.parse::<chrono_tz::Tz>().is_err() {
-                return Err(invalid(format!("schedule.timezone: unknown time zone {:?}", s.timezone)));
+                return Err(invalid(format!(
+                    "schedule.timezone: unknown time zone {:?}",
+                    s.timezone
+                )));
             }
         }
         let q = &raw.quality;
         if !(0.0..=1.0).contains(&q.max_reject_ratio) {
-            return Err(invalid("quality.max_reject_ratio: must be between 0 and 1".into()));
+            return Err(invalid(
+                "quality.max_reject_ratio: must be between 0 and 1".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&q.max_shrink) {
-            return Err(invalid("quality.max_shrink: must be between 0 and 1".into()));
+            return Err(invalid(
+                "quality.max_shrink: must be between 0 and 1".into(),
+            ));
         }
         if raw.kind == Kind::Payments {
             let Some(program) = &raw.program else {
-                return Err(invalid("program: a payments dataset needs a [program] table".into()));
+                return Err(invalid(
+                    "program: a payments dataset needs a [program] table".into(),
+                ));
             };
             if !is_program_code(&program.code) {
                 return Err(invalid(format!(
@@ -343,9 +374,10 @@ impl Spec {
                 )));
             }
             validate_columns(&raw.columns).map_err(invalid)?;
-            if !raw.source.url.contains("{yyyymm}")
-                && !(raw.source.url.contains("{yyyy}") && raw.source.url.contains("{mm}"))
-            {
+            let url = &raw.source.url;
+            let has_month =
+                url.contains("{yyyymm}") || (url.contains("{yyyy}") && url.contains("{mm}"));
+            if !has_month {
                 return Err(invalid(format!(
                     "source.url: {:?} must contain {{yyyymm}} (or {{yyyy}} and {{mm}})",
                     raw.source.url
@@ -387,7 +419,10 @@ fn validate_columns(columns: &[Column]) -> Result<(), String> {
     for (i, c) in columns.iter().enumerate() {
         let key = format!("columns[{i}]");
         if !is_identifier(&c.name, '_') {
-            return Err(format!("{key}.name: {:?} must be lower case letters, digits and '_'", c.name));
+            return Err(format!(
+                "{key}.name: {:?} must be lower case letters, digits and '_'",
+                c.name
+            ));
         }
         if names.insert(c.name.clone(), i).is_some() {
             return Err(format!("{key}.name: {:?} is used twice", c.name));
@@ -414,19 +449,36 @@ fn validate_columns(columns: &[Column]) -> Result<(), String> {
             ));
         }
         if c.role == Some(Role::Beneficiary) && c.privacy != Privacy::Hash {
-            return Err(format!("{key}.privacy: the beneficiary column must be \"hash\""));
+            return Err(format!(
+                "{key}.privacy: the beneficiary column must be \"hash\""
+            ));
         }
         if c.role.is_some() && c.role != Some(Role::CompetenceMonth) && c.optional {
-            return Err(format!("{key}.optional: a {:?} column cannot be optional", c.role));
+            return Err(format!(
+                "{key}.optional: a {:?} column cannot be optional",
+                c.role
+            ));
         }
     }
-    for role in [Role::ReferenceMonth, Role::Municipality, Role::Beneficiary, Role::Value] {
+    for role in [
+        Role::ReferenceMonth,
+        Role::Municipality,
+        Role::Beneficiary,
+        Role::Value,
+    ] {
         let count = columns.iter().filter(|c| c.role == Some(role)).count();
         if count != 1 {
-            return Err(format!("columns: exactly one column must have role {role:?} (found {count})"));
+            return Err(format!(
+                "columns: exactly one column must have role {role:?} (found {count})"
+            ));
         }
     }
-    if columns.iter().filter(|c| c.role == Some(Role::CompetenceMonth)).count() > 1 {
+    if columns
+        .iter()
+        .filter(|c| c.role == Some(Role::CompetenceMonth))
+        .count()
+        > 1
+    {
         return Err("columns: at most one column may have role CompetenceMonth".into());
     }
     Ok(())
@@ -490,7 +542,11 @@ pub fn load_all(dir: &Path) -> Result<Vec<Spec>, SpecError> {
 /// The spec named `name`.
 pub fn find(dir: &Path, name: &str) -> Result<Spec, SpecError> {
     let specs = load_all(dir)?;
-    let known = specs.iter().map(|s| s.dataset.as_str()).collect::<Vec<_>>().join(", ");
+    let known = specs
+        .iter()
+        .map(|s| s.dataset.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     specs
         .into_iter()
         .find(|s| s.dataset == name)
@@ -557,16 +613,28 @@ mod tests {
 
     #[test]
     fn periods() {
-        assert_eq!(Period::parse("2024-10"), Some(Period { year: 2024, month: 10 }));
+        assert_eq!(
+            Period::parse("2024-10"),
+            Some(Period {
+                year: 2024,
+                month: 10
+            })
+        );
         assert_eq!(Period::parse("202410"), Period::parse("2024-10"));
         assert_eq!(Period::parse("2024-13"), None);
         assert_eq!(Period::parse("24-10"), None);
-        assert_eq!(Period::parse("2024-10").map(|p| p.to_string()), Some("2024-10".into()));
+        assert_eq!(
+            Period::parse("2024-10").map(|p| p.to_string()),
+            Some("2024-10".into())
+        );
     }
 
     #[test]
     fn header_keys_ignore_case_accents_and_spacing() {
-        assert_eq!(header_key("Código SIAFI  Município"), "CODIGO SIAFI MUNICIPIO");
+        assert_eq!(
+            header_key("Código SIAFI  Município"),
+            "CODIGO SIAFI MUNICIPIO"
+        );
         assert_eq!(header_key("\u{feff}MÊS REFERÊNCIA "), "MES REFERENCIA");
     }
 
@@ -578,8 +646,14 @@ mod tests {
         assert!(msg.starts_with("jobs/bpc.toml:"), "{msg}");
         assert!(msg.contains("money"), "{msg}");
 
-        let text = include_str!("../jobs/bpc.toml").replace("privacy = \"hash\"", "privacy = \"keep\"");
-        let msg = Spec::parse("jobs/bpc.toml", &text).expect_err("nis kept").to_string();
-        assert!(msg.contains("columns[") && msg.contains(".privacy"), "{msg}");
+        let text =
+            include_str!("../jobs/bpc.toml").replace("privacy = \"hash\"", "privacy = \"keep\"");
+        let msg = Spec::parse("jobs/bpc.toml", &text)
+            .expect_err("nis kept")
+            .to_string();
+        assert!(
+            msg.contains("columns[") && msg.contains(".privacy"),
+            "{msg}"
+        );
     }
 }

@@ -22,7 +22,9 @@ const MIGRATION_LOCK_KEY: i64 = 0x6361_7267_615f_6d31; // "carga_m1"
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("DATABASE_URL is not a PostgreSQL URL ({0}): expected postgres://, postgresql://, postgresql+asyncpg:// or postgresql+psycopg2://")]
+    #[error(
+        "DATABASE_URL is not a PostgreSQL URL ({0}): expected postgres://, postgresql://, postgresql+asyncpg:// or postgresql+psycopg2://"
+    )]
     BadUrl(String),
     #[error("failed to connect to {target}: {source}")]
     Connect {
@@ -30,7 +32,9 @@ pub enum DbError {
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("no PostgreSQL server answers on the default socket or 127.0.0.1:5432, and no private cluster could be started ({0}). Install PostgreSQL (Debian: `apt-get install postgresql`) or set DATABASE_URL=postgres://user:password@host:port/database")]
+    #[error(
+        "no PostgreSQL server answers on the default socket or 127.0.0.1:5432, and no private cluster could be started ({0}). Install PostgreSQL (Debian: `apt-get install postgresql`) or set DATABASE_URL=postgres://user:password@host:port/database"
+    )]
     NoServer(String),
     #[error(transparent)]
     Postgres(#[from] tokio_postgres::Error),
@@ -123,8 +127,8 @@ pub struct Target {
 pub async fn resolve(settings: &Settings) -> Result<Target> {
     if let Some(url) = &settings.database_url {
         let url = normalize_url(url.expose_secret())?;
-        let config = tokio_postgres::Config::from_str(&url)
-            .map_err(|e| DbError::BadUrl(e.to_string()))?;
+        let config =
+            tokio_postgres::Config::from_str(&url).map_err(|e| DbError::BadUrl(e.to_string()))?;
         return Ok(Target {
             config,
             description: redact_url(&url),
@@ -174,7 +178,9 @@ async fn ensure_database(
     mut config: tokio_postgres::Config,
     database: &str,
 ) -> Result<tokio_postgres::Config> {
-    config.dbname("postgres").connect_timeout(Duration::from_secs(3));
+    config
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(3));
     let client = connect(&config, "postgres").await?;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
@@ -202,10 +208,13 @@ pub async fn connect(
     config: &tokio_postgres::Config,
     target: &str,
 ) -> Result<tokio_postgres::Client> {
-    let (client, connection) = config.connect(NoTls).await.map_err(|source| DbError::Connect {
-        target: target.to_string(),
-        source,
-    })?;
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|source| DbError::Connect {
+            target: target.to_string(),
+            source,
+        })?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "database connection closed");
@@ -307,8 +316,10 @@ fn running_as_root() -> bool {
 /// `runuser`, since initdb and postgres refuse to run as root. Returns the
 /// database user to connect as.
 fn start_private_cluster(dir: &Path, port: u16) -> std::result::Result<String, String> {
-    let initdb = find_pg_binary("initdb").ok_or("initdb not found on PATH or under /usr/lib/postgresql")?;
-    let pg_ctl = find_pg_binary("pg_ctl").ok_or("pg_ctl not found on PATH or under /usr/lib/postgresql")?;
+    let initdb =
+        find_pg_binary("initdb").ok_or("initdb not found on PATH or under /usr/lib/postgresql")?;
+    let pg_ctl =
+        find_pg_binary("pg_ctl").ok_or("pg_ctl not found on PATH or under /usr/lib/postgresql")?;
     let as_root = running_as_root();
     let run = |program: &Path, args: &[&str]| -> std::result::Result<(), String> {
         let mut command = if as_root {
@@ -345,13 +356,21 @@ fn start_private_cluster(dir: &Path, port: u16) -> std::result::Result<String, S
     }
     let dir_str = dir.to_string_lossy().to_string();
     if !dir.join("PG_VERSION").exists() {
-        run(&initdb, &["-D", &dir_str, "-A", "trust", "-U", "postgres", "-E", "UTF8"])?;
+        run(
+            &initdb,
+            &[
+                "-D", &dir_str, "-A", "trust", "-U", "postgres", "-E", "UTF8",
+            ],
+        )?;
     }
     let options = format!("-c listen_addresses='' -k {dir_str} -p {port}");
     let log = dir.join("server.log").to_string_lossy().to_string();
     let pid_file = dir.join("postmaster.pid");
     if !pid_file.exists() {
-        run(&pg_ctl, &["-D", &dir_str, "-o", &options, "-l", &log, "-w", "start"])?;
+        run(
+            &pg_ctl,
+            &["-D", &dir_str, "-o", &options, "-l", &log, "-w", "start"],
+        )?;
     }
     tracing::warn!(dir = %dir.display(), port, "started a private PostgreSQL cluster; stop it with pg_ctl -D <dir> stop");
     Ok("postgres".into())
@@ -367,8 +386,14 @@ mod tests {
             ("postgres://u:p@h:5432/db", "postgresql://u:p@h:5432/db"),
             ("postgresql://u:p@h/db", "postgresql://u:p@h/db"),
             ("postgresql+asyncpg://u:p@h/db", "postgresql://u:p@h/db"),
-            ("postgresql+psycopg2://u:p@h/db?sslmode=disable", "postgresql://u:p@h/db?sslmode=disable"),
-            ("postgresql+asyncpg://u@h/db?ssl=disable", "postgresql://u@h/db?sslmode=disable"),
+            (
+                "postgresql+psycopg2://u:p@h/db?sslmode=disable",
+                "postgresql://u:p@h/db?sslmode=disable",
+            ),
+            (
+                "postgresql+asyncpg://u@h/db?ssl=disable",
+                "postgresql://u@h/db?sslmode=disable",
+            ),
         ] {
             assert_eq!(normalize_url(raw).expect("valid"), want, "{raw}");
         }
@@ -382,7 +407,10 @@ mod tests {
             redact_url("postgresql://user:s3cr3t@host:5432/db?password=x&a=b"),
             "postgresql://user:***@host:5432/db?password=***&a=b"
         );
-        assert_eq!(redact_url("postgresql://user@host/db"), "postgresql://user@host/db");
+        assert_eq!(
+            redact_url("postgresql://user@host/db"),
+            "postgresql://user@host/db"
+        );
         assert!(!redact_url("postgresql://u:p%40ss@h/db").contains("p%40ss"));
     }
 }

@@ -43,9 +43,16 @@ pub enum LoadError {
         #[source]
         source: HeaderError,
     },
-    #[error("{file}: line {line}, byte {byte}: {message}")]
-    Csv { file: String, line: u64, byte: u64, message: String },
-    #[error("{file}: {rejected} of {read} rows rejected, above the limit of {limit}; first at line {first_line}{first_column}: {first_reason}")]
+    #[error("{}{}: {message}", at_line(file, *line), if *byte > 0 { format!(", byte {byte}") } else { String::new() })]
+    Csv {
+        file: String,
+        line: u64,
+        byte: u64,
+        message: String,
+    },
+    #[error(
+        "{file}: {rejected} of {read} rows rejected, above the limit of {limit}; first at line {first_line}{first_column}: {first_reason}"
+    )]
     TooManyRejects {
         file: String,
         rejected: u64,
@@ -57,7 +64,9 @@ pub enum LoadError {
     },
     #[error("{file}: no rows (empty or header-only file)")]
     NoRows { file: String },
-    #[error("{file}: {rows} rows loaded, {percent:.1}% fewer than the last published load of {baseline_period} ({baseline_rows} rows); the guard allows {allowed:.0}% (use --force to publish anyway)")]
+    #[error(
+        "{file}: {rows} rows loaded, {percent:.1}% fewer than the last published load of {baseline_period} ({baseline_rows} rows); the guard allows {allowed:.0}% (use --force to publish anyway)"
+    )]
     Shrink {
         file: String,
         rows: u64,
@@ -70,7 +79,9 @@ pub enum LoadError {
     Busy { dataset: String, period: Period },
     #[error("the municipalities table is empty: run `carga run municipios` first")]
     NoMunicipalities,
-    #[error("CARGA_NIS_KEY is not set: a real load refuses to start without the secret key NIS numbers are hashed with")]
+    #[error(
+        "CARGA_NIS_KEY is not set: a real load refuses to start without the secret key NIS numbers are hashed with"
+    )]
     NoNisKey,
     #[error("dataset {0} is not a payments dataset")]
     NotPayments(String),
@@ -86,7 +97,9 @@ pub enum LoadError {
 }
 
 fn code_suffix(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| format!(" (SQLSTATE {})", c.code())).unwrap_or_default()
+    e.code()
+        .map(|c| format!(" (SQLSTATE {})", c.code()))
+        .unwrap_or_default()
 }
 
 impl LoadError {
@@ -173,7 +186,7 @@ fn io_error(file: &str, line: u64, byte: u64, e: io::Error) -> LoadError {
             },
         };
         return LoadError::Decode {
-            file: if line > 0 { format!("{file}: line {line}") } else { file.to_string() },
+            file: at_line(file, line),
             source,
         };
     }
@@ -182,6 +195,15 @@ fn io_error(file: &str, line: u64, byte: u64, e: io::Error) -> LoadError {
         line,
         byte,
         message: e.to_string(),
+    }
+}
+
+/// `file` with the line appended when known.
+fn at_line(file: &str, line: u64) -> String {
+    if line > 0 {
+        format!("{file}: line {line}")
+    } else {
+        file.to_string()
     }
 }
 
@@ -195,7 +217,8 @@ pub fn parse_blocking(
     progress: Arc<Progress>,
 ) -> Result<ParseSummary, LoadError> {
     let mut file = parse.file.clone();
-    let decoded = Decoded::open(parse.spec.source.container, input).map_err(|e| io_error(&file, 0, 0, e))?;
+    let decoded =
+        Decoded::open(parse.spec.source.container, input).map_err(|e| io_error(&file, 0, 0, e))?;
     if let Some(entry) = decoded.entry_name() {
         file = format!("{entry} (in {file})");
     }
@@ -211,7 +234,10 @@ pub fn parse_blocking(
         .buffer_capacity(256 * 1024)
         .from_reader(limited);
     let mut record = ByteRecord::new();
-    if !reader.read_byte_record(&mut record).map_err(|e| csv_error(&file, e))? {
+    if !reader
+        .read_byte_record(&mut record)
+        .map_err(|e| csv_error(&file, e))?
+    {
         return Err(LoadError::Header {
             file,
             source: HeaderError::Empty,
@@ -229,7 +255,9 @@ pub fn parse_blocking(
         parse.period,
         parse.nis_key.expose_secret().as_bytes(),
     );
-    let reference_days = parse.period.map(|p| crate::parse::value::first_day_pg(p.yyyymm()));
+    let reference_days = parse
+        .period
+        .map(|p| crate::parse::value::first_day_pg(p.yyyymm()));
     let mut summary = ParseSummary {
         file: file.clone(),
         ..ParseSummary::default()
@@ -248,6 +276,10 @@ pub fn parse_blocking(
         }
         Ok(())
     };
+    // csv counts a CRLF's line feed at the start of the next record, so its
+    // lines lag by one in CRLF files: calibrate on the first data record,
+    // which is on line 2 (the header holds no line break).
+    let mut line_correction: Option<u64> = None;
     loop {
         match reader.read_byte_record(&mut record) {
             Ok(true) => {}
@@ -255,6 +287,10 @@ pub fn parse_blocking(
             Err(e) => return Err(csv_error(&file, e)),
         }
         summary.rows_read += 1;
+        if line_correction.is_none() {
+            let line = record.position().map_or(2, csv::Position::line);
+            line_correction = Some(2u64.saturating_sub(line));
+        }
         match transformer.row(&record) {
             Ok(row) => {
                 summary.rows_loaded += 1;
@@ -268,27 +304,38 @@ pub fn parse_blocking(
             }
             Err(error) => {
                 summary.rows_rejected += 1;
-                *summary.rejects_by_code.entry(error.reason.code()).or_default() += 1;
+                *summary
+                    .rejects_by_code
+                    .entry(error.reason.code())
+                    .or_default() += 1;
                 if summary.rejects.len() < parse.limits.max_stored_rejects {
-                    let position = record.position().cloned().unwrap_or_else(csv::Position::new);
+                    let position = record
+                        .position()
+                        .cloned()
+                        .unwrap_or_else(csv::Position::new);
                     summary.rejects.push(ledger::Reject {
-                        line: position.line(),
+                        line: position.line() + line_correction.unwrap_or(0),
                         byte_offset: position.byte(),
                         column: error.column,
                         code: error.reason.code(),
                         reason: error.reason.to_string(),
-                        raw_line: transformer.redacted_line(&record, parse.limits.reject_line_bytes),
+                        raw_line: transformer
+                            .redacted_line(&record, parse.limits.reject_line_bytes),
                     });
                 }
             }
         }
         if summary.rows_read % PROGRESS_EVERY == 0 {
             progress.rows.store(summary.rows_read, Ordering::Relaxed);
-            progress.rows_rejected.store(summary.rows_rejected, Ordering::Relaxed);
+            progress
+                .rows_rejected
+                .store(summary.rows_rejected, Ordering::Relaxed);
         }
     }
     progress.rows.store(summary.rows_read, Ordering::Relaxed);
-    progress.rows_rejected.store(summary.rows_rejected, Ordering::Relaxed);
+    progress
+        .rows_rejected
+        .store(summary.rows_rejected, Ordering::Relaxed);
     let limited = reader.into_inner();
     summary.decompressed_bytes = limited.total();
     limited
@@ -305,7 +352,10 @@ pub fn parse_blocking(
 
 /// A UTF-8 byte-order mark before the first header name is not part of it.
 fn strip_bom(record: &mut ByteRecord) {
-    if record.get(0).is_some_and(|f| f.starts_with(b"\xef\xbb\xbf")) {
+    if record
+        .get(0)
+        .is_some_and(|f| f.starts_with(b"\xef\xbb\xbf"))
+    {
         let mut fixed = ByteRecord::new();
         for (i, field) in record.iter().enumerate() {
             fixed.push_field(if i == 0 { &field[3..] } else { field });
@@ -456,11 +506,27 @@ pub async fn run(
     .await;
     match &result {
         Ok(report) if report.outcome == Outcome::Unchanged => {
-            ledger::finish_unpublished(&**client, load_id, "skipped", Some("unchanged"), None, &stats).await?;
-            tracing::info!(load_id, "source unchanged since the published load; skipped");
+            ledger::finish_unpublished(
+                &**client,
+                load_id,
+                "skipped",
+                Some("unchanged"),
+                None,
+                &stats,
+            )
+            .await?;
+            tracing::info!(
+                load_id,
+                "source unchanged since the published load; skipped"
+            );
         }
         Ok(report) => {
-            tracing::info!(load_id, rows = report.rows_loaded, seconds = report.seconds, "load published");
+            tracing::info!(
+                load_id,
+                rows = report.rows_loaded,
+                seconds = report.seconds,
+                "load published"
+            );
         }
         Err(error) => {
             let message = error.to_string();
@@ -551,7 +617,10 @@ async fn attempt(
     ))
     .await?;
     let locked: bool = tx
-        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&lock_key(input.program_id, period)])
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock($1)",
+            &[&lock_key(input.program_id, period)],
+        )
         .await?
         .get(0);
     if !locked {
@@ -567,11 +636,19 @@ async fn attempt(
         &[&input.program_code, &period.first_day(), &input.load_id],
     )
     .await?;
-    let leaf = load::create_leaf(&tx, input.program_code, input.program_id, period, input.load_id).await?;
+    let leaf = load::create_leaf(
+        &tx,
+        input.program_code,
+        input.program_id,
+        period,
+        input.load_id,
+    )
+    .await?;
 
     let (byte_tx, byte_rx) = mpsc::channel(settings.load.download_depth);
     let (copy_tx, copy_rx) = mpsc::channel(settings.load.channel_depth);
-    let download = tokio::spawn(opened.pump(byte_tx, settings.http.max_download_bytes, progress.clone()));
+    let download =
+        tokio::spawn(opened.pump(byte_tx, settings.http.max_download_bytes, progress.clone()));
     let parse_input = ParseInput {
         spec: spec.clone(),
         municipalities: input.municipalities,
@@ -584,7 +661,12 @@ async fn attempt(
     };
     let parse_progress = progress.clone();
     let parser = tokio::task::spawn_blocking(move || {
-        parse_blocking(ChannelReader::new(byte_rx), parse_input, Some(copy_tx), parse_progress)
+        parse_blocking(
+            ChannelReader::new(byte_rx),
+            parse_input,
+            Some(copy_tx),
+            parse_progress,
+        )
     });
     let parser = async {
         parser
@@ -649,7 +731,8 @@ async fn attempt(
         if let Some(baseline) = ledger::baseline(&**client, input.program_code, period).await? {
             let floor = (1.0 - spec.quality.max_shrink) * baseline.rows_loaded as f64;
             if (summary.rows_loaded as f64) < floor {
-                let percent = 100.0 * (1.0 - summary.rows_loaded as f64 / baseline.rows_loaded as f64);
+                let percent =
+                    100.0 * (1.0 - summary.rows_loaded as f64 / baseline.rows_loaded as f64);
                 return Err(LoadError::Shrink {
                     file: summary.file.clone(),
                     rows: summary.rows_loaded,
@@ -678,7 +761,9 @@ async fn attempt(
     aggregate::municipal(&tx, &scope).await?;
     aggregate::state(&tx, &scope).await?;
     let totals = aggregate::national(&tx, &scope).await?;
-    if totals.payments as u64 != summary.rows_loaded || i128::from(totals.value_cents) != summary.value_cents {
+    if totals.payments as u64 != summary.rows_loaded
+        || i128::from(totals.value_cents) != summary.value_cents
+    {
         return Err(LoadError::Internal(format!(
             "aggregates disagree with the stream: {} rows / {} cents in SQL, {} rows / {} cents parsed",
             totals.payments, totals.value_cents, summary.rows_loaded, summary.value_cents
@@ -751,7 +836,8 @@ pub async fn validate(
     };
     let file = opened.meta.file_name.clone();
     let (byte_tx, byte_rx) = mpsc::channel(settings.load.download_depth);
-    let download = tokio::spawn(opened.pump(byte_tx, settings.http.max_download_bytes, progress.clone()));
+    let download =
+        tokio::spawn(opened.pump(byte_tx, settings.http.max_download_bytes, progress.clone()));
     let input = ParseInput {
         spec: spec.clone(),
         municipalities,
@@ -763,9 +849,11 @@ pub async fn validate(
         file,
     };
     let parse_progress = progress.clone();
-    let parsed = tokio::task::spawn_blocking(move || parse_blocking(ChannelReader::new(byte_rx), input, None, parse_progress))
-        .await
-        .map_err(|e| LoadError::Internal(format!("parser thread failed: {e}")))?;
+    let parsed = tokio::task::spawn_blocking(move || {
+        parse_blocking(ChannelReader::new(byte_rx), input, None, parse_progress)
+    })
+    .await
+    .map_err(|e| LoadError::Internal(format!("parser thread failed: {e}")))?;
     if parsed.is_err() && !download.is_finished() {
         download.abort();
     }

@@ -59,10 +59,12 @@ fn columns(headers: &csv::StringRecord, file: &str, wanted: &[&str]) -> Result<V
     wanted
         .iter()
         .map(|w| {
-            headers
-                .iter()
-                .position(|h| h.trim() == *w)
-                .ok_or_else(|| format!("{file}: header is missing {w:?}; found {:?}", headers.iter().collect::<Vec<_>>()))
+            headers.iter().position(|h| h.trim() == *w).ok_or_else(|| {
+                format!(
+                    "{file}: header is missing {w:?}; found {:?}",
+                    headers.iter().collect::<Vec<_>>()
+                )
+            })
         })
         .collect()
 }
@@ -79,10 +81,16 @@ pub fn parse_states(text: &str, file: &str) -> Result<Vec<State>, String> {
         let get = |i: usize| record.get(idx[i]).unwrap_or("").trim().to_string();
         let code = get(0);
         if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("{file}: line {line}, column \"codigo_uf\": invalid state code {code:?}"));
+            return Err(format!(
+                "{file}: line {line}, column \"codigo_uf\": invalid state code {code:?}"
+            ));
         }
-        let region = region_code(&get(3))
-            .ok_or_else(|| format!("{file}: line {line}, column \"regiao\": unknown region {:?}", get(3)))?;
+        let region = region_code(&get(3)).ok_or_else(|| {
+            format!(
+                "{file}: line {line}, column \"regiao\": unknown region {:?}",
+                get(3)
+            )
+        })?;
         out.push(State {
             ibge_code: code,
             abbreviation: get(1),
@@ -97,7 +105,11 @@ pub fn parse_states(text: &str, file: &str) -> Result<Vec<State>, String> {
 pub fn parse_municipalities(text: &str, file: &str) -> Result<Vec<Municipality>, String> {
     let mut r = reader(text);
     let headers = r.headers().map_err(|e| format!("{file}: {e}"))?.clone();
-    let idx = columns(&headers, file, &["codigo_ibge", "nome", "codigo_uf", "siafi_id"])?;
+    let idx = columns(
+        &headers,
+        file,
+        &["codigo_ibge", "nome", "codigo_uf", "siafi_id"],
+    )?;
     let mut out = Vec::new();
     for (n, record) in r.records().enumerate() {
         let record = record.map_err(|e| format!("{file}: {e}"))?;
@@ -105,7 +117,9 @@ pub fn parse_municipalities(text: &str, file: &str) -> Result<Vec<Municipality>,
         let get = |i: usize| record.get(idx[i]).unwrap_or("").trim().to_string();
         let ibge = get(0);
         if ibge.len() != 7 || !ibge.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("{file}: line {line}, column \"codigo_ibge\": invalid IBGE code {ibge:?}"));
+            return Err(format!(
+                "{file}: line {line}, column \"codigo_ibge\": invalid IBGE code {ibge:?}"
+            ));
         }
         let siafi = get(3);
         let siafi = if siafi.is_empty() {
@@ -113,7 +127,9 @@ pub fn parse_municipalities(text: &str, file: &str) -> Result<Vec<Municipality>,
         } else if siafi.len() <= 4 && siafi.bytes().all(|b| b.is_ascii_digit()) {
             Some(format!("{:0>4}", siafi))
         } else {
-            return Err(format!("{file}: line {line}, column \"siafi_id\": invalid SIAFI code {siafi:?}"));
+            return Err(format!(
+                "{file}: line {line}, column \"siafi_id\": invalid SIAFI code {siafi:?}"
+            ));
         };
         let state_code = get(2);
         if !ibge.starts_with(&state_code) {
@@ -179,7 +195,9 @@ pub async fn run(
 ) -> Result<ReferenceReport, LoadError> {
     let started = Instant::now();
     let client = ctx.pool.get().await?;
-    let source_label = url.map(source::redact_source).unwrap_or_else(|| "builtin:jobs/reference/municipios.csv".into());
+    let source_label = url
+        .map(source::redact_source)
+        .unwrap_or_else(|| "builtin:jobs/reference/municipios.csv".into());
     let load_id = ledger::start(&**client, &spec.dataset, None, None, &source_label, force).await?;
     let result = async {
         let text = match url {
@@ -305,11 +323,18 @@ mod tests {
     fn shipped_reference_data_parses() {
         let states = parse_states(ESTADOS_CSV, "estados.csv").expect("states");
         assert_eq!(states.len(), 27);
-        assert!(states.iter().any(|s| s.abbreviation == "DF" && s.region == "CO"));
+        assert!(
+            states
+                .iter()
+                .any(|s| s.abbreviation == "DF" && s.region == "CO")
+        );
         let m = parse_municipalities(MUNICIPIOS_CSV, "municipios.csv").expect("municipalities");
         assert_eq!(m.len(), 5571);
         assert!(m.iter().all(|m| m.siafi_code.is_some()));
-        let brasilia = m.iter().find(|m| m.ibge_code == "5300108").expect("Brasília");
+        let brasilia = m
+            .iter()
+            .find(|m| m.ibge_code == "5300108")
+            .expect("Brasília");
         assert_eq!(brasilia.siafi_code.as_deref(), Some("9701"));
     }
 }

@@ -50,7 +50,11 @@ pub fn places() -> Vec<Place> {
         .unwrap_or_default()
         .into_iter()
         .filter_map(|m| {
-            let uf = states.iter().find(|s| s.ibge_code == m.state_code)?.abbreviation.clone();
+            let uf = states
+                .iter()
+                .find(|s| s.ibge_code == m.state_code)?
+                .abbreviation
+                .clone();
             Some(Place {
                 siafi: m.siafi_code?,
                 uf,
@@ -124,7 +128,9 @@ impl Iterator for Generator {
         let cents = match self.rng.below(1000) {
             0 => -(self.rng.below(60_000) as i64 + 1),
             1..=100 => 100_000 + self.rng.below(200_000) as i64,
-            _ => [60_000, 65_000, 70_000, 75_000, 80_000, 15_000, 5_000][self.rng.below(7) as usize],
+            _ => {
+                [60_000, 65_000, 70_000, 75_000, 80_000, 15_000, 5_000][self.rng.below(7) as usize]
+            }
         };
         // Skewed (a few big municipalities, a long tail), but every one can
         // appear; the skew is spread over the list by a fixed permutation.
@@ -153,18 +159,32 @@ pub fn format_brl(cents: i64) -> String {
         }
         grouped.push(c);
     }
-    format!("{}{grouped},{:02}", if negative { "-" } else { "" }, abs % 100)
+    format!(
+        "{}{grouped},{:02}",
+        if negative { "-" } else { "" },
+        abs % 100
+    )
 }
 
 /// Writes one Portal-format CSV row (Windows-1252 bytes, CRLF).
-pub fn write_portal_row(out: &mut impl Write, p: &Payment, place: &Place, reference: u32) -> io::Result<()> {
+pub fn write_portal_row(
+    out: &mut impl Write,
+    p: &Payment,
+    place: &Place,
+    reference: u32,
+) -> io::Result<()> {
     write!(
         out,
         "\"{}\";\"{}\";\"{}\";\"{}\";\"{}\";\"",
         p.competence, reference, place.uf, place.siafi, place.name
     )?;
     if p.has_cpf {
-        write!(out, "***.{:03}.{:03}-**", p.nis % 1000, (p.nis / 1000) % 1000)?;
+        write!(
+            out,
+            "***.{:03}.{:03}-**",
+            p.nis % 1000,
+            (p.nis / 1000) % 1000
+        )?;
     }
     write!(out, "\";\"{:011}\";\"", p.nis)?;
     // Synthetic name, with Latin-1 accented bytes as in the real files.
@@ -174,7 +194,13 @@ pub fn write_portal_row(out: &mut impl Write, p: &Payment, place: &Place, refere
 
 /// Writes `rows` generated rows as a Portal ZIP (one deflated CSV entry).
 /// Returns the number of rows written.
-pub fn write_zip<W: Write + Seek>(out: W, period: Period, rows: u64, seed: u64, entry: &str) -> io::Result<u64> {
+pub fn write_zip<W: Write + Seek>(
+    out: W,
+    period: Period,
+    rows: u64,
+    seed: u64,
+    entry: &str,
+) -> io::Result<u64> {
     let places = places();
     let mut zip = zip::ZipWriter::new(out);
     let options = zip::write::SimpleFileOptions::default()
@@ -198,7 +224,12 @@ pub fn write_zip<W: Write + Seek>(out: W, period: Period, rows: u64, seed: u64, 
 /// dot, integer codes, ISO dates): the shape a plain `COPY … CSV` loads.
 /// Columns: program_id, reference_date, competence_date, municipality_ibge,
 /// nis, value.
-pub fn write_clean_csv(out: &mut impl Write, period: Period, rows: u64, seed: u64) -> io::Result<u64> {
+pub fn write_clean_csv(
+    out: &mut impl Write,
+    period: Period,
+    rows: u64,
+    seed: u64,
+) -> io::Result<u64> {
     let places = places();
     let mut count = 0;
     let reference = format!("{}-01", period);
@@ -227,7 +258,11 @@ mod tests {
     fn brl_formatting_round_trips() {
         for cents in [0, 5, 60_000, 141_200, 123_456_789, -283_664] {
             let text = format_brl(cents);
-            assert_eq!(crate::parse::value::brl_comma(text.as_bytes()), Some(cents), "{text}");
+            assert_eq!(
+                crate::parse::value::brl_comma(text.as_bytes()),
+                Some(cents),
+                "{text}"
+            );
         }
         assert_eq!(format_brl(141_200), "1.412,00");
     }

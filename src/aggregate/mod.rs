@@ -29,7 +29,10 @@ pub struct Scope<'a> {
 /// `beneficiary_data`: one row per municipality, upserted (so the API's ids
 /// and its coverage_rate survive), and the period's rows for municipalities
 /// absent from the new file deleted.
-pub async fn municipal(tx: &Transaction<'_>, scope: &Scope<'_>) -> Result<u64, tokio_postgres::Error> {
+pub async fn municipal(
+    tx: &Transaction<'_>,
+    scope: &Scope<'_>,
+) -> Result<u64, tokio_postgres::Error> {
     let partition = scope.partition;
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE carga_municipal ON COMMIT DROP AS
@@ -106,13 +109,21 @@ pub async fn state(tx: &Transaction<'_>, scope: &Scope<'_>) -> Result<u64, tokio
              GROUP BY m.state_id",
             scope.partition
         ),
-        &[&scope.program_id, &scope.reference_date, &scope.paid_per_family, &scope.load_id],
+        &[
+            &scope.program_id,
+            &scope.reference_date,
+            &scope.paid_per_family,
+            &scope.load_id,
+        ],
     )
     .await
 }
 
 /// `program_national_monthly`, and the totals reported by the load.
-pub async fn national(tx: &Transaction<'_>, scope: &Scope<'_>) -> Result<Totals, tokio_postgres::Error> {
+pub async fn national(
+    tx: &Transaction<'_>,
+    scope: &Scope<'_>,
+) -> Result<Totals, tokio_postgres::Error> {
     let row = tx
         .query_one(
             &format!(

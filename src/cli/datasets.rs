@@ -25,7 +25,9 @@ pub async fn run(settings: Settings) -> CliResult {
                 let finished: Option<String> = row.get(2);
                 let text = match period {
                     Some(p) => Period::from_date(p).to_string(),
-                    None => finished.map(|f| f.chars().take(10).collect()).unwrap_or_default(),
+                    None => finished
+                        .map(|f| f.chars().take(10).collect())
+                        .unwrap_or_default(),
                 };
                 last.insert(row.get(0), text);
             }
@@ -40,13 +42,19 @@ pub async fn run(settings: Settings) -> CliResult {
     );
     for s in specs {
         let (cron, tz, lag) = match &s.schedule {
-            Some(sc) => (sc.cron.clone(), sc.timezone.clone(), sc.lag_months.to_string()),
+            Some(sc) => (
+                sc.cron.clone(),
+                sc.timezone.clone(),
+                sc.lag_months.to_string(),
+            ),
             None => ("-".into(), "-".into(), "-".into()),
         };
         println!(
             "{:<26} {:<15} {:<10} {:<24} {:<18} {:>4} {:<10}",
             s.dataset,
-            s.program.as_ref().map_or("(reference)", |p| p.code.as_str()),
+            s.program
+                .as_ref()
+                .map_or("(reference)", |p| p.code.as_str()),
             format!("{:?}", s.source.container).to_lowercase(),
             cron,
             tz,

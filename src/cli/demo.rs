@@ -28,7 +28,8 @@ pub struct DemoArgs {
 
 pub async fn run(settings: Settings, args: DemoArgs) -> CliResult {
     let ctx = super::connect(&settings).await?;
-    let reference_spec = dataset::find(&settings.load.jobs_dir, "municipios").map_err(super::usage)?;
+    let reference_spec =
+        dataset::find(&settings.load.jobs_dir, "municipios").map_err(super::usage)?;
     let reference = crate::reference::run(&ctx, &reference_spec, None, false)
         .await
         .context("failed to load the reference data")?;
@@ -41,7 +42,13 @@ pub async fn run(settings: Settings, args: DemoArgs) -> CliResult {
     let rows = args.rows;
     let zip = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         let mut cursor = std::io::Cursor::new(Vec::new());
-        crate::sample::write_zip(&mut cursor, period, rows, 2024, &name.replace(".zip", ".csv"))?;
+        crate::sample::write_zip(
+            &mut cursor,
+            period,
+            rows,
+            2024,
+            &name.replace(".zip", ".csv"),
+        )?;
         Ok(cursor.into_inner())
     })
     .await
@@ -55,15 +62,20 @@ pub async fn run(settings: Settings, args: DemoArgs) -> CliResult {
         "serving a generated sample ({rows} rows, synthetic people) at {}",
         server.url(&file_name)
     );
-    println!("NIS hashing uses the fixed demo key (public, demo only); real loads need CARGA_NIS_KEY");
-    let spec = dataset::find(&settings.load.jobs_dir, "novo-bolsa-familia").map_err(super::usage)?;
+    println!(
+        "NIS hashing uses the fixed demo key (public, demo only); real loads need CARGA_NIS_KEY"
+    );
+    let spec =
+        dataset::find(&settings.load.jobs_dir, "novo-bolsa-familia").map_err(super::usage)?;
     let request = LoadRequest {
         spec,
         period,
         url: Some(server.url(&file_name)),
         force: true,
     };
-    let report = super::run::run_with_progress(&ctx, &request, Some(SecretString::from(DEMO_NIS_KEY))).await?;
+    let report =
+        super::run::run_with_progress(&ctx, &request, Some(SecretString::from(DEMO_NIS_KEY)))
+            .await?;
     super::run::print_report(&request, &report);
     print_aggregates(&ctx, period).await?;
     Ok(())

@@ -6,7 +6,9 @@ use super::CliResult;
 use crate::config::Settings;
 
 pub async fn run(settings: Settings) -> CliResult {
-    let target = crate::db::resolve(&settings).await.context("failed to reach the database")?;
+    let target = crate::db::resolve(&settings)
+        .await
+        .context("failed to reach the database")?;
     let applied = crate::db::migrate(&target.config)
         .await
         .context("failed to migrate the schema")?;

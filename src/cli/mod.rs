@@ -19,7 +19,11 @@ use crate::config::Settings;
 use crate::pipeline::Context;
 
 #[derive(Debug, Parser)]
-#[command(name = "carga", version, about = "Streams Portal da Transparência payment files into PostgreSQL")]
+#[command(
+    name = "carga",
+    version,
+    about = "Streams Portal da Transparência payment files into PostgreSQL"
+)]
 pub struct Cli {
     /// A TOML file layered over config/default.toml (env CARGA__… wins over both).
     #[arg(long, global = true, value_name = "FILE")]
@@ -72,7 +76,11 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     let settings = match Settings::load(cli.config.as_deref()) {
@@ -83,7 +91,10 @@ pub fn main() -> ExitCode {
         }
     };
     crate::telemetry::init("info");
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("carga: failed to start the runtime: {e}");
@@ -120,7 +131,9 @@ async fn dispatch(command: Command, settings: Settings) -> CliResult {
 /// Resolves the database, applies migrations and builds the pool.
 pub async fn connect(settings: &Settings) -> Result<Context, Failure> {
     use anyhow::Context as _;
-    let target = crate::db::resolve(settings).await.context("failed to reach the database")?;
+    let target = crate::db::resolve(settings)
+        .await
+        .context("failed to reach the database")?;
     tracing::info!(database = %target.description, "database");
     crate::db::migrate(&target.config)
         .await

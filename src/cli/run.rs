@@ -36,7 +36,12 @@ pub async fn run(settings: Settings, args: RunArgs) -> CliResult {
             .map_err(|e| Failure::Failed(e.into()))?;
         println!(
             "{}: published (load {}): {} states, {} municipalities ({} with a SIAFI code) in {:.2}s",
-            spec.dataset, report.load_id, report.states, report.municipalities, report.with_siafi, report.seconds
+            spec.dataset,
+            report.load_id,
+            report.states,
+            report.municipalities,
+            report.with_siafi,
+            report.seconds
         );
         return Ok(());
     }
@@ -87,7 +92,10 @@ pub fn print_report(request: &LoadRequest, r: &LoadReport) {
         Outcome::Published => "published",
         Outcome::Unchanged => "unchanged since the published load, skipped (use --force to reload)",
     };
-    println!("{} {}: {} (load {})", request.spec.dataset, request.period, outcome, r.load_id);
+    println!(
+        "{} {}: {} (load {})",
+        request.spec.dataset, request.period, outcome, r.load_id
+    );
     println!("  source          {}", r.source);
     println!("  file            {}", r.file);
     println!(
@@ -105,12 +113,20 @@ pub fn print_report(request: &LoadRequest, r: &LoadReport) {
         );
         println!("  value           {}", brl(r.value_cents));
     }
-    let stages: Vec<String> = r.stage_seconds.iter().map(|(k, v)| format!("{k} {v:.2}s")).collect();
+    let stages: Vec<String> = r
+        .stage_seconds
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.2}s"))
+        .collect();
     println!(
         "  seconds         {:.2} ({:.0} rows/s){}",
         r.seconds,
         r.rows_per_second(),
-        if stages.is_empty() { String::new() } else { format!("; {}", stages.join(", ")) }
+        if stages.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", stages.join(", "))
+        }
     );
     if !r.rejects.is_empty() {
         println!("  first rejects:");
@@ -118,7 +134,11 @@ pub fn print_report(request: &LoadRequest, r: &LoadReport) {
             println!(
                 "    line {}{}: {}",
                 reject.line,
-                reject.column.as_ref().map(|c| format!(", column {c:?}")).unwrap_or_default(),
+                reject
+                    .column
+                    .as_ref()
+                    .map(|c| format!(", column {c:?}"))
+                    .unwrap_or_default(),
                 reject.reason
             );
         }

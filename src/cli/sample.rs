@@ -26,16 +26,19 @@ pub struct SampleArgs {
 }
 
 pub fn run(args: SampleArgs) -> CliResult {
-    let period = Period::parse(&args.period).ok_or_else(|| usage(anyhow!("--period is not YYYY-MM")))?;
+    let period =
+        Period::parse(&args.period).ok_or_else(|| usage(anyhow!("--period is not YYYY-MM")))?;
     if let Some(path) = &args.zip {
-        let file = std::fs::File::create(path).with_context(|| format!("failed to create {}", path.display()))?;
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("failed to create {}", path.display()))?;
         let entry = format!("{:06}_NovoBolsaFamilia.csv", period.yyyymm());
         let n = crate::sample::write_zip(file, period, args.rows, args.seed, &entry)
             .with_context(|| format!("failed to write {}", path.display()))?;
         println!("wrote {n} rows to {}", path.display());
     }
     if let Some(path) = &args.clean_csv {
-        let file = std::fs::File::create(path).with_context(|| format!("failed to create {}", path.display()))?;
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("failed to create {}", path.display()))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         let n = crate::sample::write_clean_csv(&mut out, period, args.rows, args.seed)
             .with_context(|| format!("failed to write {}", path.display()))?;

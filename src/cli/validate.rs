@@ -24,19 +24,26 @@ pub struct ValidateArgs {
 
 /// The shipped municipality list as a lookup (ids are the IBGE codes).
 pub fn builtin_index() -> MunicipalityIndex {
-    let municipalities = crate::reference::parse_municipalities(crate::reference::MUNICIPIOS_CSV, "municipios.csv")
-        .unwrap_or_default();
+    let municipalities =
+        crate::reference::parse_municipalities(crate::reference::MUNICIPIOS_CSV, "municipios.csv")
+            .unwrap_or_default();
     MunicipalityIndex::new(municipalities.iter().filter_map(|m| {
         let ibge: u32 = m.ibge_code.parse().ok()?;
-        Some((ibge as i32, ibge, m.siafi_code.as_deref().and_then(|s| s.parse().ok())))
+        Some((
+            ibge as i32,
+            ibge,
+            m.siafi_code.as_deref().and_then(|s| s.parse().ok()),
+        ))
     }))
 }
 
 pub async fn run(settings: Settings, args: ValidateArgs) -> CliResult {
     let spec = dataset::find(&settings.load.jobs_dir, &args.dataset).map_err(usage)?;
     let progress = Arc::new(Progress::default());
-    let (ticker, bar) = super::spawn_progress(progress.clone(), format!("validate {}", spec.dataset));
-    let result = pipeline::validate(&settings, &spec, &args.location, builtin_index(), progress).await;
+    let (ticker, bar) =
+        super::spawn_progress(progress.clone(), format!("validate {}", spec.dataset));
+    let result =
+        pipeline::validate(&settings, &spec, &args.location, builtin_index(), progress).await;
     ticker.abort();
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -44,10 +51,17 @@ pub async fn run(settings: Settings, args: ValidateArgs) -> CliResult {
     let report = result.map_err(|e| Failure::Failed(e.into()))?;
     let s = &report.summary;
     println!("{} {}: {}", spec.dataset, report.source, s.file);
-    println!("  bytes           {} read, {} decompressed", report.bytes, s.decompressed_bytes);
+    println!(
+        "  bytes           {} read, {} decompressed",
+        report.bytes, s.decompressed_bytes
+    );
     println!(
         "  period          {}",
-        if s.period == 0 { "-".to_string() } else { format!("{}-{:02}", s.period / 100, s.period % 100) }
+        if s.period == 0 {
+            "-".to_string()
+        } else {
+            format!("{}-{:02}", s.period / 100, s.period % 100)
+        }
     );
     println!(
         "  rows            {} read, {} valid, {} rejected (limit {})",
@@ -62,7 +76,10 @@ pub async fn run(settings: Settings, args: ValidateArgs) -> CliResult {
             "  line {} (byte {}){}: {}\n      {}",
             r.line,
             r.byte_offset,
-            r.column.as_ref().map(|c| format!(", column {c:?}")).unwrap_or_default(),
+            r.column
+                .as_ref()
+                .map(|c| format!(", column {c:?}"))
+                .unwrap_or_default(),
             r.reason,
             r.raw_line
         );

@@ -18,7 +18,10 @@ pub use self::zip::ZipStream;
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("not a {expected} archive: the body starts with {found}")]
-    WrongContainer { expected: &'static str, found: String },
+    WrongContainer {
+        expected: &'static str,
+        found: String,
+    },
     #[error("archive truncated: {0}")]
     Truncated(String),
     #[error("archive corrupt: {0}")]
@@ -124,7 +127,9 @@ impl<R: BufRead> Decoded<R> {
                     }
                     .into());
                 }
-                Ok(Decoded::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(input))))
+                Ok(Decoded::Gzip(Box::new(
+                    flate2::bufread::MultiGzDecoder::new(input),
+                )))
             }
             Container::Zip => Ok(Decoded::Zip(Box::new(ZipStream::open(input)?))),
         }
@@ -157,7 +162,9 @@ impl<R: BufRead> Read for Decoded<R> {
                 None if e.kind() == io::ErrorKind::UnexpectedEof => {
                     DecodeError::Truncated(format!("gzip stream ended early: {e}")).into()
                 }
-                None if e.kind() == io::ErrorKind::InvalidInput || e.kind() == io::ErrorKind::InvalidData => {
+                None if e.kind() == io::ErrorKind::InvalidInput
+                    || e.kind() == io::ErrorKind::InvalidData =>
+                {
                     DecodeError::Corrupt(format!("gzip: {e}")).into()
                 }
                 None => e,
@@ -220,7 +227,10 @@ impl<R: Read> Read for Limited<R> {
         let data = &buf[..n];
         self.total += n as u64;
         if self.total > self.max_total {
-            return Err(DecodeError::TooLarge { limit: self.max_total }.into());
+            return Err(DecodeError::TooLarge {
+                limit: self.max_total,
+            }
+            .into());
         }
         let mut start = 0;
         for i in memchr::memchr_iter(b'\n', data) {

@@ -271,8 +271,12 @@ impl<R: BufRead> ZipStream<R> {
         let mut fixed = [0u8; 42];
         input.read_exact(&mut fixed).map_err(&what)?;
         let cd_crc = u32::from_le_bytes([fixed[12], fixed[13], fixed[14], fixed[15]]);
-        let mut cd_compressed = u64::from(u32::from_le_bytes([fixed[16], fixed[17], fixed[18], fixed[19]]));
-        let mut cd_size = u64::from(u32::from_le_bytes([fixed[20], fixed[21], fixed[22], fixed[23]]));
+        let mut cd_compressed = u64::from(u32::from_le_bytes([
+            fixed[16], fixed[17], fixed[18], fixed[19],
+        ]));
+        let mut cd_size = u64::from(u32::from_le_bytes([
+            fixed[20], fixed[21], fixed[22], fixed[23],
+        ]));
         let name_len = u16::from_le_bytes([fixed[24], fixed[25]]);
         let extra_len = u16::from_le_bytes([fixed[26], fixed[27]]);
         let comment_len = u16::from_le_bytes([fixed[28], fixed[29]]);
@@ -282,7 +286,11 @@ impl<R: BufRead> ZipStream<R> {
         input.read_exact(&mut extra).map_err(&what)?;
         zip64_sizes(&extra, &mut cd_size, &mut cd_compressed);
         skip(&mut input, u64::from(comment_len)).map_err(&what)?;
-        if cd_crc != crc || cd_size != produced || cd_compressed != consumed || cd_name != name.as_bytes() {
+        if cd_crc != crc
+            || cd_size != produced
+            || cd_compressed != consumed
+            || cd_name != name.as_bytes()
+        {
             return Err(DecodeError::Corrupt(format!(
                 "the central directory does not match entry {name:?} (CRC, sizes or name differ)"
             ))
@@ -327,7 +335,10 @@ impl<R: BufRead> ZipStream<R> {
             }
         }
         if !input.fill_buf()?.is_empty() {
-            return Err(DecodeError::Corrupt("unexpected bytes after the end of the archive".into()).into());
+            return Err(DecodeError::Corrupt(
+                "unexpected bytes after the end of the archive".into(),
+            )
+            .into());
         }
         Ok(())
     }
@@ -336,11 +347,23 @@ impl<R: BufRead> ZipStream<R> {
 impl<R: BufRead> Read for ZipStream<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = match &mut self.body {
-            Body::Deflate(d) => d.read(buf).map_err(|e| match e.kind() {
-                io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => io::Error::from(
-                    DecodeError::Corrupt(format!("entry {:?}: invalid deflate data: {e}", self.name)),
-                ),
-                _ => e,
+            Body::Deflate(d) => d.read(buf).map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof || e.to_string().contains("incomplete")
+                {
+                    io::Error::from(DecodeError::Truncated(format!(
+                        "entry {:?}: the deflate stream ends early ({e})",
+                        self.name
+                    )))
+                } else if super::find_decode_error(&e).is_some()
+                    || e.kind() == io::ErrorKind::Other && e.get_ref().is_some()
+                {
+                    e
+                } else {
+                    io::Error::from(DecodeError::Corrupt(format!(
+                        "entry {:?}: invalid deflate data ({e})",
+                        self.name
+                    )))
+                }
             })?,
             Body::Stored(s) => s.read(buf)?,
         };
@@ -389,7 +412,11 @@ mod tests {
         let content = b"\"A\";\"B\"\r\n\"1\";\"2\"\r\n".repeat(200);
         let zip = archive(&content, 1);
         for cut in 1..zip.len() {
-            assert!(read_all(&zip[..cut]).is_err(), "cut at {cut} of {} passed", zip.len());
+            assert!(
+                read_all(&zip[..cut]).is_err(),
+                "cut at {cut} of {} passed",
+                zip.len()
+            );
         }
     }
 
@@ -401,7 +428,10 @@ mod tests {
             let mut bad = zip.clone();
             bad[i] ^= 0x55;
             if let Ok(out) = read_all(&bad) {
-                assert_eq!(out, content, "byte {i} flipped changed the content silently");
+                assert_eq!(
+                    out, content,
+                    "byte {i} flipped changed the content silently"
+                );
             }
         }
     }
@@ -414,7 +444,7 @@ mod tests {
 
     #[test]
     fn html_is_not_a_zip() {
-        let err = read_all(b"<html><body>error</body></html>").err().expect("html");
+        let err = read_all(b"<html><body>error</body></html>").expect_err("html");
         assert!(err.to_string().contains("not a ZIP"), "{err}");
     }
 }

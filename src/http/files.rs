@@ -112,8 +112,15 @@ async fn serve(
     match range {
         Some(start) if if_range_ok && start < total => {
             let mut headers = common;
-            headers.push((header::CONTENT_RANGE, format!("bytes {start}-{}/{total}", total - 1)));
-            response(StatusCode::PARTIAL_CONTENT, &headers, file.bytes.slice(start as usize..))
+            headers.push((
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{}/{total}", total - 1),
+            ));
+            response(
+                StatusCode::PARTIAL_CONTENT,
+                &headers,
+                file.bytes.slice(start as usize..),
+            )
         }
         _ => response(StatusCode::OK, &common, file.bytes.clone()),
     }

@@ -11,8 +11,7 @@ pub const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 pub const TRAILER: &[u8] = &[0xff, 0xff];
 
 /// The column list every encoded row follows, in order.
-pub const COLUMNS: &str =
-    "program_id, reference_date, competence_date, municipality_id, beneficiary_hash, value_cents, attributes";
+pub const COLUMNS: &str = "program_id, reference_date, competence_date, municipality_id, beneficiary_hash, value_cents, attributes";
 
 /// Appends one tuple.
 pub fn encode_row(buf: &mut BytesMut, program_id: i32, reference_days: i32, row: &PaymentRow<'_>) {

@@ -3,8 +3,8 @@
 //! transaction so a failure is recorded even though its data rolls back;
 //! the published state is written inside the publishing transaction.
 
-use tokio_postgres::GenericClient;
 use serde_json::json;
+use tokio_postgres::GenericClient;
 
 use crate::dataset::Period;
 
@@ -190,7 +190,10 @@ pub async fn insert_rejects(
     let lines: Vec<i64> = rejects.iter().map(|r| r.line as i64).collect();
     let offsets: Vec<i64> = rejects.iter().map(|r| r.byte_offset as i64).collect();
     let columns: Vec<Option<&str>> = rejects.iter().map(|r| r.column.as_deref()).collect();
-    let reasons: Vec<String> = rejects.iter().map(|r| format!("{}: {}", r.code, r.reason)).collect();
+    let reasons: Vec<String> = rejects
+        .iter()
+        .map(|r| format!("{}: {}", r.code, r.reason))
+        .collect();
     let raws: Vec<&str> = rejects.iter().map(|r| r.raw_line.as_str()).collect();
     client
         .execute(

@@ -25,7 +25,10 @@ use crate::dataset::{Period, Program};
 use crate::parse::MunicipalityIndex;
 
 /// Inserts the program if missing (the API may own it already) and returns its id.
-pub async fn ensure_program(client: &impl GenericClient, program: &Program) -> Result<i32, tokio_postgres::Error> {
+pub async fn ensure_program(
+    client: &impl GenericClient,
+    program: &Program,
+) -> Result<i32, tokio_postgres::Error> {
     client
         .execute(
             "INSERT INTO public.programs (code, name, description, data_source_url, update_frequency,
@@ -42,13 +45,18 @@ pub async fn ensure_program(client: &impl GenericClient, program: &Program) -> R
         )
         .await?;
     let row = client
-        .query_one("SELECT id FROM public.programs WHERE code = $1", &[&program.code])
+        .query_one(
+            "SELECT id FROM public.programs WHERE code = $1",
+            &[&program.code],
+        )
         .await?;
     Ok(row.get(0))
 }
 
 /// Municipality lookups from `public.municipalities`.
-pub async fn municipality_index(client: &impl GenericClient) -> Result<MunicipalityIndex, tokio_postgres::Error> {
+pub async fn municipality_index(
+    client: &impl GenericClient,
+) -> Result<MunicipalityIndex, tokio_postgres::Error> {
     let rows = client
         .query(
             "SELECT id, ibge_code, siafi_code FROM public.municipalities WHERE ibge_code ~ '^[0-9]{7}$'",
@@ -91,7 +99,12 @@ pub async fn ensure_program_partition(
         qualified(&program_table(code))
     );
     match client.batch_execute(&sql).await {
-        Err(e) if e.code() == Some(&SqlState::DUPLICATE_TABLE) || e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(()),
+        Err(e)
+            if e.code() == Some(&SqlState::DUPLICATE_TABLE)
+                || e.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+        {
+            Ok(())
+        }
         other => other,
     }
 }

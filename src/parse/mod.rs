@@ -18,7 +18,10 @@ use crate::dataset::{Column, ColumnType, Encoding, Period, Privacy, Role, Spec, 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
     #[error("header is missing {missing:?}; found {found:?}")]
-    Missing { missing: Vec<String>, found: Vec<String> },
+    Missing {
+        missing: Vec<String>,
+        found: Vec<String>,
+    },
     #[error("header names {header:?} twice")]
     Duplicate { header: String },
     #[error("the file is empty (no header line)")]
@@ -63,7 +66,10 @@ impl MunicipalityIndex {
         self.by_ibge.is_empty()
     }
     fn siafi(&self, code: u16) -> Option<i32> {
-        self.by_siafi.get(usize::from(code)).copied().filter(|id| *id != 0)
+        self.by_siafi
+            .get(usize::from(code))
+            .copied()
+            .filter(|id| *id != 0)
     }
     fn ibge(&self, code: u32) -> Option<i32> {
         self.by_ibge.get(&code).copied()
@@ -74,10 +80,21 @@ impl MunicipalityIndex {
 /// of typed, non-personal columns (months, codes, amounts) are quoted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RejectReason {
-    FieldCount { expected: usize, found: usize },
-    BadValue { expected: &'static str, found: String },
-    UnknownMunicipality { code: String },
-    WrongReferenceMonth { found: u32, expected: u32 },
+    FieldCount {
+        expected: usize,
+        found: usize,
+    },
+    BadValue {
+        expected: &'static str,
+        found: String,
+    },
+    UnknownMunicipality {
+        code: String,
+    },
+    WrongReferenceMonth {
+        found: u32,
+        expected: u32,
+    },
     InvalidText,
 }
 
@@ -99,14 +116,25 @@ impl fmt::Display for RejectReason {
             RejectReason::FieldCount { expected, found } => {
                 write!(f, "expected {expected} fields, found {found}")
             }
-            RejectReason::BadValue { expected, found } => write!(f, "invalid {expected}: {found:?}"),
+            RejectReason::BadValue { expected, found } => {
+                write!(f, "invalid {expected}: {found:?}")
+            }
             RejectReason::UnknownMunicipality { code } => {
-                write!(f, "unknown municipality code {code:?} (not in the municipalities table)")
+                write!(
+                    f,
+                    "unknown municipality code {code:?} (not in the municipalities table)"
+                )
             }
             RejectReason::WrongReferenceMonth { found, expected } => {
-                write!(f, "reference month {found} differs from the load's period {expected}")
+                write!(
+                    f,
+                    "reference month {found} differs from the load's period {expected}"
+                )
             }
-            RejectReason::InvalidText => write!(f, "text is not valid in the declared encoding or holds a NUL byte"),
+            RejectReason::InvalidText => write!(
+                f,
+                "text is not valid in the declared encoding or holds a NUL byte"
+            ),
         }
     }
 }
@@ -206,8 +234,15 @@ impl Plan {
             });
         }
         let position = |role: Role| -> (usize, &Column) {
-            let column = spec.columns.iter().find(|c| c.role == Some(role)).unwrap_or(&spec.columns[0]);
-            (positions.get(column.name.as_str()).copied().unwrap_or(0), column)
+            let column = spec
+                .columns
+                .iter()
+                .find(|c| c.role == Some(role))
+                .unwrap_or(&spec.columns[0]);
+            (
+                positions.get(column.name.as_str()).copied().unwrap_or(0),
+                column,
+            )
         };
         let (reference, _) = position(Role::ReferenceMonth);
         let (municipality, municipality_column) = position(Role::Municipality);
@@ -248,7 +283,11 @@ impl Plan {
             municipality: (municipality, municipality_column.column_type),
             beneficiary,
             value: (value, value_column.column_type),
-            sentinels: beneficiary_column.sentinels.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            sentinels: beneficiary_column
+                .sentinels
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect(),
             attributes,
             shown,
             headers,
@@ -582,15 +621,53 @@ mod tests {
     fn rows_are_typed_or_rejected() {
         let spec = spec("novo-bolsa-familia");
         let mut t = transformer(&spec, NBF_HEADER);
-        let row = |comp: &'static [u8], refm: &'static [u8], siafi: &'static [u8], nis: &'static [u8], v: &'static [u8]| {
-            vec![comp, refm, &b"SP"[..], siafi, &b"SAO PAULO"[..], &b""[..], nis, &b"FULANO"[..], v]
+        let row = |comp: &'static [u8],
+                   refm: &'static [u8],
+                   siafi: &'static [u8],
+                   nis: &'static [u8],
+                   v: &'static [u8]| {
+            vec![
+                comp,
+                refm,
+                &b"SP"[..],
+                siafi,
+                &b"SAO PAULO"[..],
+                &b""[..],
+                nis,
+                &b"FULANO"[..],
+                v,
+            ]
         };
-        check(&mut t, &row(b"202410", b"202410", b"7107", b"12345678901", b"1.234,56"), Ok((123456, true)));
-        check(&mut t, &row(b"202312", b"202410", b"7107", b"", b"-50,00"), Ok((-5000, false)));
-        check(&mut t, &row(b"202410", b"202410", b"9999", b"12345678901", b"1,00"), Err("unknown_municipality"));
-        check(&mut t, &row(b"202410", b"202410", b"7107", b"12345678901", b"1,2,3"), Err("bad_value"));
-        check(&mut t, &row(b"202410", b"202409", b"7107", b"12345678901", b"1,00"), Err("wrong_reference_month"));
-        check(&mut t, &row(b"2024", b"202410", b"7107", b"12345678901", b"1,00"), Err("bad_value"));
+        check(
+            &mut t,
+            &row(b"202410", b"202410", b"7107", b"12345678901", b"1.234,56"),
+            Ok((123456, true)),
+        );
+        check(
+            &mut t,
+            &row(b"202312", b"202410", b"7107", b"", b"-50,00"),
+            Ok((-5000, false)),
+        );
+        check(
+            &mut t,
+            &row(b"202410", b"202410", b"9999", b"12345678901", b"1,00"),
+            Err("unknown_municipality"),
+        );
+        check(
+            &mut t,
+            &row(b"202410", b"202410", b"7107", b"12345678901", b"1,2,3"),
+            Err("bad_value"),
+        );
+        check(
+            &mut t,
+            &row(b"202410", b"202409", b"7107", b"12345678901", b"1,00"),
+            Err("wrong_reference_month"),
+        );
+        check(
+            &mut t,
+            &row(b"2024", b"202410", b"7107", b"12345678901", b"1,00"),
+            Err("bad_value"),
+        );
         check(&mut t, &[b"202410", b"202410"], Err("field_count"));
     }
 
@@ -610,7 +687,16 @@ mod tests {
         let mut t = transformer(&spec, &header);
         check(
             &mut t,
-            &[b"10,00", b"12345678901", b"X", b"202410", b"202410", b"7107", b"SP", b"SAO PAULO"],
+            &[
+                b"10,00",
+                b"12345678901",
+                b"X",
+                b"202410",
+                b"202410",
+                b"7107",
+                b"SP",
+                b"SAO PAULO",
+            ],
             Ok((1000, true)),
         );
     }
@@ -620,22 +706,47 @@ mod tests {
         let spec = spec("novo-bolsa-familia");
         let err = Plan::new(&spec, &record(&NBF_HEADER[..8])).expect_err("no value column");
         let msg = err.to_string();
-        assert!(msg.contains("VALOR PARCELA") && msg.contains("NOME FAVORECIDO"), "{msg}");
+        assert!(
+            msg.contains("VALOR PARCELA") && msg.contains("NOME FAVORECIDO"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn sentinels_are_not_people_and_nis_is_keyed() {
         let spec = spec("bpc");
         let header: Vec<&[u8]> = vec![
-            b"M\xcaS COMPET\xcaNCIA", b"M\xcaS REFER\xcaNCIA", b"UF", b"C\xd3DIGO MUNIC\xcdPIO SIAFI", b"NOME MUNIC\xcdPIO",
-            b"NIS BENEFICI\xc1RIO", b"CPF BENEFICI\xc1RIO", b"NOME BENEFICI\xc1RIO", b"NIS REPRESENTANTE LEGAL",
-            b"CPF REPRESENTANTE LEGAL", b"NOME REPRESENTANTE LEGAL", b"N\xdaMERO BENEF\xcdCIO",
-            b"BENEF\xcdCIO CONCEDIDO JUDICIALMENTE", b"VALOR PARCELA",
+            b"M\xcaS COMPET\xcaNCIA",
+            b"M\xcaS REFER\xcaNCIA",
+            b"UF",
+            b"C\xd3DIGO MUNIC\xcdPIO SIAFI",
+            b"NOME MUNIC\xcdPIO",
+            b"NIS BENEFICI\xc1RIO",
+            b"CPF BENEFICI\xc1RIO",
+            b"NOME BENEFICI\xc1RIO",
+            b"NIS REPRESENTANTE LEGAL",
+            b"CPF REPRESENTANTE LEGAL",
+            b"NOME REPRESENTANTE LEGAL",
+            b"N\xdaMERO BENEF\xcdCIO",
+            b"BENEF\xcdCIO CONCEDIDO JUDICIALMENTE",
+            b"VALOR PARCELA",
         ];
         let mut t = transformer(&spec, &header);
         let mut fields: Vec<&[u8]> = vec![
-            b"202410", b"202410", b"SP", b"7107", b"SAO PAULO", b"99999990003", b"", b"NAME", b"", b"", b"", b"123",
-            b"N\xe3o", b"1.412,00",
+            b"202410",
+            b"202410",
+            b"SP",
+            b"7107",
+            b"SAO PAULO",
+            b"99999990003",
+            b"",
+            b"NAME",
+            b"",
+            b"",
+            b"",
+            b"123",
+            b"N\xe3o",
+            b"1.412,00",
         ];
         check(&mut t, &fields, Ok((141200, false)));
         let row = t.row(&record(&fields)).expect("row");
@@ -644,13 +755,21 @@ mod tests {
         let a = t.row(&record(&fields)).expect("row").beneficiary_hash;
         let other_key = {
             let plan = t.plan().clone();
-            let mut u = Transformer::new(plan, &spec, MunicipalityIndex::new([(7, 3550308, Some(7107))]),
-                Period::new(2024, 10), b"other");
+            let mut u = Transformer::new(
+                plan,
+                &spec,
+                MunicipalityIndex::new([(7, 3550308, Some(7107))]),
+                Period::new(2024, 10),
+                b"other",
+            );
             u.row(&record(&fields)).expect("row").beneficiary_hash
         };
         assert!(a.is_some() && a != other_key);
         let line = t.redacted_line(&record(&fields), 512);
-        assert!(!line.contains("12345678901") && !line.contains("NAME"), "{line}");
+        assert!(
+            !line.contains("12345678901") && !line.contains("NAME"),
+            "{line}"
+        );
         assert!(line.contains("1.412,00") && line.contains("7107"), "{line}");
     }
 }

@@ -4,7 +4,10 @@
 /// Leading and trailing ASCII spaces removed.
 pub fn trim(field: &[u8]) -> &[u8] {
     let start = field.iter().position(|b| *b != b' ').unwrap_or(field.len());
-    let end = field.iter().rposition(|b| *b != b' ').map_or(start, |i| i + 1);
+    let end = field
+        .iter()
+        .rposition(|b| *b != b' ')
+        .map_or(start, |i| i + 1);
     &field[start..end]
 }
 
@@ -139,7 +142,10 @@ pub fn first_day_pg(yyyymm: u32) -> i32 {
 mod tests {
     use super::*;
 
-    fn check<T: PartialEq + std::fmt::Debug>(f: fn(&[u8]) -> Option<T>, cases: &[(&str, Option<T>)]) {
+    fn check<T: PartialEq + std::fmt::Debug>(
+        f: fn(&[u8]) -> Option<T>,
+        cases: &[(&str, Option<T>)],
+    ) {
         for (input, want) in cases {
             assert_eq!(&f(input.as_bytes()), want, "input {input:?}");
         }
@@ -174,14 +180,36 @@ mod tests {
         );
         check(
             brl_point,
-            &[("227.00", Some(22700)), ("-5.5", Some(-550)), ("1.234,00", None), ("1,00", None)],
+            &[
+                ("227.00", Some(22700)),
+                ("-5.5", Some(-550)),
+                ("1.234,00", None),
+                ("1,00", None),
+            ],
         );
     }
 
     #[test]
     fn codes() {
-        check(yyyymm, &[("202410", Some(202410)), ("202413", None), ("20241", None), ("2024-1", None)]);
-        check(siafi, &[("0643", Some(643)), ("9701", Some(9701)), ("12345", None), ("", None), ("06a3", None)]);
+        check(
+            yyyymm,
+            &[
+                ("202410", Some(202410)),
+                ("202413", None),
+                ("20241", None),
+                ("2024-1", None),
+            ],
+        );
+        check(
+            siafi,
+            &[
+                ("0643", Some(643)),
+                ("9701", Some(9701)),
+                ("12345", None),
+                ("", None),
+                ("06a3", None),
+            ],
+        );
         check(ibge, &[("5300108", Some(5300108)), ("530010", None)]);
         for (input, valid) in [
             ("12345678901", true),
@@ -202,7 +230,11 @@ mod tests {
             for month in 1..=12u32 {
                 let d = chrono::NaiveDate::from_ymd_opt(year, month, 1).expect("date");
                 let want = (d - epoch).num_days() as i32;
-                assert_eq!(first_day_pg(year as u32 * 100 + month), want, "{year}-{month}");
+                assert_eq!(
+                    first_day_pg(year as u32 * 100 + month),
+                    want,
+                    "{year}-{month}"
+                );
             }
         }
     }

@@ -32,11 +32,19 @@ pub enum SourceError {
     #[error("{url}: request failed: {message}")]
     Request { url: String, message: String },
     #[error("{url}: body failed after {bytes} bytes: {message}")]
-    Body { url: String, bytes: u64, message: String },
+    Body {
+        url: String,
+        bytes: u64,
+        message: String,
+    },
     #[error("{url}: download exceeds the limit of {limit} bytes")]
     TooLarge { url: String, limit: u64 },
     #[error("{url}: received {received} bytes but Content-Length promised {expected}")]
-    Truncated { url: String, received: u64, expected: u64 },
+    Truncated {
+        url: String,
+        received: u64,
+        expected: u64,
+    },
     #[error("{path}: {source}")]
     File {
         path: String,
@@ -113,7 +121,10 @@ pub struct DownloadSummary {
 }
 
 enum Origin {
-    Http { client: reqwest::Client, url: String },
+    Http {
+        client: reqwest::Client,
+        url: String,
+    },
     File,
 }
 
@@ -349,7 +360,13 @@ fn backoff(attempt: u32) -> Duration {
 
 /// `Retry-After` as delay-seconds, capped at a minute.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    let secs: u64 = headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     Some(Duration::from_secs(secs.min(60)))
 }
 
@@ -450,21 +467,29 @@ impl Opened {
             return Ok(false);
         }
         tracing::warn!(url = %self.meta.url, offset, reason = why, "body broke; resuming with Range");
-        let response = match open_http(client, url, &self.meta.url, None, Some((offset, &etag))).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "resume request failed");
-                return Ok(false);
-            }
-        };
+        let response =
+            match open_http(client, url, &self.meta.url, None, Some((offset, &etag))).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "resume request failed");
+                    return Ok(false);
+                }
+            };
         if response.status() != StatusCode::PARTIAL_CONTENT {
-            tracing::warn!(status = response.status().as_u16(), "server did not resume the range");
+            tracing::warn!(
+                status = response.status().as_u16(),
+                "server did not resume the range"
+            );
             return Ok(false);
         }
         let range_ok = header_string(response.headers(), header::CONTENT_RANGE)
             .and_then(|v| parse_content_range(&v))
             .is_some_and(|(start, total)| {
-                start == offset && self.meta.content_length.is_none_or(|len| total == Some(len))
+                start == offset
+                    && self
+                        .meta
+                        .content_length
+                        .is_none_or(|len| total == Some(len))
             });
         if !range_ok {
             tracing::warn!("resumed range does not start where the body broke");
@@ -483,7 +508,11 @@ fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
     let rest = value.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
     let (start, _end) = range.split_once('-')?;
-    let total = if total == "*" { None } else { Some(total.parse().ok()?) };
+    let total = if total == "*" {
+        None
+    } else {
+        Some(total.parse().ok()?)
+    };
     Some((start.parse().ok()?, total))
 }
 
@@ -496,12 +525,18 @@ mod tests {
         let r = redact_source("https://user:pw@example.org/a/b.zip?token=CANARY&x=1");
         assert!(!r.contains("CANARY") && !r.contains("pw"), "{r}");
         assert!(r.contains("token=***"), "{r}");
-        assert_eq!(file_name_of("http://h/x/202410_NovoBolsaFamilia.zip?t=1"), "202410_NovoBolsaFamilia.zip");
+        assert_eq!(
+            file_name_of("http://h/x/202410_NovoBolsaFamilia.zip?t=1"),
+            "202410_NovoBolsaFamilia.zip"
+        );
     }
 
     #[test]
     fn content_range() {
-        assert_eq!(parse_content_range("bytes 100-199/200"), Some((100, Some(200))));
+        assert_eq!(
+            parse_content_range("bytes 100-199/200"),
+            Some((100, Some(200)))
+        );
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
         assert_eq!(parse_content_range("items 5-9/10"), None);
     }

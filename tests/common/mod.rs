@@ -1,0 +1,356 @@
+//! Test harness: a fresh database per test, cloned from a migrated template
+//! that already holds the reference data, dropped afterwards; a loopback HTTP
+//! server for source files; and Portal-format fixture builders.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use carga::config::Settings;
+use carga::dataset::{self, Period};
+use carga::http::files::FileServer;
+use carga::pipeline::{self, Context, LoadError, LoadReport, LoadRequest};
+use carga::source::Progress;
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+
+pub const NIS_KEY: &str = "test-nis-key-0123456789";
+
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn url_for(database: &str) -> String {
+    let admin = admin_url();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    format!("{base}/{database}")
+}
+
+pub async fn admin() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL (set TEST_DATABASE_URL)");
+    tokio::spawn(conn);
+    client
+}
+
+fn template_name() -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut hasher = Sha256::new();
+    let mut files: Vec<_> = std::fs::read_dir(format!("{root}/migrations"))
+        .expect("migrations dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    for f in files {
+        hasher.update(std::fs::read(f).expect("migration"));
+    }
+    hasher.update(
+        std::fs::read(format!("{root}/jobs/reference/municipios.csv")).expect("municipios"),
+    );
+    format!("carga_tpl_{}", &hex::encode(hasher.finalize())[..12])
+}
+
+pub fn settings_for(database_url: &str) -> Settings {
+    let mut settings = Settings::load(None).expect("settings");
+    settings.database_url = Some(SecretString::from(database_url.to_string()));
+    settings.nis_key = Some(SecretString::from(NIS_KEY));
+    settings.database.wait_timeout_ms = 10_000;
+    settings
+}
+
+async fn context(database_url: &str, settings: Settings) -> Context {
+    let target = carga::db::resolve(&settings).await.expect("resolve");
+    let pool = carga::db::pool(&target, &settings).expect("pool");
+    let _ = database_url;
+    Context { settings, pool }
+}
+
+/// Creates the template once per machine state (serialised across test
+/// processes by an advisory lock).
+async fn ensure_template() -> String {
+    let name = template_name();
+    let client = admin().await;
+    client
+        .execute("SELECT pg_advisory_lock(4242424242)", &[])
+        .await
+        .expect("lock");
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .expect("query")
+        .is_some();
+    if !exists {
+        let building = format!("{name}_building");
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
+            .await
+            .expect("drop stale template");
+        client
+            .batch_execute(&format!("CREATE DATABASE {building}"))
+            .await
+            .expect("create template");
+        {
+            let url = url_for(&building);
+            let settings = settings_for(&url);
+            let target = carga::db::resolve(&settings).await.expect("resolve");
+            carga::db::migrate(&target.config)
+                .await
+                .expect("migrate template");
+            let ctx = context(&url, settings.clone()).await;
+            let spec = dataset::find(&settings.load.jobs_dir, "municipios").expect("spec");
+            carga::reference::run(&ctx, &spec, None, false)
+                .await
+                .expect("reference data");
+            ctx.pool.close();
+        }
+        client
+            .batch_execute(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{building}'"
+            ))
+            .await
+            .expect("disconnect template");
+        client
+            .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+            .await
+            .expect("rename template");
+    }
+    client
+        .execute("SELECT pg_advisory_unlock(4242424242)", &[])
+        .await
+        .expect("unlock");
+    name
+}
+
+/// One test's world: its database, settings, pool and file server.
+pub struct TestApp {
+    pub database: String,
+    pub url: String,
+    pub ctx: Context,
+    pub server: Option<FileServer>,
+}
+
+impl TestApp {
+    pub async fn new() -> TestApp {
+        Self::with_settings(|_| {}).await
+    }
+
+    pub async fn with_settings(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        let template = ensure_template().await;
+        let database = format!("carga_t_{}", hex::encode(rand_bytes()));
+        let client = admin().await;
+        client
+            .batch_execute(&format!("CREATE DATABASE {database} TEMPLATE {template}"))
+            .await
+            .expect("clone template");
+        let url = url_for(&database);
+        let mut settings = settings_for(&url);
+        adjust(&mut settings);
+        let ctx = context(&url, settings).await;
+        TestApp {
+            database,
+            url,
+            ctx,
+            server: None,
+        }
+    }
+
+    /// Serves `files` over loopback HTTP; returns their URLs by name.
+    pub async fn serve(&mut self, files: Vec<(&str, Vec<u8>)>) -> HashMap<String, String> {
+        let map: HashMap<String, Bytes> = files
+            .into_iter()
+            .map(|(n, b)| (n.to_string(), Bytes::from(b)))
+            .collect();
+        let names: Vec<String> = map.keys().cloned().collect();
+        let server = FileServer::start(map, 0).await.expect("file server");
+        let urls = names.iter().map(|n| (n.clone(), server.url(n))).collect();
+        self.server = Some(server);
+        urls
+    }
+
+    pub async fn client(&self) -> deadpool_postgres::Object {
+        self.ctx.pool.get().await.expect("pool")
+    }
+
+    pub async fn load(
+        &self,
+        dataset: &str,
+        period: &str,
+        url: &str,
+        force: bool,
+    ) -> Result<LoadReport, LoadError> {
+        let spec = dataset::find(&self.ctx.settings.load.jobs_dir, dataset).expect("spec");
+        let request = LoadRequest {
+            spec,
+            period: Period::parse(period).expect("period"),
+            url: Some(url.to_string()),
+            force,
+        };
+        pipeline::run(
+            &self.ctx,
+            &request,
+            Some(SecretString::from(NIS_KEY)),
+            Arc::new(Progress::default()),
+        )
+        .await
+    }
+
+    /// A checksum of everything a reader can see for the program.
+    pub async fn visible_state(&self) -> String {
+        let client = self.client().await;
+        let row = client
+            .query_one(
+                "SELECT
+                   (SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t.id), '')) FROM
+                      (SELECT id, municipality_id, program_id, reference_date, total_beneficiaries, total_families,
+                              total_value_brl, extra_data::text FROM public.beneficiary_data) t),
+                   (SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM
+                      (SELECT program_id, state_id, reference_date, municipalities, total_beneficiaries,
+                              total_families, total_value_brl, payments, load_id FROM public.program_state_monthly) t),
+                   (SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM
+                      (SELECT program_id, reference_date, states, municipalities, total_beneficiaries,
+                              total_families, total_value_brl, payments, load_id FROM public.program_national_monthly) t),
+                   (SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM carga.payments t)",
+                &[],
+            )
+            .await
+            .expect("checksum");
+        format!(
+            "{}/{}/{}/{}",
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, String>(2),
+            row.get::<_, String>(3)
+        )
+    }
+
+    /// Tables in the carga schema (to catch orphans).
+    pub async fn carga_tables(&self) -> Vec<String> {
+        let client = self.client().await;
+        client
+            .query(
+                "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = 'carga' AND c.relkind IN ('r', 'p') ORDER BY 1",
+                &[],
+            )
+            .await
+            .expect("tables")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.ctx.pool.close();
+        let database = self.database.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt");
+            runtime.block_on(async {
+                let client = admin().await;
+                let _ = client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+fn rand_bytes() -> [u8; 6] {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let digest = Sha256::digest(format!("{nanos}-{n}-{}", std::process::id()));
+    let mut out = [0u8; 6];
+    out.copy_from_slice(&digest[..6]);
+    out
+}
+
+/// Novo Bolsa Família's column names, in the Portal's order.
+pub const NBF_COLUMNS: [&str; 9] = [
+    "MÊS COMPETÊNCIA",
+    "MÊS REFERÊNCIA",
+    "UF",
+    "CÓDIGO MUNICÍPIO SIAFI",
+    "NOME MUNICÍPIO",
+    "CPF FAVORECIDO",
+    "NIS FAVORECIDO",
+    "NOME FAVORECIDO",
+    "VALOR PARCELA",
+];
+
+/// A Portal-format CSV: Windows-1252 bytes, every field quoted, `;`, CRLF.
+pub fn portal_csv(header: &[&str], rows: &[Vec<&str>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let line = |out: &mut Vec<u8>, fields: &[&str]| {
+        let mut first = true;
+        for f in fields {
+            if !first {
+                out.push(b';');
+            }
+            first = false;
+            out.push(b'"');
+            let escaped = f.replace('"', "\"\"");
+            let (bytes, _, unmappable) = encoding_rs::WINDOWS_1252.encode(&escaped);
+            assert!(!unmappable, "fixture text must be Latin-1: {f}");
+            out.extend_from_slice(&bytes);
+            out.push(b'"');
+        }
+        out.extend_from_slice(b"\r\n");
+    };
+    line(&mut out, header);
+    for r in rows {
+        line(&mut out, r);
+    }
+    out
+}
+
+/// One deflated entry in a ZIP archive.
+pub fn zip_bytes(entry: &str, content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(&mut out));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        w.start_file(entry, options).expect("start");
+        w.write_all(content).expect("write");
+        w.finish().expect("finish");
+    }
+    out
+}
+
+/// An NBF row: (competência, referência, UF, SIAFI, município, CPF, NIS, nome, valor).
+pub fn nbf_row<'a>(
+    competence: &'a str,
+    siafi: &'a str,
+    nis: &'a str,
+    cpf: &'a str,
+    value: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        competence,
+        "202410",
+        "SP",
+        siafi,
+        "MUNICIPIO",
+        cpf,
+        nis,
+        "FULANO DE TAL JOSÉ",
+        value,
+    ]
+}
