@@ -354,3 +354,49 @@ pub fn nbf_row<'a>(
         value,
     ]
 }
+
+/// An empty database (no template), dropped on drop.
+pub struct EmptyDb {
+    pub database: String,
+    pub url: String,
+}
+
+impl EmptyDb {
+    pub async fn new() -> EmptyDb {
+        let database = format!("carga_e_{}", hex::encode(rand_bytes()));
+        admin()
+            .await
+            .batch_execute(&format!("CREATE DATABASE {database}"))
+            .await
+            .expect("create database");
+        let url = url_for(&database);
+        EmptyDb { database, url }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        client
+    }
+
+    pub async fn context(&self) -> Context {
+        let settings = settings_for(&self.url);
+        context(&self.url, settings).await
+    }
+}
+
+impl Drop for EmptyDb {
+    fn drop(&mut self) {
+        let database = self.database.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+            runtime.block_on(async {
+                let _ = admin()
+                    .await
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                    .await;
+            });
+        })
+        .join();
+    }
+}
