@@ -23,7 +23,12 @@ async fn migrations_adopt_the_api_schema_without_rewriting_it() {
     let target = carga::db::resolve(&settings).await.expect("resolve");
     let applied = carga::db::migrate(&target.config).await.expect("migrate");
     assert_eq!(applied.len(), 1);
-    assert!(carga::db::migrate(&target.config).await.expect("again").is_empty());
+    assert!(
+        carga::db::migrate(&target.config)
+            .await
+            .expect("again")
+            .is_empty()
+    );
 
     // The API's columns and types are untouched; the SIAFI code was added.
     let columns = |table: &'static str| {
@@ -45,8 +50,15 @@ async fn migrations_adopt_the_api_schema_without_rewriting_it() {
     let municipalities = columns("municipalities").await;
     assert!(municipalities.contains(&"geometry:bytea".to_string()));
     assert!(municipalities.contains(&"population:integer".to_string()));
-    assert_eq!(municipalities.last().map(String::as_str), Some("siafi_code:character varying"));
-    assert!(columns("beneficiary_data").await.contains(&"extra_data:json".to_string()));
+    assert_eq!(
+        municipalities.last().map(String::as_str),
+        Some("siafi_code:character varying")
+    );
+    assert!(
+        columns("beneficiary_data")
+            .await
+            .contains(&"extra_data:json".to_string())
+    );
     let alembic: String = client
         .query_one("SELECT version_num FROM alembic_version", &[])
         .await
@@ -57,10 +69,15 @@ async fn migrations_adopt_the_api_schema_without_rewriting_it() {
     // Reference data and a load work on it, keeping what the API set.
     let ctx = db.context().await;
     let spec = dataset::find(&ctx.settings.load.jobs_dir, "municipios").expect("spec");
-    carga::reference::run(&ctx, &spec, None, false).await.expect("reference");
+    carga::reference::run(&ctx, &spec, None, false)
+        .await
+        .expect("reference");
     let sp: (i32, Option<i32>, Option<String>) = {
         let r = client
-            .query_one("SELECT id, population, siafi_code FROM municipalities WHERE ibge_code = '3550308'", &[])
+            .query_one(
+                "SELECT id, population, siafi_code FROM municipalities WHERE ibge_code = '3550308'",
+                &[],
+            )
             .await
             .expect("sp");
         (r.get(0), r.get(1), r.get(2))
@@ -69,7 +86,10 @@ async fn migrations_adopt_the_api_schema_without_rewriting_it() {
 
     let file = zip_bytes(
         "202410_NovoBolsaFamilia.csv",
-        &portal_csv(&NBF_COLUMNS, &[nbf_row("202410", "7107", "10000000001", "", "600,00")]),
+        &portal_csv(
+            &NBF_COLUMNS,
+            &[nbf_row("202410", "7107", "10000000001", "", "600,00")],
+        ),
     );
     let server = carga::http::files::FileServer::start(
         std::collections::HashMap::from([("f.zip".to_string(), bytes::Bytes::from(file))]),
@@ -83,9 +103,14 @@ async fn migrations_adopt_the_api_schema_without_rewriting_it() {
         url: Some(server.url("f.zip")),
         force: false,
     };
-    pipeline::run(&ctx, &request, Some(SecretString::from(NIS_KEY)), Arc::new(Progress::default()))
-        .await
-        .expect("load");
+    pipeline::run(
+        &ctx,
+        &request,
+        Some(SecretString::from(NIS_KEY)),
+        Arc::new(Progress::default()),
+    )
+    .await
+    .expect("load");
     let row = client
         .query_one(
             "SELECT b.id, b.total_families, b.total_value_brl::text, b.coverage_rate::text,
@@ -95,10 +120,18 @@ async fn migrations_adopt_the_api_schema_without_rewriting_it() {
         )
         .await
         .expect("row");
-    assert_eq!(row.get::<_, i32>(0), 1, "the API's row was updated in place");
+    assert_eq!(
+        row.get::<_, i32>(0),
+        1,
+        "the API's row was updated in place"
+    );
     assert_eq!(row.get::<_, Option<i32>>(1), Some(1));
     assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("600.00"));
-    assert_eq!(row.get::<_, Option<String>>(3).as_deref(), Some("0.5000"), "coverage_rate is the API's");
+    assert_eq!(
+        row.get::<_, Option<String>>(3).as_deref(),
+        Some("0.5000"),
+        "coverage_rate is the API's"
+    );
     assert_eq!(row.get::<_, Option<String>>(4).as_deref(), Some("1"));
     assert_eq!(row.get::<_, String>(5), "Programa Bolsa Família (API)");
     ctx.pool.close();
@@ -109,7 +142,10 @@ async fn concurrent_migrations_apply_once() {
     let db = EmptyDb::new().await;
     let settings = common::settings_for(&db.url);
     let target = carga::db::resolve(&settings).await.expect("resolve");
-    let (a, b) = tokio::join!(carga::db::migrate(&target.config), carga::db::migrate(&target.config));
+    let (a, b) = tokio::join!(
+        carga::db::migrate(&target.config),
+        carga::db::migrate(&target.config)
+    );
     let (a, b) = (a.expect("first"), b.expect("second"));
     assert_eq!(a.len() + b.len(), 1, "applied once: {a:?} {b:?}");
     let n: i64 = db

@@ -1,0 +1,389 @@
+//! Transport and archive faults, served by an in-test "evil" HTTP server
+//! that writes raw bytes: a body cut mid-way (with and without a strong
+//! ETag to resume from), a stalled body, corrupt and oversized archives.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{NBF_COLUMNS, TestApp, nbf_row, portal_csv, zip_bytes};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// First response: headers with the full length, then half the body, then close.
+    CutOnce { etag: bool },
+    /// Headers and a quarter of the body, then silence.
+    Stall,
+}
+
+struct EvilServer {
+    url: String,
+    ranged_requests: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+}
+
+async fn evil_server(body: Vec<u8>, fault: Fault) -> EvilServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!(
+        "http://{}/202410_NovoBolsaFamilia.zip",
+        listener.local_addr().expect("addr")
+    );
+    let ranged_requests = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (ranged, total) = (ranged_requests.clone(), requests.clone());
+    let body = Arc::new(body);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let body = body.clone();
+            let n = total.fetch_add(1, Ordering::SeqCst);
+            let ranged = ranged.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => request.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let request = String::from_utf8_lossy(&request).to_lowercase();
+                let range_start = request
+                    .lines()
+                    .find_map(|l| l.strip_prefix("range: bytes="))
+                    .and_then(|r| r.trim().trim_end_matches('-').parse::<usize>().ok());
+                let etag_line = match fault {
+                    Fault::CutOnce { etag: true } => "ETag: \"v1-strong\"\r\n",
+                    _ => "",
+                };
+                if let Some(start) = range_start {
+                    ranged.fetch_add(1, Ordering::SeqCst);
+                    let head = format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{}/{}\r\n{etag_line}Accept-Ranges: bytes\r\nConnection: close\r\n\r\n",
+                        body.len() - start,
+                        body.len() - 1,
+                        body.len()
+                    );
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let _ = socket.write_all(&body[start..]).await;
+                    return;
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{etag_line}Accept-Ranges: bytes\r\nContent-Type: application/zip\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                match fault {
+                    Fault::CutOnce { .. } if n == 0 => {
+                        let _ = socket.write_all(&body[..body.len() / 2]).await;
+                        let _ = socket.flush().await;
+                        // close without sending the rest
+                    }
+                    Fault::Stall => {
+                        let _ = socket.write_all(&body[..body.len() / 4]).await;
+                        let _ = socket.flush().await;
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                    _ => {
+                        let _ = socket.write_all(&body).await;
+                    }
+                }
+            });
+        }
+    });
+    EvilServer {
+        url,
+        ranged_requests,
+        requests,
+    }
+}
+
+/// A file big enough to be cut in the middle of its deflate stream.
+fn big_zip() -> Vec<u8> {
+    zip_of_rows(20_000)
+}
+
+fn zip_of_rows(n: u64) -> Vec<u8> {
+    let nis: Vec<String> = (0..n)
+        .map(|i| format!("{:011}", 10_000_000_000u64 + i * 7919))
+        .collect();
+    let rows: Vec<Vec<&str>> = nis
+        .iter()
+        .map(|n| nbf_row("202410", "7107", n, "", "600,00"))
+        .collect();
+    zip_bytes(
+        "202410_NovoBolsaFamilia.csv",
+        &portal_csv(&NBF_COLUMNS, &rows),
+    )
+}
+
+#[tokio::test]
+async fn a_broken_body_resumes_with_range_and_if_range() {
+    let app = TestApp::new().await;
+    let body = big_zip();
+    let server = evil_server(body.clone(), Fault::CutOnce { etag: true }).await;
+    let report = app
+        .load("novo-bolsa-familia", "2024-10", &server.url, false)
+        .await
+        .expect("resumed load");
+    assert_eq!(report.rows_loaded, 20_000);
+    assert_eq!(server.ranged_requests.load(Ordering::SeqCst), 1);
+    let sha: Vec<u8> = app
+        .client()
+        .await
+        .query_one(
+            "SELECT sha256 FROM carga.loads WHERE id = $1",
+            &[&report.load_id],
+        )
+        .await
+        .expect("ledger")
+        .get(0);
+    assert_eq!(
+        sha,
+        Sha256::digest(&body).to_vec(),
+        "the hash spans both responses"
+    );
+}
+
+#[tokio::test]
+async fn a_broken_body_without_a_validator_fails_and_keeps_the_data() {
+    let mut app = TestApp::new().await;
+    let good = zip_bytes(
+        "x.csv",
+        &portal_csv(
+            &NBF_COLUMNS,
+            &[nbf_row("202410", "7107", "10000000001", "", "1,00")],
+        ),
+    );
+    let urls = app.serve(vec![("good.zip", good)]).await;
+    app.load("novo-bolsa-familia", "2024-10", &urls["good.zip"], false)
+        .await
+        .expect("good");
+    let before = app.visible_state().await;
+    let server = evil_server(big_zip(), Fault::CutOnce { etag: false }).await;
+    let err = app
+        .load("novo-bolsa-familia", "2024-10", &server.url, true)
+        .await
+        .expect_err("cut");
+    assert!(
+        ["http_body_failed", "download_truncated"].contains(&err.code().as_str()),
+        "{}: {err}",
+        err.code()
+    );
+    assert_eq!(server.ranged_requests.load(Ordering::SeqCst), 0);
+    assert_eq!(app.visible_state().await, before);
+}
+
+#[tokio::test]
+async fn a_stalled_body_times_out_and_leaves_no_backend_behind() {
+    let app = TestApp::with_settings(|s| s.http.read_timeout_s = 1).await;
+    let server = evil_server(big_zip(), Fault::Stall).await;
+    let started = Instant::now();
+    let err = app
+        .load("novo-bolsa-familia", "2024-10", &server.url, false)
+        .await
+        .expect_err("stall");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.code(), "http_body_failed", "{err}");
+    assert!(server.requests.load(Ordering::SeqCst) >= 1);
+    let client = common::admin().await;
+    let copying: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'COPY%' AND state = 'active'",
+            &[&app.database],
+        )
+        .await
+        .expect("activity")
+        .get(0);
+    assert_eq!(copying, 0);
+    let locks: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+            &[],
+        )
+        .await
+        .expect("locks")
+        .get(0);
+    assert_eq!(locks, 0);
+}
+
+#[tokio::test]
+async fn archive_faults_fail_with_their_code() {
+    let mut limits_app = TestApp::with_settings(|s| {
+        s.limits.max_decompressed_bytes = 200_000;
+        s.limits.max_record_bytes = 4_096;
+    })
+    .await;
+    // A compressible "bomb": 2 MB of rows in a few kB.
+    let many: Vec<Vec<&str>> = (0..20_000)
+        .map(|_| nbf_row("202410", "7107", "10000000001", "", "1,00"))
+        .collect();
+    let bomb = zip_bytes("x.csv", &portal_csv(&NBF_COLUMNS, &many));
+    // One 10 kB field.
+    let long = "A".repeat(10_000);
+    let long_row = vec![
+        nbf_row("202410", "7107", "10000000001", "", "1,00")[..7].to_vec(),
+        vec![long.as_str(), "1,00"],
+    ]
+    .concat();
+    let long_record = zip_bytes("x.csv", &portal_csv(&NBF_COLUMNS, &[long_row]));
+    // Two entries.
+    let two = {
+        use std::io::Write;
+        let mut out = Vec::new();
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(&mut out));
+        let options = zip::write::SimpleFileOptions::default();
+        for name in ["a.csv", "b.csv"] {
+            w.start_file(name, options).expect("start");
+            w.write_all(&portal_csv(
+                &NBF_COLUMNS,
+                &[nbf_row("202410", "7107", "10000000001", "", "1,00")],
+            ))
+            .expect("write");
+        }
+        w.finish().expect("finish");
+        out
+    };
+    // A flipped byte inside the compressed data.
+    let mut corrupt = zip_of_rows(1_500);
+    let middle = corrupt.len() / 2;
+    corrupt[middle] ^= 0xff;
+    let urls = limits_app
+        .serve(vec![
+            ("bomb.zip", bomb),
+            ("long.zip", long_record),
+            ("two.zip", two),
+            ("corrupt.zip", corrupt),
+        ])
+        .await;
+    for (name, codes) in [
+        ("bomb.zip", &["zip_limit_exceeded"][..]),
+        ("long.zip", &["record_too_large"][..]),
+        ("two.zip", &["archive_unsupported"][..]),
+        ("corrupt.zip", &["archive_corrupt", "archive_truncated"][..]),
+    ] {
+        let err = limits_app
+            .load("novo-bolsa-familia", "2024-10", &urls[name], false)
+            .await
+            .expect_err(name);
+        assert!(
+            codes.contains(&err.code().as_str()),
+            "{name}: {} {err}",
+            err.code()
+        );
+    }
+    let n: i64 = limits_app
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM carga.payments", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+/// SIGKILL of the real binary mid-COPY: the previous data stays, the next
+/// run publishes, and the dead attempt is marked abandoned.
+#[tokio::test]
+async fn a_killed_load_leaves_no_trace() {
+    let mut app = TestApp::new().await;
+    let good = zip_bytes(
+        "x.csv",
+        &portal_csv(
+            &NBF_COLUMNS,
+            &[nbf_row("202410", "7107", "10000000001", "", "1,00")],
+        ),
+    );
+    let urls = app.serve(vec![("good.zip", good)]).await;
+    app.load("novo-bolsa-familia", "2024-10", &urls["good.zip"], false)
+        .await
+        .expect("good");
+    let before = app.visible_state().await;
+    let tables = app.carga_tables().await;
+
+    let server = evil_server(zip_of_rows(60_000), Fault::Stall).await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
+        .args([
+            "run",
+            "novo-bolsa-familia",
+            "--period",
+            "2024-10",
+            "--force",
+            "--url",
+            &server.url,
+        ])
+        .env("DATABASE_URL", &app.url)
+        .env("CARGA_NIS_KEY", common::NIS_KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let admin = common::admin().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let copying: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = $1 AND tuples_processed > 0",
+                &[&app.database],
+            )
+            .await
+            .expect("progress")
+            .get(0);
+        if copying > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the COPY never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().await.expect("kill");
+    // The server notices the client is gone and rolls back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let backends: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'COPY%'",
+                &[&app.database],
+            )
+            .await
+            .expect("activity")
+            .get(0);
+        if backends == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the killed backend never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.visible_state().await, before);
+    assert_eq!(app.carga_tables().await, tables);
+
+    let next = app
+        .load("novo-bolsa-familia", "2024-10", &urls["good.zip"], true)
+        .await
+        .expect("next run");
+    assert_eq!(next.rows_loaded, 1);
+    let statuses: Vec<String> = app
+        .client()
+        .await
+        .query("SELECT status FROM carga.loads ORDER BY id", &[])
+        .await
+        .expect("ledger")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        statuses[statuses.len() - 3..],
+        ["superseded", "abandoned", "published"]
+    );
+}
