@@ -41,6 +41,8 @@ pub struct DatabaseSettings {
     pub recycle_timeout_ms: u64,
     pub statement_timeout_s: u64,
     pub lock_timeout_ms: u64,
+    /// Look for a system server before starting a private cluster.
+    pub use_system_server: bool,
     pub local_cluster_dir: PathBuf,
     pub local_cluster_port: u16,
 }

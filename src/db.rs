@@ -134,6 +134,9 @@ pub async fn resolve(settings: &Settings) -> Result<Target> {
             description: redact_url(&url),
         });
     }
+    if !settings.database.use_system_server {
+        return private_target(settings, "use_system_server = false".into()).await;
+    }
     let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into());
     let mut candidates = Vec::new();
     for socket in ["/var/run/postgresql", "/tmp"] {
@@ -159,6 +162,10 @@ pub async fn resolve(settings: &Settings) -> Result<Target> {
         }
     }
     tracing::warn!(reason = %last_error, "no local PostgreSQL answers; starting a private cluster");
+    private_target(settings, last_error).await
+}
+
+async fn private_target(settings: &Settings, last_error: String) -> Result<Target> {
     let dir = absolute(&settings.database.local_cluster_dir);
     let port = settings.database.local_cluster_port;
     let cluster_user = start_private_cluster(&dir, port)
@@ -365,15 +372,39 @@ fn start_private_cluster(dir: &Path, port: u16) -> std::result::Result<String, S
     }
     let options = format!("-c listen_addresses='' -k {dir_str} -p {port}");
     let log = dir.join("server.log").to_string_lossy().to_string();
-    let pid_file = dir.join("postmaster.pid");
-    if !pid_file.exists() {
+    // `status` exits 0 only when a server runs on this directory (a stale
+    // pid file after a reboot does not count).
+    if run(&pg_ctl, &["-D", &dir_str, "status"]).is_err() {
         run(
             &pg_ctl,
             &["-D", &dir_str, "-o", &options, "-l", &log, "-w", "start"],
         )?;
     }
-    tracing::warn!(dir = %dir.display(), port, "started a private PostgreSQL cluster; stop it with pg_ctl -D <dir> stop");
+    tracing::warn!(dir = %dir.display(), port, "using a private PostgreSQL cluster; stop it with pg_ctl -D <dir> stop");
     Ok("postgres".into())
+}
+
+/// Stops a private cluster started by [`resolve`] (fast shutdown).
+pub fn stop_private_cluster(dir: &Path) -> std::result::Result<(), String> {
+    let pg_ctl = find_pg_binary("pg_ctl").ok_or("pg_ctl not found")?;
+    let mut command = if running_as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&pg_ctl);
+        c
+    } else {
+        Command::new(&pg_ctl)
+    };
+    let output = command
+        .arg("-D")
+        .arg(dir)
+        .args(["-m", "fast", "-w", "stop"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+    }
 }
 
 #[cfg(test)]

@@ -157,3 +157,41 @@ async fn concurrent_migrations_apply_once() {
         .get(0);
     assert_eq!(n, 1);
 }
+
+/// With no DATABASE_URL and no system server to use, carga initialises and
+/// starts a private cluster from the system's binaries (as root, through
+/// `runuser -u postgres`), creates its database and migrates it.
+#[tokio::test]
+async fn a_private_cluster_is_started_when_no_server_is_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let data = dir.path().join("pgdata");
+    let mut settings = common::settings_for("unused");
+    settings.database_url = None;
+    settings.database.use_system_server = false;
+    settings.database.local_cluster_dir = data.clone();
+    settings.database.local_cluster_port = 55_000 + (std::process::id() % 1000) as u16;
+    let target = carga::db::resolve(&settings)
+        .await
+        .expect("private cluster");
+    assert!(
+        target.description.contains("private cluster"),
+        "{}",
+        target.description
+    );
+    carga::db::migrate(&target.config).await.expect("migrate");
+    // Resolving again reuses the running cluster.
+    let again = carga::db::resolve(&settings).await.expect("again");
+    let client = carga::db::connect(&again.config, "private")
+        .await
+        .expect("connect");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM carga.schema_history", &[])
+        .await
+        .expect("history")
+        .get(0);
+    assert_eq!(n, 1);
+    drop(client);
+    carga::db::stop_private_cluster(&data).expect("stop");
+}
