@@ -164,6 +164,10 @@ CREATE TABLE carga.payments (
     -- sorts and compares fastest for count(DISTINCT).
     beneficiary_hash uuid,
     value_cents      bigint  NOT NULL,
+    -- true when this row's beneficiary may have appeared earlier in the
+    -- file (a Bloom filter in the loader; never false for a real repeat).
+    -- Distinct counts are computed exactly from the flagged hashes only.
+    maybe_repeat     boolean NOT NULL DEFAULT false,
     -- columns the dataset's privacy policy keeps (or hashes); NULL by default
     attributes       jsonb
 ) PARTITION BY LIST (program_id);

@@ -41,6 +41,8 @@ pub struct DatabaseSettings {
     pub recycle_timeout_ms: u64,
     pub statement_timeout_s: u64,
     pub lock_timeout_ms: u64,
+    /// `work_mem` for the aggregate statements (e.g. "1GB").
+    pub aggregate_work_mem: String,
     /// Look for a system server before starting a private cluster.
     pub use_system_server: bool,
     pub local_cluster_dir: PathBuf,
@@ -70,6 +72,8 @@ pub struct LoadSettings {
     pub channel_depth: usize,
     pub copy_chunk_bytes: usize,
     pub download_depth: usize,
+    /// Bytes of the repeat filter used for exact distinct counts.
+    pub repeat_filter_bytes: usize,
 }
 
 impl HttpSettings {

@@ -16,7 +16,7 @@ use deadpool_postgres::Pool;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 
-use crate::aggregate;
+use crate::aggregate::{self, MunicipalTally, RepeatFilter, Tallies};
 use crate::config::{LimitSettings, Settings};
 use crate::dataset::{Container, Period, Spec};
 use crate::decode::{ChannelReader, DecodeError, Decoded, Limited, find_decode_error};
@@ -133,9 +133,10 @@ pub struct ParseInput {
     pub municipalities: MunicipalityIndex,
     pub period: Option<Period>,
     pub nis_key: SecretString,
-    pub program_id: i32,
     pub limits: LimitSettings,
     pub chunk_bytes: usize,
+    /// Size of the repeat filter (see `aggregate::tally`).
+    pub repeat_filter_bytes: usize,
     /// The source's file name, until the archive names its entry.
     pub file: String,
 }
@@ -154,6 +155,10 @@ pub struct ParseSummary {
     pub decompressed_bytes: u64,
     /// `YYYYMM` the rows were checked against.
     pub period: u32,
+    /// Per municipality (database id): exact sums and counts.
+    pub municipal: Vec<(i32, MunicipalTally)>,
+    /// Rows flagged by the repeat filter.
+    pub repeat_candidates: u64,
 }
 
 fn csv_error(file: &str, error: csv::Error) -> LoadError {
@@ -258,6 +263,14 @@ pub fn parse_blocking(
     let reference_days = parse
         .period
         .map(|p| crate::parse::value::first_day_pg(p.yyyymm()));
+    // Only a real load (with a period) tallies and flags repeats.
+    let filter_bytes = if reference_days.is_some() {
+        parse.repeat_filter_bytes
+    } else {
+        64
+    };
+    let mut repeats = RepeatFilter::new(filter_bytes);
+    let mut tallies = Tallies::new(transformer.municipalities().len());
     let mut summary = ParseSummary {
         file: file.clone(),
         ..ParseSummary::default()
@@ -296,7 +309,13 @@ pub fn parse_blocking(
                 summary.rows_loaded += 1;
                 summary.value_cents += i128::from(row.value_cents);
                 if let Some(days) = reference_days {
-                    copy::encode_row(&mut buffer, parse.program_id, days, &row);
+                    let maybe_repeat = row
+                        .beneficiary_hash
+                        .as_ref()
+                        .is_some_and(|h| repeats.check_and_insert(h));
+                    summary.repeat_candidates += u64::from(maybe_repeat);
+                    tallies.add(&row, days);
+                    copy::encode_row(&mut buffer, &row, maybe_repeat);
                     if buffer.len() >= chunk_bytes {
                         send(&mut buffer)?;
                     }
@@ -343,6 +362,10 @@ pub fn parse_blocking(
         .finish()
         .map_err(|e| io_error(&file, 0, 0, e))?;
     summary.period = transformer.period();
+    summary.municipal = tallies
+        .present()
+        .map(|(dense, t)| (transformer.municipalities().id(dense), *t))
+        .collect();
     if summary.rows_loaded > 0 {
         buffer.extend_from_slice(copy::TRAILER);
         send(&mut buffer)?;
@@ -654,9 +677,9 @@ async fn attempt(
         municipalities: input.municipalities,
         period: Some(period),
         nis_key: input.nis_key,
-        program_id: input.program_id,
         limits: settings.limits.clone(),
         chunk_bytes: settings.load.copy_chunk_bytes,
+        repeat_filter_bytes: settings.load.repeat_filter_bytes,
         file: meta.file_name.clone(),
     };
     let parse_progress = progress.clone();
@@ -757,15 +780,60 @@ async fn attempt(
         paid_per_family: input.paid_per_family,
         data_source: &data_source,
     };
-    tx.batch_execute(&format!("ANALYZE {partition}")).await?;
+    // The distinct counts sort the period's rows: give those sorts memory
+    // instead of spilling to disk (4 MB is PostgreSQL's default).
+    tx.batch_execute(&format!(
+        "SET LOCAL work_mem = {}",
+        postgres_protocol::escape::escape_literal(&settings.database.aggregate_work_mem)
+    ))
+    .await?;
+    // The aggregate statements scan the new leaf once or twice: let them use
+    // parallel workers (the stream has released both cores by now), and skip
+    // JIT compilation, which costs more than it saves on these plans.
+    tx.batch_execute(
+        "SET LOCAL jit = off; SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0",
+    )
+    .await?;
+    let step = Instant::now();
+    let (stored_rows, stored_cents) = aggregate::stored(&tx, &scope).await?;
+    if stored_rows as u64 != summary.rows_loaded || i128::from(stored_cents) != summary.value_cents
+    {
+        return Err(LoadError::Internal(format!(
+            "the partition holds {stored_rows} rows / {stored_cents} cents but the parser produced {} / {}",
+            summary.rows_loaded, summary.value_cents
+        )));
+    }
+    tracing::debug!(
+        seconds = step.elapsed().as_secs_f64(),
+        "verified the partition"
+    );
+    let step = Instant::now();
+    aggregate::prepare(&tx, &scope, &summary.municipal).await?;
+    tracing::debug!(
+        seconds = step.elapsed().as_secs_f64(),
+        candidates = summary.repeat_candidates,
+        "repeat subset"
+    );
+    let step = Instant::now();
     aggregate::municipal(&tx, &scope).await?;
+    tracing::debug!(
+        seconds = step.elapsed().as_secs_f64(),
+        "municipal aggregates"
+    );
+    let step = Instant::now();
     aggregate::state(&tx, &scope).await?;
+    tracing::debug!(seconds = step.elapsed().as_secs_f64(), "state aggregates");
+    let step = Instant::now();
     let totals = aggregate::national(&tx, &scope).await?;
+    tracing::debug!(
+        seconds = step.elapsed().as_secs_f64(),
+        "national aggregates"
+    );
     if totals.payments as u64 != summary.rows_loaded
         || i128::from(totals.value_cents) != summary.value_cents
     {
         return Err(LoadError::Internal(format!(
-            "aggregates disagree with the stream: {} rows / {} cents in SQL, {} rows / {} cents parsed",
+            "aggregates disagree with the stream: {} rows / {} cents aggregated, {} rows / {} cents parsed",
             totals.payments, totals.value_cents, summary.rows_loaded, summary.value_cents
         )));
     }
@@ -843,9 +911,9 @@ pub async fn validate(
         municipalities,
         period: None,
         nis_key: SecretString::from("validate: nothing is stored"),
-        program_id: 0,
         limits: settings.limits.clone(),
         chunk_bytes: settings.load.copy_chunk_bytes,
+        repeat_filter_bytes: 64,
         file,
     };
     let parse_progress = progress.clone();

@@ -578,3 +578,46 @@ async fn readers_never_see_a_mix() {
         );
     }
 }
+
+/// Distinct counts come from the rows the repeat filter flags; a filter that
+/// flags every row (size 0) must give the same exact numbers.
+#[tokio::test]
+async fn distinct_counts_do_not_depend_on_the_repeat_filter() {
+    let mut app = TestApp::with_settings(|s| s.load.repeat_filter_bytes = 0).await;
+    let urls = app.serve(vec![("nbf.zip", fixture_zip())]).await;
+    let report = app
+        .load("novo-bolsa-familia", "2024-10", &urls["nbf.zip"], false)
+        .await
+        .expect("load");
+    assert_eq!(report.distinct_beneficiaries, 4);
+    assert_eq!(
+        municipal(&app).await,
+        vec![
+            ("3304557".into(), 1, Some(1), "10.01".into(), 2, 0),
+            ("3509502".into(), 2, Some(2), "1234492.39".into(), 2, 0),
+            ("3550308".into(), 2, Some(2), "2212.00".into(), 4, 1),
+        ]
+    );
+    assert_eq!(
+        states(&app).await,
+        vec![
+            ("RJ".into(), 1, 1, "10.01".into()),
+            ("SP".into(), 2, 3, "1236704.39".into())
+        ]
+    );
+    assert_eq!(
+        national(&app).await,
+        (2, 3, 4, Some(4), "1236714.40".into(), 8)
+    );
+    let flagged: i64 = app
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM carga.payments WHERE maybe_repeat",
+            &[],
+        )
+        .await
+        .expect("flagged")
+        .get(0);
+    assert_eq!(flagged, 6, "every row with a valid NIS is flagged");
+}

@@ -1,9 +1,15 @@
-//! The aggregate tables, recomputed for exactly one program and period from
-//! the period's new (not yet attached) partition, inside the publishing
-//! transaction. One function per table, its SQL beside it. Money is summed
-//! as integer cents and divided once: no floating point anywhere.
+//! The aggregate tables, recomputed for exactly one program and period
+//! inside the publishing transaction. Sums and counts per municipality come
+//! exact from the parser's tallies ([`tally`]); distinct beneficiaries come
+//! from the rows the repeat filter flagged, which are the only rows SQL has
+//! to deduplicate. One function per table, its SQL beside it. Money is
+//! integer cents until the single division into `numeric`.
+
+pub mod tally;
 
 use tokio_postgres::Transaction;
+
+pub use tally::{MunicipalTally, RepeatFilter, Tallies};
 
 /// What the aggregates say about the whole period.
 #[derive(Debug, Clone, Default)]
@@ -26,27 +32,72 @@ pub struct Scope<'a> {
     pub data_source: &'a str,
 }
 
+/// Builds the two working tables of the recompute (dropped at commit):
+/// `carga_repeats`, every row whose beneficiary hash was flagged at least
+/// once, and `carga_municipal`, the tallies with exact distinct counts.
+pub async fn prepare(
+    tx: &Transaction<'_>,
+    scope: &Scope<'_>,
+    municipal: &[(i32, MunicipalTally)],
+) -> Result<(), tokio_postgres::Error> {
+    let partition = scope.partition;
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE carga_repeats ON COMMIT DROP AS
+         SELECT p.municipality_id, m.state_id, p.beneficiary_hash
+         FROM {partition} p JOIN public.municipalities m ON m.id = p.municipality_id
+         WHERE p.beneficiary_hash IN (SELECT beneficiary_hash FROM {partition} WHERE maybe_repeat);
+         ANALYZE carga_repeats"
+    ))
+    .await?;
+    let ids: Vec<i32> = municipal.iter().map(|(id, _)| *id).collect();
+    let column = |f: fn(&MunicipalTally) -> i64| -> Vec<i64> {
+        municipal.iter().map(|(_, t)| f(t)).collect()
+    };
+    let payments = column(|t| t.payments as i64);
+    let cents = column(|t| t.cents);
+    let retro_payments = column(|t| t.retro_payments as i64);
+    let retro_cents = column(|t| t.retro_cents);
+    let without_nis = column(|t| t.without_nis as i64);
+    tx.execute(
+        "CREATE TEMP TABLE carga_municipal ON COMMIT DROP AS
+         SELECT t.municipality_id, mu.state_id, t.payments, t.cents, t.retro_payments, t.retro_cents,
+                t.without_nis,
+                t.payments - t.without_nis - coalesce(r.rows, 0) + coalesce(r.people, 0) AS people
+         FROM unnest($1::int[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
+              AS t(municipality_id, payments, cents, retro_payments, retro_cents, without_nis)
+         JOIN public.municipalities mu ON mu.id = t.municipality_id
+         LEFT JOIN (SELECT municipality_id, count(*) AS rows, count(DISTINCT beneficiary_hash) AS people
+                    FROM carga_repeats GROUP BY municipality_id) r USING (municipality_id)",
+        &[&ids, &payments, &cents, &retro_payments, &retro_cents, &without_nis],
+    )
+    .await?;
+    Ok(())
+}
+
+/// What the partition holds: (rows, cents), to check against the tallies.
+pub async fn stored(
+    tx: &Transaction<'_>,
+    scope: &Scope<'_>,
+) -> Result<(i64, i64), tokio_postgres::Error> {
+    let row = tx
+        .query_one(
+            &format!(
+                "SELECT count(*), coalesce(sum(value_cents), 0)::bigint FROM {}",
+                scope.partition
+            ),
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
 /// `beneficiary_data`: one row per municipality, upserted (so the API's ids
-/// and its coverage_rate survive), and the period's rows for municipalities
-/// absent from the new file deleted.
+/// and its coverage_rate survive); the period's rows for municipalities
+/// absent from the new file are deleted.
 pub async fn municipal(
     tx: &Transaction<'_>,
     scope: &Scope<'_>,
 ) -> Result<u64, tokio_postgres::Error> {
-    let partition = scope.partition;
-    tx.batch_execute(&format!(
-        "CREATE TEMP TABLE carga_municipal ON COMMIT DROP AS
-         SELECT municipality_id,
-                count(DISTINCT beneficiary_hash) AS people,
-                count(*) AS payments,
-                sum(value_cents) AS cents,
-                count(*) FILTER (WHERE competence_date < reference_date) AS retro_payments,
-                coalesce(sum(value_cents) FILTER (WHERE competence_date < reference_date), 0) AS retro_cents,
-                count(*) FILTER (WHERE beneficiary_hash IS NULL) AS without_nis
-         FROM {partition}
-         GROUP BY municipality_id"
-    ))
-    .await?;
     let upserted = tx
         .execute(
             "INSERT INTO public.beneficiary_data AS b
@@ -82,14 +133,15 @@ pub async fn municipal(
     tx.execute(
         "DELETE FROM public.beneficiary_data b
          WHERE b.program_id = $1 AND b.reference_date = $2
-           AND NOT EXISTS (SELECT 1 FROM carga_municipal a WHERE a.municipality_id = b.municipality_id)",
+           AND b.municipality_id NOT IN (SELECT municipality_id FROM carga_municipal)",
         &[&scope.program_id, &scope.reference_date],
     )
     .await?;
     Ok(upserted)
 }
 
-/// `program_state_monthly`: exact distinct beneficiaries per state.
+/// `program_state_monthly`: exact distinct beneficiaries per state (a
+/// person paid in two municipalities of a state counts once).
 pub async fn state(tx: &Transaction<'_>, scope: &Scope<'_>) -> Result<u64, tokio_postgres::Error> {
     tx.execute(
         "DELETE FROM public.program_state_monthly WHERE program_id = $1 AND reference_date = $2",
@@ -97,24 +149,19 @@ pub async fn state(tx: &Transaction<'_>, scope: &Scope<'_>) -> Result<u64, tokio
     )
     .await?;
     tx.execute(
-        &format!(
-            "INSERT INTO public.program_state_monthly
-                 (program_id, state_id, reference_date, municipalities, total_beneficiaries,
-                  total_families, total_value_brl, payments, load_id)
-             SELECT $1, m.state_id, $2, count(DISTINCT p.municipality_id)::int,
-                    count(DISTINCT p.beneficiary_hash)::int,
-                    CASE WHEN $3 THEN count(DISTINCT p.beneficiary_hash)::int END,
-                    sum(p.value_cents)::numeric / 100, count(*), $4
-             FROM {} p JOIN public.municipalities m ON m.id = p.municipality_id
-             GROUP BY m.state_id",
-            scope.partition
-        ),
-        &[
-            &scope.program_id,
-            &scope.reference_date,
-            &scope.paid_per_family,
-            &scope.load_id,
-        ],
+        "INSERT INTO public.program_state_monthly
+             (program_id, state_id, reference_date, municipalities, total_beneficiaries,
+              total_families, total_value_brl, payments, load_id)
+         SELECT $1, a.state_id, $2, a.municipalities,
+                (a.nis_rows - coalesce(r.rows, 0) + coalesce(r.people, 0))::int,
+                CASE WHEN $3 THEN (a.nis_rows - coalesce(r.rows, 0) + coalesce(r.people, 0))::int END,
+                a.cents::numeric / 100, a.payments, $4
+         FROM (SELECT state_id, count(*) AS municipalities, sum(payments - without_nis) AS nis_rows,
+                      sum(cents) AS cents, sum(payments) AS payments
+               FROM carga_municipal GROUP BY state_id) a
+         LEFT JOIN (SELECT state_id, count(*) AS rows, count(DISTINCT beneficiary_hash) AS people
+                    FROM carga_repeats GROUP BY state_id) r USING (state_id)",
+        &[&scope.program_id, &scope.reference_date, &scope.paid_per_family, &scope.load_id],
     )
     .await
 }
@@ -126,28 +173,21 @@ pub async fn national(
 ) -> Result<Totals, tokio_postgres::Error> {
     let row = tx
         .query_one(
-            &format!(
-                "SELECT count(DISTINCT beneficiary_hash), count(*), coalesce(sum(value_cents), 0)::bigint,
-                        count(DISTINCT municipality_id)
-                 FROM {}",
-                scope.partition
-            ),
+            "SELECT count(DISTINCT state_id), count(*),
+                    (coalesce(sum(payments - without_nis), 0)
+                       - (SELECT count(*) FROM carga_repeats)
+                       + (SELECT count(DISTINCT beneficiary_hash) FROM carga_repeats))::bigint,
+                    coalesce(sum(payments), 0)::bigint, coalesce(sum(cents), 0)::bigint
+             FROM carga_municipal",
             &[],
         )
         .await?;
-    let states: i64 = tx
-        .query_one(
-            "SELECT count(*) FROM public.program_state_monthly WHERE program_id = $1 AND reference_date = $2",
-            &[&scope.program_id, &scope.reference_date],
-        )
-        .await?
-        .get(0);
     let totals = Totals {
-        distinct_beneficiaries: row.get(0),
-        payments: row.get(1),
-        value_cents: row.get(2),
-        municipalities: row.get(3),
-        states,
+        states: row.get(0),
+        municipalities: row.get(1),
+        distinct_beneficiaries: row.get(2),
+        payments: row.get(3),
+        value_cents: row.get(4),
     };
     tx.execute(
         "INSERT INTO public.program_national_monthly

@@ -10,17 +10,15 @@ pub const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// The file trailer: a field count of -1.
 pub const TRAILER: &[u8] = &[0xff, 0xff];
 
-/// The column list every encoded row follows, in order.
-pub const COLUMNS: &str = "program_id, reference_date, competence_date, municipality_id, beneficiary_hash, value_cents, attributes";
+/// The column list every encoded row follows, in order. `program_id` and
+/// `reference_date` are constant in a leaf and come from its defaults.
+pub const COLUMNS: &str =
+    "competence_date, municipality_id, beneficiary_hash, value_cents, maybe_repeat, attributes";
 
 /// Appends one tuple.
-pub fn encode_row(buf: &mut BytesMut, program_id: i32, reference_days: i32, row: &PaymentRow<'_>) {
+pub fn encode_row(buf: &mut BytesMut, row: &PaymentRow<'_>, maybe_repeat: bool) {
     buf.reserve(96);
-    buf.put_i16(7);
-    buf.put_i32(4);
-    buf.put_i32(program_id);
-    buf.put_i32(4);
-    buf.put_i32(reference_days);
+    buf.put_i16(6);
     match row.competence_date {
         Some(days) => {
             buf.put_i32(4);
@@ -39,6 +37,8 @@ pub fn encode_row(buf: &mut BytesMut, program_id: i32, reference_days: i32, row:
     }
     buf.put_i32(8);
     buf.put_i64(row.value_cents);
+    buf.put_i32(1);
+    buf.put_u8(u8::from(maybe_repeat));
     match row.attributes {
         Some(json) => {
             buf.put_i32(json.len() as i32 + 1);

@@ -121,10 +121,13 @@ pub async fn create_leaf(
 ) -> Result<String, tokio_postgres::Error> {
     let name = format!("{}{load_id}", leaf_prefix(code, period));
     tx.batch_execute(&format!(
-        "CREATE TABLE {} (LIKE carga.payments INCLUDING DEFAULTS,
-             CONSTRAINT partition_bound CHECK (program_id = {program_id} AND reference_date = DATE '{}'))",
-        qualified(&name),
-        period.first_day()
+        "CREATE TABLE {table} (LIKE carga.payments INCLUDING DEFAULTS,
+             CONSTRAINT partition_bound CHECK (program_id = {program_id} AND reference_date = DATE '{day}'));
+         -- constant per leaf: filled in by the server, not sent per row
+         ALTER TABLE {table} ALTER COLUMN program_id SET DEFAULT {program_id},
+             ALTER COLUMN reference_date SET DEFAULT DATE '{day}'",
+        table = qualified(&name),
+        day = period.first_day()
     ))
     .await?;
     Ok(name)

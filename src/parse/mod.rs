@@ -4,6 +4,7 @@
 //! matched by name (accents, case and spacing ignored; aliases allowed)
 //! before any row is read.
 
+pub mod keyed;
 pub mod value;
 
 use std::collections::HashMap;
@@ -12,6 +13,8 @@ use std::fmt;
 use csv::ByteRecord;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+
+use self::keyed::KeyedHash;
 
 use crate::dataset::{Column, ColumnType, Encoding, Period, Privacy, Role, Spec, header_key};
 
@@ -37,41 +40,54 @@ impl HeaderError {
     }
 }
 
-/// Municipality lookups, loaded from the `municipalities` table.
+/// Municipality lookups, loaded from the `municipalities` table. Each
+/// municipality also gets a dense index (0..len) for per-municipality tallies.
 #[derive(Debug, Clone)]
 pub struct MunicipalityIndex {
-    by_siafi: Vec<i32>,
-    by_ibge: HashMap<u32, i32>,
+    ids: Vec<i32>,
+    /// SIAFI code → dense index + 1 (0: unknown).
+    by_siafi: Vec<u32>,
+    by_ibge: HashMap<u32, u32>,
 }
 
 impl MunicipalityIndex {
     /// `rows`: (municipality id, IBGE code, SIAFI code).
     pub fn new(rows: impl IntoIterator<Item = (i32, u32, Option<u16>)>) -> Self {
+        let mut ids = Vec::new();
         let mut by_siafi = vec![0; 10_000];
         let mut by_ibge = HashMap::new();
         for (id, ibge, siafi) in rows {
-            by_ibge.insert(ibge, id);
-            if let Some(s) = siafi {
-                if let Some(slot) = by_siafi.get_mut(usize::from(s)) {
-                    *slot = id;
-                }
+            let dense = ids.len() as u32;
+            ids.push(id);
+            by_ibge.insert(ibge, dense);
+            if let Some(slot) = siafi.and_then(|s| by_siafi.get_mut(usize::from(s))) {
+                *slot = dense + 1;
             }
         }
-        MunicipalityIndex { by_siafi, by_ibge }
+        MunicipalityIndex {
+            ids,
+            by_siafi,
+            by_ibge,
+        }
     }
     pub fn len(&self) -> usize {
-        self.by_ibge.len()
+        self.ids.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.by_ibge.is_empty()
+        self.ids.is_empty()
     }
-    fn siafi(&self, code: u16) -> Option<i32> {
+    /// The database id of a dense index.
+    pub fn id(&self, dense: u32) -> i32 {
+        self.ids.get(dense as usize).copied().unwrap_or(0)
+    }
+    fn siafi(&self, code: u16) -> Option<u32> {
         self.by_siafi
             .get(usize::from(code))
             .copied()
-            .filter(|id| *id != 0)
+            .filter(|d| *d != 0)
+            .map(|d| d - 1)
     }
-    fn ibge(&self, code: u32) -> Option<i32> {
+    fn ibge(&self, code: u32) -> Option<u32> {
         self.by_ibge.get(&code).copied()
     }
 }
@@ -154,6 +170,8 @@ pub struct PaymentRow<'a> {
     /// Days from 2000-01-01 (PostgreSQL's date), first of the month.
     pub competence_date: Option<i32>,
     pub municipality_id: i32,
+    /// Dense index of the municipality (see [`MunicipalityIndex`]).
+    pub municipality: u32,
     pub beneficiary_hash: Option<[u8; 16]>,
     pub value_cents: i64,
     /// A JSON object of the kept or hashed attribute columns.
@@ -320,7 +338,9 @@ pub struct Transformer {
     encoding: Encoding,
     municipalities: MunicipalityIndex,
     period: u32,
-    nis_mac: Hmac<Sha256>,
+    nis_mac: KeyedHash,
+    /// The key again, for the rare hashed attribute longer than one block.
+    key_for_long_values: Vec<u8>,
     last_nis: [u8; 11],
     last_hash: [u8; 16],
     attributes: Vec<u8>,
@@ -335,15 +355,15 @@ impl Transformer {
         period: Option<Period>,
         nis_key: &[u8],
     ) -> Transformer {
-        // HMAC accepts keys of any length.
-        let nis_mac = <Hmac<Sha256> as KeyInit>::new_from_slice(nis_key)
-            .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new_from_slice(b"").expect("empty key"));
+        let nis_mac = KeyedHash::new(nis_key);
+        let key_for_long_values = nis_key.to_vec();
         Transformer {
             plan,
             encoding: spec.source.encoding,
             municipalities,
             period: period.map_or(0, Period::yyyymm),
             nis_mac,
+            key_for_long_values,
             last_nis: [0; 11],
             last_hash: [0; 16],
             attributes: Vec::with_capacity(256),
@@ -353,6 +373,10 @@ impl Transformer {
 
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+
+    pub fn municipalities(&self) -> &MunicipalityIndex {
+        &self.municipalities
     }
 
     /// The period rows are checked against (`YYYYMM`), 0 before the first row
@@ -372,16 +396,14 @@ impl Transformer {
     }
 
     /// The keyed hash of a NIS: the first 128 bits of HMAC-SHA256.
-    pub fn hash_nis(&mut self, nis: &[u8]) -> [u8; 16] {
-        if nis == self.last_nis {
+    pub fn hash_nis(&mut self, nis: &[u8; 11]) -> [u8; 16] {
+        if nis == &self.last_nis {
             return self.last_hash;
         }
-        let mut mac = self.nis_mac.clone();
-        mac.update(nis);
-        let digest = mac.finalize().into_bytes();
+        let digest = self.nis_mac.mac_short(nis).unwrap_or_default();
         let mut out = [0u8; 16];
         out.copy_from_slice(&digest[..16]);
-        self.last_nis.copy_from_slice(nis);
+        self.last_nis = *nis;
         self.last_hash = out;
         out
     }
@@ -430,7 +452,7 @@ impl Transformer {
         };
         let (mi, mtype) = plan.municipality;
         let raw = field(mi);
-        let municipality_id = match mtype {
+        let municipality = match mtype {
             ColumnType::Ibge => value::ibge(raw)
                 .ok_or_else(|| self.bad(mi, "IBGE code (7 digits)", raw))
                 .and_then(|code| {
@@ -475,7 +497,8 @@ impl Transformer {
         }
         Ok(PaymentRow {
             competence_date,
-            municipality_id,
+            municipality_id: self.municipalities.id(municipality),
+            municipality,
             beneficiary_hash,
             value_cents,
             attributes: has_attributes.then_some(&self.attributes[..]),
@@ -501,9 +524,17 @@ impl Transformer {
             }
             match attribute.privacy {
                 Privacy::Hash => {
-                    let mut mac = self.nis_mac.clone();
-                    mac.update(value::trim(raw));
-                    let digest = mac.finalize().into_bytes();
+                    let value = value::trim(raw);
+                    let digest = self.nis_mac.mac_short(value).unwrap_or_else(|| {
+                        let mut mac =
+                            <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key_for_long_values)
+                                .unwrap_or_else(|_| {
+                                    <Hmac<Sha256> as KeyInit>::new_from_slice(b"")
+                                        .expect("empty key")
+                                });
+                        mac.update(value);
+                        mac.finalize().into_bytes().into()
+                    });
                     self.scratch.clear();
                     for b in &digest[..16] {
                         use std::fmt::Write;
