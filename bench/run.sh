@@ -3,7 +3,11 @@
 # every contender; prints a table and carga's ratio to each, and keeps the
 # raw JSON lines under bench/results/.
 #
-#   bench/run.sh [ROWS]        (default 1000000)
+#   bench/run.sh [ROWS] [REPEATS]   (defaults 1000000 and 3)
+#
+# psql and carga, the two fast contenders, run REPEATS times each,
+# alternating, and the median is reported (the machines are noisy); the
+# slow ones run once.
 #
 # Needs: PostgreSQL on 127.0.0.1:5432 (trust auth) or BENCH_DATABASE_URL;
 # python3. Installs pgloader from the distribution's packages and psycopg 3
@@ -11,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${1:-1000000}
+REPEATS=${2:-3}
 PERIOD=2024-10
 WORK=bench/work
 mkdir -p "$WORK" bench/results
@@ -64,17 +69,20 @@ URL="http://127.0.0.1:$PORT/$(basename "$ZIP")"
 measure() { python3 bench/measure.py "$@" | tee -a "$OUT"; }
 vacuum() { psql "$DB_URL" -q -c "CHECKPOINT" >/dev/null; }
 
-echo "== 1. psql \\copy of the clean CSV (baseline)" >&2
-vacuum
-measure "psql \\copy (clean CSV)" "$ROWS" -- psql "$DB_URL" -q -v ON_ERROR_STOP=1 \
-  -c "\\copy bench_clean FROM '$CSV' WITH (FORMAT csv)"
+for round in $(seq 1 "$REPEATS"); do
+  echo "== 1. psql \\copy of the clean CSV (baseline), round $round" >&2
+  psql "$DB_URL" -q -c "TRUNCATE bench_clean"
+  vacuum
+  measure "psql \\copy (clean CSV)" "$ROWS" -- psql "$DB_URL" -q -v ON_ERROR_STOP=1 \
+    -c "\\copy bench_clean FROM '$CSV' WITH (FORMAT csv)"
 
-echo "== 2. carga run (HTTP → unzip → parse → COPY → aggregates → publish)" >&2
-vacuum
-measure "carga run (end to end)" "$ROWS" -- env DATABASE_URL="$DB_URL" CARGA_NIS_KEY=bench-key \
-  $CARGA run novo-bolsa-familia --period $PERIOD --url "$URL" --force
-DATABASE_URL=$DB_URL CARGA_NIS_KEY=bench-key psql "$DB_URL" -Atc \
-  "SELECT 'carga stages: ' || stage_seconds::text FROM carga.loads WHERE status = 'published' AND dataset = 'novo-bolsa-familia'" >&2
+  echo "== 2. carga run (HTTP → unzip → parse → COPY → aggregates → publish), round $round" >&2
+  vacuum
+  measure "carga run (end to end)" "$ROWS" -- env DATABASE_URL="$DB_URL" CARGA_NIS_KEY=bench-key \
+    $CARGA run novo-bolsa-familia --period $PERIOD --url "$URL" --force
+  psql "$DB_URL" -Atc "SELECT 'carga stages: ' || stage_seconds::text FROM carga.loads
+                        WHERE status = 'published' AND dataset = 'novo-bolsa-familia'" >&2
+done
 
 echo "== 3. Python csv + psycopg 3 cursor.copy()" >&2
 vacuum
@@ -90,13 +98,18 @@ fi
 
 echo >&2
 python3 - "$OUT" <<'PY'
-import json, sys
+import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-carga = next(r for r in rows if r["label"].startswith("carga"))
-print(f"{'contender':<28} {'rows':>9} {'wall s':>8} {'cpu s':>7} {'rss MB':>7} {'rows/s':>10}  carga ×")
-for r in rows:
+labels = list(dict.fromkeys(r["label"] for r in rows))
+def median_run(label):
+    runs = sorted((r for r in rows if r["label"] == label), key=lambda r: r["wall_s"])
+    return runs[len(runs) // 2], len(runs)
+carga, _ = median_run(next(l for l in labels if l.startswith("carga")))
+print(f"{'contender':<28} {'rows':>9} {'runs':>4} {'wall s':>8} {'cpu s':>7} {'rss MB':>7} {'rows/s':>10}  carga ×")
+for label in labels:
+    r, n = median_run(label)
     ratio = carga["rows_per_s"] / r["rows_per_s"] if r["rows_per_s"] else float("nan")
     status = "" if r["ok"] else "  FAILED: " + " | ".join(r.get("error", []))
-    print(f"{r['label']:<28} {r['rows']:>9} {r['wall_s']:>8.2f} {r['cpu_s']:>7.2f} {r['peak_rss_mb']:>7.1f} {r['rows_per_s']:>10}  {ratio:5.2f}{status}")
+    print(f"{label:<28} {r['rows']:>9} {n:>4} {r['wall_s']:>8.2f} {r['cpu_s']:>7.2f} {r['peak_rss_mb']:>7.1f} {r['rows_per_s']:>10}  {ratio:5.2f}{status}")
 PY
 echo "raw: $OUT" >&2

@@ -152,9 +152,8 @@ async fn a_broken_body_resumes_with_range_and_if_range() {
     );
 }
 
-#[tokio::test]
-async fn a_broken_body_without_a_validator_fails_and_keeps_the_data() {
-    let mut app = TestApp::new().await;
+/// Publishes a one-row month; returns its URL and the visible state.
+async fn publish_one_row(app: &mut TestApp) -> (String, String) {
     let good = zip_bytes(
         "x.csv",
         &portal_csv(
@@ -166,7 +165,13 @@ async fn a_broken_body_without_a_validator_fails_and_keeps_the_data() {
     app.load("novo-bolsa-familia", "2024-10", &urls["good.zip"], false)
         .await
         .expect("good");
-    let before = app.visible_state().await;
+    (urls["good.zip"].clone(), app.visible_state().await)
+}
+
+#[tokio::test]
+async fn a_broken_body_without_a_validator_fails_and_keeps_the_data() {
+    let mut app = TestApp::new().await;
+    let (_, before) = publish_one_row(&mut app).await;
     let server = evil_server(big_zip(), Fault::CutOnce { etag: false }).await;
     let err = app
         .load("novo-bolsa-familia", "2024-10", &server.url, true)
@@ -295,18 +300,7 @@ async fn archive_faults_fail_with_their_code() {
 #[tokio::test]
 async fn a_killed_load_leaves_no_trace() {
     let mut app = TestApp::new().await;
-    let good = zip_bytes(
-        "x.csv",
-        &portal_csv(
-            &NBF_COLUMNS,
-            &[nbf_row("202410", "7107", "10000000001", "", "1,00")],
-        ),
-    );
-    let urls = app.serve(vec![("good.zip", good)]).await;
-    app.load("novo-bolsa-familia", "2024-10", &urls["good.zip"], false)
-        .await
-        .expect("good");
-    let before = app.visible_state().await;
+    let (good_url, before) = publish_one_row(&mut app).await;
     let tables = app.carga_tables().await;
 
     let server = evil_server(zip_of_rows(60_000), Fault::Stall).await;
@@ -366,7 +360,7 @@ async fn a_killed_load_leaves_no_trace() {
     assert_eq!(app.carga_tables().await, tables);
 
     let next = app
-        .load("novo-bolsa-familia", "2024-10", &urls["good.zip"], true)
+        .load("novo-bolsa-familia", "2024-10", &good_url, true)
         .await
         .expect("next run");
     assert_eq!(next.rows_loaded, 1);

@@ -95,6 +95,33 @@ async fn national(app: &TestApp) -> (i32, i32, i32, Option<i32>, String, i64) {
     (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
 }
 
+/// The fixture's aggregates, worked out by hand.
+async fn assert_fixture_aggregates(app: &TestApp) {
+    assert_eq!(
+        municipal(app).await,
+        vec![
+            // Rio: 0,01 + 10,00; the all-zero NIS counts in the value, not in people
+            ("3304557".into(), 1, Some(1), "10.01".into(), 2, 0),
+            // Campinas: -75,50 + 1.234.567,89
+            ("3509502".into(), 2, Some(2), "1234492.39".into(), 2, 0),
+            // São Paulo: 600 + 1.412 + 150 (retroactive) + 50 (no NIS); A twice
+            ("3550308".into(), 2, Some(2), "2212.00".into(), 4, 1),
+        ]
+    );
+    // A is paid in São Paulo and Campinas: one person for the state.
+    assert_eq!(
+        states(app).await,
+        vec![
+            ("RJ".into(), 1, 1, "10.01".into()),
+            ("SP".into(), 2, 3, "1236704.39".into())
+        ]
+    );
+    assert_eq!(
+        national(app).await,
+        (2, 3, 4, Some(4), "1236714.40".into(), 8)
+    );
+}
+
 #[tokio::test]
 async fn aggregates_are_exact() {
     let mut app = TestApp::new().await;
@@ -109,30 +136,7 @@ async fn aggregates_are_exact() {
         (10, 8, 2)
     );
     assert_eq!(report.distinct_beneficiaries, 4);
-
-    assert_eq!(
-        municipal(&app).await,
-        vec![
-            // Rio: 0,01 + 10,00; the all-zero NIS counts in the value, not in people
-            ("3304557".into(), 1, Some(1), "10.01".into(), 2, 0),
-            // Campinas: -75,50 + 1.234.567,89
-            ("3509502".into(), 2, Some(2), "1234492.39".into(), 2, 0),
-            // São Paulo: 600 + 1.412 + 150 (retroactive) + 50 (no NIS); A twice
-            ("3550308".into(), 2, Some(2), "2212.00".into(), 4, 1),
-        ]
-    );
-    // A is paid in São Paulo and Campinas: one person for the state.
-    assert_eq!(
-        states(&app).await,
-        vec![
-            ("RJ".into(), 1, 1, "10.01".into()),
-            ("SP".into(), 2, 3, "1236704.39".into())
-        ]
-    );
-    assert_eq!(
-        national(&app).await,
-        (2, 3, 4, Some(4), "1236714.40".into(), 8)
-    );
+    assert_fixture_aggregates(&app).await;
 
     // Rejects: line numbers count the header as line 1; personal data redacted.
     let client = app.client().await;
@@ -590,25 +594,7 @@ async fn distinct_counts_do_not_depend_on_the_repeat_filter() {
         .await
         .expect("load");
     assert_eq!(report.distinct_beneficiaries, 4);
-    assert_eq!(
-        municipal(&app).await,
-        vec![
-            ("3304557".into(), 1, Some(1), "10.01".into(), 2, 0),
-            ("3509502".into(), 2, Some(2), "1234492.39".into(), 2, 0),
-            ("3550308".into(), 2, Some(2), "2212.00".into(), 4, 1),
-        ]
-    );
-    assert_eq!(
-        states(&app).await,
-        vec![
-            ("RJ".into(), 1, 1, "10.01".into()),
-            ("SP".into(), 2, 3, "1236704.39".into())
-        ]
-    );
-    assert_eq!(
-        national(&app).await,
-        (2, 3, 4, Some(4), "1236714.40".into(), 8)
-    );
+    assert_fixture_aggregates(&app).await;
     let flagged: i64 = app
         .client()
         .await

@@ -251,21 +251,26 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.ctx.pool.close();
-        let database = self.database.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("rt");
-            runtime.block_on(async {
-                let client = admin().await;
-                let _ = client
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-                    .await;
-            });
-        })
-        .join();
+        drop_database(&self.database);
     }
+}
+
+/// Drops a test database from a thread of its own (Drop cannot await).
+fn drop_database(database: &str) {
+    let database = database.to_string();
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        runtime.block_on(async {
+            let _ = admin()
+                .await
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                .await;
+        });
+    })
+    .join();
 }
 
 fn rand_bytes() -> [u8; 6] {
@@ -389,19 +394,6 @@ impl EmptyDb {
 
 impl Drop for EmptyDb {
     fn drop(&mut self) {
-        let database = self.database.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("rt");
-            runtime.block_on(async {
-                let _ = admin()
-                    .await
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-                    .await;
-            });
-        })
-        .join();
+        drop_database(&self.database);
     }
 }
