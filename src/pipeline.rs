@@ -94,6 +94,8 @@ pub enum LoadError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("cancelled: the load was rolled back and the previous data is untouched")]
+    Cancelled,
 }
 
 fn code_suffix(e: &tokio_postgres::Error) -> String {
@@ -123,6 +125,7 @@ impl LoadError {
             },
             LoadError::Pool(_) => "database_pool".into(),
             LoadError::Internal(_) => "internal".into(),
+            LoadError::Cancelled => "cancelled".into(),
         }
     }
 }
@@ -526,11 +529,16 @@ fn lock_key(program_id: i32, period: Period) -> i64 {
 }
 
 /// Runs one load of a payments dataset and records it in the ledger.
+///
+/// When `cancel` completes first, the attempt is dropped (its transaction
+/// rolls back, the COPY aborts), the ledger records `cancelled`, and
+/// [`LoadError::Cancelled`] is returned.
 pub async fn run(
     ctx: &Context,
     request: &LoadRequest,
     nis_key: Option<SecretString>,
     progress: Arc<Progress>,
+    cancel: impl Future<Output = ()>,
 ) -> Result<LoadReport, LoadError> {
     let spec = &request.spec;
     let program = spec
@@ -561,7 +569,7 @@ pub async fn run(
     .await?;
     tracing::info!(load_id, dataset = %spec.dataset, period = %request.period, source = %redacted, "load started");
     let mut stats = serde_json::json!({});
-    let result = attempt(
+    let attempt = attempt(
         ctx,
         request,
         AttemptInput {
@@ -576,8 +584,11 @@ pub async fn run(
         },
         progress,
         &mut stats,
-    )
-    .await;
+    );
+    let result = tokio::select! {
+        result = attempt => result,
+        () = cancel => Err(LoadError::Cancelled),
+    };
     match &result {
         Ok(report) if report.outcome == Outcome::Unchanged => {
             ledger::finish_unpublished(

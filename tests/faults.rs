@@ -378,3 +378,83 @@ async fn a_killed_load_leaves_no_trace() {
         ["superseded", "abandoned", "published"]
     );
 }
+
+/// Ctrl-C (SIGINT) mid-COPY: the load rolls back, the ledger says
+/// `cancelled`, the process exits 1 with one line, the data is untouched.
+#[tokio::test]
+async fn an_interrupted_load_is_cancelled_cleanly() {
+    let mut app = TestApp::new().await;
+    let (_, before) = publish_one_row(&mut app).await;
+    let server = evil_server(zip_of_rows(60_000), Fault::Stall).await;
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
+        .args([
+            "run",
+            "novo-bolsa-familia",
+            "--period",
+            "2024-10",
+            "--force",
+            "--url",
+            &server.url,
+        ])
+        .env("DATABASE_URL", &app.url)
+        .env("CARGA_NIS_KEY", common::NIS_KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let admin = common::admin().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let copying: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = $1 AND tuples_processed > 0",
+                &[&app.database],
+            )
+            .await
+            .expect("progress")
+            .get(0);
+        if copying > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the COPY never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("exits after SIGINT")
+        .expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .contains("cancelled"),
+        "{stderr}"
+    );
+    assert_eq!(app.visible_state().await, before);
+    let (status, code): (String, Option<String>) = {
+        let row = app
+            .client()
+            .await
+            .query_one(
+                "SELECT status, error_code FROM carga.loads ORDER BY id DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .expect("ledger");
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(
+        (status.as_str(), code.as_deref()),
+        ("failed", Some("cancelled"))
+    );
+}

@@ -108,6 +108,7 @@ async fn migrations_adopt_the_api_schema_without_rewriting_it() {
         &request,
         Some(SecretString::from(NIS_KEY)),
         Arc::new(Progress::default()),
+        std::future::pending(),
     )
     .await
     .expect("load");

@@ -76,10 +76,15 @@ pub async fn run_with_progress(
     let progress = Arc::new(Progress::default());
     let label = format!("{} {}", request.spec.dataset, request.period);
     let (ticker, bar) = super::spawn_progress(progress.clone(), label);
-    let result = tokio::select! {
-        r = pipeline::run(ctx, request, nis_key, progress) => r.map_err(|e| Failure::Failed(e.into())),
-        _ = tokio::signal::ctrl_c() => Err(Failure::Failed(anyhow!("cancelled: the load was rolled back"))),
+    let cancel = async {
+        // Without a handler (no signal support) the load simply runs on.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     };
+    let result = pipeline::run(ctx, request, nis_key, progress, cancel)
+        .await
+        .map_err(|e| Failure::Failed(e.into()));
     ticker.abort();
     if let Some(bar) = bar {
         bar.finish_and_clear();

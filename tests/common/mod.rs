@@ -198,6 +198,7 @@ impl TestApp {
             &request,
             Some(SecretString::from(NIS_KEY)),
             Arc::new(Progress::default()),
+            std::future::pending(),
         )
         .await
     }
