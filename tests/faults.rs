@@ -462,3 +462,43 @@ async fn an_interrupted_load_is_cancelled_cleanly() {
         ("failed", Some("cancelled"))
     );
 }
+
+/// A gzip container (for datasets published as .csv.gz): loads, and a cut
+/// gzip stream (no CRC/ISIZE trailer) fails as truncated.
+#[tokio::test]
+async fn gzip_sources_load_and_a_cut_one_fails() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = std::fs::read_to_string("jobs/novo-bolsa-familia.toml")
+        .expect("spec")
+        .replace("container = \"zip\"", "container = \"gzip\"");
+    std::fs::write(dir.path().join("novo-bolsa-familia.toml"), spec).expect("write");
+    let jobs_dir = dir.path().to_path_buf();
+    let mut app = TestApp::with_settings(|s| s.load.jobs_dir = jobs_dir).await;
+    let csv = portal_csv(
+        &NBF_COLUMNS,
+        &(0..2_000)
+            .map(|_| nbf_row("202410", "7107", "10000000001", "", "1,00"))
+            .collect::<Vec<_>>(),
+    );
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(&csv).expect("gzip");
+    let gz = encoder.finish().expect("gzip");
+    let cut = gz[..gz.len() - 6].to_vec();
+    let urls = app.serve(vec![("f.csv.gz", gz), ("cut.csv.gz", cut)]).await;
+    let report = app
+        .load("novo-bolsa-familia", "2024-10", &urls["f.csv.gz"], false)
+        .await
+        .expect("gzip load");
+    assert_eq!(
+        (report.rows_loaded, report.distinct_beneficiaries),
+        (2_000, 1)
+    );
+    let before = app.visible_state().await;
+    let err = app
+        .load("novo-bolsa-familia", "2024-10", &urls["cut.csv.gz"], true)
+        .await
+        .expect_err("cut gzip");
+    assert_eq!(err.code(), "archive_truncated", "{err}");
+    assert_eq!(app.visible_state().await, before);
+}
