@@ -299,16 +299,14 @@ async fn archive_faults_fail_with_their_code() {
     assert_eq!(n, 0);
 }
 
-/// SIGKILL of the real binary mid-COPY: the previous data stays, the next
-/// run publishes, and the dead attempt is marked abandoned.
-#[tokio::test]
-async fn a_killed_load_leaves_no_trace() {
-    let mut app = TestApp::new().await;
-    let (good_url, before) = publish_one_row(&mut app).await;
-    let tables = app.carga_tables().await;
-
-    let server = evil_server(zip_of_rows(60_000), Fault::Stall).await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
+/// Starts the real binary loading `url` and returns once its COPY has
+/// written rows (seen in pg_stat_progress_copy).
+async fn spawn_load_and_wait_for_copy(
+    app: &TestApp,
+    url: &str,
+    stderr: std::process::Stdio,
+) -> tokio::process::Child {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
         .args([
             "run",
             "novo-bolsa-familia",
@@ -316,12 +314,12 @@ async fn a_killed_load_leaves_no_trace() {
             "2024-10",
             "--force",
             "--url",
-            &server.url,
+            url,
         ])
         .env("DATABASE_URL", &app.url)
         .env("CARGA_NIS_KEY", common::NIS_KEY)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .expect("spawn");
@@ -337,12 +335,26 @@ async fn a_killed_load_leaves_no_trace() {
             .expect("progress")
             .get(0);
         if copying > 0 {
-            break;
+            return child;
         }
         assert!(Instant::now() < deadline, "the COPY never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// SIGKILL of the real binary mid-COPY: the previous data stays, the next
+/// run publishes, and the dead attempt is marked abandoned.
+#[tokio::test]
+async fn a_killed_load_leaves_no_trace() {
+    let mut app = TestApp::new().await;
+    let (good_url, before) = publish_one_row(&mut app).await;
+    let tables = app.carga_tables().await;
+
+    let server = evil_server(zip_of_rows(60_000), Fault::Stall).await;
+    let mut child =
+        spawn_load_and_wait_for_copy(&app, &server.url, std::process::Stdio::null()).await;
     child.kill().await.expect("kill");
+    let admin = common::admin().await;
     // The server notices the client is gone and rolls back.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -390,40 +402,7 @@ async fn an_interrupted_load_is_cancelled_cleanly() {
     let mut app = TestApp::new().await;
     let (_, before) = publish_one_row(&mut app).await;
     let server = evil_server(zip_of_rows(60_000), Fault::Stall).await;
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
-        .args([
-            "run",
-            "novo-bolsa-familia",
-            "--period",
-            "2024-10",
-            "--force",
-            "--url",
-            &server.url,
-        ])
-        .env("DATABASE_URL", &app.url)
-        .env("CARGA_NIS_KEY", common::NIS_KEY)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
-    let admin = common::admin().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let copying: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = $1 AND tuples_processed > 0",
-                &[&app.database],
-            )
-            .await
-            .expect("progress")
-            .get(0);
-        if copying > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the COPY never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let child = spawn_load_and_wait_for_copy(&app, &server.url, std::process::Stdio::piped()).await;
     let pid = child.id().expect("pid").to_string();
     let status = std::process::Command::new("kill")
         .args(["-INT", &pid])
