@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::aggregate::{self, MunicipalTally, RepeatFilter, Tallies};
 use crate::config::{LimitSettings, Settings};
-use crate::dataset::{Container, Period, Spec};
+use crate::dataset::{Period, Spec};
 use crate::decode::{ChannelReader, DecodeError, Decoded, Limited, find_decode_error};
 use crate::load::{self, copy, ledger};
 use crate::parse::{HeaderError, MunicipalityIndex, Plan, Transformer};
@@ -571,6 +571,7 @@ pub async fn run(
     let mut stats = serde_json::json!({});
     let attempt = attempt(
         ctx,
+        &client,
         request,
         AttemptInput {
             program_id,
@@ -646,6 +647,7 @@ struct AttemptInput<'a> {
 
 async fn attempt(
     ctx: &Context,
+    client: &tokio_postgres::Client,
     request: &LoadRequest,
     input: AttemptInput<'_>,
     progress: Arc<Progress>,
@@ -655,8 +657,7 @@ async fn attempt(
     let spec = &request.spec;
     let period = request.period;
     let settings = &ctx.settings;
-    let client = ctx.pool.get().await?;
-    let current = ledger::current(&**client, input.program_code, period).await?;
+    let current = ledger::current(client, input.program_code, period).await?;
     let conditional = match (&current, request.force) {
         (Some(c), false) => Some(Validators {
             etag: c.etag.clone().filter(|e| !e.starts_with("W/")),
@@ -813,7 +814,7 @@ async fn attempt(
         return Ok(report); // the transaction rolls back on drop
     }
     if !request.force {
-        if let Some(baseline) = ledger::baseline(&**client, input.program_code, period).await? {
+        if let Some(baseline) = ledger::baseline(client, input.program_code, period).await? {
             let floor = (1.0 - spec.quality.max_shrink) * baseline.rows_loaded as f64;
             if (summary.rows_loaded as f64) < floor {
                 let percent =
@@ -1000,13 +1001,4 @@ pub async fn validate(
         summary,
         bytes,
     })
-}
-
-/// `Container` of a spec, re-exported for the CLI's messages.
-pub fn container_name(container: Container) -> &'static str {
-    match container {
-        Container::Zip => "zip",
-        Container::Gzip => "gzip",
-        Container::Plain => "plain",
-    }
 }

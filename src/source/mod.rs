@@ -106,12 +106,6 @@ pub struct Progress {
     pub rows_rejected: AtomicU64,
 }
 
-impl Progress {
-    pub fn rows(&self) -> u64 {
-        self.rows.load(Ordering::Relaxed)
-    }
-}
-
 /// The outcome of a completed download.
 #[derive(Debug, Clone)]
 pub struct DownloadSummary {
