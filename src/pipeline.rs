@@ -533,6 +533,7 @@ fn lock_key(program_id: i32, period: Period) -> i64 {
 /// When `cancel` completes first, the attempt is dropped (its transaction
 /// rolls back, the COPY aborts), the ledger records `cancelled`, and
 /// [`LoadError::Cancelled`] is returned.
+#[tracing::instrument(skip_all, fields(dataset = %request.spec.dataset, period = %request.period))]
 pub async fn run(
     ctx: &Context,
     request: &LoadRequest,
@@ -645,6 +646,7 @@ struct AttemptInput<'a> {
     nis_key: SecretString,
 }
 
+#[tracing::instrument(skip_all, fields(load_id = input.load_id))]
 async fn attempt(
     ctx: &Context,
     client: &tokio_postgres::Client,

@@ -481,3 +481,21 @@ async fn gzip_sources_load_and_a_cut_one_fails() {
     assert_eq!(err.code(), "archive_truncated", "{err}");
     assert_eq!(app.visible_state().await, before);
 }
+
+/// Two loads of the same month at once: the second fails fast with
+/// `load_in_progress` instead of waiting or interleaving.
+#[tokio::test]
+async fn a_second_load_of_the_same_month_is_refused_while_one_runs() {
+    let mut app = TestApp::new().await;
+    let (good_url, before) = publish_one_row(&mut app).await;
+    let server = evil_server(zip_of_rows(60_000), Fault::Stall).await;
+    let mut first =
+        spawn_load_and_wait_for_copy(&app, &server.url, std::process::Stdio::null()).await;
+    let err = app
+        .load("novo-bolsa-familia", "2024-10", &good_url, true)
+        .await
+        .expect_err("busy");
+    assert_eq!(err.code(), "load_in_progress", "{err}");
+    first.kill().await.expect("kill");
+    assert_eq!(app.visible_state().await, before);
+}
