@@ -607,3 +607,47 @@ async fn distinct_counts_do_not_depend_on_the_repeat_filter() {
         .get(0);
     assert_eq!(flagged, 6, "every row with a valid NIS is flagged");
 }
+
+/// `carga run municipios --url …`: the reference list over HTTP; a file
+/// missing a column fails naming it, and a much shorter list needs --force.
+#[tokio::test]
+async fn the_reference_load_reads_a_url_and_guards_its_size() {
+    let mut app = TestApp::new().await;
+    let full = carga::reference::MUNICIPIOS_CSV.as_bytes().to_vec();
+    let short: Vec<u8> = carga::reference::MUNICIPIOS_CSV
+        .lines()
+        .take(101)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .into_bytes();
+    let broken = carga::reference::MUNICIPIOS_CSV
+        .replacen("siafi_id", "siafi", 1)
+        .into_bytes();
+    let urls = app
+        .serve(vec![
+            ("full.csv", full),
+            ("short.csv", short),
+            ("broken.csv", broken),
+        ])
+        .await;
+    let spec = carga::dataset::find(&app.ctx.settings.load.jobs_dir, "municipios").expect("spec");
+    let report = carga::reference::run(&app.ctx, &spec, Some(&urls["full.csv"]), false)
+        .await
+        .expect("full list");
+    assert_eq!(
+        (report.states, report.municipalities, report.with_siafi),
+        (27, 5571, 5571)
+    );
+    let err = carga::reference::run(&app.ctx, &spec, Some(&urls["broken.csv"]), false)
+        .await
+        .expect_err("missing column");
+    assert!(err.to_string().contains("siafi_id"), "{err}");
+    let err = carga::reference::run(&app.ctx, &spec, Some(&urls["short.csv"]), false)
+        .await
+        .expect_err("shrunk");
+    assert_eq!(err.code(), "shrink_guard", "{err}");
+    let forced = carga::reference::run(&app.ctx, &spec, Some(&urls["short.csv"]), true)
+        .await
+        .expect("forced");
+    assert_eq!(forced.municipalities, 100);
+}
