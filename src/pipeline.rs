@@ -1,8 +1,9 @@
-//! One load, end to end: open the source, then three stages joined by
-//! bounded channels — the download task (bytes, SHA-256), the parser thread
-//! (unzip, CSV, transform, binary COPY encoding) and the COPY stream on the
-//! load transaction — then the checks, the aggregates and the publish, all
-//! in that one transaction. Any failure before COMMIT rolls everything back.
+//! One load, end to end: open the source, then four stages joined by
+//! bounded channels — the download task (bytes, SHA-256), the inflate thread
+//! (container, output caps), the parser thread (CSV, transform, tallies,
+//! repeat filter, binary COPY encoding) and the COPY stream on the load
+//! transaction — then the checks, the aggregates and the publish, all in that
+//! one transaction. Any failure before COMMIT rolls everything back.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -85,6 +86,9 @@ pub enum LoadError {
     NoNisKey,
     #[error("dataset {0} is not a payments dataset")]
     NotPayments(String),
+    /// A reference file that does not parse (the message names file, line, column).
+    #[error("{0}")]
+    Reference(String),
     #[error("database error{}: {source}", code_suffix(.source))]
     Db {
         #[from]
@@ -119,6 +123,7 @@ impl LoadError {
             LoadError::NoMunicipalities => "no_reference_data".into(),
             LoadError::NoNisKey => "no_nis_key".into(),
             LoadError::NotPayments(_) => "not_payments".into(),
+            LoadError::Reference(_) => "reference_invalid".into(),
             LoadError::Db { source } => match source.code() {
                 Some(c) => format!("sqlstate_{}", c.code()),
                 None => "database_error".into(),
@@ -179,23 +184,9 @@ fn csv_error(file: &str, error: csv::Error) -> LoadError {
 
 fn io_error(file: &str, line: u64, byte: u64, e: io::Error) -> LoadError {
     if let Some(decode) = find_decode_error(&e) {
-        let source = match decode {
-            DecodeError::WrongContainer { expected, found } => DecodeError::WrongContainer {
-                expected,
-                found: found.clone(),
-            },
-            DecodeError::Truncated(m) => DecodeError::Truncated(m.clone()),
-            DecodeError::Corrupt(m) => DecodeError::Corrupt(m.clone()),
-            DecodeError::Unsupported(m) => DecodeError::Unsupported(m.clone()),
-            DecodeError::TooLarge { limit } => DecodeError::TooLarge { limit: *limit },
-            DecodeError::RecordTooLarge { limit, offset } => DecodeError::RecordTooLarge {
-                limit: *limit,
-                offset: *offset,
-            },
-        };
         return LoadError::Decode {
             file: at_line(file, line),
-            source,
+            source: decode.clone(),
         };
     }
     LoadError::Csv {
@@ -718,12 +709,7 @@ async fn attempt(
         });
     }
     // Nobody else holds the lock, so older 'running' rows are dead attempts.
-    tx.execute(
-        "UPDATE carga.loads SET status = 'abandoned', finished_at = now()
-         WHERE program_code = $1 AND period = $2 AND status = 'running' AND id <> $3",
-        &[&input.program_code, &period.first_day(), &input.load_id],
-    )
-    .await?;
+    ledger::abandon_stale(&*tx, input.program_code, period, input.load_id).await?;
     let leaf = load::create_leaf(
         &tx,
         input.program_code,
@@ -894,6 +880,8 @@ async fn attempt(
         seconds = step.elapsed().as_secs_f64(),
         "national aggregates"
     );
+    // The totals come from the tallies joined to `municipalities`: a
+    // municipality lost in that join would silently drop its rows.
     if totals.payments as u64 != summary.rows_loaded
         || i128::from(totals.value_cents) != summary.value_cents
     {

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use futures::StreamExt;
 
 use crate::config::Settings;
 use crate::dataset::Spec;
@@ -158,12 +157,9 @@ async fn fetch(location: &str, settings: &Settings) -> Result<String, LoadError>
     let progress = std::sync::Arc::new(source::Progress::default());
     let pump = tokio::spawn(opened.pump(tx, MAX_REFERENCE_BYTES as u64, progress));
     let mut body = BytesMut::new();
-    let mut stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(c) => body.extend_from_slice(&c),
-            Err(_) => break,
-        }
+    // An error item ends the body; the pump reports it below.
+    while let Some(Ok(chunk)) = rx.recv().await {
+        body.extend_from_slice(&chunk);
     }
     pump.await
         .map_err(|e| LoadError::Internal(e.to_string()))??;
@@ -204,14 +200,9 @@ pub async fn run(
             Some(u) => fetch(u, &ctx.settings).await?,
             None => MUNICIPIOS_CSV.to_string(),
         };
-        let states = parse_states(ESTADOS_CSV, "estados.csv").map_err(LoadError::Internal)?;
+        let states = parse_states(ESTADOS_CSV, "estados.csv").map_err(LoadError::Reference)?;
         let municipalities =
-            parse_municipalities(&text, &source_label).map_err(|m| LoadError::Csv {
-                file: source_label.clone(),
-                line: 0,
-                byte: 0,
-                message: m,
-            })?;
+            parse_municipalities(&text, &source_label).map_err(LoadError::Reference)?;
         let mut connection = ctx.pool.get().await?;
         let tx = connection.transaction().await?;
         let existing: i64 = tx
@@ -280,17 +271,7 @@ pub async fn run(
             &[&codes, &names, &states_of, &siafis],
         )
         .await?;
-        tx.execute(
-            "UPDATE carga.loads SET status = 'superseded' WHERE dataset = $1 AND status = 'published'",
-            &[&spec.dataset],
-        )
-        .await?;
-        tx.execute(
-            "UPDATE carga.loads SET status = 'published', finished_at = now(), rows_read = $2, rows_loaded = $2
-             WHERE id = $1",
-            &[&load_id, &(municipalities.len() as i64)],
-        )
-        .await?;
+        ledger::publish_reference(&*tx, load_id, &spec.dataset, municipalities.len() as i64).await?;
         tx.commit().await?;
         Ok(ReferenceReport {
             load_id,

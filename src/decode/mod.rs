@@ -15,7 +15,7 @@ use crate::dataset::Container;
 
 pub use self::zip::ZipStream;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DecodeError {
     #[error("not a {expected} archive: the body starts with {found}")]
     WrongContainer {

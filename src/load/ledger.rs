@@ -62,6 +62,47 @@ pub async fn finish_unpublished(
     Ok(())
 }
 
+/// Marks other `running` attempts of (program, period) `abandoned`. Call
+/// while holding the (program, period) lock: nobody else can be running.
+pub async fn abandon_stale(
+    client: &impl GenericClient,
+    program_code: &str,
+    period: Period,
+    load_id: i64,
+) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE carga.loads SET status = 'abandoned', finished_at = now()
+             WHERE program_code = $1 AND period = $2 AND status = 'running' AND id <> $3",
+            &[&program_code, &period.first_day(), &load_id],
+        )
+        .await
+}
+
+/// Inside the reference load's transaction: supersede the dataset's
+/// previous published load and mark this one published.
+pub async fn publish_reference(
+    client: &impl GenericClient,
+    load_id: i64,
+    dataset: &str,
+    rows: i64,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE carga.loads SET status = 'superseded' WHERE dataset = $1 AND status = 'published'",
+            &[&dataset],
+        )
+        .await?;
+    client
+        .execute(
+            "UPDATE carga.loads SET status = 'published', finished_at = now(), rows_read = $2, rows_loaded = $2
+             WHERE id = $1",
+            &[&load_id, &rows],
+        )
+        .await?;
+    Ok(())
+}
+
 /// The current published load of (program, period), if any.
 pub async fn current(
     client: &impl GenericClient,
