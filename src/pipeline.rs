@@ -992,3 +992,21 @@ pub async fn validate(
         bytes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_header() {
+        let mut record = ByteRecord::from(vec![&b"\xef\xbb\xbfM\xcaS REFER\xcaNCIA"[..], b"UF"]);
+        strip_bom(&mut record);
+        assert_eq!(
+            record,
+            ByteRecord::from(vec![&b"M\xcaS REFER\xcaNCIA"[..], b"UF"])
+        );
+        let mut plain = ByteRecord::from(vec!["UF", "VALOR"]);
+        strip_bom(&mut plain);
+        assert_eq!(plain, ByteRecord::from(vec!["UF", "VALOR"]));
+    }
+}

@@ -19,6 +19,10 @@ enum Fault {
     CutOnce { etag: bool },
     /// Headers and a quarter of the body, then silence.
     Stall,
+    /// The first `times` requests get `503` with `Retry-After: 0`.
+    Unavailable { times: usize },
+    /// Headers claim this Content-Length; the real body follows, then close.
+    ClaimsLength(usize),
 }
 
 struct EvilServer {
@@ -63,6 +67,14 @@ async fn evil_server(body: Vec<u8>, fault: Fault) -> EvilServer {
                     Fault::CutOnce { etag: true } => "ETag: \"v1-strong\"\r\n",
                     _ => "",
                 };
+                if let Fault::Unavailable { times } = fault {
+                    if n < times {
+                        let _ = socket
+                            .write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                }
                 if let Some(start) = range_start {
                     ranged.fetch_add(1, Ordering::SeqCst);
                     let head = format!(
@@ -75,9 +87,12 @@ async fn evil_server(body: Vec<u8>, fault: Fault) -> EvilServer {
                     let _ = socket.write_all(&body[start..]).await;
                     return;
                 }
+                let length = match fault {
+                    Fault::ClaimsLength(claimed) => claimed,
+                    _ => body.len(),
+                };
                 let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{etag_line}Accept-Ranges: bytes\r\nContent-Type: application/zip\r\nConnection: close\r\n\r\n",
-                    body.len()
+                    "HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n{etag_line}Accept-Ranges: bytes\r\nContent-Type: application/zip\r\nConnection: close\r\n\r\n"
                 );
                 let _ = socket.write_all(head.as_bytes()).await;
                 match fault {
@@ -152,6 +167,26 @@ async fn a_broken_body_resumes_with_range_and_if_range() {
     );
 }
 
+/// Polls `sql` (one count; `$1` is the test's database name) until `done`
+/// holds, failing with `what` after 30 s. Server-side effects of a killed or
+/// failed client (rollback, backend exit) are asynchronous.
+async fn wait_for(app: &TestApp, sql: &str, done: impl Fn(i64) -> bool, what: &str) {
+    let admin = common::admin().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = admin
+            .query_one(sql, &[&app.database])
+            .await
+            .expect("poll")
+            .get(0);
+        if done(n) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Publishes a one-row month; returns its URL and the visible state.
 async fn publish_one_row(app: &mut TestApp) -> (String, String) {
     let good = zip_bytes(
@@ -204,27 +239,16 @@ async fn a_stalled_body_times_out_and_leaves_no_backend_behind() {
     assert!(server.requests.load(Ordering::SeqCst) >= 1);
     // The dropped transaction's ROLLBACK is sent asynchronously: give the
     // server a bounded moment to settle, then require a clean slate.
-    let client = common::admin().await;
-    let leftovers = "SELECT (SELECT count(*) FROM pg_stat_activity
-                              WHERE datname = $1 AND query ILIKE 'COPY%' AND state = 'active')
-                          + (SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
-                              WHERE l.locktype = 'advisory' AND d.datname = $1)";
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let n: i64 = client
-            .query_one(leftovers, &[&app.database])
-            .await
-            .expect("leftovers")
-            .get(0);
-        if n == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a COPY or an advisory lock outlived the failed load"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(
+        &app,
+        "SELECT (SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = $1 AND query ILIKE 'COPY%' AND state = 'active')
+              + (SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                  WHERE l.locktype = 'advisory' AND d.datname = $1)",
+        |n| n == 0,
+        "a COPY or an advisory lock outlived the failed load",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -323,23 +347,14 @@ async fn spawn_load_and_wait_for_copy(
         .kill_on_drop(true)
         .spawn()
         .expect("spawn");
-    let admin = common::admin().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let copying: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = $1 AND tuples_processed > 0",
-                &[&app.database],
-            )
-            .await
-            .expect("progress")
-            .get(0);
-        if copying > 0 {
-            return child;
-        }
-        assert!(Instant::now() < deadline, "the COPY never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(
+        app,
+        "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = $1 AND tuples_processed > 0",
+        |n| n > 0,
+        "the COPY never started",
+    )
+    .await;
+    child
 }
 
 /// SIGKILL of the real binary mid-COPY: the previous data stays, the next
@@ -354,24 +369,14 @@ async fn a_killed_load_leaves_no_trace() {
     let mut child =
         spawn_load_and_wait_for_copy(&app, &server.url, std::process::Stdio::null()).await;
     child.kill().await.expect("kill");
-    let admin = common::admin().await;
     // The server notices the client is gone and rolls back.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let backends: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'COPY%'",
-                &[&app.database],
-            )
-            .await
-            .expect("activity")
-            .get(0);
-        if backends == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the killed backend never ended");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(
+        &app,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'COPY%'",
+        |n| n == 0,
+        "the killed backend never ended",
+    )
+    .await;
     assert_eq!(app.visible_state().await, before);
     assert_eq!(app.carga_tables().await, tables);
 
@@ -498,4 +503,78 @@ async fn a_second_load_of_the_same_month_is_refused_while_one_runs() {
     assert_eq!(err.code(), "load_in_progress", "{err}");
     first.kill().await.expect("kill");
     assert_eq!(app.visible_state().await, before);
+}
+
+/// 503 with `Retry-After` is retried (three attempts in all); past that the
+/// load fails naming the status, and the published data stays.
+#[tokio::test]
+async fn unavailable_sources_are_retried_then_fail_with_their_status() {
+    let mut app = TestApp::new().await;
+    let (_, before) = publish_one_row(&mut app).await;
+    let flaky = evil_server(zip_of_rows(100), Fault::Unavailable { times: 2 }).await;
+    let report = app
+        .load("novo-bolsa-familia", "2024-10", &flaky.url, true)
+        .await
+        .expect("third attempt succeeds");
+    assert_eq!(report.rows_loaded, 100);
+    assert_eq!(flaky.requests.load(Ordering::SeqCst), 3);
+    let after = app.visible_state().await;
+    let down = evil_server(zip_of_rows(100), Fault::Unavailable { times: usize::MAX }).await;
+    let err = app
+        .load("novo-bolsa-familia", "2024-10", &down.url, true)
+        .await
+        .expect_err("always 503");
+    assert_eq!(err.code(), "http_status_503", "{err}");
+    assert_eq!(down.requests.load(Ordering::SeqCst), 3);
+    assert_ne!(after, before);
+    assert_eq!(app.visible_state().await, after);
+}
+
+/// A body whose Content-Length passes `http.max_download_bytes` is refused
+/// before it is read: the server claims 1 MB but sends 100 bytes, so only
+/// the up-front check can answer `download_too_large` (reading would end in
+/// a truncated body instead).
+#[tokio::test]
+async fn an_oversized_download_is_refused_before_reading() {
+    let app = TestApp::with_settings(|s| s.http.max_download_bytes = 10_000).await;
+    let server = evil_server(vec![b'P'; 100], Fault::ClaimsLength(1_000_000)).await;
+    let err = app
+        .load("novo-bolsa-familia", "2024-10", &server.url, false)
+        .await
+        .expect_err("too large");
+    assert_eq!(err.code(), "download_too_large", "{err}");
+}
+
+/// A source without validators (a local path) is skipped as unchanged by
+/// its SHA-256 when it matches the published load.
+#[tokio::test]
+async fn an_unchanged_file_is_recognised_by_its_hash() {
+    let app = TestApp::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("202410_NovoBolsaFamilia.zip");
+    std::fs::write(&path, zip_of_rows(50)).expect("write");
+    let path = path.to_str().expect("path").to_string();
+    let first = app
+        .load("novo-bolsa-familia", "2024-10", &path, false)
+        .await
+        .expect("first");
+    assert_eq!(first.outcome, carga::pipeline::Outcome::Published);
+    let before = app.visible_state().await;
+    let second = app
+        .load("novo-bolsa-familia", "2024-10", &path, false)
+        .await
+        .expect("second");
+    assert_eq!(second.outcome, carga::pipeline::Outcome::Unchanged);
+    assert_eq!(app.visible_state().await, before);
+    let status: String = app
+        .client()
+        .await
+        .query_one(
+            "SELECT status FROM carga.loads WHERE id = $1",
+            &[&second.load_id],
+        )
+        .await
+        .expect("ledger")
+        .get(0);
+    assert_eq!(status, "skipped");
 }

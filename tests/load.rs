@@ -31,6 +31,20 @@ fn fixture_rows() -> Vec<Vec<&'static str>> {
     ]
 }
 
+/// A in São Paulo and B in Rio de Janeiro, with the given values.
+fn two_payments_zip(value_a: &str, value_b: &str) -> Vec<u8> {
+    zip_bytes(
+        "202410_NovoBolsaFamilia.csv",
+        &portal_csv(
+            &NBF_COLUMNS,
+            &[
+                nbf_row("202410", "7107", A, "", value_a),
+                nbf_row("202410", "6001", B, "", value_b),
+            ],
+        ),
+    )
+}
+
 fn fixture_zip() -> Vec<u8> {
     zip_bytes(
         "202410_NovoBolsaFamilia.csv",
@@ -312,16 +326,7 @@ async fn a_failing_load_keeps_the_previous_data() {
     std::fs::write(dir.path().join("novo-bolsa-familia.toml"), spec).expect("write spec");
     let jobs_dir = dir.path().to_path_buf();
     let mut app = TestApp::with_settings(|s| s.load.jobs_dir = jobs_dir).await;
-    let good = zip_bytes(
-        "202410_NovoBolsaFamilia.csv",
-        &portal_csv(
-            &NBF_COLUMNS,
-            &[
-                nbf_row("202410", "7107", A, "", "600,00"),
-                nbf_row("202410", "6001", B, "", "1,00"),
-            ],
-        ),
-    );
+    let good = two_payments_zip("600,00", "1,00");
     let urls = app
         .serve(vec![("good.zip", good), ("bad.zip", fixture_zip())])
         .await;
@@ -525,16 +530,7 @@ async fn http_errors_name_the_status() {
 #[tokio::test]
 async fn readers_never_see_a_mix() {
     let mut app = TestApp::new().await;
-    let small = zip_bytes(
-        "x.csv",
-        &portal_csv(
-            &NBF_COLUMNS,
-            &[
-                nbf_row("202410", "7107", A, "", "1,00"),
-                nbf_row("202410", "6001", B, "", "2,00"),
-            ],
-        ),
-    );
+    let small = two_payments_zip("1,00", "2,00");
     let urls = app
         .serve(vec![("small.zip", small), ("big.zip", fixture_zip())])
         .await;
