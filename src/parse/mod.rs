@@ -548,8 +548,14 @@ impl Transformer {
                         json_string(&mut self.attributes, text.trim());
                     }
                     Encoding::Windows1252 => {
-                        let (text, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(raw);
-                        json_string(&mut self.attributes, text.trim());
+                        // Into the reused scratch string: no allocation per row
+                        // even when the text has accents.
+                        self.scratch.clear();
+                        self.scratch.reserve(raw.len() * 3);
+                        let mut decoder =
+                            encoding_rs::WINDOWS_1252.new_decoder_without_bom_handling();
+                        let _ = decoder.decode_to_string(raw, &mut self.scratch, true);
+                        json_string(&mut self.attributes, self.scratch.trim());
                     }
                 },
             }
