@@ -41,8 +41,6 @@ pub struct DatabaseSettings {
     pub recycle_timeout_ms: u64,
     pub statement_timeout_s: u64,
     pub lock_timeout_ms: u64,
-    /// `work_mem` for the aggregate statements (e.g. "1GB").
-    pub aggregate_work_mem: String,
     /// Look for a system server before starting a private cluster.
     pub use_system_server: bool,
     pub local_cluster_dir: PathBuf,
@@ -72,8 +70,28 @@ pub struct LoadSettings {
     pub channel_depth: usize,
     pub copy_chunk_bytes: usize,
     pub download_depth: usize,
-    /// Bytes of the repeat filter used for exact distinct counts.
-    pub repeat_filter_bytes: usize,
+    /// Directory of the distinct-count spill file; empty: the system's.
+    pub spill_dir: PathBuf,
+    /// Threads counting the spill at the end of a load; 0: one per core.
+    pub count_threads: usize,
+}
+
+impl LoadSettings {
+    /// The directory the distinct-count spill file goes to.
+    pub fn spill_dir(&self) -> PathBuf {
+        if self.spill_dir.as_os_str().is_empty() {
+            std::env::temp_dir()
+        } else {
+            self.spill_dir.clone()
+        }
+    }
+    /// Threads for the distinct count.
+    pub fn count_threads(&self) -> usize {
+        match self.count_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
 }
 
 impl HttpSettings {

@@ -274,6 +274,11 @@ pub async fn migrate(config: &tokio_postgres::Config) -> Result<Vec<String>> {
         .collect())
 }
 
+/// How many migrations the binary carries.
+pub fn migration_count() -> usize {
+    embedded::migrations::runner().get_migrations().len()
+}
+
 fn absolute(path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()

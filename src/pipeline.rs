@@ -1,12 +1,13 @@
 //! One load, end to end: open the source, then four stages joined by
 //! bounded channels — the download task (bytes, SHA-256), the inflate thread
 //! (container, output caps), the parser thread (CSV, transform, tallies,
-//! repeat filter, binary COPY encoding) and the COPY stream on the load
+//! distinct-count spill, binary COPY encoding) and the COPY stream on the load
 //! transaction — then the checks, the aggregates and the publish, all in that
 //! one transaction. Any failure before COMMIT rolls everything back.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -17,7 +18,7 @@ use deadpool_postgres::Pool;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 
-use crate::aggregate::{self, MunicipalTally, RepeatFilter, Tallies};
+use crate::aggregate::{self, DistinctSpill, MunicipalTally, Tallies};
 use crate::config::{LimitSettings, Settings};
 use crate::dataset::{Period, Spec};
 use crate::decode::{ChannelReader, DecodeError, Decoded, Limited, find_decode_error};
@@ -76,6 +77,14 @@ pub enum LoadError {
         percent: f64,
         allowed: f64,
     },
+    #[error(
+        "the distinct-count spill file in {dir}: {source} (it needs about 20 bytes per row; set load.spill_dir to a directory with room)"
+    )]
+    Spill {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("another load of {dataset} {period} is running")]
     Busy { dataset: String, period: Period },
     #[error("the municipalities table is empty: run `carga run municipios` first")]
@@ -120,6 +129,7 @@ impl LoadError {
             LoadError::NoRows { .. } => "empty_file".into(),
             LoadError::Shrink { .. } => "shrink_guard".into(),
             LoadError::Busy { .. } => "load_in_progress".into(),
+            LoadError::Spill { .. } => "spill_io".into(),
             LoadError::NoMunicipalities => "no_reference_data".into(),
             LoadError::NoNisKey => "no_nis_key".into(),
             LoadError::NotPayments(_) => "not_payments".into(),
@@ -143,8 +153,10 @@ pub struct ParseInput {
     pub nis_key: SecretString,
     pub limits: LimitSettings,
     pub chunk_bytes: usize,
-    /// Size of the repeat filter (see `aggregate::tally`).
-    pub repeat_filter_bytes: usize,
+    /// Where and on how many threads distinct beneficiaries are counted
+    /// (see `aggregate::distinct`); a real load only.
+    pub spill_dir: PathBuf,
+    pub count_threads: usize,
     /// The source's file name, until the archive names its entry.
     pub file: String,
 }
@@ -165,8 +177,12 @@ pub struct ParseSummary {
     pub period: u32,
     /// Per municipality (database id): exact sums and counts.
     pub municipal: Vec<(i32, MunicipalTally)>,
-    /// Rows flagged by the repeat filter.
-    pub repeat_candidates: u64,
+    /// Distinct beneficiaries per state (database id).
+    pub states: Vec<(i32, u64)>,
+    /// Distinct beneficiaries in the file.
+    pub distinct_beneficiaries: u64,
+    /// Bytes of the distinct-count spill file.
+    pub spilled_bytes: u64,
 }
 
 fn csv_error(file: &str, error: csv::Error) -> LoadError {
@@ -260,13 +276,15 @@ pub fn parse_blocking(
     let reference_days = parse
         .period
         .map(|p| crate::parse::value::first_day_pg(p.yyyymm()));
-    // Only a real load (with a period) tallies and flags repeats.
-    let filter_bytes = if reference_days.is_some() {
-        parse.repeat_filter_bytes
-    } else {
-        64
+    // Only a real load (with a period) tallies and counts beneficiaries.
+    let spill_error = |source: std::io::Error| LoadError::Spill {
+        dir: parse.spill_dir.display().to_string(),
+        source,
     };
-    let mut repeats = RepeatFilter::new(filter_bytes);
+    let mut spill = match reference_days {
+        Some(_) => Some(DistinctSpill::new(&parse.spill_dir).map_err(spill_error)?),
+        None => None,
+    };
     let mut tallies = Tallies::new(transformer.municipalities().len());
     let mut summary = ParseSummary {
         file: file.clone(),
@@ -305,14 +323,12 @@ pub fn parse_blocking(
             Ok(row) => {
                 summary.rows_loaded += 1;
                 summary.value_cents += i128::from(row.value_cents);
-                if let Some(days) = reference_days {
-                    let maybe_repeat = row
-                        .beneficiary_hash
-                        .as_ref()
-                        .is_some_and(|h| repeats.check_and_insert(h));
-                    summary.repeat_candidates += u64::from(maybe_repeat);
+                if let (Some(days), Some(spill)) = (reference_days, spill.as_mut()) {
+                    if let Some(hash) = &row.beneficiary_hash {
+                        spill.push(hash, row.municipality).map_err(spill_error)?;
+                    }
                     tallies.add(&row, days);
-                    copy::encode_row(&mut buffer, &row, maybe_repeat);
+                    copy::encode_row(&mut buffer, &row);
                     if buffer.len() >= chunk_bytes {
                         send(&mut buffer)?;
                     }
@@ -359,14 +375,44 @@ pub fn parse_blocking(
         .join()
         .map_err(|_| LoadError::Internal("the inflate thread panicked".into()))?;
     summary.period = transformer.period();
-    summary.municipal = tallies
-        .present()
-        .map(|(dense, t)| (transformer.municipalities().id(dense), *t))
-        .collect();
     if summary.rows_loaded > 0 {
         buffer.extend_from_slice(copy::TRAILER);
         send(&mut buffer)?;
     }
+    // The server finishes the COPY while the spill is counted.
+    let index = transformer.municipalities();
+    let distinct = match spill {
+        Some(spill) => {
+            summary.spilled_bytes = spill.spilled_bytes();
+            spill
+                .finish(
+                    index.state_of(),
+                    index.state_ids().len(),
+                    parse.count_threads,
+                )
+                .map_err(spill_error)?
+        }
+        None => aggregate::DistinctCounts::default(),
+    };
+    summary.municipal = tallies
+        .present()
+        .map(|(dense, t)| {
+            let people = distinct.per_municipality.get(dense as usize).copied();
+            let tally = MunicipalTally {
+                people: people.unwrap_or(0),
+                ..*t
+            };
+            (index.id(dense), tally)
+        })
+        .collect();
+    summary.states = index
+        .state_ids()
+        .iter()
+        .zip(&distinct.per_state)
+        .filter(|(_, people)| **people > 0)
+        .map(|(id, people)| (*id, *people))
+        .collect();
+    summary.distinct_beneficiaries = distinct.national;
     Ok(summary)
 }
 
@@ -730,7 +776,8 @@ async fn attempt(
         nis_key: input.nis_key,
         limits: settings.limits.clone(),
         chunk_bytes: settings.load.copy_chunk_bytes,
-        repeat_filter_bytes: settings.load.repeat_filter_bytes,
+        spill_dir: settings.load.spill_dir(),
+        count_threads: settings.load.count_threads(),
         file: meta.file_name.clone(),
     };
     let parse_progress = progress.clone();
@@ -821,65 +868,23 @@ async fn attempt(
     ledger::insert_rejects(&*tx, input.load_id, &summary.rejects).await?;
 
     let aggregate_started = Instant::now();
-    let partition = load::leaf_sql(&leaf);
     let data_source = format!("portal_transparencia:{}", spec.dataset);
     let scope = aggregate::Scope {
-        partition: &partition,
         program_id: input.program_id,
         reference_date: period.first_day(),
         load_id: input.load_id,
         paid_per_family: input.paid_per_family,
         data_source: &data_source,
     };
-    // The distinct counts sort the period's rows: give those sorts memory
-    // instead of spilling to disk (4 MB is PostgreSQL's default).
-    tx.batch_execute(&format!(
-        "SET LOCAL work_mem = {}",
-        postgres_protocol::escape::escape_literal(&settings.database.aggregate_work_mem)
-    ))
-    .await?;
-    // The aggregate statements scan the new leaf once or twice: let them use
-    // parallel workers (the stream has released both cores by now), and skip
-    // JIT compilation, which costs more than it saves on these plans.
-    tx.batch_execute(
-        "SET LOCAL jit = off; SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0",
-    )
-    .await?;
-    let step = Instant::now();
-    let (stored_rows, stored_cents) = aggregate::stored(&tx, &scope).await?;
-    if stored_rows as u64 != summary.rows_loaded || i128::from(stored_cents) != summary.value_cents
-    {
-        return Err(LoadError::Internal(format!(
-            "the partition holds {stored_rows} rows / {stored_cents} cents but the parser produced {} / {}",
-            summary.rows_loaded, summary.value_cents
-        )));
-    }
-    tracing::debug!(
-        seconds = step.elapsed().as_secs_f64(),
-        "verified the partition"
-    );
-    let step = Instant::now();
-    aggregate::prepare(&tx, &scope, &summary.municipal).await?;
-    tracing::debug!(
-        seconds = step.elapsed().as_secs_f64(),
-        candidates = summary.repeat_candidates,
-        "repeat subset"
-    );
-    let step = Instant::now();
+    let counted = aggregate::Counted {
+        municipal: &summary.municipal,
+        states: &summary.states,
+        distinct_beneficiaries: summary.distinct_beneficiaries,
+    };
+    aggregate::prepare(&tx, &counted).await?;
     aggregate::municipal(&tx, &scope).await?;
-    tracing::debug!(
-        seconds = step.elapsed().as_secs_f64(),
-        "municipal aggregates"
-    );
-    let step = Instant::now();
     aggregate::state(&tx, &scope).await?;
-    tracing::debug!(seconds = step.elapsed().as_secs_f64(), "state aggregates");
-    let step = Instant::now();
-    let totals = aggregate::national(&tx, &scope).await?;
-    tracing::debug!(
-        seconds = step.elapsed().as_secs_f64(),
-        "national aggregates"
-    );
+    let totals = aggregate::national(&tx, &scope, summary.distinct_beneficiaries).await?;
     // The totals come from the tallies joined to `municipalities`: a
     // municipality lost in that join would silently drop its rows.
     if totals.payments as u64 != summary.rows_loaded
@@ -966,7 +971,8 @@ pub async fn validate(
         nis_key: SecretString::from("validate: nothing is stored"),
         limits: settings.limits.clone(),
         chunk_bytes: settings.load.copy_chunk_bytes,
-        repeat_filter_bytes: 64,
+        spill_dir: PathBuf::new(),
+        count_threads: 1,
         file,
     };
     let parse_progress = progress.clone();

@@ -579,29 +579,110 @@ async fn readers_never_see_a_mix() {
     }
 }
 
-/// Distinct counts come from the rows the repeat filter flags; a filter that
-/// flags every row (size 0) must give the same exact numbers.
+/// The worker's distinct counts (hash-partitioned spill, counted on
+/// several threads) against the obvious SQL over the rows it stored, on
+/// generated rows where people are paid again in other municipalities and
+/// other states.
 #[tokio::test]
-async fn distinct_counts_do_not_depend_on_the_repeat_filter() {
-    let mut app = TestApp::with_settings(|s| s.load.repeat_filter_bytes = 0).await;
-    let urls = app.serve(vec![("nbf.zip", fixture_zip())]).await;
+async fn distinct_counts_match_count_distinct_over_the_stored_rows() {
+    let mut app = TestApp::with_settings(|s| s.load.count_threads = 3).await;
+    let period = carga::dataset::Period::new(2024, 10).expect("period");
+    let mut zip = std::io::Cursor::new(Vec::new());
+    carga::sample::write_zip(&mut zip, period, 40_000, 5, "202410_NovoBolsaFamilia.csv")
+        .expect("sample");
+    let urls = app.serve(vec![("sample.zip", zip.into_inner())]).await;
     let report = app
-        .load("novo-bolsa-familia", "2024-10", &urls["nbf.zip"], false)
+        .load("novo-bolsa-familia", "2024-10", &urls["sample.zip"], false)
         .await
         .expect("load");
-    assert_eq!(report.distinct_beneficiaries, 4);
-    assert_fixture_aggregates(&app).await;
-    let flagged: i64 = app
-        .client()
-        .await
+    let client = app.client().await;
+    let cross_state: i64 = client
         .query_one(
-            "SELECT count(*) FROM carga.payments WHERE maybe_repeat",
+            "SELECT count(*) FROM (SELECT p.beneficiary_hash FROM carga.payments p
+                 JOIN public.municipalities m ON m.id = p.municipality_id
+                 GROUP BY 1 HAVING count(DISTINCT m.state_id) > 1) x",
             &[],
         )
         .await
-        .expect("flagged")
+        .expect("cross-state")
         .get(0);
-    assert_eq!(flagged, 6, "every row with a valid NIS is flagged");
+    assert!(
+        cross_state > 100,
+        "the sample must repeat people across states"
+    );
+    let national: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT beneficiary_hash) FROM carga.payments",
+            &[],
+        )
+        .await
+        .expect("national")
+        .get(0);
+    assert_eq!(report.distinct_beneficiaries, national);
+    let mismatches = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query(sql, &[])
+                .await
+                .expect("compare")
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+        }
+    };
+    let municipal = mismatches(
+        "SELECT format('%s: %s vs %s', coalesce(o.municipality_id, b.municipality_id), o.n, b.total_beneficiaries)
+         FROM (SELECT municipality_id, count(DISTINCT beneficiary_hash) AS n
+               FROM carga.payments GROUP BY 1) o
+         FULL JOIN public.beneficiary_data b USING (municipality_id)
+         WHERE o.n IS DISTINCT FROM b.total_beneficiaries::bigint",
+    )
+    .await;
+    assert!(municipal.is_empty(), "municipal: {municipal:?}");
+    let state = mismatches(
+        "SELECT format('%s: %s vs %s', coalesce(o.state_id, s.state_id), o.n, s.total_beneficiaries)
+         FROM (SELECT m.state_id, count(DISTINCT p.beneficiary_hash) AS n
+               FROM carga.payments p JOIN public.municipalities m ON m.id = p.municipality_id
+               GROUP BY 1) o
+         FULL JOIN public.program_state_monthly s USING (state_id)
+         WHERE o.n IS DISTINCT FROM s.total_beneficiaries::bigint",
+    )
+    .await;
+    assert!(state.is_empty(), "state: {state:?}");
+    let stored: i64 = client
+        .query_one(
+            "SELECT total_beneficiaries::bigint FROM public.program_national_monthly",
+            &[],
+        )
+        .await
+        .expect("national row")
+        .get(0);
+    assert_eq!(stored, national);
+}
+
+/// The spill file cannot be created: the load fails naming the directory
+/// and the setting, and the published period stays as it was.
+#[tokio::test]
+async fn an_unusable_spill_directory_fails_the_load_and_keeps_the_old_data() {
+    let mut app = TestApp::new().await;
+    let urls = app.serve(vec![("nbf.zip", fixture_zip())]).await;
+    app.load("novo-bolsa-familia", "2024-10", &urls["nbf.zip"], false)
+        .await
+        .expect("first load");
+    let before = app.visible_state().await;
+    app.ctx.settings.load.spill_dir = "/nonexistent/carga-spill".into();
+    let err = app
+        .load("novo-bolsa-familia", "2024-10", &urls["nbf.zip"], true)
+        .await
+        .expect_err("no spill directory");
+    assert_eq!(err.code(), "spill_io", "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("/nonexistent/carga-spill") && message.contains("load.spill_dir"),
+        "{message}"
+    );
+    assert_eq!(app.visible_state().await, before);
 }
 
 /// `carga run municipios --url …`: the reference list over HTTP; a file

@@ -1,15 +1,19 @@
 //! The aggregate tables, recomputed for exactly one program and period
-//! inside the publishing transaction. Sums and counts per municipality come
-//! exact from the parser's tallies ([`tally`]); distinct beneficiaries come
-//! from the rows the repeat filter flagged, which are the only rows SQL has
-//! to deduplicate. One function per table, its SQL beside it. Money is
-//! integer cents until the single division into `numeric`.
+//! inside the publishing transaction. Everything is counted by the worker
+//! while the rows stream: sums and counts per municipality in [`tally`],
+//! exact distinct beneficiaries per municipality, state and country in
+//! [`distinct`]. SQL only writes those numbers (a few thousand rows) and
+//! never scans the period's payments. One function per table, its SQL
+//! beside it. Money is integer cents until the single division into
+//! `numeric`.
 
+pub mod distinct;
 pub mod tally;
 
 use tokio_postgres::Transaction;
 
-pub use tally::{MunicipalTally, RepeatFilter, Tallies};
+pub use distinct::{DistinctCounts, DistinctSpill};
+pub use tally::{MunicipalTally, Tallies};
 
 /// What the aggregates say about the whole period.
 #[derive(Debug, Clone, Default)]
@@ -23,8 +27,6 @@ pub struct Totals {
 
 /// Everything the recompute needs to know.
 pub struct Scope<'a> {
-    /// Quoted, schema-qualified name of the period's new partition.
-    pub partition: &'a str,
     pub program_id: i32,
     pub reference_date: chrono::NaiveDate,
     pub load_id: i64,
@@ -32,63 +34,52 @@ pub struct Scope<'a> {
     pub data_source: &'a str,
 }
 
+/// What the worker counted: per municipality (database id), per state
+/// (database id) and for the whole file.
+pub struct Counted<'a> {
+    pub municipal: &'a [(i32, MunicipalTally)],
+    pub states: &'a [(i32, u64)],
+    pub distinct_beneficiaries: u64,
+}
+
 /// Builds the two working tables of the recompute (dropped at commit):
-/// `carga_repeats`, every row whose beneficiary hash was flagged at least
-/// once, and `carga_municipal`, the tallies with exact distinct counts.
+/// `carga_municipal`, the municipal tallies with their state, and
+/// `carga_state_people`, distinct beneficiaries per state.
 pub async fn prepare(
     tx: &Transaction<'_>,
-    scope: &Scope<'_>,
-    municipal: &[(i32, MunicipalTally)],
+    counted: &Counted<'_>,
 ) -> Result<(), tokio_postgres::Error> {
-    let partition = scope.partition;
-    tx.batch_execute(&format!(
-        "CREATE TEMP TABLE carga_repeats ON COMMIT DROP AS
-         SELECT p.municipality_id, m.state_id, p.beneficiary_hash
-         FROM {partition} p JOIN public.municipalities m ON m.id = p.municipality_id
-         WHERE p.beneficiary_hash IN (SELECT beneficiary_hash FROM {partition} WHERE maybe_repeat);
-         ANALYZE carga_repeats"
-    ))
-    .await?;
+    let municipal = counted.municipal;
     let ids: Vec<i32> = municipal.iter().map(|(id, _)| *id).collect();
-    let column = |f: fn(&MunicipalTally) -> i64| -> Vec<i64> {
-        municipal.iter().map(|(_, t)| f(t)).collect()
+    let column = |f: fn(&MunicipalTally) -> u64| -> Vec<i64> {
+        municipal.iter().map(|(_, t)| f(t) as i64).collect()
     };
-    let payments = column(|t| t.payments as i64);
-    let cents = column(|t| t.cents);
-    let retro_payments = column(|t| t.retro_payments as i64);
-    let retro_cents = column(|t| t.retro_cents);
-    let without_nis = column(|t| t.without_nis as i64);
+    let payments = column(|t| t.payments);
+    let cents: Vec<i64> = municipal.iter().map(|(_, t)| t.cents).collect();
+    let retro_payments = column(|t| t.retro_payments);
+    let retro_cents: Vec<i64> = municipal.iter().map(|(_, t)| t.retro_cents).collect();
+    let without_nis = column(|t| t.without_nis);
+    let people = column(|t| t.people);
     tx.execute(
         "CREATE TEMP TABLE carga_municipal ON COMMIT DROP AS
          SELECT t.municipality_id, mu.state_id, t.payments, t.cents, t.retro_payments, t.retro_cents,
-                t.without_nis,
-                t.payments - t.without_nis - coalesce(r.rows, 0) + coalesce(r.people, 0) AS people
-         FROM unnest($1::int[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
-              AS t(municipality_id, payments, cents, retro_payments, retro_cents, without_nis)
-         JOIN public.municipalities mu ON mu.id = t.municipality_id
-         LEFT JOIN (SELECT municipality_id, count(*) AS rows, count(DISTINCT beneficiary_hash) AS people
-                    FROM carga_repeats GROUP BY municipality_id) r USING (municipality_id)",
-        &[&ids, &payments, &cents, &retro_payments, &retro_cents, &without_nis],
+                t.without_nis, t.people
+         FROM unnest($1::int[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
+                     $7::bigint[])
+              AS t(municipality_id, payments, cents, retro_payments, retro_cents, without_nis, people)
+         JOIN public.municipalities mu ON mu.id = t.municipality_id",
+        &[&ids, &payments, &cents, &retro_payments, &retro_cents, &without_nis, &people],
+    )
+    .await?;
+    let state_ids: Vec<i32> = counted.states.iter().map(|(id, _)| *id).collect();
+    let state_people: Vec<i64> = counted.states.iter().map(|(_, n)| *n as i64).collect();
+    tx.execute(
+        "CREATE TEMP TABLE carga_state_people ON COMMIT DROP AS
+         SELECT * FROM unnest($1::int[], $2::bigint[]) AS t(state_id, people)",
+        &[&state_ids, &state_people],
     )
     .await?;
     Ok(())
-}
-
-/// What the partition holds: (rows, cents), to check against the tallies.
-pub async fn stored(
-    tx: &Transaction<'_>,
-    scope: &Scope<'_>,
-) -> Result<(i64, i64), tokio_postgres::Error> {
-    let row = tx
-        .query_one(
-            &format!(
-                "SELECT count(*), coalesce(sum(value_cents), 0)::bigint FROM {}",
-                scope.partition
-            ),
-            &[],
-        )
-        .await?;
-    Ok((row.get(0), row.get(1)))
 }
 
 /// `beneficiary_data`: one row per municipality, upserted (so the API's ids
@@ -152,16 +143,19 @@ pub async fn state(tx: &Transaction<'_>, scope: &Scope<'_>) -> Result<u64, tokio
         "INSERT INTO public.program_state_monthly
              (program_id, state_id, reference_date, municipalities, total_beneficiaries,
               total_families, total_value_brl, payments, load_id)
-         SELECT $1, a.state_id, $2, a.municipalities,
-                (a.nis_rows - coalesce(r.rows, 0) + coalesce(r.people, 0))::int,
-                CASE WHEN $3 THEN (a.nis_rows - coalesce(r.rows, 0) + coalesce(r.people, 0))::int END,
+         SELECT $1, a.state_id, $2, a.municipalities, coalesce(p.people, 0)::int,
+                CASE WHEN $3 THEN coalesce(p.people, 0)::int END,
                 a.cents::numeric / 100, a.payments, $4
-         FROM (SELECT state_id, count(*) AS municipalities, sum(payments - without_nis) AS nis_rows,
-                      sum(cents) AS cents, sum(payments) AS payments
+         FROM (SELECT state_id, count(*) AS municipalities, sum(cents) AS cents,
+                      sum(payments) AS payments
                FROM carga_municipal GROUP BY state_id) a
-         LEFT JOIN (SELECT state_id, count(*) AS rows, count(DISTINCT beneficiary_hash) AS people
-                    FROM carga_repeats GROUP BY state_id) r USING (state_id)",
-        &[&scope.program_id, &scope.reference_date, &scope.paid_per_family, &scope.load_id],
+         LEFT JOIN carga_state_people p USING (state_id)",
+        &[
+            &scope.program_id,
+            &scope.reference_date,
+            &scope.paid_per_family,
+            &scope.load_id,
+        ],
     )
     .await
 }
@@ -170,13 +164,11 @@ pub async fn state(tx: &Transaction<'_>, scope: &Scope<'_>) -> Result<u64, tokio
 pub async fn national(
     tx: &Transaction<'_>,
     scope: &Scope<'_>,
+    distinct_beneficiaries: u64,
 ) -> Result<Totals, tokio_postgres::Error> {
     let row = tx
         .query_one(
             "SELECT count(DISTINCT state_id), count(*),
-                    (coalesce(sum(payments - without_nis), 0)
-                       - (SELECT count(*) FROM carga_repeats)
-                       + (SELECT count(DISTINCT beneficiary_hash) FROM carga_repeats))::bigint,
                     coalesce(sum(payments), 0)::bigint, coalesce(sum(cents), 0)::bigint
              FROM carga_municipal",
             &[],
@@ -185,9 +177,9 @@ pub async fn national(
     let totals = Totals {
         states: row.get(0),
         municipalities: row.get(1),
-        distinct_beneficiaries: row.get(2),
-        payments: row.get(3),
-        value_cents: row.get(4),
+        distinct_beneficiaries: distinct_beneficiaries as i64,
+        payments: row.get(2),
+        value_cents: row.get(3),
     };
     tx.execute(
         "INSERT INTO public.program_national_monthly

@@ -11,7 +11,7 @@ use clap::Args;
 use super::{CliResult, Failure, brl, usage};
 use crate::config::Settings;
 use crate::dataset;
-use crate::parse::MunicipalityIndex;
+use crate::parse::{MunicipalityEntry, MunicipalityIndex};
 use crate::pipeline;
 use crate::source::Progress;
 
@@ -29,11 +29,12 @@ pub fn builtin_index() -> MunicipalityIndex {
             .unwrap_or_default();
     MunicipalityIndex::new(municipalities.iter().filter_map(|m| {
         let ibge: u32 = m.ibge_code.parse().ok()?;
-        Some((
-            ibge as i32,
+        Some(MunicipalityEntry {
+            id: ibge as i32,
             ibge,
-            m.siafi_code.as_deref().and_then(|s| s.parse().ok()),
-        ))
+            siafi: m.siafi_code.as_deref().and_then(|s| s.parse().ok()),
+            state_id: (ibge / 100_000) as i32,
+        })
     }))
 }
 

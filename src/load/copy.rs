@@ -13,12 +13,12 @@ pub const TRAILER: &[u8] = &[0xff, 0xff];
 /// The column list every encoded row follows, in order. `program_id` and
 /// `reference_date` are constant in a leaf and come from its defaults.
 pub const COLUMNS: &str =
-    "competence_date, municipality_id, beneficiary_hash, value_cents, maybe_repeat, attributes";
+    "competence_date, municipality_id, beneficiary_hash, value_cents, attributes";
 
 /// Appends one tuple.
-pub fn encode_row(buf: &mut BytesMut, row: &PaymentRow<'_>, maybe_repeat: bool) {
+pub fn encode_row(buf: &mut BytesMut, row: &PaymentRow<'_>) {
     buf.reserve(96);
-    buf.put_i16(6);
+    buf.put_i16(5);
     match row.competence_date {
         Some(days) => {
             buf.put_i32(4);
@@ -37,8 +37,6 @@ pub fn encode_row(buf: &mut BytesMut, row: &PaymentRow<'_>, maybe_repeat: bool) 
     }
     buf.put_i32(8);
     buf.put_i64(row.value_cents);
-    buf.put_i32(1);
-    buf.put_u8(u8::from(maybe_repeat));
     match row.attributes {
         Some(json) => {
             buf.put_i32(json.len() as i32 + 1);

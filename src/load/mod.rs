@@ -22,7 +22,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::GenericClient;
 
 use crate::dataset::{Period, Program};
-use crate::parse::MunicipalityIndex;
+use crate::parse::{MunicipalityEntry, MunicipalityIndex};
 
 /// Inserts the program if missing (the API may own it already) and returns its id.
 pub async fn ensure_program(
@@ -59,18 +59,20 @@ pub async fn municipality_index(
 ) -> Result<MunicipalityIndex, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT id, ibge_code, siafi_code FROM public.municipalities WHERE ibge_code ~ '^[0-9]{7}$'",
+            "SELECT id, ibge_code, siafi_code, state_id FROM public.municipalities
+             WHERE ibge_code ~ '^[0-9]{7}$'",
             &[],
         )
         .await?;
     Ok(MunicipalityIndex::new(rows.iter().map(|r| {
         let ibge: String = r.get(1);
         let siafi: Option<String> = r.get(2);
-        (
-            r.get::<_, i32>(0),
-            ibge.parse().unwrap_or(0),
-            siafi.and_then(|s| s.parse().ok()),
-        )
+        MunicipalityEntry {
+            id: r.get(0),
+            ibge: ibge.parse().unwrap_or(0),
+            siafi: siafi.and_then(|s| s.parse().ok()),
+            state_id: r.get(3),
+        }
     })))
 }
 
