@@ -580,7 +580,8 @@ async fn readers_never_see_a_mix() {
 }
 
 /// The worker's distinct counts (hash-partitioned spill, counted on
-/// several threads) against the obvious SQL over the rows it stored, on
+/// several threads) and sums against the obvious SQL over the rows it
+/// stored, on
 /// generated rows where people are paid again in other municipalities and
 /// other states.
 #[tokio::test]
@@ -632,11 +633,14 @@ async fn distinct_counts_match_count_distinct_over_the_stored_rows() {
         }
     };
     let municipal = mismatches(
-        "SELECT format('%s: %s vs %s', coalesce(o.municipality_id, b.municipality_id), o.n, b.total_beneficiaries)
-         FROM (SELECT municipality_id, count(DISTINCT beneficiary_hash) AS n
+        "SELECT format('%s: %s vs %s, %s vs %s', coalesce(o.municipality_id, b.municipality_id),
+                       o.n, b.total_beneficiaries, o.cents, b.total_value_brl)
+         FROM (SELECT municipality_id, count(DISTINCT beneficiary_hash) AS n,
+                      sum(value_cents)::numeric / 100 AS cents
                FROM carga.payments GROUP BY 1) o
          FULL JOIN public.beneficiary_data b USING (municipality_id)
-         WHERE o.n IS DISTINCT FROM b.total_beneficiaries::bigint",
+         WHERE o.n IS DISTINCT FROM b.total_beneficiaries::bigint
+            OR o.cents IS DISTINCT FROM b.total_value_brl",
     )
     .await;
     assert!(municipal.is_empty(), "municipal: {municipal:?}");
