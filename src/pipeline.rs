@@ -23,6 +23,7 @@ use crate::config::{LimitSettings, Settings};
 use crate::dataset::{Period, Spec};
 use crate::decode::{ChannelReader, DecodeError, Decoded, Limited, find_decode_error};
 use crate::load::{self, copy, ledger};
+use crate::parse::records::RecordReader;
 use crate::parse::{HeaderError, MunicipalityIndex, Plan, Transformer};
 use crate::source::{self, DownloadSummary, OpenOutcome, Progress, SourceError, Validators};
 
@@ -185,17 +186,9 @@ pub struct ParseSummary {
     pub spilled_bytes: u64,
 }
 
-fn csv_error(file: &str, error: csv::Error) -> LoadError {
-    let (line, byte) = error.position().map_or((0, 0), |p| (p.line(), p.byte()));
-    match error.into_kind() {
-        csv::ErrorKind::Io(e) => io_error(file, line, byte, e),
-        other => LoadError::Csv {
-            file: file.to_string(),
-            line,
-            byte,
-            message: format!("{other:?}"),
-        },
-    }
+fn read_error<R: Read>(file: &str, reader: &RecordReader<R>, error: io::Error) -> LoadError {
+    let (line, byte) = reader.position();
+    io_error(file, line, byte, error)
 }
 
 fn io_error(file: &str, line: u64, byte: u64, e: io::Error) -> LoadError {
@@ -245,23 +238,17 @@ pub fn parse_blocking(
         .name("carga-inflate".into())
         .spawn(move || inflate(decoded, &limits, &inflated_tx))
         .map_err(|e| LoadError::Internal(format!("failed to start the inflate thread: {e}")))?;
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(parse.spec.delimiter)
-        .has_headers(false)
-        .flexible(true)
-        .buffer_capacity(256 * 1024)
-        .from_reader(ChannelReader::new(inflated_rx));
+    let mut reader = RecordReader::new(ChannelReader::new(inflated_rx), parse.spec.delimiter);
     let mut record = ByteRecord::new();
     if !reader
-        .read_byte_record(&mut record)
-        .map_err(|e| csv_error(&file, e))?
+        .read_record(&mut record)
+        .map_err(|e| read_error(&file, &reader, e))?
     {
         return Err(LoadError::Header {
             file,
             source: HeaderError::Empty,
         });
     }
-    strip_bom(&mut record);
     let plan = Plan::new(&parse.spec, &record).map_err(|source| LoadError::Header {
         file: file.clone(),
         source,
@@ -304,21 +291,13 @@ pub fn parse_blocking(
         }
         Ok(())
     };
-    // csv counts a CRLF's line feed at the start of the next record, so its
-    // lines lag by one in CRLF files: calibrate on the first data record,
-    // which is on line 2 (the header holds no line break).
-    let mut line_correction: Option<u64> = None;
     loop {
-        match reader.read_byte_record(&mut record) {
+        match reader.read_record(&mut record) {
             Ok(true) => {}
             Ok(false) => break,
-            Err(e) => return Err(csv_error(&file, e)),
+            Err(e) => return Err(read_error(&file, &reader, e)),
         }
         summary.rows_read += 1;
-        if line_correction.is_none() {
-            let line = record.position().map_or(2, csv::Position::line);
-            line_correction = Some(2u64.saturating_sub(line));
-        }
         match transformer.row(&record) {
             Ok(row) => {
                 summary.rows_loaded += 1;
@@ -346,7 +325,7 @@ pub fn parse_blocking(
                         .cloned()
                         .unwrap_or_else(csv::Position::new);
                     summary.rejects.push(ledger::Reject {
-                        line: position.line() + line_correction.unwrap_or(0),
+                        line: position.line(),
                         byte_offset: position.byte(),
                         column: error.column,
                         code: error.reason.code(),
@@ -462,20 +441,6 @@ fn inflate<R: io::BufRead>(
         let _ = tx.blocking_send(Err(e));
     }
     total
-}
-
-/// A UTF-8 byte-order mark before the first header name is not part of it.
-fn strip_bom(record: &mut ByteRecord) {
-    if record
-        .get(0)
-        .is_some_and(|f| f.starts_with(b"\xef\xbb\xbf"))
-    {
-        let mut fixed = ByteRecord::new();
-        for (i, field) in record.iter().enumerate() {
-            fixed.push_field(if i == 0 { &field[3..] } else { field });
-        }
-        *record = fixed;
-    }
 }
 
 /// The limit on rejects for `rows_read` rows.
@@ -997,22 +962,4 @@ pub async fn validate(
         summary,
         bytes,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_byte_order_mark_is_not_part_of_the_first_header() {
-        let mut record = ByteRecord::from(vec![&b"\xef\xbb\xbfM\xcaS REFER\xcaNCIA"[..], b"UF"]);
-        strip_bom(&mut record);
-        assert_eq!(
-            record,
-            ByteRecord::from(vec![&b"M\xcaS REFER\xcaNCIA"[..], b"UF"])
-        );
-        let mut plain = ByteRecord::from(vec!["UF", "VALOR"]);
-        strip_bom(&mut plain);
-        assert_eq!(plain, ByteRecord::from(vec!["UF", "VALOR"]));
-    }
 }

@@ -1,10 +1,12 @@
-//! CSV records → typed payment rows, or row errors. Pure: no I/O, no SQL.
+//! CSV records → typed payment rows, or row errors. No SQL, and no I/O but
+//! reading an `io::Read` ([`records`]).
 //! One bad row never sinks the batch: [`Transformer::row`] returns the row
 //! or a [`RowError`], and the caller decides by policy. The header is
 //! matched by name (accents, case and spacing ignored; aliases allowed)
 //! before any row is read.
 
 pub mod keyed;
+pub mod records;
 pub mod value;
 
 use std::collections::HashMap;

@@ -1,0 +1,409 @@
+//! CSV records from a byte stream, fast for the shape the Portal's files
+//! have and exactly like the `csv` crate for everything else.
+//!
+//! The Portal quotes every field and never puts a quote or a line break
+//! inside one, so a record is `"…";"…";…;"…"` and a line ending. For such a
+//! record the reader jumps from quote to quote with `memchr` (SIMD) instead
+//! of stepping a state machine through every byte. Any record that is not
+//! exactly that shape (an unquoted field, a doubled quote, a line break
+//! inside quotes, a lone CR, a record longer than the buffer, the last
+//! record without a line ending) is handed, from its first byte, to
+//! `csv-core` — the parser inside the `csv` crate, configured as that
+//! crate's `ReaderBuilder` is with `has_headers(false)` and
+//! `flexible(true)` — so the records are the same whatever the input
+//! (differential tests below). A leading UTF-8 byte-order mark is skipped,
+//! as `csv` does.
+//!
+//! Positions: `line` is the line the record starts on (1-based, counting
+//! line feeds), `byte` the offset of its first byte in the decoded stream,
+//! `record` its 0-based index.
+
+use std::io::{self, Read};
+
+use csv::{ByteRecord, Position};
+use csv_core::ReadRecordResult;
+
+/// Input buffer; a simple record longer than this takes the slow path.
+const BUFFER: usize = 1 << 20;
+
+pub struct RecordReader<R> {
+    source: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    first_fill: bool,
+    delimiter: u8,
+    fast: bool,
+    core: csv_core::Reader,
+    /// Line and stream offset of `buf[start]`.
+    line: u64,
+    byte: u64,
+    records: u64,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+enum Fast {
+    Done,
+    NeedMore,
+    NotSimple,
+}
+
+impl<R: Read> RecordReader<R> {
+    pub fn new(source: R, delimiter: u8) -> RecordReader<R> {
+        RecordReader {
+            source,
+            buf: vec![0; BUFFER],
+            start: 0,
+            end: 0,
+            eof: false,
+            first_fill: true,
+            delimiter,
+            fast: !matches!(delimiter, b'"' | b'\r' | b'\n'),
+            core: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
+            line: 1,
+            byte: 0,
+            records: 0,
+            out: vec![0; 4096],
+            ends: vec![0; 64],
+        }
+    }
+
+    /// Where the reader is: (line, byte offset). For errors.
+    pub fn position(&self) -> (u64, u64) {
+        (self.line, self.byte)
+    }
+
+    /// Reads the next record into `record` (with its position); false at
+    /// the end of the stream.
+    pub fn read_record(&mut self, record: &mut ByteRecord) -> io::Result<bool> {
+        loop {
+            self.skip_terminators();
+            if self.start == self.end {
+                if self.eof {
+                    return Ok(false);
+                }
+                self.fill()?;
+                continue;
+            }
+            if self.fast && self.buf.get(self.start) == Some(&b'"') {
+                match self.fast_record(record) {
+                    Fast::Done => return Ok(true),
+                    Fast::NeedMore if !self.eof && !self.buffer_full() => {
+                        self.fill()?;
+                        continue;
+                    }
+                    Fast::NeedMore | Fast::NotSimple => {}
+                }
+            }
+            return self.slow_record(record);
+        }
+    }
+
+    /// A record fills the whole buffer: only csv-core can take it.
+    fn buffer_full(&self) -> bool {
+        self.start == 0 && self.end == BUFFER
+    }
+
+    /// Blank lines between records are skipped, as csv-core does.
+    fn skip_terminators(&mut self) {
+        while let Some(&b) = self.buf.get(self.start).filter(|_| self.start < self.end) {
+            if b != b'\n' && b != b'\r' {
+                break;
+            }
+            self.line += u64::from(b == b'\n');
+            self.start += 1;
+            self.byte += 1;
+        }
+    }
+
+    /// Moves the unread bytes to the front and reads more after them.
+    fn fill(&mut self) -> io::Result<()> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        while let Some(space) = self.buf.get_mut(self.end..).filter(|s| !s.is_empty()) {
+            match self.source.read(space) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            // The byte-order mark is only recognised whole.
+            if !(self.first_fill && self.end < 3) {
+                break;
+            }
+        }
+        if self.first_fill {
+            self.first_fill = false;
+            if self
+                .buf
+                .get(..self.end)
+                .is_some_and(|b| b.starts_with(b"\xef\xbb\xbf"))
+            {
+                self.start = 3;
+                self.byte = 3;
+            }
+        }
+        Ok(())
+    }
+
+    fn position_here(&self) -> Position {
+        let mut position = Position::new();
+        position
+            .set_line(self.line)
+            .set_byte(self.byte)
+            .set_record(self.records);
+        position
+    }
+
+    /// `"…";"…";…;"…"` then LF or CRLF, wholly in the buffer.
+    fn fast_record(&mut self, record: &mut ByteRecord) -> Fast {
+        let data = self.buf.get(self.start..self.end).unwrap_or(&[]);
+        record.clear();
+        let mut open = 0; // index of the opening quote of the current field
+        let consumed = loop {
+            let content = open + 1;
+            let Some(rest) = data.get(content..) else {
+                return Fast::NeedMore;
+            };
+            let Some(found) = memchr::memchr2(b'"', b'\n', rest) else {
+                return Fast::NeedMore;
+            };
+            let close = content + found;
+            if data.get(close) != Some(&b'"') {
+                return Fast::NotSimple; // a line break inside quotes
+            }
+            let field = data.get(content..close).unwrap_or(&[]);
+            match data.get(close + 1) {
+                None => return Fast::NeedMore,
+                Some(&d) if d == self.delimiter => {
+                    record.push_field(field);
+                    match data.get(close + 2) {
+                        None => return Fast::NeedMore,
+                        Some(b'"') => open = close + 2,
+                        Some(_) => return Fast::NotSimple,
+                    }
+                }
+                Some(b'\n') => {
+                    record.push_field(field);
+                    break close + 2;
+                }
+                Some(b'\r') => match data.get(close + 2) {
+                    None => return Fast::NeedMore,
+                    Some(b'\n') => {
+                        record.push_field(field);
+                        break close + 3;
+                    }
+                    Some(_) => return Fast::NotSimple,
+                },
+                Some(_) => return Fast::NotSimple, // a doubled quote, or text after it
+            }
+        };
+        record.set_position(Some(self.position_here()));
+        self.records += 1;
+        self.start += consumed;
+        self.byte += consumed as u64;
+        self.line += 1;
+        Fast::Done
+    }
+
+    /// One record through csv-core, from its first byte.
+    fn slow_record(&mut self, record: &mut ByteRecord) -> io::Result<bool> {
+        self.core.reset();
+        let position = self.position_here();
+        let (mut out_len, mut nends) = (0, 0);
+        loop {
+            if self.start == self.end && !self.eof {
+                self.fill()?;
+            }
+            let input = self.buf.get(self.start..self.end).unwrap_or(&[]);
+            let out = self.out.get_mut(out_len..).unwrap_or(&mut []);
+            let ends = self.ends.get_mut(nends..).unwrap_or(&mut []);
+            let (result, nin, nout, nend) = self.core.read_record(input, out, ends);
+            let read = input.get(..nin).unwrap_or(&[]);
+            self.line += memchr::memchr_iter(b'\n', read).count() as u64;
+            self.start += nin;
+            self.byte += nin as u64;
+            out_len += nout;
+            nends += nend;
+            match result {
+                ReadRecordResult::InputEmpty => {}
+                ReadRecordResult::OutputFull => {
+                    let len = self.out.len() * 2;
+                    self.out.resize(len, 0);
+                }
+                ReadRecordResult::OutputEndsFull => {
+                    let len = self.ends.len() * 2;
+                    self.ends.resize(len, 0);
+                }
+                ReadRecordResult::Record => {
+                    record.clear();
+                    let mut from = 0;
+                    for &to in self.ends.get(..nends).unwrap_or(&[]) {
+                        record.push_field(self.out.get(from..to).unwrap_or(&[]));
+                        from = to;
+                    }
+                    record.set_position(Some(position));
+                    self.records += 1;
+                    return Ok(true);
+                }
+                ReadRecordResult::End => return Ok(false),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::Rng;
+
+    /// Reads in pieces of at most `piece` bytes, to cut records anywhere.
+    struct Pieces<'a> {
+        data: &'a [u8],
+        piece: usize,
+    }
+
+    impl Read for Pieces<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.piece.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn ours(data: &[u8], piece: usize) -> Vec<(Vec<Vec<u8>>, u64, u64)> {
+        let mut reader = RecordReader::new(Pieces { data, piece }, b';');
+        let mut record = ByteRecord::new();
+        let mut all = Vec::new();
+        while reader.read_record(&mut record).expect("read") {
+            let p = record.position().expect("position");
+            all.push((
+                record.iter().map(<[u8]>::to_vec).collect(),
+                p.line(),
+                p.byte(),
+            ));
+        }
+        all
+    }
+
+    fn theirs(data: &[u8]) -> Vec<Vec<Vec<u8>>> {
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(b';')
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(data);
+        let mut record = ByteRecord::new();
+        let mut all = Vec::new();
+        while reader.read_byte_record(&mut record).expect("csv") {
+            all.push(record.iter().map(<[u8]>::to_vec).collect());
+        }
+        all
+    }
+
+    fn fields(records: &[(Vec<Vec<u8>>, u64, u64)]) -> Vec<Vec<Vec<u8>>> {
+        records.iter().map(|r| r.0.clone()).collect()
+    }
+
+    #[test]
+    fn portal_records_with_lines_and_offsets() {
+        let data = b"\xef\xbb\xbf\"A\";\"B\"\r\n\"1\";\"x y\"\r\n\r\n\"2\";\"\"\r\n";
+        let got = ours(data, 1);
+        assert_eq!(
+            got,
+            vec![
+                (vec![b"A".to_vec(), b"B".to_vec()], 1, 3),
+                (vec![b"1".to_vec(), b"x y".to_vec()], 2, 12),
+                (vec![b"2".to_vec(), b"".to_vec()], 4, 25),
+            ]
+        );
+    }
+
+    #[test]
+    fn odd_records_go_through_csv_core_and_keep_their_lines() {
+        let data = b"\"a\";\"b\"\n\"say \"\"hi\"\"\";x\n\"multi\nline\";\"z\"\n\"c\";\"d\"\nlast;no;newline";
+        let got = ours(data, 3);
+        assert_eq!(fields(&got), theirs(data));
+        let lines: Vec<u64> = got.iter().map(|r| r.1).collect();
+        assert_eq!(lines, vec![1, 2, 3, 5, 6]);
+    }
+
+    /// Random mixes of every shape csv accepts, read in random piece sizes:
+    /// the same records as the `csv` crate.
+    #[test]
+    fn same_records_as_the_csv_crate_on_random_input() {
+        let mut rng = Rng::new(42);
+        let alphabet: &[u8] = b"ab ;\"\r\n,\xca";
+        for round in 0..3000 {
+            let mut data = Vec::new();
+            let mostly_portal = round % 2 == 0;
+            for _ in 0..rng.below(12) {
+                let fields = 1 + rng.below(5);
+                for f in 0..fields {
+                    if f > 0 {
+                        data.push(b';');
+                    }
+                    let len = rng.below(6) as usize;
+                    if mostly_portal && rng.below(10) > 0 {
+                        data.push(b'"');
+                        for _ in 0..len {
+                            data.push(b"abc 1,\xca"[rng.below(7) as usize]);
+                        }
+                        data.push(b'"');
+                    } else {
+                        for _ in 0..len {
+                            data.push(alphabet[rng.below(alphabet.len() as u64) as usize]);
+                        }
+                    }
+                }
+                match rng.below(4) {
+                    0 => data.extend_from_slice(b"\r\n"),
+                    1 => data.push(b'\n'),
+                    2 => data.push(b'\r'),
+                    _ => {}
+                }
+            }
+            let piece = 1 + rng.below(20) as usize;
+            assert_eq!(
+                fields(&ours(&data, piece)),
+                theirs(&data),
+                "input {:?}",
+                String::from_utf8_lossy(&data)
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_longer_than_the_buffer_is_read_whole() {
+        let mut data = b"\"".to_vec();
+        data.extend(std::iter::repeat_n(b'x', BUFFER + 10));
+        data.extend_from_slice(b"\";\"y\"\r\n\"z\"\r\n");
+        let got = ours(&data, 100_000);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0[0].len(), BUFFER + 10);
+        assert_eq!(got[1], (vec![b"z".to_vec()], 2, data.len() as u64 - 5));
+    }
+
+    #[test]
+    fn errors_from_the_source_are_returned() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("cut"))
+            }
+        }
+        let mut reader = RecordReader::new(Broken, b';');
+        let err = reader
+            .read_record(&mut ByteRecord::new())
+            .expect_err("error");
+        assert_eq!(err.to_string(), "cut");
+    }
+}
