@@ -292,11 +292,11 @@ pub fn parse_blocking(
         Ok(())
     };
     loop {
-        match reader.read_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => break,
+        let record = match reader.next_record() {
+            Ok(Some(record)) => record,
+            Ok(None) => break,
             Err(e) => return Err(read_error(&file, &reader, e)),
-        }
+        };
         summary.rows_read += 1;
         match transformer.row(&record) {
             Ok(row) => {
@@ -320,13 +320,9 @@ pub fn parse_blocking(
                     .entry(error.reason.code())
                     .or_default() += 1;
                 if summary.rejects.len() < parse.limits.max_stored_rejects {
-                    let position = record
-                        .position()
-                        .cloned()
-                        .unwrap_or_else(csv::Position::new);
                     summary.rejects.push(ledger::Reject {
-                        line: position.line(),
-                        byte_offset: position.byte(),
+                        line: record.line,
+                        byte_offset: record.byte,
                         column: error.column,
                         code: error.reason.code(),
                         reason: error.reason.to_string(),

@@ -12,7 +12,7 @@ pub mod value;
 use std::collections::HashMap;
 use std::fmt;
 
-use csv::ByteRecord;
+use self::records::Fields;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -240,8 +240,8 @@ enum Shown {
 impl Plan {
     /// Maps the spec's columns onto `header` by name. Fails before any row
     /// is read, listing the expected and found names.
-    pub fn new(spec: &Spec, header: &ByteRecord) -> Result<Plan, HeaderError> {
-        if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
+    pub fn new(spec: &Spec, header: &impl Fields) -> Result<Plan, HeaderError> {
+        if header.is_empty() || (header.len() == 1 && header.get(0).is_some_and(<[u8]>::is_empty)) {
             return Err(HeaderError::Empty);
         }
         let headers: Vec<String> = header
@@ -439,7 +439,7 @@ impl Transformer {
     }
 
     /// Transforms one record.
-    pub fn row(&mut self, record: &ByteRecord) -> Result<PaymentRow<'_>, RowError> {
+    pub fn row(&mut self, record: &impl Fields) -> Result<PaymentRow<'_>, RowError> {
         let plan = &self.plan;
         if record.len() != plan.width {
             return Err(RowError {
@@ -535,7 +535,7 @@ impl Transformer {
         })
     }
 
-    fn encode_attributes(&mut self, record: &ByteRecord) -> Result<(), RowError> {
+    fn encode_attributes(&mut self, record: &impl Fields) -> Result<(), RowError> {
         self.attributes.clear();
         self.attributes.push(b'{');
         for (n, attribute) in self.plan.attributes.iter().enumerate() {
@@ -596,7 +596,7 @@ impl Transformer {
 
     /// The record as text for the rejects table, with every column the
     /// privacy policy does not keep replaced by `***`, cut to `limit` bytes.
-    pub fn redacted_line(&self, record: &ByteRecord, limit: usize) -> String {
+    pub fn redacted_line(&self, record: &impl Fields, limit: usize) -> String {
         let mut out = String::new();
         for (i, field) in record.iter().enumerate() {
             if i > 0 {
@@ -643,6 +643,7 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use csv::ByteRecord;
     use std::path::Path;
 
     fn spec(name: &str) -> Spec {
