@@ -586,7 +586,13 @@ async fn readers_never_see_a_mix() {
 /// other states.
 #[tokio::test]
 async fn distinct_counts_match_count_distinct_over_the_stored_rows() {
-    let mut app = TestApp::with_settings(|s| s.load.count_threads = 3).await;
+    let spill = tempfile::tempdir().expect("spill dir");
+    let spill_dir = spill.path().to_path_buf();
+    let mut app = TestApp::with_settings(|s| {
+        s.load.count_threads = 3;
+        s.load.spill_dir = spill_dir;
+    })
+    .await;
     let period = carga::dataset::Period::new(2024, 10).expect("period");
     let mut zip = std::io::Cursor::new(Vec::new());
     carga::sample::write_zip(&mut zip, period, 40_000, 5, "202410_NovoBolsaFamilia.csv")
@@ -620,6 +626,11 @@ async fn distinct_counts_match_count_distinct_over_the_stored_rows() {
         .expect("national")
         .get(0);
     assert_eq!(report.distinct_beneficiaries, national);
+    assert_eq!(
+        std::fs::read_dir(spill.path()).expect("ls").count(),
+        0,
+        "the spill leaves no file behind"
+    );
     let mismatches = |sql: &'static str| {
         let client = &client;
         async move {
