@@ -270,35 +270,29 @@ impl<R: Read> RecordReader<R> {
                 last_close = Some(q);
             }
         };
+        // Each word's quotes, lowest first; the tail is zero-padded (a zero
+        // byte is not a quote).
+        let mut scan = |bytes: [u8; 8], base: usize, bounds: &mut Vec<(usize, usize)>| {
+            let mut mask = quote_mask(u64::from_le_bytes(bytes));
+            while mask != 0 {
+                visit(base + (mask.trailing_zeros() / 8) as usize, bounds);
+                mask &= mask - 1;
+            }
+        };
         let mut words = line.chunks_exact(8);
         let mut base = 0;
         for word in words.by_ref() {
             let mut bytes = [0u8; 8];
             bytes.copy_from_slice(word);
-            let mut mask = quote_mask(u64::from_le_bytes(bytes));
-            while mask != 0 {
-                visit(
-                    base + (mask.trailing_zeros() / 8) as usize,
-                    &mut self.bounds,
-                );
-                mask &= mask - 1;
-            }
+            scan(bytes, base, &mut self.bounds);
             base += 8;
         }
         let tail = words.remainder();
         let mut bytes = [0u8; 8];
-        bytes
-            .get_mut(..tail.len())
-            .unwrap_or(&mut [])
-            .copy_from_slice(tail);
-        let mut mask = quote_mask(u64::from_le_bytes(bytes));
-        while mask != 0 {
-            visit(
-                base + (mask.trailing_zeros() / 8) as usize,
-                &mut self.bounds,
-            );
-            mask &= mask - 1;
+        if let Some(head) = bytes.get_mut(..tail.len()) {
+            head.copy_from_slice(tail);
         }
+        scan(bytes, base, &mut self.bounds);
         let closed = open.is_none() && last_close.is_some_and(|c| c + 1 == line.len());
         if !(simple && closed) {
             return Fast::NotSimple;
