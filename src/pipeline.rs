@@ -785,6 +785,12 @@ async fn attempt(
     report.rejects = summary.rejects.iter().take(20).cloned().collect();
     stats["rows_read"] = summary.rows_read.into();
     stats["rows_rejected"] = summary.rows_rejected.into();
+    stats["spilled_bytes"] = summary.spilled_bytes.into();
+    tracing::debug!(
+        seconds = stream_seconds,
+        spilled_bytes = summary.spilled_bytes,
+        "stream finished"
+    );
     stats["stage_seconds"] = ledger::stage_seconds(&[("stream", stream_seconds)]);
 
     if summary.rows_read == 0 {
