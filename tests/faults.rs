@@ -578,3 +578,54 @@ async fn an_unchanged_file_is_recognised_by_its_hash() {
         .get(0);
     assert_eq!(status, "skipped");
 }
+
+/// The spill file hits the file-size limit (`ulimit -f`, SIGXFSZ ignored so
+/// the write fails with EFBIG, as a full disk fails with ENOSPC): the real
+/// binary exits 1 naming the spill and the setting, the ledger says
+/// `spill_io`, and the published month is untouched.
+#[tokio::test]
+async fn a_spill_write_that_fails_fails_the_load_and_keeps_the_data() {
+    let mut app = TestApp::new().await;
+    let (_, before) = publish_one_row(&mut app).await;
+    let tables = app.carga_tables().await;
+    // Enough people to fill the partition buffers several times over.
+    let urls = app.serve(vec![("big.zip", zip_of_rows(300_000))]).await;
+    let output = tokio::process::Command::new("sh")
+        .args([
+            "-c",
+            "trap '' XFSZ; ulimit -f 256 && exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_carga"),
+            "run",
+            "novo-bolsa-familia",
+            "--period",
+            "2024-10",
+            "--force",
+            "--url",
+            &urls["big.zip"],
+        ])
+        .env("DATABASE_URL", &app.url)
+        .env("CARGA_NIS_KEY", common::NIS_KEY)
+        .output()
+        .await
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("spill file") && last.contains("load.spill_dir"),
+        "{stderr}"
+    );
+    assert_eq!(app.visible_state().await, before);
+    assert_eq!(app.carga_tables().await, tables);
+    let code: Option<String> = app
+        .client()
+        .await
+        .query_one(
+            "SELECT error_code FROM carga.loads ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .expect("ledger")
+        .get(0);
+    assert_eq!(code.as_deref(), Some("spill_io"));
+}
