@@ -323,14 +323,21 @@ async fn archive_faults_fail_with_their_code() {
     assert_eq!(n, 0);
 }
 
-/// Starts the real binary loading `url` and returns once its COPY has
-/// written rows (seen in pg_stat_progress_copy).
-async fn spawn_load_and_wait_for_copy(
-    app: &TestApp,
-    url: &str,
-    stderr: std::process::Stdio,
-) -> tokio::process::Child {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
+/// The real binary, set to load `url` into the test's database:
+/// `carga run novo-bolsa-familia --period 2024-10 --force --url URL`, started
+/// through `launcher` when given (a program that then execs the binary,
+/// whose path it gets as its next argument).
+fn load_command(app: &TestApp, url: &str, launcher: &[&str]) -> tokio::process::Command {
+    let binary = env!("CARGO_BIN_EXE_carga");
+    let mut command = match launcher.split_first() {
+        Some((program, args)) => {
+            let mut c = tokio::process::Command::new(program);
+            c.args(args).arg(binary);
+            c
+        }
+        None => tokio::process::Command::new(binary),
+    };
+    command
         .args([
             "run",
             "novo-bolsa-familia",
@@ -341,7 +348,18 @@ async fn spawn_load_and_wait_for_copy(
             url,
         ])
         .env("DATABASE_URL", &app.url)
-        .env("CARGA_NIS_KEY", common::NIS_KEY)
+        .env("CARGA_NIS_KEY", common::NIS_KEY);
+    command
+}
+
+/// Starts the real binary loading `url` and returns once its COPY has
+/// written rows (seen in pg_stat_progress_copy).
+async fn spawn_load_and_wait_for_copy(
+    app: &TestApp,
+    url: &str,
+    stderr: std::process::Stdio,
+) -> tokio::process::Child {
+    let child = load_command(app, url, &[])
         .stdout(std::process::Stdio::null())
         .stderr(stderr)
         .kill_on_drop(true)
@@ -590,21 +608,12 @@ async fn a_spill_write_that_fails_fails_the_load_and_keeps_the_data() {
     let tables = app.carga_tables().await;
     // Enough people to fill the partition buffers several times over.
     let urls = app.serve(vec![("big.zip", zip_of_rows(300_000))]).await;
-    let output = tokio::process::Command::new("sh")
-        .args([
-            "-c",
-            "trap '' XFSZ; ulimit -f 256 && exec \"$0\" \"$@\"",
-            env!("CARGO_BIN_EXE_carga"),
-            "run",
-            "novo-bolsa-familia",
-            "--period",
-            "2024-10",
-            "--force",
-            "--url",
-            &urls["big.zip"],
-        ])
-        .env("DATABASE_URL", &app.url)
-        .env("CARGA_NIS_KEY", common::NIS_KEY)
+    let launcher = [
+        "sh",
+        "-c",
+        "trap '' XFSZ; ulimit -f 256 && exec \"$0\" \"$@\"",
+    ];
+    let output = load_command(&app, &urls["big.zip"], &launcher)
         .output()
         .await
         .expect("run");
