@@ -13,7 +13,6 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use csv::ByteRecord;
 use deadpool_postgres::Pool;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
@@ -239,17 +238,12 @@ pub fn parse_blocking(
         .spawn(move || inflate(decoded, &limits, &inflated_tx))
         .map_err(|e| LoadError::Internal(format!("failed to start the inflate thread: {e}")))?;
     let mut reader = RecordReader::new(ChannelReader::new(inflated_rx), parse.spec.delimiter);
-    let mut record = ByteRecord::new();
-    if !reader
-        .read_record(&mut record)
-        .map_err(|e| read_error(&file, &reader, e))?
-    {
-        return Err(LoadError::Header {
-            file,
-            source: HeaderError::Empty,
-        });
+    let plan = match reader.next_record() {
+        Ok(Some(header)) => Plan::new(&parse.spec, &header),
+        Ok(None) => Err(HeaderError::Empty),
+        Err(e) => return Err(read_error(&file, &reader, e)),
     }
-    let plan = Plan::new(&parse.spec, &record).map_err(|source| LoadError::Header {
+    .map_err(|source| LoadError::Header {
         file: file.clone(),
         source,
     })?;

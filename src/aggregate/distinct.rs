@@ -73,7 +73,6 @@ pub struct DistinctSpill {
     /// File offsets of each partition's full buffers.
     chunks: Vec<Vec<u64>>,
     written: u64,
-    records: u64,
 }
 
 impl DistinctSpill {
@@ -84,7 +83,6 @@ impl DistinctSpill {
             buffers: (0..PARTITIONS).map(|_| Vec::new()).collect(),
             chunks: vec![Vec::new(); PARTITIONS],
             written: 0,
-            records: 0,
         })
     }
 
@@ -100,7 +98,6 @@ impl DistinctSpill {
         }
         buffer.extend_from_slice(hash);
         buffer.extend_from_slice(&municipality.to_le_bytes());
-        self.records += 1;
         if buffer.len() >= BUFFER_BYTES {
             self.file.write_all_at(buffer, self.written)?;
             if let Some(chunks) = self.chunks.get_mut(partition) {
@@ -110,11 +107,6 @@ impl DistinctSpill {
             buffer.clear();
         }
         Ok(())
-    }
-
-    /// Records pushed so far.
-    pub fn records(&self) -> u64 {
-        self.records
     }
 
     /// Bytes written to the spill file so far.
@@ -302,7 +294,6 @@ mod tests {
             spill.push(h, *m).expect("push");
         }
         assert!(spill.spilled_bytes() > 0, "the test must exercise the file");
-        assert_eq!(spill.records(), pairs.len() as u64);
         let counts = spill.finish(&state_of, 5, 2).expect("finish");
         assert_eq!(counts, oracle(&pairs, &state_of, 5));
         assert_eq!(

@@ -152,18 +152,6 @@ impl<R: Read> RecordReader<R> {
         }
     }
 
-    /// Reads the next record into `record`; false at the end.
-    pub fn read_record(&mut self, record: &mut ByteRecord) -> io::Result<bool> {
-        let Some(next) = self.next_record()? else {
-            return Ok(false);
-        };
-        record.clear();
-        for field in next.iter() {
-            record.push_field(field);
-        }
-        Ok(true)
-    }
-
     /// Finds the next record and leaves its fields in `bounds`.
     fn advance(&mut self) -> io::Result<bool> {
         loop {
@@ -493,9 +481,7 @@ mod tests {
             }
         }
         let mut reader = RecordReader::new(Broken, b';');
-        let err = reader
-            .read_record(&mut ByteRecord::new())
-            .expect_err("error");
+        let err = reader.next_record().expect_err("error");
         assert_eq!(err.to_string(), "cut");
     }
 }
