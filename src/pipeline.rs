@@ -29,6 +29,52 @@ use crate::source::{self, DownloadSummary, OpenOutcome, Progress, SourceError, V
 /// Rows between two updates of the shared progress counters.
 const PROGRESS_EVERY: u64 = 16 * 1024;
 
+/// The stages whose failures race: the download, and the stream (inflate,
+/// parse and COPY, whose errors all come out of the COPY future).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Source,
+    Stream,
+}
+
+/// Which stage failed first, in time. When one stage fails, its neighbours
+/// fail in turn ("the reader stopped", "the COPY stream stopped", a
+/// forwarded body error); which of those errors reaches the caller first
+/// is a matter of scheduling. Each stage records itself here at the moment
+/// it fails for a reason of its own (before its neighbours can notice), so
+/// the root cause is reported whatever the timing.
+#[derive(Debug, Default)]
+pub struct FirstFailure(std::sync::OnceLock<Stage>);
+
+impl FirstFailure {
+    /// Records `stage` unless another stage failed earlier.
+    pub fn record(&self, stage: Stage) {
+        let _ = self.0.set(stage);
+    }
+
+    pub fn get(&self) -> Option<Stage> {
+        self.0.get().copied()
+    }
+
+    /// The root cause among the stream's and the download's results.
+    pub fn root_cause<A, B>(
+        &self,
+        stream: Result<A, LoadError>,
+        source: Result<B, LoadError>,
+    ) -> Result<(A, B), LoadError> {
+        match (stream, source) {
+            (Ok(a), Ok(b)) => Ok((a, b)),
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+            (Err(stream), Err(source)) => Err(match self.get() {
+                Some(Stage::Source) => source,
+                Some(Stage::Stream) => stream,
+                None if source.is_consequence() => stream,
+                None => source,
+            }),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
@@ -107,6 +153,10 @@ pub enum LoadError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A stage's neighbour went away: a consequence of the neighbour's own
+    /// failure, never reported when that failure is known.
+    #[error("{0}")]
+    Stopped(&'static str),
     #[error("cancelled: the load was rolled back and the previous data is untouched")]
     Cancelled,
 }
@@ -118,6 +168,15 @@ fn code_suffix(e: &tokio_postgres::Error) -> String {
 }
 
 impl LoadError {
+    /// True when the error only says that another stage went away.
+    pub fn is_consequence(&self) -> bool {
+        match self {
+            LoadError::Stopped(_) => true,
+            LoadError::Source(e) => e.is_consequence(),
+            _ => false,
+        }
+    }
+
     /// A stable code for the ledger and for scripts.
     pub fn code(&self) -> String {
         match self {
@@ -140,6 +199,7 @@ impl LoadError {
             },
             LoadError::Pool(_) => "database_pool".into(),
             LoadError::Internal(_) => "internal".into(),
+            LoadError::Stopped(_) => "stage_stopped".into(),
             LoadError::Cancelled => "cancelled".into(),
         }
     }
@@ -279,7 +339,7 @@ pub fn parse_blocking(
             let chunk = buffer.split().freeze();
             buffer.reserve(chunk_bytes + 1024);
             out.blocking_send(chunk)
-                .map_err(|_| LoadError::Internal("the COPY stream stopped".into()))?;
+                .map_err(|_| LoadError::Stopped("the COPY stream stopped"))?;
         } else {
             buffer.clear();
         }
@@ -291,6 +351,30 @@ pub fn parse_blocking(
             Ok(None) => break,
             Err(e) => return Err(read_error(&file, &reader, e)),
         };
+        if record.lines > 1 {
+            // The Portal's fields never hold a line break: a quote left open
+            // swallowed the following line(s). Every line is counted as read
+            // and rejected, and the reject names them all.
+            let lines = record.lines;
+            summary.rows_read += lines;
+            summary.rows_rejected += lines;
+            *summary.rejects_by_code.entry(UNBALANCED_QUOTE).or_default() += lines;
+            if summary.rejects.len() < parse.limits.max_stored_rejects {
+                summary.rejects.push(ledger::Reject {
+                    line: record.line,
+                    byte_offset: record.byte,
+                    column: None,
+                    code: UNBALANCED_QUOTE,
+                    reason: format!(
+                        "unbalanced quote: one record runs over lines {} to {}",
+                        record.line,
+                        record.line + lines - 1
+                    ),
+                    raw_line: transformer.redacted_line(&record, parse.limits.reject_line_bytes),
+                });
+            }
+            continue;
+        }
         summary.rows_read += 1;
         match transformer.row(&record) {
             Ok(row) => {
@@ -385,6 +469,9 @@ pub fn parse_blocking(
     Ok(summary)
 }
 
+/// The reject code of a record that spans several lines.
+const UNBALANCED_QUOTE: &str = "unbalanced_quote";
+
 /// Decoded chunks in flight between the inflate thread and the parser.
 const INFLATED_DEPTH: usize = 8;
 /// Size of one decoded chunk.
@@ -416,8 +503,21 @@ fn inflate<R: io::BufRead>(
                 }
                 Ok(n) => filled += n,
                 Err(e) => {
+                    // The lines before the failure first, so the parser
+                    // reaches the failing line and can name it.
+                    chunk.truncate(filled);
+                    if filled > 0 && tx.blocking_send(Ok(chunk.freeze())).is_err() {
+                        return limited.total();
+                    }
+                    let total = limited.total();
+                    let e = match find_decode_error(&e) {
+                        Some(DecodeError::RecordTooLarge { .. }) => {
+                            archive_fault(limited.into_inner()).unwrap_or(e)
+                        }
+                        _ => e,
+                    };
                     let _ = tx.blocking_send(Err(e));
-                    return limited.total();
+                    return total;
                 }
             }
         }
@@ -431,6 +531,46 @@ fn inflate<R: io::BufRead>(
         let _ = tx.blocking_send(Err(e));
     }
     total
+}
+
+/// A callback that records `stage` as failed in `first`.
+fn recorder(first: &Arc<FirstFailure>, stage: Stage) -> impl FnOnce() + Send + 'static {
+    let first = first.clone();
+    move || first.record(stage)
+}
+
+/// The download task's result; an abort (after the stream failed) is a
+/// consequence.
+async fn join_download(
+    download: tokio::task::JoinHandle<Result<DownloadSummary, SourceError>>,
+) -> Result<DownloadSummary, LoadError> {
+    match download.await {
+        Ok(r) => r.map_err(LoadError::from),
+        Err(e) if e.is_cancelled() => Err(LoadError::Stopped("download cancelled")),
+        Err(e) => Err(LoadError::Internal(format!("download task failed: {e}"))),
+    }
+}
+
+/// Decompressed bytes read past an over-long record to find out whether the
+/// archive itself is broken.
+const FAULT_PROBE_BYTES: u64 = 64 << 20;
+
+/// A corrupt deflate stream inflates to garbage with no line breaks, which
+/// trips the record cap before the decoder notices. Reads on (discarding,
+/// at most [`FAULT_PROBE_BYTES`]) and returns the archive's own error if it
+/// has one: that, not the long "record", is the root cause.
+fn archive_fault<R: io::BufRead>(mut decoded: Decoded<R>) -> Option<io::Error> {
+    let mut sink = vec![0u8; INFLATED_CHUNK];
+    let mut read: u64 = 0;
+    while read < FAULT_PROBE_BYTES {
+        match decoded.read(&mut sink) {
+            Ok(0) => return decoded.finish().err(),
+            Ok(n) => read += n as u64,
+            Err(e) if find_decode_error(&e).is_some() => return Some(e),
+            Err(_) => return None, // the source's error is reported by the source
+        }
+    }
+    None
 }
 
 /// The limit on rejects for `rows_read` rows.
@@ -722,8 +862,13 @@ async fn attempt(
 
     let (byte_tx, byte_rx) = mpsc::channel(settings.load.download_depth);
     let (copy_tx, copy_rx) = mpsc::channel(settings.load.channel_depth);
-    let download =
-        tokio::spawn(opened.pump(byte_tx, settings.http.max_download_bytes, progress.clone()));
+    let first = Arc::new(FirstFailure::default());
+    let download = tokio::spawn(opened.pump(
+        byte_tx,
+        settings.http.max_download_bytes,
+        progress.clone(),
+        recorder(&first, Stage::Source),
+    ));
     let parse_input = ParseInput {
         spec: spec.clone(),
         municipalities: input.municipalities,
@@ -736,13 +881,18 @@ async fn attempt(
         file: meta.file_name.clone(),
     };
     let parse_progress = progress.clone();
+    let parse_failed = recorder(&first, Stage::Stream);
     let parser = tokio::task::spawn_blocking(move || {
-        parse_blocking(
+        let parsed = parse_blocking(
             ChannelReader::new(byte_rx),
             parse_input,
             Some(copy_tx),
             parse_progress,
-        )
+        );
+        if parsed.as_ref().is_err_and(|e| !e.is_consequence()) {
+            parse_failed();
+        }
+        parsed
     });
     let parser = async {
         parser
@@ -750,26 +900,17 @@ async fn attempt(
             .map_err(|e| LoadError::Internal(format!("parser thread failed: {e}")))?
     };
     let copied = load::copy_into(&tx, &leaf, copy_rx, parser).await;
+    if let Err(LoadError::Db { .. }) = &copied {
+        // The server refused the COPY; the parser then fails to send.
+        first.record(Stage::Stream);
+    }
     if copied.is_err() && !download.is_finished() {
         download.abort();
     }
-    let downloaded: Result<DownloadSummary, LoadError> = match download.await {
-        Ok(r) => r.map_err(LoadError::from),
-        Err(e) if e.is_cancelled() => Err(LoadError::Internal("download cancelled".into())),
-        Err(e) => Err(LoadError::Internal(format!("download task failed: {e}"))),
-    };
-    let (copied_rows, summary) = match (copied, downloaded) {
-        // The source's own failure is the root cause of what followed.
-        (Err(_), Err(source @ LoadError::Source(_))) => return Err(source),
-        (Err(e), _) => return Err(e),
-        (Ok(_), Err(e)) => return Err(e),
-        (Ok(c), Ok(d)) => {
-            report.bytes = d.bytes;
-            *stats = serde_json::json!({ "bytes": d.bytes, "sha256": hex::encode(d.sha256) });
-            (c, d)
-        }
-    };
-    let (copied_rows, summary, download) = (copied_rows.0, copied_rows.1, summary);
+    let downloaded = join_download(download).await;
+    let ((copied_rows, summary), download) = first.root_cause(copied, downloaded)?;
+    report.bytes = download.bytes;
+    *stats = serde_json::json!({ "bytes": download.bytes, "sha256": hex::encode(download.sha256) });
     let stream_seconds = started.elapsed().as_secs_f64();
     report.file = summary.file.clone();
     report.rows_read = summary.rows_read;
@@ -923,8 +1064,13 @@ pub async fn validate(
     };
     let file = opened.meta.file_name.clone();
     let (byte_tx, byte_rx) = mpsc::channel(settings.load.download_depth);
-    let download =
-        tokio::spawn(opened.pump(byte_tx, settings.http.max_download_bytes, progress.clone()));
+    let first = Arc::new(FirstFailure::default());
+    let download = tokio::spawn(opened.pump(
+        byte_tx,
+        settings.http.max_download_bytes,
+        progress.clone(),
+        recorder(&first, Stage::Source),
+    ));
     let input = ParseInput {
         spec: spec.clone(),
         municipalities,
@@ -937,20 +1083,22 @@ pub async fn validate(
         file,
     };
     let parse_progress = progress.clone();
+    let parse_failed = recorder(&first, Stage::Stream);
     let parsed = tokio::task::spawn_blocking(move || {
-        parse_blocking(ChannelReader::new(byte_rx), input, None, parse_progress)
+        let parsed = parse_blocking(ChannelReader::new(byte_rx), input, None, parse_progress);
+        if parsed.as_ref().is_err_and(|e| !e.is_consequence()) {
+            parse_failed();
+        }
+        parsed
     })
     .await
-    .map_err(|e| LoadError::Internal(format!("parser thread failed: {e}")))?;
+    .map_err(|e| LoadError::Internal(format!("parser thread failed: {e}")))
+    .and_then(|parsed| parsed);
     if parsed.is_err() && !download.is_finished() {
         download.abort();
     }
-    let downloaded = download.await;
-    let summary = match (parsed, downloaded) {
-        (_, Ok(Err(source))) => return Err(source.into()),
-        (Err(e), _) => return Err(e),
-        (Ok(s), _) => s,
-    };
+    let downloaded = join_download(download).await;
+    let (summary, _) = first.root_cause(parsed, downloaded)?;
     let bytes = progress.bytes.load(Ordering::Relaxed);
     Ok(ValidateReport {
         source: source::redact_source(location),

@@ -13,7 +13,7 @@ use crate::config::Settings;
 use crate::dataset::Spec;
 use crate::load::ledger;
 use crate::pipeline::{Context, LoadError};
-use crate::source::{self, OpenOutcome, SourceError};
+use crate::source::{self, OpenOutcome};
 
 pub const MUNICIPIOS_CSV: &str = include_str!("../jobs/reference/municipios.csv");
 pub const ESTADOS_CSV: &str = include_str!("../jobs/reference/estados.csv");
@@ -155,7 +155,7 @@ async fn fetch(location: &str, settings: &Settings) -> Result<String, LoadError>
     let url = opened.meta.url.clone();
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     let progress = std::sync::Arc::new(source::Progress::default());
-    let pump = tokio::spawn(opened.pump(tx, MAX_REFERENCE_BYTES as u64, progress));
+    let pump = tokio::spawn(opened.pump(tx, MAX_REFERENCE_BYTES as u64, progress, || {}));
     let mut body = BytesMut::new();
     // An error item ends the body; the pump reports it below.
     while let Some(Ok(chunk)) = rx.recv().await {
@@ -163,12 +163,12 @@ async fn fetch(location: &str, settings: &Settings) -> Result<String, LoadError>
     }
     pump.await
         .map_err(|e| LoadError::Internal(e.to_string()))??;
-    String::from_utf8(body.to_vec()).map_err(|_| {
-        LoadError::Source(SourceError::Body {
-            url,
-            bytes: body.len() as u64,
-            message: "reference file is not UTF-8".into(),
-        })
+    // A file in another encoding is the file's fault, not the transfer's.
+    String::from_utf8(body.to_vec()).map_err(|e| {
+        LoadError::Reference(format!(
+            "{url}: not UTF-8 text (first invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ))
     })
 }
 

@@ -9,7 +9,7 @@ use std::io::{self, BufRead, Read};
 
 use flate2::bufread::DeflateDecoder;
 
-use super::{DecodeError, describe_start};
+use super::DecodeError;
 
 const LOCAL_HEADER: u32 = 0x0403_4b50;
 const DATA_DESCRIPTOR: u32 = 0x0807_4b50;
@@ -135,16 +135,16 @@ fn zip64_sizes(extra: &[u8], uncompressed: &mut u64, compressed: &mut u64) -> bo
 impl<R: BufRead> ZipStream<R> {
     /// Reads the local header of the first entry.
     pub fn open(mut input: R) -> io::Result<Self> {
-        let head = input.fill_buf()?;
-        if !head.starts_with(b"PK\x03\x04") {
+        // The signature may arrive split over several network reads.
+        let (magic, got) = super::read_magic::<4>(&mut input)?;
+        if magic != *b"PK\x03\x04" {
             return Err(DecodeError::WrongContainer {
                 expected: "ZIP",
-                found: describe_start(head),
+                found: super::describe_magic(&magic[..got], &mut input),
             }
             .into());
         }
         let what = truncated("local file header");
-        let _signature = read_u32(&mut input).map_err(&what)?;
         let _version = read_u16(&mut input).map_err(&what)?;
         let flags = read_u16(&mut input).map_err(&what)?;
         let method = read_u16(&mut input).map_err(&what)?;
@@ -241,8 +241,10 @@ impl<R: BufRead> ZipStream<R> {
             }
         }
         let wrap32 = |v: u64| if header.zip64 { v } else { v & 0xffff_ffff };
+        // The whole entry and its sizes were read: a mismatch is damaged
+        // data, not a short body (that ends the deflate stream early).
         if wrap32(produced) != expected_size || consumed != expected_compressed {
-            return Err(DecodeError::Truncated(format!(
+            return Err(DecodeError::Corrupt(format!(
                 "entry {name:?}: inflated {produced} bytes from {consumed}, the archive declares {expected_size} from {expected_compressed}"
             ))
             .into());

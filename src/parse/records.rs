@@ -55,6 +55,9 @@ pub struct Record<'a> {
     pub line: u64,
     /// Offset of its first byte in the decoded stream.
     pub byte: u64,
+    /// Physical lines it spans: more than 1 only when a quoted field holds
+    /// a line break (in the Portal's files, an unbalanced quote).
+    pub lines: u64,
 }
 
 impl Fields for Record<'_> {
@@ -102,6 +105,7 @@ pub struct RecordReader<R> {
     in_out: bool,
     record_line: u64,
     record_byte: u64,
+    record_lines: u64,
 }
 
 enum Fast {
@@ -130,6 +134,7 @@ impl<R: Read> RecordReader<R> {
             in_out: false,
             record_line: 0,
             record_byte: 0,
+            record_lines: 1,
         }
     }
 
@@ -146,6 +151,7 @@ impl<R: Read> RecordReader<R> {
                 bounds: &self.bounds,
                 line: self.record_line,
                 byte: self.record_byte,
+                lines: self.record_lines,
             }))
         } else {
             Ok(None)
@@ -288,6 +294,7 @@ impl<R: Read> RecordReader<R> {
         self.in_out = false;
         self.record_line = self.line;
         self.record_byte = self.byte;
+        self.record_lines = 1;
         let consumed = newline + 1;
         self.start += consumed;
         self.byte += consumed as u64;
@@ -300,6 +307,9 @@ impl<R: Read> RecordReader<R> {
         self.core.reset();
         let (line, byte) = (self.line, self.byte);
         let (mut out_len, mut nends) = (0, 0);
+        // Line feeds consumed, and whether the last byte consumed was one
+        // (the record's own terminator, not a line break inside it).
+        let (mut newlines, mut ends_with_newline) = (0u64, false);
         loop {
             if self.start == self.end && !self.eof {
                 self.fill()?;
@@ -309,7 +319,12 @@ impl<R: Read> RecordReader<R> {
             let ends = self.ends.get_mut(nends..).unwrap_or(&mut []);
             let (result, nin, nout, nend) = self.core.read_record(input, out, ends);
             let read = input.get(..nin).unwrap_or(&[]);
-            self.line += memchr::memchr_iter(b'\n', read).count() as u64;
+            let feeds = memchr::memchr_iter(b'\n', read).count() as u64;
+            self.line += feeds;
+            newlines += feeds;
+            if let Some(&last) = read.last() {
+                ends_with_newline = last == b'\n';
+            }
             self.start += nin;
             self.byte += nin as u64;
             out_len += nout;
@@ -334,6 +349,7 @@ impl<R: Read> RecordReader<R> {
                     self.in_out = true;
                     self.record_line = line;
                     self.record_byte = byte;
+                    self.record_lines = 1 + newlines - u64::from(ends_with_newline && newlines > 0);
                     return Ok(true);
                 }
                 ReadRecordResult::End => return Ok(false),

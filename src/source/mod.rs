@@ -37,6 +37,10 @@ pub enum SourceError {
         bytes: u64,
         message: String,
     },
+    /// The next stage stopped reading: a consequence of its own failure,
+    /// never a cause (see `pipeline::FirstFailure`).
+    #[error("{url}: the reader stopped after {bytes} bytes")]
+    ReaderStopped { url: String, bytes: u64 },
     #[error("{url}: download exceeds the limit of {limit} bytes")]
     TooLarge { url: String, limit: u64 },
     #[error("{url}: received {received} bytes but Content-Length promised {expected}")]
@@ -56,12 +60,18 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// True when this error only says that the next stage went away.
+    pub fn is_consequence(&self) -> bool {
+        matches!(self, SourceError::ReaderStopped { .. })
+    }
+
     /// A stable code for the ledger and for scripts.
     pub fn code(&self) -> String {
         match self {
             SourceError::Status { status, .. } => format!("http_status_{status}"),
             SourceError::Request { .. } => "http_request_failed".into(),
             SourceError::Body { .. } => "http_body_failed".into(),
+            SourceError::ReaderStopped { .. } => "reader_stopped".into(),
             SourceError::TooLarge { .. } => "download_too_large".into(),
             SourceError::Truncated { .. } => "download_truncated".into(),
             SourceError::File { .. } => "source_file_error".into(),
@@ -375,11 +385,16 @@ impl Opened {
         tx: mpsc::Sender<io::Result<Bytes>>,
         max_bytes: u64,
         progress: Arc<Progress>,
+        failed: impl FnOnce() + Send,
     ) -> Result<DownloadSummary, SourceError> {
         let result = self.pump_inner(&tx, max_bytes, &progress).await;
         if let Err(e) = &result {
-            // The reader fails with this message instead of a silent EOF.
-            let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
+            if !e.is_consequence() {
+                // Recorded before the reader can see it and fail in turn.
+                failed();
+                // The reader fails with this message instead of a silent EOF.
+                let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
+            }
         }
         result
     }
@@ -410,10 +425,9 @@ impl Opened {
                     progress.bytes.store(bytes, Ordering::Relaxed);
                     if tx.send(Ok(chunk)).await.is_err() {
                         // The reader stopped (it failed and reports why).
-                        return Err(SourceError::Body {
+                        return Err(SourceError::ReaderStopped {
                             url: self.meta.url.clone(),
                             bytes,
-                            message: "the reader stopped".into(),
                         });
                     }
                 }
