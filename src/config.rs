@@ -54,6 +54,12 @@ pub struct HttpSettings {
     pub user_agent: String,
     pub max_redirects: usize,
     pub max_download_bytes: u64,
+    /// Wall-clock bound on one download.
+    pub download_deadline_s: u64,
+    /// The slowest source tolerated, averaged over each window of
+    /// `min_throughput_window_s` seconds of waiting for the network.
+    pub min_bytes_per_second: u64,
+    pub min_throughput_window_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

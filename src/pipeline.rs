@@ -865,7 +865,7 @@ async fn attempt(
     let first = Arc::new(FirstFailure::default());
     let download = tokio::spawn(opened.pump(
         byte_tx,
-        settings.http.max_download_bytes,
+        source::DownloadLimits::from_settings(&settings.http),
         progress.clone(),
         recorder(&first, Stage::Source),
     ));
@@ -1067,7 +1067,7 @@ pub async fn validate(
     let first = Arc::new(FirstFailure::default());
     let download = tokio::spawn(opened.pump(
         byte_tx,
-        settings.http.max_download_bytes,
+        source::DownloadLimits::from_settings(&settings.http),
         progress.clone(),
         recorder(&first, Stage::Source),
     ));

@@ -155,7 +155,11 @@ async fn fetch(location: &str, settings: &Settings) -> Result<String, LoadError>
     let url = opened.meta.url.clone();
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     let progress = std::sync::Arc::new(source::Progress::default());
-    let pump = tokio::spawn(opened.pump(tx, MAX_REFERENCE_BYTES as u64, progress, || {}));
+    let limits = source::DownloadLimits {
+        max_bytes: MAX_REFERENCE_BYTES as u64,
+        ..source::DownloadLimits::from_settings(&settings.http)
+    };
+    let pump = tokio::spawn(opened.pump(tx, limits, progress, || {}));
     let mut body = BytesMut::new();
     // An error item ends the body; the pump reports it below.
     while let Some(Ok(chunk)) = rx.recv().await {

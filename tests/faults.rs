@@ -23,6 +23,8 @@ enum Fault {
     Unavailable { times: usize },
     /// Headers claim this Content-Length; the real body follows, then close.
     ClaimsLength(usize),
+    /// Headers, then one byte every 50 ms (20 bytes/s).
+    Trickle,
 }
 
 struct EvilServer {
@@ -100,6 +102,15 @@ async fn evil_server(body: Vec<u8>, fault: Fault) -> EvilServer {
                         let _ = socket.write_all(&body[..body.len() / 2]).await;
                         let _ = socket.flush().await;
                         // close without sending the rest
+                    }
+                    Fault::Trickle => {
+                        for byte in body.iter() {
+                            if socket.write_all(&[*byte]).await.is_err() {
+                                return;
+                            }
+                            let _ = socket.flush().await;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
                     }
                     Fault::Stall => {
                         let _ = socket.write_all(&body[..body.len() / 4]).await;
@@ -249,6 +260,60 @@ async fn a_stalled_body_times_out_and_leaves_no_backend_behind() {
         "a COPY or an advisory lock outlived the failed load",
     )
     .await;
+}
+
+/// A source that trickles (a byte every 50 ms, so the idle timeout never
+/// fires) ends at the minimum throughput, and one that keeps up that rate
+/// ends at the download deadline; either way the error names the limit and
+/// no COPY or lock is left on the server.
+#[tokio::test]
+async fn trickling_sources_end_at_the_throughput_floor_or_the_deadline() {
+    for (name, floor, deadline, code, says) in [
+        (
+            "floor",
+            1_000,
+            600,
+            "download_too_slow",
+            "http.min_bytes_per_second",
+        ),
+        (
+            "deadline",
+            1,
+            2,
+            "download_deadline",
+            "http.download_deadline_s",
+        ),
+    ] {
+        let app = TestApp::with_settings(|s| {
+            s.http.min_bytes_per_second = floor;
+            s.http.min_throughput_window_s = 1;
+            s.http.download_deadline_s = deadline;
+        })
+        .await;
+        let server = evil_server(big_zip(), Fault::Trickle).await;
+        let started = Instant::now();
+        let err = app
+            .load("novo-bolsa-familia", "2024-10", &server.url, false)
+            .await
+            .expect_err(name);
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{name}: took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(err.code(), code, "{name}: {err}");
+        assert!(err.to_string().contains(says), "{name}: {err}");
+        wait_for(
+            &app,
+            "SELECT (SELECT count(*) FROM pg_stat_activity
+                      WHERE datname = $1 AND query ILIKE 'COPY%' AND state = 'active')
+                  + (SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                      WHERE l.locktype = 'advisory' AND d.datname = $1)",
+            |n| n == 0,
+            "a COPY or an advisory lock outlived the failed load",
+        )
+        .await;
+    }
 }
 
 #[tokio::test]

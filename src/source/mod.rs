@@ -41,6 +41,23 @@ pub enum SourceError {
     /// never a cause (see `pipeline::FirstFailure`).
     #[error("{url}: the reader stopped after {bytes} bytes")]
     ReaderStopped { url: String, bytes: u64 },
+    #[error(
+        "{url}: the download passed its deadline of {seconds} s after {bytes} bytes (http.download_deadline_s)"
+    )]
+    Deadline {
+        url: String,
+        bytes: u64,
+        seconds: u64,
+    },
+    #[error(
+        "{url}: the source sent {received} bytes in {seconds:.0} s, below the minimum of {minimum} bytes/s (http.min_bytes_per_second over http.min_throughput_window_s)"
+    )]
+    TooSlow {
+        url: String,
+        received: u64,
+        seconds: f64,
+        minimum: u64,
+    },
     #[error("{url}: download exceeds the limit of {limit} bytes")]
     TooLarge { url: String, limit: u64 },
     #[error("{url}: received {received} bytes but Content-Length promised {expected}")]
@@ -72,6 +89,8 @@ impl SourceError {
             SourceError::Request { .. } => "http_request_failed".into(),
             SourceError::Body { .. } => "http_body_failed".into(),
             SourceError::ReaderStopped { .. } => "reader_stopped".into(),
+            SourceError::Deadline { .. } => "download_deadline".into(),
+            SourceError::TooSlow { .. } => "download_too_slow".into(),
             SourceError::TooLarge { .. } => "download_too_large".into(),
             SourceError::Truncated { .. } => "download_truncated".into(),
             SourceError::File { .. } => "source_file_error".into(),
@@ -114,6 +133,32 @@ pub struct Progress {
     pub total_bytes: AtomicU64,
     pub rows: AtomicU64,
     pub rows_rejected: AtomicU64,
+}
+
+/// What bounds one download, enforced by the client: the server's
+/// `statement_timeout` cannot, since it does not fire while a COPY waits for
+/// client data, and an idle-read timeout resets on every byte.
+#[derive(Debug, Clone, Copy)]
+pub struct DownloadLimits {
+    pub max_bytes: u64,
+    /// Wall-clock time from the first body read to the last.
+    pub deadline: Duration,
+    /// Bytes per second the network must deliver, measured over each
+    /// `window` of time spent waiting for it (time the next stage holds the
+    /// download back does not count).
+    pub min_bytes_per_second: u64,
+    pub window: Duration,
+}
+
+impl DownloadLimits {
+    pub fn from_settings(settings: &HttpSettings) -> DownloadLimits {
+        DownloadLimits {
+            max_bytes: settings.max_download_bytes,
+            deadline: Duration::from_secs(settings.download_deadline_s),
+            min_bytes_per_second: settings.min_bytes_per_second,
+            window: Duration::from_secs(settings.min_throughput_window_s.max(1)),
+        }
+    }
 }
 
 /// The outcome of a completed download.
@@ -383,11 +428,11 @@ impl Opened {
     pub async fn pump(
         mut self,
         tx: mpsc::Sender<io::Result<Bytes>>,
-        max_bytes: u64,
+        limits: DownloadLimits,
         progress: Arc<Progress>,
         failed: impl FnOnce() + Send,
     ) -> Result<DownloadSummary, SourceError> {
-        let result = self.pump_inner(&tx, max_bytes, &progress).await;
+        let result = self.pump_inner(&tx, limits, &progress).await;
         if let Err(e) = &result {
             if !e.is_consequence() {
                 // Recorded before the reader can see it and fail in turn.
@@ -402,7 +447,7 @@ impl Opened {
     async fn pump_inner(
         &mut self,
         tx: &mpsc::Sender<io::Result<Bytes>>,
-        max_bytes: u64,
+        limits: DownloadLimits,
         progress: &Progress,
     ) -> Result<DownloadSummary, SourceError> {
         let mut hasher = Sha256::new();
@@ -411,14 +456,44 @@ impl Opened {
         if let Some(total) = self.meta.content_length {
             progress.total_bytes.store(total, Ordering::Relaxed);
         }
+        let deadline = tokio::time::Instant::now() + limits.deadline;
+        // Network time and bytes in the current throughput window.
+        let (mut window_wait, mut window_bytes) = (Duration::ZERO, 0u64);
         loop {
-            match self.body.next().await {
+            let asked = tokio::time::Instant::now();
+            let next = match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    return Err(SourceError::Deadline {
+                        url: self.meta.url.clone(),
+                        bytes,
+                        seconds: limits.deadline.as_secs(),
+                    });
+                }
+            };
+            window_wait += asked.elapsed();
+            if let Some(Ok(chunk)) = &next {
+                window_bytes += chunk.len() as u64;
+            }
+            if window_wait >= limits.window {
+                let seconds = window_wait.as_secs_f64();
+                if (window_bytes as f64) < limits.min_bytes_per_second as f64 * seconds {
+                    return Err(SourceError::TooSlow {
+                        url: self.meta.url.clone(),
+                        received: window_bytes,
+                        seconds,
+                        minimum: limits.min_bytes_per_second,
+                    });
+                }
+                (window_wait, window_bytes) = (Duration::ZERO, 0);
+            }
+            match next {
                 Some(Ok(chunk)) => {
                     bytes += chunk.len() as u64;
-                    if bytes > max_bytes {
+                    if bytes > limits.max_bytes {
                         return Err(SourceError::TooLarge {
                             url: self.meta.url.clone(),
-                            limit: max_bytes,
+                            limit: limits.max_bytes,
                         });
                     }
                     hasher.update(&chunk);
