@@ -144,11 +144,10 @@ pub enum LoadError {
     /// A reference file that does not parse (the message names file, line, column).
     #[error("{0}")]
     Reference(String),
-    #[error("database error{}: {source}", code_suffix(.source))]
-    Db {
-        #[from]
-        source: tokio_postgres::Error,
-    },
+    /// The server's message, SQLSTATE and detail, on one line (the error
+    /// is not chained as a source: its text is already here).
+    #[error("database error: {}", describe_db(.error))]
+    Db { error: tokio_postgres::Error },
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("internal error: {0}")]
@@ -161,10 +160,44 @@ pub enum LoadError {
     Cancelled,
 }
 
-fn code_suffix(e: &tokio_postgres::Error) -> String {
-    e.code()
-        .map(|c| format!(" (SQLSTATE {})", c.code()))
-        .unwrap_or_default()
+impl From<tokio_postgres::Error> for LoadError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        LoadError::Db { error }
+    }
+}
+
+/// A database error on one line: the server's message, SQLSTATE, detail
+/// and hint (never its context, which can quote a row), or the client
+/// error with its causes.
+pub fn describe_db(e: &tokio_postgres::Error) -> String {
+    let text = match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str("; detail: ");
+                text.push_str(detail);
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str("; hint: ");
+                text.push_str(hint);
+            }
+            text
+        }
+        None => {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                let part = c.to_string();
+                if !text.contains(&part) {
+                    text.push_str(": ");
+                    text.push_str(&part);
+                }
+                cause = c.source();
+            }
+            text
+        }
+    };
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl LoadError {
@@ -193,7 +226,7 @@ impl LoadError {
             LoadError::NoNisKey => "no_nis_key".into(),
             LoadError::NotPayments(_) => "not_payments".into(),
             LoadError::Reference(_) => "reference_invalid".into(),
-            LoadError::Db { source } => match source.code() {
+            LoadError::Db { error } => match error.code() {
                 Some(c) => format!("sqlstate_{}", c.code()),
                 None => "database_error".into(),
             },
@@ -702,6 +735,7 @@ pub async fn run(
     .await?;
     tracing::info!(load_id, dataset = %spec.dataset, period = %request.period, source = %redacted, "load started");
     let mut stats = serde_json::json!({});
+    let session = Arc::new(std::sync::Mutex::new(None));
     let attempt = attempt(
         ctx,
         &client,
@@ -715,13 +749,25 @@ pub async fn run(
             redacted: &redacted,
             load_id,
             nis_key,
+            session: session.clone(),
         },
         progress,
         &mut stats,
     );
     let result = tokio::select! {
         result = attempt => result,
-        () = cancel => Err(LoadError::Cancelled),
+        () = cancel => {
+            // Dropping the attempt queues a ROLLBACK behind whatever the
+            // server is running (a COPY, an aggregate); cancel that first so
+            // the transaction, its leaf and the month's lock go now.
+            let token = session.lock().ok().and_then(|mut t| t.take());
+            if let Some(token) = token {
+                if let Err(e) = token.cancel_query(tokio_postgres::NoTls).await {
+                    tracing::warn!(error = %describe_db(&e), "failed to cancel the load's statement");
+                }
+            }
+            Err(LoadError::Cancelled)
+        }
     };
     match &result {
         Ok(report) if report.outcome == Outcome::Unchanged => {
@@ -749,17 +795,21 @@ pub async fn run(
         }
         Err(error) => {
             let message = error.to_string();
+            let status = match error {
+                LoadError::Cancelled => "cancelled",
+                _ => "failed",
+            };
             if let Err(e) = ledger::finish_unpublished(
                 &**client,
                 load_id,
-                "failed",
+                status,
                 Some(&error.code()),
                 Some(&message),
                 &stats,
             )
             .await
             {
-                tracing::error!(error = %e, "failed to record the failure in the ledger");
+                tracing::error!(error = %describe_db(&e), "failed to record the failure in the ledger");
             }
             tracing::error!(load_id, code = %error.code(), error = %message, "load failed");
         }
@@ -776,6 +826,8 @@ struct AttemptInput<'a> {
     redacted: &'a str,
     load_id: i64,
     nis_key: SecretString,
+    /// Filled with the load connection's cancel token once it has one.
+    session: Arc<std::sync::Mutex<Option<tokio_postgres::CancelToken>>>,
 }
 
 #[tracing::instrument(skip_all, fields(load_id = input.load_id))]
@@ -830,6 +882,9 @@ async fn attempt(
     report.file = meta.file_name.clone();
 
     let mut connection = ctx.pool.get().await?;
+    if let Ok(mut slot) = input.session.lock() {
+        *slot = Some(connection.cancel_token());
+    }
     let tx = connection.transaction().await?;
     tx.batch_execute(&format!(
         "SET LOCAL statement_timeout = '{}s'; SET LOCAL lock_timeout = '{}ms'",
@@ -849,8 +904,10 @@ async fn attempt(
             period,
         });
     }
-    // Nobody else holds the lock, so older 'running' rows are dead attempts.
-    ledger::abandon_stale(&*tx, input.program_code, period, input.load_id).await?;
+    // Holding the lock: 'running' rows whose process is gone are dead
+    // attempts. Marked on the ledger connection, so a later failure or skip
+    // of this load does not roll the mark back.
+    ledger::abandon_stale(client, input.program_code, period, input.load_id).await?;
     let leaf = load::create_leaf(
         &tx,
         input.program_code,

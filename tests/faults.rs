@@ -463,6 +463,24 @@ async fn a_killed_load_leaves_no_trace() {
     assert_eq!(app.visible_state().await, before);
     assert_eq!(app.carga_tables().await, tables);
 
+    // A next run that fails still marks the dead attempt: the mark is not
+    // part of the failed load's transaction.
+    let broken = evil_server(b"not a zip".to_vec(), Fault::ClaimsLength(9)).await;
+    app.load("novo-bolsa-familia", "2024-10", &broken.url, true)
+        .await
+        .expect_err("not a zip");
+    let killed: String = app
+        .client()
+        .await
+        .query_one(
+            "SELECT status FROM carga.loads ORDER BY id DESC OFFSET 1 LIMIT 1",
+            &[],
+        )
+        .await
+        .expect("ledger")
+        .get(0);
+    assert_eq!(killed, "abandoned");
+
     let next = app
         .load("novo-bolsa-familia", "2024-10", &good_url, true)
         .await
@@ -478,8 +496,8 @@ async fn a_killed_load_leaves_no_trace() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(
-        statuses[statuses.len() - 3..],
-        ["superseded", "abandoned", "published"]
+        statuses[statuses.len() - 4..],
+        ["superseded", "abandoned", "failed", "published"]
     );
 }
 
@@ -526,7 +544,7 @@ async fn an_interrupted_load_is_cancelled_cleanly() {
     };
     assert_eq!(
         (status.as_str(), code.as_deref()),
-        ("failed", Some("cancelled"))
+        ("cancelled", Some("cancelled"))
     );
 }
 

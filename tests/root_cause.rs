@@ -213,3 +213,23 @@ async fn an_unbalanced_quote_names_both_lines() {
     assert_eq!(first.line, 10);
     assert!(first.reason.contains("lines 10 to 11"), "{}", first.reason);
 }
+
+/// A database error keeps the server's message, SQLSTATE and detail, on
+/// one line (the ledger and stderr used to say just "db error").
+#[tokio::test]
+async fn database_errors_say_what_the_server_said_on_one_line() {
+    let app = TestApp::new().await;
+    let client = app.client().await;
+    let error = client
+        .batch_execute(
+            "DO $$ BEGIN RAISE EXCEPTION 'first line\nsecond line'
+                 USING ERRCODE = '22012', DETAIL = 'some\ndetail'; END $$",
+        )
+        .await
+        .expect_err("raises");
+    let text = carga::pipeline::LoadError::from(error).to_string();
+    assert_eq!(
+        text,
+        "database error: first line second line (SQLSTATE 22012); detail: some detail"
+    );
+}

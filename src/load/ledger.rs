@@ -30,8 +30,9 @@ pub async fn start(
     let period = period.map(Period::first_day);
     let row = client
         .query_one(
-            "INSERT INTO carga.loads (dataset, program_code, period, status, source_url, forced)
-             VALUES ($1, $2, $3, 'running', $4, $5) RETURNING id",
+            "INSERT INTO carga.loads (dataset, program_code, period, status, source_url, forced,
+                                      owner_pid)
+             VALUES ($1, $2, $3, 'running', $4, $5, pg_backend_pid()) RETURNING id",
             &[&dataset, &program_code, &period, &source_url, &forced],
         )
         .await?;
@@ -62,8 +63,10 @@ pub async fn finish_unpublished(
     Ok(())
 }
 
-/// Marks other `running` attempts of (program, period) `abandoned`. Call
-/// while holding the (program, period) lock: nobody else can be running.
+/// Marks other `running` attempts of (program, period) whose owning
+/// connection is gone `abandoned`. Call while holding the (program, period)
+/// lock, outside the load transaction (autocommit), so the mark stays
+/// whatever this load's outcome.
 pub async fn abandon_stale(
     client: &impl GenericClient,
     program_code: &str,
@@ -73,7 +76,9 @@ pub async fn abandon_stale(
     client
         .execute(
             "UPDATE carga.loads SET status = 'abandoned', finished_at = now()
-             WHERE program_code = $1 AND period = $2 AND status = 'running' AND id <> $3",
+             WHERE program_code = $1 AND period = $2 AND status = 'running' AND id <> $3
+               AND (owner_pid IS NULL
+                    OR owner_pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL))",
             &[&program_code, &period.first_day(), &load_id],
         )
         .await
