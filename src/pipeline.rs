@@ -133,6 +133,17 @@ pub enum LoadError {
     },
     #[error("another load of {dataset} {period} is running")]
     Busy { dataset: String, period: Period },
+    #[error(
+        "{dataset} has no period {period}: its spec covers {} to {} (use --force to load it anyway)",
+        first.map_or("the beginning".to_string(), |p| p.to_string()),
+        last.map_or("now".to_string(), |p| p.to_string())
+    )]
+    PeriodOutOfBounds {
+        dataset: String,
+        period: Period,
+        first: Option<Period>,
+        last: Option<Period>,
+    },
     #[error("the municipalities table is empty: run `carga run municipios` first")]
     NoMunicipalities,
     #[error(
@@ -222,6 +233,7 @@ impl LoadError {
             LoadError::Shrink { .. } => "shrink_guard".into(),
             LoadError::Busy { .. } => "load_in_progress".into(),
             LoadError::Spill { .. } => "spill_io".into(),
+            LoadError::PeriodOutOfBounds { .. } => "period_out_of_bounds".into(),
             LoadError::NoMunicipalities => "no_reference_data".into(),
             LoadError::NoNisKey => "no_nis_key".into(),
             LoadError::NotPayments(_) => "not_payments".into(),
@@ -566,6 +578,24 @@ fn inflate<R: io::BufRead>(
     total
 }
 
+/// Refuses a period outside the spec's `first_period`..`last_period` (a
+/// program that did not exist then: any file found there is another
+/// program's) unless forced.
+pub fn check_period(spec: &Spec, period: Period, force: bool) -> Result<(), LoadError> {
+    let (first, last) = (spec.first_period, spec.last_period);
+    let before = first.is_some_and(|f| period < f);
+    let after = last.is_some_and(|l| period > l);
+    if (before || after) && !force {
+        return Err(LoadError::PeriodOutOfBounds {
+            dataset: spec.dataset.clone(),
+            period,
+            first,
+            last,
+        });
+    }
+    Ok(())
+}
+
 /// A callback that records `stage` as failed in `first`.
 fn recorder(first: &Arc<FirstFailure>, stage: Stage) -> impl FnOnce() + Send + 'static {
     let first = first.clone();
@@ -712,6 +742,7 @@ pub async fn run(
         .clone()
         .ok_or_else(|| LoadError::NotPayments(spec.dataset.clone()))?;
     let nis_key = nis_key.ok_or(LoadError::NoNisKey)?;
+    check_period(spec, request.period, request.force)?;
     let client = ctx.pool.get().await?;
     let program_id = load::ensure_program(&**client, &program).await?;
     load::ensure_program_partition(&**client, program_id, &program.code).await?;

@@ -233,3 +233,48 @@ async fn database_errors_say_what_the_server_said_on_one_line() {
         "database error: first line second line (SQLSTATE 22012); detail: some detail"
     );
 }
+
+/// A period outside the spec's bounds (Auxílio Brasil ran 2021-11 to
+/// 2023-02) is refused before anything is fetched or written, unless forced.
+#[tokio::test]
+async fn periods_outside_the_spec_are_refused_unless_forced() {
+    let app = TestApp::new().await;
+    for (dataset, period) in [
+        ("auxilio-brasil", "2024-10"),
+        ("novo-bolsa-familia", "2023-02"),
+    ] {
+        let err = app
+            .load(
+                dataset,
+                period,
+                "http://127.0.0.1:9/never-fetched.zip",
+                false,
+            )
+            .await
+            .expect_err(dataset);
+        assert_eq!(err.code(), "period_out_of_bounds", "{err}");
+        assert!(err.to_string().contains("--force"), "{err}");
+    }
+    let ledger: i64 = app
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM carga.loads WHERE program_code IS NOT NULL",
+            &[],
+        )
+        .await
+        .expect("ledger")
+        .get(0);
+    assert_eq!(ledger, 0, "nothing was started");
+    // Forced, it goes on to fetch (and here fails on the closed port).
+    let err = app
+        .load(
+            "auxilio-brasil",
+            "2024-10",
+            "http://127.0.0.1:9/x.zip",
+            true,
+        )
+        .await
+        .expect_err("closed port");
+    assert_ne!(err.code(), "period_out_of_bounds");
+}
