@@ -169,6 +169,10 @@ pub enum LoadError {
     Stopped(&'static str),
     #[error("cancelled: the load was rolled back and the previous data is untouched")]
     Cancelled,
+    /// The job's lease passed to another worker before this load could
+    /// publish: the load rolled back.
+    #[error("lease lost: job {job_id} attempt {attempt} no longer holds its lease; the load was rolled back")]
+    LeaseLost { job_id: i64, attempt: i32 },
 }
 
 impl From<tokio_postgres::Error> for LoadError {
@@ -246,6 +250,7 @@ impl LoadError {
             LoadError::Internal(_) => "internal".into(),
             LoadError::Stopped(_) => "stage_stopped".into(),
             LoadError::Cancelled => "cancelled".into(),
+            LoadError::LeaseLost { .. } => "lease_lost".into(),
         }
     }
 }
@@ -728,13 +733,41 @@ fn lock_key(program_id: i32, period: Period) -> i64 {
 /// When `cancel` completes first, the attempt is dropped (its transaction
 /// rolls back, the COPY aborts), the ledger records `cancelled`, and
 /// [`LoadError::Cancelled`] is returned.
-#[tracing::instrument(skip_all, fields(dataset = %request.spec.dataset, period = %request.period))]
 pub async fn run(
     ctx: &Context,
     request: &LoadRequest,
     nis_key: Option<SecretString>,
     progress: Arc<Progress>,
     cancel: impl Future<Output = ()>,
+) -> Result<LoadReport, LoadError> {
+    run_with(ctx, request, nis_key, progress, cancel, None).await
+}
+
+/// What a caller (the job runner) adds to a load without the pipeline
+/// learning about it: it hears which database session runs the load, and
+/// adds a step to the publish transaction (the job's fenced completion).
+pub trait PublishStep: Send + Sync {
+    /// The load's transaction runs on this backend (known before the COPY).
+    fn load_session(&self, backend_pid: i32);
+
+    /// Runs in the publish transaction, after the ledger is written and
+    /// before COMMIT. An error rolls the whole load back.
+    fn before_commit<'a>(
+        &'a self,
+        tx: &'a tokio_postgres::Transaction<'a>,
+        load_id: i64,
+    ) -> futures::future::BoxFuture<'a, Result<(), LoadError>>;
+}
+
+/// [`run`], with the caller's [`PublishStep`].
+#[tracing::instrument(skip_all, fields(dataset = %request.spec.dataset, period = %request.period))]
+pub async fn run_with(
+    ctx: &Context,
+    request: &LoadRequest,
+    nis_key: Option<SecretString>,
+    progress: Arc<Progress>,
+    cancel: impl Future<Output = ()>,
+    step: Option<&dyn PublishStep>,
 ) -> Result<LoadReport, LoadError> {
     let spec = &request.spec;
     let program = spec
@@ -781,6 +814,7 @@ pub async fn run(
             load_id,
             nis_key,
             session: session.clone(),
+            step,
         },
         progress,
         &mut stats,
@@ -859,6 +893,7 @@ struct AttemptInput<'a> {
     nis_key: SecretString,
     /// Filled with the load connection's cancel token once it has one.
     session: Arc<std::sync::Mutex<Option<tokio_postgres::CancelToken>>>,
+    step: Option<&'a dyn PublishStep>,
 }
 
 #[tracing::instrument(skip_all, fields(load_id = input.load_id))]
@@ -917,6 +952,10 @@ async fn attempt(
         *slot = Some(connection.cancel_token());
     }
     let tx = connection.transaction().await?;
+    if let Some(step) = input.step {
+        let pid: i32 = tx.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
+        step.load_session(pid);
+    }
     tx.batch_execute(&format!(
         "SET LOCAL statement_timeout = '{}s'; SET LOCAL lock_timeout = '{}ms'",
         settings.database.statement_timeout_s, settings.database.lock_timeout_ms
@@ -948,6 +987,7 @@ async fn attempt(
     )
     .await?;
 
+    progress.set_stage("stream");
     let (byte_tx, byte_rx) = mpsc::channel(settings.load.download_depth);
     let (copy_tx, copy_rx) = mpsc::channel(settings.load.channel_depth);
     let first = Arc::new(FirstFailure::default());
@@ -1057,6 +1097,7 @@ async fn attempt(
     }
     ledger::insert_rejects(&*tx, input.load_id, &summary.rejects).await?;
 
+    progress.set_stage("aggregate");
     let aggregate_started = Instant::now();
     let data_source = format!("portal_transparencia:{}", spec.dataset);
     let scope = aggregate::Scope {
@@ -1087,6 +1128,7 @@ async fn attempt(
     }
     let aggregate_seconds = aggregate_started.elapsed().as_secs_f64();
 
+    progress.set_stage("publish");
     let publish_started = Instant::now();
     report.replaced_load = load::swap(&tx, input.program_code, period, &leaf).await?;
     let stage_pairs = [
@@ -1115,6 +1157,9 @@ async fn attempt(
         },
     )
     .await?;
+    if let Some(step) = input.step {
+        step.before_commit(&tx, input.load_id).await?;
+    }
     tx.commit().await?;
     report.stage_seconds = stage_pairs.to_vec();
     report.stage_seconds[2].1 = publish_started.elapsed().as_secs_f64();

@@ -28,7 +28,13 @@ const MAX_OPEN_ATTEMPTS: u32 = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("{url}: HTTP status {status}")]
-    Status { url: String, status: u16 },
+    Status {
+        url: String,
+        status: u16,
+        /// What the server's `Retry-After` asked for, uncapped (the job
+        /// queue honours it when it retries).
+        retry_after: Option<Duration>,
+    },
     #[error("{url}: request failed: {message}")]
     Request { url: String, message: String },
     #[error("{url}: body failed after {bytes} bytes: {message}")]
@@ -126,13 +132,33 @@ impl SourceMeta {
     }
 }
 
-/// Live counters shared with the progress display.
+/// Live counters shared with the progress display and the job's heartbeat.
 #[derive(Debug, Default)]
 pub struct Progress {
     pub bytes: AtomicU64,
     pub total_bytes: AtomicU64,
     pub rows: AtomicU64,
     pub rows_rejected: AtomicU64,
+    /// One of [`Progress::STAGES`], by index.
+    pub stage: std::sync::atomic::AtomicUsize,
+}
+
+impl Progress {
+    /// The stages a load goes through, in order.
+    pub const STAGES: [&'static str; 5] = ["open", "stream", "aggregate", "publish", "done"];
+
+    pub fn set_stage(&self, stage: &str) {
+        if let Some(i) = Self::STAGES.iter().position(|s| *s == stage) {
+            self.stage.store(i, Ordering::Relaxed);
+        }
+    }
+
+    pub fn stage_name(&self) -> &'static str {
+        Self::STAGES
+            .get(self.stage.load(Ordering::Relaxed))
+            .copied()
+            .unwrap_or("open")
+    }
 }
 
 /// What bounds one download, enforced by the client: the server's
@@ -303,6 +329,7 @@ pub async fn open(
                         let err = SourceError::Status {
                             url: redacted.clone(),
                             status: status.as_u16(),
+                            retry_after: requested_retry(&headers),
                         };
                         let transient = status.is_server_error()
                             || status == StatusCode::TOO_MANY_REQUESTS
@@ -407,16 +434,31 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(500 * 2u64.pow(attempt.saturating_sub(1).min(6)))
 }
 
-/// `Retry-After` as delay-seconds, capped at a minute.
+/// `Retry-After` for an in-request retry, capped at a minute.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(secs.min(60)))
+    requested_retry(headers).map(|d| d.min(Duration::from_secs(60)))
+}
+
+/// `Retry-After` as the server wrote it: delay-seconds or an HTTP-date
+/// (RFC 9110 §10.2.3), as a delay from now.
+fn requested_retry(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let delay = when.signed_duration_since(chrono::Utc::now());
+    Some(delay.to_std().unwrap_or(Duration::ZERO))
+}
+
+impl SourceError {
+    /// The delay the server asked for before the next try, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SourceError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
 
 impl Opened {
