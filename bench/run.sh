@@ -78,7 +78,7 @@ for round in $(seq 1 "$REPEATS"); do
 
   echo "== 2. carga run (HTTP → unzip → parse → COPY → aggregates → publish), round $round" >&2
   vacuum
-  measure "carga run (end to end)" "$ROWS" -- env DATABASE_URL="$DB_URL" CARGA_NIS_KEY=bench-key \
+  measure "carga run (end to end)" "$ROWS" -- env DATABASE_URL="$DB_URL" CARGA_NIS_KEY=bench-key-not-secret-0123456789abcdef \
     $CARGA run novo-bolsa-familia --period $PERIOD --url "$URL" --force
   psql "$DB_URL" -Atc "SELECT 'carga stages: ' || stage_seconds::text FROM carga.loads
                         WHERE status = 'published' AND dataset = 'novo-bolsa-familia'" >&2

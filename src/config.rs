@@ -2,14 +2,25 @@
 //! `CARGA__SECTION__KEY` environment variables, plus `DATABASE_URL` and
 //! `CARGA_NIS_KEY` read directly. Raw values become typed settings once, here,
 //! failing with the key's name. Secrets are wrapped so they never print.
+//! Unknown keys and sections are refused (a misspelt key would otherwise
+//! silently keep its default), as are `CARGA_…` variables that are neither
+//! `CARGA__SECTION__KEY` nor `CARGA_NIS_KEY`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// The shortest `CARGA_NIS_KEY` accepted. The key is all that stands between
+/// a stored hash and the NIS it came from: there are only 10^11 NIS numbers,
+/// so a short key can be recovered by trying keys against one known NIS.
+pub const MIN_NIS_KEY_CHARS: usize = 32;
+
+/// `CARGA_…` variables read directly (not `CARGA__SECTION__KEY`).
+const DIRECT_VARIABLES: [&str; 1] = ["CARGA_NIS_KEY"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -17,9 +28,14 @@ pub enum ConfigError {
     Invalid(#[from] config::ConfigError),
     #[error("invalid configuration: {key}: {reason}")]
     Key { key: &'static str, reason: String },
+    #[error(
+        "invalid configuration: unknown environment variable {0} (settings are CARGA__SECTION__KEY, two underscores; see config/default.toml)"
+    )]
+    UnknownVariable(String),
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub database: DatabaseSettings,
     pub http: HttpSettings,
@@ -34,6 +50,7 @@ pub struct Settings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub pool_size: usize,
     pub wait_timeout_ms: u64,
@@ -45,9 +62,13 @@ pub struct DatabaseSettings {
     pub use_system_server: bool,
     pub local_cluster_dir: PathBuf,
     pub local_cluster_port: u16,
+    /// The database `carga demo` works in, on the same server (created if
+    /// missing); never the one real loads use.
+    pub demo_database: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub connect_timeout_s: u64,
     pub read_timeout_s: u64,
@@ -63,6 +84,7 @@ pub struct HttpSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LimitSettings {
     pub max_decompressed_bytes: u64,
     pub max_record_bytes: usize,
@@ -71,6 +93,7 @@ pub struct LimitSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LoadSettings {
     pub jobs_dir: PathBuf,
     pub channel_depth: usize,
@@ -112,6 +135,20 @@ impl HttpSettings {
 impl Settings {
     /// Loads the layered settings. `file` is the global `--config` flag.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        check_variables(std::env::vars_os().map(|(name, _)| name))?;
+        let mut settings = Self::layered(file, None)?;
+        settings.database_url = non_empty_env("DATABASE_URL").map(SecretString::from);
+        settings.nis_key = non_empty_env("CARGA_NIS_KEY").map(SecretString::from);
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// default.toml → `file` → `CARGA__…` variables (from `environment`
+    /// when given, else the process's).
+    fn layered(
+        file: Option<&Path>,
+        environment: Option<config::Map<String, String>>,
+    ) -> Result<Settings, ConfigError> {
         let mut builder = config::Config::builder().add_source(config::File::from_str(
             DEFAULT_TOML,
             config::FileFormat::Toml,
@@ -127,13 +164,10 @@ impl Settings {
             config::Environment::with_prefix("CARGA")
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .source(environment),
         );
-        let mut settings: Settings = builder.build()?.try_deserialize()?;
-        settings.database_url = non_empty_env("DATABASE_URL").map(SecretString::from);
-        settings.nis_key = non_empty_env("CARGA_NIS_KEY").map(SecretString::from);
-        settings.validate()?;
-        Ok(settings)
+        Ok(builder.build()?.try_deserialize()?)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -160,10 +194,145 @@ impl Settings {
                 });
             }
         }
+        if let Some(key) = &self.nis_key {
+            check_nis_key(key.expose_secret())?;
+        }
         Ok(())
     }
 }
 
+/// Refuses a NIS key too short to protect the hashes (never echoes it).
+pub fn check_nis_key(key: &str) -> Result<(), ConfigError> {
+    let chars = key.chars().count();
+    if chars < MIN_NIS_KEY_CHARS {
+        return Err(ConfigError::Key {
+            key: "CARGA_NIS_KEY",
+            reason: format!(
+                "too short ({chars} characters): at least {MIN_NIS_KEY_CHARS} are required, because a short key lets anyone holding the stored hashes recover it by trial and then every NIS (there are only 10^11 of them); use e.g. `openssl rand -base64 48`"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `CARGA_` variables that carga would ignore: a setting written with one
+/// underscore after the prefix (`CARGA_DATABASE__POOL_SIZE`) or a misspelt
+/// direct variable (`CARGA_NIS_KY`). `CARGA__…` ones are checked by serde.
+fn check_variables(names: impl Iterator<Item = std::ffi::OsString>) -> Result<(), ConfigError> {
+    for name in names {
+        let Some(name) = name.to_str() else { continue };
+        let upper = name.to_ascii_uppercase();
+        if upper.starts_with("CARGA_")
+            && !upper.starts_with("CARGA__")
+            && !DIRECT_VARIABLES.contains(&upper.as_str())
+        {
+            return Err(ConfigError::UnknownVariable(name.to_string()));
+        }
+    }
+    Ok(())
+}
+
 fn non_empty_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> config::Map<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        std::io::Write::write_all(&mut f, text.as_bytes()).expect("write");
+        f
+    }
+
+    #[test]
+    fn the_defaults_load() {
+        let s = Settings::layered(None, Some(env(&[]))).expect("defaults");
+        assert_eq!(s.database.pool_size, 4);
+    }
+
+    #[test]
+    fn known_keys_layer_from_file_and_environment() {
+        let f = file("[database]\npool_size = 7\n[http]\nread_timeout_s = 9\n");
+        let s = Settings::layered(
+            Some(f.path()),
+            Some(env(&[("CARGA__DATABASE__POOL_SIZE", "8")])),
+        )
+        .expect("valid");
+        assert_eq!(s.database.pool_size, 8);
+        assert_eq!(s.http.read_timeout_s, 9);
+    }
+
+    #[test]
+    fn unknown_keys_and_sections_are_refused_with_their_name() {
+        for (text, name) in [
+            ("[database]\nstatement_timeout = 10\n", "statement_timeout"),
+            ("[databse]\npool_size = 2\n", "databse"),
+            ("pool_size = 2\n", "pool_size"),
+        ] {
+            let f = file(text);
+            let e = Settings::layered(Some(f.path()), Some(env(&[])))
+                .expect_err(text)
+                .to_string();
+            assert!(e.contains(name), "{text}: {e}");
+        }
+        for (var, name) in [
+            ("CARGA__DATABASE__POOL_SIZ", "pool_siz"),
+            ("CARGA__HTTP__READ_TIMEOUT", "read_timeout"),
+            ("CARGA__NOPE", "nope"),
+        ] {
+            let e = Settings::layered(None, Some(env(&[(var, "5")])))
+                .expect_err(var)
+                .to_string();
+            assert!(e.contains(name), "{var}: {e}");
+        }
+    }
+
+    #[test]
+    fn stray_carga_variables_are_refused_but_the_direct_ones_pass() {
+        let names = |list: &[&str]| {
+            list.iter()
+                .map(std::ffi::OsString::from)
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        assert!(
+            check_variables(names(&[
+                "CARGA_NIS_KEY",
+                "CARGA__DATABASE__POOL_SIZE",
+                "DATABASE_URL",
+                "CARGO_HOME",
+                "CARGAX"
+            ]))
+            .is_ok()
+        );
+        for bad in ["CARGA_DATABASE__POOL_SIZE", "CARGA_NIS_KY", "carga_nis_ky"] {
+            let e = check_variables(names(&[bad])).expect_err(bad).to_string();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_short_nis_key_is_refused_without_being_echoed() {
+        let e = check_nis_key("k").expect_err("short").to_string();
+        assert!(
+            e.contains("CARGA_NIS_KEY") && e.contains("at least 32"),
+            "{e}"
+        );
+        let secret = "s3cr3t-but-far-too-short-31char";
+        assert_eq!(secret.chars().count(), 31);
+        let e = check_nis_key(secret).expect_err("31 chars").to_string();
+        assert!(!e.contains(secret), "{e}");
+        assert!(check_nis_key(&"x".repeat(32)).is_ok());
+        // Characters, not bytes: 32 accented letters are 64 bytes.
+        assert!(check_nis_key(&"é".repeat(31)).is_err());
+    }
 }

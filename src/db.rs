@@ -26,7 +26,15 @@ pub enum DbError {
         "DATABASE_URL is not a PostgreSQL URL ({0}): expected postgres://, postgresql://, postgresql+asyncpg:// or postgresql+psycopg2://"
     )]
     BadUrl(String),
-    #[error("failed to connect to {target}: {source}")]
+    #[error(
+        "DATABASE_URL: {param}={value} is not an SSL mode: expected one of true, false, disable, allow, prefer, require, verify-ca, verify-full"
+    )]
+    BadSslMode { param: &'static str, value: String },
+    #[error(
+        "DATABASE_URL: {param}={value} requires TLS, and carga connects without TLS (it has no TLS client for PostgreSQL yet); reach the server over a private network or socket with ssl=disable or ssl=prefer"
+    )]
+    TlsUnsupported { param: &'static str, value: String },
+    #[error("failed to connect to {target}")]
     Connect {
         target: String,
         #[source]
@@ -48,9 +56,73 @@ pub enum DbError {
 
 pub type Result<T, E = DbError> = std::result::Result<T, E>;
 
+impl DbError {
+    /// Whether the error is the operator's to fix in the configuration (a
+    /// malformed URL, a database or role that does not exist, a wrong
+    /// password) rather than an operational failure (a server down or
+    /// unreachable, a query that failed). The CLI exits 2 for the former.
+    pub fn is_configuration(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        let refused = |e: &tokio_postgres::Error| {
+            e.code().is_some_and(|c| {
+                [
+                    SqlState::INVALID_CATALOG_NAME,
+                    SqlState::INVALID_PASSWORD,
+                    SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+                ]
+                .contains(c)
+            })
+        };
+        match self {
+            DbError::BadUrl(_) | DbError::BadSslMode { .. } | DbError::TlsUnsupported { .. } => {
+                true
+            }
+            DbError::Connect { source, .. } | DbError::Postgres(source) => refused(source),
+            _ => false,
+        }
+    }
+}
+
+/// libpq's `sslmode` for an `ssl=` / `sslmode=` value, as asyncpg reads it:
+/// the six libpq mode names, lower case, `_` accepted for `-` (asyncpg
+/// looks the name up in its `SSLMode` enum after replacing `-` by `_`), and
+/// `true` / `false` with the meaning of asyncpg's boolean `ssl` argument
+/// (`True`: verify the certificate and host name, i.e. `verify-full`).
+fn ssl_mode(param: &'static str, value: &str) -> Result<&'static str> {
+    let mode = match value {
+        "true" | "True" => "verify-full",
+        "false" | "False" => "disable",
+        "disable" => "disable",
+        "allow" => "allow",
+        "prefer" => "prefer",
+        "require" => "require",
+        "verify-ca" | "verify_ca" => "verify-ca",
+        "verify-full" | "verify_full" => "verify-full",
+        _ => {
+            return Err(DbError::BadSslMode {
+                param,
+                value: value.to_string(),
+            });
+        }
+    };
+    // Without a TLS client, `allow` and `prefer` settle on a plain
+    // connection (as libpq does when the server has no TLS); the modes
+    // that insist on TLS cannot be honoured and are refused here rather
+    // than failing obscurely at connect time.
+    match mode {
+        "disable" => Ok("disable"),
+        "allow" | "prefer" => Ok("prefer"),
+        _ => Err(DbError::TlsUnsupported {
+            param,
+            value: value.to_string(),
+        }),
+    }
+}
+
 /// Turns every URL form the API team uses into one tokio-postgres accepts.
 /// SQLAlchemy driver suffixes (`+asyncpg`, `+psycopg2`, `+psycopg`) are
-/// dropped; `ssl=` (asyncpg's spelling) becomes `sslmode=`.
+/// dropped; `ssl=` (asyncpg's spelling) and `sslmode=` are read as asyncpg
+/// reads them (see [`ssl_mode`]) and written as libpq's `sslmode=`.
 pub fn normalize_url(raw: &str) -> Result<String> {
     let raw = raw.trim();
     let (scheme, rest) = raw
@@ -62,14 +134,15 @@ pub fn normalize_url(raw: &str) -> Result<String> {
     }
     let rest = match rest.split_once('?') {
         Some((head, query)) => {
-            let query: Vec<String> = query
+            let query = query
                 .split('&')
                 .filter(|p| !p.is_empty())
-                .map(|p| match p.strip_prefix("ssl=") {
-                    Some(v) => format!("sslmode={v}"),
-                    None => p.to_string(),
+                .map(|p| match p.split_once('=') {
+                    Some(("ssl", v)) => Ok(format!("sslmode={}", ssl_mode("ssl", v)?)),
+                    Some(("sslmode", v)) => Ok(format!("sslmode={}", ssl_mode("sslmode", v)?)),
+                    _ => Ok(p.to_string()),
                 })
-                .collect();
+                .collect::<Result<Vec<String>>>()?;
             if query.is_empty() {
                 head.to_string()
             } else {
@@ -119,23 +192,71 @@ pub struct Target {
     pub config: tokio_postgres::Config,
     /// Safe to print.
     pub description: String,
+    /// The database did not exist and carga created it.
+    pub created: bool,
+}
+
+/// The name of the database in a normalised URL replaced by `database`
+/// (for descriptions: the query string is kept, the password is not
+/// redacted here).
+fn url_with_database(url: &str, database: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let query = tail.split_once('?').map(|(_, q)| q);
+    match query {
+        Some(q) => format!("{scheme}://{authority}/{database}?{q}"),
+        None => format!("{scheme}://{authority}/{database}"),
+    }
 }
 
 /// Resolves the database to use: `DATABASE_URL` when set; else a local
 /// server on the default socket or 127.0.0.1:5432 (database `carga`, created
 /// if missing); else a private cluster started from the system's binaries.
 pub async fn resolve(settings: &Settings) -> Result<Target> {
+    resolve_database(settings, None).await
+}
+
+/// Like [`resolve`], but on the same server as the database `resolve` would
+/// pick, the database `database` (created if missing). `carga demo` runs
+/// there so that it never writes over real data.
+pub async fn resolve_separate(settings: &Settings, database: &str) -> Result<Target> {
+    resolve_database(settings, Some(database)).await
+}
+
+async fn resolve_database(settings: &Settings, separate: Option<&str>) -> Result<Target> {
+    let local_name = separate.unwrap_or("carga");
     if let Some(url) = &settings.database_url {
         let url = normalize_url(url.expose_secret())?;
         let config =
             tokio_postgres::Config::from_str(&url).map_err(|e| DbError::BadUrl(e.to_string()))?;
+        let Some(database) = separate else {
+            return Ok(Target {
+                config,
+                description: redact_url(&url),
+                created: false,
+            });
+        };
+        // CREATE DATABASE runs from the database the URL names (the role can
+        // surely connect there); `postgres` may be closed to it.
+        let maintenance = config
+            .get_dbname()
+            .or(config.get_user())
+            .unwrap_or("postgres")
+            .to_string();
+        let (config, created) = ensure_database(config, &maintenance, database).await?;
         return Ok(Target {
             config,
-            description: redact_url(&url),
+            description: redact_url(&url_with_database(&url, database)),
+            created,
         });
     }
     if !settings.database.use_system_server {
-        return private_target(settings, "use_system_server = false".into()).await;
+        return private_target(settings, "use_system_server = false".into(), local_name).await;
     }
     let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into());
     let mut candidates = Vec::new();
@@ -151,63 +272,72 @@ pub async fn resolve(settings: &Settings) -> Result<Target> {
     candidates.push((tcp, "127.0.0.1:5432".to_string()));
     let mut last_error = String::new();
     for (config, label) in candidates {
-        match ensure_database(config.clone(), "carga").await {
-            Ok(config) => {
+        match ensure_database(config.clone(), "postgres", local_name).await {
+            Ok((config, created)) => {
                 return Ok(Target {
                     config,
-                    description: format!("local server on {label}, database carga, user {user}"),
+                    description: format!(
+                        "local server on {label}, database {local_name}, user {user}"
+                    ),
+                    created,
                 });
             }
-            Err(e) => last_error = format!("{label}: {e}"),
+            Err(e) => last_error = format!("{label}: {:#}", anyhow::Error::from(e)),
         }
     }
     tracing::warn!(reason = %last_error, "no local PostgreSQL answers; starting a private cluster");
-    private_target(settings, last_error).await
+    private_target(settings, last_error, local_name).await
 }
 
-async fn private_target(settings: &Settings, last_error: String) -> Result<Target> {
+async fn private_target(settings: &Settings, last_error: String, database: &str) -> Result<Target> {
     let dir = absolute(&settings.database.local_cluster_dir);
     let port = settings.database.local_cluster_port;
     let cluster_user = start_private_cluster(&dir, port)
         .map_err(|e| DbError::NoServer(format!("{last_error}; private cluster: {e}")))?;
     let mut config = tokio_postgres::Config::new();
     config.host_path(&dir).port(port).user(&cluster_user);
-    let config = ensure_database(config, "carga").await?;
+    let (config, created) = ensure_database(config, "postgres", database).await?;
     Ok(Target {
         config,
-        description: format!("private cluster in {} (port {port})", dir.display()),
+        description: format!(
+            "private cluster in {} (port {port}), database {database}",
+            dir.display()
+        ),
+        created,
     })
 }
 
-/// Connects to `postgres` with `config`, creates `database` if missing and
-/// returns the config pointing at it.
+/// Connects to `maintenance` with `config`, creates `database` if missing
+/// and returns the config pointing at it, and whether it was created.
 async fn ensure_database(
     mut config: tokio_postgres::Config,
+    maintenance: &str,
     database: &str,
-) -> Result<tokio_postgres::Config> {
+) -> Result<(tokio_postgres::Config, bool)> {
     config
-        .dbname("postgres")
+        .dbname(maintenance)
         .connect_timeout(Duration::from_secs(3));
-    let client = connect(&config, "postgres").await?;
+    let client = connect(&config, maintenance).await?;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
         .await?
         .is_some();
+    let mut created = false;
     if !exists {
         let sql = format!(
             "CREATE DATABASE {}",
             postgres_protocol::escape::escape_identifier(database)
         );
-        if let Err(e) = client.batch_execute(&sql).await {
+        match client.batch_execute(&sql).await {
+            Ok(()) => created = true,
             // Another process may have created it in between.
-            if e.code() != Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) {
-                return Err(e.into());
-            }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+            Err(e) => return Err(e.into()),
         }
-        tracing::info!(database, "created database");
+        tracing::debug!(database, "created database");
     }
     config.dbname(database);
-    Ok(config)
+    Ok((config, created))
 }
 
 /// One connection outside the pool, its driver task spawned.
@@ -222,12 +352,34 @@ pub async fn connect(
             target: target.to_string(),
             source,
         })?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "database connection closed");
-        }
-    });
+    tokio::spawn(drive(connection));
     Ok(client)
+}
+
+/// Runs a connection, logging the server's notices (`schema "carga"
+/// already exists, skipping`) at debug level: they are chatter, not news.
+async fn drive<S, T>(mut connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+    while let Some(message) = futures::StreamExt::next(&mut messages).await {
+        match message {
+            Ok(tokio_postgres::AsyncMessage::Notice(notice)) => {
+                tracing::debug!(
+                    severity = notice.severity(),
+                    message = notice.message(),
+                    "database notice"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!(%error, "database connection closed");
+                return;
+            }
+        }
+    }
 }
 
 /// The pool, with explicit timeouts (deadpool's defaults wait forever).
@@ -249,14 +401,35 @@ pub fn pool(target: &Target, settings: &Settings) -> Result<Pool> {
         .build()?)
 }
 
+/// The tables the dashboard API's Alembic migrations create, which carga
+/// adopts when they exist and creates when they do not.
+pub const API_TABLES: [&str; 4] = ["states", "municipalities", "programs", "beneficiary_data"];
+
+/// What [`migrate_reporting`] did.
+#[derive(Debug, Default)]
+pub struct Migration {
+    /// The migrations applied now, oldest first.
+    pub applied: Vec<String>,
+    /// API-facing tables that did not exist and were created by carga (the
+    /// API's own `alembic upgrade head` will then fail on them).
+    pub created_api_tables: Vec<&'static str>,
+}
+
+/// Applies the embedded migrations; returns the ones applied now.
+pub async fn migrate(config: &tokio_postgres::Config) -> Result<Vec<String>> {
+    Ok(migrate_reporting(config).await?.applied)
+}
+
 /// Applies the embedded migrations, serialised across processes by a
 /// session advisory lock on a dedicated connection (closed afterwards, so
-/// the lock never outlives this call).
-pub async fn migrate(config: &tokio_postgres::Config) -> Result<Vec<String>> {
+/// the lock never outlives this call), and says which API-facing tables it
+/// created rather than adopted.
+pub async fn migrate_reporting(config: &tokio_postgres::Config) -> Result<Migration> {
     let mut client = connect(config, "database").await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await?;
+    let missing_before = missing_api_tables(&client).await?;
     client
         .batch_execute("CREATE SCHEMA IF NOT EXISTS carga")
         .await?;
@@ -264,14 +437,36 @@ pub async fn migrate(config: &tokio_postgres::Config) -> Result<Vec<String>> {
         .set_migration_table_name("carga.schema_history")
         .run_async(&mut client)
         .await?;
+    let missing_after = missing_api_tables(&client).await?;
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
         .await?;
-    Ok(report
-        .applied_migrations()
-        .iter()
-        .map(|m| m.to_string())
-        .collect())
+    Ok(Migration {
+        applied: report
+            .applied_migrations()
+            .iter()
+            .map(|m| m.to_string())
+            .collect(),
+        created_api_tables: missing_before
+            .into_iter()
+            .filter(|t| !missing_after.contains(t))
+            .collect(),
+    })
+}
+
+async fn missing_api_tables(client: &tokio_postgres::Client) -> Result<Vec<&'static str>> {
+    let mut missing = Vec::new();
+    for table in API_TABLES {
+        let qualified = format!("public.{table}");
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
+            .await?
+            .get(0);
+        if !exists {
+            missing.push(table);
+        }
+    }
+    Ok(missing)
 }
 
 /// How many migrations the binary carries.
@@ -435,6 +630,66 @@ mod tests {
         }
         assert!(normalize_url("mysql://h/db").is_err());
         assert!(normalize_url("h/db").is_err());
+    }
+
+    #[test]
+    fn every_ssl_value_asyncpg_reads_is_understood() {
+        let base = "postgresql+asyncpg://u:p@h/db";
+        for (param, value, want) in [
+            ("ssl", "false", Some("disable")),
+            ("ssl", "disable", Some("disable")),
+            ("sslmode", "disable", Some("disable")),
+            ("ssl", "allow", Some("prefer")),
+            ("ssl", "prefer", Some("prefer")),
+            ("sslmode", "prefer", Some("prefer")),
+            // Modes that insist on TLS: refused (carga has no TLS client).
+            ("ssl", "true", None),
+            ("ssl", "require", None),
+            ("ssl", "verify-ca", None),
+            ("ssl", "verify_ca", None),
+            ("ssl", "verify-full", None),
+            ("sslmode", "verify_full", None),
+        ] {
+            let raw = format!("{base}?{param}={value}&application_name=x");
+            match (normalize_url(&raw), want) {
+                (Ok(url), Some(mode)) => assert_eq!(
+                    url,
+                    format!("postgresql://u:p@h/db?sslmode={mode}&application_name=x"),
+                    "{raw}"
+                ),
+                (Err(e @ DbError::TlsUnsupported { .. }), None) => {
+                    let text = e.to_string();
+                    assert!(text.contains(value) && text.contains("TLS"), "{text}");
+                    assert!(!text.contains(":p@"), "password printed: {text}");
+                    assert!(e.is_configuration());
+                }
+                (other, _) => panic!("{raw}: {other:?}"),
+            }
+        }
+        // The normalised URL always parses.
+        for value in ["false", "allow", "prefer", "disable"] {
+            let url = normalize_url(&format!("{base}?ssl={value}")).expect("valid");
+            assert!(tokio_postgres::Config::from_str(&url).is_ok(), "{url}");
+        }
+        // Unknown values, and case asyncpg does not accept, are named.
+        for value in ["yes", "Require", "verify-everything", ""] {
+            let e = normalize_url(&format!("{base}?ssl={value}")).expect_err(value);
+            assert!(matches!(e, DbError::BadSslMode { .. }), "{value}: {e}");
+            assert!(e.to_string().contains("verify-full"), "{e}");
+            assert!(e.is_configuration());
+        }
+    }
+
+    #[test]
+    fn the_demo_database_keeps_server_and_query() {
+        assert_eq!(
+            url_with_database("postgresql://u:p@h:5/real?sslmode=disable", "carga_demo"),
+            "postgresql://u:p@h:5/carga_demo?sslmode=disable"
+        );
+        assert_eq!(
+            url_with_database("postgresql://u@h", "carga_demo"),
+            "postgresql://u@h/carga_demo"
+        );
     }
 
     #[test]

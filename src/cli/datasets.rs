@@ -1,6 +1,9 @@
-//! `carga datasets`: the specs, their schedule and last published period.
+//! `carga datasets`: the specs, their schedule and last published period
+//! ("-": never published). Fails when the database cannot be read.
 
 use std::collections::HashMap;
+
+use anyhow::Context as _;
 
 use super::{CliResult, usage};
 use crate::config::Settings;
@@ -8,33 +11,44 @@ use crate::dataset::{self, Period};
 
 pub async fn run(settings: Settings) -> CliResult {
     let specs = dataset::load_all(&settings.load.jobs_dir).map_err(usage)?;
+    // The LAST column needs the database: when it cannot be read the
+    // command fails (exit 1, or 2 for a bad URL) rather than print "-" as if
+    // nothing had ever been published. It only reads: no migration.
+    let target = super::resolve(&settings).await?;
+    let client = crate::db::connect(&target.config, "database")
+        .await
+        .map_err(|e| super::db_failure(e, "failed to read the last published periods"))?;
+    let migrated: bool = client
+        .query_one("SELECT to_regclass('carga.loads') IS NOT NULL", &[])
+        .await
+        .context("failed to read the last published periods")?
+        .get(0);
     let mut last: HashMap<String, String> = HashMap::new();
-    match super::connect(&settings).await {
-        Ok(ctx) => {
-            let client = ctx.pool.get().await.map_err(anyhow::Error::from)?;
-            let rows = client
-                .query(
-                    "SELECT dataset, max(period), max(finished_at)::text FROM carga.loads
-                     WHERE status = 'published' GROUP BY dataset",
-                    &[],
-                )
-                .await
-                .map_err(anyhow::Error::from)?;
-            for row in rows {
-                let period: Option<chrono::NaiveDate> = row.get(1);
-                let finished: Option<String> = row.get(2);
-                let text = match period {
-                    Some(p) => Period::from_date(p).to_string(),
-                    None => finished
-                        .map(|f| f.chars().take(10).collect())
-                        .unwrap_or_default(),
-                };
-                last.insert(row.get(0), text);
-            }
+    if migrated {
+        let rows = client
+            .query(
+                "SELECT dataset, max(period), max(finished_at)::text FROM carga.loads
+                 WHERE status = 'published' GROUP BY dataset",
+                &[],
+            )
+            .await
+            .context("failed to read the last published periods")?;
+        for row in rows {
+            let period: Option<chrono::NaiveDate> = row.get(1);
+            let finished: Option<String> = row.get(2);
+            let text = match period {
+                Some(p) => Period::from_date(p).to_string(),
+                None => finished
+                    .map(|f| f.chars().take(10).collect())
+                    .unwrap_or_default(),
+            };
+            last.insert(row.get(0), text);
         }
-        Err(super::Failure::Usage(e) | super::Failure::Failed(e)) => {
-            tracing::warn!(error = %format!("{e:#}"), "database unavailable; last periods unknown");
-        }
+    } else {
+        eprintln!(
+            "carga: note: {} has no carga schema yet (`carga migrate`), so nothing was published",
+            target.description
+        );
     }
     println!(
         "{:<26} {:<15} {:<10} {:<24} {:<18} {:>4} {:<10}",

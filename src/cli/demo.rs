@@ -2,6 +2,12 @@
 //! data, generates a Portal-format ZIP (synthetic people only), serves it
 //! from a loopback HTTP server so the real download path runs, loads it and
 //! prints the top rows of the aggregates. Uses a fixed, public demo NIS key.
+//!
+//! It must never touch real data: it runs in its own database
+//! (`database.demo_database`, default `carga_demo`, created if missing) on
+//! the server `DATABASE_URL` names (or the local one), never in the database
+//! the URL names, and refuses to run when that database holds a published
+//! load the demo did not make.
 
 use std::collections::HashMap;
 
@@ -16,8 +22,13 @@ use crate::dataset::{self, Period};
 use crate::http::files::FileServer;
 use crate::pipeline::LoadRequest;
 
-/// Public on purpose: demo data only. Real loads need CARGA_NIS_KEY.
-const DEMO_NIS_KEY: &str = "carga-demo-key-not-secret";
+/// Public on purpose: demo data only. Real loads need CARGA_NIS_KEY. As long
+/// as the minimum a real key must have (`config::MIN_NIS_KEY_CHARS`).
+const DEMO_NIS_KEY: &str = "carga-demo-nis-key:public,for-synthetic-data-only";
+
+/// The demo's period and file.
+const DEMO_YEAR: u16 = 2024;
+const DEMO_MONTH: u8 = 10;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -27,17 +38,42 @@ pub struct DemoArgs {
 }
 
 pub async fn run(settings: Settings, args: DemoArgs) -> CliResult {
-    let ctx = super::connect(&settings).await?;
+    if args.rows == 0 {
+        return Err(super::usage(anyhow::anyhow!("--rows must be at least 1")));
+    }
+    let cancel = super::cancel_on_signal();
+    let database = &settings.database.demo_database;
+    let target = crate::db::resolve_separate(&settings, database)
+        .await
+        .map_err(|e| {
+            super::db_failure(
+                e,
+                &format!("failed to open or create the demo database {database}"),
+            )
+        })?;
+    println!(
+        "demo database: {}{} (the demo never writes anywhere else)",
+        target.description,
+        if target.created { ", created" } else { "" }
+    );
+    let ctx = super::connect_to(&settings, &target).await?;
+    refuse_real_data(&ctx, &target.description).await?;
     let reference_spec =
         dataset::find(&settings.load.jobs_dir, "municipios").map_err(super::usage)?;
-    let reference = crate::reference::run(&ctx, &reference_spec, None, false)
+    let reference = super::run::load_reference(&ctx, &reference_spec, None, false, &cancel)
         .await
-        .context("failed to load the reference data")?;
+        .map_err(|failure| match failure {
+            super::Failure::Failed(e) => {
+                super::Failure::Failed(e.context("failed to load the reference data"))
+            }
+            usage => usage,
+        })?;
     println!(
         "reference data: {} states, {} municipalities",
         reference.states, reference.municipalities
     );
-    let period = Period::new(2024, 10).ok_or_else(|| anyhow::anyhow!("bad demo period"))?;
+    let period =
+        Period::new(DEMO_YEAR, DEMO_MONTH).ok_or_else(|| anyhow::anyhow!("bad demo period"))?;
     let name = format!("{:06}_NovoBolsaFamilia.zip", period.yyyymm());
     let rows = args.rows;
     let zip = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
@@ -73,11 +109,43 @@ pub async fn run(settings: Settings, args: DemoArgs) -> CliResult {
         url: Some(server.url(&file_name)),
         force: true,
     };
-    let report =
-        super::run::run_with_progress(&ctx, &request, Some(SecretString::from(DEMO_NIS_KEY)))
-            .await?;
+    let report = super::run::run_with_progress(
+        &ctx,
+        &request,
+        Some(SecretString::from(DEMO_NIS_KEY)),
+        &cancel,
+    )
+    .await?;
     super::run::print_report(&request, &report);
     print_aggregates(&ctx, period).await?;
+    Ok(())
+}
+
+/// Refuses a database holding a published load the demo did not make: the
+/// builtin reference data, or the demo month served from loopback.
+async fn refuse_real_data(ctx: &crate::pipeline::Context, description: &str) -> CliResult {
+    let client = ctx.pool.get().await.map_err(anyhow::Error::from)?;
+    let demo_source =
+        format!("http://127.0.0.1:%/{DEMO_YEAR:04}{DEMO_MONTH:02}_NovoBolsaFamilia.zip");
+    let demo_period =
+        chrono::NaiveDate::from_ymd_opt(i32::from(DEMO_YEAR), u32::from(DEMO_MONTH), 1);
+    let foreign: i64 = client
+        .query_one(
+            "SELECT count(*) FROM carga.loads WHERE status = 'published'
+               AND NOT (dataset = 'municipios' AND source_url LIKE 'builtin:%')
+               AND NOT (dataset = 'novo-bolsa-familia' AND period = $1 AND source_url LIKE $2)",
+            &[&demo_period, &demo_source],
+        )
+        .await
+        .map_err(anyhow::Error::from)?
+        .get(0);
+    if foreign > 0 {
+        return Err(super::usage(anyhow::anyhow!(
+            "the demo database {description} holds {foreign} published load(s) the demo did not make; \
+             the demo would overwrite them with synthetic rows, so it refuses. \
+             Set database.demo_database (CARGA__DATABASE__DEMO_DATABASE) to a database of its own"
+        )));
+    }
     Ok(())
 }
 
@@ -147,4 +215,12 @@ async fn print_aggregates(ctx: &crate::pipeline::Context, period: Period) -> Cli
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_demo_key_is_as_long_as_a_real_key_must_be() {
+        crate::config::check_nis_key(super::DEMO_NIS_KEY).expect("demo key long enough");
+    }
 }

@@ -45,8 +45,8 @@ pub enum Command {
     /// Migrate, load reference data and a generated sample over loopback HTTP,
     /// and print the aggregates. Needs nothing but a PostgreSQL.
     Demo(demo::DemoArgs),
-    /// Generate a Portal-format sample file (for benchmarks).
-    #[command(hide = true)]
+    /// Write a generated Portal-format ZIP (synthetic people) and/or the same
+    /// rows as a clean CSV, for benchmarks and trials. No database needed.
     Sample(sample::SampleArgs),
 }
 
@@ -90,7 +90,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crate::telemetry::init("info");
+    crate::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -121,46 +121,152 @@ async fn dispatch(command: Command, settings: Settings) -> CliResult {
     match command {
         Command::Migrate => migrate::run(settings).await,
         Command::Run(args) => run::run(settings, args).await,
-        Command::Validate(args) => validate::run(settings, args).await,
+        Command::Validate(args) => {
+            refuse_reference_validation(&settings, &args.dataset)?;
+            validate::run(settings, args).await
+        }
         Command::Datasets => datasets::run(settings).await,
         Command::Demo(args) => demo::run(settings, args).await,
         Command::Sample(args) => sample::run(args),
     }
 }
 
-/// Resolves the database, applies migrations and builds the pool.
-pub async fn connect(settings: &Settings) -> Result<Context, Failure> {
+/// `validate` checks payments files; a reference dataset is a usage error
+/// (exit 2), not a failed check.
+fn refuse_reference_validation(settings: &Settings, dataset: &str) -> CliResult {
+    // An unknown dataset is reported by `validate` itself.
+    if let Ok(spec) = crate::dataset::find(&settings.load.jobs_dir, dataset) {
+        if spec.kind == crate::dataset::Kind::Reference {
+            return Err(usage(anyhow::anyhow!(
+                "{dataset} is reference data: `validate` checks payments files (load it with `carga run {dataset} [--url FILE]`)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A database error as a command failure: exit 2 when the configuration is
+/// wrong (malformed URL, unknown database or role, wrong password), exit 1
+/// when the server is down or a query failed.
+pub fn db_failure(error: crate::db::DbError, what: &str) -> Failure {
+    let configuration = error.is_configuration();
+    let error = anyhow::Error::from(error).context(what.to_string());
+    if configuration {
+        Failure::Usage(error)
+    } else {
+        Failure::Failed(error)
+    }
+}
+
+/// Resolves the database (`DATABASE_URL`, else a local server or cluster).
+pub async fn resolve(settings: &Settings) -> Result<crate::db::Target, Failure> {
+    crate::db::resolve(settings)
+        .await
+        .map_err(|e| db_failure(e, "failed to reach the database"))
+}
+
+/// Applies the migrations.
+pub async fn migrate(target: &crate::db::Target) -> Result<crate::db::Migration, Failure> {
+    crate::db::migrate_reporting(&target.config)
+        .await
+        .map_err(|e| db_failure(e, "failed to migrate the schema"))
+}
+
+/// Applies the migrations before a load; warns when they created the
+/// API-facing tables (see [`migrate::created_api_tables_note`]).
+async fn migrate_before_load(target: &crate::db::Target) -> Result<(), Failure> {
+    let migration = migrate(target).await?;
+    if !migration.created_api_tables.is_empty() {
+        tracing::warn!(
+            tables = %migration.created_api_tables.join(", "),
+            "{}",
+            migrate::created_api_tables_note(&migration.created_api_tables)
+        );
+    }
+    Ok(())
+}
+
+/// Applies migrations to `target` and builds the pool.
+pub async fn connect_to(
+    settings: &Settings,
+    target: &crate::db::Target,
+) -> Result<Context, Failure> {
     use anyhow::Context as _;
-    let target = crate::db::resolve(settings)
-        .await
-        .context("failed to reach the database")?;
     tracing::info!(database = %target.description, "database");
-    crate::db::migrate(&target.config)
-        .await
-        .context("failed to migrate the schema")?;
-    let pool = crate::db::pool(&target, settings).context("failed to build the pool")?;
+    migrate_before_load(target).await?;
+    let pool = crate::db::pool(target, settings).context("failed to build the pool")?;
     Ok(Context {
         settings: settings.clone(),
         pool,
     })
 }
 
+/// Resolves the database, applies migrations and builds the pool.
+pub async fn connect(settings: &Settings) -> Result<Context, Failure> {
+    let target = resolve(settings).await?;
+    connect_to(settings, &target).await
+}
+
+/// Cancelled on SIGINT (Ctrl-C) or SIGTERM (`docker stop`, systemd, `kill`).
+/// The handlers are installed now, so a signal that arrives before the load
+/// starts listening still cancels it (instead of killing the process with no
+/// ledger entry). Only commands that run a load install them: the others
+/// keep the default action and stop at once.
+pub fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let cancel = token.clone();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = interrupt.recv() => tracing::warn!("SIGINT: cancelling"),
+                        _ = terminate.recv() => tracing::warn!("SIGTERM: cancelling"),
+                    }
+                    cancel.cancel();
+                });
+            }
+            (Err(error), _) | (_, Err(error)) => {
+                // Without handlers the signals keep their default action.
+                tracing::warn!(%error, "cannot install signal handlers");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            cancel.cancel();
+        }
+    });
+    token
+}
+
 /// Live progress: a bar on a terminal, a log line every 10 s otherwise.
+/// The bar appears only once bytes arrive (no empty `0 B/0 B` bar while
+/// the database is set up), shows the total only when the source gave one,
+/// and lives in the terminal's progress area, so log lines print above it.
 pub fn spawn_progress(
     progress: Arc<crate::source::Progress>,
     label: String,
 ) -> (tokio::task::JoinHandle<()>, Option<indicatif::ProgressBar>) {
     use std::io::IsTerminal;
     use std::sync::atomic::Ordering;
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
-            )
+    let style = |template: &str| {
+        indicatif::ProgressStyle::with_template(template)
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
+            .progress_chars("=> ")
+    };
+    let sized =
+        style("{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}");
+    let unknown_total = style("{prefix} {bytes} {binary_bytes_per_sec} {msg}");
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::hidden();
+        bar.set_style(unknown_total);
         bar.set_prefix(label.clone());
         bar
     });
@@ -168,6 +274,8 @@ pub fn spawn_progress(
     let task = tokio::spawn(async move {
         let started = std::time::Instant::now();
         let mut last_log = std::time::Instant::now();
+        let mut shown = false;
+        let mut sized_style = Some(sized);
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             let bytes = progress.bytes.load(Ordering::Relaxed);
@@ -175,12 +283,20 @@ pub fn spawn_progress(
             let rows = progress.rows.load(Ordering::Relaxed);
             let rate = rows as f64 / started.elapsed().as_secs_f64().max(0.001);
             match &bar_for_task {
+                Some(_) if bytes == 0 => {}
                 Some(bar) => {
                     if total > 0 {
+                        if let Some(style) = sized_style.take() {
+                            bar.set_style(style);
+                        }
                         bar.set_length(total);
                     }
                     bar.set_position(bytes);
                     bar.set_message(format!("{rows} rows ({rate:.0}/s)"));
+                    if !shown {
+                        crate::telemetry::terminal().add(bar.clone());
+                        shown = true;
+                    }
                 }
                 None if last_log.elapsed().as_secs() >= 10 => {
                     last_log = std::time::Instant::now();
@@ -191,6 +307,15 @@ pub fn spawn_progress(
         }
     });
     (task, bar)
+}
+
+/// Stops the progress display started by [`spawn_progress`].
+pub fn finish_progress(ticker: tokio::task::JoinHandle<()>, bar: Option<indicatif::ProgressBar>) {
+    ticker.abort();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+        crate::telemetry::terminal().remove(&bar);
+    }
 }
 
 /// `12345678` cents → `R$ 123.456,78`.

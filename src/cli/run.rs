@@ -1,10 +1,11 @@
 //! `carga run <dataset> --period YYYY-MM [--url URL] [--force]`: one load,
-//! inline, with live progress and a summary.
+//! inline, with live progress and a summary. SIGINT and SIGTERM cancel it.
 
 use std::sync::Arc;
 
 use anyhow::anyhow;
 use clap::Args;
+use tokio_util::sync::CancellationToken;
 
 use super::{CliResult, Failure, brl, usage};
 use crate::config::Settings;
@@ -30,10 +31,15 @@ pub struct RunArgs {
 pub async fn run(settings: Settings, args: RunArgs) -> CliResult {
     let spec = dataset::find(&settings.load.jobs_dir, &args.dataset).map_err(usage)?;
     if spec.kind == Kind::Reference {
+        if args.period.is_some() {
+            return Err(usage(anyhow!(
+                "{} is reference data, not monthly: --period does not apply",
+                spec.dataset
+            )));
+        }
+        let cancel = super::cancel_on_signal();
         let ctx = super::connect(&settings).await?;
-        let report = crate::reference::run(&ctx, &spec, args.url.as_deref(), args.force)
-            .await
-            .map_err(|e| Failure::Failed(e.into()))?;
+        let report = load_reference(&ctx, &spec, args.url.as_deref(), args.force, &cancel).await?;
         println!(
             "{}: published (load {}): {} states, {} municipalities ({} with a SIAFI code) in {:.2}s",
             spec.dataset,
@@ -54,6 +60,7 @@ pub async fn run(settings: Settings, args: RunArgs) -> CliResult {
     if settings.nis_key.is_none() {
         return Err(usage(pipeline::LoadError::NoNisKey));
     }
+    let cancel = super::cancel_on_signal();
     let ctx = super::connect(&settings).await?;
     let request = LoadRequest {
         spec,
@@ -61,34 +68,43 @@ pub async fn run(settings: Settings, args: RunArgs) -> CliResult {
         url: args.url,
         force: args.force,
     };
-    let report = run_with_progress(&ctx, &request, settings.nis_key.clone()).await?;
+    let report = run_with_progress(&ctx, &request, settings.nis_key.clone(), &cancel).await?;
     print_report(&request, &report);
     Ok(())
 }
 
-/// Runs the load with a progress display; Ctrl-C cancels it (the transaction
-/// rolls back and the previous data stays).
+/// Loads the reference data (states and municipalities); `cancel` (SIGINT,
+/// SIGTERM) drops the attempt, which rolls its transaction back.
+pub async fn load_reference(
+    ctx: &pipeline::Context,
+    spec: &dataset::Spec,
+    url: Option<&str>,
+    force: bool,
+    cancel: &CancellationToken,
+) -> Result<crate::reference::ReferenceReport, Failure> {
+    tokio::select! {
+        result = crate::reference::run(ctx, spec, url, force) => {
+            result.map_err(|e| Failure::Failed(e.into()))
+        }
+        () = cancel.cancelled() => Err(Failure::Failed(pipeline::LoadError::Cancelled.into())),
+    }
+}
+
+/// Runs the load with a progress display; `cancel` (SIGINT, SIGTERM)
+/// cancels it (the transaction rolls back and the previous data stays).
 pub async fn run_with_progress(
     ctx: &pipeline::Context,
     request: &LoadRequest,
     nis_key: Option<secrecy::SecretString>,
+    cancel: &CancellationToken,
 ) -> Result<LoadReport, Failure> {
     let progress = Arc::new(Progress::default());
     let label = format!("{} {}", request.spec.dataset, request.period);
     let (ticker, bar) = super::spawn_progress(progress.clone(), label);
-    let cancel = async {
-        // Without a handler (no signal support) the load simply runs on.
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let result = pipeline::run(ctx, request, nis_key, progress, cancel)
+    let result = pipeline::run(ctx, request, nis_key, progress, cancel.cancelled())
         .await
         .map_err(|e| Failure::Failed(e.into()));
-    ticker.abort();
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    super::finish_progress(ticker, bar);
     result
 }
 

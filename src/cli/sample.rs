@@ -11,10 +11,13 @@ use crate::dataset::Period;
 
 #[derive(Debug, Args)]
 pub struct SampleArgs {
+    /// Rows to generate.
     #[arg(long, default_value_t = 100_000)]
     pub rows: u64,
+    /// The month the rows belong to, YYYY-MM.
     #[arg(long, default_value = "2024-10")]
     pub period: String,
+    /// Same seed, same rows.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Where to write the Portal ZIP.
@@ -28,6 +31,11 @@ pub struct SampleArgs {
 pub fn run(args: SampleArgs) -> CliResult {
     let period =
         Period::parse(&args.period).ok_or_else(|| usage(anyhow!("--period is not YYYY-MM")))?;
+    if args.zip.is_none() && args.clean_csv.is_none() {
+        return Err(usage(anyhow!(
+            "nothing to write: give --zip FILE and/or --clean-csv FILE"
+        )));
+    }
     if let Some(path) = &args.zip {
         let file = std::fs::File::create(path)
             .with_context(|| format!("failed to create {}", path.display()))?;

@@ -20,7 +20,7 @@ use carga::source::Progress;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
-pub const NIS_KEY: &str = "test-nis-key-0123456789";
+pub const NIS_KEY: &str = "test-nis-key-0123456789-abcdefghijklmnop";
 
 pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
