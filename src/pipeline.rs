@@ -171,7 +171,9 @@ pub enum LoadError {
     Cancelled,
     /// The job's lease passed to another worker before this load could
     /// publish: the load rolled back.
-    #[error("lease lost: job {job_id} attempt {attempt} no longer holds its lease; the load was rolled back")]
+    #[error(
+        "lease lost: job {job_id} attempt {attempt} no longer holds its lease; the load was rolled back"
+    )]
     LeaseLost { job_id: i64, attempt: i32 },
 }
 

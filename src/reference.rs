@@ -187,11 +187,15 @@ pub struct ReferenceReport {
 }
 
 /// Loads states and municipalities in one transaction.
+///
+/// When `cancel` completes first, the transaction rolls back and the ledger
+/// records the attempt `cancelled`.
 pub async fn run(
     ctx: &Context,
     spec: &Spec,
     url: Option<&str>,
     force: bool,
+    cancel: impl Future<Output = ()>,
 ) -> Result<ReferenceReport, LoadError> {
     let started = Instant::now();
     let client = ctx.pool.get().await?;
@@ -199,7 +203,7 @@ pub async fn run(
         .map(source::redact_source)
         .unwrap_or_else(|| "builtin:jobs/reference/municipios.csv".into());
     let load_id = ledger::start(&**client, &spec.dataset, None, None, &source_label, force).await?;
-    let result = async {
+    let work = async {
         let text = match url {
             Some(u) => fetch(u, &ctx.settings).await?,
             None => MUNICIPIOS_CSV.to_string(),
@@ -210,7 +214,10 @@ pub async fn run(
         let mut connection = ctx.pool.get().await?;
         let tx = connection.transaction().await?;
         let existing: i64 = tx
-            .query_one("SELECT count(*) FROM public.municipalities WHERE siafi_code IS NOT NULL", &[])
+            .query_one(
+                "SELECT count(*) FROM public.municipalities WHERE siafi_code IS NOT NULL",
+                &[],
+            )
             .await?
             .get(0);
         let floor = (1.0 - spec.quality.max_shrink) * existing as f64;
@@ -275,22 +282,33 @@ pub async fn run(
             &[&codes, &names, &states_of, &siafis],
         )
         .await?;
-        ledger::publish_reference(&*tx, load_id, &spec.dataset, municipalities.len() as i64).await?;
+        ledger::publish_reference(&*tx, load_id, &spec.dataset, municipalities.len() as i64)
+            .await?;
         tx.commit().await?;
         Ok(ReferenceReport {
             load_id,
             states: states.len(),
             municipalities: municipalities.len(),
-            with_siafi: municipalities.iter().filter(|m| m.siafi_code.is_some()).count(),
+            with_siafi: municipalities
+                .iter()
+                .filter(|m| m.siafi_code.is_some())
+                .count(),
             seconds: started.elapsed().as_secs_f64(),
         })
-    }
-    .await;
+    };
+    let result = tokio::select! {
+        result = work => result,
+        () = cancel => Err(LoadError::Cancelled),
+    };
     if let Err(error) = &result {
+        let status = match error {
+            LoadError::Cancelled => "cancelled",
+            _ => "failed",
+        };
         let _ = ledger::finish_unpublished(
             &**client,
             load_id,
-            "failed",
+            status,
             Some(&error.code()),
             Some(&error.to_string()),
             &serde_json::json!({}),

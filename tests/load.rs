@@ -723,23 +723,47 @@ async fn the_reference_load_reads_a_url_and_guards_its_size() {
         ])
         .await;
     let spec = carga::dataset::find(&app.ctx.settings.load.jobs_dir, "municipios").expect("spec");
-    let report = carga::reference::run(&app.ctx, &spec, Some(&urls["full.csv"]), false)
-        .await
-        .expect("full list");
+    let report = carga::reference::run(
+        &app.ctx,
+        &spec,
+        Some(&urls["full.csv"]),
+        false,
+        std::future::pending(),
+    )
+    .await
+    .expect("full list");
     assert_eq!(
         (report.states, report.municipalities, report.with_siafi),
         (27, 5571, 5571)
     );
-    let err = carga::reference::run(&app.ctx, &spec, Some(&urls["broken.csv"]), false)
-        .await
-        .expect_err("missing column");
+    let err = carga::reference::run(
+        &app.ctx,
+        &spec,
+        Some(&urls["broken.csv"]),
+        false,
+        std::future::pending(),
+    )
+    .await
+    .expect_err("missing column");
     assert!(err.to_string().contains("siafi_id"), "{err}");
-    let err = carga::reference::run(&app.ctx, &spec, Some(&urls["short.csv"]), false)
-        .await
-        .expect_err("shrunk");
+    let err = carga::reference::run(
+        &app.ctx,
+        &spec,
+        Some(&urls["short.csv"]),
+        false,
+        std::future::pending(),
+    )
+    .await
+    .expect_err("shrunk");
     assert_eq!(err.code(), "shrink_guard", "{err}");
-    let forced = carga::reference::run(&app.ctx, &spec, Some(&urls["short.csv"]), true)
-        .await
-        .expect("forced");
+    let forced = carga::reference::run(
+        &app.ctx,
+        &spec,
+        Some(&urls["short.csv"]),
+        true,
+        std::future::pending(),
+    )
+    .await
+    .expect("forced");
     assert_eq!(forced.municipalities, 100);
 }

@@ -86,7 +86,7 @@ pub fn main() -> ExitCode {
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("carga: {e}");
+            eprintln!("carga: {}", one_line(&anyhow::Error::from(e)));
             return ExitCode::from(2);
         }
     };
@@ -107,14 +107,32 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(e)) => {
-            eprintln!("carga: {e:#}");
+            eprintln!("carga: {}", one_line(&e));
             ExitCode::from(2)
         }
         Err(Failure::Failed(e)) => {
-            eprintln!("carga: {e:#}");
+            eprintln!("carga: {}", one_line(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// An error and its causes on one line: a cause whose text its parent
+/// already quotes is not repeated ("x: y: y"), and line breaks (a
+/// database's multi-line message) become spaces.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(part.trim()) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 async fn dispatch(command: Command, settings: Settings) -> CliResult {
@@ -321,4 +339,24 @@ pub fn finish_progress(ticker: tokio::task::JoinHandle<()>, bar: Option<indicati
 /// `12345678` cents → `R$ 123.456,78`.
 pub fn brl(cents: i64) -> String {
     format!("R$ {}", crate::sample::format_brl(cents))
+}
+
+#[cfg(test)]
+mod one_line_tests {
+    use super::one_line;
+    use crate::decode::DecodeError;
+    use crate::pipeline::LoadError;
+
+    #[test]
+    fn causes_already_quoted_are_not_repeated_and_lines_are_joined() {
+        let error = LoadError::Decode {
+            file: "x.csv (in x.zip)".into(),
+            source: DecodeError::Corrupt("entry \"x.csv\": bad\nblock".into()),
+        };
+        let text = one_line(&anyhow::Error::from(error).context("failed to load"));
+        assert_eq!(
+            text,
+            "failed to load: x.csv (in x.zip): archive corrupt: entry \"x.csv\": bad block"
+        );
+    }
 }

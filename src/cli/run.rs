@@ -60,6 +60,7 @@ pub async fn run(settings: Settings, args: RunArgs) -> CliResult {
     if settings.nis_key.is_none() {
         return Err(usage(pipeline::LoadError::NoNisKey));
     }
+    pipeline::check_period(&spec, period, args.force).map_err(usage)?;
     let cancel = super::cancel_on_signal();
     let ctx = super::connect(&settings).await?;
     let request = LoadRequest {
@@ -82,12 +83,9 @@ pub async fn load_reference(
     force: bool,
     cancel: &CancellationToken,
 ) -> Result<crate::reference::ReferenceReport, Failure> {
-    tokio::select! {
-        result = crate::reference::run(ctx, spec, url, force) => {
-            result.map_err(|e| Failure::Failed(e.into()))
-        }
-        () = cancel.cancelled() => Err(Failure::Failed(pipeline::LoadError::Cancelled.into())),
-    }
+    crate::reference::run(ctx, spec, url, force, cancel.cancelled())
+        .await
+        .map_err(|e| Failure::Failed(e.into()))
 }
 
 /// Runs the load with a progress display; `cancel` (SIGINT, SIGTERM)

@@ -106,7 +106,7 @@ async fn ensure_template() -> String {
                 .expect("migrate template");
             let ctx = context(&url, settings.clone()).await;
             let spec = dataset::find(&settings.load.jobs_dir, "municipios").expect("spec");
-            carga::reference::run(&ctx, &spec, None, false)
+            carga::reference::run(&ctx, &spec, None, false, std::future::pending())
                 .await
                 .expect("reference data");
             ctx.pool.close();
