@@ -525,7 +525,13 @@ const PERSONAL_WORDS: &[&str] = &[
 ];
 /// Words that make a column personal unless a place word says whose it is
 /// (`NOME MUNICÍPIO` is a place's name, `NOME FAVORECIDO` a person's).
-const NAME_WORDS: &[&str] = &["NOME", "NAME", "FAVORECIDO", "BENEFICIARIO", "REPRESENTANTE"];
+const NAME_WORDS: &[&str] = &[
+    "NOME",
+    "NAME",
+    "FAVORECIDO",
+    "BENEFICIARIO",
+    "REPRESENTANTE",
+];
 const PLACE_WORDS: &[&str] = &[
     "MUNICIPIO",
     "MUNICIPALITY",
@@ -793,13 +799,19 @@ mod tests {
     fn the_payment_bound_has_a_default_and_limits() {
         let spec = bpc_with("name = \"x\"\nheader = \"X\"\ntype = \"text\"").expect("spec");
         assert_eq!(spec.quality.max_payment_cents(), 100_000_000);
-        let text = include_str!("../jobs/bpc.toml")
-            .replacen("[quality]", "[quality]\nmax_payment_brl = 5000", 1);
+        let text = include_str!("../jobs/bpc.toml").replacen(
+            "[quality]",
+            "[quality]\nmax_payment_brl = 5000",
+            1,
+        );
         let spec = Spec::parse("jobs/bpc.toml", &text).expect("spec");
         assert_eq!(spec.quality.max_payment_cents(), 500_000);
         for bad in ["0", "-1", "1000000001"] {
-            let text = include_str!("../jobs/bpc.toml")
-                .replacen("[quality]", &format!("[quality]\nmax_payment_brl = {bad}"), 1);
+            let text = include_str!("../jobs/bpc.toml").replacen(
+                "[quality]",
+                &format!("[quality]\nmax_payment_brl = {bad}"),
+                1,
+            );
             let msg = Spec::parse("jobs/bpc.toml", &text)
                 .expect_err(bad)
                 .to_string();

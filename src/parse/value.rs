@@ -153,14 +153,20 @@ pub fn shaped(column_type: ColumnType, field: &[u8]) -> bool {
             field.len() <= CODE_MAX_DIGITS && field.iter().all(u8::is_ascii_digit)
         }
         ColumnType::Brl | ColumnType::BrlPoint => {
-            let decimal = if column_type == ColumnType::Brl { b',' } else { b'.' };
+            let decimal = if column_type == ColumnType::Brl {
+                b','
+            } else {
+                b'.'
+            };
             let body = match field {
                 [b'-' | b'+', rest @ ..] => rest,
                 _ => field,
             };
             body.iter().any(u8::is_ascii_digit)
                 && body.contains(&decimal)
-                && body.iter().all(|b| b.is_ascii_digit() || *b == b'.' || *b == b',')
+                && body
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || *b == b'.' || *b == b',')
         }
         ColumnType::Nis | ColumnType::Text => false,
     }
