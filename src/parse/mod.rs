@@ -207,7 +207,8 @@ impl fmt::Display for RejectReason {
                 }
                 write!(
                     f,
-                    " is beyond one payment's limit of ±R$ {limit_brl} (quality.max_payment_brl)"
+                    " is beyond one payment's limit of ±R$ {},00 (quality.max_payment_brl)",
+                    thousands(*limit_brl)
                 )
             }
             RejectReason::UnknownMunicipality { code } => {
@@ -737,6 +738,22 @@ impl Transformer {
     }
 }
 
+/// Whole reais with thousands dots: `1000000` → `1.000.000`.
+fn thousands(reais: i64) -> String {
+    let digits = reais.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if reais < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push('.');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// `field` as text for a message, when it has `column_type`'s shape.
 fn quotable(column_type: ColumnType, field: &[u8]) -> Option<String> {
     value::shaped(column_type, field)
@@ -1118,10 +1135,13 @@ mod tests {
         let err = t
             .row(&as_record(&nbf_fields("7107", "92233720368547758,07")))
             .expect_err("beyond");
-        assert!(
-            err.reason.to_string().contains("\"92233720368547758,07\""),
-            "{}",
-            err.reason
+        assert_eq!(
+            err.reason.to_string(),
+            "amount \"92233720368547758,07\" is beyond one payment's limit of ±R$ 1.000.000,00 (quality.max_payment_brl)"
+        );
+        assert_eq!(
+            (thousands(500), thousands(1_000), thousands(-12_345_678)),
+            ("500".into(), "1.000".into(), "-12.345.678".into())
         );
         // The bound is the spec's.
         let mut tight = spec.clone();
