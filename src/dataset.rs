@@ -273,10 +273,11 @@ fn default_shrink() -> f64 {
 }
 /// R$ 1.000.000,00: see [`Quality::max_payment_brl`].
 pub const DEFAULT_MAX_PAYMENT_BRL: i64 = 1_000_000;
-/// The highest `quality.max_payment_brl` a spec may set (R$ 1 billion; 92
-/// million rows at that value still sum within `i64` cents, and every sum
-/// is checked anyway).
-pub const MAX_PAYMENT_BRL_LIMIT: i64 = 1_000_000_000;
+/// The highest `quality.max_payment_brl` a spec may set (R$ 10 million;
+/// 9 billion rows at that value still sum within `i64` cents, a million in
+/// one municipality within its `numeric(15, 2)` total, and every sum is
+/// checked anyway).
+pub const MAX_PAYMENT_BRL_LIMIT: i64 = 10_000_000;
 fn default_max_payment_brl() -> i64 {
     DEFAULT_MAX_PAYMENT_BRL
 }
@@ -806,7 +807,7 @@ mod tests {
         );
         let spec = Spec::parse("jobs/bpc.toml", &text).expect("spec");
         assert_eq!(spec.quality.max_payment_cents(), 500_000);
-        for bad in ["0", "-1", "1000000001"] {
+        for bad in ["0", "-1", "10000001"] {
             let text = include_str!("../jobs/bpc.toml").replacen(
                 "[quality]",
                 &format!("[quality]\nmax_payment_brl = {bad}"),

@@ -398,3 +398,70 @@ async fn money_is_stored_with_two_decimals() {
     let values: Vec<String> = (0..5).map(|i| row.get(i)).collect();
     assert_eq!(values, ["700.00", "700.50", "700.50", "700.50", "700.50"]);
 }
+
+/// A total its `numeric` column cannot hold, or a tally that overflowed in
+/// the worker, fails the aggregates with SQLSTATE 22003 and a message
+/// saying which total, before any aggregate row is written.
+#[tokio::test]
+async fn totals_beyond_their_columns_fail_naming_the_total() {
+    use carga::aggregate::{Counted, MAX_CENTS_NUMERIC_15_2, MunicipalTally, prepare};
+
+    let app = TestApp::new().await;
+    let mut client = app.client().await;
+    let ids: Vec<i32> = client
+        .query(
+            "SELECT id FROM public.municipalities WHERE ibge_code::text IN ('3550308', '3509502')",
+            &[],
+        )
+        .await
+        .expect("ids")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids.len(), 2, "São Paulo and Campinas");
+    let tally = |cents: i64, overflowed: bool| MunicipalTally {
+        payments: 1,
+        cents,
+        overflowed,
+        ..MunicipalTally::default()
+    };
+    let half = MAX_CENTS_NUMERIC_15_2 / 2 + 1;
+    for (municipal, want) in [
+        (vec![(ids[0], tally(MAX_CENTS_NUMERIC_15_2, false))], None),
+        (
+            vec![(ids[0], tally(MAX_CENTS_NUMERIC_15_2 + 1, false))],
+            Some("municipality's or state's total"),
+        ),
+        // each municipality fits, their state (São Paulo) does not
+        (
+            vec![(ids[0], tally(half, false)), (ids[1], tally(half, false))],
+            Some("municipality's or state's total"),
+        ),
+        (
+            vec![(ids[0], tally(-MAX_CENTS_NUMERIC_15_2 - 1, false))],
+            Some("municipality's or state's total"),
+        ),
+        (vec![(ids[0], tally(1, true))], Some("overflowed")),
+    ] {
+        let tx = client.transaction().await.expect("tx");
+        let counted = Counted {
+            municipal: &municipal,
+            states: &[],
+            distinct_beneficiaries: 0,
+        };
+        let got = prepare(&tx, &counted).await;
+        match want {
+            None => assert!(got.is_ok(), "{got:?}"),
+            Some(message) => {
+                let err = got.expect_err(message);
+                let db = err.as_db_error().expect("a database error");
+                assert_eq!(
+                    db.code(),
+                    &tokio_postgres::error::SqlState::NUMERIC_VALUE_OUT_OF_RANGE
+                );
+                assert!(db.message().contains(message), "{}", db.message());
+            }
+        }
+        tx.rollback().await.expect("rollback");
+    }
+}
