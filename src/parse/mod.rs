@@ -277,6 +277,9 @@ pub struct Plan {
     attributes: Vec<Attribute>,
     /// Per file position: what the redacted raw line shows.
     shown: Vec<Shown>,
+    /// Positions scanned for NUL bytes: all but the typed role columns,
+    /// whose parsers refuse a NUL on their own.
+    nul_scanned: Vec<usize>,
     headers: Vec<String>,
 }
 
@@ -381,6 +384,10 @@ impl Plan {
                 };
             }
         }
+        let typed = [Some(reference), competence, Some(municipality), Some(value)];
+        let nul_scanned = (0..headers.len())
+            .filter(|i| !typed.contains(&Some(*i)))
+            .collect();
         Ok(Plan {
             width: headers.len(),
             reference,
@@ -395,6 +402,7 @@ impl Plan {
                 .collect(),
             attributes,
             shown,
+            nul_scanned,
             headers,
         })
     }
@@ -495,12 +503,19 @@ impl Transformer {
         expected: &'static str,
         field: &[u8],
     ) -> RowError {
-        RowError {
-            column: self.plan.header(index),
-            reason: RejectReason::BadValue {
+        // Typed fields are not in the NUL scan of `row`: a NUL makes them
+        // unparseable, and is named here, off the hot path.
+        let reason = if memchr::memchr(0, field).is_some() {
+            RejectReason::NulByte
+        } else {
+            RejectReason::BadValue {
                 expected,
                 found: quotable(column_type, field),
-            },
+            }
+        };
+        RowError {
+            column: self.plan.header(index),
+            reason,
         }
     }
 
@@ -530,14 +545,18 @@ impl Transformer {
             });
         }
         let field = |i: usize| record.get(i).unwrap_or_default();
-        // PostgreSQL refuses NUL in text and jsonb: a reject here, with its
-        // column, rather than a bare database error later (in a kept
-        // attribute or in the reject line itself).
-        if let Some(i) = record.iter().position(|f| memchr::memchr(0, f).is_some()) {
-            return Err(RowError {
-                column: plan.header(i),
-                reason: RejectReason::NulByte,
-            });
+        // PostgreSQL refuses NUL in text and jsonb: a NUL in any field is a
+        // reject, with its column, rather than a bare database error later
+        // (in a kept attribute or in the reject line itself). The typed
+        // fields are left out of this scan: their parsers refuse a NUL and
+        // `bad` names it.
+        for &i in &plan.nul_scanned {
+            if memchr::memchr(0, field(i)).is_some() {
+                return Err(RowError {
+                    column: plan.header(i),
+                    reason: RejectReason::NulByte,
+                });
+            }
         }
 
         let reference = field(plan.reference);
@@ -1094,6 +1113,10 @@ mod tests {
         let spec = spec("bpc");
         let mut t = transformer(&spec, BPC_HEADER);
         for (i, column) in [
+            (0, "M\u{ca}S COMPET\u{ca}NCIA"),
+            (1, "M\u{ca}S REFER\u{ca}NCIA"),
+            (3, "C\u{d3}DIGO MUNIC\u{cd}PIO SIAFI"),
+            (5, "NIS BENEFICI\u{c1}RIO"),
             (7, "NOME BENEFICI\u{c1}RIO"),
             (12, "BENEF\u{cd}CIO CONCEDIDO JUDICIALMENTE"),
             (13, "VALOR PARCELA"),
