@@ -33,7 +33,11 @@ pub fn builtin_index() -> MunicipalityIndex {
         Some(MunicipalityEntry {
             id: ibge as i32,
             ibge,
-            siafi: m.siafi_code.as_deref().and_then(|s| s.parse().ok()),
+            // the same rule as a file's codes: exactly four digits
+            siafi: m
+                .siafi_code
+                .as_deref()
+                .and_then(|s| crate::parse::value::siafi(s.as_bytes())),
             state_id: (ibge / 100_000) as i32,
         })
     }))
