@@ -237,9 +237,12 @@ pub struct Quality {
     #[serde(default = "default_shrink")]
     pub max_shrink: f64,
     /// The largest amount one row may carry, in whole reais, either sign: a
-    /// row beyond it is a reject (`value_out_of_range`). One monthly social
-    /// payment above R$ 1.000.000,00 is not real; the bound also keeps every
-    /// sum far from `i64` and from the `numeric` columns' limits.
+    /// row beyond it is a reject (`value_out_of_range`). The programmes pay
+    /// tens to thousands of reais a month, so the default (R$ 10 million) is
+    /// loose enough never to refuse a real payment and still refuses what
+    /// is not one: a value near `i64::MAX` cents, or a NIS or CPF shifted
+    /// into the amount column (R$ 12 billion and up). It also keeps every sum
+    /// far from `i64` and from the `numeric` columns' limits.
     #[serde(default = "default_max_payment_brl")]
     pub max_payment_brl: i64,
 }
@@ -271,13 +274,13 @@ fn default_reject_allowance() -> u64 {
 fn default_shrink() -> f64 {
     0.30
 }
-/// R$ 1.000.000,00: see [`Quality::max_payment_brl`].
-pub const DEFAULT_MAX_PAYMENT_BRL: i64 = 1_000_000;
-/// The highest `quality.max_payment_brl` a spec may set (R$ 10 million;
-/// 9 billion rows at that value still sum within `i64` cents, a million in
+/// R$ 10.000.000,00: see [`Quality::max_payment_brl`].
+pub const DEFAULT_MAX_PAYMENT_BRL: i64 = 10_000_000;
+/// The highest `quality.max_payment_brl` a spec may set (R$ 100 million;
+/// 900 million rows at that value still sum within `i64` cents, 100 000 in
 /// one municipality within its `numeric(15, 2)` total, and every sum is
 /// checked anyway).
-pub const MAX_PAYMENT_BRL_LIMIT: i64 = 10_000_000;
+pub const MAX_PAYMENT_BRL_LIMIT: i64 = 100_000_000;
 fn default_max_payment_brl() -> i64 {
     DEFAULT_MAX_PAYMENT_BRL
 }
@@ -799,7 +802,7 @@ mod tests {
     #[test]
     fn the_payment_bound_has_a_default_and_limits() {
         let spec = bpc_with("name = \"x\"\nheader = \"X\"\ntype = \"text\"").expect("spec");
-        assert_eq!(spec.quality.max_payment_cents(), 100_000_000);
+        assert_eq!(spec.quality.max_payment_cents(), 1_000_000_000);
         let text = include_str!("../jobs/bpc.toml").replacen(
             "[quality]",
             "[quality]\nmax_payment_brl = 5000",
@@ -807,7 +810,7 @@ mod tests {
         );
         let spec = Spec::parse("jobs/bpc.toml", &text).expect("spec");
         assert_eq!(spec.quality.max_payment_cents(), 500_000);
-        for bad in ["0", "-1", "10000001"] {
+        for bad in ["0", "-1", "100000001"] {
             let text = include_str!("../jobs/bpc.toml").replacen(
                 "[quality]",
                 &format!("[quality]\nmax_payment_brl = {bad}"),

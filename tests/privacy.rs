@@ -295,9 +295,9 @@ async fn amounts_beyond_the_limit_are_rejects_in_validate_and_run() {
         nbf_row("202410", "7107", NIS, "", "600,00"),
         nbf_row("202410", "7107", OTHER_NIS, "", "92233720368547758,07"),
         nbf_row("202410", "7107", OTHER_NIS, "", "92233720368547758,07"),
-        nbf_row("202410", "6291", OTHER_NIS, "", "1.000.000,01"),
-        nbf_row("202410", "6291", OTHER_NIS, "", "-1.000.000,01"),
-        nbf_row("202410", "6291", OTHER_NIS, "", "1.000.000,00"),
+        nbf_row("202410", "6291", OTHER_NIS, "", "10.000.000,01"),
+        nbf_row("202410", "6291", OTHER_NIS, "", "-10.000.000,01"),
+        nbf_row("202410", "6291", OTHER_NIS, "", "10.000.000,00"),
     ]);
 
     let validated = validate(&zip).await;
@@ -305,7 +305,7 @@ async fn amounts_beyond_the_limit_are_rejects_in_validate_and_run() {
     assert_eq!(validated.status.code(), Some(0), "{output}");
     assert!(output.contains("6 read, 2 valid, 4 rejected"), "{output}");
     assert!(output.contains("4 value_out_of_range"), "{output}");
-    assert!(output.contains("R$ 1.000.600,00"), "{output}");
+    assert!(output.contains("R$ 10.000.600,00"), "{output}");
 
     let urls = app.serve(vec![("nbf.zip", zip)]).await;
     let report = app
@@ -314,7 +314,7 @@ async fn amounts_beyond_the_limit_are_rejects_in_validate_and_run() {
         .expect("load");
     assert_eq!(report.outcome, Outcome::Published);
     assert_eq!((report.rows_loaded, report.rows_rejected), (2, 4));
-    assert_eq!(report.value_cents, 100_060_000);
+    assert_eq!(report.value_cents, 1_000_060_000);
     let stored = rejects(&app).await;
     assert!(
         stored

@@ -1142,10 +1142,10 @@ mod tests {
         let spec = spec("novo-bolsa-familia");
         let mut t = transformer(&spec, NBF_HEADER);
         for (value, want) in [
-            ("1.000.000,00", Ok(100_000_000)),
-            ("-1.000.000,00", Ok(-100_000_000)),
-            ("1.000.000,01", Err("value_out_of_range")),
-            ("-1.000.000,01", Err("value_out_of_range")),
+            ("10.000.000,00", Ok(1_000_000_000)),
+            ("-10.000.000,00", Ok(-1_000_000_000)),
+            ("10.000.000,01", Err("value_out_of_range")),
+            ("-10.000.000,01", Err("value_out_of_range")),
             ("92233720368547758,07", Err("value_out_of_range")),
             ("-92233720368547758,08", Err("bad_value")),
         ] {
@@ -1160,7 +1160,7 @@ mod tests {
             .expect_err("beyond");
         assert_eq!(
             err.reason.to_string(),
-            "amount \"92233720368547758,07\" is beyond one payment's limit of ±R$ 1.000.000,00 (quality.max_payment_brl)"
+            "amount \"92233720368547758,07\" is beyond one payment's limit of ±R$ 10.000.000,00 (quality.max_payment_brl)"
         );
         assert_eq!(
             (thousands(500), thousands(1_000), thousands(-12_345_678)),
