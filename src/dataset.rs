@@ -236,6 +236,22 @@ pub struct Quality {
     /// against the last published load. 1.0 disables the guard.
     #[serde(default = "default_shrink")]
     pub max_shrink: f64,
+    /// The largest amount one row may carry, in whole reais, either sign: a
+    /// row beyond it is a reject (`value_out_of_range`). The programmes pay
+    /// tens to thousands of reais a month, so the default (R$ 10 million) is
+    /// loose enough never to refuse a real payment and still refuses what
+    /// is not one: a value near `i64::MAX` cents, or a NIS or CPF shifted
+    /// into the amount column (R$ 12 billion and up). It also keeps every sum
+    /// far from `i64` and from the `numeric` columns' limits.
+    #[serde(default = "default_max_payment_brl")]
+    pub max_payment_brl: i64,
+}
+
+impl Quality {
+    /// [`Quality::max_payment_brl`] in cents.
+    pub fn max_payment_cents(&self) -> i64 {
+        self.max_payment_brl.saturating_mul(100)
+    }
 }
 
 impl Default for Quality {
@@ -244,6 +260,7 @@ impl Default for Quality {
             max_reject_ratio: default_reject_ratio(),
             reject_allowance: default_reject_allowance(),
             max_shrink: default_shrink(),
+            max_payment_brl: default_max_payment_brl(),
         }
     }
 }
@@ -256,6 +273,16 @@ fn default_reject_allowance() -> u64 {
 }
 fn default_shrink() -> f64 {
     0.30
+}
+/// R$ 10.000.000,00: see [`Quality::max_payment_brl`].
+pub const DEFAULT_MAX_PAYMENT_BRL: i64 = 10_000_000;
+/// The highest `quality.max_payment_brl` a spec may set (R$ 100 million;
+/// 900 million rows at that value still sum within `i64` cents, 100 000 in
+/// one municipality within its `numeric(15, 2)` total, and every sum is
+/// checked anyway).
+pub const MAX_PAYMENT_BRL_LIMIT: i64 = 100_000_000;
+fn default_max_payment_brl() -> i64 {
+    DEFAULT_MAX_PAYMENT_BRL
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -361,6 +388,11 @@ impl Spec {
                 "quality.max_shrink: must be between 0 and 1".into(),
             ));
         }
+        if !(1..=MAX_PAYMENT_BRL_LIMIT).contains(&q.max_payment_brl) {
+            return Err(invalid(format!(
+                "quality.max_payment_brl: must be between 1 and {MAX_PAYMENT_BRL_LIMIT} (whole reais)"
+            )));
+        }
         if raw.kind == Kind::Payments {
             let Some(program) = &raw.program else {
                 return Err(invalid(
@@ -448,6 +480,12 @@ fn validate_columns(columns: &[Column]) -> Result<(), String> {
                 "{key}.privacy: NIS is personal data and is stored only as a keyed hash; use \"hash\" or \"drop\""
             ));
         }
+        if c.privacy == Privacy::Keep && is_personal(c) {
+            return Err(format!(
+                "{key}.privacy: column {:?} ({:?}) holds personal data (a name, CPF, NIS or another identifier of a person) and cannot be \"keep\"; use \"drop\" (the default) or \"hash\"",
+                c.name, c.header
+            ));
+        }
         if c.role == Some(Role::Beneficiary) && c.privacy != Privacy::Hash {
             return Err(format!(
                 "{key}.privacy: the beneficiary column must be \"hash\""
@@ -482,6 +520,55 @@ fn validate_columns(columns: &[Column]) -> Result<(), String> {
         return Err("columns: at most one column may have role CompetenceMonth".into());
     }
     Ok(())
+}
+
+/// Words that make a column personal wherever they appear in its header, an
+/// alias or its name: identifiers of a person.
+const PERSONAL_WORDS: &[&str] = &[
+    "CPF", "NIS", "PIS", "PASEP", "NIT", "RGP", "RG", "CNH", "TITULO", "CNS", "CAF", "DAP",
+];
+/// Words that make a column personal unless a place word says whose it is
+/// (`NOME MUNICÍPIO` is a place's name, `NOME FAVORECIDO` a person's).
+const NAME_WORDS: &[&str] = &[
+    "NOME",
+    "NAME",
+    "FAVORECIDO",
+    "BENEFICIARIO",
+    "REPRESENTANTE",
+];
+const PLACE_WORDS: &[&str] = &[
+    "MUNICIPIO",
+    "MUNICIPALITY",
+    "UF",
+    "ESTADO",
+    "STATE",
+    "PROGRAMA",
+    "PROGRAM",
+];
+
+/// Whether a spec column holds personal data: a NIS by type or role, or a
+/// header, alias or name that names a person's identifier (CPF, NIS, …), a
+/// person's name (`NOME …` but not a place's), or a benefit number.
+/// Deliberately broad: a false positive only means the column cannot be
+/// kept in clear (it can still be hashed).
+pub fn is_personal(column: &Column) -> bool {
+    if column.column_type == ColumnType::Nis || column.role == Some(Role::Beneficiary) {
+        return true;
+    }
+    let names = std::iter::once(column.header.as_str())
+        .chain(column.aliases.iter().map(String::as_str))
+        .chain(std::iter::once(column.name.as_str()));
+    names.into_iter().any(|text| {
+        let key = header_key(text);
+        let words: Vec<&str> = key
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
+        let has = |list: &[&str]| words.iter().any(|w| list.contains(w));
+        has(PERSONAL_WORDS)
+            || (has(NAME_WORDS) && !has(PLACE_WORDS))
+            || (has(&["NUMERO", "NUMBER"]) && has(&["BENEFICIO", "BENEFIT"]))
+    })
 }
 
 fn is_identifier(text: &str, separator: char) -> bool {
@@ -636,6 +723,104 @@ mod tests {
             "CODIGO SIAFI MUNICIPIO"
         );
         assert_eq!(header_key("\u{feff}MÊS REFERÊNCIA "), "MES REFERENCIA");
+    }
+
+    /// bpc.toml with one more column, `extra`, appended to the list.
+    fn bpc_with(extra: &str) -> Result<Spec, SpecError> {
+        let text = include_str!("../jobs/bpc.toml").replacen(
+            "[quality]",
+            &format!("[[columns]]\n{extra}\n\n[quality]"),
+            1,
+        );
+        Spec::parse("jobs/bpc.toml", &text)
+    }
+
+    #[test]
+    fn personal_columns_cannot_be_kept() {
+        let columns = bpc_with("name = \"x\"\nheader = \"X\"\ntype = \"text\"")
+            .expect("spec")
+            .columns
+            .len();
+        let key = format!("columns[{}].privacy", columns - 1);
+        for (name, header, kind) in [
+            ("x0", "NOME BENEFICIÁRIO", "text"),
+            ("x1", "Nome do Favorecido", "text"), // recognised by its header
+            ("x2", "CPF BENEFICIÁRIO", "text"),
+            ("x3", "NIS REPRESENTANTE LEGAL", "text"),
+            ("x4", "NIS REPRESENTANTE LEGAL", "nis"),
+            ("x5", "NÚMERO BENEFÍCIO", "text"),
+            ("x6", "RGP FAVORECIDO", "text"),
+            ("x7", "PIS/PASEP", "text"),
+            ("holder_name", "TITULAR", "text"), // recognised by its name
+            ("holder_cpf", "DOCUMENTO", "text"),
+        ] {
+            let extra = format!(
+                "name = \"{name}\"\nheader = \"{header}\"\ntype = \"{kind}\"\nprivacy = \"keep\""
+            );
+            let msg = bpc_with(&extra).expect_err(header).to_string();
+            assert!(
+                msg.starts_with("jobs/bpc.toml:") && msg.contains(&key),
+                "{header}: {msg}"
+            );
+            // hashed or dropped, the same column is fine
+            bpc_with(&extra.replace("\"keep\"", "\"hash\"")).expect(header);
+        }
+        // The shipped spec's own name column, switched to keep.
+        let text = include_str!("../jobs/bpc.toml").replace(
+            "header = \"NOME BENEFICIÁRIO\"\ntype = \"text\"\nprivacy = \"drop\"",
+            "header = \"NOME BENEFICIÁRIO\"\ntype = \"text\"\nprivacy = \"keep\"",
+        );
+        let msg = Spec::parse("jobs/bpc.toml", &text)
+            .expect_err("name kept")
+            .to_string();
+        assert!(
+            msg.starts_with("jobs/bpc.toml: columns[7].privacy") && msg.contains("\"name\""),
+            "{msg}"
+        );
+        // An alias naming a person is enough.
+        let msg = bpc_with(
+            "name = \"x8\"\nheader = \"TITULAR\"\naliases = [\"NOME TITULAR\"]\ntype = \"text\"\nprivacy = \"keep\"",
+        )
+        .expect_err("alias")
+        .to_string();
+        assert!(msg.contains(&key), "{msg}");
+        // A place's name and a yes/no flag are not personal.
+        for (name, header) in [
+            ("municipality_name_kept", "NOME MUNICÍPIO"),
+            ("granted_in_court", "BENEFÍCIO CONCEDIDO JUDICIALMENTE"),
+        ] {
+            bpc_with(&format!(
+                "name = \"{name}\"\nheader = \"{header}\"\ntype = \"text\"\nprivacy = \"keep\""
+            ))
+            .expect(header);
+        }
+        // Nothing said: dropped.
+        let spec = bpc_with("name = \"x9\"\nheader = \"NOME MÃE\"\ntype = \"text\"").expect("spec");
+        assert_eq!(spec.columns.last().map(|c| c.privacy), Some(Privacy::Drop));
+    }
+
+    #[test]
+    fn the_payment_bound_has_a_default_and_limits() {
+        let spec = bpc_with("name = \"x\"\nheader = \"X\"\ntype = \"text\"").expect("spec");
+        assert_eq!(spec.quality.max_payment_cents(), 1_000_000_000);
+        let text = include_str!("../jobs/bpc.toml").replacen(
+            "[quality]",
+            "[quality]\nmax_payment_brl = 5000",
+            1,
+        );
+        let spec = Spec::parse("jobs/bpc.toml", &text).expect("spec");
+        assert_eq!(spec.quality.max_payment_cents(), 500_000);
+        for bad in ["0", "-1", "100000001"] {
+            let text = include_str!("../jobs/bpc.toml").replacen(
+                "[quality]",
+                &format!("[quality]\nmax_payment_brl = {bad}"),
+                1,
+            );
+            let msg = Spec::parse("jobs/bpc.toml", &text)
+                .expect_err(bad)
+                .to_string();
+            assert!(msg.contains("quality.max_payment_brl"), "{msg}");
+        }
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! [`distinct`]. SQL only writes those numbers (a few thousand rows) and
 //! never scans the period's payments. One function per table, its SQL
 //! beside it. Money is integer cents until the single division into
-//! `numeric`.
+//! `numeric`, and every money value written has two decimals (the
+//! `numeric(p, 2)` columns by their type, the `extra_data` JSON by
+//! `round(…, 2)`). Totals a column cannot hold fail the load in
+//! [`prepare`], naming the cause, before any aggregate is written.
 
 pub mod distinct;
 pub mod tally;
@@ -71,6 +74,7 @@ pub async fn prepare(
         &[&ids, &payments, &cents, &retro_payments, &retro_cents, &without_nis, &people],
     )
     .await?;
+    guard_totals(tx, municipal.iter().any(|(_, t)| t.overflowed)).await?;
     let state_ids: Vec<i32> = counted.states.iter().map(|(id, _)| *id).collect();
     let state_people: Vec<i64> = counted.states.iter().map(|(_, n)| *n as i64).collect();
     tx.execute(
@@ -80,6 +84,43 @@ pub async fn prepare(
     )
     .await?;
     Ok(())
+}
+
+/// Largest |cents| of `numeric(15, 2)`: `beneficiary_data` and
+/// `program_state_monthly`'s `total_value_brl`.
+pub const MAX_CENTS_NUMERIC_15_2: i64 = 999_999_999_999_999;
+/// Largest |cents| of `numeric(17, 2)`: `program_national_monthly`'s
+/// `total_value_brl` and the ledger's.
+pub const MAX_CENTS_NUMERIC_17_2: i64 = 99_999_999_999_999_999;
+
+/// Fails (SQLSTATE 22003, with a message saying which total) when a tally
+/// overflowed in the worker or a municipal, state or national sum would not
+/// fit its `numeric` column, instead of PostgreSQL's bare "numeric field
+/// overflow" halfway through the aggregates. Only integers are formatted
+/// into the statement.
+async fn guard_totals(tx: &Transaction<'_>, overflowed: bool) -> Result<(), tokio_postgres::Error> {
+    let sql = format!(
+        "DO $$
+         BEGIN
+           IF {overflowed} THEN
+             RAISE EXCEPTION 'a municipal tally overflowed 64-bit cents in the worker'
+               USING ERRCODE = 'numeric_value_out_of_range';
+           END IF;
+           IF EXISTS (SELECT 1 FROM carga_municipal WHERE abs(cents) > {m})
+              OR EXISTS (SELECT 1 FROM carga_municipal GROUP BY state_id
+                         HAVING abs(sum(cents)) > {m}) THEN
+             RAISE EXCEPTION 'a municipality''s or state''s total value is beyond what total_value_brl numeric(15,2) holds'
+               USING ERRCODE = 'numeric_value_out_of_range';
+           END IF;
+           IF (SELECT abs(coalesce(sum(cents), 0)) FROM carga_municipal) > {n} THEN
+             RAISE EXCEPTION 'the national total value is beyond what total_value_brl numeric(17,2) holds'
+               USING ERRCODE = 'numeric_value_out_of_range';
+           END IF;
+         END $$",
+        m = MAX_CENTS_NUMERIC_15_2,
+        n = MAX_CENTS_NUMERIC_17_2,
+    );
+    tx.batch_execute(&sql).await
 }
 
 /// `beneficiary_data`: one row per municipality, upserted (so the API's ids
@@ -100,7 +141,7 @@ pub async fn municipal(
                     jsonb_build_object(
                         'payments', payments,
                         'retroactive_payments', retro_payments,
-                        'retroactive_value_brl', retro_cents::numeric / 100,
+                        'retroactive_value_brl', round(retro_cents::numeric / 100, 2),
                         'payments_without_nis', without_nis,
                         'load_id', $4::bigint),
                     $5, now() AT TIME ZONE 'UTC'

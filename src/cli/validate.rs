@@ -9,6 +9,7 @@ use anyhow::anyhow;
 use clap::Args;
 
 use super::{CliResult, Failure, brl, usage};
+use crate::aggregate::MAX_CENTS_NUMERIC_17_2;
 use crate::config::Settings;
 use crate::dataset;
 use crate::parse::{MunicipalityEntry, MunicipalityIndex};
@@ -32,10 +33,24 @@ pub fn builtin_index() -> MunicipalityIndex {
         Some(MunicipalityEntry {
             id: ibge as i32,
             ibge,
-            siafi: m.siafi_code.as_deref().and_then(|s| s.parse().ok()),
+            // the same rule as a file's codes: exactly four digits
+            siafi: m
+                .siafi_code
+                .as_deref()
+                .and_then(|s| crate::parse::value::siafi(s.as_bytes())),
             state_id: (ibge / 100_000) as i32,
         })
     }))
+}
+
+/// The file's total as `carga run` would store it, or `None` when the
+/// ledger's and the national aggregate's `numeric(17, 2)` cannot hold it (the
+/// load would fail). Never truncated: `as i64` once printed a negative
+/// total for a file whose sum passed `i64`.
+fn storable_total(cents: i128) -> Option<i64> {
+    i64::try_from(cents)
+        .ok()
+        .filter(|cents| cents.unsigned_abs() <= MAX_CENTS_NUMERIC_17_2.unsigned_abs())
 }
 
 pub async fn run(settings: Settings, args: ValidateArgs) -> CliResult {
@@ -68,7 +83,11 @@ pub async fn run(settings: Settings, args: ValidateArgs) -> CliResult {
         "  rows            {} read, {} valid, {} rejected (limit {})",
         s.rows_read, s.rows_loaded, s.rows_rejected, report.limit
     );
-    println!("  value           {}", brl(s.value_cents as i64));
+    let total = storable_total(s.value_cents);
+    match total {
+        Some(cents) => println!("  value           {}", brl(cents)),
+        None => println!("  value           beyond {}", brl(MAX_CENTS_NUMERIC_17_2)),
+    }
     for (code, count) in &s.rejects_by_code {
         println!("  rejects         {count} {code}");
     }
@@ -88,7 +107,33 @@ pub async fn run(settings: Settings, args: ValidateArgs) -> CliResult {
     if s.rows_read == 0 {
         return Err(Failure::Failed(anyhow!("{}: no rows", s.file)));
     }
+    if total.is_none() {
+        return Err(Failure::Failed(anyhow!(
+            "{}: the total value is beyond what the database stores ({}), so the load would fail",
+            s.file,
+            brl(MAX_CENTS_NUMERIC_17_2)
+        )));
+    }
     pipeline::check_rejects(&spec, s).map_err(|e| Failure::Failed(e.into()))?;
     println!("  result          ok: the file would load");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_are_never_truncated() {
+        assert_eq!(storable_total(123_456), Some(123_456));
+        assert_eq!(storable_total(-5_000), Some(-5_000));
+        let max = i128::from(MAX_CENTS_NUMERIC_17_2);
+        assert_eq!(storable_total(max), Some(MAX_CENTS_NUMERIC_17_2));
+        assert_eq!(storable_total(-max), Some(-MAX_CENTS_NUMERIC_17_2));
+        assert_eq!(storable_total(max + 1), None);
+        // Two rows of 92233720368547758,07: `as i64` said R$ -0,02.
+        let two = 2 * i128::from(i64::MAX);
+        assert_eq!(two as i64, -2);
+        assert_eq!(storable_total(two), None);
+    }
 }

@@ -22,10 +22,24 @@ use crate::dataset::{Column, ColumnType, Encoding, Period, Privacy, Role, Spec, 
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
-    #[error("header is missing {missing:?}; found {found:?}")]
+    /// `found` lists the first line's cells only when that line is shaped
+    /// like a header (every cell a header-like name, at least one of them
+    /// recognised); a first line that is a data row (a file without a
+    /// header) holds a person's name, NIS and CPF, so it is only counted.
+    #[error(
+        "header is missing {missing:?}; found {columns} columns{}",
+        match found {
+            Some(found) => format!(": {found:?}"),
+            None => format!(
+                ", {recognised} of them expected; the first line does not look like a header (a data row?), so its cells are not shown"
+            ),
+        }
+    )]
     Missing {
         missing: Vec<String>,
-        found: Vec<String>,
+        columns: usize,
+        recognised: usize,
+        found: Option<Vec<String>>,
     },
     #[error("header names {header:?} twice")]
     Duplicate { header: String },
@@ -122,8 +136,10 @@ impl MunicipalityIndex {
     }
 }
 
-/// Why a row was refused. Messages never contain personal data: only values
-/// of typed, non-personal columns (months, codes, amounts) are quoted.
+/// Why a row was refused. Messages never contain personal data: a value is
+/// quoted only when it has the shape of its column's type (digits for
+/// codes and months, an amount for amounts: [`value::shaped`]), so a name,
+/// CPF or NIS in the wrong column is described, never quoted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RejectReason {
     FieldCount {
@@ -132,7 +148,14 @@ pub enum RejectReason {
     },
     BadValue {
         expected: &'static str,
-        found: String,
+        /// The value, when it has the column type's shape.
+        found: Option<String>,
+    },
+    /// An amount beyond `quality.max_payment_brl`, either sign.
+    ValueOutOfRange {
+        /// The value, when it has an amount's shape.
+        found: Option<String>,
+        limit_brl: i64,
     },
     UnknownMunicipality {
         code: String,
@@ -142,6 +165,8 @@ pub enum RejectReason {
         expected: u32,
     },
     InvalidText,
+    /// A NUL byte in any field: PostgreSQL refuses it in text and jsonb.
+    NulByte,
 }
 
 impl RejectReason {
@@ -149,9 +174,11 @@ impl RejectReason {
         match self {
             RejectReason::FieldCount { .. } => "field_count",
             RejectReason::BadValue { .. } => "bad_value",
+            RejectReason::ValueOutOfRange { .. } => "value_out_of_range",
             RejectReason::UnknownMunicipality { .. } => "unknown_municipality",
             RejectReason::WrongReferenceMonth { .. } => "wrong_reference_month",
             RejectReason::InvalidText => "invalid_text",
+            RejectReason::NulByte => "nul_byte",
         }
     }
 }
@@ -162,8 +189,27 @@ impl fmt::Display for RejectReason {
             RejectReason::FieldCount { expected, found } => {
                 write!(f, "expected {expected} fields, found {found}")
             }
-            RejectReason::BadValue { expected, found } => {
-                write!(f, "invalid {expected}: {found:?}")
+            RejectReason::BadValue {
+                expected,
+                found: Some(found),
+            } => write!(f, "invalid {expected}: {found:?}"),
+            RejectReason::BadValue {
+                expected,
+                found: None,
+            } => write!(
+                f,
+                "expected {expected}; the value does not have that shape and is not shown"
+            ),
+            RejectReason::ValueOutOfRange { found, limit_brl } => {
+                match found {
+                    Some(found) => write!(f, "amount {found:?}")?,
+                    None => write!(f, "amount (not shown)")?,
+                }
+                write!(
+                    f,
+                    " is beyond one payment's limit of ±R$ {},00 (quality.max_payment_brl)",
+                    thousands(*limit_brl)
+                )
             }
             RejectReason::UnknownMunicipality { code } => {
                 write!(
@@ -177,9 +223,12 @@ impl fmt::Display for RejectReason {
                     "reference month {found} differs from the load's period {expected}"
                 )
             }
-            RejectReason::InvalidText => write!(
+            RejectReason::InvalidText => {
+                write!(f, "text is not valid in the declared encoding")
+            }
+            RejectReason::NulByte => write!(
                 f,
-                "text is not valid in the declared encoding or holds a NUL byte"
+                "the field holds a NUL byte, which the database refuses in text"
             ),
         }
     }
@@ -228,12 +277,19 @@ pub struct Plan {
     attributes: Vec<Attribute>,
     /// Per file position: what the redacted raw line shows.
     shown: Vec<Shown>,
+    /// Positions scanned for NUL bytes: all but the typed role columns,
+    /// whose parsers refuse a NUL on their own.
+    nul_scanned: Vec<usize>,
     headers: Vec<String>,
 }
 
+/// What a reject line shows of one file position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shown {
-    Clear,
+    /// A typed column: shown when the value has its type's shape.
+    Typed(ColumnType),
+    /// A text column the policy keeps: shown unless it holds a NUL byte.
+    Text,
     Hidden,
 }
 
@@ -244,9 +300,10 @@ impl Plan {
         if header.is_empty() || (header.len() == 1 && header.get(0).is_some_and(<[u8]>::is_empty)) {
             return Err(HeaderError::Empty);
         }
+        // A NUL would make the name unstorable as a reject's column.
         let headers: Vec<String> = header
             .iter()
-            .map(|field| decode_text(spec.source.encoding, field))
+            .map(|field| decode_text(spec.source.encoding, field).replace('\0', "\u{fffd}"))
             .collect();
         let keys: Vec<String> = headers.iter().map(|h| header_key(h)).collect();
         let mut positions: HashMap<&str, usize> = HashMap::new();
@@ -276,9 +333,13 @@ impl Plan {
             }
         }
         if !missing.is_empty() {
+            let looks_like_header =
+                !positions.is_empty() && headers.iter().all(|h| header_shaped(h));
             return Err(HeaderError::Missing {
                 missing,
-                found: headers,
+                columns: headers.len(),
+                recognised: positions.len(),
+                found: looks_like_header.then_some(headers),
             });
         }
         let position = |role: Role| -> (usize, &Column) {
@@ -314,16 +375,19 @@ impl Plan {
         let mut shown = vec![Shown::Hidden; headers.len()];
         for column in &spec.columns {
             if let Some(&i) = positions.get(column.name.as_str()) {
-                let clear = match column.role {
-                    Some(Role::Beneficiary) => false,
-                    Some(_) => true,
-                    None => column.privacy == Privacy::Keep,
+                shown[i] = match (column.role, column.column_type) {
+                    (Some(Role::Beneficiary), _) | (_, ColumnType::Nis) => Shown::Hidden,
+                    (Some(_), column_type) => Shown::Typed(column_type),
+                    (None, _) if column.privacy != Privacy::Keep => Shown::Hidden,
+                    (None, ColumnType::Text) => Shown::Text,
+                    (None, column_type) => Shown::Typed(column_type),
                 };
-                if clear {
-                    shown[i] = Shown::Clear;
-                }
             }
         }
+        let typed = [Some(reference), competence, Some(municipality), Some(value)];
+        let nul_scanned = (0..headers.len())
+            .filter(|i| !typed.contains(&Some(*i)))
+            .collect();
         Ok(Plan {
             width: headers.len(),
             reference,
@@ -338,6 +402,7 @@ impl Plan {
                 .collect(),
             attributes,
             shown,
+            nul_scanned,
             headers,
         })
     }
@@ -349,6 +414,17 @@ impl Plan {
     fn header(&self, index: usize) -> Option<String> {
         self.headers.get(index).cloned()
     }
+}
+
+/// Whether a header cell looks like a column name (letters, spaces and a
+/// little punctuation; no digits; short), as opposed to a value.
+fn header_shaped(text: &str) -> bool {
+    let text = text.trim().trim_start_matches('\u{feff}');
+    !text.is_empty()
+        && text.chars().count() <= 60
+        && text
+            .chars()
+            .all(|c| c.is_alphabetic() || " _-/().ºª".contains(c))
 }
 
 fn decode_text(encoding: Encoding, field: &[u8]) -> String {
@@ -368,6 +444,8 @@ pub struct Transformer {
     encoding: Encoding,
     municipalities: MunicipalityIndex,
     period: u32,
+    /// `quality.max_payment_brl` in cents: the largest |value| of a row.
+    max_payment_cents: i64,
     nis_mac: KeyedHash,
     /// The key again, for the rare hashed attribute longer than one block.
     key_for_long_values: Vec<u8>,
@@ -392,6 +470,7 @@ impl Transformer {
             encoding: spec.source.encoding,
             municipalities,
             period: period.map_or(0, Period::yyyymm),
+            max_payment_cents: spec.quality.max_payment_cents(),
             nis_mac,
             key_for_long_values,
             last_nis: [0; 11],
@@ -415,13 +494,28 @@ impl Transformer {
         self.period
     }
 
-    fn bad(&self, index: usize, expected: &'static str, field: &[u8]) -> RowError {
+    /// A refused value of a `column_type` column: quoted only when it has
+    /// that type's shape (never a name, CPF or NIS in the wrong column).
+    fn bad(
+        &self,
+        index: usize,
+        column_type: ColumnType,
+        expected: &'static str,
+        field: &[u8],
+    ) -> RowError {
+        // Typed fields are not in the NUL scan of `row`: a NUL makes them
+        // unparseable, and is named here, off the hot path.
+        let reason = if memchr::memchr(0, field).is_some() {
+            RejectReason::NulByte
+        } else {
+            RejectReason::BadValue {
+                expected,
+                found: quotable(column_type, field),
+            }
+        };
         RowError {
             column: self.plan.header(index),
-            reason: RejectReason::BadValue {
-                expected,
-                found: String::from_utf8_lossy(field).chars().take(40).collect(),
-            },
+            reason,
         }
     }
 
@@ -451,10 +545,28 @@ impl Transformer {
             });
         }
         let field = |i: usize| record.get(i).unwrap_or_default();
+        // PostgreSQL refuses NUL in text and jsonb: a NUL in any field is a
+        // reject, with its column, rather than a bare database error later
+        // (in a kept attribute or in the reject line itself). The typed
+        // fields are left out of this scan: their parsers refuse a NUL and
+        // `bad` names it.
+        for &i in &plan.nul_scanned {
+            if memchr::memchr(0, field(i)).is_some() {
+                return Err(RowError {
+                    column: plan.header(i),
+                    reason: RejectReason::NulByte,
+                });
+            }
+        }
 
         let reference = field(plan.reference);
         let Some(reference_month) = value::yyyymm(reference) else {
-            return Err(self.bad(plan.reference, "month (YYYYMM)", reference));
+            return Err(self.bad(
+                plan.reference,
+                ColumnType::Yyyymm,
+                "month (YYYYMM)",
+                reference,
+            ));
         };
         if self.period == 0 {
             // validate without a period: the first valid row sets it
@@ -476,7 +588,7 @@ impl Transformer {
                 match value::yyyymm(raw) {
                     Some(m) => Some(value::first_day_pg(m)),
                     None if value::trim(raw).is_empty() => None,
-                    None => return Err(self.bad(i, "month (YYYYMM)", raw)),
+                    None => return Err(self.bad(i, ColumnType::Yyyymm, "month (YYYYMM)", raw)),
                 }
             }
         };
@@ -484,7 +596,7 @@ impl Transformer {
         let raw = field(mi);
         let municipality = match mtype {
             ColumnType::Ibge => value::ibge(raw)
-                .ok_or_else(|| self.bad(mi, "IBGE code (7 digits)", raw))
+                .ok_or_else(|| self.bad(mi, ColumnType::Ibge, "IBGE code (7 digits)", raw))
                 .and_then(|code| {
                     self.municipalities.ibge(code).ok_or_else(|| RowError {
                         column: plan.header(mi),
@@ -494,7 +606,7 @@ impl Transformer {
                     })
                 })?,
             _ => value::siafi(raw)
-                .ok_or_else(|| self.bad(mi, "SIAFI code (4 digits)", raw))
+                .ok_or_else(|| self.bad(mi, ColumnType::Siafi, "SIAFI code (4 digits)", raw))
                 .and_then(|code| {
                     self.municipalities.siafi(code).ok_or_else(|| RowError {
                         column: plan.header(mi),
@@ -511,8 +623,17 @@ impl Transformer {
             _ => value::brl_comma(raw),
         };
         let Some(value_cents) = parsed else {
-            return Err(self.bad(vi, "amount (BRL, e.g. 1.234,56)", raw));
+            return Err(self.bad(vi, vtype, "amount (BRL, e.g. 1.234,56)", raw));
         };
+        if value_cents.unsigned_abs() > self.max_payment_cents.unsigned_abs() {
+            return Err(RowError {
+                column: plan.header(vi),
+                reason: RejectReason::ValueOutOfRange {
+                    found: quotable(vtype, raw),
+                    limit_brl: self.max_payment_cents / 100,
+                },
+            });
+        }
         let nis_raw = value::trim(field(plan.beneficiary));
         let beneficiary_hash = match value::nis(nis_raw) {
             Some(nis) if !plan.sentinels.iter().any(|s| s == nis) => {
@@ -545,13 +666,11 @@ impl Transformer {
             }
             json_string(&mut self.attributes, &attribute.name);
             self.attributes.push(b':');
+            // (NUL bytes were refused in `row`, before any attribute.)
             let invalid = || RowError {
                 column: self.plan.header(attribute.index),
                 reason: RejectReason::InvalidText,
             };
-            if raw.contains(&0) {
-                return Err(invalid());
-            }
             match attribute.privacy {
                 Privacy::Hash => {
                     let value = value::trim(raw);
@@ -594,17 +713,34 @@ impl Transformer {
         Ok(())
     }
 
-    /// The record as text for the rejects table, with every column the
-    /// privacy policy does not keep replaced by `***`, cut to `limit` bytes.
+    /// The record as text for the rejects table, cut to `limit` bytes: every
+    /// column the privacy policy does not keep is `***`, and so is a typed
+    /// column whose value does not have its type's shape (a name shifted
+    /// into it) and any field with a NUL byte. A record whose field count
+    /// differs from the header's is not shown at all: its columns are not
+    /// where the header says, so no position can be trusted.
     pub fn redacted_line(&self, record: &impl Fields, limit: usize) -> String {
+        if record.len() != self.plan.width {
+            return format!(
+                "[not shown: {} fields where the header has {}]",
+                record.len(),
+                self.plan.width
+            );
+        }
         let mut out = String::new();
         for (i, field) in record.iter().enumerate() {
             if i > 0 {
                 out.push(';');
             }
-            match self.plan.shown.get(i) {
-                Some(Shown::Clear) => out.push_str(&decode_text(self.encoding, field)),
-                _ => out.push_str("***"),
+            let show = match self.plan.shown.get(i) {
+                Some(Shown::Typed(column_type)) => value::shaped(*column_type, field),
+                Some(Shown::Text) => memchr::memchr(0, field).is_none(),
+                _ => false,
+            };
+            if show {
+                out.push_str(&decode_text(self.encoding, field));
+            } else {
+                out.push_str("***");
             }
             if out.len() > limit {
                 break;
@@ -619,6 +755,28 @@ impl Transformer {
         }
         out
     }
+}
+
+/// Whole reais with thousands dots: `1000000` → `1.000.000`.
+fn thousands(reais: i64) -> String {
+    let digits = reais.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if reais < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push('.');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `field` as text for a message, when it has `column_type`'s shape.
+fn quotable(column_type: ColumnType, field: &[u8]) -> Option<String> {
+    value::shaped(column_type, field)
+        .then(|| String::from_utf8_lossy(value::trim(field)).into_owned())
 }
 
 /// Appends `text` as a JSON string literal.
@@ -668,6 +826,52 @@ mod tests {
         b"NIS FAVORECIDO",
         b"NOME FAVORECIDO",
         b"VALOR PARCELA",
+    ];
+
+    const BPC_HEADER: &[&[u8]] = &[
+        b"M\xcaS COMPET\xcaNCIA",
+        b"M\xcaS REFER\xcaNCIA",
+        b"UF",
+        b"C\xd3DIGO MUNIC\xcdPIO SIAFI",
+        b"NOME MUNIC\xcdPIO",
+        b"NIS BENEFICI\xc1RIO",
+        b"CPF BENEFICI\xc1RIO",
+        b"NOME BENEFICI\xc1RIO",
+        b"NIS REPRESENTANTE LEGAL",
+        b"CPF REPRESENTANTE LEGAL",
+        b"NOME REPRESENTANTE LEGAL",
+        b"N\xdaMERO BENEF\xcdCIO",
+        b"BENEF\xcdCIO CONCEDIDO JUDICIALMENTE",
+        b"VALOR PARCELA",
+    ];
+
+    const BPC_ROW: &[&[u8]] = &[
+        b"202410",
+        b"202410",
+        b"SP",
+        b"7107",
+        b"SAO PAULO",
+        b"12345678901",
+        b"",
+        b"NAME",
+        b"",
+        b"",
+        b"",
+        b"123",
+        b"N\xe3o",
+        b"1.412,00",
+    ];
+
+    const NBF_ROW_500_01: [&[u8]; 9] = [
+        b"202410",
+        b"202410",
+        b"SP",
+        b"7107",
+        b"SAO PAULO",
+        b"",
+        b"12345678901",
+        b"X",
+        b"500,01",
     ];
 
     fn transformer(spec: &Spec, header: &[&[u8]]) -> Transformer {
@@ -783,6 +987,218 @@ mod tests {
             msg.contains("VALOR PARCELA") && msg.contains("NOME FAVORECIDO"),
             "{msg}"
         );
+    }
+
+    const NAME: &str = "MARIA JOSÉ DA SILVA";
+    const NIS: &str = "12345678901";
+    const CPF: &str = "***.456.789-**";
+
+    /// An NBF data row (competência, referência, UF, SIAFI, município, CPF,
+    /// NIS, nome, valor) with `value` as its last field.
+    fn nbf_fields(siafi: &'static str, value: &'static str) -> Vec<Vec<u8>> {
+        let (name, _, _) = encoding_rs::WINDOWS_1252.encode(NAME);
+        vec![
+            b"202410".to_vec(),
+            b"202410".to_vec(),
+            b"SP".to_vec(),
+            siafi.as_bytes().to_vec(),
+            b"SAO PAULO".to_vec(),
+            CPF.as_bytes().to_vec(),
+            NIS.as_bytes().to_vec(),
+            name.into_owned(),
+            value.as_bytes().to_vec(),
+        ]
+    }
+
+    fn as_record(fields: &[Vec<u8>]) -> ByteRecord {
+        let slices: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+        record(&slices)
+    }
+
+    fn assert_no_personal_data(text: &str) {
+        for personal in [NAME, "MARIA", NIS, "456.789", "SILVA"] {
+            assert!(!text.contains(personal), "{personal:?} in {text:?}");
+        }
+    }
+
+    #[test]
+    fn a_file_without_a_header_is_refused_without_quoting_its_first_row() {
+        let spec = spec("novo-bolsa-familia");
+        let err = Plan::new(&spec, &as_record(&nbf_fields("7107", "600,00")))
+            .expect_err("a data row is no header");
+        assert_eq!(err.code(), "csv_header_mismatch");
+        let msg = err.to_string();
+        assert_no_personal_data(&msg);
+        assert!(
+            msg.contains("found 9 columns") && msg.contains("VALOR PARCELA"),
+            "{msg}"
+        );
+        // A real header that lacks a column still lists what it has.
+        let err = Plan::new(&spec, &record(&NBF_HEADER[..8])).expect_err("no value");
+        assert!(err.to_string().contains("\"NOME FAVORECIDO\""), "{err}");
+        // A header with one data cell among names is not quoted either.
+        let mut header: Vec<&[u8]> = NBF_HEADER[..8].to_vec();
+        header[7] = NIS.as_bytes();
+        let msg = Plan::new(&spec, &record(&header))
+            .expect_err("no value")
+            .to_string();
+        assert_no_personal_data(&msg);
+    }
+
+    #[test]
+    fn rows_whose_fields_do_not_match_the_header_are_not_shown() {
+        let spec = spec("novo-bolsa-familia");
+        let t = transformer(&spec, NBF_HEADER);
+        // A field missing before the name: the name lands on VALOR PARCELA.
+        let mut short = nbf_fields("7107", "600,00");
+        short.remove(5);
+        let mut long = nbf_fields("7107", "600,00");
+        long.insert(5, b"EXTRA".to_vec());
+        for fields in [short, long] {
+            let line = t.redacted_line(&as_record(&fields), 512);
+            assert_no_personal_data(&line);
+            assert!(line.starts_with("[not shown: "), "{line}");
+        }
+        // Same count, name and value swapped: the typed column is hidden.
+        let mut swapped = nbf_fields("7107", "600,00");
+        swapped.swap(7, 8);
+        let line = t.redacted_line(&as_record(&swapped), 512);
+        assert_no_personal_data(&line);
+        assert!(line.contains("7107") && line.contains("202410"), "{line}");
+    }
+
+    #[test]
+    fn row_errors_quote_only_values_shaped_like_their_column() {
+        let spec = spec("novo-bolsa-familia");
+        let mut t = transformer(&spec, NBF_HEADER);
+        let message = |t: &mut Transformer, fields: &[Vec<u8>]| {
+            let err = t.row(&as_record(fields)).expect_err("reject");
+            format!("{}: {}", err.reason.code(), err.reason)
+        };
+        // The name in the value column, the NIS in the month and SIAFI
+        // columns, the CPF in the value column.
+        let mut swapped = nbf_fields("7107", "600,00");
+        swapped.swap(7, 8);
+        let mut nis_month = nbf_fields("7107", "600,00");
+        nis_month[1] = NIS.as_bytes().to_vec();
+        let mut nis_competence = nbf_fields("7107", "600,00");
+        nis_competence[0] = NIS.as_bytes().to_vec();
+        let nis_siafi = nbf_fields(NIS, "600,00");
+        let cpf_value = nbf_fields("7107", CPF);
+        let nis_value = nbf_fields("7107", NIS); // R$ 12 bilhões: out of range
+        for fields in [
+            swapped,
+            nis_month,
+            nis_competence,
+            nis_siafi,
+            cpf_value,
+            nis_value,
+        ] {
+            let msg = message(&mut t, &fields);
+            assert_no_personal_data(&msg);
+            assert!(
+                msg.contains("expected") || msg.contains("not shown"),
+                "{msg}"
+            );
+        }
+        // Values that have the shape are still quoted, for the operator.
+        let msg = message(&mut t, &nbf_fields("7107", "12,3,4"));
+        assert!(msg.contains("\"12,3,4\""), "{msg}");
+        let msg = message(&mut t, &nbf_fields("71", "1,00"));
+        assert!(msg.contains("\"71\""), "{msg}");
+    }
+
+    #[test]
+    fn a_nul_byte_is_a_reject_naming_its_column() {
+        let spec = spec("bpc");
+        let mut t = transformer(&spec, BPC_HEADER);
+        for (i, column) in [
+            (0, "M\u{ca}S COMPET\u{ca}NCIA"),
+            (1, "M\u{ca}S REFER\u{ca}NCIA"),
+            (3, "C\u{d3}DIGO MUNIC\u{cd}PIO SIAFI"),
+            (5, "NIS BENEFICI\u{c1}RIO"),
+            (7, "NOME BENEFICI\u{c1}RIO"),
+            (12, "BENEF\u{cd}CIO CONCEDIDO JUDICIALMENTE"),
+            (13, "VALOR PARCELA"),
+        ] {
+            let mut fields: Vec<Vec<u8>> = BPC_ROW.iter().map(|f| f.to_vec()).collect();
+            fields[i].push(0);
+            let err = t.row(&as_record(&fields)).expect_err("NUL");
+            assert_eq!(
+                (err.reason.code(), err.column.as_deref()),
+                ("nul_byte", Some(column))
+            );
+            let text = format!(
+                "{} {}",
+                err.reason,
+                t.redacted_line(&as_record(&fields), 512)
+            );
+            assert!(!text.contains('\0'), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn amounts_beyond_one_payments_limit_are_rejects() {
+        let spec = spec("novo-bolsa-familia");
+        let mut t = transformer(&spec, NBF_HEADER);
+        for (value, want) in [
+            ("10.000.000,00", Ok(1_000_000_000)),
+            ("-10.000.000,00", Ok(-1_000_000_000)),
+            ("10.000.000,01", Err("value_out_of_range")),
+            ("-10.000.000,01", Err("value_out_of_range")),
+            ("92233720368547758,07", Err("value_out_of_range")),
+            ("-92233720368547758,08", Err("bad_value")),
+        ] {
+            let got = t
+                .row(&as_record(&nbf_fields("7107", value)))
+                .map(|r| r.value_cents)
+                .map_err(|e| e.reason.code());
+            assert_eq!(got, want, "{value}");
+        }
+        let err = t
+            .row(&as_record(&nbf_fields("7107", "92233720368547758,07")))
+            .expect_err("beyond");
+        assert_eq!(
+            err.reason.to_string(),
+            "amount \"92233720368547758,07\" is beyond one payment's limit of ±R$ 10.000.000,00 (quality.max_payment_brl)"
+        );
+        assert_eq!(
+            (thousands(500), thousands(1_000), thousands(-12_345_678)),
+            ("500".into(), "1.000".into(), "-12.345.678".into())
+        );
+        // The bound is the spec's.
+        let mut tight = spec.clone();
+        tight.quality.max_payment_brl = 500;
+        let plan = Plan::new(&tight, &record(NBF_HEADER)).expect("header");
+        let index = MunicipalityIndex::new([MunicipalityEntry {
+            id: 7,
+            ibge: 3550308,
+            siafi: Some(7107),
+            state_id: 35,
+        }]);
+        let mut t = Transformer::new(plan, &tight, index, Period::new(2024, 10), b"k");
+        check(&mut t, &NBF_ROW_500_01, Err("value_out_of_range"));
+    }
+
+    #[test]
+    fn short_codes_are_not_padded_into_another_municipality() {
+        let spec = spec("novo-bolsa-familia");
+        let plan = Plan::new(&spec, &record(NBF_HEADER)).expect("header");
+        let index = MunicipalityIndex::new([MunicipalityEntry {
+            id: 12,
+            ibge: 1100015,
+            siafi: Some(12),
+            state_id: 11,
+        }]);
+        let mut t = Transformer::new(plan, &spec, index, Period::new(2024, 10), b"k");
+        let code = |t: &mut Transformer, siafi: &'static str| {
+            t.row(&as_record(&nbf_fields(siafi, "1,00")))
+                .map(|r| r.municipality_id)
+                .map_err(|e| e.reason.code())
+        };
+        assert_eq!(code(&mut t, "0012"), Ok(12));
+        assert_eq!(code(&mut t, "12"), Err("bad_value"));
+        assert_eq!(code(&mut t, "012"), Err("bad_value"));
     }
 
     #[test]

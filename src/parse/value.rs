@@ -1,5 +1,9 @@
 //! Field parsers for the Portal's value types. Pure functions over raw
-//! bytes (already unquoted by the CSV reader); no allocation.
+//! bytes (already unquoted by the CSV reader); no allocation. Codes are
+//! taken exactly as the Portal writes them (no zero-padding of short codes).
+//! [`shaped`] says whether a refused value may be quoted in a message.
+
+use crate::dataset::ColumnType;
 
 /// Leading and trailing ASCII spaces removed.
 pub fn trim(field: &[u8]) -> &[u8] {
@@ -36,19 +40,22 @@ pub fn yyyymm(field: &[u8]) -> Option<u32> {
     ((1900..=2999).contains(&year) && (1..=12).contains(&month)).then_some(v)
 }
 
-/// A SIAFI code: up to four digits (the Portal pads to four).
+/// A SIAFI code: exactly four digits, as the Portal writes it (`"0643"`).
+/// A shorter code is refused, never padded: `"12"` is not `"0012"`.
 pub fn siafi(field: &[u8]) -> Option<u16> {
     let field = trim(field);
-    if field.is_empty() || field.len() > 4 {
+    if field.len() != 4 {
         return None;
     }
     digits(field).map(|v| v as u16)
 }
 
-/// A 7-digit IBGE municipality code.
+/// A 7-digit IBGE municipality code; its first two digits are the state
+/// (11–53), so it never starts with 0: a zero-padded 6-digit code (IBGE
+/// without its check digit) is refused.
 pub fn ibge(field: &[u8]) -> Option<u32> {
     let field = trim(field);
-    if field.len() != 7 {
+    if field.len() != 7 || !(b'1'..=b'5').contains(&field[0]) {
         return None;
     }
     digits(field).map(|v| v as u32)
@@ -122,6 +129,47 @@ fn amount(field: &[u8], decimal: u8, thousands: Option<u8>) -> Option<i64> {
     };
     let total = units.checked_mul(100)?.checked_add(cents)?;
     Some(if negative { -total } else { total })
+}
+
+/// Longest value [`shaped`] accepts: anything longer is not quoted.
+const SHAPED_MAX_LEN: usize = 24;
+/// Codes and months shorter than a NIS or a CPF (11 digits): a digit
+/// string that long is never quoted.
+const CODE_MAX_DIGITS: usize = 7;
+
+/// Whether `field` has the shape of a `column_type` value, so a message
+/// about it may quote it: digits (at most seven) for codes and months; a
+/// sign, digits, dots and commas with the decimal separator for amounts.
+/// A name, a CPF or a NIS never has one of these shapes; text and NIS
+/// columns never do. Cheap and allocation-free; only called for refused
+/// values and reject lines.
+pub fn shaped(column_type: ColumnType, field: &[u8]) -> bool {
+    let field = trim(field);
+    if field.is_empty() || field.len() > SHAPED_MAX_LEN {
+        return false;
+    }
+    match column_type {
+        ColumnType::Yyyymm | ColumnType::Siafi | ColumnType::Ibge => {
+            field.len() <= CODE_MAX_DIGITS && field.iter().all(u8::is_ascii_digit)
+        }
+        ColumnType::Brl | ColumnType::BrlPoint => {
+            let decimal = if column_type == ColumnType::Brl {
+                b','
+            } else {
+                b'.'
+            };
+            let body = match field {
+                [b'-' | b'+', rest @ ..] => rest,
+                _ => field,
+            };
+            body.iter().any(u8::is_ascii_digit)
+                && body.contains(&decimal)
+                && body
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || *b == b'.' || *b == b',')
+        }
+        ColumnType::Nis | ColumnType::Text => false,
+    }
 }
 
 /// Days from 2000-01-01 to the first day of `yyyymm` (PostgreSQL's binary
@@ -205,12 +253,26 @@ mod tests {
             &[
                 ("0643", Some(643)),
                 ("9701", Some(9701)),
+                (" 9701 ", Some(9701)),
                 ("12345", None),
                 ("", None),
                 ("06a3", None),
+                // never padded: a short code is another municipality's
+                ("12", None),
+                ("643", None),
+                ("0", None),
             ],
         );
-        check(ibge, &[("5300108", Some(5300108)), ("530010", None)]);
+        check(
+            ibge,
+            &[
+                ("5300108", Some(5300108)),
+                ("530010", None),
+                ("53001080", None),
+                ("0530010", None),
+                ("1100015", Some(1100015)),
+            ],
+        );
         for (input, valid) in [
             ("12345678901", true),
             ("00000000000", false),
@@ -220,6 +282,42 @@ mod tests {
             ("1234567890a", false),
         ] {
             assert_eq!(nis(input.as_bytes()).is_some(), valid, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn only_values_shaped_like_their_type_may_be_quoted() {
+        use ColumnType::*;
+        for (column_type, input, quotable) in [
+            (Yyyymm, "202413", true),
+            (Yyyymm, "2024", true),
+            (Yyyymm, "12345678901", false), // a NIS
+            (Yyyymm, "MARIA DA SILVA", false),
+            (Siafi, "12", true),
+            (Siafi, "12345", true),
+            (Siafi, "123.456.789-01", false), // a CPF
+            (Siafi, "12345678901", false),
+            (Ibge, "53001080", false),
+            (Brl, "12,3,4", true),
+            (Brl, "92233720368547758,07", true),
+            (Brl, "-1.234,56", true),
+            (Brl, "12345678901", false), // no decimal comma: a NIS
+            (Brl, "123.456.789-01", false),
+            (Brl, "***.456.789-**", false),
+            (Brl, "JOSE", false),
+            (Brl, ",", false),
+            (Brl, "1,00\0", false),
+            (BrlPoint, "227.001", true),
+            (BrlPoint, "12345678901", false),
+            (Nis, "12345678901", false),
+            (Text, "Sim", false),
+            (Brl, "", false),
+        ] {
+            assert_eq!(
+                shaped(column_type, input.as_bytes()),
+                quotable,
+                "{column_type:?} {input:?}"
+            );
         }
     }
 
