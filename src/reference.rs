@@ -123,11 +123,12 @@ pub fn parse_municipalities(text: &str, file: &str) -> Result<Vec<Municipality>,
         let siafi = get(3);
         let siafi = if siafi.is_empty() {
             None
-        } else if siafi.len() <= 4 && siafi.bytes().all(|b| b.is_ascii_digit()) {
-            Some(format!("{:0>4}", siafi))
+        } else if crate::parse::value::siafi(siafi.as_bytes()).is_some() {
+            // Four digits, as the Portal writes them: "12" is not "0012".
+            Some(siafi)
         } else {
             return Err(format!(
-                "{file}: line {line}, column \"siafi_id\": invalid SIAFI code {siafi:?}"
+                "{file}: line {line}, column \"siafi_id\": invalid SIAFI code {siafi:?} (four digits expected)"
             ));
         };
         let state_code = get(2);

@@ -60,10 +60,7 @@ pub async fn run(settings: Settings, args: ValidateArgs) -> CliResult {
         super::spawn_progress(progress.clone(), format!("validate {}", spec.dataset));
     let result =
         pipeline::validate(&settings, &spec, &args.location, builtin_index(), progress).await;
-    ticker.abort();
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    super::finish_progress(ticker, bar);
     let report = result.map_err(|e| Failure::Failed(e.into()))?;
     let s = &report.summary;
     println!("{} {}: {}", spec.dataset, report.source, s.file);

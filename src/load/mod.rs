@@ -70,7 +70,7 @@ pub async fn municipality_index(
         MunicipalityEntry {
             id: r.get(0),
             ibge: ibge.parse().unwrap_or(0),
-            siafi: siafi.and_then(|s| s.parse().ok()),
+            siafi: siafi.and_then(|s| crate::parse::value::siafi(s.as_bytes())),
             state_id: r.get(3),
         }
     })))

@@ -550,12 +550,14 @@ impl Transformer {
         // (in a kept attribute or in the reject line itself). The typed
         // fields are left out of this scan: their parsers refuse a NUL and
         // `bad` names it.
-        for &i in &plan.nul_scanned {
-            if memchr::memchr(0, field(i)).is_some() {
-                return Err(RowError {
-                    column: plan.header(i),
-                    reason: RejectReason::NulByte,
-                });
+        if record.may_hold_nul() {
+            for &i in &plan.nul_scanned {
+                if memchr::memchr(0, field(i)).is_some() {
+                    return Err(RowError {
+                        column: plan.header(i),
+                        reason: RejectReason::NulByte,
+                    });
+                }
             }
         }
 

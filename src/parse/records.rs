@@ -35,6 +35,11 @@ pub trait Fields {
     fn iter(&self) -> impl Iterator<Item = &[u8]> {
         (0..self.len()).map(|i| self.get(i).unwrap_or_default())
     }
+    /// False only when no field can hold a NUL byte (lets the caller skip
+    /// its per-field scan with one pass over the record).
+    fn may_hold_nul(&self) -> bool {
+        true
+    }
 }
 
 impl Fields for ByteRecord {
@@ -63,6 +68,16 @@ pub struct Record<'a> {
 impl Fields for Record<'_> {
     fn len(&self) -> usize {
         self.bounds.len()
+    }
+    fn may_hold_nul(&self) -> bool {
+        // The fields lie in order in one buffer: one scan over their span.
+        match (self.bounds.first(), self.bounds.last()) {
+            (Some(&(from, _)), Some(&(_, to))) => self
+                .data
+                .get(from..to)
+                .is_none_or(|span| memchr::memchr(0, span).is_some()),
+            _ => false,
+        }
     }
     fn get(&self, i: usize) -> Option<&[u8]> {
         let &(from, to) = self.bounds.get(i)?;
