@@ -18,8 +18,6 @@ CREATE TABLE carga.jobs (
     sender           text,
     -- The floored cron time a scheduled job belongs to.
     slot             timestamptz,
-    -- The Standard Webhooks `webhook-id` that created the job.
-    webhook_id       text,
     enqueued_at      timestamptz NOT NULL DEFAULT now(),
     scheduled_at     timestamptz NOT NULL DEFAULT now(),
     started_at       timestamptz,
@@ -48,8 +46,6 @@ CREATE UNIQUE INDEX jobs_one_pending ON carga.jobs (dataset, period)
     WHERE state IN ('available', 'running', 'retryable');
 -- One job per schedule slot, whatever happened to it since.
 CREATE UNIQUE INDEX jobs_one_per_slot ON carga.jobs (dataset, slot) WHERE slot IS NOT NULL;
--- A replayed webhook finds its job.
-CREATE UNIQUE INDEX jobs_webhook_id ON carga.jobs (sender, webhook_id) WHERE webhook_id IS NOT NULL;
 -- The claim's order.
 CREATE INDEX jobs_claim ON carga.jobs (priority, scheduled_at, id)
     WHERE state IN ('available', 'retryable');
@@ -69,3 +65,26 @@ CREATE TABLE carga.job_attempts (
     load_id     bigint,
     PRIMARY KEY (job_id, attempt)
 );
+
+-- Every accepted webhook delivery and the job it resolved to, so a replayed
+-- `webhook-id` returns the same job (kept longer than the signature's
+-- timestamp tolerance; pruned with the job history).
+CREATE TABLE carga.webhook_deliveries (
+    sender      text        NOT NULL,
+    webhook_id  text        NOT NULL,
+    job_id      bigint      NOT NULL REFERENCES carga.jobs (id) ON DELETE CASCADE,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (sender, webhook_id)
+);
+
+-- Workers LISTEN on carga_jobs: a job that becomes claimable wakes them
+-- (delivered at commit). They also poll, in case a notification is missed.
+CREATE FUNCTION carga.jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('carga_jobs', NEW.id::text);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER jobs_notify AFTER INSERT OR UPDATE OF state, scheduled_at ON carga.jobs
+    FOR EACH ROW WHEN (NEW.state IN ('available', 'retryable'))
+    EXECUTE FUNCTION carga.jobs_notify();

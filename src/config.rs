@@ -41,6 +41,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub limits: LimitSettings,
     pub load: LoadSettings,
+    pub queue: QueueSettings,
     /// `DATABASE_URL`, normalised later by [`crate::db`].
     #[serde(skip)]
     pub database_url: Option<SecretString>,
@@ -105,6 +106,51 @@ pub struct LoadSettings {
     pub count_threads: usize,
 }
 
+/// The job runner: leases, retries, history. Times are whole seconds
+/// unless the name says otherwise; every one of them is measured on the
+/// database's clock.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Loads one worker process runs at once.
+    pub concurrency: usize,
+    /// A worker's name in the jobs table; empty: host name and pid.
+    pub worker_name: String,
+    /// How long a claim lasts without a heartbeat.
+    pub lease_s: u64,
+    pub heartbeat_s: u64,
+    /// How often expired leases are looked for.
+    pub rescue_interval_s: u64,
+    /// Polling fallback for LISTEN/NOTIFY.
+    pub poll_interval_ms: u64,
+    /// A job's attempt is cancelled after this long.
+    pub job_timeout_s: u64,
+    pub max_attempts: i32,
+    /// Exponential backoff with full jitter: base × 2^(attempt−1), capped.
+    pub retry_base_s: u64,
+    pub retry_max_s: u64,
+    /// A month the Portal has not published (404) is retried this often.
+    pub not_found_retry_s: u64,
+    /// Finished jobs are kept this long.
+    pub retention_days: u64,
+    /// On SIGTERM: how long running loads may go on before they are
+    /// cancelled and released.
+    pub shutdown_grace_s: u64,
+}
+
+impl QueueSettings {
+    /// The worker's name: `worker_name`, else `host:pid`.
+    pub fn worker_id(&self) -> String {
+        if !self.worker_name.is_empty() {
+            return self.worker_name.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "carga".into());
+        format!("{host}:{}", std::process::id())
+    }
+}
+
 impl LoadSettings {
     /// The directory the distinct-count spill file goes to.
     pub fn spill_dir(&self) -> PathBuf {
@@ -141,6 +187,12 @@ impl Settings {
         settings.nis_key = non_empty_env("CARGA_NIS_KEY").map(SecretString::from);
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// The compiled-in defaults alone (no file, no environment), for tests.
+    pub fn defaults() -> Settings {
+        Self::layered(None, Some(config::Map::new()))
+            .unwrap_or_else(|e| panic!("config/default.toml is invalid: {e}"))
     }
 
     /// default.toml → `file` → `CARGA__…` variables (from `environment`

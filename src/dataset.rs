@@ -80,6 +80,14 @@ impl Period {
         chrono::NaiveDate::from_ymd_opt(i32::from(self.year), u32::from(self.month), 1)
             .unwrap_or_default()
     }
+    /// Every month from `from` to `to`, inclusive (empty when `from > to`).
+    pub fn range(from: Period, to: Period) -> Vec<Period> {
+        let index = |p: Period| p.yyyymm() / 100 * 12 + p.yyyymm() % 100 - 1;
+        (index(from)..=index(to))
+            .filter_map(|i| Period::new((i / 12) as u16, (i % 12 + 1) as u8))
+            .collect()
+    }
+
     pub fn from_date(date: chrono::NaiveDate) -> Period {
         use chrono::Datelike;
         Period {
@@ -293,6 +301,43 @@ pub struct Schedule {
     pub timezone: String,
     /// Months between a period and its publication.
     pub lag_months: u32,
+    /// How long a scheduled month the Portal has not published yet (HTTP
+    /// 404) keeps being retried, from its slot, before the job fails.
+    #[serde(default = "default_not_found_days")]
+    pub not_found_deadline_days: u32,
+    /// After downtime: `latest` enqueues the latest missed slot, `none`
+    /// waits for the next one.
+    #[serde(default)]
+    pub catch_up: CatchUp,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUp {
+    #[default]
+    Latest,
+    None,
+}
+
+fn default_not_found_days() -> u32 {
+    45
+}
+
+impl Schedule {
+    /// The parsed cron (validated when the spec was loaded).
+    pub fn parsed(&self) -> Result<croner::Cron, String> {
+        croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Required)
+            .build()
+            .parse(&self.cron)
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.timezone
+            .parse()
+            .unwrap_or(chrono_tz::America::Sao_Paulo)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -369,6 +414,9 @@ impl Spec {
                     "schedule.cron: {:?} must have six fields (sec min hour day month weekday)",
                     s.cron
                 )));
+            }
+            if let Err(e) = s.parsed() {
+                return Err(invalid(format!("schedule.cron: {:?}: {e}", s.cron)));
             }
             if s.timezone.parse::<chrono_tz::Tz>().is_err() {
                 return Err(invalid(format!(
@@ -679,6 +727,19 @@ fn strip_accent(c: char) -> char {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn period_ranges_cross_years() {
+        let p = |t: &str| Period::parse(t).expect("period");
+        let text: Vec<String> = Period::range(p("2013-11"), p("2014-02"))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(text, ["2013-11", "2013-12", "2014-01", "2014-02"]);
+        assert_eq!(Period::range(p("2013-01"), p("2021-10")).len(), 106);
+        assert!(Period::range(p("2014-01"), p("2013-01")).is_empty());
+    }
+
     use super::*;
 
     #[test]

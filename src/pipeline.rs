@@ -227,6 +227,14 @@ impl LoadError {
         }
     }
 
+    /// The delay the source asked for (`Retry-After`), if any.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            LoadError::Source(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+
     /// A stable code for the ledger and for scripts.
     pub fn code(&self) -> String {
         match self {
@@ -749,6 +757,10 @@ pub async fn run(
 /// learning about it: it hears which database session runs the load, and
 /// adds a step to the publish transaction (the job's fenced completion).
 pub trait PublishStep: Send + Sync {
+    /// A name for the load's session in `pg_stat_activity` (set for its
+    /// transaction only), so others can tell it apart.
+    fn application_name(&self) -> String;
+
     /// The load's transaction runs on this backend (known before the COPY).
     fn load_session(&self, backend_pid: i32);
 
@@ -955,7 +967,13 @@ async fn attempt(
     }
     let tx = connection.transaction().await?;
     if let Some(step) = input.step {
-        let pid: i32 = tx.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
+        let pid: i32 = tx
+            .query_one(
+                "SELECT pg_backend_pid() FROM set_config('application_name', $1, true)",
+                &[&step.application_name()],
+            )
+            .await?
+            .get(0);
         step.load_session(pid);
     }
     tx.batch_execute(&format!(

@@ -49,11 +49,17 @@ pub fn default_filter(stderr_is_terminal: bool) -> &'static str {
     }
 }
 
-/// Installs the global subscriber once; later calls are no-ops.
-pub fn init() {
+/// Installs the global subscriber once; later calls are no-ops. A
+/// long-running service (`worker`, `serve`) logs at INFO on a terminal too:
+/// its log is its output.
+pub fn init(service: bool) {
     let on_terminal = std::io::stderr().is_terminal();
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(default_filter(on_terminal)));
+    let default = if service {
+        LOG_FILTER
+    } else {
+        default_filter(on_terminal)
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = if on_terminal {
         builder

@@ -2,12 +2,21 @@
 //! 0 success (including "unchanged, skipped"), 1 the load failed, 2 bad
 //! usage or configuration. Errors print their whole chain on one line.
 
+mod backfill;
+mod cancel;
 mod datasets;
 mod demo;
+mod enqueue;
+mod job;
+mod jobs;
 mod migrate;
+mod retry;
 mod run;
 mod sample;
+mod schedule;
+mod serve;
 mod validate;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +57,31 @@ pub enum Command {
     /// Write a generated Portal-format ZIP (synthetic people) and/or the same
     /// rows as a clean CSV, for benchmarks and trials. No database needed.
     Sample(sample::SampleArgs),
+    /// Queue one load (prints the job id; the pending one when deduplicated).
+    Enqueue(enqueue::EnqueueArgs),
+    /// Queue every month of a range, behind fresh months.
+    Backfill(backfill::BackfillArgs),
+    /// List jobs.
+    Jobs(jobs::JobsArgs),
+    /// Show one job: attempts, errors, progress, timings.
+    Job(job::JobArgs),
+    /// Cancel a job (a running one stops and rolls back).
+    Cancel(cancel::CancelArgs),
+    /// Run a failed, cancelled or retryable job again.
+    Retry(retry::RetryArgs),
+    /// Per dataset: next run, last success, freshness, gaps.
+    Schedule(schedule::ScheduleArgs),
+    /// Run queued loads until SIGTERM/SIGINT.
+    Worker(worker::WorkerArgs),
+    /// The scheduler and the workers in one process.
+    Serve(serve::ServeArgs),
+}
+
+impl Command {
+    /// Long-running services log at INFO even on a terminal.
+    fn is_service(&self) -> bool {
+        matches!(self, Command::Worker(_) | Command::Serve(_))
+    }
 }
 
 /// A command's failure and its exit code.
@@ -90,7 +124,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crate::telemetry::init();
+    crate::telemetry::init(cli.command.is_service());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -146,7 +180,47 @@ async fn dispatch(command: Command, settings: Settings) -> CliResult {
         Command::Datasets => datasets::run(settings).await,
         Command::Demo(args) => demo::run(settings, args).await,
         Command::Sample(args) => sample::run(args),
+        Command::Enqueue(args) => enqueue::run(settings, args).await,
+        Command::Backfill(args) => backfill::run(settings, args).await,
+        Command::Jobs(args) => jobs::run(settings, args).await,
+        Command::Job(args) => job::run(settings, args).await,
+        Command::Cancel(args) => cancel::run(settings, args).await,
+        Command::Retry(args) => retry::run(settings, args).await,
+        Command::Schedule(args) => schedule::run(settings, args).await,
+        Command::Worker(args) => worker::run(settings, args).await,
+        Command::Serve(args) => serve::run(settings, args).await,
     }
+}
+
+/// A real load refuses to start without the NIS key (exit 2).
+pub fn require_nis_key(settings: &Settings) -> CliResult {
+    if settings.nis_key.is_none() {
+        return Err(usage(crate::pipeline::LoadError::NoNisKey));
+    }
+    Ok(())
+}
+
+/// A runner for this process: the load pool sized so every concurrent load
+/// gets its two connections, a separate control pool for claims and
+/// heartbeats (never starved by loads), and the LISTEN connection's config.
+pub async fn runner(settings: &Settings) -> Result<crate::runner::Runner, Failure> {
+    use anyhow::Context as _;
+    let mut settings = settings.clone();
+    let concurrency = settings.queue.concurrency.max(1);
+    settings.database.pool_size = settings.database.pool_size.max(concurrency * 2 + 1);
+    let target = resolve(&settings).await?;
+    let ctx = connect_to(&settings, &target).await?;
+    let mut control_settings = settings.clone();
+    control_settings.database.pool_size = concurrency + 2;
+    let control =
+        crate::db::pool(&target, &control_settings).context("failed to build the control pool")?;
+    let specs = crate::runner::specs(&settings).map_err(usage)?;
+    Ok(crate::runner::Runner::new(
+        ctx,
+        control,
+        target.config.clone(),
+        specs,
+    ))
 }
 
 /// `validate` checks payments files; a reference dataset is a usage error

@@ -398,3 +398,186 @@ impl Drop for EmptyDb {
         drop_database(&self.database);
     }
 }
+
+/// What a [`ScriptedServer`] does with one request.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// 200 with the body, at full speed.
+    Body(Vec<u8>),
+    /// 200 with the body, `chunk` bytes every `every` (a slow source).
+    Slow {
+        body: Vec<u8>,
+        chunk: usize,
+        every: std::time::Duration,
+    },
+    /// Headers and a quarter of the body, then silence until the client goes.
+    Stall(Vec<u8>),
+    /// A bodiless status with optional headers (`Retry-After: 3`).
+    Status(u16, &'static str),
+}
+
+/// A loopback HTTP/1.1 server that answers its n-th request with the n-th
+/// reply of its script (the last one repeats). Counts requests.
+pub struct ScriptedServer {
+    pub url: String,
+    pub requests: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ScriptedServer {
+    pub async fn start(name: &str, script: Vec<Reply>) -> ScriptedServer {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/{name}", listener.local_addr().expect("addr"));
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = requests.clone();
+        let script = Arc::new(script);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let reply = script.get(n).or(script.last()).cloned().expect("a script");
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => request.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                    let head = |status: &str, length: usize, extra: &str| {
+                        format!(
+                            "HTTP/1.1 {status}\r\nContent-Length: {length}\r\nContent-Type: application/zip\r\n{extra}Connection: close\r\n\r\n"
+                        )
+                    };
+                    match reply {
+                        Reply::Body(body) => {
+                            let _ = socket
+                                .write_all(head("200 OK", body.len(), "").as_bytes())
+                                .await;
+                            let _ = socket.write_all(&body).await;
+                        }
+                        Reply::Slow { body, chunk, every } => {
+                            let _ = socket
+                                .write_all(head("200 OK", body.len(), "").as_bytes())
+                                .await;
+                            for piece in body.chunks(chunk) {
+                                if socket.write_all(piece).await.is_err() {
+                                    return;
+                                }
+                                let _ = socket.flush().await;
+                                tokio::time::sleep(every).await;
+                            }
+                        }
+                        Reply::Stall(body) => {
+                            let _ = socket
+                                .write_all(head("200 OK", body.len(), "").as_bytes())
+                                .await;
+                            let _ = socket.write_all(&body[..body.len() / 4]).await;
+                            let _ = socket.flush().await;
+                            // Until the client hangs up.
+                            let _ = socket.read(&mut buf).await;
+                        }
+                        Reply::Status(code, extra) => {
+                            let status = format!("{code} Scripted");
+                            let extra = if extra.is_empty() {
+                                String::new()
+                            } else {
+                                format!("{extra}\r\n")
+                            };
+                            let _ = socket.write_all(head(&status, 0, &extra).as_bytes()).await;
+                        }
+                    }
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        ScriptedServer { url, requests }
+    }
+}
+
+/// A Portal ZIP of `rows` generated rows for `period` (seeded).
+pub fn sample_zip(period: &str, rows: u64, seed: u64) -> Vec<u8> {
+    let period = Period::parse(period).expect("period");
+    let mut zip = std::io::Cursor::new(Vec::new());
+    carga::sample::write_zip(
+        &mut zip,
+        period,
+        rows,
+        seed,
+        &format!("{:06}_NovoBolsaFamilia.csv", period.yyyymm()),
+    )
+    .expect("sample");
+    zip.into_inner()
+}
+
+impl TestApp {
+    /// An in-process worker on this test's database, with its settings.
+    pub fn runner(&self) -> carga::runner::Runner {
+        use std::str::FromStr;
+        let config = tokio_postgres::Config::from_str(&self.url).expect("config");
+        let target = carga::db::Target {
+            config: config.clone(),
+            description: "test".into(),
+            created: false,
+        };
+        let control = carga::db::pool(&target, &self.ctx.settings).expect("control pool");
+        let specs = carga::runner::specs(&self.ctx.settings).expect("specs");
+        carga::runner::Runner::new(self.ctx.clone(), control, config, specs)
+    }
+
+    /// Enqueues an operator job for novo-bolsa-familia `period` from `url`.
+    pub async fn enqueue(&self, period: &str, url: &str) -> carga::queue::Enqueued {
+        self.enqueue_with(period, Some(url), carga::queue::Priority::Fresh)
+            .await
+    }
+
+    pub async fn enqueue_with(
+        &self,
+        period: &str,
+        url: Option<&str>,
+        priority: carga::queue::Priority,
+    ) -> carga::queue::Enqueued {
+        let job = carga::queue::NewJob {
+            dataset: "novo-bolsa-familia".into(),
+            period: Period::parse(period).expect("period"),
+            url: url.map(str::to_string),
+            force: false,
+            trigger: carga::queue::Trigger::Operator {
+                name: "test".into(),
+            },
+            priority,
+            max_attempts: self.ctx.settings.queue.max_attempts,
+            not_found_window: std::time::Duration::from_secs(45 * 86_400),
+        };
+        carga::queue::enqueue(&**self.client().await, &job)
+            .await
+            .expect("enqueue")
+    }
+
+    /// The job's state.
+    pub async fn job_state(&self, id: i64) -> String {
+        self.client()
+            .await
+            .query_one("SELECT state FROM carga.jobs WHERE id = $1", &[&id])
+            .await
+            .expect("job")
+            .get(0)
+    }
+}
+
+/// Queue settings for tests: short leases, fast rescues and retries.
+pub fn fast_queue(s: &mut Settings) {
+    s.queue.lease_s = 2;
+    s.queue.heartbeat_s = 1;
+    s.queue.rescue_interval_s = 1;
+    s.queue.poll_interval_ms = 200;
+    s.queue.retry_base_s = 1;
+    s.queue.retry_max_s = 2;
+    s.queue.shutdown_grace_s = 0;
+}

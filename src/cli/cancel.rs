@@ -1,0 +1,28 @@
+//! `carga cancel <id>`: a waiting job is cancelled at once; a running one
+//! is asked to stop (its worker cancels the load and its server-side
+//! statement on the next heartbeat, and the job ends `cancelled`).
+
+use clap::Args;
+
+use super::{CliResult, Failure};
+use crate::config::Settings;
+use crate::queue;
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    pub id: i64,
+}
+
+pub async fn run(settings: Settings, args: CancelArgs) -> CliResult {
+    let ctx = super::connect(&settings).await?;
+    let client = ctx
+        .pool
+        .get()
+        .await
+        .map_err(|e| Failure::Failed(e.into()))?;
+    let state = queue::cancel(&**client, args.id)
+        .await
+        .map_err(super::job::queue_failure)?;
+    println!("{state}");
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! `carga enqueue <dataset> --period YYYY-MM [--url URL] [--force] [--wait]`:
+//! queue one load. Prints the job id alone on stdout (the existing job's
+//! when one of that month is already pending) so scripts can capture it;
+//! stderr says whether it was new. `--wait` follows the job to its end and
+//! exits 0 only if it succeeded.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use clap::Args;
+
+use super::{CliResult, Failure, usage};
+use crate::config::Settings;
+use crate::dataset::{self, Kind, Period, Spec};
+use crate::queue::{self, NewJob, Priority, Trigger};
+
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    pub dataset: String,
+    /// The month, YYYY-MM.
+    #[arg(long)]
+    pub period: String,
+    /// Load this URL instead of the spec's.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Publish even if unchanged or smaller than the guard allows; allow a
+    /// period outside the spec's bounds.
+    #[arg(long)]
+    pub force: bool,
+    /// Wait for the job to end; exit 0 if it succeeded, 1 otherwise.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// The payments spec named `dataset`, or a usage error.
+pub fn payments_spec(settings: &Settings, dataset: &str) -> Result<Spec, Failure> {
+    let spec = dataset::find(&settings.load.jobs_dir, dataset).map_err(usage)?;
+    if spec.kind == Kind::Reference {
+        return Err(usage(anyhow!(
+            "{dataset} is reference data: load it with `carga run {dataset}`"
+        )));
+    }
+    Ok(spec)
+}
+
+pub fn parse_period(text: &str, flag: &str) -> Result<Period, Failure> {
+    Period::parse(text).ok_or_else(|| usage(anyhow!("{flag} {text:?} is not YYYY-MM")))
+}
+
+/// A job for `spec` and `period` as an operator asks for it.
+pub fn operator_job(
+    settings: &Settings,
+    spec: &Spec,
+    period: Period,
+    url: Option<String>,
+    force: bool,
+    priority: Priority,
+) -> NewJob {
+    let days = spec
+        .schedule
+        .as_ref()
+        .map_or(45, |s| s.not_found_deadline_days);
+    NewJob {
+        dataset: spec.dataset.clone(),
+        period,
+        url,
+        force,
+        trigger: Trigger::Operator {
+            name: std::env::var("USER").unwrap_or_else(|_| "cli".into()),
+        },
+        priority,
+        max_attempts: settings.queue.max_attempts,
+        not_found_window: Duration::from_secs(u64::from(days) * 86_400),
+    }
+}
+
+pub async fn run(settings: Settings, args: EnqueueArgs) -> CliResult {
+    let spec = payments_spec(&settings, &args.dataset)?;
+    let period = parse_period(&args.period, "--period")?;
+    crate::pipeline::check_period(&spec, period, args.force).map_err(usage)?;
+    let ctx = super::connect(&settings).await?;
+    let client = ctx
+        .pool
+        .get()
+        .await
+        .map_err(|e| Failure::Failed(e.into()))?;
+    let job = operator_job(
+        &settings,
+        &spec,
+        period,
+        args.url,
+        args.force,
+        Priority::Fresh,
+    );
+    let enqueued = queue::enqueue(&**client, &job)
+        .await
+        .map_err(|e| Failure::Failed(e.into()))?;
+    println!("{}", enqueued.id);
+    eprintln!(
+        "carga: job {} {} ({} {})",
+        enqueued.id,
+        if enqueued.new {
+            "enqueued"
+        } else {
+            "already pending: deduplicated"
+        },
+        spec.dataset,
+        period
+    );
+    if !args.wait {
+        return Ok(());
+    }
+    drop(client);
+    wait(&ctx, enqueued.id).await
+}
+
+/// Follows a job to its end, with a progress bar on a terminal.
+async fn wait(ctx: &crate::pipeline::Context, id: i64) -> CliResult {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::hidden();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("job {prefix} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(id.to_string());
+        crate::telemetry::terminal().add(bar.clone());
+        bar
+    });
+    let cancel = super::cancel_on_signal();
+    let job = loop {
+        let client = ctx
+            .pool
+            .get()
+            .await
+            .map_err(|e| Failure::Failed(e.into()))?;
+        let job = queue::get(&**client, id)
+            .await
+            .map_err(|e| Failure::Failed(e.into()))?;
+        drop(client);
+        if let Some(bar) = &bar {
+            bar.set_message(super::job::progress_line(&job));
+        }
+        if matches!(job.state.as_str(), "succeeded" | "failed" | "cancelled") {
+            break job;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = cancel.cancelled() => {
+                // Stops waiting; the job itself goes on.
+                return Err(Failure::Failed(anyhow!("stopped waiting; job {id} is {} and goes on (`carga cancel {id}` cancels it)", job.state)));
+            }
+        }
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+        crate::telemetry::terminal().remove(&bar);
+    }
+    eprintln!("carga: {}", super::job::summary_line(&job));
+    if job.state == "succeeded" {
+        Ok(())
+    } else {
+        Err(Failure::Failed(anyhow!(
+            "job {id} {}: {}",
+            job.state,
+            job.error.unwrap_or_default()
+        )))
+    }
+}

@@ -1,0 +1,150 @@
+//! `carga job <id> [--json]`: one job — state, attempts with their errors,
+//! progress and timings. `--json` prints the same shape as
+//! `GET /v1/jobs/{id}`, with a top-level `state`.
+
+use clap::Args;
+
+use super::{CliResult, Failure};
+use crate::config::Settings;
+use crate::queue::{self, JobView, QueueError};
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    pub id: i64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A missing job is the operator's mistake (exit 2), anything else exit 1.
+pub fn queue_failure(e: QueueError) -> Failure {
+    match e {
+        QueueError::NotFound(_) | QueueError::WrongState { .. } => Failure::Usage(e.into()),
+        e => Failure::Failed(e.into()),
+    }
+}
+
+pub async fn run(settings: Settings, args: JobArgs) -> CliResult {
+    let ctx = super::connect(&settings).await?;
+    let client = ctx
+        .pool
+        .get()
+        .await
+        .map_err(|e| Failure::Failed(e.into()))?;
+    let job = queue::get(&**client, args.id)
+        .await
+        .map_err(queue_failure)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&job).map_err(|e| Failure::Failed(e.into()))?
+        );
+        return Ok(());
+    }
+    println!(
+        "job {} — {} {}: {}",
+        job.id, job.dataset, job.period, job.state
+    );
+    println!(
+        "  enqueued        {} by {}{}",
+        job.enqueued_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        job.enqueued_by,
+        job.sender
+            .as_deref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default()
+    );
+    if let Some(slot) = job.slot {
+        println!("  slot            {}", slot.format("%Y-%m-%d %H:%M UTC"));
+    }
+    if let Some(source) = &job.source {
+        println!("  source          {source}");
+    }
+    println!(
+        "  priority        {}{}",
+        if job.priority == 0 {
+            "fresh"
+        } else {
+            "backfill"
+        },
+        if job.force { ", forced" } else { "" }
+    );
+    println!("  attempts        {} of {}", job.attempt, job.max_attempts);
+    if matches!(job.state.as_str(), "available" | "retryable") {
+        println!(
+            "  next attempt    {}",
+            job.scheduled_at.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+    }
+    if job.state == "running" {
+        println!("  progress        {}", progress_line(&job));
+        if let Some(worker) = &job.worker {
+            println!("  worker          {worker}");
+        }
+    }
+    if let Some(seconds) = job.seconds {
+        println!("  seconds         {seconds:.1}");
+    }
+    if let (Some(outcome), Some(load)) = (&job.outcome, job.load_id) {
+        println!("  outcome         {outcome} (load {load})");
+    }
+    if let (Some(code), Some(error)) = (&job.error_code, &job.error) {
+        println!("  error           {code}: {error}");
+    }
+    for a in &job.attempts {
+        println!(
+            "  attempt {:<3}     {} on {}: {}{}",
+            a.attempt,
+            a.started_at.format("%Y-%m-%d %H:%M:%S"),
+            a.worker,
+            a.outcome.as_deref().unwrap_or("running"),
+            a.error_code
+                .as_deref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// A running job's progress in one line.
+pub fn progress_line(job: &JobView) -> String {
+    let p = &job.progress;
+    let number = |k: &str| p.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let stage = p.get("stage").and_then(|s| s.as_str()).unwrap_or("queued");
+    let (bytes, total, rows) = (number("bytes"), number("total_bytes"), number("rows"));
+    let mut line = format!("{} {stage}", job.state);
+    if bytes > 0 {
+        line.push_str(&format!(", {:.1} MB", bytes as f64 / 1e6));
+        if total > 0 {
+            line.push_str(&format!(
+                " of {:.1} MB ({:.0}%)",
+                total as f64 / 1e6,
+                100.0 * bytes as f64 / total as f64
+            ));
+        }
+    }
+    if rows > 0 {
+        line.push_str(&format!(", {rows} rows"));
+    }
+    line
+}
+
+/// A finished job in one line.
+pub fn summary_line(job: &JobView) -> String {
+    match job.state.as_str() {
+        "succeeded" => format!(
+            "job {} succeeded: {} {} {} (load {}) after {} attempt(s)",
+            job.id,
+            job.dataset,
+            job.period,
+            job.outcome.as_deref().unwrap_or("done"),
+            job.load_id.unwrap_or(0),
+            job.attempt
+        ),
+        state => format!(
+            "job {} {state}: {}",
+            job.id,
+            job.error.as_deref().unwrap_or("")
+        ),
+    }
+}

@@ -1,0 +1,28 @@
+//! `carga retry <id>`: run a failed or cancelled job again (with a fresh
+//! budget of attempts), or a retryable one now. Prints the job id that will
+//! run (another job's, when one of the same month is already pending).
+
+use clap::Args;
+
+use super::{CliResult, Failure};
+use crate::config::Settings;
+use crate::queue;
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    pub id: i64,
+}
+
+pub async fn run(settings: Settings, args: RetryArgs) -> CliResult {
+    let ctx = super::connect(&settings).await?;
+    let client = ctx
+        .pool
+        .get()
+        .await
+        .map_err(|e| Failure::Failed(e.into()))?;
+    let id = queue::retry(&**client, args.id)
+        .await
+        .map_err(super::job::queue_failure)?;
+    println!("{id}");
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! `carga schedule [--json]`: per dataset, the next scheduled run, the last
+//! success, freshness and the gaps in the published periods.
+
+use clap::Args;
+
+use super::{CliResult, Failure};
+use crate::config::Settings;
+
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(settings: Settings, args: ScheduleArgs) -> CliResult {
+    let specs = crate::dataset::load_all(&settings.load.jobs_dir).map_err(super::usage)?;
+    let ctx = super::connect(&settings).await?;
+    let client = ctx
+        .pool
+        .get()
+        .await
+        .map_err(|e| Failure::Failed(e.into()))?;
+    let statuses = crate::freshness::datasets(&**client, &specs)
+        .await
+        .map_err(|e| Failure::Failed(crate::pipeline::LoadError::from(e).into()))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&statuses).map_err(|e| Failure::Failed(e.into()))?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<26} {:<17} {:<8} {:<17} {:>9} {:<17} GAPS",
+        "DATASET", "NEXT RUN (UTC)", "LAST", "PUBLISHED (UTC)", "AGE", "LAST SUCCESS"
+    );
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    for s in statuses {
+        let age = s
+            .freshness_seconds
+            .map(|secs| format!("{:.1}d", secs / 86_400.0))
+            .unwrap_or_else(|| "-".into());
+        let gaps = match s.gaps.len() {
+            0 => "none".to_string(),
+            n if n <= 4 => s.gaps.join(" "),
+            n => format!("{n} months ({} … {})", s.gaps[0], s.gaps[n - 1]),
+        };
+        println!(
+            "{:<26} {:<17} {:<8} {:<17} {:>9} {:<17} {}",
+            s.dataset,
+            time(s.next_run),
+            s.last_published_period.as_deref().unwrap_or("-"),
+            time(s.last_published_at),
+            age,
+            time(s.last_success_at),
+            gaps
+        );
+    }
+    Ok(())
+}

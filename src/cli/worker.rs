@@ -1,0 +1,51 @@
+//! `carga worker [--once]`: run queued loads until SIGTERM/SIGINT (graceful:
+//! no new claims, running loads get `queue.shutdown_grace_s`, then are
+//! cancelled and released for another worker). `--once`: claim at most one
+//! job, run it, exit (0 when nothing failed).
+
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::{CliResult, Failure};
+use crate::config::Settings;
+use crate::runner::RunOne;
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Run at most one job, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Loads at once (overrides queue.concurrency).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+}
+
+pub async fn run(mut settings: Settings, args: WorkerArgs) -> CliResult {
+    if let Some(n) = args.concurrency {
+        settings.queue.concurrency = n;
+    }
+    super::require_nis_key(&settings)?;
+    let shutdown = super::cancel_on_signal();
+    let runner = super::runner(&settings).await?;
+    if args.once {
+        return match runner.run_one().await {
+            Ok(RunOne::Empty) => {
+                eprintln!("carga: no job was waiting");
+                Ok(())
+            }
+            Ok(RunOne::Ran { job_id, ending }) => {
+                println!("job {job_id}: {ending}");
+                match ending.as_str() {
+                    "published" | "unchanged" => Ok(()),
+                    _ => Err(Failure::Failed(anyhow::anyhow!(
+                        "job {job_id} ended {ending}"
+                    ))),
+                }
+            }
+            Err(e) => Err(Failure::Failed(e.into())),
+        };
+    }
+    Arc::new(runner).run(shutdown.cancelled_owned()).await;
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! What a failed attempt means for its job: retry (when, honouring the
+//! server's `Retry-After`), wait for a month the Portal has not published,
+//! or fail. Decided on the engine's stable error codes, never on message
+//! text.
+
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use crate::config::QueueSettings;
+use crate::pipeline::LoadError;
+
+/// The class of a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transient: network, 5xx/408/429, a lost connection, a serialization
+    /// failure, a deadlock, a lock or statement timeout, a restarting server,
+    /// a load of the same month in progress, a full spill disk.
+    Retry,
+    /// The month is not published yet (404): the slow cadence.
+    NotFound,
+    /// Retrying cannot help: bad file, bad spec, a guard that needs a human.
+    Fatal,
+}
+
+/// Classifies a load error by its code. `attempt` is the attempt that
+/// failed: a corrupt archive is downloaded once more before it is fatal.
+pub fn classify(error: &LoadError, attempt: i32) -> Verdict {
+    classify_code(&error.code(), attempt)
+}
+
+/// [`classify`] on the code alone (as stored in the ledger and jobs).
+pub fn classify_code(code: &str, attempt: i32) -> Verdict {
+    if let Some(status) = code.strip_prefix("http_status_") {
+        return match status.parse::<u16>() {
+            Ok(404) => Verdict::NotFound,
+            Ok(408 | 429) => Verdict::Retry,
+            Ok(s) if s >= 500 => Verdict::Retry,
+            _ => Verdict::Fatal,
+        };
+    }
+    if let Some(state) = code.strip_prefix("sqlstate_") {
+        let transient = matches!(state, "40001" | "40P01" | "55P03" | "57014")
+            || state.starts_with("57P")
+            || state.starts_with("08")
+            || state.starts_with("53");
+        return if transient {
+            Verdict::Retry
+        } else {
+            Verdict::Fatal
+        };
+    }
+    match code {
+        "http_request_failed"
+        | "http_body_failed"
+        | "download_truncated"
+        | "download_deadline"
+        | "download_too_slow"
+        | "reader_stopped"
+        | "stage_stopped"
+        | "archive_truncated"
+        | "spill_io"
+        | "load_in_progress"
+        | "database_error"
+        | "database_pool" => Verdict::Retry,
+        // Damaged in transit once is worth one more download.
+        "archive_corrupt" if attempt <= 1 => Verdict::Retry,
+        _ => Verdict::Fatal,
+    }
+}
+
+/// The delay before attempt `attempt + 1`: exponential from
+/// `retry_base_s`, capped at `retry_max_s`, with jitter (half fixed, half
+/// random, so workers that failed together do not return together). A
+/// server's `Retry-After` wins when it asks for longer.
+pub fn backoff(
+    settings: &QueueSettings,
+    attempt: i32,
+    retry_after: Option<Duration>,
+    seed: u64,
+) -> Duration {
+    let exponent = attempt.saturating_sub(1).clamp(0, 30) as u32;
+    let ceiling = settings
+        .retry_base_s
+        .saturating_mul(1u64 << exponent)
+        .min(settings.retry_max_s)
+        .max(1) as f64;
+    let random = std::collections::hash_map::RandomState::new().build_hasher();
+    let mut hasher = random;
+    hasher.write_u64(seed);
+    let unit = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    let delay = Duration::from_secs_f64(ceiling / 2.0 + unit * ceiling / 2.0);
+    match retry_after {
+        Some(asked) => delay.max(asked),
+        None => delay,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> QueueSettings {
+        crate::config::Settings::defaults().queue
+    }
+
+    #[test]
+    fn codes_are_classified() {
+        for (code, verdict) in [
+            ("http_status_503", Verdict::Retry),
+            ("http_status_429", Verdict::Retry),
+            ("http_status_408", Verdict::Retry),
+            ("http_status_404", Verdict::NotFound),
+            ("http_status_403", Verdict::Fatal),
+            ("http_status_410", Verdict::Fatal),
+            ("http_request_failed", Verdict::Retry),
+            ("download_too_slow", Verdict::Retry),
+            ("sqlstate_40001", Verdict::Retry),
+            ("sqlstate_40P01", Verdict::Retry),
+            ("sqlstate_55P03", Verdict::Retry),
+            ("sqlstate_57P01", Verdict::Retry),
+            ("sqlstate_08006", Verdict::Retry),
+            ("sqlstate_53100", Verdict::Retry),
+            ("sqlstate_22021", Verdict::Fatal),
+            ("sqlstate_42P01", Verdict::Fatal),
+            ("load_in_progress", Verdict::Retry),
+            ("csv_header_mismatch", Verdict::Fatal),
+            ("too_many_rejects", Verdict::Fatal),
+            ("shrink_guard", Verdict::Fatal),
+            ("unexpected_content", Verdict::Fatal),
+            ("period_out_of_bounds", Verdict::Fatal),
+            ("internal", Verdict::Fatal),
+        ] {
+            assert_eq!(classify_code(code, 1), verdict, "{code}");
+        }
+        assert_eq!(classify_code("archive_corrupt", 1), Verdict::Retry);
+        assert_eq!(classify_code("archive_corrupt", 2), Verdict::Fatal);
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_jittered_and_honours_retry_after() {
+        let s = settings();
+        for attempt in 1..12 {
+            let ceiling = (s.retry_base_s << (attempt - 1)).min(s.retry_max_s) as f64;
+            for seed in 0..20 {
+                let d = backoff(&s, attempt, None, seed).as_secs_f64();
+                assert!(d >= ceiling / 2.0 && d <= ceiling, "{attempt}: {d}");
+            }
+        }
+        let asked = Duration::from_secs(7_200);
+        assert_eq!(backoff(&s, 1, Some(asked), 1), asked);
+        assert!(backoff(&s, 1, Some(Duration::from_secs(1)), 1) >= Duration::from_secs(15));
+    }
+}

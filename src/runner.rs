@@ -1,0 +1,567 @@
+//! The worker: claim → run the load → record the ending, up to
+//! `queue.concurrency` loads at once. Each running job has a heartbeat on
+//! the worker's control pool (a load holds its own connections in COPY for
+//! minutes and can never starve it), which renews the lease, records
+//! progress and the load's backend, and hears cancel requests and a lost
+//! lease. Idle workers wake on `LISTEN carga_jobs` and poll as a fallback;
+//! a maintenance task rescues expired leases and prunes history.
+//!
+//! Shutdown (a future, so tests can fire it): stop claiming, let running
+//! loads go on for `shutdown_grace_s`, then cancel them and release their
+//! jobs so another worker starts them at once. A panic in a job fails that
+//! job, never the worker.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use futures::StreamExt;
+use secrecy::SecretString;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::QueueSettings;
+use crate::dataset::{self, Spec};
+use crate::pipeline::{self, Context, LoadError, LoadRequest, Outcome};
+use crate::queue::{self, Beat, Claimed, Ending, JobFence, retry};
+use crate::source::Progress;
+
+/// The channel jobs are announced on (see migrations/V4__jobs.sql).
+pub const CHANNEL: &str = "carga_jobs";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error(transparent)]
+    Queue(#[from] queue::QueueError),
+    #[error("database pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
+
+/// What one claim did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOne {
+    /// A job ran; its final word.
+    Ran { job_id: i64, ending: String },
+    /// Nothing was claimable.
+    Empty,
+}
+
+/// One worker process's runner.
+pub struct Runner {
+    ctx: Context,
+    /// Claims, heartbeats, endings and rescues: never shared with loads.
+    control: Pool,
+    /// For the LISTEN connection (outside any pool).
+    listen: tokio_postgres::Config,
+    specs: Vec<Spec>,
+    nis_key: Option<SecretString>,
+    worker: String,
+    settings: QueueSettings,
+}
+
+/// Why a running load was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    Operator,
+    LeaseLost,
+    Shutdown,
+    Timeout,
+}
+
+impl Runner {
+    pub fn new(
+        ctx: Context,
+        control: Pool,
+        listen: tokio_postgres::Config,
+        specs: Vec<Spec>,
+    ) -> Runner {
+        let settings = ctx.settings.queue.clone();
+        Runner {
+            worker: settings.worker_id(),
+            nis_key: ctx.settings.nis_key.clone(),
+            ctx,
+            control,
+            listen,
+            specs,
+            settings,
+        }
+    }
+
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    /// The pool claims, heartbeats and the scheduler use.
+    pub fn control_pool(&self) -> &Pool {
+        &self.control
+    }
+
+    /// Claims one job and runs it to its end (for tests and `--once`).
+    pub async fn run_one(&self) -> Result<RunOne, RunnerError> {
+        let client = self.control.get().await?;
+        let Some(job) = queue::claim(&**client, &self.worker, &self.settings).await? else {
+            return Ok(RunOne::Empty);
+        };
+        drop(client);
+        let job_id = job.id;
+        let ending = self.execute(job, CancellationToken::new()).await;
+        Ok(RunOne::Ran { job_id, ending })
+    }
+
+    /// Runs until `shutdown` completes, then drains (see the module doc).
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let wake = Arc::new(Notify::new());
+        let stop_listening = CancellationToken::new();
+        let listener = tokio::spawn(listen(
+            self.listen.clone(),
+            wake.clone(),
+            stop_listening.clone(),
+        ));
+        let maintenance = tokio::spawn(self.clone().maintain_forever());
+        let semaphore = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
+        // Cancelled after the grace period: running jobs release themselves.
+        let release = CancellationToken::new();
+        let mut jobs = JoinSet::new();
+        tokio::pin!(shutdown);
+        tracing::info!(worker = %self.worker, concurrency = self.settings.concurrency, "worker started");
+        'claiming: loop {
+            while let Ok(permit) = semaphore.clone().try_acquire_owned() {
+                match self.claim().await {
+                    Ok(Some(job)) => {
+                        let runner = self.clone();
+                        let release = release.clone();
+                        jobs.spawn(async move {
+                            let _permit = permit;
+                            runner.execute(job, release).await
+                        });
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claim failed; will retry");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                () = &mut shutdown => break 'claiming,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(self.settings.poll_interval_ms)) => {}
+                Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
+            }
+        }
+        tracing::info!(
+            running = jobs.len(),
+            grace_s = self.settings.shutdown_grace_s,
+            "shutting down: no new claims"
+        );
+        let grace = tokio::time::sleep(Duration::from_secs(self.settings.shutdown_grace_s));
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                next = jobs.join_next() => if next.is_none() { break },
+                () = &mut grace, if !release.is_cancelled() => {
+                    tracing::warn!(running = jobs.len(), "grace period over: cancelling and releasing running jobs");
+                    release.cancel();
+                }
+            }
+        }
+        stop_listening.cancel();
+        maintenance.abort();
+        let _ = listener.await;
+        tracing::info!("worker stopped");
+    }
+
+    async fn claim(&self) -> Result<Option<Claimed>, RunnerError> {
+        let client = self.control.get().await?;
+        Ok(queue::claim(&**client, &self.worker, &self.settings).await?)
+    }
+
+    /// Rescues expired leases and prunes history, once.
+    pub async fn maintain(&self) -> Result<Vec<queue::Rescued>, RunnerError> {
+        let client = self.control.get().await?;
+        let rescued = queue::rescue(&**client, &self.settings).await?;
+        for r in &rescued {
+            tracing::warn!(
+                job_id = r.id,
+                attempt = r.attempt,
+                state = %r.state,
+                session_ended = r.terminated,
+                "rescue: lease expired; job handed back"
+            );
+        }
+        Ok(rescued)
+    }
+
+    async fn maintain_forever(self: Arc<Self>) {
+        let every = Duration::from_secs(self.settings.rescue_interval_s.max(1));
+        let mut ticks: u64 = 0;
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = self.maintain().await {
+                tracing::warn!(error = %e, "rescue failed");
+            }
+            ticks += 1;
+            if ticks % 240 == 1 {
+                match self.control.get().await {
+                    Ok(client) => match queue::prune(&**client, &self.settings).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(jobs = n, "pruned finished jobs past retention"),
+                        Err(e) => tracing::warn!(error = %e, "prune failed"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "prune failed"),
+                }
+            }
+        }
+    }
+
+    /// Runs a claimed job and records its ending. A panic inside the load
+    /// fails the job. Returns the ending's name.
+    async fn execute(&self, job: Claimed, release: CancellationToken) -> String {
+        let span = tracing::info_span!("job", job_id = job.id, dataset = %job.dataset, period = %job.period, attempt = job.attempt);
+        self.execute_in_span(job, release).instrument(span).await
+    }
+
+    async fn execute_in_span(&self, job: Claimed, release: CancellationToken) -> String {
+        let spec = self
+            .specs
+            .iter()
+            .find(|s| s.dataset == job.dataset)
+            .cloned();
+        let Some(spec) = spec else {
+            let ending = Ending::Fail {
+                code: "unknown_dataset".into(),
+                message: format!("no dataset spec named {:?} on this worker", job.dataset),
+            };
+            return self.record(&job, &ending).await;
+        };
+        let request = LoadRequest {
+            spec,
+            period: job.period,
+            url: job.url.clone(),
+            force: job.force,
+        };
+        let progress = Arc::new(Progress::default());
+        let fence = Arc::new(JobFence::new(job.clone()));
+        let cancel = CancellationToken::new();
+        let reason: Arc<Mutex<Option<StopReason>>> = Arc::new(Mutex::new(None));
+        let stop = |why: StopReason| {
+            if let Ok(mut r) = reason.lock() {
+                r.get_or_insert(why);
+            }
+            cancel.cancel();
+        };
+        let heartbeat = self.heartbeat(
+            job.clone(),
+            progress.clone(),
+            fence.clone(),
+            cancel.clone(),
+            reason.clone(),
+        );
+        let load = {
+            let ctx = self.ctx.clone();
+            let nis_key = self.nis_key.clone();
+            let fence = fence.clone();
+            let progress = progress.clone();
+            let cancel = cancel.clone();
+            tokio::spawn(
+                async move {
+                    pipeline::run_with(
+                        &ctx,
+                        &request,
+                        nis_key,
+                        progress,
+                        cancel.cancelled_owned(),
+                        Some(&*fence),
+                    )
+                    .await
+                }
+                .instrument(tracing::Span::current()),
+            )
+        };
+        tokio::pin!(load);
+        let timeout = tokio::time::sleep(Duration::from_secs(self.settings.job_timeout_s));
+        tokio::pin!(timeout);
+        let result = loop {
+            tokio::select! {
+                result = &mut load => break result,
+                () = release.cancelled(), if !cancel.is_cancelled() => stop(StopReason::Shutdown),
+                () = &mut timeout, if !cancel.is_cancelled() => stop(StopReason::Timeout),
+            }
+        };
+        heartbeat.cancel();
+        let why = reason.lock().ok().and_then(|r| *r);
+        let ending = match result {
+            Err(join) => Some(Ending::Fail {
+                code: "panic".into(),
+                message: format!("the load panicked: {}", panic_text(join)),
+            }),
+            Ok(Ok(report)) => match report.outcome {
+                // Completed by the fence inside the publish transaction.
+                Outcome::Published => {
+                    tracing::info!(
+                        job_id = job.id,
+                        load_id = report.load_id,
+                        rows = report.rows_loaded,
+                        "job succeeded: published"
+                    );
+                    return "published".into();
+                }
+                Outcome::Unchanged => Some(Ending::Unchanged {
+                    load_id: report.load_id,
+                }),
+            },
+            Ok(Err(LoadError::LeaseLost { .. })) => None,
+            Ok(Err(LoadError::Cancelled)) => match why {
+                Some(StopReason::Operator) => Some(Ending::Cancelled {
+                    message: "cancelled by an operator; the load was rolled back".into(),
+                }),
+                Some(StopReason::Shutdown) => Some(Ending::Release),
+                Some(StopReason::LeaseLost) => None,
+                Some(StopReason::Timeout) | None => Some(self.retry_or_fail(
+                    &job,
+                    "job_timeout",
+                    format!(
+                        "the attempt ran past queue.job_timeout_s ({} s) and was cancelled",
+                        self.settings.job_timeout_s
+                    ),
+                    None,
+                )),
+            },
+            Ok(Err(error)) => Some(self.judge(&job, &error)),
+        };
+        match ending {
+            Some(ending) => self.record(&job, &ending).await,
+            None => {
+                tracing::warn!(
+                    job_id = job.id,
+                    attempt = job.attempt,
+                    "lease_lost: this attempt no longer owns the job; nothing recorded"
+                );
+                "lease_lost".into()
+            }
+        }
+    }
+
+    /// What a load error means for the job.
+    fn judge(&self, job: &Claimed, error: &LoadError) -> Ending {
+        let code = error.code();
+        let message = error.to_string();
+        match retry::classify(error, job.attempt) {
+            retry::Verdict::Retry => self.retry_or_fail(job, &code, message, error.retry_after()),
+            retry::Verdict::NotFound => Ending::NotFound {
+                after: Duration::from_secs(self.settings.not_found_retry_s),
+                code,
+                message,
+            },
+            retry::Verdict::Fatal => Ending::Fail { code, message },
+        }
+    }
+
+    fn retry_or_fail(
+        &self,
+        job: &Claimed,
+        code: &str,
+        message: String,
+        retry_after: Option<Duration>,
+    ) -> Ending {
+        let seed = (job.id as u64) << 16 ^ job.attempt as u64;
+        Ending::Retry {
+            after: retry::backoff(&self.settings, job.attempt, retry_after, seed),
+            code: code.to_string(),
+            message,
+        }
+    }
+
+    async fn record(&self, job: &Claimed, ending: &Ending) -> String {
+        let name = match ending {
+            Ending::Unchanged { .. } => "unchanged",
+            Ending::Retry { .. } => "retry",
+            Ending::NotFound { .. } => "not_found",
+            Ending::Fail { .. } => "failed",
+            Ending::Cancelled { .. } => "cancelled",
+            Ending::Release => "released",
+        };
+        // The ending must not be lost to a passing database error.
+        for attempt in 0..5u32 {
+            let written = match self.control.get().await {
+                Ok(client) => queue::finish(&**client, job, ending)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match written {
+                Ok(true) => {
+                    match ending {
+                        Ending::Fail { code, .. }
+                        | Ending::Retry { code, .. }
+                        | Ending::NotFound { code, .. } => {
+                            tracing::warn!(job_id = job.id, attempt = job.attempt, ending = name, code = %code, "job attempt ended");
+                        }
+                        _ => tracing::info!(
+                            job_id = job.id,
+                            attempt = job.attempt,
+                            ending = name,
+                            "job attempt ended"
+                        ),
+                    }
+                    return name.into();
+                }
+                Ok(false) => {
+                    tracing::warn!(
+                        job_id = job.id,
+                        "lease_lost: the job was rescued before its ending could be recorded"
+                    );
+                    return "lease_lost".into();
+                }
+                Err(e) => {
+                    tracing::warn!(job_id = job.id, error = %e, "failed to record the job's ending; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+            }
+        }
+        // Left running: the rescuer hands it back once the lease expires.
+        "unrecorded".into()
+    }
+
+    /// Spawns the job's heartbeat; returns a token that stops it (and that
+    /// it cancels itself on a lost lease, so the caller's select wakes).
+    fn heartbeat(
+        &self,
+        job: Claimed,
+        progress: Arc<Progress>,
+        fence: Arc<JobFence>,
+        cancel: CancellationToken,
+        reason: Arc<Mutex<Option<StopReason>>>,
+    ) -> CancellationToken {
+        let done = CancellationToken::new();
+        let control = self.control.clone();
+        let settings = self.settings.clone();
+        let every = Duration::from_secs(self.settings.heartbeat_s.max(1));
+        let stopper = done.clone();
+        tokio::spawn(async move {
+            let mut recorded_pid = None;
+            loop {
+                tokio::select! {
+                    () = stopper.cancelled() => return,
+                    () = tokio::time::sleep(every) => {}
+                    () = fence.session_known.notified() => {}
+                }
+                let pid = fence.backend_pid();
+                let snapshot = progress_json(&progress);
+                let beat = match control.get().await {
+                    Ok(client) => queue::heartbeat(&**client, &job, &settings, &snapshot, pid)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let why = match beat {
+                    Ok(Beat::Held) => {
+                        recorded_pid = pid.or(recorded_pid);
+                        continue;
+                    }
+                    Ok(Beat::CancelRequested) => StopReason::Operator,
+                    Ok(Beat::Lost) => StopReason::LeaseLost,
+                    Err(e) => {
+                        tracing::warn!(job_id = job.id, error = %e, "heartbeat failed");
+                        continue;
+                    }
+                };
+                if let Ok(mut r) = reason.lock() {
+                    r.get_or_insert(why);
+                }
+                if why == StopReason::LeaseLost {
+                    tracing::warn!(
+                        job_id = job.id,
+                        attempt = job.attempt,
+                        "lease_lost: stopping the load"
+                    );
+                }
+                cancel.cancel();
+                return;
+            }
+        });
+        done
+    }
+}
+
+fn panic_text(join: tokio::task::JoinError) -> String {
+    match join.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into()),
+        Err(join) => join.to_string(),
+    }
+}
+
+/// The progress a heartbeat records.
+fn progress_json(progress: &Progress) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    serde_json::json!({
+        "stage": progress.stage_name(),
+        "bytes": progress.bytes.load(Relaxed),
+        "total_bytes": progress.total_bytes.load(Relaxed),
+        "rows": progress.rows.load(Relaxed),
+        "rows_rejected": progress.rows_rejected.load(Relaxed),
+    })
+}
+
+/// Holds a LISTEN connection and wakes the worker on every notification,
+/// reconnecting (with a pause) when it drops.
+async fn listen(config: tokio_postgres::Config, wake: Arc<Notify>, stop: CancellationToken) {
+    loop {
+        let connected = config.connect(tokio_postgres::NoTls).await;
+        match connected {
+            Ok((client, mut connection)) => {
+                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let listening = async { client.batch_execute(&format!("LISTEN {CHANNEL}")).await };
+                // The LISTEN only completes while the connection is polled.
+                let (listened, rest) = {
+                    tokio::pin!(listening);
+                    loop {
+                        tokio::select! {
+                            r = &mut listening => break (r, false),
+                            m = messages.next() => if m.is_none() { break (Ok(()), true) },
+                        }
+                    }
+                };
+                if let Err(e) = listened {
+                    tracing::warn!(error = %pipeline::describe_db(&e), "LISTEN failed");
+                } else if !rest {
+                    // Any job queued while we were away: look once.
+                    wake.notify_one();
+                    loop {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            message = messages.next() => match message {
+                                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => wake.notify_one(),
+                                Some(Ok(_)) => {}
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %pipeline::describe_db(&e), "LISTEN connection lost");
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                    }
+                }
+                drop(client);
+            }
+            Err(e) => {
+                tracing::warn!(error = %pipeline::describe_db(&e), "LISTEN connection failed")
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+/// Loads the dataset specs a worker runs.
+pub fn specs(settings: &crate::config::Settings) -> Result<Vec<Spec>, dataset::SpecError> {
+    dataset::load_all(&settings.load.jobs_dir)
+}

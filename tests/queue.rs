@@ -1,0 +1,519 @@
+//! The job queue and the worker, in process, against a real PostgreSQL and
+//! loopback HTTP sources: deduplication, priority, the fenced completion,
+//! retries (Retry-After, the 404 cadence and its deadline), cancellation
+//! of a running COPY, leases and the rescuer. Process-level faults (kill,
+//! stop, SIGTERM) are in tests/workers.rs.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use carga::queue::{self, Priority};
+use carga::runner::RunOne;
+use common::{Reply, ScriptedServer, TestApp, fast_queue, sample_zip};
+
+/// Polls `sql` (one bigint; `$1` the test database's name) until `done`.
+async fn wait_until(app: &TestApp, sql: &str, done: impl Fn(i64) -> bool, what: &str) {
+    let admin = common::admin().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = admin
+            .query_one(sql, &[&app.database])
+            .await
+            .expect("poll")
+            .get(0);
+        if done(n) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const COPYING: &str = "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = $1";
+const COPY_OR_LOCK: &str = "SELECT (SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = $1 AND query ILIKE 'COPY%' AND state = 'active')
+              + (SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                  WHERE l.locktype = 'advisory' AND d.datname = $1)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_concurrent_enqueues_make_one_job() {
+    let app = Arc::new(TestApp::new().await);
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            app.enqueue("2024-10", "http://127.0.0.1:9/x.zip").await
+        }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    let mut new = 0;
+    for task in tasks {
+        let enqueued = task.await.expect("task");
+        ids.insert(enqueued.id);
+        new += usize::from(enqueued.new);
+    }
+    assert_eq!(ids.len(), 1, "one job id for all: {ids:?}");
+    assert_eq!(new, 1, "exactly one enqueue was new");
+    let jobs: i64 = app
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM carga.jobs", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(jobs, 1);
+}
+
+#[tokio::test]
+async fn a_fresh_month_runs_before_a_backfill() {
+    let app = TestApp::new().await;
+    for month in 1..=6 {
+        app.enqueue_with(&format!("2023-{month:02}"), None, Priority::Backfill)
+            .await;
+    }
+    let fresh = app.enqueue_with("2024-10", None, Priority::Fresh).await;
+    // The same month asked again by an operator keeps its one job.
+    let again = app.enqueue_with("2024-10", None, Priority::Backfill).await;
+    assert_eq!((again.id, again.new), (fresh.id, false));
+    // A backfill month asked for by an operator moves ahead.
+    let promoted = app.enqueue_with("2023-04", None, Priority::Fresh).await;
+    assert!(!promoted.new);
+    let settings = app.ctx.settings.queue.clone();
+    let client = app.client().await;
+    let first = queue::claim(&**client, "w", &settings)
+        .await
+        .expect("claim");
+    let second = queue::claim(&**client, "w", &settings)
+        .await
+        .expect("claim");
+    let third = queue::claim(&**client, "w", &settings)
+        .await
+        .expect("claim");
+    // Both are fresh now; between equals, the older enqueue goes first.
+    assert_eq!(first.map(|j| j.id), Some(promoted.id));
+    assert_eq!(second.map(|j| j.id), Some(fresh.id));
+    assert_eq!(
+        third.map(|j| j.period.to_string()).as_deref(),
+        Some("2023-01")
+    );
+}
+
+#[tokio::test]
+async fn a_job_runs_publishes_and_is_completed_in_the_same_transaction() {
+    let app = TestApp::with_settings(fast_queue).await;
+    let server =
+        ScriptedServer::start("a.zip", vec![Reply::Body(sample_zip("2024-10", 2_000, 1))]).await;
+    let job = app.enqueue("2024-10", &server.url).await;
+    let runner = app.runner();
+    let ran = runner.run_one().await.expect("run");
+    assert_eq!(
+        ran,
+        RunOne::Ran {
+            job_id: job.id,
+            ending: "published".into()
+        }
+    );
+    let row = app
+        .client()
+        .await
+        .query_one(
+            "SELECT j.state, j.outcome, j.attempt, l.status, j.load_id = l.id,
+                    j.finished_at = l.finished_at OR l.finished_at IS NULL
+             FROM carga.jobs j JOIN carga.loads l ON l.id = j.load_id WHERE j.id = $1",
+            &[&job.id],
+        )
+        .await
+        .expect("job");
+    let (state, outcome, attempt, status): (String, String, i32, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(
+        (state.as_str(), outcome.as_str(), attempt, status.as_str()),
+        ("succeeded", "published", 1, "published")
+    );
+    // The same file again: the engine sees it unchanged; the job succeeds
+    // as `unchanged` without publishing.
+    let again = app.enqueue("2024-10", &server.url).await;
+    assert!(again.new, "the first job is finished, so this one is new");
+    let ran = runner.run_one().await.expect("run");
+    assert_eq!(
+        ran,
+        RunOne::Ran {
+            job_id: again.id,
+            ending: "unchanged".into()
+        }
+    );
+    assert_eq!(runner.run_one().await.expect("run"), RunOne::Empty);
+}
+
+/// A worker whose lease was taken over cannot publish: the fence in its
+/// publish transaction finds another lease, and the whole load rolls back.
+#[tokio::test]
+async fn a_load_that_lost_its_lease_cannot_publish() {
+    let app = TestApp::with_settings(fast_queue).await;
+    let settings = app.ctx.settings.queue.clone();
+    let server =
+        ScriptedServer::start("a.zip", vec![Reply::Body(sample_zip("2024-10", 500, 2))]).await;
+    let enqueued = app.enqueue("2024-10", &server.url).await;
+    let client = app.client().await;
+    let stale = queue::claim(&**client, "frozen", &settings)
+        .await
+        .expect("claim")
+        .expect("a job");
+    // The lease expires; the rescuer hands the job back; another worker
+    // claims it (a new attempt and lease token).
+    client
+        .execute(
+            "UPDATE carga.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
+            &[&enqueued.id],
+        )
+        .await
+        .expect("expire");
+    let rescued = queue::rescue(&**client, &settings).await.expect("rescue");
+    assert_eq!(rescued.len(), 1);
+    assert!(
+        queue::rescue(&**client, &settings)
+            .await
+            .expect("rescue")
+            .is_empty(),
+        "rescued once"
+    );
+    client
+        .execute(
+            "UPDATE carga.jobs SET scheduled_at = now() WHERE id = $1",
+            &[&enqueued.id],
+        )
+        .await
+        .expect("due");
+    let current = queue::claim(&**client, "alive", &settings)
+        .await
+        .expect("claim")
+        .expect("the job again");
+    assert_eq!(current.attempt, 2);
+    // The stale attempt now runs its load to the end.
+    let spec =
+        carga::dataset::find(&app.ctx.settings.load.jobs_dir, "novo-bolsa-familia").expect("spec");
+    let request = carga::pipeline::LoadRequest {
+        spec,
+        period: stale.period,
+        url: stale.url.clone(),
+        force: false,
+    };
+    let fence = queue::JobFence::new(stale);
+    let before = app.visible_state().await;
+    let err = carga::pipeline::run_with(
+        &app.ctx,
+        &request,
+        Some(secrecy::SecretString::from(common::NIS_KEY)),
+        Arc::new(carga::source::Progress::default()),
+        std::future::pending(),
+        Some(&fence),
+    )
+    .await
+    .expect_err("fenced");
+    assert_eq!(err.code(), "lease_lost", "{err}");
+    assert_eq!(app.visible_state().await, before, "nothing was published");
+    let published: i64 = client
+        .query_one("SELECT count(*) FROM carga.loads WHERE status = 'published' AND program_code IS NOT NULL", &[])
+        .await
+        .expect("ledger")
+        .get(0);
+    assert_eq!(published, 0);
+    // The job still belongs to the current attempt.
+    let (state, attempt): (String, i32) = {
+        let r = client
+            .query_one(
+                "SELECT state, attempt FROM carga.jobs WHERE id = $1",
+                &[&enqueued.id],
+            )
+            .await
+            .expect("job");
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((state.as_str(), attempt), ("running", 2));
+    let _ = current;
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_then_the_job_succeeds() {
+    let app = TestApp::with_settings(fast_queue).await;
+    // The source retries in-request three times; all three get 503.
+    let server = ScriptedServer::start(
+        "a.zip",
+        vec![
+            Reply::Status(503, "Retry-After: 3"),
+            Reply::Status(503, "Retry-After: 3"),
+            Reply::Status(503, "Retry-After: 3"),
+            Reply::Body(sample_zip("2024-10", 300, 3)),
+        ],
+    )
+    .await;
+    let job = app.enqueue("2024-10", &server.url).await;
+    let runner = app.runner();
+    let ran = runner.run_one().await.expect("run");
+    assert_eq!(
+        ran,
+        RunOne::Ran {
+            job_id: job.id,
+            ending: "retry".into()
+        }
+    );
+    let failed_at = Instant::now();
+    let (state, code, wait): (String, String, f64) = {
+        let r = app
+            .client()
+            .await
+            .query_one(
+                "SELECT state, error_code, extract(epoch FROM scheduled_at - now())::float8
+                 FROM carga.jobs WHERE id = $1",
+                &[&job.id],
+            )
+            .await
+            .expect("job");
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(
+        (state.as_str(), code.as_str()),
+        ("retryable", "http_status_503")
+    );
+    assert!(
+        wait > 2.0,
+        "Retry-After: 3 is honoured (next attempt in {wait:.2} s)"
+    );
+    // Not before its time.
+    assert_eq!(runner.run_one().await.expect("run"), RunOne::Empty);
+    let ran = loop {
+        match runner.run_one().await.expect("run") {
+            RunOne::Empty => tokio::time::sleep(Duration::from_millis(100)).await,
+            ran => break ran,
+        }
+    };
+    assert!(failed_at.elapsed() >= Duration::from_millis(2_500));
+    assert_eq!(
+        ran,
+        RunOne::Ran {
+            job_id: job.id,
+            ending: "published".into()
+        }
+    );
+    let attempts: Vec<(i32, Option<String>)> = app
+        .client()
+        .await
+        .query(
+            "SELECT attempt, error_code FROM carga.job_attempts WHERE job_id = $1 ORDER BY attempt",
+            &[&job.id],
+        )
+        .await
+        .expect("attempts")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(attempts, [(1, Some("http_status_503".into())), (2, None)]);
+}
+
+#[tokio::test]
+async fn a_month_not_yet_published_waits_on_the_slow_cadence_until_its_deadline() {
+    let app = TestApp::with_settings(fast_queue).await;
+    let server = ScriptedServer::start("a.zip", vec![Reply::Status(404, "")]).await;
+    let job = app.enqueue("2024-10", &server.url).await;
+    let runner = app.runner();
+    let ran = runner.run_one().await.expect("run");
+    assert_eq!(
+        ran,
+        RunOne::Ran {
+            job_id: job.id,
+            ending: "not_found".into()
+        }
+    );
+    let wait: f64 = app
+        .client()
+        .await
+        .query_one(
+            "SELECT extract(epoch FROM scheduled_at - now())::float8 FROM carga.jobs WHERE id = $1",
+            &[&job.id],
+        )
+        .await
+        .expect("job")
+        .get(0);
+    let cadence = app.ctx.settings.queue.not_found_retry_s as f64;
+    assert!(
+        wait > cadence - 60.0 && wait <= cadence,
+        "next try in {wait} s"
+    );
+    assert_eq!(app.job_state(job.id).await, "retryable");
+    // Time passes (rows backdated): the deadline is gone, the month is
+    // still missing: the job fails with that reason.
+    app.client()
+        .await
+        .execute(
+            "UPDATE carga.jobs SET scheduled_at = now(), not_found_deadline = now() - interval '1 minute'
+             WHERE id = $1",
+            &[&job.id],
+        )
+        .await
+        .expect("backdate");
+    let ran = runner.run_one().await.expect("run");
+    assert_eq!(
+        ran,
+        RunOne::Ran {
+            job_id: job.id,
+            ending: "not_found".into()
+        }
+    );
+    let (state, code, error): (String, String, String) = {
+        let r = app
+            .client()
+            .await
+            .query_one(
+                "SELECT state, error_code, error FROM carga.jobs WHERE id = $1",
+                &[&job.id],
+            )
+            .await
+            .expect("job");
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(
+        (state.as_str(), code.as_str()),
+        ("failed", "not_published_by_deadline")
+    );
+    assert!(error.contains("HTTP status 404"), "{error}");
+}
+
+#[tokio::test]
+async fn a_fatal_error_fails_at_once_with_its_code() {
+    let app = TestApp::with_settings(fast_queue).await;
+    let server = ScriptedServer::start(
+        "a.zip",
+        vec![Reply::Body(b"<html>maintenance</html>".to_vec())],
+    )
+    .await;
+    let job = app.enqueue("2024-10", &server.url).await;
+    let ran = app.runner().run_one().await.expect("run");
+    assert_eq!(
+        ran,
+        RunOne::Ran {
+            job_id: job.id,
+            ending: "failed".into()
+        }
+    );
+    let (state, attempt, code): (String, i32, String) = {
+        let r = app
+            .client()
+            .await
+            .query_one(
+                "SELECT state, attempt, error_code FROM carga.jobs WHERE id = $1",
+                &[&job.id],
+            )
+            .await
+            .expect("job");
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(
+        (state.as_str(), attempt, code.as_str()),
+        ("failed", 1, "unexpected_content")
+    );
+    // An operator retries it: a new budget, available now.
+    let client = app.client().await;
+    assert_eq!(
+        queue::retry(&**client, job.id).await.expect("retry"),
+        job.id
+    );
+    assert_eq!(app.job_state(job.id).await, "available");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelling_a_running_job_ends_its_copy() {
+    let app = TestApp::with_settings(fast_queue).await;
+    let server = ScriptedServer::start(
+        "a.zip",
+        vec![Reply::Stall(sample_zip("2024-10", 60_000, 4))],
+    )
+    .await;
+    let job = app.enqueue("2024-10", &server.url).await;
+    let runner = Arc::new(app.runner());
+    let running = {
+        let runner = runner.clone();
+        tokio::spawn(async move { runner.run_one().await })
+    };
+    wait_until(&app, COPYING, |n| n > 0, "the COPY never started").await;
+    let client = app.client().await;
+    assert_eq!(
+        queue::cancel(&**client, job.id).await.expect("cancel"),
+        "cancelling"
+    );
+    let ran = tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the job ends")
+        .expect("task")
+        .expect("run");
+    assert_eq!(
+        ran,
+        RunOne::Ran {
+            job_id: job.id,
+            ending: "cancelled".into()
+        }
+    );
+    assert_eq!(app.job_state(job.id).await, "cancelled");
+    wait_until(
+        &app,
+        COPY_OR_LOCK,
+        |n| n == 0,
+        "the server-side COPY outlived the cancel",
+    )
+    .await;
+    // A waiting job is cancelled at once; a finished one cannot be.
+    let waiting = app.enqueue("2024-09", &server.url).await;
+    assert_eq!(
+        queue::cancel(&**client, waiting.id).await.expect("cancel"),
+        "cancelled"
+    );
+    assert!(queue::cancel(&**client, waiting.id).await.is_err());
+}
+
+/// Heartbeats keep a long load's lease: a rescuer running all along never
+/// takes it, and the job succeeds on its first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_whose_heartbeats_flow_is_never_rescued() {
+    let app = TestApp::with_settings(fast_queue).await;
+    let body = sample_zip("2024-10", 20_000, 5);
+    let chunk = body.len() / 40 + 1;
+    // About 4 s of download: twice the 2 s lease.
+    let server = ScriptedServer::start(
+        "a.zip",
+        vec![Reply::Slow {
+            body,
+            chunk,
+            every: Duration::from_millis(100),
+        }],
+    )
+    .await;
+    let job = app.enqueue("2024-10", &server.url).await;
+    let runner = Arc::new(app.runner());
+    let running = {
+        let runner = runner.clone();
+        tokio::spawn(async move { runner.run_one().await })
+    };
+    let mut rescues = 0;
+    while !running.is_finished() {
+        rescues += runner.maintain().await.expect("rescue").len();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let ran = running.await.expect("task").expect("run");
+    assert_eq!(rescues, 0);
+    assert_eq!(
+        ran,
+        RunOne::Ran {
+            job_id: job.id,
+            ending: "published".into()
+        }
+    );
+    let attempt: i32 = app
+        .client()
+        .await
+        .query_one("SELECT attempt FROM carga.jobs WHERE id = $1", &[&job.id])
+        .await
+        .expect("job")
+        .get(0);
+    assert_eq!(attempt, 1);
+}
