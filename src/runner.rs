@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::QueueSettings;
-use crate::dataset::{self, Spec};
+use crate::dataset::{self, Kind, Spec};
 use crate::pipeline::{self, Context, LoadError, LoadRequest, Outcome};
 use crate::queue::{self, Beat, Claimed, Ending, JobFence, retry};
 use crate::source::Progress;
@@ -236,6 +236,9 @@ impl Runner {
             };
             return self.record(&job, &ending).await;
         };
+        if spec.kind == Kind::Reference {
+            return self.reference(&job, &spec, release).await;
+        }
         let request = LoadRequest {
             spec,
             period: job.period,
@@ -308,8 +311,9 @@ impl Runner {
                     );
                     return "published".into();
                 }
-                Outcome::Unchanged => Some(Ending::Unchanged {
+                Outcome::Unchanged => Some(Ending::Succeeded {
                     load_id: report.load_id,
+                    outcome: "unchanged",
                 }),
             },
             Ok(Err(LoadError::LeaseLost { .. })) => None,
@@ -344,6 +348,27 @@ impl Runner {
         }
     }
 
+    /// A reference load (states and municipalities): idempotent upserts in
+    /// one transaction, completed after it (at least once, harmless).
+    async fn reference(&self, job: &Claimed, spec: &Spec, release: CancellationToken) -> String {
+        let cancelled = CancellationToken::new();
+        let result = tokio::select! {
+            result = crate::reference::run(&self.ctx, spec, job.url.as_deref(), job.force, cancelled.cancelled()) => result,
+            () = release.cancelled() => {
+                cancelled.cancel();
+                return self.record(job, &Ending::Release).await;
+            }
+        };
+        let ending = match result {
+            Ok(report) => Ending::Succeeded {
+                load_id: report.load_id,
+                outcome: "published",
+            },
+            Err(error) => self.judge(job, &error),
+        };
+        self.record(job, &ending).await
+    }
+
     /// What a load error means for the job.
     fn judge(&self, job: &Claimed, error: &LoadError) -> Ending {
         let code = error.code();
@@ -376,7 +401,7 @@ impl Runner {
 
     async fn record(&self, job: &Claimed, ending: &Ending) -> String {
         let name = match ending {
-            Ending::Unchanged { .. } => "unchanged",
+            Ending::Succeeded { outcome, .. } => outcome,
             Ending::Retry { .. } => "retry",
             Ending::NotFound { .. } => "not_found",
             Ending::Fail { .. } => "failed",

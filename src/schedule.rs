@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use deadpool_postgres::Pool;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
@@ -58,7 +58,24 @@ pub fn slot_at(
         i64::from(slot.year()) * 12 + i64::from(slot.month0()) - i64::from(schedule.lag_months);
     let period = Period::new((months / 12) as u16, (months % 12 + 1) as u8)
         .ok_or_else(|| error("the slot's period is out of range".into()))?;
-    Ok(Some((slot.with_timezone(&Utc), period)))
+    // croner keeps the sub-second part of the time it searched from; a slot
+    // is a whole second, or two ticks of one slot would differ.
+    let slot = slot.with_timezone(&Utc);
+    let slot = slot.with_nanosecond(0).unwrap_or(slot);
+    Ok(Some((slot, period)))
+}
+
+/// The job a tick at `now` would enqueue: the slot and its period, unless
+/// the period lies outside the spec's `first_period`..`last_period` (a
+/// program that has ended, or not started, has nothing to load).
+pub fn due(
+    spec: &Spec,
+    now: DateTime<Utc>,
+) -> Result<Option<(DateTime<Utc>, Period)>, ScheduleError> {
+    Ok(slot_at(spec, now)?.filter(|(_, period)| {
+        spec.kind == crate::dataset::Kind::Reference
+            || crate::pipeline::check_period(spec, *period, false).is_ok()
+    }))
 }
 
 /// The next slot after `now` (for `carga schedule`).
@@ -88,7 +105,7 @@ pub async fn tick(
         }
         _ => now,
     };
-    let Some((slot, period)) = slot_at(spec, now)? else {
+    let Some((slot, period)) = due(spec, now)? else {
         return Ok(None);
     };
     let deadline_days = spec
@@ -190,6 +207,11 @@ mod tests {
             .expect("ok")
             .expect("slot");
         assert_eq!(period.to_string(), "2025-11");
+        // A time with a fraction of a second gives the same whole slot.
+        let (slot, _) = slot_at(&daily, at("2026-11-24T12:34:56.789123Z"))
+            .expect("ok")
+            .expect("slot");
+        assert_eq!(slot, at("2026-11-24T06:00:00Z"));
         let next = next_slot(&daily, at("2026-11-24T12:00:00Z")).expect("next");
         assert_eq!(next, at("2026-11-25T06:00:00Z"));
     }

@@ -61,8 +61,8 @@ pub async fn run(settings: Settings, args: JobsArgs) -> CliResult {
         return Ok(());
     }
     println!(
-        "{:>7} {:<26} {:<8} {:<10} {:>7} {:<9} {:<20} {}",
-        "ID", "DATASET", "PERIOD", "STATE", "ATTEMPT", "BY", "WHEN (UTC)", "DETAIL"
+        "{:>7} {:<26} {:<8} {:<10} {:>7} {:<9} {:<20} DETAIL",
+        "ID", "DATASET", "PERIOD", "STATE", "ATTEMPT", "BY", "WHEN (UTC)"
     );
     for job in jobs {
         let when = job.finished_at.unwrap_or(match job.state.as_str() {

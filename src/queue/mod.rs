@@ -295,10 +295,13 @@ pub async fn heartbeat(
 /// How an attempt ended, as the runner decided it.
 #[derive(Debug, Clone)]
 pub enum Ending {
-    /// Published: written by the fence inside the load's transaction; here
-    /// only when the caller must record it outside (never for a publish).
-    Unchanged {
+    /// Succeeded without the fence: a payments month found unchanged
+    /// (nothing published), or reference data (idempotent upserts, at
+    /// least once). A payments publish is completed by [`JobFence`] inside
+    /// its own transaction instead.
+    Succeeded {
         load_id: i64,
+        outcome: &'static str,
     },
     /// Retry at the database's `now()` + `after`.
     Retry {
@@ -335,8 +338,8 @@ pub async fn finish(client: &impl GenericClient, job: &Claimed, ending: &Ending)
         f64,
         Option<i64>,
     ) = match ending {
-        Ending::Unchanged { load_id } => {
-            ("succeeded", "succeeded", None, None, 0.0, Some(*load_id))
+        Ending::Succeeded { load_id, outcome } => {
+            ("succeeded", *outcome, None, None, 0.0, Some(*load_id))
         }
         Ending::Retry {
             after,
@@ -403,7 +406,7 @@ pub async fn finish(client: &impl GenericClient, job: &Claimed, ending: &Ending)
                                          ELSE j.scheduled_at END,
                      finished_at = CASE WHEN d.state IN ('succeeded', 'failed', 'cancelled')
                                         THEN now() END,
-                     outcome = CASE WHEN d.state = 'succeeded' THEN 'unchanged' ELSE j.outcome END,
+                     outcome = CASE WHEN d.state = 'succeeded' THEN $8 ELSE j.outcome END,
                      load_id = coalesce($7, j.load_id),
                      error_code = CASE WHEN $3 = 'not_found' AND d.state = 'failed'
                                        THEN 'not_published_by_deadline' ELSE $4 END,
@@ -419,7 +422,9 @@ pub async fn finish(client: &impl GenericClient, job: &Claimed, ending: &Ending)
                  RETURNING j.id, j.state
              ), attempt AS (
                  UPDATE carga.job_attempts a
-                 SET finished_at = now(), outcome = $8, error_code = $4, error = $5, load_id = $7
+                 SET finished_at = now(),
+                     outcome = CASE WHEN $3 = 'succeeded' THEN 'succeeded' ELSE $8 END,
+                     error_code = $4, error = $5, load_id = $7
                  FROM updated u WHERE a.job_id = u.id AND a.attempt = $9
              )
              SELECT state FROM updated",

@@ -1,0 +1,425 @@
+//! The real binary as workers and schedulers: several processes on one
+//! database, killed, frozen and stopped with real signals. Synchronised on
+//! database state, never on sleeps.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{Reply, ScriptedServer, TestApp, fast_queue, sample_zip};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// `carga <args>` against the test's database with short queue settings.
+fn carga(app: &TestApp, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_carga"));
+    command
+        .args(args)
+        .env("DATABASE_URL", &app.url)
+        .env("CARGA_NIS_KEY", common::NIS_KEY)
+        .env("CARGA__QUEUE__LEASE_S", "2")
+        .env("CARGA__QUEUE__HEARTBEAT_S", "1")
+        .env("CARGA__QUEUE__RESCUE_INTERVAL_S", "1")
+        .env("CARGA__QUEUE__POLL_INTERVAL_MS", "200")
+        .env("CARGA__QUEUE__RETRY_BASE_S", "1")
+        .env("CARGA__QUEUE__RETRY_MAX_S", "1")
+        .env("CARGA__QUEUE__SHUTDOWN_GRACE_S", "0")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Starts `carga worker` and returns once it logged that it started.
+async fn worker(app: &TestApp, name: &str) -> Child {
+    let mut child = carga(app, &["worker"])
+        .env("CARGA__QUEUE__WORKER_NAME", name)
+        .spawn()
+        .expect("spawn worker");
+    wait_for_log(&mut child, "worker started").await;
+    child
+}
+
+/// Reads the child's stderr until a line contains `text`; keeps draining
+/// it afterwards so the child never blocks on a full pipe.
+async fn wait_for_log(child: &mut Child, text: &str) {
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no {text:?} in the log"))
+            .expect("read")
+            .unwrap_or_else(|| panic!("exited before {text:?}"));
+        if line.contains(text) {
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+}
+
+/// Polls one bigint (`$1` is the test database's name) until `done`.
+async fn wait_until(app: &TestApp, sql: &str, done: impl Fn(i64) -> bool, what: &str) {
+    let admin = common::admin().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: i64 = admin
+            .query_one(sql, &[&app.database])
+            .await
+            .expect("poll")
+            .get(0);
+        if done(n) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls the job until it is in `state`.
+async fn wait_for_state(app: &TestApp, id: i64, state: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if app.job_state(id).await == state {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+async fn exits(mut child: Child) -> Option<i32> {
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits")
+        .expect("status")
+        .code()
+}
+
+const COPYING: &str = "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = $1";
+const LEFT_BEHIND: &str = "SELECT (SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = $1 AND query ILIKE 'COPY%' AND state = 'active')
+              + (SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                  WHERE l.locktype = 'advisory' AND d.datname = $1)";
+
+async fn published_loads(app: &TestApp) -> i64 {
+    app.client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM carga.loads WHERE status = 'published' AND program_code IS NOT NULL",
+            &[],
+        )
+        .await
+        .expect("ledger")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_workers_run_thirty_jobs_each_exactly_once() {
+    let mut app = TestApp::with_settings(fast_queue).await;
+    let months: Vec<String> = (0..30)
+        .map(|i| format!("{}-{:02}", 2023 + (i + 2) / 12, (i + 2) % 12 + 1))
+        .collect();
+    let files: Vec<(String, Vec<u8>)> = months
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (format!("{m}.zip"), sample_zip(m, 200, i as u64)))
+        .collect();
+    let urls = app
+        .serve(files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect())
+        .await;
+    let workers = [
+        worker(&app, "w1").await,
+        worker(&app, "w2").await,
+        worker(&app, "w3").await,
+    ];
+    for m in &months {
+        app.enqueue(m, &urls[&format!("{m}.zip")]).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done: i64 = app
+            .client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM carga.jobs WHERE state = 'succeeded'",
+                &[],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        if done == 30 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{done} of 30 jobs succeeded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = app.client().await;
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE attempt = 1), count(DISTINCT worker) FROM carga.jobs",
+            &[],
+        )
+        .await
+        .expect("jobs");
+    let (first_attempt, workers_used): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(first_attempt, 30, "one attempt each");
+    assert!(
+        workers_used >= 2,
+        "the work was shared ({workers_used} workers)"
+    );
+    let per_period: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (SELECT period FROM carga.loads
+              WHERE status = 'published' AND program_code IS NOT NULL
+              GROUP BY period HAVING count(*) = 1) x",
+            &[],
+        )
+        .await
+        .expect("ledger")
+        .get(0);
+    assert_eq!(per_period, 30, "one published ledger row per period");
+    assert_eq!(published_loads(&app).await, 30);
+    for w in workers {
+        signal(&w, "TERM");
+        assert_eq!(exits(w).await, Some(0));
+    }
+}
+
+/// SIGKILL mid-COPY: another worker rescues the job once the lease expires
+/// and completes it; the period is published once; nothing is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_workers_job_is_rescued_and_completed_by_another() {
+    let app = TestApp::with_settings(fast_queue).await;
+    let body = sample_zip("2024-10", 60_000, 7);
+    let server =
+        ScriptedServer::start("a.zip", vec![Reply::Stall(body.clone()), Reply::Body(body)]).await;
+    let job = app.enqueue("2024-10", &server.url).await;
+    let mut first = worker(&app, "doomed").await;
+    wait_until(&app, COPYING, |n| n > 0, "the COPY never started").await;
+    first.kill().await.expect("SIGKILL");
+    let second = worker(&app, "rescuer").await;
+    wait_for_state(
+        &app,
+        job.id,
+        "succeeded",
+        "the job was not completed by the second worker",
+    )
+    .await;
+    let (attempt, error_code): (i32, Option<String>) = {
+        let r = app
+            .client()
+            .await
+            .query_one(
+                "SELECT j.attempt, a.error_code FROM carga.jobs j
+                 JOIN carga.job_attempts a ON a.job_id = j.id AND a.attempt = 1 WHERE j.id = $1",
+                &[&job.id],
+            )
+            .await
+            .expect("job");
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((attempt, error_code.as_deref()), (2, Some("lease_expired")));
+    assert_eq!(published_loads(&app).await, 1);
+    wait_until(
+        &app,
+        LEFT_BEHIND,
+        |n| n == 0,
+        "a COPY or lock outlived the kill",
+    )
+    .await;
+    signal(&second, "TERM");
+    assert_eq!(exits(second).await, Some(0));
+}
+
+/// SIGSTOP past the lease: another worker takes the job over (ending the
+/// frozen attempt's database session, which still held the transaction,
+/// the COPY and the month's lock) and publishes; SIGCONT: the first worker
+/// cannot publish, and the data is the second worker's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_worker_cannot_publish_after_its_lease_passed() {
+    let app = TestApp::with_settings(fast_queue).await;
+    let body = sample_zip("2024-10", 60_000, 8);
+    let chunk = body.len() / 100 + 1;
+    let server = ScriptedServer::start(
+        "a.zip",
+        vec![
+            Reply::Slow {
+                body: body.clone(),
+                chunk,
+                every: Duration::from_millis(50),
+            },
+            Reply::Body(body),
+        ],
+    )
+    .await;
+    let job = app.enqueue("2024-10", &server.url).await;
+    let frozen = worker(&app, "frozen").await;
+    wait_until(&app, COPYING, |n| n > 0, "the COPY never started").await;
+    signal(&frozen, "STOP");
+    let other = worker(&app, "other").await;
+    wait_for_state(
+        &app,
+        job.id,
+        "succeeded",
+        "the second worker did not complete the job",
+    )
+    .await;
+    let state_after_takeover = app.visible_state().await;
+    signal(&frozen, "CONT");
+    // The frozen worker wakes, fails (its session was ended) and records
+    // nothing over the other worker's result.
+    signal(&frozen, "TERM");
+    assert_eq!(exits(frozen).await, Some(0));
+    assert_eq!(app.visible_state().await, state_after_takeover);
+    assert_eq!(published_loads(&app).await, 1);
+    let (state, attempt, worker_name): (String, i32, String) = {
+        let r = app
+            .client()
+            .await
+            .query_one(
+                "SELECT j.state, j.attempt, a.worker FROM carga.jobs j
+                 JOIN carga.job_attempts a ON a.job_id = j.id AND a.attempt = j.attempt WHERE j.id = $1",
+                &[&job.id],
+            )
+            .await
+            .expect("job");
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(
+        (state.as_str(), attempt, worker_name.as_str()),
+        ("succeeded", 2, "other")
+    );
+    wait_until(
+        &app,
+        LEFT_BEHIND,
+        |n| n == 0,
+        "a COPY or lock was left behind",
+    )
+    .await;
+    signal(&other, "TERM");
+    assert_eq!(exits(other).await, Some(0));
+}
+
+/// SIGTERM during a load: the worker cancels it, releases the job (no
+/// attempt spent, no lease to wait for) and exits 0; another worker starts
+/// it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_releases_the_job_for_another_worker_at_once() {
+    let app = TestApp::with_settings(fast_queue).await;
+    let body = sample_zip("2024-10", 60_000, 9);
+    let server =
+        ScriptedServer::start("a.zip", vec![Reply::Stall(body.clone()), Reply::Body(body)]).await;
+    let job = app.enqueue("2024-10", &server.url).await;
+    let first = worker(&app, "leaving").await;
+    wait_until(&app, COPYING, |n| n > 0, "the COPY never started").await;
+    signal(&first, "TERM");
+    assert_eq!(exits(first).await, Some(0));
+    let (state, lease, attempts_left): (String, Option<String>, i32) = {
+        let r = app
+            .client()
+            .await
+            .query_one(
+                "SELECT state, lease_token, max_attempts - attempt FROM carga.jobs WHERE id = $1",
+                &[&job.id],
+            )
+            .await
+            .expect("job");
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!((state.as_str(), lease), ("available", None));
+    assert_eq!(
+        attempts_left, app.ctx.settings.queue.max_attempts,
+        "no attempt spent"
+    );
+    wait_until(
+        &app,
+        LEFT_BEHIND,
+        |n| n == 0,
+        "a COPY or lock outlived the release",
+    )
+    .await;
+    // Another worker claims it now, well within the (2 s) lease it never had to wait for.
+    let started = Instant::now();
+    let ran = app.runner().run_one().await.expect("run");
+    assert!(matches!(ran, carga::runner::RunOne::Ran { .. }));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(app.job_state(job.id).await, "succeeded");
+}
+
+/// Two `carga serve` processes start in the same slot: each ticks every
+/// scheduled dataset, and each (dataset, slot) gets exactly one job; a
+/// restart within the slot makes no second one, even after the first
+/// finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_schedulers_make_one_job_per_slot() {
+    let app = TestApp::with_settings(fast_queue).await;
+    let now = chrono::Utc::now();
+    let scheduled = carga::dataset::load_all(std::path::Path::new("jobs"))
+        .expect("specs")
+        .iter()
+        .filter(|s| matches!(carga::schedule::due(s, now), Ok(Some(_))))
+        .count() as i64;
+    assert!(scheduled >= 2, "{scheduled} datasets are due");
+    let serve = |name: &str| {
+        let mut c = carga(&app, &["serve", "--concurrency", "0"]);
+        c.env("CARGA__QUEUE__WORKER_NAME", name);
+        c
+    };
+    let mut a = serve("a").spawn().expect("spawn");
+    let mut b = serve("b").spawn().expect("spawn");
+    wait_for_log(&mut a, "scheduler started").await;
+    wait_for_log(&mut b, "scheduler started").await;
+    let count = |sql: &'static str| {
+        let app = &app;
+        async move {
+            let n: i64 = app
+                .client()
+                .await
+                .query_one(sql, &[])
+                .await
+                .expect("count")
+                .get(0);
+            n
+        }
+    };
+    assert_eq!(count("SELECT count(*) FROM carga.jobs").await, scheduled);
+    assert_eq!(
+        count(
+            "SELECT count(DISTINCT (dataset, slot)) FROM carga.jobs WHERE enqueued_by = 'schedule'"
+        )
+        .await,
+        scheduled
+    );
+    // The jobs finish; a restart within the slot enqueues nothing new.
+    app.client()
+        .await
+        .execute(
+            "UPDATE carga.jobs SET state = 'succeeded', finished_at = now()",
+            &[],
+        )
+        .await
+        .expect("finish");
+    signal(&a, "TERM");
+    assert_eq!(exits(a).await, Some(0));
+    let mut again = serve("a2").spawn().expect("spawn");
+    wait_for_log(&mut again, "scheduler started").await;
+    assert_eq!(count("SELECT count(*) FROM carga.jobs").await, scheduled);
+    for child in [b, again] {
+        signal(&child, "TERM");
+        assert_eq!(exits(child).await, Some(0));
+    }
+}
