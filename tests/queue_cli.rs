@@ -195,13 +195,8 @@ async fn enqueue_wait_follows_the_job_to_its_end() {
                 .expect("run")
         })
     };
-    loop {
-        match runner.run_one().await.expect("run") {
-            carga::runner::RunOne::Empty => {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await
-            }
-            _ => break,
-        }
+    while let carga::runner::RunOne::Empty = runner.run_one().await.expect("run") {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let out = waiting.await.expect("task");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
