@@ -42,6 +42,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub load: LoadSettings,
     pub queue: QueueSettings,
+    #[serde(default)]
+    pub webhooks: WebhookSettings,
     /// `DATABASE_URL`, normalised later by [`crate::db`].
     #[serde(skip)]
     pub database_url: Option<SecretString>,
@@ -82,6 +84,69 @@ pub struct HttpSettings {
     /// `min_throughput_window_s` seconds of waiting for the network.
     pub min_bytes_per_second: u64,
     pub min_throughput_window_s: u64,
+    /// `carga serve`'s API: where it listens (`--listen` overrides).
+    pub listen: String,
+    /// Bearer token for the operator endpoints (set it through
+    /// `CARGA__HTTP__OPERATOR_TOKEN`); empty: those endpoints answer 401.
+    #[serde(default = "empty_secret")]
+    pub operator_token: SecretString,
+    /// A request's headers must arrive within this (slow-loris guard).
+    pub header_read_timeout_s: u64,
+    /// A whole request, body included, must be answered within this.
+    pub request_timeout_s: u64,
+    /// Larger request bodies are refused with 413 before they are read.
+    pub max_body_bytes: usize,
+    /// Connections served at once; more wait for a free slot.
+    pub max_connections: usize,
+}
+
+fn empty_secret() -> SecretString {
+    SecretString::from(String::new())
+}
+
+/// Signed webhooks (Standard Webhooks 1.0): one entry per sender.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// How far a signature's timestamp may be from this server's clock.
+    #[serde(default = "default_tolerance")]
+    pub tolerance_s: u64,
+    #[serde(default)]
+    pub senders: std::collections::BTreeMap<String, WebhookSender>,
+}
+
+fn default_tolerance() -> u64 {
+    300
+}
+
+/// One upstream system allowed to call `POST /v1/webhooks/{name}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSender {
+    /// `whsec_<base64>` secrets; several during a rotation. From the
+    /// environment, one string of secrets separated by spaces or commas.
+    #[serde(deserialize_with = "secrets")]
+    pub secrets: Vec<SecretString>,
+    /// The datasets this sender may trigger.
+    pub datasets: Vec<String>,
+}
+
+fn secrets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let all = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s
+            .split([' ', ','])
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect(),
+        OneOrMany::Many(v) => v,
+    };
+    Ok(all.into_iter().map(SecretString::from).collect())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -248,6 +313,24 @@ impl Settings {
         }
         if let Some(key) = &self.nis_key {
             check_nis_key(key.expose_secret())?;
+        }
+        for (name, sender) in &self.webhooks.senders {
+            if sender.secrets.is_empty() {
+                return Err(ConfigError::Key {
+                    key: "webhooks.senders.<name>.secrets",
+                    reason: format!("sender {name:?} has no secret"),
+                });
+            }
+            for secret in &sender.secrets {
+                if crate::http::webhook::decode_secret(secret.expose_secret()).is_none() {
+                    return Err(ConfigError::Key {
+                        key: "webhooks.senders.<name>.secrets",
+                        reason: format!(
+                            "a secret of sender {name:?} is not whsec_ followed by base64 of 24 to 64 bytes (the secret itself is not shown)"
+                        ),
+                    });
+                }
+            }
         }
         Ok(())
     }

@@ -226,6 +226,11 @@ pub struct Source {
     pub first_period: Option<String>,
     #[serde(default)]
     pub last_period: Option<String>,
+    /// Where a webhook may point this dataset's source: `scheme://host[:port]`
+    /// entries. Empty: the scheme and host of `url` only. Loopback,
+    /// link-local and private addresses are refused unless listed here.
+    #[serde(default)]
+    pub allowed_sources: Vec<String>,
 }
 
 fn semicolon() -> String {

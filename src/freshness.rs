@@ -12,7 +12,7 @@ use tokio_postgres::GenericClient;
 
 use crate::dataset::{Kind, Period, Spec};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DatasetStatus {
     pub dataset: String,
     pub title: String,

@@ -694,6 +694,8 @@ pub struct LoadRequest {
     pub url: Option<String>,
     /// Publish even when unchanged or shrunk.
     pub force: bool,
+    /// Checks every redirect of the source (a URL from a webhook).
+    pub redirect_guard: Option<source::RedirectGuard>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -949,7 +951,14 @@ async fn attempt(
         rejects: Vec::new(),
         replaced_load: None,
     };
-    let opened = match source::open(input.location, &settings.http, conditional.as_ref()).await? {
+    let opened = match source::open_guarded(
+        input.location,
+        &settings.http,
+        conditional.as_ref(),
+        request.redirect_guard.clone(),
+    )
+    .await?
+    {
         OpenOutcome::NotModified(meta) => {
             report.outcome = Outcome::Unchanged;
             report.file = meta.file_name;

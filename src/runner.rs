@@ -93,6 +93,11 @@ impl Runner {
         &self.worker
     }
 
+    /// The loads' context (its pool also serves the API).
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
     /// The pool claims, heartbeats and the scheduler use.
     pub fn control_pool(&self) -> &Pool {
         &self.control
@@ -182,6 +187,9 @@ impl Runner {
     pub async fn maintain(&self) -> Result<Vec<queue::Rescued>, RunnerError> {
         let client = self.control.get().await?;
         let rescued = queue::rescue(&**client, &self.settings).await?;
+        if !rescued.is_empty() {
+            crate::telemetry::record_rescues(rescued.len());
+        }
         for r in &rescued {
             tracing::warn!(
                 job_id = r.id,
@@ -240,10 +248,14 @@ impl Runner {
             return self.reference(&job, &spec, release).await;
         }
         let request = LoadRequest {
-            spec,
+            spec: spec.clone(),
             period: job.period,
             url: job.url.clone(),
             force: job.force,
+            // A source URL a webhook named must stay on the dataset's
+            // allow-list through every redirect.
+            redirect_guard: (job.enqueued_by == "webhook" && job.url.is_some())
+                .then(|| crate::http::webhook::redirect_guard(&spec)),
         };
         let progress = Arc::new(Progress::default());
         let fence = Arc::new(JobFence::new(job.clone()));
@@ -303,6 +315,8 @@ impl Runner {
             Ok(Ok(report)) => match report.outcome {
                 // Completed by the fence inside the publish transaction.
                 Outcome::Published => {
+                    crate::telemetry::record_load(&job.dataset, &report);
+                    crate::telemetry::record_attempt(&job.dataset, "published");
                     tracing::info!(
                         job_id = job.id,
                         load_id = report.load_id,
@@ -418,6 +432,7 @@ impl Runner {
             };
             match written {
                 Ok(true) => {
+                    crate::telemetry::record_attempt(&job.dataset, name);
                     match ending {
                         Ending::Fail { code, .. }
                         | Ending::Retry { code, .. }

@@ -75,3 +75,81 @@ pub fn init(service: bool) {
             .try_init()
     };
 }
+
+/// Prometheus metrics: the recorder is installed once per process; every
+/// series is named here. Recorded per request, per job and per load (never
+/// per row).
+pub mod metric {
+    use std::sync::OnceLock;
+
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+    pub const HTTP_REQUESTS: &str = "carga_http_requests_total";
+    pub const ROWS_LOADED: &str = "carga_rows_loaded_total";
+    pub const ROWS_REJECTED: &str = "carga_rows_rejected_total";
+    pub const BYTES_DOWNLOADED: &str = "carga_bytes_downloaded_total";
+    pub const LOAD_SECONDS: &str = "carga_load_duration_seconds";
+    pub const JOBS_FINISHED: &str = "carga_job_attempts_total";
+    pub const JOB_RETRIES: &str = "carga_job_retries_total";
+    pub const RESCUES: &str = "carga_job_rescues_total";
+    pub const QUEUE_DEPTH: &str = "carga_jobs";
+    pub const LAST_SUCCESS: &str = "carga_last_published_timestamp_seconds";
+    pub const POOL: &str = "carga_pool_connections";
+
+    /// The process's Prometheus handle (installs the recorder the first
+    /// time; later calls return the same handle).
+    pub fn handle() -> PrometheusHandle {
+        static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+        HANDLE
+            .get_or_init(|| {
+                let builder = PrometheusBuilder::new()
+                    .set_buckets_for_metric(
+                        Matcher::Full(LOAD_SECONDS.into()),
+                        &[
+                            0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0,
+                        ],
+                    )
+                    .unwrap_or_else(|_| PrometheusBuilder::new());
+                let recorder = builder.build_recorder();
+                let handle = recorder.handle();
+                // A recorder installed by someone else keeps working; ours
+                // then only renders what it was given.
+                let _ = metrics::set_global_recorder(recorder);
+                handle
+            })
+            .clone()
+    }
+}
+
+/// One HTTP request answered.
+pub fn record_request(route: &str, method: &str, status: u16) {
+    metrics::counter!(metric::HTTP_REQUESTS, "route" => route.to_string(), "method" => method.to_string(), "status" => status.to_string()).increment(1);
+}
+
+/// A published or unchanged load, by dataset: rows, bytes, stage times.
+pub fn record_load(dataset: &str, report: &crate::pipeline::LoadReport) {
+    let d = dataset.to_string();
+    metrics::counter!(metric::ROWS_LOADED, "dataset" => d.clone()).increment(report.rows_loaded);
+    metrics::counter!(metric::ROWS_REJECTED, "dataset" => d.clone())
+        .increment(report.rows_rejected);
+    metrics::counter!(metric::BYTES_DOWNLOADED, "dataset" => d.clone()).increment(report.bytes);
+    for (stage, seconds) in &report.stage_seconds {
+        metrics::histogram!(metric::LOAD_SECONDS, "dataset" => d.clone(), "stage" => *stage)
+            .record(*seconds);
+    }
+    metrics::histogram!(metric::LOAD_SECONDS, "dataset" => d, "stage" => "total")
+        .record(report.seconds);
+}
+
+/// How a job's attempt ended (`published`, `unchanged`, `retry`, `failed`…).
+pub fn record_attempt(dataset: &str, ending: &str) {
+    metrics::counter!(metric::JOBS_FINISHED, "dataset" => dataset.to_string(), "ending" => ending.to_string()).increment(1);
+    if matches!(ending, "retry" | "not_found") {
+        metrics::counter!(metric::JOB_RETRIES, "dataset" => dataset.to_string()).increment(1);
+    }
+}
+
+/// Jobs the rescuer handed back.
+pub fn record_rescues(count: usize) {
+    metrics::counter!(metric::RESCUES).increment(count as u64);
+}

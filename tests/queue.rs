@@ -199,6 +199,7 @@ async fn a_load_that_lost_its_lease_cannot_publish() {
         period: stale.period,
         url: stale.url.clone(),
         force: false,
+        redirect_guard: None,
     };
     let fence = queue::JobFence::new(stale);
     let before = app.visible_state().await;

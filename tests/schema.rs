@@ -102,6 +102,7 @@ async fn migrations_adopt_the_api_schema_without_rewriting_it() {
         period: Period::parse("2024-10").expect("period"),
         url: Some(server.url("f.zip")),
         force: false,
+        redirect_guard: None,
     };
     pipeline::run(
         &ctx,

@@ -108,6 +108,7 @@ pub async fn run(settings: Settings, args: DemoArgs) -> CliResult {
         period,
         url: Some(server.url(&file_name)),
         force: true,
+        redirect_guard: None,
     };
     let report = super::run::run_with_progress(
         &ctx,

@@ -68,6 +68,7 @@ pub async fn run(settings: Settings, args: RunArgs) -> CliResult {
         period,
         url: args.url,
         force: args.force,
+        redirect_guard: None,
     };
     let report = run_with_progress(&ctx, &request, settings.nis_key.clone(), &cancel).await?;
     print_report(&request, &report);

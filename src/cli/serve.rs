@@ -1,20 +1,25 @@
-//! `carga serve`: the scheduler and the workers in one process (the HTTP
-//! API joins them in a later issue). Every `serve` process runs the
-//! scheduler: enqueues are idempotent per slot, so N processes make one job.
+//! `carga serve [--listen ADDR] [--concurrency N]`: the HTTP API
+//! (webhooks, operator endpoints, health, metrics), the scheduler and the
+//! workers in one process. Every `serve` process runs the scheduler:
+//! enqueues are idempotent per slot, so N processes make one job.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
+use tokio_util::sync::CancellationToken;
 
-use super::CliResult;
+use super::{CliResult, Failure, usage};
 use crate::config::Settings;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Loads at once (overrides queue.concurrency; 0 runs only the scheduler).
+    /// Loads at once (overrides queue.concurrency; 0: no workers).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Where the API listens (overrides http.listen).
+    #[arg(long)]
+    pub listen: Option<String>,
 }
 
 pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
@@ -27,7 +32,21 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
     }
     let shutdown = super::cancel_on_signal();
     let runner = Arc::new(super::runner(&settings).await?);
-    let specs = crate::runner::specs(&settings).map_err(super::usage)?;
+    let specs = crate::runner::specs(&settings).map_err(usage)?;
+    let listen = args.listen.unwrap_or_else(|| settings.http.listen.clone());
+    let state = crate::http::AppState {
+        ctx: runner.context().clone(),
+        settings: Arc::new(settings.clone()),
+        specs: Arc::new(specs.clone()),
+        metrics: crate::telemetry::metric::handle(),
+    };
+    let server = crate::http::Server::bind(&listen, state)
+        .await
+        .map_err(|e| usage(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
+    let address = server.local_addr().map_err(|e| Failure::Failed(e.into()))?;
+    tracing::info!(%address, "API listening");
+    let stop_http = CancellationToken::new();
+    let http = tokio::spawn(server.serve(stop_http.clone()));
     let mut scheduler =
         crate::schedule::start(runner.control_pool().clone(), specs, settings.queue.clone())
             .await
@@ -42,5 +61,7 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
         .shutdown()
         .await
         .context("failed to stop the scheduler")?;
+    stop_http.cancel();
+    let _ = http.await;
     Ok(())
 }

@@ -533,6 +533,7 @@ impl Transformer {
     }
 
     /// Transforms one record.
+    #[inline]
     pub fn row(&mut self, record: &impl Fields) -> Result<PaymentRow<'_>, RowError> {
         let plan = &self.plan;
         if record.len() != plan.width {

@@ -63,6 +63,9 @@ pub struct Record<'a> {
     /// Physical lines it spans: more than 1 only when a quoted field holds
     /// a line break (in the Portal's files, an unbalanced quote).
     pub lines: u64,
+    /// Whether a NUL byte may lie in its fields (the reader scans its input
+    /// for NUL once, not once per record).
+    nul: bool,
 }
 
 impl Fields for Record<'_> {
@@ -70,14 +73,7 @@ impl Fields for Record<'_> {
         self.bounds.len()
     }
     fn may_hold_nul(&self) -> bool {
-        // The fields lie in order in one buffer: one scan over their span.
-        match (self.bounds.first(), self.bounds.last()) {
-            (Some(&(from, _)), Some(&(_, to))) => self
-                .data
-                .get(from..to)
-                .is_none_or(|span| memchr::memchr(0, span).is_some()),
-            _ => false,
-        }
+        self.nul
     }
     fn get(&self, i: usize) -> Option<&[u8]> {
         let &(from, to) = self.bounds.get(i)?;
@@ -121,6 +117,9 @@ pub struct RecordReader<R> {
     record_line: u64,
     record_byte: u64,
     record_lines: u64,
+    /// See [`RecordReader::nul_between`].
+    clean_to: usize,
+    first_nul: Option<usize>,
 }
 
 enum Fast {
@@ -150,6 +149,8 @@ impl<R: Read> RecordReader<R> {
             record_line: 0,
             record_byte: 0,
             record_lines: 1,
+            clean_to: 0,
+            first_nul: None,
         }
     }
 
@@ -161,7 +162,13 @@ impl<R: Read> RecordReader<R> {
     /// The next record, or None at the end of the stream.
     pub fn next_record(&mut self) -> io::Result<Option<Record<'_>>> {
         if self.advance()? {
+            let nul = match (self.in_out, self.bounds.first(), self.bounds.last()) {
+                (false, Some(&(from, _)), Some(&(_, to))) => self.nul_between(from, to),
+                (false, _, _) => false,
+                (true, _, _) => true,
+            };
             Ok(Some(Record {
+                nul,
                 data: if self.in_out { &self.out } else { &self.buf },
                 bounds: &self.bounds,
                 line: self.record_line,
@@ -170,6 +177,34 @@ impl<R: Read> RecordReader<R> {
             }))
         } else {
             Ok(None)
+        }
+    }
+
+    /// Whether `buf[from..to]` holds a NUL. The buffer is scanned once:
+    /// `buf[..clean_to]` is known to hold none (from where it matters), and
+    /// `first_nul` is the next one found after it.
+    fn nul_between(&mut self, from: usize, to: usize) -> bool {
+        loop {
+            if let Some(at) = self.first_nul {
+                if at >= from {
+                    return at < to;
+                }
+                // Behind us (a rejected record's): look past it.
+                self.first_nul = None;
+                self.clean_to = at + 1;
+            }
+            self.clean_to = self.clean_to.max(from);
+            if self.clean_to >= to {
+                return false;
+            }
+            let rest = self.buf.get(self.clean_to..self.end).unwrap_or(&[]);
+            match memchr::memchr(0, rest) {
+                Some(i) => self.first_nul = Some(self.clean_to + i),
+                None => {
+                    self.clean_to = self.end;
+                    return false;
+                }
+            }
         }
     }
 
@@ -220,6 +255,8 @@ impl<R: Read> RecordReader<R> {
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
+            self.clean_to = self.clean_to.saturating_sub(self.start);
+            self.first_nul = self.first_nul.and_then(|at| at.checked_sub(self.start));
             self.start = 0;
         }
         while let Some(space) = self.buf.get_mut(self.end..).filter(|s| !s.is_empty()) {
@@ -514,5 +551,68 @@ mod tests {
         let mut reader = RecordReader::new(Broken, b';');
         let err = reader.next_record().expect_err("error");
         assert_eq!(err.to_string(), "cut");
+    }
+}
+
+#[cfg(test)]
+mod nul_tests {
+    use super::*;
+
+    /// The reader's one-pass NUL tracking agrees with scanning each record,
+    /// whatever the read sizes, with NULs anywhere (several per buffer, at
+    /// record edges, none at all).
+    #[test]
+    fn nul_tracking_matches_a_scan_of_each_record() {
+        let mut rng = crate::sample::Rng::new(9);
+        for round in 0..200 {
+            let mut data = Vec::new();
+            let mut expected = Vec::new();
+            let rows = 1 + rng.below(300) as usize;
+            for _ in 0..rows {
+                let mut has = false;
+                let fields = 1 + rng.below(5) as usize;
+                for f in 0..fields {
+                    if f > 0 {
+                        data.push(b';');
+                    }
+                    data.push(b'"');
+                    for _ in 0..rng.below(12) {
+                        let nul = round % 3 != 0 && rng.below(40) == 0;
+                        has |= nul;
+                        data.push(if nul { 0 } else { b'a' + rng.below(26) as u8 });
+                    }
+                    data.push(b'"');
+                }
+                data.extend_from_slice(b"\r\n");
+                expected.push(has);
+            }
+            let piece = 1 + rng.below(64) as usize;
+            let mut reader = RecordReader::new(tests_support::Pieces { data: &data, piece }, b';');
+            let mut seen = Vec::new();
+            while let Some(record) = reader.next_record().expect("read") {
+                seen.push(record.may_hold_nul());
+            }
+            assert_eq!(seen, expected, "round {round}, pieces of {piece}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests_support {
+    use std::io::{self, Read};
+
+    /// Reads in pieces of at most `piece` bytes.
+    pub struct Pieces<'a> {
+        pub data: &'a [u8],
+        pub piece: usize,
+    }
+
+    impl Read for Pieces<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.piece.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
     }
 }

@@ -200,6 +200,8 @@ pub struct Claimed {
     pub attempt: i32,
     pub max_attempts: i32,
     pub lease_token: String,
+    /// `schedule`, `operator` or `webhook`.
+    pub enqueued_by: String,
 }
 
 /// Claims the next runnable job for `worker`, in one statement: the
@@ -228,7 +230,7 @@ pub async fn claim(
                      load_backend_pid = NULL, progress = '{}'
                  FROM next WHERE j.id = next.id
                  RETURNING j.id, j.dataset, j.period, j.url, j.force, j.attempt,
-                           j.max_attempts, j.lease_token
+                           j.max_attempts, j.lease_token, j.enqueued_by
              ), attempt AS (
                  INSERT INTO carga.job_attempts (job_id, attempt, worker)
                  SELECT id, attempt, $1 FROM claimed
@@ -246,6 +248,7 @@ pub async fn claim(
         attempt: r.get(5),
         max_attempts: r.get(6),
         lease_token: r.get(7),
+        enqueued_by: r.get(8),
     }))
 }
 
@@ -645,7 +648,7 @@ pub async fn retry(client: &impl GenericClient, id: i64) -> Result<i64> {
 const DEFAULT_RETRY_BUDGET: i32 = 3;
 
 /// A job as operators see it (`carga job`, `GET /v1/jobs/{id}`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: i64,
     pub dataset: String,
@@ -666,6 +669,7 @@ pub struct JobView {
     pub worker: Option<String>,
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub cancel_requested: bool,
+    #[schema(value_type = Object)]
     pub progress: serde_json::Value,
     pub load_id: Option<i64>,
     pub outcome: Option<String>,
@@ -676,7 +680,7 @@ pub struct JobView {
     pub attempts: Vec<AttemptView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AttemptView {
     pub attempt: i32,
     pub worker: String,

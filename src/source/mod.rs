@@ -243,6 +243,13 @@ fn file_name_of(location: &str) -> String {
 }
 
 pub fn http_client(settings: &HttpSettings) -> Result<reqwest::Client, SourceError> {
+    guarded_client(settings, None)
+}
+
+fn guarded_client(
+    settings: &HttpSettings,
+    guard: Option<RedirectGuard>,
+) -> Result<reqwest::Client, SourceError> {
     let max_redirects = settings.max_redirects;
     reqwest::Client::builder()
         .user_agent(settings.user_agent.clone())
@@ -253,6 +260,8 @@ pub fn http_client(settings: &HttpSettings) -> Result<reqwest::Client, SourceErr
                 attempt.error("too many redirects")
             } else if !matches!(attempt.url().scheme(), "http" | "https") {
                 attempt.error("redirect to a non-HTTP scheme")
+            } else if let Some(Err(reason)) = guard.as_ref().map(|g| (g.0)(attempt.url())) {
+                attempt.error(format!("redirect refused: {reason}"))
             } else {
                 attempt.follow()
             }
@@ -304,9 +313,34 @@ pub async fn open(
     settings: &HttpSettings,
     conditional: Option<&Validators>,
 ) -> Result<OpenOutcome, SourceError> {
+    open_guarded(location, settings, conditional, None).await
+}
+
+/// Decides whether a redirect may be followed (a URL that came from
+/// outside, e.g. a webhook, must stay on its dataset's allow-list on every
+/// hop). `Err` carries the reason.
+#[derive(Clone)]
+pub struct RedirectGuard(pub Arc<RedirectCheck>);
+
+/// `Err(reason)` refuses the redirect to that URL.
+pub type RedirectCheck = dyn Fn(&url::Url) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for RedirectGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedirectGuard")
+    }
+}
+
+/// [`open`], with every redirect checked by `guard`.
+pub async fn open_guarded(
+    location: &str,
+    settings: &HttpSettings,
+    conditional: Option<&Validators>,
+    guard: Option<RedirectGuard>,
+) -> Result<OpenOutcome, SourceError> {
     let redacted = redact_source(location);
     if location.starts_with("http://") || location.starts_with("https://") {
-        let client = http_client(settings)?;
+        let client = guarded_client(settings, guard)?;
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -192,6 +192,7 @@ impl TestApp {
             period: Period::parse(period).expect("period"),
             url: Some(url.to_string()),
             force,
+            redirect_guard: None,
         };
         pipeline::run(
             &self.ctx,
@@ -414,6 +415,8 @@ pub enum Reply {
     Stall(Vec<u8>),
     /// A bodiless status with optional headers (`Retry-After: 3`).
     Status(u16, &'static str),
+    /// 302 to this location.
+    Redirect(String),
 }
 
 /// A loopback HTTP/1.1 server that answers its n-th request with the n-th
@@ -482,6 +485,12 @@ impl ScriptedServer {
                             let _ = socket.flush().await;
                             // Until the client hangs up.
                             let _ = socket.read(&mut buf).await;
+                        }
+                        Reply::Redirect(location) => {
+                            let extra = format!("Location: {location}\r\n");
+                            let _ = socket
+                                .write_all(head("302 Found", 0, &extra).as_bytes())
+                                .await;
                         }
                         Reply::Status(code, extra) => {
                             let status = format!("{code} Scripted");
@@ -580,4 +589,146 @@ pub fn fast_queue(s: &mut Settings) {
     s.queue.retry_base_s = 1;
     s.queue.retry_max_s = 2;
     s.queue.shutdown_grace_s = 0;
+}
+
+/// The webhook sender every API test configures.
+pub const SENDER: &str = "portal";
+/// Its current and previous (rotated-out) secrets.
+pub const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+pub const OLD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const OPERATOR_TOKEN: &str = "operator-token-canary-5f1e0c2b9d";
+
+/// Settings for the API tests: one sender with two secrets, an operator
+/// token, short timeouts.
+pub fn api_settings(s: &mut Settings) {
+    fast_queue(s);
+    s.http.operator_token = SecretString::from(OPERATOR_TOKEN);
+    s.http.header_read_timeout_s = 1;
+    s.http.request_timeout_s = 2;
+    s.http.max_body_bytes = 4096;
+    s.webhooks.senders.insert(
+        SENDER.into(),
+        carga::config::WebhookSender {
+            secrets: vec![SecretString::from(SECRET), SecretString::from(OLD_SECRET)],
+            datasets: vec!["novo-bolsa-familia".into(), "bpc".into()],
+        },
+    );
+}
+
+/// A running API on a loopback port; stops on drop.
+pub struct Api {
+    pub base: String,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl TestApp {
+    /// Serves the API over this test's database (its own pool, `ctx`).
+    pub async fn api_with(&self, ctx: Context) -> Api {
+        let state = carga::http::AppState {
+            settings: Arc::new(ctx.settings.clone()),
+            specs: Arc::new(carga::runner::specs(&ctx.settings).expect("specs")),
+            metrics: carga::telemetry::metric::handle(),
+            ctx,
+        };
+        let server = carga::http::Server::bind("127.0.0.1:0", state)
+            .await
+            .expect("bind");
+        let base = format!("http://{}", server.local_addr().expect("addr"));
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(server.serve(stop.clone()));
+        Api { base, stop }
+    }
+
+    pub async fn api(&self) -> Api {
+        self.api_with(self.ctx.clone()).await
+    }
+}
+
+/// Signs `body` as the standard's senders do, at `timestamp`.
+pub fn signed(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+    let key = carga::http::webhook::decode_secret(secret).expect("secret");
+    vec![
+        ("webhook-id", id.to_string()),
+        ("webhook-timestamp", timestamp.to_string()),
+        (
+            "webhook-signature",
+            carga::http::webhook::sign(&key, id, timestamp, body),
+        ),
+    ]
+}
+
+/// A TCP proxy to the test PostgreSQL that can be cut (connections closed
+/// and refused) and restored, to make the database "go away".
+pub struct Proxy {
+    pub port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Proxy {
+    pub async fn start() -> Proxy {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let up = Arc::new(AtomicBool::new(true));
+        let generation = Arc::new(AtomicU64::new(0));
+        let (up2, generation2) = (up.clone(), generation.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let born = generation2.load(Ordering::SeqCst);
+                let generation = generation2.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await
+                    else {
+                        return;
+                    };
+                    let cut = async {
+                        while generation.load(Ordering::SeqCst) == born {
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        () = cut => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            port,
+            up,
+            generation,
+        }
+    }
+
+    /// Closes every proxied connection and refuses new ones.
+    pub fn cut(&self) {
+        use std::sync::atomic::Ordering;
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// `url` (a postgres:// URL on 127.0.0.1:5432) through this proxy.
+    pub fn url_for(&self, url: &str) -> String {
+        url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port))
+    }
 }

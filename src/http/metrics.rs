@@ -1,0 +1,63 @@
+//! `GET /metrics`: Prometheus text. Counters and histograms are recorded as
+//! things happen (`telemetry::record_*`); the queue's depth by state, the
+//! last publish per dataset (for a freshness alert) and the pool's usage
+//! are read when scraped.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use crate::telemetry::metric;
+
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn render(State(state): State<AppState>) -> Response {
+    let pool = state.ctx.pool.status();
+    metrics::gauge!(metric::POOL, "state" => "size").set(pool.size as f64);
+    metrics::gauge!(metric::POOL, "state" => "available").set(pool.available as f64);
+    metrics::gauge!(metric::POOL, "state" => "waiting").set(pool.waiting as f64);
+    metrics::gauge!(metric::POOL, "state" => "max").set(pool.max_size as f64);
+    if let Ok(client) = state.ctx.pool.get().await {
+        if let Ok(depth) = crate::queue::depth(&**client).await {
+            for s in [
+                "available",
+                "running",
+                "retryable",
+                "succeeded",
+                "failed",
+                "cancelled",
+            ] {
+                let n = depth
+                    .iter()
+                    .find(|(name, _)| name == s)
+                    .map_or(0, |(_, n)| *n);
+                metrics::gauge!(metric::QUEUE_DEPTH, "state" => s).set(n as f64);
+            }
+        }
+        if let Ok(rows) = client
+            .query(
+                "SELECT dataset, extract(epoch FROM max(finished_at))::float8 FROM carga.loads
+                 WHERE status = 'published' GROUP BY dataset",
+                &[],
+            )
+            .await
+        {
+            for row in rows {
+                let dataset: String = row.get(0);
+                if let Some(at) = row.get::<_, Option<f64>>(1) {
+                    metrics::gauge!(metric::LAST_SUCCESS, "dataset" => dataset).set(at);
+                }
+            }
+        }
+    }
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}

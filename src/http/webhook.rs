@@ -1,0 +1,621 @@
+//! `POST /v1/webhooks/{sender}`: an upstream system says a month is out.
+//! The signature (Standard Webhooks 1.0: HMAC-SHA256 over
+//! `id.timestamp.body`, `v1,<base64>`, several space-separated for secret
+//! rotation, secrets `whsec_<base64>`) is checked over the raw body bytes,
+//! in constant time, before anything is parsed; the timestamp must be
+//! within the tolerance of this server's clock. Then the body, the
+//! sender's allow-list of datasets and, when a source URL is given, the
+//! dataset's allow-list of sources (no SSRF). The answer comes after the
+//! enqueue has committed; a replayed `webhook-id` returns its first job.
+
+use std::net::IpAddr;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use hmac::{Hmac, KeyInit, Mac};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use super::{ApiError, AppState};
+use crate::dataset::{Kind, Period, Spec};
+use crate::queue::{self, NewJob, Priority, Trigger};
+
+/// A `whsec_` secret's key bytes (24 to 64 of them, as the standard says).
+pub fn decode_secret(secret: &str) -> Option<Vec<u8>> {
+    let encoded = secret.strip_prefix("whsec_")?;
+    let key = STANDARD.decode(encoded).ok()?;
+    (24..=64).contains(&key.len()).then_some(key)
+}
+
+/// Why a signature was refused (all answer 401 with no detail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    MissingHeader,
+    BadTimestamp,
+    Stale,
+    Future,
+    BadSignature,
+}
+
+/// Checks a Standard Webhooks signature. `now` is this server's Unix time.
+/// Any one of the space-separated `v1,` signatures made with any one of
+/// `keys` passes; the comparison is the MAC library's constant-time one.
+pub fn verify(
+    keys: &[Vec<u8>],
+    id: Option<&str>,
+    timestamp: Option<&str>,
+    signatures: Option<&str>,
+    body: &[u8],
+    now: i64,
+    tolerance_s: i64,
+) -> Result<(), Refusal> {
+    let (Some(id), Some(timestamp), Some(signatures)) = (id, timestamp, signatures) else {
+        return Err(Refusal::MissingHeader);
+    };
+    let sent: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| Refusal::BadTimestamp)?;
+    if now.saturating_sub(sent) > tolerance_s {
+        return Err(Refusal::Stale);
+    }
+    if sent.saturating_sub(now) > tolerance_s {
+        return Err(Refusal::Future);
+    }
+    let candidates: Vec<Vec<u8>> = signatures
+        .split(' ')
+        .filter_map(|s| s.split_once(','))
+        .filter(|(version, _)| *version == "v1")
+        .filter_map(|(_, b64)| STANDARD.decode(b64).ok())
+        .collect();
+    for key in keys {
+        for candidate in &candidates {
+            let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(key) else {
+                continue;
+            };
+            mac.update(id.as_bytes());
+            mac.update(b".");
+            mac.update(timestamp.trim().as_bytes());
+            mac.update(b".");
+            mac.update(body);
+            if mac.verify_slice(candidate).is_ok() {
+                return Ok(());
+            }
+        }
+    }
+    Err(Refusal::BadSignature)
+}
+
+/// Signs like a Standard Webhooks sender (for tests and the README).
+pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(_) => return String::new(),
+    };
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+/// The body a sender posts.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookBody {
+    pub dataset: String,
+    /// `YYYY-MM`.
+    pub period: String,
+    /// A source URL for this month; only on the dataset's allow-list.
+    pub url: Option<String>,
+}
+
+/// What an accepted trigger answers (webhook and operator alike).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    pub job_id: i64,
+    pub status_url: String,
+    /// True when an existing job was returned (the same month pending, or a
+    /// replayed `webhook-id`).
+    pub deduplicated: bool,
+}
+
+impl Accepted {
+    pub fn new(job_id: i64, deduplicated: bool) -> Accepted {
+        Accepted {
+            job_id,
+            status_url: format!("/v1/jobs/{job_id}"),
+            deduplicated,
+        }
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{sender}",
+    tag = "webhooks",
+    params(("sender" = String, Path, description = "the sender's name in [webhooks.senders]")),
+    request_body = WebhookBody,
+    responses(
+        (status = 202, description = "enqueued (or the existing job)", body = Accepted),
+        (status = 400, description = "malformed JSON or period"),
+        (status = 401, description = "missing, bad, stale or future signature, or unknown sender"),
+        (status = 413, description = "body too large"),
+        (status = 422, description = "unknown dataset, not allowed for this sender, or source URL not allowed"),
+    )
+)]
+pub async fn receive(
+    State(state): State<AppState>,
+    Path(sender): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // The signature first, over the raw bytes, before any parsing.
+    let configured = state.settings.webhooks.senders.get(&sender);
+    let keys: Vec<Vec<u8>> = configured
+        .map(|s| {
+            s.secrets
+                .iter()
+                .filter_map(|k| decode_secret(k.expose_secret()))
+                .collect()
+        })
+        .unwrap_or_else(|| vec![vec![0u8; 32]]); // an unknown sender costs the same
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let now = chrono::Utc::now().timestamp();
+    let verified = verify(
+        &keys,
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+        &body,
+        now,
+        state.settings.webhooks.tolerance_s as i64,
+    );
+    let Some(configured) = configured.filter(|_| verified.is_ok()) else {
+        tracing::warn!(sender = %sender, reason = ?verified.err(), "webhook refused");
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let webhook_id = header("webhook-id").unwrap_or_default().to_string();
+    let request: WebhookBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return ApiError::bad_request(format!("malformed JSON body: {e}")).into_response();
+        }
+    };
+    let Some(period) = Period::parse(&request.period) else {
+        return ApiError::bad_request(format!("period {:?} is not YYYY-MM", request.period))
+            .into_response();
+    };
+    if !configured.datasets.contains(&request.dataset) {
+        return ApiError::unprocessable(format!(
+            "dataset {:?} is not allowed for sender {sender:?}",
+            request.dataset
+        ))
+        .into_response();
+    }
+    let Some(spec) = state
+        .specs
+        .iter()
+        .find(|s| s.dataset == request.dataset && s.kind != Kind::Reference)
+    else {
+        return ApiError::unprocessable(format!("unknown dataset {:?}", request.dataset))
+            .into_response();
+    };
+    if let Err(e) = crate::pipeline::check_period(spec, period, false) {
+        return ApiError::unprocessable(e.to_string()).into_response();
+    }
+    if let Some(url) = &request.url {
+        if let Err(reason) = source_allowed(spec, url).await {
+            return ApiError::unprocessable(reason).into_response();
+        }
+    }
+    match enqueue(&state, spec, period, request.url, &sender, &webhook_id).await {
+        Ok(accepted) => {
+            tracing::info!(sender = %sender, dataset = %spec.dataset, %period, job_id = accepted.job_id, deduplicated = accepted.deduplicated, "webhook accepted");
+            (StatusCode::ACCEPTED, Json(accepted)).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Enqueues in one transaction with the delivery's record, so a replayed
+/// `webhook-id` finds its job.
+async fn enqueue(
+    state: &AppState,
+    spec: &Spec,
+    period: Period,
+    url: Option<String>,
+    sender: &str,
+    webhook_id: &str,
+) -> Result<Accepted, ApiError> {
+    let mut client = state.ctx.pool.get().await.map_err(ApiError::internal)?;
+    let tx = client.transaction().await.map_err(ApiError::db)?;
+    let replayed = tx
+        .query_opt(
+            "SELECT job_id FROM carga.webhook_deliveries WHERE sender = $1 AND webhook_id = $2",
+            &[&sender, &webhook_id],
+        )
+        .await
+        .map_err(ApiError::db)?;
+    if let Some(row) = replayed {
+        return Ok(Accepted::new(row.get(0), true));
+    }
+    let days = spec
+        .schedule
+        .as_ref()
+        .map_or(45, |s| s.not_found_deadline_days);
+    let job = NewJob {
+        dataset: spec.dataset.clone(),
+        period,
+        url,
+        force: false,
+        trigger: Trigger::Webhook {
+            sender: sender.to_string(),
+        },
+        priority: Priority::Fresh,
+        max_attempts: state.settings.queue.max_attempts,
+        not_found_window: std::time::Duration::from_secs(u64::from(days) * 86_400),
+    };
+    let enqueued = queue::enqueue(&*tx, &job).await.map_err(ApiError::queue)?;
+    let recorded = tx
+        .query_opt(
+            "INSERT INTO carga.webhook_deliveries (sender, webhook_id, job_id) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING RETURNING job_id",
+            &[&sender, &webhook_id, &enqueued.id],
+        )
+        .await
+        .map_err(ApiError::db)?;
+    tx.commit().await.map_err(ApiError::db)?;
+    match recorded {
+        Some(_) => Ok(Accepted::new(enqueued.id, !enqueued.new)),
+        // The same delivery raced us and committed first: its job.
+        None => {
+            let row = client
+                .query_one(
+                    "SELECT job_id FROM carga.webhook_deliveries WHERE sender = $1 AND webhook_id = $2",
+                    &[&sender, &webhook_id],
+                )
+                .await
+                .map_err(ApiError::db)?;
+            Ok(Accepted::new(row.get(0), true))
+        }
+    }
+}
+
+/// The scheme, host and port a spec lets webhooks point its source at.
+pub fn allowed_origins(spec: &Spec) -> Vec<(String, String, Option<u16>)> {
+    let entries: Vec<String> = if spec.source.allowed_sources.is_empty() {
+        vec![spec.source.url.clone()]
+    } else {
+        spec.source.allowed_sources.clone()
+    };
+    entries
+        .iter()
+        .filter_map(|e| url::Url::parse(&e.replace(['{', '}'], "")).ok())
+        .filter_map(|u| {
+            Some((
+                u.scheme().to_string(),
+                u.host_str()?.to_ascii_lowercase(),
+                u.port(),
+            ))
+        })
+        .collect()
+}
+
+/// Refuses a source URL whose scheme and host the spec does not list, and
+/// one that resolves to a loopback, link-local or private address unless
+/// the spec lists that internal host itself (`allowed_sources`).
+pub async fn source_allowed(spec: &Spec, url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|_| "the source url does not parse".to_string())?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| "the source url has no host".to_string())?
+        .to_ascii_lowercase();
+    let listed = allowed_origins(spec).into_iter().any(|(scheme, h, port)| {
+        scheme == parsed.scheme() && h == host && (port.is_none() || port == parsed.port())
+    });
+    if !listed {
+        return Err(format!(
+            "source {}://{host} is not on {}'s allow-list (source.allowed_sources)",
+            parsed.scheme(),
+            spec.dataset
+        ));
+    }
+    if internal_hosts(spec).contains(&host) {
+        return Ok(());
+    }
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let addresses: Vec<IpAddr> = match host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map(|a| a.map(|s| s.ip()).collect())
+            .unwrap_or_default(),
+    };
+    if let Some(ip) = addresses.iter().find(|ip| internal(ip)) {
+        return Err(format!(
+            "source host {host} resolves to an internal address ({ip}); list it in source.allowed_sources to allow it"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks every redirect of a webhook-named source: the target's scheme
+/// and host must be on the spec's allow-list, and a literal address must
+/// not be internal unless the spec lists that host.
+pub fn redirect_guard(spec: &Spec) -> crate::source::RedirectGuard {
+    let origins = allowed_origins(spec);
+    let explicit = internal_hosts(spec);
+    let dataset = spec.dataset.clone();
+    crate::source::RedirectGuard(std::sync::Arc::new(move |target: &url::Url| {
+        let host = target.host_str().unwrap_or_default().to_ascii_lowercase();
+        let listed = origins.iter().any(|(scheme, h, port)| {
+            scheme == target.scheme() && *h == host && (port.is_none() || *port == target.port())
+        });
+        if !listed {
+            return Err(format!(
+                "{}://{host} is not on {dataset}'s allow-list",
+                target.scheme()
+            ));
+        }
+        let literal = host.trim_matches(['[', ']']).parse::<IpAddr>().ok();
+        if literal.is_some_and(|ip| internal(&ip)) && !explicit.contains(&host) {
+            return Err(format!("{host} is an internal address"));
+        }
+        Ok(())
+    }))
+}
+
+/// Hosts the spec lists that are internal on their face (an IP literal of
+/// an internal address, or `localhost`): the only ones allowed to be
+/// internal. A listed public name that resolves to an internal address is
+/// still refused.
+fn internal_hosts(spec: &Spec) -> Vec<String> {
+    spec.source
+        .allowed_sources
+        .iter()
+        .filter_map(|e| {
+            url::Url::parse(e)
+                .ok()?
+                .host_str()
+                .map(str::to_ascii_lowercase)
+        })
+        .filter(|h| {
+            h == "localhost"
+                || h.trim_matches(['[', ']'])
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| internal(&ip))
+        })
+        .collect()
+}
+
+/// Loopback, link-local, private, unique-local, unspecified or the like.
+pub fn internal(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 // CGNAT
+                || v4.octets()[0] == 0
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
+                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
+                || v6.to_ipv4_mapped().is_some_and(|v4| internal(&IpAddr::V4(v4)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference libraries' vector (standard-webhooks, libraries/*).
+    const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    const ID: &str = "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk";
+    const TIMESTAMP: i64 = 1_649_367_553;
+    const BODY: &[u8] = br#"{"email":"test@example.com","username":"test_user"}"#;
+    const SIGNATURE: &str = "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=";
+
+    fn check(
+        keys: &[&str],
+        id: Option<&str>,
+        ts: Option<&str>,
+        sig: Option<&str>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(), Refusal> {
+        let keys: Vec<Vec<u8>> = keys.iter().filter_map(|k| decode_secret(k)).collect();
+        verify(&keys, id, ts, sig, body, now, 300)
+    }
+
+    #[test]
+    fn the_standards_vector_signs_and_verifies() {
+        let key = decode_secret(SECRET).expect("secret");
+        assert_eq!(sign(&key, ID, TIMESTAMP, BODY), SIGNATURE);
+        let ts = TIMESTAMP.to_string();
+        assert_eq!(
+            check(
+                &[SECRET],
+                Some(ID),
+                Some(&ts),
+                Some(SIGNATURE),
+                BODY,
+                TIMESTAMP + 10
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn every_way_of_getting_it_wrong_is_refused() {
+        let ts = TIMESTAMP.to_string();
+        let ok = |sig: &str, body: &[u8], now: i64| {
+            check(&[SECRET], Some(ID), Some(&ts), Some(sig), body, now)
+        };
+        // The reference libraries' wrong signature.
+        assert_eq!(
+            ok(
+                "v1,R3PTzyfHASBKHH98a7yexTwaJ4yNIcGhFQc1yuN+BPU=",
+                BODY,
+                TIMESTAMP
+            ),
+            Err(Refusal::BadSignature)
+        );
+        // The body re-serialised after signing (whitespace added).
+        assert_eq!(
+            ok(
+                SIGNATURE,
+                br#"{"email": "test@example.com", "username": "test_user"}"#,
+                TIMESTAMP
+            ),
+            Err(Refusal::BadSignature)
+        );
+        // Stale and future, just past the tolerance; inside it passes.
+        assert_eq!(ok(SIGNATURE, BODY, TIMESTAMP + 301), Err(Refusal::Stale));
+        assert_eq!(ok(SIGNATURE, BODY, TIMESTAMP - 301), Err(Refusal::Future));
+        assert_eq!(ok(SIGNATURE, BODY, TIMESTAMP + 300), Ok(()));
+        // Another version, a truncated or empty signature.
+        assert_eq!(
+            ok(
+                "v1a,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=",
+                BODY,
+                TIMESTAMP
+            ),
+            Err(Refusal::BadSignature)
+        );
+        assert_eq!(
+            ok(
+                "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3",
+                BODY,
+                TIMESTAMP
+            ),
+            Err(Refusal::BadSignature)
+        );
+        assert_eq!(ok("v1,", BODY, TIMESTAMP), Err(Refusal::BadSignature));
+        // Missing headers, a timestamp that is not a number.
+        assert_eq!(
+            check(&[SECRET], None, Some(&ts), Some(SIGNATURE), BODY, TIMESTAMP),
+            Err(Refusal::MissingHeader)
+        );
+        assert_eq!(
+            check(&[SECRET], Some(ID), None, Some(SIGNATURE), BODY, TIMESTAMP),
+            Err(Refusal::MissingHeader)
+        );
+        assert_eq!(
+            check(&[SECRET], Some(ID), Some(&ts), None, BODY, TIMESTAMP),
+            Err(Refusal::MissingHeader)
+        );
+        assert_eq!(
+            check(
+                &[SECRET],
+                Some(ID),
+                Some("soon"),
+                Some(SIGNATURE),
+                BODY,
+                TIMESTAMP
+            ),
+            Err(Refusal::BadTimestamp)
+        );
+        // Another message id.
+        assert_eq!(
+            check(
+                &[SECRET],
+                Some("msg_other"),
+                Some(&ts),
+                Some(SIGNATURE),
+                BODY,
+                TIMESTAMP
+            ),
+            Err(Refusal::BadSignature)
+        );
+    }
+
+    #[test]
+    fn rotated_secrets_and_several_signatures() {
+        let old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let ts = TIMESTAMP.to_string();
+        // The reference libraries' multi-signature header, with the valid one third.
+        let many = format!(
+            "v1,tFtCZ5RDCPxzWQRWXWPgrCgE2frDBe9gjpbWQxnVfsQ= v1,Mm7xgUVICxZfQ3bgf0h0Dof65L/IFx+PnZvnDWPCX6Q= {SIGNATURE} v1,9DfC1c3eeOrXB6w/5dIDydLNQaEyww5KalE5jLBZucE="
+        );
+        assert_eq!(
+            check(&[SECRET], Some(ID), Some(&ts), Some(&many), BODY, TIMESTAMP),
+            Ok(())
+        );
+        let without = "v1,tFtCZ5RDCPxzWQRWXWPgrCgE2frDBe9gjpbWQxnVfsQ= v1,Mm7xgUVICxZfQ3bgf0h0Dof65L/IFx+PnZvnDWPCX6Q=";
+        assert_eq!(
+            check(
+                &[SECRET],
+                Some(ID),
+                Some(&ts),
+                Some(without),
+                BODY,
+                TIMESTAMP
+            ),
+            Err(Refusal::BadSignature)
+        );
+        // The receiver holds the old and the new secret during a rotation.
+        assert_eq!(
+            check(
+                &[old, SECRET],
+                Some(ID),
+                Some(&ts),
+                Some(SIGNATURE),
+                BODY,
+                TIMESTAMP
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                &[old],
+                Some(ID),
+                Some(&ts),
+                Some(SIGNATURE),
+                BODY,
+                TIMESTAMP
+            ),
+            Err(Refusal::BadSignature)
+        );
+    }
+
+    #[test]
+    fn secrets_must_be_whsec_base64_of_24_to_64_bytes() {
+        assert!(decode_secret(SECRET).is_some());
+        assert!(decode_secret("C2FVsBQIhrscChlQIMV+b5sSYspob7oD").is_none());
+        assert!(decode_secret("whsec_c2hvcnQ=").is_none());
+        assert!(decode_secret("whsec_not base64!").is_none());
+    }
+
+    #[test]
+    fn internal_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(internal(&ip.parse().expect("ip")), "{ip}");
+        }
+        for ip in ["200.152.38.10", "8.8.8.8", "2001:4860:4860::8888"] {
+            assert!(!internal(&ip.parse().expect("ip")), "{ip}");
+        }
+    }
+}

@@ -1,0 +1,606 @@
+//! The HTTP API over real loopback HTTP and a real PostgreSQL: signed
+//! webhooks (good, bad, stale, future, replayed, rotated, re-serialised),
+//! allow-lists, body limits and slow clients, the operator endpoints and
+//! their token, readiness while the database goes away, metrics, OpenAPI.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::{Api, OLD_SECRET, OPERATOR_TOKEN, SECRET, SENDER, TestApp, api_settings, signed};
+use reqwest::StatusCode;
+
+/// Webhook headers as (name, value).
+type Headers = Vec<(&'static str, String)>;
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+async fn webhook(
+    api: &Api,
+    sender: &str,
+    headers: &[(&'static str, String)],
+    body: &[u8],
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/v1/webhooks/{sender}", api.base))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (k, v) in headers {
+        request = request.header(*k, v);
+    }
+    request.send().await.expect("send")
+}
+
+async fn jobs(app: &TestApp) -> i64 {
+    app.client()
+        .await
+        .query_one("SELECT count(*) FROM carga.jobs", &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+#[tokio::test]
+async fn signed_webhooks_enqueue_and_everything_else_is_refused() {
+    let app = TestApp::with_settings(api_settings).await;
+    let api = app.api().await;
+    let body = br#"{"dataset":"novo-bolsa-familia","period":"2024-10"}"#;
+    // Good: 202 after the commit, with the job's id and status URL.
+    let ok = webhook(&api, SENDER, &signed(SECRET, "msg_1", now(), body), body).await;
+    assert_eq!(ok.status(), StatusCode::ACCEPTED);
+    let accepted: serde_json::Value = ok.json().await.expect("json");
+    let id = accepted["job_id"].as_i64().expect("id");
+    assert_eq!(accepted["deduplicated"], false);
+    assert_eq!(accepted["status_url"], format!("/v1/jobs/{id}"));
+    let (by, sender): (String, String) = {
+        let r = app
+            .client()
+            .await
+            .query_one(
+                "SELECT enqueued_by, sender FROM carga.jobs WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .expect("job");
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((by.as_str(), sender.as_str()), ("webhook", SENDER));
+    // Replayed webhook-id: the same job, nothing enqueued.
+    let replay = webhook(&api, SENDER, &signed(SECRET, "msg_1", now(), body), body).await;
+    assert_eq!(replay.status(), StatusCode::ACCEPTED);
+    let replayed: serde_json::Value = replay.json().await.expect("json");
+    assert_eq!(
+        (replayed["job_id"].as_i64(), &replayed["deduplicated"]),
+        (Some(id), &serde_json::json!(true))
+    );
+    // A new delivery of the same month: the pending job.
+    let same = webhook(&api, SENDER, &signed(SECRET, "msg_2", now(), body), body).await;
+    let same: serde_json::Value = same.json().await.expect("json");
+    assert_eq!(same["job_id"].as_i64(), Some(id));
+    // Signed with the previous secret during a rotation: accepted.
+    let rotated_body = br#"{"dataset":"bpc","period":"2024-10"}"#;
+    let rotated = webhook(
+        &api,
+        SENDER,
+        &signed(OLD_SECRET, "msg_3", now(), rotated_body),
+        rotated_body,
+    )
+    .await;
+    assert_eq!(rotated.status(), StatusCode::ACCEPTED);
+    assert_eq!(jobs(&app).await, 2);
+
+    // 401, with no detail, for every signature problem and an unknown sender.
+    let other = "whsec_dGhpcyBpcyBub3QgdGhlIHNlbmRlcidzIGtleQ==";
+    let unauthorized: Vec<(&str, Headers, &[u8])> = vec![
+        ("wrong secret", signed(other, "msg_4", now(), body), body),
+        ("stale", signed(SECRET, "msg_5", now() - 301, body), body),
+        ("future", signed(SECRET, "msg_6", now() + 301, body), body),
+        (
+            "no signature",
+            signed(SECRET, "msg_7", now(), body)[..2].to_vec(),
+            body,
+        ),
+        (
+            "re-serialised body",
+            signed(SECRET, "msg_8", now(), body),
+            br#"{"dataset": "novo-bolsa-familia", "period": "2024-10"}"#,
+        ),
+    ];
+    for (what, headers, sent) in unauthorized {
+        let r = webhook(&api, SENDER, &headers, sent).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what}");
+        assert!(
+            r.bytes().await.expect("body").is_empty(),
+            "{what}: no detail"
+        );
+    }
+    let unknown = webhook(
+        &api,
+        "stranger",
+        &signed(SECRET, "msg_9", now(), body),
+        body,
+    )
+    .await;
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+
+    // Signed, but the request itself is wrong.
+    let cases: Vec<(&str, &[u8], StatusCode)> = vec![
+        ("malformed JSON", b"{not json", StatusCode::BAD_REQUEST),
+        ("bad period", br#"{"dataset":"novo-bolsa-familia","period":"2024-13"}"#, StatusCode::BAD_REQUEST),
+        ("extra field", br#"{"dataset":"novo-bolsa-familia","period":"2024-10","x":1}"#, StatusCode::BAD_REQUEST),
+        ("not allowed for the sender", br#"{"dataset":"garantia-safra","period":"2024-10"}"#, StatusCode::UNPROCESSABLE_ENTITY),
+        ("URL off the allow-list", br#"{"dataset":"novo-bolsa-familia","period":"2024-09","url":"https://evil.example/x.zip"}"#, StatusCode::UNPROCESSABLE_ENTITY),
+        ("loopback URL", br#"{"dataset":"novo-bolsa-familia","period":"2024-09","url":"http://127.0.0.1:8080/x.zip"}"#, StatusCode::UNPROCESSABLE_ENTITY),
+    ];
+    for (i, (what, sent, status)) in cases.into_iter().enumerate() {
+        let r = webhook(
+            &api,
+            SENDER,
+            &signed(SECRET, &format!("msg_case_{i}"), now(), sent),
+            sent,
+        )
+        .await;
+        assert_eq!(r.status(), status, "{what}");
+    }
+    // Oversized: 413, whatever the signature.
+    let big = vec![b' '; 10_000];
+    let r = webhook(&api, SENDER, &signed(SECRET, "msg_big", now(), &big), &big).await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(jobs(&app).await, 2, "nothing else was enqueued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_webhooks_for_one_month_make_one_job() {
+    let app = TestApp::with_settings(api_settings).await;
+    let api = std::sync::Arc::new(app.api().await);
+    let body = br#"{"dataset":"novo-bolsa-familia","period":"2024-10"}"#;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            // Half are replays of one delivery, half distinct deliveries.
+            let id = if i % 2 == 0 {
+                "msg_same".to_string()
+            } else {
+                format!("msg_{i}")
+            };
+            let r = webhook(&api, SENDER, &signed(SECRET, &id, now(), body), body).await;
+            assert_eq!(r.status(), StatusCode::ACCEPTED);
+            let v: serde_json::Value = r.json().await.expect("json");
+            v["job_id"].as_i64().expect("id")
+        }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for t in tasks {
+        ids.insert(t.await.expect("task"));
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(jobs(&app).await, 1);
+}
+
+#[tokio::test]
+async fn operator_endpoints_need_the_token() {
+    let app = TestApp::with_settings(api_settings).await;
+    let api = app.api().await;
+    let http = reqwest::Client::new();
+    for token in [None, Some("wrong"), Some("")] {
+        let mut r = http.get(format!("{}/v1/jobs", api.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        assert_eq!(
+            r.send().await.expect("send").status(),
+            StatusCode::UNAUTHORIZED,
+            "{token:?}"
+        );
+    }
+    // A webhook signature is not an operator credential.
+    let r = http
+        .post(format!("{}/v1/datasets/novo-bolsa-familia/loads", api.base))
+        .json(&serde_json::json!({"period": "2024-10"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // With the token: trigger, read, list, cancel, retry, datasets.
+    let trigger = http
+        .post(format!("{}/v1/datasets/novo-bolsa-familia/loads", api.base))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&serde_json::json!({"period": "2024-10"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(trigger.status(), StatusCode::ACCEPTED);
+    let accepted: serde_json::Value = trigger.json().await.expect("json");
+    let id = accepted["job_id"].as_i64().expect("id");
+    let job: serde_json::Value = http
+        .get(format!("{}/v1/jobs/{id}", api.base))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(job["state"], "available");
+    // The same shape as `carga job --json`.
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
+        .args(["job", &id.to_string(), "--json"])
+        .env("DATABASE_URL", &app.url)
+        .output()
+        .await
+        .expect("carga job");
+    let from_cli: serde_json::Value = serde_json::from_slice(&cli.stdout).expect("json");
+    let keys = |v: &serde_json::Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+    assert_eq!(keys(&from_cli), keys(&job));
+    let listed: serde_json::Value = http
+        .get(format!("{}/v1/jobs?state=available&limit=5", api.base))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    let bad_state = http
+        .get(format!("{}/v1/jobs?state=bogus", api.base))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(bad_state.status(), StatusCode::BAD_REQUEST);
+    let cancel: serde_json::Value = http
+        .post(format!("{}/v1/jobs/{id}/cancel", api.base))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(cancel["state"], "cancelled");
+    let again = http
+        .post(format!("{}/v1/jobs/{id}/cancel", api.base))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    let retry = http
+        .post(format!("{}/v1/jobs/{id}/retry", api.base))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(retry.status(), StatusCode::OK);
+    let missing = http
+        .get(format!("{}/v1/jobs/999999", api.base))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let datasets: serde_json::Value = http
+        .get(format!("{}/v1/datasets", api.base))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        datasets
+            .as_array()
+            .is_some_and(|a| a.iter().any(|d| d["dataset"] == "novo-bolsa-familia"))
+    );
+}
+
+/// `/ready` answers 503 while the database is away and 200 once it is back;
+/// `/health` answers throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ready_follows_the_database() {
+    let app = TestApp::with_settings(api_settings).await;
+    let proxy = common::Proxy::start().await;
+    let mut settings = app.ctx.settings.clone();
+    settings.database.wait_timeout_ms = 1_000;
+    settings.database.create_timeout_ms = 1_000;
+    let target = carga::db::Target {
+        config: std::str::FromStr::from_str(&proxy.url_for(&app.url)).expect("config"),
+        description: "proxy".into(),
+        created: false,
+    };
+    let ctx = carga::pipeline::Context {
+        pool: carga::db::pool(&target, &settings).expect("pool"),
+        settings,
+    };
+    let api = app.api_with(ctx).await;
+    let http = reqwest::Client::new();
+    let ready = |http: reqwest::Client, base: String| async move {
+        http.get(format!("{base}/ready"))
+            .send()
+            .await
+            .expect("send")
+    };
+    let r = ready(http.clone(), api.base.clone()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["status"], "ready");
+    assert!(body["pool"]["max_size"].as_u64().is_some_and(|n| n > 0));
+    assert!(
+        body["pool"]["driver"]
+            .as_str()
+            .is_some_and(|d| d.contains("tokio-postgres"))
+    );
+    proxy.cut();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = ready(http.clone(), api.base.clone()).await;
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            let body: serde_json::Value = r.json().await.expect("json");
+            assert_eq!(body["database"], "unreachable");
+            break;
+        }
+        assert!(Instant::now() < deadline, "/ready never turned 503");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let health = http
+        .get(format!("{}/health", api.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(health.status(), StatusCode::OK);
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ready(http.clone(), api.base.clone()).await.status() != StatusCode::OK {
+        assert!(Instant::now() < deadline, "/ready never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Metrics parse as Prometheus text, and their counters move after a load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_are_prometheus_text_and_move_after_a_load() {
+    let mut app = TestApp::with_settings(api_settings).await;
+    let api = app.api().await;
+    let urls = app
+        .serve(vec![("a.zip", common::sample_zip("2024-10", 1_000, 3))])
+        .await;
+    let scrape = || async {
+        let text = reqwest::get(format!("{}/metrics", api.base))
+            .await
+            .expect("send")
+            .text()
+            .await
+            .expect("text");
+        parse_prometheus(&text)
+    };
+    let before = scrape().await;
+    app.enqueue("2024-10", &urls["a.zip"]).await;
+    let ran = app.runner().run_one().await.expect("run");
+    assert!(matches!(ran, carga::runner::RunOne::Ran { ref ending, .. } if ending == "published"));
+    let after = scrape().await;
+    let sum = |m: &std::collections::HashMap<String, f64>, prefix: &str| -> f64 {
+        m.iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    // Counters are process-wide (other tests in this binary may load too).
+    assert!(
+        sum(&after, "carga_rows_loaded_total{")
+            >= sum(&before, "carga_rows_loaded_total{") + 1_000.0
+    );
+    assert!(sum(&after, "carga_job_attempts_total{") > sum(&before, "carga_job_attempts_total{"));
+    assert!(
+        after
+            .keys()
+            .any(|k| k.starts_with("carga_load_duration_seconds_bucket{"))
+    );
+    assert!(after.contains_key("carga_jobs{state=\"succeeded\"}"));
+    assert!(after.keys().any(|k| {
+        k.starts_with("carga_last_published_timestamp_seconds{dataset=\"novo-bolsa-familia\"")
+    }));
+    assert!(
+        after
+            .keys()
+            .any(|k| k.starts_with("carga_http_requests_total{"))
+    );
+    assert!(
+        after
+            .keys()
+            .any(|k| k.starts_with("carga_pool_connections{"))
+    );
+}
+
+/// Every sample line of a Prometheus text exposition, by series (name and
+/// labels); fails on a line that is not a comment or a `series value`.
+fn parse_prometheus(text: &str) -> std::collections::HashMap<String, f64> {
+    let mut out = std::collections::HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample: {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number: {line}"));
+        let name = series.split('{').next().unwrap_or_default();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name: {line}"
+        );
+        out.insert(series.to_string(), value);
+    }
+    out
+}
+
+/// Slow clients: headers that never finish are cut at the header timeout,
+/// a body that trickles gets 408 at the request timeout, and a flood of
+/// idle connections does not stop the API from answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_clients_are_cut_off_and_the_api_keeps_answering() {
+    let app = TestApp::with_settings(|s| {
+        api_settings(s);
+        s.http.max_connections = 8;
+    })
+    .await;
+    let api = app.api().await;
+    let addr = api.base.trim_start_matches("http://").to_string();
+    // A flood of connections that never send a whole header.
+    let mut flood = Vec::new();
+    for _ in 0..32 {
+        let addr = addr.clone();
+        flood.push(std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).expect("connect");
+            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n");
+            s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+            let started = Instant::now();
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf); // returns when the server closes
+            started.elapsed()
+        }));
+    }
+    let started = Instant::now();
+    let health = reqwest::Client::new()
+        .get(format!("{}/health", api.base))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("the API still answers");
+    assert_eq!(health.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    for f in flood {
+        let held = f.join().expect("thread");
+        assert!(
+            held < Duration::from_secs(15),
+            "a slow header was held {held:?}"
+        );
+    }
+    // A body that trickles: 408 when the request timeout passes.
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+    s.write_all(b"POST /v1/webhooks/portal HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 512];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let head = String::from_utf8_lossy(&answer);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+}
+
+#[tokio::test]
+async fn openapi_describes_every_route() {
+    let app = TestApp::with_settings(api_settings).await;
+    let api = app.api().await;
+    let doc: serde_json::Value = reqwest::get(format!("{}/openapi.json", api.base))
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    for path in [
+        "/v1/webhooks/{sender}",
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        "/v1/jobs/{id}/cancel",
+        "/v1/jobs/{id}/retry",
+        "/v1/datasets",
+        "/v1/datasets/{dataset}/loads",
+        "/health",
+        "/ready",
+        "/metrics",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is missing");
+    }
+    assert!(doc["components"]["schemas"]["JobView"].is_object());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+/// A webhook may name a source on its dataset's allow-list; the download
+/// then re-checks every redirect, so an allowed host cannot bounce the
+/// worker to one that is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webhook_source_cannot_redirect_off_the_allow_list() {
+    let jobs = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir("jobs").expect("jobs") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).expect("spec").replace(
+                "allowed_sources = [\"https://portaldatransparencia.gov.br\"",
+                "allowed_sources = [\"http://127.0.0.1\", \"https://portaldatransparencia.gov.br\"",
+            );
+            std::fs::write(jobs.path().join(path.file_name().expect("name")), text).expect("write");
+        }
+    }
+    let dir = jobs.path().to_path_buf();
+    let app = TestApp::with_settings(|s| {
+        api_settings(s);
+        s.load.jobs_dir = dir;
+    })
+    .await;
+    let api = app.api().await;
+    let target = common::ScriptedServer::start(
+        "x.zip",
+        vec![common::Reply::Body(common::sample_zip("2024-10", 100, 1))],
+    )
+    .await;
+    // The same loopback server by another name: not on the list.
+    let elsewhere = target.url.replace("127.0.0.1", "localhost");
+    let bouncer =
+        common::ScriptedServer::start("r.zip", vec![common::Reply::Redirect(elsewhere)]).await;
+    let body = format!(
+        r#"{{"dataset":"novo-bolsa-familia","period":"2024-10","url":"{}"}}"#,
+        bouncer.url
+    );
+    let r = webhook(
+        &api,
+        SENDER,
+        &signed(SECRET, "msg_r", now(), body.as_bytes()),
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::ACCEPTED,
+        "the listed loopback host is allowed"
+    );
+    let ran = app.runner().run_one().await.expect("run");
+    assert!(matches!(ran, carga::runner::RunOne::Ran { .. }), "{ran:?}");
+    let (state, error): (String, String) = {
+        let r = app
+            .client()
+            .await
+            .query_one("SELECT state, error FROM carga.jobs", &[])
+            .await
+            .expect("job");
+        (r.get(0), r.get(1))
+    };
+    assert_ne!(state, "succeeded");
+    assert!(error.contains("redirect refused"), "{error}");
+    assert_eq!(
+        target.requests.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "never fetched"
+    );
+}
