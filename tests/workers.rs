@@ -423,3 +423,149 @@ async fn two_schedulers_make_one_job_per_slot() {
         assert_eq!(exits(child).await, Some(0));
     }
 }
+
+/// `carga serve` as deployed: its logs (JSON) carry the request id on a
+/// request's lines and job id on a load's, and never a secret: the
+/// database password, webhook secrets, the operator token, the NIS key, a
+/// source URL's token, an Authorization header, or a person's name or NIS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_logs_hold_no_secrets_or_personal_data() {
+    let mut app = TestApp::with_settings(fast_queue).await;
+    let password_url = app
+        .url
+        .replace("postgres@", "postgres:db-password-canary-77@");
+    let webhook_secret = "whsec_Y2FuYXJ5LXNlY3JldC1jYW5hcnktc2VjcmV0LTEyMzQ=";
+    let token = "operator-canary-token-9d8c7b6a";
+    let nis_key = "nis-key-canary-0123456789abcdef0123456789";
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let zip = sample_zip("2024-10", 300, 5);
+    let urls = app.serve(vec![("a.zip", zip)]).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_carga"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &password_url)
+        .env("CARGA_NIS_KEY", nis_key)
+        .env("CARGA__HTTP__OPERATOR_TOKEN", token)
+        .env("CARGA__WEBHOOKS__SENDERS__PORTAL__SECRETS", webhook_secret)
+        .env(
+            "CARGA__WEBHOOKS__SENDERS__PORTAL__DATASETS",
+            "novo-bolsa-familia",
+        )
+        .env("CARGA__QUEUE__POLL_INTERVAL_MS", "200")
+        .env("CARGA__QUEUE__SHUTDOWN_GRACE_S", "0")
+        .env(
+            "RUST_LOG",
+            "debug,hyper=info,reqwest=info,h2=info,rustls=info,tokio_postgres=info",
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut all = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            all.push(line);
+        }
+        all
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{base}/health")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "serve never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A wrong token, a right one, a bad and a good signature, with a
+    // tokenised source URL: every path that handles a secret.
+    let _ = http
+        .get(format!("{base}/v1/jobs"))
+        .bearer_auth("wrong-canary-bearer")
+        .send()
+        .await;
+    let _ = http
+        .get(format!("{base}/v1/jobs"))
+        .bearer_auth(token)
+        .send()
+        .await;
+    let body = br#"{"dataset":"novo-bolsa-familia","period":"2024-10"}"#;
+    let now = chrono::Utc::now().timestamp();
+    let mut headers = common::signed(webhook_secret, "msg_canary", now, body);
+    let _ = http
+        .post(format!("{base}/v1/webhooks/portal"))
+        .header("webhook-id", "msg_bad")
+        .header("webhook-timestamp", now.to_string())
+        .header("webhook-signature", "v1,bm90IGEgc2lnbmF0dXJl")
+        .body(body.to_vec())
+        .send()
+        .await;
+    let mut request = http
+        .post(format!("{base}/v1/webhooks/portal"))
+        .body(body.to_vec());
+    for (k, v) in headers.drain(..) {
+        request = request.header(k, v);
+    }
+    assert_eq!(request.send().await.expect("webhook").status(), 202);
+    // An operator load from a URL with a token in its query string.
+    let tokenised = format!("{}?token=url-token-canary-31", urls["a.zip"]);
+    app.client()
+        .await
+        .execute(
+            "UPDATE carga.jobs SET url = $1 WHERE dataset = 'novo-bolsa-familia'",
+            &[&tokenised],
+        )
+        .await
+        .expect("url");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state: String = app
+            .client()
+            .await
+            .query_one("SELECT state FROM carga.jobs LIMIT 1", &[])
+            .await
+            .expect("job")
+            .get(0);
+        if state == "succeeded" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job never succeeded ({state})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal(&child, "TERM");
+    assert_eq!(exits(child).await, Some(0));
+    let lines = log.await.expect("log");
+    let text = lines.join("\n");
+    for canary in [
+        "db-password-canary-77",
+        "Y2FuYXJ5LXNlY3JldC1jYW5hcnktc2VjcmV0LTEyMzQ",
+        "operator-canary-token",
+        "wrong-canary-bearer",
+        "nis-key-canary",
+        "url-token-canary-31",
+        "BENEFICI",
+        "SINT\u{c9}TICO",
+    ] {
+        assert!(!text.contains(canary), "{canary} appears in the log");
+    }
+    // Request lines carry a request id; load lines the job id.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"request_id\"") && l.contains("/v1/webhooks")),
+        "no request line with its id"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("load published") && l.contains("\"job_id\"")),
+        "no load line with its job id"
+    );
+}
