@@ -127,25 +127,33 @@ pub struct WebhookSender {
     /// environment, one string of secrets separated by spaces or commas.
     #[serde(deserialize_with = "secrets")]
     pub secrets: Vec<SecretString>,
-    /// The datasets this sender may trigger.
+    /// The datasets this sender may trigger (from the environment, one
+    /// string separated by spaces or commas).
+    #[serde(deserialize_with = "list")]
     pub datasets: Vec<String>,
 }
 
-fn secrets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+/// A list, or one string of items separated by spaces or commas (how an
+/// environment variable writes a list).
+fn list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
         One(String),
         Many(Vec<String>),
     }
-    let all = match OneOrMany::deserialize(d)? {
+    Ok(match OneOrMany::deserialize(d)? {
         OneOrMany::One(s) => s
             .split([' ', ','])
             .filter(|p| !p.is_empty())
             .map(str::to_string)
             .collect(),
         OneOrMany::Many(v) => v,
-    };
+    })
+}
+
+fn secrets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+    let all = list(d)?;
     Ok(all.into_iter().map(SecretString::from).collect())
 }
 
@@ -386,6 +394,36 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().expect("temp file");
         std::io::Write::write_all(&mut f, text.as_bytes()).expect("write");
         f
+    }
+
+    #[test]
+    fn webhook_senders_come_from_a_file_or_the_environment() {
+        let from_env = Settings::layered(
+            None,
+            Some(env(&[
+                (
+                    "CARGA__WEBHOOKS__SENDERS__PORTAL__SECRETS",
+                    "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                ),
+                (
+                    "CARGA__WEBHOOKS__SENDERS__PORTAL__DATASETS",
+                    "novo-bolsa-familia,bpc",
+                ),
+            ])),
+        )
+        .expect("settings");
+        let portal = &from_env.webhooks.senders["portal"];
+        assert_eq!(portal.secrets.len(), 2);
+        assert_eq!(portal.datasets, ["novo-bolsa-familia", "bpc"]);
+        from_env.validate().expect("valid");
+        let f =
+            file("[webhooks.senders.mds]\nsecrets = [\"whsec_c2hvcnQ=\"]\ndatasets = [\"bpc\"]\n");
+        let short = Settings::layered(Some(f.path()), Some(env(&[]))).expect("parses");
+        let message = short.validate().expect_err("too short a key").to_string();
+        assert!(
+            message.contains("mds") && !message.contains("c2hvcnQ"),
+            "{message}"
+        );
     }
 
     #[test]

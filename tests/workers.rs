@@ -375,7 +375,10 @@ async fn two_schedulers_make_one_job_per_slot() {
         .count() as i64;
     assert!(scheduled >= 2, "{scheduled} datasets are due");
     let serve = |name: &str| {
-        let mut c = carga(&app, &["serve", "--concurrency", "0"]);
+        let mut c = carga(
+            &app,
+            &["serve", "--concurrency", "0", "--listen", "127.0.0.1:0"],
+        );
         c.env("CARGA__QUEUE__WORKER_NAME", name);
         c
     };
