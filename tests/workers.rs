@@ -444,7 +444,7 @@ async fn serve_logs_hold_no_secrets_or_personal_data() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
-    let zip = sample_zip("2024-10", 300, 5);
+    let zip = sample_zip("2024-09", 300, 5);
     let urls = app.serve(vec![("a.zip", zip)]).await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_carga"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -514,22 +514,16 @@ async fn serve_logs_hold_no_secrets_or_personal_data() {
         request = request.header(k, v);
     }
     assert_eq!(request.send().await.expect("webhook").status(), 202);
-    // An operator load from a URL with a token in its query string.
+    // An operator load from a URL with a token in its query string (the
+    // webhook's own job points at the Portal, unreachable here: it fails).
     let tokenised = format!("{}?token=url-token-canary-31", urls["a.zip"]);
-    app.client()
-        .await
-        .execute(
-            "UPDATE carga.jobs SET url = $1 WHERE dataset = 'novo-bolsa-familia'",
-            &[&tokenised],
-        )
-        .await
-        .expect("url");
+    let load = app.enqueue("2024-09", &tokenised).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let state: String = app
             .client()
             .await
-            .query_one("SELECT state FROM carga.jobs LIMIT 1", &[])
+            .query_one("SELECT state FROM carga.jobs WHERE id = $1", &[&load.id])
             .await
             .expect("job")
             .get(0);
