@@ -101,3 +101,192 @@ pub async fn datasets(
     }
     Ok(out)
 }
+
+/// What the console's month grid shows for one month of a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MonthState {
+    /// Published; the last check found it unchanged.
+    Unchanged,
+    Published,
+    Running,
+    Queued,
+    /// Its last job or load failed and nothing is published.
+    Failed,
+    /// Due (its publication lag has passed) and never published.
+    Missing,
+    NotDue,
+}
+
+impl MonthState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MonthState::Unchanged => "unchanged",
+            MonthState::Published => "published",
+            MonthState::Running => "running",
+            MonthState::Queued => "queued",
+            MonthState::Failed => "failed",
+            MonthState::Missing => "missing",
+            MonthState::NotDue => "not due",
+        }
+    }
+}
+
+/// One month of one dataset.
+#[derive(Debug, Clone, Serialize)]
+pub struct MonthCell {
+    pub period: String,
+    pub state: MonthState,
+    pub load_id: Option<i64>,
+    pub job_id: Option<i64>,
+    pub rows: Option<i64>,
+    pub value_cents: Option<i64>,
+    /// The failure's code, when failed.
+    pub error_code: Option<String>,
+}
+
+/// A dataset's status and its months, oldest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatasetBoard {
+    pub status: DatasetStatus,
+    pub months: Vec<MonthCell>,
+}
+
+/// The month grid of every payments dataset: from its first period (the
+/// spec's, else its first published month, else `months_back` months ago)
+/// to the current month.
+pub async fn boards(
+    client: &impl GenericClient,
+    specs: &[Spec],
+    months_back: u32,
+) -> Result<Vec<DatasetBoard>, tokio_postgres::Error> {
+    let statuses = datasets(client, specs).await?;
+    let now: DateTime<Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
+    let mut out = Vec::new();
+    for status in statuses {
+        let Some(spec) = specs.iter().find(|s| s.dataset == status.dataset) else {
+            continue;
+        };
+        let tz = spec
+            .schedule
+            .as_ref()
+            .map_or(chrono_tz::America::Sao_Paulo, |s| s.tz());
+        let local = now.with_timezone(&tz);
+        use chrono::Datelike;
+        let current = Period::new(local.year() as u16, local.month() as u8);
+        let Some(current) = current else { continue };
+        let lag = spec.schedule.as_ref().map_or(2, |s| s.lag_months);
+        let due = Period::range(Period::new(1990, 1).unwrap_or(current), current)
+            .into_iter()
+            .rev()
+            .nth(lag as usize)
+            .unwrap_or(current);
+        let earliest = Period::range(Period::new(1990, 1).unwrap_or(current), current)
+            .into_iter()
+            .rev()
+            .nth(months_back.saturating_sub(1) as usize)
+            .unwrap_or(current);
+        // From the program's first period (or its first published month),
+        // else the last `months_back` months.
+        let first_published = published_periods(client, &spec.dataset).await?;
+        let first = spec.first_period.or(first_published).unwrap_or(earliest);
+        let last = spec.last_period.map_or(current, |l| l.min(current));
+        let mut published: HashMap<NaiveDate, (i64, i64, i64)> = HashMap::new();
+        for row in client
+            .query(
+                "SELECT period, id, rows_loaded, (total_value_brl * 100)::bigint FROM carga.loads
+                 WHERE dataset = $1 AND status = 'published' AND period IS NOT NULL",
+                &[&spec.dataset],
+            )
+            .await?
+        {
+            published.insert(
+                row.get(0),
+                (
+                    row.get(1),
+                    row.get::<_, Option<i64>>(2).unwrap_or(0),
+                    row.get::<_, Option<i64>>(3).unwrap_or(0),
+                ),
+            );
+        }
+        let mut jobs: HashMap<NaiveDate, (i64, String, Option<String>, Option<String>)> =
+            HashMap::new();
+        for row in client
+            .query(
+                "SELECT DISTINCT ON (period) period, id, state, outcome, error_code FROM carga.jobs
+                 WHERE dataset = $1 ORDER BY period, id DESC",
+                &[&spec.dataset],
+            )
+            .await?
+        {
+            jobs.insert(row.get(0), (row.get(1), row.get(2), row.get(3), row.get(4)));
+        }
+        let mut loads: HashMap<NaiveDate, (String, Option<String>)> = HashMap::new();
+        for row in client
+            .query(
+                "SELECT DISTINCT ON (period) period, status, error_code FROM carga.loads
+                 WHERE dataset = $1 AND period IS NOT NULL ORDER BY period, id DESC",
+                &[&spec.dataset],
+            )
+            .await?
+        {
+            loads.insert(row.get(0), (row.get(1), row.get(2)));
+        }
+        let months = Period::range(first, last)
+            .into_iter()
+            .map(|p| {
+                let day = p.first_day();
+                let publ = published.get(&day);
+                let job = jobs.get(&day);
+                let load = loads.get(&day);
+                let job_state = job.map(|j| j.1.as_str());
+                let state = match (publ, job_state) {
+                    (_, Some("running")) => MonthState::Running,
+                    (Some(_), _)
+                        if job.is_some_and(|j| {
+                            j.1 == "succeeded" && j.2.as_deref() == Some("unchanged")
+                        }) =>
+                    {
+                        MonthState::Unchanged
+                    }
+                    (Some(_), _) => MonthState::Published,
+                    (None, Some("available" | "retryable")) => MonthState::Queued,
+                    (None, Some("failed")) => MonthState::Failed,
+                    (None, _) if load.is_some_and(|l| l.0 == "failed") => MonthState::Failed,
+                    (None, _) if p <= due => MonthState::Missing,
+                    (None, _) => MonthState::NotDue,
+                };
+                MonthCell {
+                    period: p.to_string(),
+                    state,
+                    load_id: publ.map(|x| x.0),
+                    job_id: job.map(|j| j.0),
+                    rows: publ.map(|x| x.1),
+                    value_cents: publ.map(|x| x.2),
+                    error_code: match state {
+                        MonthState::Failed => job
+                            .and_then(|j| j.3.clone())
+                            .or_else(|| load.and_then(|l| l.1.clone())),
+                        _ => None,
+                    },
+                }
+            })
+            .collect();
+        out.push(DatasetBoard { status, months });
+    }
+    Ok(out)
+}
+
+async fn published_periods(
+    client: &impl GenericClient,
+    dataset: &str,
+) -> Result<Option<Period>, tokio_postgres::Error> {
+    let first: Option<NaiveDate> = client
+        .query_one(
+            "SELECT min(period) FROM carga.loads WHERE dataset = $1 AND status = 'published'",
+            &[&dataset],
+        )
+        .await?
+        .get(0);
+    Ok(first.map(Period::from_date))
+}

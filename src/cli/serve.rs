@@ -34,11 +34,23 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
     let runner = Arc::new(super::runner(&settings).await?);
     let specs = crate::runner::specs(&settings).map_err(usage)?;
     let listen = args.listen.unwrap_or_else(|| settings.http.listen.clone());
+    // Without an operator token the console and the operator API refuse
+    // everyone; on a non-loopback address that is a misconfiguration.
+    let loopback = listen
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback())
+        || listen.starts_with("localhost:");
+    if !loopback && secrecy::ExposeSecret::expose_secret(&settings.http.operator_token).is_empty() {
+        return Err(usage(anyhow::anyhow!(
+            "http.operator_token is not set: the console and the operator API would be open to nobody on {listen}; set CARGA__HTTP__OPERATOR_TOKEN or listen on loopback"
+        )));
+    }
     let state = crate::http::AppState {
         ctx: runner.context().clone(),
         settings: Arc::new(settings.clone()),
         specs: Arc::new(specs.clone()),
         metrics: crate::telemetry::metric::handle(),
+        session_key: crate::http::AppState::new_session_key(),
     };
     let server = crate::http::Server::bind(&listen, state)
         .await

@@ -14,6 +14,7 @@
 //! served at once.
 
 pub mod api;
+pub mod console;
 pub mod files;
 pub mod health;
 pub mod metrics;
@@ -52,6 +53,18 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub specs: Arc<Vec<Spec>>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Signs the console's session cookies; drawn at start (see
+    /// [`AppState::new_session_key`]).
+    pub session_key: Arc<Vec<u8>>,
+}
+
+impl AppState {
+    /// A fresh random key for the console's sessions.
+    pub fn new_session_key() -> Arc<Vec<u8>> {
+        let mut key = vec![0u8; 32];
+        console::random_bytes(&mut key);
+        Arc::new(key)
+    }
 }
 
 /// An error as JSON: `{"error": "..."}` with its status.
@@ -146,6 +159,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::document))
         .route("/v1/webhooks/{sender}", post(webhook::receive))
         .merge(operator)
+        .merge(console::routes())
         .with_state(state)
         .layer(middleware::from_fn(observe))
         .layer(RequestBodyLimitLayer::new(settings.http.max_body_bytes))

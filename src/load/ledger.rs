@@ -260,3 +260,101 @@ pub fn stage_seconds(pairs: &[(&str, f64)]) -> serde_json::Value {
     }
     serde_json::Value::Object(map)
 }
+
+/// A ledger entry as the console shows it (no personal data: reject lines
+/// are stored redacted).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadView {
+    pub id: i64,
+    pub dataset: String,
+    pub period: Option<String>,
+    pub status: String,
+    pub forced: bool,
+    pub source_url: String,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub sha256: Option<String>,
+    pub bytes_downloaded: Option<i64>,
+    pub bytes_decompressed: Option<i64>,
+    pub rows_read: Option<i64>,
+    pub rows_loaded: Option<i64>,
+    pub rows_rejected: Option<i64>,
+    pub distinct_beneficiaries: Option<i64>,
+    pub value_cents: Option<i64>,
+    pub stage_seconds: serde_json::Value,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub rejects: Vec<RejectView>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RejectView {
+    pub line: i64,
+    pub column: Option<String>,
+    pub reason: String,
+    /// Redacted before it was stored.
+    pub raw_line: Option<String>,
+}
+
+/// One ledger entry with its first `rejects` rejects, if it exists.
+pub async fn view(
+    client: &impl GenericClient,
+    id: i64,
+    rejects: i64,
+) -> Result<Option<LoadView>, tokio_postgres::Error> {
+    let Some(r) = client
+        .query_opt(
+            "SELECT id, dataset, to_char(period, 'YYYY-MM'), status, forced, source_url, etag,
+                    last_modified, encode(sha256, 'hex'), bytes_downloaded, bytes_decompressed,
+                    rows_read, rows_loaded, rows_rejected, distinct_beneficiaries,
+                    (total_value_brl * 100)::bigint, stage_seconds, error_code, error,
+                    started_at, finished_at
+             FROM carga.loads WHERE id = $1",
+            &[&id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let rejects = client
+        .query(
+            "SELECT line, column_name, reason, raw_line FROM carga.rejects
+             WHERE load_id = $1 ORDER BY line LIMIT $2",
+            &[&id, &rejects],
+        )
+        .await?
+        .iter()
+        .map(|x| RejectView {
+            line: x.get(0),
+            column: x.get(1),
+            reason: x.get(2),
+            raw_line: x.get(3),
+        })
+        .collect();
+    Ok(Some(LoadView {
+        id: r.get(0),
+        dataset: r.get(1),
+        period: r.get(2),
+        status: r.get(3),
+        forced: r.get(4),
+        source_url: r.get(5),
+        etag: r.get(6),
+        last_modified: r.get(7),
+        sha256: r.get(8),
+        bytes_downloaded: r.get(9),
+        bytes_decompressed: r.get(10),
+        rows_read: r.get(11),
+        rows_loaded: r.get(12),
+        rows_rejected: r.get(13),
+        distinct_beneficiaries: r.get(14),
+        value_cents: r.get(15),
+        stage_seconds: r.get(16),
+        error_code: r.get(17),
+        error: r.get(18),
+        started_at: r.get(19),
+        finished_at: r.get(20),
+        rejects,
+    }))
+}

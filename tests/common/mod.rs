@@ -634,6 +634,7 @@ impl TestApp {
             settings: Arc::new(ctx.settings.clone()),
             specs: Arc::new(carga::runner::specs(&ctx.settings).expect("specs")),
             metrics: carga::telemetry::metric::handle(),
+            session_key: carga::http::AppState::new_session_key(),
             ctx,
         };
         let server = carga::http::Server::bind("127.0.0.1:0", state)

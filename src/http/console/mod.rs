@@ -1,0 +1,440 @@
+//! The operator console, server-rendered from the binary: datasets with
+//! their month grid and trends, jobs with live progress, one load's ledger
+//! entry. It reads through the same read models as the JSON API
+//! (`freshness`, `queue`, `load::ledger`) and changes things only through
+//! `queue/`. Signing in takes the operator token once, through a form, and
+//! sets an HMAC-signed session cookie (`cookies.rs`); every state-changing
+//! form carries the session's CSRF token. Works without JavaScript except
+//! for the live progress (`assets/console.js` polls `/console/jobs/live`).
+
+pub mod cookies;
+pub mod views;
+
+use std::time::Duration;
+
+use axum::Form;
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use crate::dataset::{Kind, Period};
+use crate::queue::{self, ListFilter, NewJob, Priority, Trigger};
+
+const CSS: &str = include_str!("assets/console.css");
+const JS: &str = include_str!("assets/console.js");
+
+/// Fills `out` from the kernel's random source.
+pub fn random_bytes(out: &mut [u8]) {
+    use std::io::Read;
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        if f.read_exact(out).is_ok() {
+            return;
+        }
+    }
+    // No /dev/urandom: hash what varies (a session key is still unguessable
+    // from outside the process, though weaker); never all zeroes.
+    use sha2::Digest;
+    let seed = format!(
+        "{:?}{}{:p}",
+        std::time::SystemTime::now(),
+        std::process::id(),
+        out
+    );
+    let digest = sha2::Sha256::digest(seed.as_bytes());
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = digest[i % digest.len()];
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/console", get(datasets))
+        .route("/console/login", get(login_page).post(login))
+        .route("/console/logout", post(logout))
+        .route("/console/jobs", get(jobs))
+        .route("/console/jobs/live", get(live))
+        .route("/console/jobs/{id}/cancel", post(cancel))
+        .route("/console/jobs/{id}/retry", post(retry))
+        .route("/console/datasets/{dataset}/loads", post(enqueue))
+        .route("/console/loads/{id}", get(load))
+        .route("/console/assets/{file}", get(asset))
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Why a console request was refused.
+#[derive(Debug, Clone, Copy)]
+enum Refused {
+    /// A page asked for without a session: to the sign-in form.
+    SignIn,
+    Unauthorized,
+    Csrf,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::SignIn => Redirect::to("/console/login").into_response(),
+            Refused::Unauthorized => StatusCode::UNAUTHORIZED.into_response(),
+            Refused::Csrf => (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response(),
+        }
+    }
+}
+
+/// The signed-in session, or why the request is refused: a page goes to
+/// the sign-in form, anything else gets 401.
+fn signed_in(state: &AppState, headers: &HeaderMap, page: bool) -> Result<String, Refused> {
+    match cookies::session(headers, &state.session_key, now()) {
+        Some(session) => Ok(session),
+        None if page => Err(Refused::SignIn),
+        None => Err(Refused::Unauthorized),
+    }
+}
+
+/// A state-changing form: signed in, and carrying this session's CSRF token.
+fn checked(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<String, Refused> {
+    let session = signed_in(state, headers, false)?;
+    let expected = cookies::csrf(&state.session_key, &session);
+    if super::api::constant_time_eq(expected.as_bytes(), csrf.as_bytes()) {
+        Ok(session)
+    } else {
+        Err(Refused::Csrf)
+    }
+}
+
+fn csrf_of(state: &AppState, session: &str) -> String {
+    cookies::csrf(&state.session_key, session)
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "console request failed");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error (see the server's log)",
+    )
+        .into_response()
+}
+
+async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if cookies::session(&headers, &state.session_key, now()).is_some() {
+        return Redirect::to("/console").into_response();
+    }
+    Html(views::login::page(None).into_string()).into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let expected = state
+        .settings
+        .http
+        .operator_token
+        .expose_secret()
+        .as_bytes();
+    if expected.is_empty() || !super::api::constant_time_eq(expected, form.token.as_bytes()) {
+        tracing::warn!("console sign-in refused");
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html(views::login::page(Some("That is not the operator token.")).into_string()),
+        )
+            .into_response();
+    }
+    let session = cookies::issue(&state.session_key, now());
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, cookies::set(&session, &headers)),
+            (header::LOCATION, "/console".to_string()),
+        ],
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(refused) = checked(&state, &headers, &form.csrf) {
+        return refused.into_response();
+    }
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, cookies::clear(&headers)),
+            (header::LOCATION, "/console/login".to_string()),
+        ],
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct Message {
+    m: Option<String>,
+}
+
+async fn datasets(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<Message>,
+) -> Response {
+    let session = match signed_in(&state, &headers, true) {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    let client = match state.ctx.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return internal(e),
+    };
+    match crate::freshness::boards(&**client, &state.specs, 24).await {
+        Ok(boards) => Html(
+            views::datasets::page(&boards, &csrf_of(&state, &session), q.m.as_deref())
+                .into_string(),
+        )
+        .into_response(),
+        Err(e) => internal(crate::pipeline::describe_db(&e)),
+    }
+}
+
+async fn jobs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<Message>,
+) -> Response {
+    let session = match signed_in(&state, &headers, true) {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    let client = match state.ctx.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return internal(e),
+    };
+    let filter = ListFilter {
+        state: None,
+        dataset: None,
+        limit: 100,
+    };
+    match queue::list(&**client, &filter).await {
+        Ok(list) => {
+            Html(views::jobs::page(&list, &csrf_of(&state, &session), q.m.as_deref()).into_string())
+                .into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Serialize)]
+struct LiveJob {
+    id: i64,
+    state: String,
+    stage: String,
+    percent: f64,
+    figures: String,
+}
+
+async fn live(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = signed_in(&state, &headers, false) {
+        return r.into_response();
+    }
+    let client = match state.ctx.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return internal(e),
+    };
+    let filter = ListFilter {
+        state: Some("running".into()),
+        dataset: None,
+        limit: 100,
+    };
+    match queue::list(&**client, &filter).await {
+        Ok(list) => {
+            let live: Vec<LiveJob> = list
+                .iter()
+                .map(|j| {
+                    let (percent, figures) = views::jobs::progress(j);
+                    LiveJob {
+                        id: j.id,
+                        state: j.state.clone(),
+                        stage: j
+                            .progress
+                            .get("stage")
+                            .and_then(|s| s.as_str())
+                            .unwrap_or("starting")
+                            .to_string(),
+                        percent,
+                        figures,
+                    }
+                })
+                .collect();
+            ([super::no_store()], Json(live)).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = checked(&state, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    let client = match state.ctx.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return internal(e),
+    };
+    let message = match queue::cancel(&**client, id).await {
+        Ok(s) => format!("job {id}: {s}"),
+        Err(e) => e.to_string(),
+    };
+    Redirect::to(&format!("/console/jobs?m={}", urlencode(&message))).into_response()
+}
+
+async fn retry(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = checked(&state, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    let client = match state.ctx.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return internal(e),
+    };
+    let message = match queue::retry(&**client, id).await {
+        Ok(next) => format!("job {next} will run"),
+        Err(e) => e.to_string(),
+    };
+    Redirect::to(&format!("/console/jobs?m={}", urlencode(&message))).into_response()
+}
+
+#[derive(Deserialize)]
+struct LoadForm {
+    #[serde(default)]
+    csrf: String,
+    period: String,
+    #[serde(default)]
+    force: Option<String>,
+}
+
+async fn enqueue(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(dataset): Path<String>,
+    Form(form): Form<LoadForm>,
+) -> Response {
+    if let Err(r) = checked(&state, &headers, &form.csrf) {
+        return r.into_response();
+    }
+    let force = form.force.is_some();
+    let back = |m: String| Redirect::to(&format!("/console?m={}", urlencode(&m))).into_response();
+    let Some(period) = Period::parse(&form.period) else {
+        return back(format!("{:?} is not a month (YYYY-MM)", form.period));
+    };
+    let Some(spec) = state
+        .specs
+        .iter()
+        .find(|s| s.dataset == dataset && s.kind != Kind::Reference)
+    else {
+        return back(format!("unknown dataset {dataset:?}"));
+    };
+    if let Err(e) = crate::pipeline::check_period(spec, period, force) {
+        return back(e.to_string());
+    }
+    let days = spec
+        .schedule
+        .as_ref()
+        .map_or(45, |s| s.not_found_deadline_days);
+    let job = NewJob {
+        dataset: spec.dataset.clone(),
+        period,
+        url: None,
+        force,
+        trigger: Trigger::Operator {
+            name: "console".into(),
+        },
+        priority: Priority::Fresh,
+        max_attempts: state.settings.queue.max_attempts,
+        not_found_window: Duration::from_secs(u64::from(days) * 86_400),
+    };
+    let client = match state.ctx.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return internal(e),
+    };
+    match queue::enqueue(&**client, &job).await {
+        Ok(e) => Redirect::to(&format!(
+            "/console/jobs?m={}",
+            urlencode(&format!(
+                "job {} {} ({} {period})",
+                e.id,
+                if e.new { "enqueued" } else { "already pending" },
+                spec.dataset
+            ))
+        ))
+        .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn load(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
+    let session = match signed_in(&state, &headers, true) {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    let client = match state.ctx.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return internal(e),
+    };
+    match crate::load::ledger::view(&**client, id, 50).await {
+        Ok(Some(view)) => {
+            Html(views::load::page(&view, &csrf_of(&state, &session)).into_string()).into_response()
+        }
+        Ok(None) => (StatusCode::NOT_FOUND, "no such load").into_response(),
+        Err(e) => internal(crate::pipeline::describe_db(&e)),
+    }
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    let (body, kind) = match file.as_str() {
+        "console.css" => (CSS, "text/css; charset=utf-8"),
+        "console.js" => (JS, "text/javascript; charset=utf-8"),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Percent-encodes a query value.
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}

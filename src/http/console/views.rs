@@ -1,0 +1,64 @@
+//! Page rendering, as pure functions of read-model data (tested on their
+//! HTML). Compile-time-checked templates (maud). No personal data reaches
+//! these types: jobs, ledger entries, aggregates and redacted reject lines.
+
+pub mod datasets;
+pub mod jobs;
+pub mod load;
+pub mod login;
+
+use maud::{DOCTYPE, Markup, html};
+
+/// `12345678` cents → `R$ 123.456,78`.
+pub fn brl(cents: i64) -> String {
+    format!("R$ {}", crate::sample::format_brl(cents))
+}
+
+/// A number with Brazilian thousands dots.
+pub fn count(n: i64) -> String {
+    let text = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i > 0 && (text.len() - i) % 3 == 0 {
+            out.push('.');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+/// Which page a layout is for (highlighted in the header).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    Datasets,
+    Jobs,
+    Other,
+}
+
+/// The shell of every signed-in page; `csrf` goes into the logout form.
+pub fn layout(title: &str, page: Page, csrf: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · carga" }
+                link rel="stylesheet" href="/console/assets/console.css";
+            }
+            body {
+                header {
+                    strong { "carga" }
+                    a href="/console" class=[(page == Page::Datasets).then_some("here")] { "Datasets" }
+                    a href="/console/jobs" class=[(page == Page::Jobs).then_some("here")] { "Jobs" }
+                    form method="post" action="/console/logout" {
+                        input type="hidden" name="csrf" value=(csrf);
+                        button type="submit" { "Sign out" }
+                    }
+                }
+                main { (body) }
+                script src="/console/assets/console.js" defer {}
+            }
+        }
+    }
+}

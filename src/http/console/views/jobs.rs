@@ -1,0 +1,111 @@
+//! The jobs page: running jobs with live progress (bytes, rows, rate, ETA,
+//! stage), queued and retrying ones with their next attempt, recent
+//! failures with code and message; cancel and retry buttons.
+
+use maud::{Markup, html};
+
+use super::{Page, count, layout};
+use crate::queue::JobView;
+
+/// Progress figures of a running job: percent, and a line with bytes,
+/// rows, rate and ETA.
+pub fn progress(job: &JobView) -> (f64, String) {
+    let p = &job.progress;
+    let n = |k: &str| p.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let (bytes, total, rows) = (n("bytes"), n("total_bytes"), n("rows"));
+    let seconds = job.seconds.unwrap_or(0.0).max(0.001);
+    let percent = if total > 0 {
+        (100.0 * bytes as f64 / total as f64).min(100.0)
+    } else {
+        0.0
+    };
+    let rate = bytes as f64 / seconds;
+    let eta = if total > bytes && rate > 0.0 {
+        format!(", ETA {:.0} s", (total - bytes) as f64 / rate)
+    } else {
+        String::new()
+    };
+    let figures = format!(
+        "{:.1} of {:.1} MB, {} rows, {:.1} MB/s{eta}",
+        bytes as f64 / 1e6,
+        total as f64 / 1e6,
+        count(rows as i64),
+        rate / 1e6
+    );
+    (percent, figures)
+}
+
+fn stage(job: &JobView) -> &str {
+    job.progress
+        .get("stage")
+        .and_then(|s| s.as_str())
+        .unwrap_or("starting")
+}
+
+fn button(action: &str, id: i64, label: &str, csrf: &str) -> Markup {
+    html! {
+        form.inline method="post" action={"/console/jobs/" (id) "/" (action)} {
+            input type="hidden" name="csrf" value=(csrf);
+            button type="submit" data-action=(action) { (label) }
+        }
+    }
+}
+
+pub fn page(jobs: &[JobView], csrf: &str, message: Option<&str>) -> Markup {
+    let running: Vec<&JobView> = jobs.iter().filter(|j| j.state == "running").collect();
+    let waiting: Vec<&JobView> = jobs
+        .iter()
+        .filter(|j| matches!(j.state.as_str(), "available" | "retryable"))
+        .collect();
+    let finished: Vec<&JobView> = jobs
+        .iter()
+        .filter(|j| matches!(j.state.as_str(), "succeeded" | "failed" | "cancelled"))
+        .collect();
+    let body = html! {
+        h1 { "Jobs" }
+        @if let Some(m) = message { p { (m) } }
+        h2 { "Running" }
+        @if running.is_empty() { p.muted { "Nothing is running." } }
+        table {
+            @for j in &running {
+                @let (percent, figures) = progress(j);
+                tr data-live-job=(j.id) {
+                    td { "#" (j.id) } td { (j.dataset) " " (j.period) }
+                    td data-state { (j.state) " · " (stage(j)) }
+                    td { div.bar { div data-bar style={"width:" (format!("{percent:.1}")) "%"} {} } }
+                    td data-figures { (figures) }
+                    td { (button("cancel", j.id, "Cancel", csrf)) }
+                }
+            }
+        }
+        h2 { "Waiting" }
+        @if waiting.is_empty() { p.muted { "No job is waiting." } }
+        table {
+            @for j in &waiting {
+                tr {
+                    td { "#" (j.id) } td { (j.dataset) " " (j.period) } td { (j.state) }
+                    td { "next attempt " (j.scheduled_at.format("%Y-%m-%d %H:%M:%S UTC")) " · attempt " (j.attempt) "/" (j.max_attempts) }
+                    td.error { (j.error_code.as_deref().unwrap_or("")) }
+                    td { (button("cancel", j.id, "Cancel", csrf)) }
+                }
+            }
+        }
+        h2 { "Recent" }
+        table {
+            tr { th { "job" } th { "month" } th { "state" } th { "finished" } th { "detail" } th {} }
+            @for j in &finished {
+                tr data-job=(j.id) data-job-state=(j.state) {
+                    td { "#" (j.id) } td { (j.dataset) " " (j.period) }
+                    td class=[(j.state != "succeeded").then_some("error")] { (j.state) }
+                    td { (j.finished_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()) }
+                    td {
+                        @if let (Some(code), Some(error)) = (&j.error_code, &j.error) { span.error { (code) } ": " (error) }
+                        @else if let Some(load) = j.load_id { a href={"/console/loads/" (load)} { (j.outcome.as_deref().unwrap_or("load")) " (load " (load) ")" } }
+                    }
+                    td { @if j.state != "succeeded" { (button("retry", j.id, "Retry", csrf)) } }
+                }
+            }
+        }
+    };
+    layout("Jobs", Page::Jobs, csrf, body)
+}

@@ -1,0 +1,279 @@
+//! The operator console over real HTTP and a real PostgreSQL: what the
+//! pages show (a gap and a failure where the database has them, money in
+//! Brazilian format, no personal data), signing in and out, the session
+//! cookie's attributes, CSRF, and the assets.
+
+mod common;
+
+use common::{OPERATOR_TOKEN, TestApp, api_settings, sample_zip};
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// Signs in; returns the `Cookie` header value.
+async fn sign_in(base: &str) -> String {
+    let r = browser()
+        .post(format!("{base}/console/login"))
+        .form(&[("token", OPERATOR_TOKEN)])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let set = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("a session cookie")
+        .to_string();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP: no Secure flag");
+    set.split(';').next().expect("cookie").to_string()
+}
+
+async fn page(base: &str, path: &str, cookie: &str) -> (StatusCode, String) {
+    let r = browser()
+        .get(format!("{base}{path}"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("get");
+    (r.status(), r.text().await.expect("text"))
+}
+
+fn csrf_in(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    html[at..].split('"').next().expect("value").to_string()
+}
+
+#[tokio::test]
+async fn the_datasets_page_shows_gaps_failures_and_money() {
+    let mut app = TestApp::with_settings(api_settings).await;
+    let urls = app
+        .serve(vec![
+            ("a.zip", sample_zip("2023-03", 400, 1)),
+            ("b.zip", sample_zip("2023-05", 400, 2)),
+        ])
+        .await;
+    app.load("novo-bolsa-familia", "2023-03", &urls["a.zip"], false)
+        .await
+        .expect("load");
+    let may = app
+        .load("novo-bolsa-familia", "2023-05", &urls["b.zip"], false)
+        .await
+        .expect("load");
+    let failed = app.enqueue("2023-06", "http://127.0.0.1:9/x.zip").await;
+    app.client()
+        .await
+        .execute(
+            "UPDATE carga.jobs SET state = 'failed', error_code = 'http_status_403', finished_at = now() WHERE id = $1",
+            &[&failed.id],
+        )
+        .await
+        .expect("fail");
+    let api = app.api().await;
+    let cookie = sign_in(&api.base).await;
+    let (status, html) = page(&api.base, "/console", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    for (period, state) in [
+        ("2023-03", "published"),
+        ("2023-04", "missing"),
+        ("2023-05", "published"),
+        ("2023-06", "failed"),
+    ] {
+        assert!(
+            html.contains(&format!("data-period=\"{period}\" data-state=\"{state}\"")),
+            "{period} should be {state}"
+        );
+    }
+    assert!(
+        html.contains("1 failed") && html.contains("missing"),
+        "the failure and the gap stand out"
+    );
+    // Money as the summary prints it: R$ 1.234,56.
+    let value = carga::sample::format_brl(may.value_cents);
+    assert!(html.contains(&format!("R$ {value}")), "R$ {value}");
+    assert!(html.contains("<svg"), "trends");
+    // No personal data: the sample's synthetic names and NIS never appear.
+    assert!(
+        !html.contains("BENEFICI") && !html.contains("SINT"),
+        "a name"
+    );
+    assert!(
+        !html
+            .chars()
+            .collect::<Vec<_>>()
+            .windows(11)
+            .any(|w| w.iter().all(char::is_ascii_digit)),
+        "an 11-digit number"
+    );
+    // The load page: ledger entry, stage bar; rejects are redacted lines.
+    let (status, html) = page(
+        &api.base,
+        &format!("/console/loads/{}", may.load_id),
+        &cookie,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("SHA-256") && html.contains("stage timings"));
+    assert!(html.contains(&format!("R$ {value}")));
+}
+
+#[tokio::test]
+async fn signing_in_and_out_cookies_and_csrf() {
+    let app = TestApp::with_settings(api_settings).await;
+    let api = app.api().await;
+    let http = browser();
+    // Without a session: pages send to the sign-in form; anything else is 401.
+    let r = http
+        .get(format!("{}/console", api.base))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/console/login");
+    let r = http
+        .get(format!("{}/console/jobs/live", api.base))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // A wrong token.
+    let r = http
+        .post(format!("{}/console/login", api.base))
+        .form(&[("token", "nope")])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers().get("set-cookie").is_none());
+    // A forged cookie.
+    let (status, _) = page(&api.base, "/console", "carga_session=9999999999.AAAA.AAAA").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+
+    let cookie = sign_in(&api.base).await;
+    let (_, html) = page(&api.base, "/console/jobs", &cookie).await;
+    let csrf = csrf_in(&html);
+    let job = app.enqueue("2024-10", "http://127.0.0.1:9/x.zip").await;
+    // A form without the CSRF token, or with another's, is refused.
+    for token in ["", "not-the-token"] {
+        let r = http
+            .post(format!("{}/console/jobs/{}/cancel", api.base, job.id))
+            .header("cookie", &cookie)
+            .form(&[("csrf", token)])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{token:?}");
+    }
+    assert_eq!(app.job_state(job.id).await, "available");
+    // With it: cancelled.
+    let r = http
+        .post(format!("{}/console/jobs/{}/cancel", api.base, job.id))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.job_state(job.id).await, "cancelled");
+    // The load form enqueues.
+    let r = http
+        .post(format!(
+            "{}/console/datasets/novo-bolsa-familia/loads",
+            api.base
+        ))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str()), ("period", "2024-09")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let queued: i64 = app
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM carga.jobs WHERE period = '2024-09-01' AND sender = 'console'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(queued, 1);
+    // Sign out: the cookie is cleared.
+    let r = http
+        .post(format!("{}/console/logout", api.base))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let cleared = r.headers()["set-cookie"].to_str().expect("cookie");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    // Behind a TLS proxy the cookie is Secure.
+    let r = http
+        .post(format!("{}/console/login", api.base))
+        .header("x-forwarded-proto", "https")
+        .form(&[("token", OPERATOR_TOKEN)])
+        .send()
+        .await
+        .expect("login");
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .expect("cookie")
+            .contains("Secure")
+    );
+}
+
+#[tokio::test]
+async fn assets_are_embedded_and_cacheable() {
+    let app = TestApp::with_settings(api_settings).await;
+    let api = app.api().await;
+    for (file, kind) in [
+        ("console.css", "text/css"),
+        ("console.js", "text/javascript"),
+    ] {
+        let r = reqwest::get(format!("{}/console/assets/{file}", api.base))
+            .await
+            .expect("get");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .expect("type")
+                .starts_with(kind)
+        );
+        assert!(
+            r.headers()["cache-control"]
+                .to_str()
+                .expect("cache")
+                .contains("max-age")
+        );
+    }
+    let r = reqwest::get(format!("{}/console/assets/../Cargo.toml", api.base))
+        .await
+        .expect("get");
+    assert_ne!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn serve_refuses_a_public_address_without_a_token() {
+    let app = TestApp::new().await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--concurrency", "0"])
+        .env("DATABASE_URL", &app.url)
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("operator_token"));
+}
