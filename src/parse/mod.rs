@@ -451,6 +451,8 @@ pub struct Transformer {
     key_for_long_values: Vec<u8>,
     last_nis: [u8; 11],
     last_hash: [u8; 16],
+    /// The last competence month and its day number (most rows repeat it).
+    last_month: (u32, i32),
     attributes: Vec<u8>,
     scratch: String,
 }
@@ -475,6 +477,7 @@ impl Transformer {
             key_for_long_values,
             last_nis: [0; 11],
             last_hash: [0; 16],
+            last_month: (0, 0),
             attributes: Vec::with_capacity(256),
             scratch: String::new(),
         }
@@ -589,7 +592,12 @@ impl Transformer {
             Some(i) => {
                 let raw = field(i);
                 match value::yyyymm(raw) {
-                    Some(m) => Some(value::first_day_pg(m)),
+                    Some(m) if m == self.last_month.0 => Some(self.last_month.1),
+                    Some(m) => {
+                        let day = value::first_day_pg(m);
+                        self.last_month = (m, day);
+                        Some(day)
+                    }
                     None if value::trim(raw).is_empty() => None,
                     None => return Err(self.bad(i, ColumnType::Yyyymm, "month (YYYYMM)", raw)),
                 }
