@@ -518,3 +518,53 @@ async fn a_job_whose_heartbeats_flow_is_never_rescued() {
         .get(0);
     assert_eq!(attempt, 1);
 }
+
+/// An attempt that runs past `queue.job_timeout_s` is cancelled (its COPY
+/// with it) and retried later, never left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_attempt_past_its_timeout_is_cancelled_and_retried() {
+    let app = TestApp::with_settings(|s| {
+        fast_queue(s);
+        s.queue.job_timeout_s = 2;
+    })
+    .await;
+    let server = ScriptedServer::start(
+        "a.zip",
+        vec![Reply::Stall(sample_zip("2024-10", 60_000, 4))],
+    )
+    .await;
+    let job = app.enqueue("2024-10", &server.url).await;
+    let started = Instant::now();
+    let ran = app.runner().run_one().await.expect("run");
+    assert_eq!(
+        ran,
+        RunOne::Ran {
+            job_id: job.id,
+            ending: "retry".into()
+        }
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let (state, code): (String, String) = {
+        let r = app
+            .client()
+            .await
+            .query_one(
+                "SELECT state, error_code FROM carga.jobs WHERE id = $1",
+                &[&job.id],
+            )
+            .await
+            .expect("job");
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        (state.as_str(), code.as_str()),
+        ("retryable", "job_timeout")
+    );
+    wait_until(
+        &app,
+        COPY_OR_LOCK,
+        |n| n == 0,
+        "the timed-out COPY outlived its attempt",
+    )
+    .await;
+}
