@@ -73,7 +73,7 @@ pub enum Command {
     Schedule(schedule::ScheduleArgs),
     /// Run queued loads until SIGTERM/SIGINT.
     Worker(worker::WorkerArgs),
-    /// The scheduler and the workers in one process.
+    /// The HTTP API and console, the scheduler and the workers in one process.
     Serve(serve::ServeArgs),
 }
 
