@@ -970,7 +970,11 @@ async fn attempt(
     let meta = opened.meta.clone();
     report.file = meta.file_name.clone();
 
-    let mut connection = ctx.pool.get().await?;
+    // Taken out of the pool: when a cancel drops this attempt mid-statement,
+    // the connection closes (the server rolls back) instead of going back to
+    // the pool with a ROLLBACK queued, where the cancel request sent next
+    // could hit another task's statement on the same backend.
+    let mut connection = deadpool_postgres::Object::take(ctx.pool.get().await?);
     if let Ok(mut slot) = input.session.lock() {
         *slot = Some(connection.cancel_token());
     }

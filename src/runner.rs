@@ -61,6 +61,12 @@ pub struct Runner {
     settings: QueueSettings,
 }
 
+/// What a finished load produced.
+enum Done {
+    Payments(pipeline::LoadReport),
+    Reference(crate::reference::ReferenceReport),
+}
+
 /// Why a running load was asked to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StopReason {
@@ -93,7 +99,12 @@ impl Runner {
         &self.worker
     }
 
-    /// The loads' context (its pool also serves the API).
+    /// Where the database is (for another pool beside this runner's).
+    pub fn database(&self) -> &tokio_postgres::Config {
+        &self.listen
+    }
+
+    /// The loads' context.
     pub fn context(&self) -> &Context {
         &self.ctx
     }
@@ -105,13 +116,19 @@ impl Runner {
 
     /// Claims one job and runs it to its end (for tests and `--once`).
     pub async fn run_one(&self) -> Result<RunOne, RunnerError> {
+        self.run_one_until(CancellationToken::new()).await
+    }
+
+    /// [`Runner::run_one`]; `release` cancels the load and gives the job
+    /// back (SIGTERM on `carga worker --once`).
+    pub async fn run_one_until(&self, release: CancellationToken) -> Result<RunOne, RunnerError> {
         let client = self.control.get().await?;
         let Some(job) = queue::claim(&**client, &self.worker, &self.settings).await? else {
             return Ok(RunOne::Empty);
         };
         drop(client);
         let job_id = job.id;
-        let ending = self.execute(job, CancellationToken::new()).await;
+        let ending = self.execute(job, release).await;
         Ok(RunOne::Ran { job_id, ending })
     }
 
@@ -244,9 +261,7 @@ impl Runner {
             };
             return self.record(&job, &ending).await;
         };
-        if spec.kind == Kind::Reference {
-            return self.reference(&job, &spec, release).await;
-        }
+        let reference = spec.kind == Kind::Reference;
         let request = LoadRequest {
             spec: spec.clone(),
             period: job.period,
@@ -282,6 +297,21 @@ impl Runner {
             let cancel = cancel.clone();
             tokio::spawn(
                 async move {
+                    if reference {
+                        // States and municipalities: idempotent upserts in
+                        // one transaction, completed after it (at least once,
+                        // harmless); the same heartbeat, timeout and stops.
+                        let url = request.url.as_deref();
+                        return crate::reference::run(
+                            &ctx,
+                            &request.spec,
+                            url,
+                            request.force,
+                            cancel.cancelled_owned(),
+                        )
+                        .await
+                        .map(Done::Reference);
+                    }
                     pipeline::run_with(
                         &ctx,
                         &request,
@@ -291,6 +321,7 @@ impl Runner {
                         Some(&*fence),
                     )
                     .await
+                    .map(Done::Payments)
                 }
                 .instrument(tracing::Span::current()),
             )
@@ -312,7 +343,11 @@ impl Runner {
                 code: "panic".into(),
                 message: format!("the load panicked: {}", panic_text(join)),
             }),
-            Ok(Ok(report)) => match report.outcome {
+            Ok(Ok(Done::Reference(report))) => Some(Ending::Succeeded {
+                load_id: report.load_id,
+                outcome: "published",
+            }),
+            Ok(Ok(Done::Payments(report))) => match report.outcome {
                 // Completed by the fence inside the publish transaction.
                 Outcome::Published => {
                     crate::telemetry::record_load(&job.dataset, &report);
@@ -362,31 +397,20 @@ impl Runner {
         }
     }
 
-    /// A reference load (states and municipalities): idempotent upserts in
-    /// one transaction, completed after it (at least once, harmless).
-    async fn reference(&self, job: &Claimed, spec: &Spec, release: CancellationToken) -> String {
-        let cancelled = CancellationToken::new();
-        let result = tokio::select! {
-            result = crate::reference::run(&self.ctx, spec, job.url.as_deref(), job.force, cancelled.cancelled()) => result,
-            () = release.cancelled() => {
-                cancelled.cancel();
-                return self.record(job, &Ending::Release).await;
-            }
-        };
-        let ending = match result {
-            Ok(report) => Ending::Succeeded {
-                load_id: report.load_id,
-                outcome: "published",
-            },
-            Err(error) => self.judge(job, &error),
-        };
-        self.record(job, &ending).await
-    }
-
     /// What a load error means for the job.
     fn judge(&self, job: &Claimed, error: &LoadError) -> Ending {
         let code = error.code();
         let message = error.to_string();
+        if let LoadError::Busy { .. } = error {
+            // Another load of the month runs (an inline `carga run`, or a
+            // stale session about to be rescued): wait, without spending an
+            // attempt.
+            return Ending::Wait {
+                after: Duration::from_secs(self.settings.retry_base_s.max(1) * 2),
+                code,
+                message,
+            };
+        }
         match retry::classify(error, job.attempt) {
             retry::Verdict::Retry => self.retry_or_fail(job, &code, message, error.retry_after()),
             retry::Verdict::NotFound => Ending::NotFound {
@@ -421,6 +445,7 @@ impl Runner {
             Ending::Fail { .. } => "failed",
             Ending::Cancelled { .. } => "cancelled",
             Ending::Release => "released",
+            Ending::Wait { .. } => "waiting",
         };
         // The ending must not be lost to a passing database error.
         for attempt in 0..5u32 {
@@ -435,6 +460,7 @@ impl Runner {
                     crate::telemetry::record_attempt(&job.dataset, name);
                     match ending {
                         Ending::Fail { code, .. }
+                        | Ending::Wait { code, .. }
                         | Ending::Retry { code, .. }
                         | Ending::NotFound { code, .. } => {
                             tracing::warn!(job_id = job.id, attempt = job.attempt, ending = name, code = %code, "job attempt ended");
@@ -480,8 +506,13 @@ impl Runner {
         let settings = self.settings.clone();
         let every = Duration::from_secs(self.settings.heartbeat_s.max(1));
         let stopper = done.clone();
+        let lease = Duration::from_secs(self.settings.lease_s.max(1));
         tokio::spawn(async move {
             let mut recorded_pid = None;
+            // The last renewal the database confirmed, on this process's
+            // monotonic clock: once it is older than a lease, the job is
+            // (or is about to be) someone else's.
+            let mut renewed = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     () = stopper.cancelled() => return,
@@ -499,13 +530,18 @@ impl Runner {
                 let why = match beat {
                     Ok(Beat::Held) => {
                         recorded_pid = pid.or(recorded_pid);
+                        renewed = tokio::time::Instant::now();
                         continue;
                     }
                     Ok(Beat::CancelRequested) => StopReason::Operator,
                     Ok(Beat::Lost) => StopReason::LeaseLost,
-                    Err(e) => {
+                    Err(e) if renewed.elapsed() < lease => {
                         tracing::warn!(job_id = job.id, error = %e, "heartbeat failed");
                         continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(job_id = job.id, error = %e, "no heartbeat got through for a whole lease");
+                        StopReason::LeaseLost
                     }
                 };
                 if let Ok(mut r) = reason.lock() {

@@ -34,6 +34,9 @@ pub enum ScheduleError {
     Scheduler(#[from] tokio_cron_scheduler::JobSchedulerError),
 }
 
+/// How often every scheduled dataset's current slot is enqueued again.
+const RECONCILE_EVERY: Duration = Duration::from_secs(60);
+
 /// A dataset's slot at `now`: the latest cron time at or before it, and
 /// the period that slot loads (the slot's month in the spec's time zone,
 /// minus the publication lag). None for a spec without a schedule.
@@ -93,18 +96,24 @@ pub async fn tick(
     spec: &Spec,
     settings: &QueueSettings,
 ) -> Result<Option<(Period, Enqueued)>, ScheduleError> {
-    let client = pool.get().await?;
-    let now: DateTime<Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
+    let db_now = || async {
+        let client = pool.get().await?;
+        let now: DateTime<Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
+        Ok::<_, ScheduleError>(now)
+    };
+    let now = db_now().await?;
     // A tick fired by a clock ahead of the database's would see the
-    // previous slot: wait for the database to reach it (bounded).
+    // previous slot: wait for the database to reach it (bounded, holding
+    // no connection). The minutely reconciliation covers larger skews.
     let skew = Utc::now().signed_duration_since(now);
     let now = match skew.to_std() {
         Ok(ahead) if ahead > Duration::from_millis(50) && ahead < Duration::from_secs(300) => {
             tokio::time::sleep(ahead).await;
-            client.query_one("SELECT now()", &[]).await?.get(0)
+            db_now().await?
         }
         _ => now,
     };
+    let client = pool.get().await?;
     let Some((slot, period)) = due(spec, now)? else {
         return Ok(None);
     };
@@ -138,6 +147,15 @@ pub async fn start(
     settings: QueueSettings,
 ) -> Result<JobScheduler, ScheduleError> {
     let scheduler = JobScheduler::new().await?;
+    let reconciled: Vec<Spec> = specs
+        .iter()
+        .filter(|s| {
+            s.schedule
+                .as_ref()
+                .is_some_and(|x| x.catch_up == CatchUp::Latest)
+        })
+        .cloned()
+        .collect();
     for spec in specs.into_iter().filter(|s| s.schedule.is_some()) {
         let Some(schedule) = spec.schedule.clone() else {
             continue;
@@ -159,6 +177,22 @@ pub async fn start(
         scheduler.add(job).await?;
     }
     scheduler.start().await?;
+    // Reconciliation: a tick that failed (database away at 03:00), a clock
+    // far ahead, a daylight-saving shift in the cron library or a cron it
+    // reads differently would otherwise lose a slot until the next one (a
+    // month for a monthly cron). Every minute, each dataset's current slot
+    // is enqueued again, idempotently: the slot's unique index makes it a
+    // no-op once done.
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(RECONCILE_EVERY).await;
+            for spec in &reconciled {
+                if let Err(e) = tick(&pool, spec, &settings).await {
+                    tracing::warn!(dataset = %spec.dataset, error = %e, "reconciliation tick failed");
+                }
+            }
+        }
+    });
     Ok(scheduler)
 }
 

@@ -348,7 +348,7 @@ async fn a_month_not_yet_published_waits_on_the_slow_cadence_until_its_deadline(
     app.client()
         .await
         .execute(
-            "UPDATE carga.jobs SET scheduled_at = now(), not_found_deadline = now() - interval '1 minute'
+            "UPDATE carga.jobs SET scheduled_at = now(), enqueued_at = now() - interval '46 days', not_found_deadline = now() - interval '1 minute'
              WHERE id = $1",
             &[&job.id],
         )
@@ -379,6 +379,107 @@ async fn a_month_not_yet_published_waits_on_the_slow_cadence_until_its_deadline(
         ("failed", "not_published_by_deadline")
     );
     assert!(error.contains("HTTP status 404"), "{error}");
+    // Waiting for the Portal spent no attempts.
+    let left: i32 = app
+        .client()
+        .await
+        .query_one(
+            "SELECT max_attempts - attempt FROM carga.jobs WHERE id = $1",
+            &[&job.id],
+        )
+        .await
+        .expect("job")
+        .get(0);
+    assert_eq!(left, app.ctx.settings.queue.max_attempts);
+    // A retry gets a fresh 404 window, not the spent one.
+    let client = app.client().await;
+    queue::retry(&**client, job.id).await.expect("retry");
+    let window: f64 = client
+        .query_one(
+            "SELECT extract(epoch FROM not_found_deadline - now())::float8 FROM carga.jobs WHERE id = $1",
+            &[&job.id],
+        )
+        .await
+        .expect("job")
+        .get(0);
+    assert!(window > 86_400.0, "{window}");
+}
+
+/// An operator's cancel that a retry raced (the attempt ended before its
+/// next heartbeat) still ends the job cancelled.
+#[tokio::test]
+async fn a_cancel_request_wins_over_a_racing_retry() {
+    let app = TestApp::with_settings(fast_queue).await;
+    let settings = app.ctx.settings.queue.clone();
+    let job = app.enqueue("2024-10", "http://127.0.0.1:9/x.zip").await;
+    let client = app.client().await;
+    let claimed = queue::claim(&**client, "w", &settings)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert_eq!(
+        queue::cancel(&**client, job.id).await.expect("cancel"),
+        "cancelling"
+    );
+    let ending = queue::Ending::Retry {
+        after: Duration::from_secs(1),
+        code: "http_request_failed".into(),
+        message: "refused".into(),
+    };
+    assert!(
+        queue::finish(&**client, &claimed, &ending)
+            .await
+            .expect("finish")
+    );
+    assert_eq!(app.job_state(job.id).await, "cancelled");
+}
+
+/// A month another load holds (an inline `carga run`) makes the job wait,
+/// without spending its attempts.
+#[tokio::test]
+async fn a_month_held_by_another_load_waits_without_spending_attempts() {
+    let app = TestApp::with_settings(fast_queue).await;
+    let server =
+        ScriptedServer::start("a.zip", vec![Reply::Body(sample_zip("2024-10", 300, 8))]).await;
+    let job = app.enqueue("2024-10", &server.url).await;
+    // Hold the month's lock as a running load would.
+    let spec =
+        carga::dataset::find(&app.ctx.settings.load.jobs_dir, "novo-bolsa-familia").expect("spec");
+    let mut holder = app.client().await;
+    let program = carga::load::ensure_program(&**holder, &spec.program.expect("program"))
+        .await
+        .expect("program");
+    let tx = holder.transaction().await.expect("tx");
+    let key = (0x6361_i64 << 48) | (i64::from(program) << 24) | 202_410;
+    tx.query_one("SELECT pg_advisory_xact_lock($1)", &[&key])
+        .await
+        .expect("lock");
+    let ran = app.runner().run_one().await.expect("run");
+    assert_eq!(
+        ran,
+        RunOne::Ran {
+            job_id: job.id,
+            ending: "waiting".into()
+        }
+    );
+    drop(tx);
+    let (state, code, left): (String, String, i32) = {
+        let r = app
+            .client()
+            .await
+            .query_one(
+                "SELECT state, error_code, max_attempts - attempt FROM carga.jobs WHERE id = $1",
+                &[&job.id],
+            )
+            .await
+            .expect("job");
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(
+        (state.as_str(), code.as_str()),
+        ("retryable", "load_in_progress")
+    );
+    assert_eq!(left, app.ctx.settings.queue.max_attempts);
 }
 
 #[tokio::test]

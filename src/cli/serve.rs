@@ -45,8 +45,23 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
             "http.operator_token is not set: the console and the operator API would be open to nobody on {listen}; set CARGA__HTTP__OPERATOR_TOKEN or listen on loopback"
         )));
     }
+    // The API has its own small pool: loads hold theirs for minutes.
+    let mut api_settings = settings.clone();
+    api_settings.database.pool_size = 4;
+    let api_pool = crate::db::pool(
+        &crate::db::Target {
+            config: runner.database().clone(),
+            description: String::new(),
+            created: false,
+        },
+        &api_settings,
+    )
+    .map_err(|e| Failure::Failed(e.into()))?;
     let state = crate::http::AppState {
-        ctx: runner.context().clone(),
+        ctx: crate::pipeline::Context {
+            settings: settings.clone(),
+            pool: api_pool,
+        },
         settings: Arc::new(settings.clone()),
         specs: Arc::new(specs.clone()),
         metrics: crate::telemetry::metric::handle(),

@@ -29,7 +29,7 @@ pub async fn run(mut settings: Settings, args: WorkerArgs) -> CliResult {
     let shutdown = super::cancel_on_signal();
     let runner = super::runner(&settings).await?;
     if args.once {
-        return match runner.run_one().await {
+        return match runner.run_one_until(shutdown.clone()).await {
             Ok(RunOne::Empty) => {
                 eprintln!("carga: no job was waiting");
                 Ok(())

@@ -95,17 +95,21 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
                 ),
             },
         ),
-        Err(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Ready {
-                status: "unready",
-                database: "unreachable",
-                migrations_applied: None,
-                migrations_expected: expected,
-                pool,
-                error: Some(error),
-            },
-        ),
+        Err(error) => {
+            // The detail (host, role, authentication) goes to the log only.
+            tracing::warn!(%error, "not ready: the database does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Ready {
+                    status: "unready",
+                    database: "unreachable",
+                    migrations_applied: None,
+                    migrations_expected: expected,
+                    pool,
+                    error: Some("the database does not answer (see the server's log)".into()),
+                },
+            )
+        }
     };
     (status, Json(body))
 }

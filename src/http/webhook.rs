@@ -306,6 +306,17 @@ pub fn allowed_origins(spec: &Spec) -> Vec<(String, String, Option<u16>)> {
         .collect()
 }
 
+/// An allow-list entry without a port allows only its scheme's default
+/// port; with one, only that port.
+fn port_matches(scheme: &str, listed: Option<u16>, target: &url::Url) -> bool {
+    let default = match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    };
+    listed.or(default) == target.port_or_known_default()
+}
+
 /// Refuses a source URL whose scheme and host the spec does not list, and
 /// one that resolves to a loopback, link-local or private address unless
 /// the spec lists that internal host itself (`allowed_sources`).
@@ -316,7 +327,7 @@ pub async fn source_allowed(spec: &Spec, url: &str) -> Result<(), String> {
         .ok_or_else(|| "the source url has no host".to_string())?
         .to_ascii_lowercase();
     let listed = allowed_origins(spec).into_iter().any(|(scheme, h, port)| {
-        scheme == parsed.scheme() && h == host && (port.is_none() || port == parsed.port())
+        scheme == parsed.scheme() && h == host && port_matches(&scheme, port, &parsed)
     });
     if !listed {
         return Err(format!(
@@ -354,7 +365,7 @@ pub fn redirect_guard(spec: &Spec) -> crate::source::RedirectGuard {
     crate::source::RedirectGuard(std::sync::Arc::new(move |target: &url::Url| {
         let host = target.host_str().unwrap_or_default().to_ascii_lowercase();
         let listed = origins.iter().any(|(scheme, h, port)| {
-            scheme == target.scheme() && *h == host && (port.is_none() || *port == target.port())
+            scheme == target.scheme() && *h == host && port_matches(scheme, *port, target)
         });
         if !listed {
             return Err(format!(

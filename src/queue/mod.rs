@@ -323,6 +323,12 @@ pub enum Ending {
         code: String,
         message: String,
     },
+    /// Another load holds the month: retry after `after`, not counted.
+    Wait {
+        after: Duration,
+        code: String,
+        message: String,
+    },
     Cancelled {
         message: String,
     },
@@ -371,6 +377,18 @@ pub async fn finish(client: &impl GenericClient, job: &Claimed, ending: &Ending)
         Ending::Fail { code, message } => {
             ("failed", "failed", Some(code), Some(message), 0.0, None)
         }
+        Ending::Wait {
+            after,
+            code,
+            message,
+        } => (
+            "waiting",
+            "retryable",
+            Some(code),
+            Some(message),
+            after.as_secs_f64(),
+            None,
+        ),
         Ending::Cancelled { message } => (
             "cancelled",
             "cancelled",
@@ -388,11 +406,14 @@ pub async fn finish(client: &impl GenericClient, job: &Claimed, ending: &Ending)
             "WITH decided AS (
                  SELECT id,
                         CASE
+                            -- An operator's cancel wins over a retry or release
+                            -- that raced it (it only waited for a heartbeat).
+                            WHEN cancel_requested AND $3 <> 'succeeded' THEN 'cancelled'
                             WHEN $3 = 'released' THEN 'available'
                             WHEN $3 = 'retryable' AND attempt >= max_attempts THEN 'failed'
                             WHEN $3 = 'not_found' AND now() + make_interval(secs => $6)
                                                       > coalesce(not_found_deadline, now()) THEN 'failed'
-                            WHEN $3 = 'not_found' THEN 'retryable'
+                            WHEN $3 IN ('not_found', 'waiting') THEN 'retryable'
                             ELSE $3
                         END AS state
                  FROM carga.jobs
@@ -401,8 +422,11 @@ pub async fn finish(client: &impl GenericClient, job: &Claimed, ending: &Ending)
              ), updated AS (
                  UPDATE carga.jobs j
                  SET state = d.state,
-                     -- A released attempt does not count against the budget.
-                     max_attempts = CASE WHEN $3 = 'released' THEN j.max_attempts + 1
+                     -- A released attempt, a month not published yet and a
+                     -- month another load holds do not count against the
+                     -- budget of attempts (that is for failures).
+                     max_attempts = CASE WHEN $3 IN ('released', 'not_found', 'waiting')
+                                         THEN j.max_attempts + 1
                                          ELSE j.max_attempts END,
                      scheduled_at = CASE WHEN d.state = 'retryable'
                                          THEN now() + make_interval(secs => $6)
@@ -411,7 +435,8 @@ pub async fn finish(client: &impl GenericClient, job: &Claimed, ending: &Ending)
                                         THEN now() END,
                      outcome = CASE WHEN d.state = 'succeeded' THEN $8 ELSE j.outcome END,
                      load_id = coalesce($7, j.load_id),
-                     error_code = CASE WHEN $3 = 'not_found' AND d.state = 'failed'
+                     error_code = CASE WHEN d.state = 'cancelled' THEN 'cancelled'
+                                       WHEN $3 = 'not_found' AND d.state = 'failed'
                                        THEN 'not_published_by_deadline' ELSE $4 END,
                      error = CASE WHEN $3 = 'not_found' AND d.state = 'failed'
                                   THEN 'the month was still not published at the dataset''s deadline ('
@@ -426,7 +451,8 @@ pub async fn finish(client: &impl GenericClient, job: &Claimed, ending: &Ending)
              ), attempt AS (
                  UPDATE carga.job_attempts a
                  SET finished_at = now(),
-                     outcome = CASE WHEN $3 = 'succeeded' THEN 'succeeded' ELSE $8 END,
+                     outcome = CASE WHEN u.state IN ('succeeded', 'failed', 'cancelled') THEN u.state
+                                    ELSE $8 END,
                      error_code = $4, error = $5, load_id = $7
                  FROM updated u WHERE a.job_id = u.id AND a.attempt = $9
              )
@@ -505,9 +531,11 @@ pub async fn rescue(client: &impl GenericClient, settings: &QueueSettings) -> Re
                  FOR UPDATE SKIP LOCKED
              ), updated AS (
                  UPDATE carga.jobs j
-                 SET state = CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'retryable' END,
+                 SET state = CASE WHEN j.cancel_requested THEN 'cancelled'
+                                  WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'retryable' END,
                      scheduled_at = now() + make_interval(secs => least($1 * 2 ^ (j.attempt - 1), $2)),
-                     finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
+                     finished_at = CASE WHEN j.cancel_requested OR j.attempt >= j.max_attempts
+                                        THEN now() END,
                      error_code = 'lease_expired',
                      error = 'worker ' || coalesce(j.worker, '?') || ' stopped renewing its lease (killed or frozen); its attempt was ended',
                      lease_token = NULL, lease_expires_at = NULL
@@ -615,6 +643,9 @@ pub async fn retry(client: &impl GenericClient, id: i64) -> Result<i64> {
              SET state = 'available', scheduled_at = now(), finished_at = NULL,
                  max_attempts = CASE WHEN state = 'retryable' THEN max_attempts
                                      ELSE attempt + $2 END,
+                 -- A fresh 404 window as long as the first one.
+                 not_found_deadline = greatest(not_found_deadline,
+                     now() + (not_found_deadline - coalesce(slot, enqueued_at))),
                  cancel_requested = false
              WHERE id = $1 AND state IN ('failed', 'cancelled', 'retryable')",
             &[&id, &DEFAULT_RETRY_BUDGET],

@@ -208,11 +208,14 @@ async fn datasets(
         Err(e) => return internal(e),
     };
     match crate::freshness::boards(&**client, &state.specs, 24).await {
-        Ok(boards) => Html(
-            views::datasets::page(&boards, &csrf_of(&state, &session), q.m.as_deref())
-                .into_string(),
+        Ok(boards) => (
+            [super::no_store()],
+            Html(
+                views::datasets::page(&boards, &csrf_of(&state, &session), q.m.as_deref())
+                    .into_string(),
+            ),
         )
-        .into_response(),
+            .into_response(),
         Err(e) => internal(crate::pipeline::describe_db(&e)),
     }
 }
@@ -236,10 +239,13 @@ async fn jobs(
         limit: 100,
     };
     match queue::list(&**client, &filter).await {
-        Ok(list) => {
-            Html(views::jobs::page(&list, &csrf_of(&state, &session), q.m.as_deref()).into_string())
-                .into_response()
-        }
+        Ok(list) => (
+            [super::no_store()],
+            Html(
+                views::jobs::page(&list, &csrf_of(&state, &session), q.m.as_deref()).into_string(),
+            ),
+        )
+            .into_response(),
         Err(e) => internal(e),
     }
 }
@@ -410,9 +416,11 @@ async fn load(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<
         Err(e) => return internal(e),
     };
     match crate::load::ledger::view(&**client, id, 50).await {
-        Ok(Some(view)) => {
-            Html(views::load::page(&view, &csrf_of(&state, &session)).into_string()).into_response()
-        }
+        Ok(Some(view)) => (
+            [super::no_store()],
+            Html(views::load::page(&view, &csrf_of(&state, &session)).into_string()),
+        )
+            .into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, "no such load").into_response(),
         Err(e) => internal(crate::pipeline::describe_db(&e)),
     }

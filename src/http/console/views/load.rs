@@ -22,6 +22,7 @@ pub fn stages(stage_seconds: &serde_json::Value) -> Markup {
     let mut svg =
         String::from(r#"<svg width="480" height="34" role="img" aria-label="stage timings">"#);
     for (i, (name, s)) in stages.iter().enumerate() {
+        let name = maud::html! { (name) }.into_string(); // escaped
         let w = s / total * 480.0;
         svg.push_str(&format!(
             r##"<rect x="{x:.1}" y="0" width="{w:.1}" height="16" fill="{}"><title>{name}: {s:.2} s</title></rect><text x="{:.1}" y="29">{name} {s:.2}s</text>"##,
