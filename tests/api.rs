@@ -542,13 +542,27 @@ async fn openapi_describes_every_route() {
 /// worker to one that is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_webhook_source_cannot_redirect_off_the_allow_list() {
+    let target = common::ScriptedServer::start(
+        "x.zip",
+        vec![common::Reply::Body(common::sample_zip("2024-10", 100, 1))],
+    )
+    .await;
+    // The same loopback server by another name: not on the list.
+    let elsewhere = target.url.replace("127.0.0.1", "localhost");
+    let bouncer =
+        common::ScriptedServer::start("r.zip", vec![common::Reply::Redirect(elsewhere)]).await;
+    // The bouncer's own origin (host and port) is listed, as an operator
+    // would list an internal mirror.
+    let origin = bouncer.url.trim_end_matches("/r.zip").to_string();
     let jobs = tempfile::tempdir().expect("tempdir");
     for entry in std::fs::read_dir("jobs").expect("jobs") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "toml") {
             let text = std::fs::read_to_string(&path).expect("spec").replace(
                 "allowed_sources = [\"https://portaldatransparencia.gov.br\"",
-                "allowed_sources = [\"http://127.0.0.1\", \"https://portaldatransparencia.gov.br\"",
+                &format!(
+                    "allowed_sources = [\"{origin}\", \"https://portaldatransparencia.gov.br\""
+                ),
             );
             std::fs::write(jobs.path().join(path.file_name().expect("name")), text).expect("write");
         }
@@ -560,15 +574,6 @@ async fn a_webhook_source_cannot_redirect_off_the_allow_list() {
     })
     .await;
     let api = app.api().await;
-    let target = common::ScriptedServer::start(
-        "x.zip",
-        vec![common::Reply::Body(common::sample_zip("2024-10", 100, 1))],
-    )
-    .await;
-    // The same loopback server by another name: not on the list.
-    let elsewhere = target.url.replace("127.0.0.1", "localhost");
-    let bouncer =
-        common::ScriptedServer::start("r.zip", vec![common::Reply::Redirect(elsewhere)]).await;
     let body = format!(
         r#"{{"dataset":"novo-bolsa-familia","period":"2024-10","url":"{}"}}"#,
         bouncer.url
