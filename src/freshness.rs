@@ -24,6 +24,8 @@ pub struct DatasetStatus {
     /// Seconds since the last publish, on the database's clock.
     pub freshness_seconds: Option<f64>,
     pub last_success_at: Option<DateTime<Utc>>,
+    /// When a job of this dataset last finished, whatever its outcome.
+    pub last_check_at: Option<DateTime<Utc>>,
     pub published_periods: usize,
     /// Months never published between the first expected period (the
     /// spec's `first_period`, else the first published) and the last
@@ -56,16 +58,21 @@ pub async fn datasets(
         published.entry(dataset).or_default().insert(row.get(1));
     }
     let mut success: HashMap<String, DateTime<Utc>> = HashMap::new();
+    let mut checked: HashMap<String, DateTime<Utc>> = HashMap::new();
     for row in client
         .query(
-            "SELECT dataset, max(finished_at) FROM carga.jobs
-             WHERE state = 'succeeded' GROUP BY dataset",
+            "SELECT dataset, max(finished_at) FILTER (WHERE state = 'succeeded'), max(finished_at)
+             FROM carga.jobs GROUP BY dataset",
             &[],
         )
         .await?
     {
+        let dataset: String = row.get(0);
         if let Some(at) = row.get::<_, Option<DateTime<Utc>>>(1) {
-            success.insert(row.get(0), at);
+            success.insert(dataset.clone(), at);
+        }
+        if let Some(at) = row.get::<_, Option<DateTime<Utc>>>(2) {
+            checked.insert(dataset, at);
         }
     }
     let mut out = Vec::new();
@@ -95,6 +102,7 @@ pub async fn datasets(
             freshness_seconds: last_at
                 .map(|at| now.signed_duration_since(at).num_milliseconds() as f64 / 1000.0),
             last_success_at: success.get(&spec.dataset).copied(),
+            last_check_at: checked.get(&spec.dataset).copied(),
             published_periods: periods.len(),
             gaps,
         });

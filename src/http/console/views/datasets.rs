@@ -111,6 +111,7 @@ pub fn page(boards: &[DatasetBoard], csrf: &str, message: Option<&str>) -> Marku
                     span { "last published: " strong { (s.last_published_period.as_deref().unwrap_or("none")) } }
                     span { "published at: " (when(s.last_published_at)) }
                     span { "last success: " (when(s.last_success_at)) }
+                    span { "last check: " (when(s.last_check_at)) }
                     span { "next run: " (when(s.next_run)) }
                 }
                 div.grid { @for m in &b.months { (cell(m)) } }
