@@ -325,7 +325,22 @@ pub enum CatchUp {
 }
 
 fn default_not_found_days() -> u32 {
-    45
+    DEFAULT_NOT_FOUND_DAYS
+}
+
+/// `schedule.not_found_deadline_days` when the spec has no schedule.
+pub const DEFAULT_NOT_FOUND_DAYS: u32 = 45;
+
+impl Spec {
+    /// How long a month of this dataset that the Portal has not published
+    /// (HTTP 404) keeps being retried.
+    pub fn not_found_window(&self) -> std::time::Duration {
+        let days = self
+            .schedule
+            .as_ref()
+            .map_or(DEFAULT_NOT_FOUND_DAYS, |s| s.not_found_deadline_days);
+        std::time::Duration::from_secs(u64::from(days) * 86_400)
+    }
 }
 
 impl Schedule {

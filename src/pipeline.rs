@@ -611,10 +611,46 @@ pub fn check_period(spec: &Spec, period: Period, force: bool) -> Result<(), Load
     Ok(())
 }
 
-/// A callback that records `stage` as failed in `first`.
-fn recorder(first: &Arc<FirstFailure>, stage: Stage) -> impl FnOnce() + Send + 'static {
-    let first = first.clone();
-    move || first.record(stage)
+/// Starts the download task, which records itself in `first` when it fails
+/// for a reason of its own.
+fn spawn_download(
+    opened: source::Opened,
+    bytes: mpsc::Sender<io::Result<Bytes>>,
+    settings: &Settings,
+    progress: &Arc<Progress>,
+    first: &Arc<FirstFailure>,
+) -> tokio::task::JoinHandle<Result<DownloadSummary, SourceError>> {
+    let failed = first.clone();
+    tokio::spawn(opened.pump(
+        bytes,
+        source::DownloadLimits::from_settings(&settings.http),
+        progress.clone(),
+        move || failed.record(Stage::Source),
+    ))
+}
+
+/// Starts the parser on a blocking thread (it records itself in `first`
+/// when it fails for a reason of its own); the future ends with its result.
+fn spawn_parser(
+    bytes: mpsc::Receiver<io::Result<Bytes>>,
+    input: ParseInput,
+    out: Option<mpsc::Sender<Bytes>>,
+    progress: &Arc<Progress>,
+    first: &Arc<FirstFailure>,
+) -> impl Future<Output = Result<ParseSummary, LoadError>> + use<> {
+    let (progress, first) = (progress.clone(), first.clone());
+    let parser = tokio::task::spawn_blocking(move || {
+        let parsed = parse_blocking(ChannelReader::new(bytes), input, out, progress);
+        if parsed.as_ref().is_err_and(|e| !e.is_consequence()) {
+            first.record(Stage::Stream);
+        }
+        parsed
+    });
+    async move {
+        parser
+            .await
+            .map_err(|e| LoadError::Internal(format!("parser thread failed: {e}")))?
+    }
 }
 
 /// The download task's result; an abort (after the stream failed) is a
@@ -1024,12 +1060,7 @@ async fn attempt(
     let (byte_tx, byte_rx) = mpsc::channel(settings.load.download_depth);
     let (copy_tx, copy_rx) = mpsc::channel(settings.load.channel_depth);
     let first = Arc::new(FirstFailure::default());
-    let download = tokio::spawn(opened.pump(
-        byte_tx,
-        source::DownloadLimits::from_settings(&settings.http),
-        progress.clone(),
-        recorder(&first, Stage::Source),
-    ));
+    let download = spawn_download(opened, byte_tx, settings, &progress, &first);
     let parse_input = ParseInput {
         spec: spec.clone(),
         municipalities: input.municipalities,
@@ -1041,25 +1072,7 @@ async fn attempt(
         count_threads: settings.load.count_threads(),
         file: meta.file_name.clone(),
     };
-    let parse_progress = progress.clone();
-    let parse_failed = recorder(&first, Stage::Stream);
-    let parser = tokio::task::spawn_blocking(move || {
-        let parsed = parse_blocking(
-            ChannelReader::new(byte_rx),
-            parse_input,
-            Some(copy_tx),
-            parse_progress,
-        );
-        if parsed.as_ref().is_err_and(|e| !e.is_consequence()) {
-            parse_failed();
-        }
-        parsed
-    });
-    let parser = async {
-        parser
-            .await
-            .map_err(|e| LoadError::Internal(format!("parser thread failed: {e}")))?
-    };
+    let parser = spawn_parser(byte_rx, parse_input, Some(copy_tx), &progress, &first);
     let copied = load::copy_into(&tx, &leaf, copy_rx, parser).await;
     if let Err(LoadError::Db { .. }) = &copied {
         // The server refused the COPY; the parser then fails to send.
@@ -1231,12 +1244,7 @@ pub async fn validate(
     let file = opened.meta.file_name.clone();
     let (byte_tx, byte_rx) = mpsc::channel(settings.load.download_depth);
     let first = Arc::new(FirstFailure::default());
-    let download = tokio::spawn(opened.pump(
-        byte_tx,
-        source::DownloadLimits::from_settings(&settings.http),
-        progress.clone(),
-        recorder(&first, Stage::Source),
-    ));
+    let download = spawn_download(opened, byte_tx, settings, &progress, &first);
     let input = ParseInput {
         spec: spec.clone(),
         municipalities,
@@ -1248,18 +1256,7 @@ pub async fn validate(
         count_threads: 1,
         file,
     };
-    let parse_progress = progress.clone();
-    let parse_failed = recorder(&first, Stage::Stream);
-    let parsed = tokio::task::spawn_blocking(move || {
-        let parsed = parse_blocking(ChannelReader::new(byte_rx), input, None, parse_progress);
-        if parsed.as_ref().is_err_and(|e| !e.is_consequence()) {
-            parse_failed();
-        }
-        parsed
-    })
-    .await
-    .map_err(|e| LoadError::Internal(format!("parser thread failed: {e}")))
-    .and_then(|parsed| parsed);
+    let parsed = spawn_parser(byte_rx, input, None, &progress, &first).await;
     if parsed.is_err() && !download.is_finished() {
         download.abort();
     }

@@ -117,20 +117,13 @@ pub async fn tick(
     let Some((slot, period)) = due(spec, now)? else {
         return Ok(None);
     };
-    let deadline_days = spec
-        .schedule
-        .as_ref()
-        .map_or(45, |s| s.not_found_deadline_days);
-    let job = NewJob {
-        dataset: spec.dataset.clone(),
+    let job = NewJob::for_spec(
+        spec,
         period,
-        url: None,
-        force: false,
-        trigger: Trigger::Schedule { slot },
-        priority: Priority::Fresh,
-        max_attempts: settings.max_attempts,
-        not_found_window: Duration::from_secs(u64::from(deadline_days) * 86_400),
-    };
+        Trigger::Schedule { slot },
+        Priority::Fresh,
+        settings,
+    );
     let enqueued = queue::enqueue(&**client, &job).await?;
     if enqueued.new {
         tracing::info!(dataset = %spec.dataset, %period, %slot, job_id = enqueued.id, "scheduled");

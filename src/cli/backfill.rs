@@ -34,12 +34,7 @@ pub async fn run(settings: Settings, args: BackfillArgs) -> CliResult {
     for period in &periods {
         crate::pipeline::check_period(&spec, *period, args.force).map_err(usage)?;
     }
-    let ctx = super::connect(&settings).await?;
-    let client = ctx
-        .pool
-        .get()
-        .await
-        .map_err(|e| Failure::Failed(e.into()))?;
+    let client = super::database(&settings).await?;
     let mut new = 0;
     for period in &periods {
         let job = operator_job(

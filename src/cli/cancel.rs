@@ -4,7 +4,7 @@
 
 use clap::Args;
 
-use super::{CliResult, Failure};
+use super::CliResult;
 use crate::config::Settings;
 use crate::queue;
 
@@ -14,12 +14,7 @@ pub struct CancelArgs {
 }
 
 pub async fn run(settings: Settings, args: CancelArgs) -> CliResult {
-    let ctx = super::connect(&settings).await?;
-    let client = ctx
-        .pool
-        .get()
-        .await
-        .map_err(|e| Failure::Failed(e.into()))?;
+    let client = super::database(&settings).await?;
     let state = queue::cancel(&**client, args.id)
         .await
         .map_err(super::job::queue_failure)?;

@@ -57,21 +57,18 @@ pub fn operator_job(
     force: bool,
     priority: Priority,
 ) -> NewJob {
-    let days = spec
-        .schedule
-        .as_ref()
-        .map_or(45, |s| s.not_found_deadline_days);
     NewJob {
-        dataset: spec.dataset.clone(),
-        period,
         url,
         force,
-        trigger: Trigger::Operator {
-            name: std::env::var("USER").unwrap_or_else(|_| "cli".into()),
-        },
-        priority,
-        max_attempts: settings.queue.max_attempts,
-        not_found_window: Duration::from_secs(u64::from(days) * 86_400),
+        ..NewJob::for_spec(
+            spec,
+            period,
+            Trigger::Operator {
+                name: std::env::var("USER").unwrap_or_else(|_| "cli".into()),
+            },
+            priority,
+            &settings.queue,
+        )
     }
 }
 

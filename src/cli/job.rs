@@ -24,21 +24,12 @@ pub fn queue_failure(e: QueueError) -> Failure {
 }
 
 pub async fn run(settings: Settings, args: JobArgs) -> CliResult {
-    let ctx = super::connect(&settings).await?;
-    let client = ctx
-        .pool
-        .get()
-        .await
-        .map_err(|e| Failure::Failed(e.into()))?;
+    let client = super::database(&settings).await?;
     let job = queue::get(&**client, args.id)
         .await
         .map_err(queue_failure)?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&job).map_err(|e| Failure::Failed(e.into()))?
-        );
-        return Ok(());
+        return super::print_json(&job);
     }
     println!(
         "job {} — {} {}: {}",
@@ -108,25 +99,8 @@ pub async fn run(settings: Settings, args: JobArgs) -> CliResult {
 
 /// A running job's progress in one line.
 pub fn progress_line(job: &JobView) -> String {
-    let p = &job.progress;
-    let number = |k: &str| p.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
-    let stage = p.get("stage").and_then(|s| s.as_str()).unwrap_or("queued");
-    let (bytes, total, rows) = (number("bytes"), number("total_bytes"), number("rows"));
-    let mut line = format!("{} {stage}", job.state);
-    if bytes > 0 {
-        line.push_str(&format!(", {:.1} MB", bytes as f64 / 1e6));
-        if total > 0 {
-            line.push_str(&format!(
-                " of {:.1} MB ({:.0}%)",
-                total as f64 / 1e6,
-                100.0 * bytes as f64 / total as f64
-            ));
-        }
-    }
-    if rows > 0 {
-        line.push_str(&format!(", {rows} rows"));
-    }
-    line
+    let p = job.progress_view();
+    format!("{} {}, {}", job.state, p.stage, p.figures())
 }
 
 /// A finished job in one line.

@@ -19,30 +19,16 @@ pub struct JobsArgs {
     pub json: bool,
 }
 
-const STATES: [&str; 6] = [
-    "available",
-    "running",
-    "retryable",
-    "succeeded",
-    "failed",
-    "cancelled",
-];
-
 pub async fn run(settings: Settings, args: JobsArgs) -> CliResult {
     if let Some(state) = &args.state {
-        if !STATES.contains(&state.as_str()) {
+        if !queue::STATES.contains(&state.as_str()) {
             return Err(super::usage(anyhow::anyhow!(
                 "--state {state:?} is not one of {}",
-                STATES.join(", ")
+                queue::STATES.join(", ")
             )));
         }
     }
-    let ctx = super::connect(&settings).await?;
-    let client = ctx
-        .pool
-        .get()
-        .await
-        .map_err(|e| Failure::Failed(e.into()))?;
+    let client = super::database(&settings).await?;
     let jobs = queue::list(
         &**client,
         &ListFilter {
@@ -54,11 +40,7 @@ pub async fn run(settings: Settings, args: JobsArgs) -> CliResult {
     .await
     .map_err(|e| Failure::Failed(e.into()))?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&jobs).map_err(|e| Failure::Failed(e.into()))?
-        );
-        return Ok(());
+        return super::print_json(&jobs);
     }
     println!(
         "{:>7} {:<26} {:<8} {:<10} {:>7} {:<9} {:<20} DETAIL",

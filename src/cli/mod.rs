@@ -293,6 +293,20 @@ pub async fn connect_to(
     })
 }
 
+/// One connection to the migrated database, for commands that read or
+/// change a few rows.
+pub async fn database(settings: &Settings) -> Result<deadpool_postgres::Object, Failure> {
+    let ctx = connect(settings).await?;
+    ctx.pool.get().await.map_err(|e| Failure::Failed(e.into()))
+}
+
+/// Prints `value` as indented JSON on stdout (the `--json` of every command).
+pub fn print_json(value: &impl serde::Serialize) -> CliResult {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Failed(e.into()))?;
+    println!("{text}");
+    Ok(())
+}
+
 /// Resolves the database, applies migrations and builds the pool.
 pub async fn connect(settings: &Settings) -> Result<Context, Failure> {
     let target = resolve(settings).await?;
@@ -410,10 +424,7 @@ pub fn finish_progress(ticker: tokio::task::JoinHandle<()>, bar: Option<indicati
     }
 }
 
-/// `12345678` cents → `R$ 123.456,78`.
-pub fn brl(cents: i64) -> String {
-    format!("R$ {}", crate::sample::format_brl(cents))
-}
+pub use crate::sample::brl;
 
 #[cfg(test)]
 mod one_line_tests {

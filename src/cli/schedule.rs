@@ -14,21 +14,12 @@ pub struct ScheduleArgs {
 
 pub async fn run(settings: Settings, args: ScheduleArgs) -> CliResult {
     let specs = crate::dataset::load_all(&settings.load.jobs_dir).map_err(super::usage)?;
-    let ctx = super::connect(&settings).await?;
-    let client = ctx
-        .pool
-        .get()
-        .await
-        .map_err(|e| Failure::Failed(e.into()))?;
+    let client = super::database(&settings).await?;
     let statuses = crate::freshness::datasets(&**client, &specs)
         .await
         .map_err(|e| Failure::Failed(crate::pipeline::LoadError::from(e).into()))?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&statuses).map_err(|e| Failure::Failed(e.into()))?
-        );
-        return Ok(());
+        return super::print_json(&statuses);
     }
     println!(
         "{:<26} {:<17} {:<8} {:<17} {:>9} {:<17} GAPS",

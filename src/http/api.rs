@@ -85,19 +85,11 @@ pub async fn list_jobs(
     State(state): State<AppState>,
     Query(query): Query<JobsQuery>,
 ) -> Result<Json<Vec<JobView>>, ApiError> {
-    const STATES: [&str; 6] = [
-        "available",
-        "running",
-        "retryable",
-        "succeeded",
-        "failed",
-        "cancelled",
-    ];
     if let Some(s) = &query.state {
-        if !STATES.contains(&s.as_str()) {
+        if !queue::STATES.contains(&s.as_str()) {
             return Err(ApiError::bad_request(format!(
                 "state {s:?} is not one of {}",
-                STATES.join(", ")
+                queue::STATES.join(", ")
             )));
         }
     }
@@ -158,19 +150,15 @@ pub async fn trigger_load(
         .ok_or_else(|| ApiError::unprocessable(format!("unknown dataset {dataset:?}")))?;
     crate::pipeline::check_period(spec, period, body.force)
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
-    let days = spec
-        .schedule
-        .as_ref()
-        .map_or(45, |s| s.not_found_deadline_days);
     let job = NewJob {
-        dataset: spec.dataset.clone(),
-        period,
-        url: None,
         force: body.force,
-        trigger: Trigger::Operator { name: "api".into() },
-        priority: Priority::Fresh,
-        max_attempts: state.settings.queue.max_attempts,
-        not_found_window: std::time::Duration::from_secs(u64::from(days) * 86_400),
+        ..NewJob::for_spec(
+            spec,
+            period,
+            Trigger::Operator { name: "api".into() },
+            Priority::Fresh,
+            &state.settings.queue,
+        )
     };
     let client = state.ctx.pool.get().await.map_err(ApiError::internal)?;
     let enqueued = queue::enqueue(&**client, &job)

@@ -20,14 +20,7 @@ pub async fn render(State(state): State<AppState>) -> Response {
     metrics::gauge!(metric::POOL, "state" => "max").set(pool.max_size as f64);
     if let Ok(client) = state.ctx.pool.get().await {
         if let Ok(depth) = crate::queue::depth(&**client).await {
-            for s in [
-                "available",
-                "running",
-                "retryable",
-                "succeeded",
-                "failed",
-                "cancelled",
-            ] {
+            for s in crate::queue::STATES {
                 let n = depth
                     .iter()
                     .find(|(name, _)| name == s)

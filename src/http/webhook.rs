@@ -244,21 +244,17 @@ async fn enqueue(
     if let Some(row) = replayed {
         return Ok(Accepted::new(row.get(0), true));
     }
-    let days = spec
-        .schedule
-        .as_ref()
-        .map_or(45, |s| s.not_found_deadline_days);
     let job = NewJob {
-        dataset: spec.dataset.clone(),
-        period,
         url,
-        force: false,
-        trigger: Trigger::Webhook {
-            sender: sender.to_string(),
-        },
-        priority: Priority::Fresh,
-        max_attempts: state.settings.queue.max_attempts,
-        not_found_window: std::time::Duration::from_secs(u64::from(days) * 86_400),
+        ..NewJob::for_spec(
+            spec,
+            period,
+            Trigger::Webhook {
+                sender: sender.to_string(),
+            },
+            Priority::Fresh,
+            &state.settings.queue,
+        )
     };
     let enqueued = queue::enqueue(&*tx, &job).await.map_err(ApiError::queue)?;
     let recorded = tx

@@ -48,6 +48,16 @@ impl From<tokio_postgres::Error> for QueueError {
 
 pub type Result<T> = std::result::Result<T, QueueError>;
 
+/// Every state a job can be in (see ARCHITECTURE.md, "Jobs").
+pub const STATES: [&str; 6] = [
+    "available",
+    "running",
+    "retryable",
+    "succeeded",
+    "failed",
+    "cancelled",
+];
+
 /// Who asked for a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trigger {
@@ -107,6 +117,29 @@ pub struct NewJob {
     pub max_attempts: i32,
     /// How long a 404 is retried, from now (or from the slot).
     pub not_found_window: Duration,
+}
+
+impl NewJob {
+    /// A job for `spec`'s `period` with the queue's attempt budget and the
+    /// spec's 404 window; `url` and `force` are unset.
+    pub fn for_spec(
+        spec: &crate::dataset::Spec,
+        period: Period,
+        trigger: Trigger,
+        priority: Priority,
+        settings: &QueueSettings,
+    ) -> NewJob {
+        NewJob {
+            dataset: spec.dataset.clone(),
+            period,
+            url: None,
+            force: false,
+            trigger,
+            priority,
+            max_attempts: settings.max_attempts,
+            not_found_window: spec.not_found_window(),
+        }
+    }
 }
 
 /// The result of an enqueue.
@@ -711,6 +744,71 @@ pub struct JobView {
     pub attempts: Vec<AttemptView>,
 }
 
+/// A running job's progress, read from what its heartbeat recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressView {
+    /// `open`, `stream`, `aggregate`, `publish`, `done`; `queued` before any.
+    pub stage: String,
+    /// Bytes downloaded, of `total_bytes` (0: unknown).
+    pub bytes: u64,
+    pub total_bytes: u64,
+    pub rows: u64,
+    /// Of the download, when its size is known.
+    pub percent: Option<f64>,
+    /// Bytes per second since the job started.
+    pub rate: f64,
+    /// Seconds left at that rate, when the size is known.
+    pub eta_seconds: Option<f64>,
+}
+
+impl JobView {
+    pub fn progress_view(&self) -> ProgressView {
+        let p = &self.progress;
+        let n = |k: &str| p.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let (bytes, total_bytes, rows) = (n("bytes"), n("total_bytes"), n("rows"));
+        let rate = bytes as f64 / self.seconds.unwrap_or(0.0).max(0.001);
+        let known = total_bytes > 0;
+        ProgressView {
+            stage: p
+                .get("stage")
+                .and_then(|s| s.as_str())
+                .unwrap_or("queued")
+                .to_string(),
+            bytes,
+            total_bytes,
+            rows,
+            percent: known.then(|| (100.0 * bytes as f64 / total_bytes as f64).min(100.0)),
+            rate,
+            eta_seconds: (known && total_bytes > bytes && rate > 0.0)
+                .then(|| (total_bytes - bytes) as f64 / rate),
+        }
+    }
+}
+
+impl ProgressView {
+    /// `3.1 of 10.6 MB (29%), 120.000 rows, 0.4 MB/s, ETA 18 s`.
+    pub fn figures(&self) -> String {
+        let mut line = format!("{:.1}", self.bytes as f64 / 1e6);
+        if let Some(percent) = self.percent {
+            line.push_str(&format!(
+                " of {:.1} MB ({percent:.0}%)",
+                self.total_bytes as f64 / 1e6
+            ));
+        } else {
+            line.push_str(" MB");
+        }
+        line.push_str(&format!(
+            ", {} rows, {:.1} MB/s",
+            crate::sample::group_thousands(self.rows),
+            self.rate / 1e6
+        ));
+        if let Some(eta) = self.eta_seconds {
+            line.push_str(&format!(", ETA {eta:.0} s"));
+        }
+        line
+    }
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AttemptView {
     pub attempt: i32,
@@ -830,4 +928,62 @@ pub async fn depth(client: &impl GenericClient) -> Result<Vec<(String, i64)>> {
         )
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(progress: serde_json::Value, seconds: f64) -> JobView {
+        JobView {
+            id: 1,
+            dataset: "d".into(),
+            period: "2024-10".into(),
+            state: "running".into(),
+            priority: 0,
+            attempt: 1,
+            max_attempts: 8,
+            enqueued_by: "operator".into(),
+            sender: None,
+            slot: None,
+            source: None,
+            force: false,
+            enqueued_at: Utc::now(),
+            scheduled_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            worker: None,
+            lease_expires_at: None,
+            cancel_requested: false,
+            progress,
+            load_id: None,
+            outcome: None,
+            error_code: None,
+            error: None,
+            seconds: Some(seconds),
+            attempts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn progress_reads_the_heartbeat_and_estimates_what_is_left() {
+        let p = job(
+            serde_json::json!({"stage": "stream", "bytes": 3_000_000, "total_bytes": 12_000_000, "rows": 120_000}),
+            10.0,
+        )
+        .progress_view();
+        assert_eq!(p.stage, "stream");
+        assert_eq!(p.percent, Some(25.0));
+        assert_eq!(p.eta_seconds, Some(30.0));
+        assert_eq!(
+            p.figures(),
+            "3.0 of 12.0 MB (25%), 120.000 rows, 0.3 MB/s, ETA 30 s"
+        );
+        let unknown = job(serde_json::json!({"bytes": 500_000}), 1.0).progress_view();
+        assert_eq!(
+            (unknown.stage.as_str(), unknown.percent, unknown.eta_seconds),
+            ("queued", None, None)
+        );
+        assert_eq!(unknown.figures(), "0.5 MB, 0 rows, 0.5 MB/s");
+    }
 }

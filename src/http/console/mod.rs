@@ -10,8 +10,6 @@
 pub mod cookies;
 pub mod views;
 
-use std::time::Duration;
-
 use axum::Form;
 use axum::Json;
 use axum::Router;
@@ -59,8 +57,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/logout", post(logout))
         .route("/console/jobs", get(jobs))
         .route("/console/jobs/live", get(live))
-        .route("/console/jobs/{id}/cancel", post(cancel))
-        .route("/console/jobs/{id}/retry", post(retry))
+        .route("/console/jobs/{id}/{action}", post(job_action))
         .route("/console/datasets/{dataset}/loads", post(enqueue))
         .route("/console/loads/{id}", get(load))
         .route("/console/assets/{file}", get(asset))
@@ -277,18 +274,13 @@ async fn live(State(state): State<AppState>, headers: HeaderMap) -> Response {
             let live: Vec<LiveJob> = list
                 .iter()
                 .map(|j| {
-                    let (percent, figures) = views::jobs::progress(j);
+                    let p = j.progress_view();
                     LiveJob {
                         id: j.id,
                         state: j.state.clone(),
-                        stage: j
-                            .progress
-                            .get("stage")
-                            .and_then(|s| s.as_str())
-                            .unwrap_or("starting")
-                            .to_string(),
-                        percent,
-                        figures,
+                        percent: p.percent.unwrap_or(0.0),
+                        figures: p.figures(),
+                        stage: p.stage,
                     }
                 })
                 .collect();
@@ -298,10 +290,11 @@ async fn live(State(state): State<AppState>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn cancel(
+/// Cancel or retry a job from the jobs page.
+async fn job_action(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<i64>,
+    Path((id, action)): Path<(i64, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if let Err(r) = checked(&state, &headers, &form.csrf) {
@@ -311,30 +304,16 @@ async fn cancel(
         Ok(c) => c,
         Err(e) => return internal(e),
     };
-    let message = match queue::cancel(&**client, id).await {
-        Ok(s) => format!("job {id}: {s}"),
-        Err(e) => e.to_string(),
+    let done = match action.as_str() {
+        "cancel" => queue::cancel(&**client, id)
+            .await
+            .map(|s| format!("job {id}: {s}")),
+        "retry" => queue::retry(&**client, id)
+            .await
+            .map(|next| format!("job {next} will run")),
+        _ => return StatusCode::NOT_FOUND.into_response(),
     };
-    Redirect::to(&format!("/console/jobs?m={}", urlencode(&message))).into_response()
-}
-
-async fn retry(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    if let Err(r) = checked(&state, &headers, &form.csrf) {
-        return r.into_response();
-    }
-    let client = match state.ctx.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return internal(e),
-    };
-    let message = match queue::retry(&**client, id).await {
-        Ok(next) => format!("job {next} will run"),
-        Err(e) => e.to_string(),
-    };
+    let message = done.unwrap_or_else(|e| e.to_string());
     Redirect::to(&format!("/console/jobs?m={}", urlencode(&message))).into_response()
 }
 
@@ -371,21 +350,17 @@ async fn enqueue(
     if let Err(e) = crate::pipeline::check_period(spec, period, force) {
         return back(e.to_string());
     }
-    let days = spec
-        .schedule
-        .as_ref()
-        .map_or(45, |s| s.not_found_deadline_days);
     let job = NewJob {
-        dataset: spec.dataset.clone(),
-        period,
-        url: None,
         force,
-        trigger: Trigger::Operator {
-            name: "console".into(),
-        },
-        priority: Priority::Fresh,
-        max_attempts: state.settings.queue.max_attempts,
-        not_found_window: Duration::from_secs(u64::from(days) * 86_400),
+        ..NewJob::for_spec(
+            spec,
+            period,
+            Trigger::Operator {
+                name: "console".into(),
+            },
+            Priority::Fresh,
+            &state.settings.queue,
+        )
     };
     let client = match state.ctx.pool.get().await {
         Ok(c) => c,

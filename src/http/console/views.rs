@@ -9,22 +9,16 @@ pub mod login;
 
 use maud::{DOCTYPE, Markup, html};
 
-/// `12345678` cents → `R$ 123.456,78`.
-pub fn brl(cents: i64) -> String {
-    format!("R$ {}", crate::sample::format_brl(cents))
-}
+pub use crate::sample::brl;
 
 /// A number with Brazilian thousands dots.
 pub fn count(n: i64) -> String {
-    let text = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i > 0 && (text.len() - i) % 3 == 0 {
-            out.push('.');
-        }
-        out.push(c);
+    let grouped = crate::sample::group_thousands(n.unsigned_abs());
+    if n < 0 {
+        format!("-{grouped}")
+    } else {
+        grouped
     }
-    if n < 0 { format!("-{out}") } else { out }
 }
 
 /// Which page a layout is for (highlighted in the header).

@@ -4,43 +4,8 @@
 
 use maud::{Markup, html};
 
-use super::{Page, count, layout};
+use super::{Page, layout};
 use crate::queue::JobView;
-
-/// Progress figures of a running job: percent, and a line with bytes,
-/// rows, rate and ETA.
-pub fn progress(job: &JobView) -> (f64, String) {
-    let p = &job.progress;
-    let n = |k: &str| p.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
-    let (bytes, total, rows) = (n("bytes"), n("total_bytes"), n("rows"));
-    let seconds = job.seconds.unwrap_or(0.0).max(0.001);
-    let percent = if total > 0 {
-        (100.0 * bytes as f64 / total as f64).min(100.0)
-    } else {
-        0.0
-    };
-    let rate = bytes as f64 / seconds;
-    let eta = if total > bytes && rate > 0.0 {
-        format!(", ETA {:.0} s", (total - bytes) as f64 / rate)
-    } else {
-        String::new()
-    };
-    let figures = format!(
-        "{:.1} of {:.1} MB, {} rows, {:.1} MB/s{eta}",
-        bytes as f64 / 1e6,
-        total as f64 / 1e6,
-        count(rows as i64),
-        rate / 1e6
-    );
-    (percent, figures)
-}
-
-fn stage(job: &JobView) -> &str {
-    job.progress
-        .get("stage")
-        .and_then(|s| s.as_str())
-        .unwrap_or("starting")
-}
 
 fn button(action: &str, id: i64, label: &str, csrf: &str) -> Markup {
     html! {
@@ -68,12 +33,12 @@ pub fn page(jobs: &[JobView], csrf: &str, message: Option<&str>) -> Markup {
         @if running.is_empty() { p.muted { "Nothing is running." } }
         table {
             @for j in &running {
-                @let (percent, figures) = progress(j);
+                @let p = j.progress_view();
                 tr data-live-job=(j.id) {
                     td { "#" (j.id) } td { (j.dataset) " " (j.period) }
-                    td data-state { (j.state) " · " (stage(j)) }
-                    td { div.bar { div data-bar style={"width:" (format!("{percent:.1}")) "%"} {} } }
-                    td data-figures { (figures) }
+                    td data-state { (j.state) " · " (p.stage) }
+                    td { div.bar { div data-bar style={"width:" (format!("{:.1}", p.percent.unwrap_or(0.0))) "%"} {} } }
+                    td data-figures { (p.figures()) }
                     td { (button("cancel", j.id, "Cancel", csrf)) }
                 }
             }
