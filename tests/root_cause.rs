@@ -278,3 +278,33 @@ async fn periods_outside_the_spec_are_refused_unless_forced() {
         .expect_err("closed port");
     assert_ne!(err.code(), "period_out_of_bounds");
 }
+
+/// A damaged entry that inflates to a long run without line breaks trips
+/// the record cap before its CRC is checked: the archive's own error is
+/// the root cause, not "a record is longer than the limit".
+#[tokio::test]
+async fn a_damaged_entry_is_reported_as_such_not_as_a_long_record() {
+    let mut app = TestApp::new().await;
+    let mut csv = carga::sample::NBF_HEADER.to_vec();
+    csv.extend(std::iter::repeat_n(b'x', 200_000));
+    let mut damaged = zip_bytes("202410_NovoBolsaFamilia.csv", &csv);
+    // The entry's CRC-32, in its local header (offset 14) and in the
+    // central directory (16 bytes into its record).
+    let crc = damaged[14..18].to_vec();
+    damaged[14] ^= 0xff;
+    let central = damaged
+        .windows(4)
+        .rposition(|w| w == b"PK\x01\x02")
+        .expect("central directory");
+    assert_eq!(damaged[central + 16..central + 20], crc[..]);
+    damaged[central + 16] ^= 0xff;
+    let urls = app.serve(vec![("d.zip", damaged)]).await;
+    for _ in 0..4 {
+        let err = app
+            .load("novo-bolsa-familia", "2024-10", &urls["d.zip"], false)
+            .await
+            .expect_err("damaged");
+        assert_eq!(err.code(), "archive_corrupt", "{err}");
+        assert!(err.to_string().contains("CRC-32"), "{err}");
+    }
+}
