@@ -194,6 +194,9 @@ pub struct QueueSettings {
     pub heartbeat_s: u64,
     /// How often expired leases are looked for.
     pub rescue_interval_s: u64,
+    /// How often the scheduler enqueues every dataset's current slot again
+    /// (a missed or failed cron tick is caught up by the next pass).
+    pub reconcile_s: u64,
     /// Polling fallback for LISTEN/NOTIFY.
     pub poll_interval_ms: u64,
     /// A job's attempt is cancelled after this long.

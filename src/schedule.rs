@@ -34,9 +34,6 @@ pub enum ScheduleError {
     Scheduler(#[from] tokio_cron_scheduler::JobSchedulerError),
 }
 
-/// How often every scheduled dataset's current slot is enqueued again.
-const RECONCILE_EVERY: Duration = Duration::from_secs(60);
-
 /// A dataset's slot at `now`: the latest cron time at or before it, and
 /// the period that slot loads (the slot's month in the spec's time zone,
 /// minus the publication lag). None for a spec without a schedule.
@@ -173,12 +170,13 @@ pub async fn start(
     // Reconciliation: a tick that failed (database away at 03:00), a clock
     // far ahead, a daylight-saving shift in the cron library or a cron it
     // reads differently would otherwise lose a slot until the next one (a
-    // month for a monthly cron). Every minute, each dataset's current slot
+    // month for a monthly cron). Every `queue.reconcile_s`, each dataset's current slot
     // is enqueued again, idempotently: the slot's unique index makes it a
     // no-op once done.
+    let every = Duration::from_secs(settings.reconcile_s.max(1));
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(RECONCILE_EVERY).await;
+            tokio::time::sleep(every).await;
             for spec in &reconciled {
                 if let Err(e) = tick(&pool, spec, &settings).await {
                     tracing::warn!(dataset = %spec.dataset, error = %e, "reconciliation tick failed");

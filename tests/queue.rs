@@ -669,3 +669,59 @@ async fn an_attempt_past_its_timeout_is_cancelled_and_retried() {
     )
     .await;
 }
+
+/// A slot whose tick was lost (here: its job deleted after the catch-up
+/// tick, as if the tick had failed) is enqueued again by the scheduler's
+/// reconciliation pass, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_scheduler_reconciles_a_lost_slot() {
+    let app = TestApp::with_settings(|s| {
+        fast_queue(s);
+        s.queue.reconcile_s = 1;
+    })
+    .await;
+    let specs = carga::runner::specs(&app.ctx.settings).expect("specs");
+    let due = specs
+        .iter()
+        .filter(|s| matches!(carga::schedule::due(s, chrono::Utc::now()), Ok(Some(_))))
+        .count() as i64;
+    let scheduler =
+        carga::schedule::start(app.ctx.pool.clone(), specs, app.ctx.settings.queue.clone())
+            .await
+            .expect("scheduler");
+    let count = || async {
+        let n: i64 = app
+            .client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM carga.jobs WHERE enqueued_by = 'schedule'",
+                &[],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        n
+    };
+    assert_eq!(count().await, due, "the catch-up tick");
+    app.client()
+        .await
+        .execute(
+            "DELETE FROM carga.jobs WHERE dataset = 'novo-bolsa-familia'",
+            &[],
+        )
+        .await
+        .expect("lose the slot");
+    assert_eq!(count().await, due - 1);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while count().await < due {
+        assert!(
+            Instant::now() < deadline,
+            "the lost slot was never enqueued again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2_500)).await; // two more passes
+    assert_eq!(count().await, due, "reconciliation is idempotent");
+    let mut scheduler = scheduler;
+    scheduler.shutdown().await.expect("shutdown");
+}
