@@ -725,3 +725,99 @@ async fn the_scheduler_reconciles_a_lost_slot() {
     let mut scheduler = scheduler;
     scheduler.shutdown().await.expect("shutdown");
 }
+
+/// A worker that cannot reach the database to renew its lease stops its
+/// load after one lease (the job is about to be rescued): it does not hold
+/// the month's lock and COPY until the download deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_cut_off_from_its_leases_stops_its_load() {
+    let app = TestApp::with_settings(fast_queue).await;
+    let server = ScriptedServer::start(
+        "a.zip",
+        vec![Reply::Stall(sample_zip("2024-10", 60_000, 4))],
+    )
+    .await;
+    let job = app.enqueue("2024-10", &server.url).await;
+    // Claims and heartbeats go through a proxy that can be cut; the load's
+    // own connections do not.
+    let proxy = common::Proxy::start().await;
+    let config: tokio_postgres::Config =
+        std::str::FromStr::from_str(&proxy.url_for(&app.url)).expect("config");
+    let mut settings = app.ctx.settings.clone();
+    settings.database.wait_timeout_ms = 500;
+    settings.database.create_timeout_ms = 500;
+    let control = carga::db::pool(
+        &carga::db::Target {
+            config: config.clone(),
+            description: "proxy".into(),
+            created: false,
+        },
+        &settings,
+    )
+    .expect("pool");
+    let runner = Arc::new(carga::runner::Runner::new(
+        app.ctx.clone(),
+        control,
+        config,
+        carga::runner::specs(&app.ctx.settings).expect("specs"),
+    ));
+    let running = {
+        let runner = runner.clone();
+        tokio::spawn(async move { runner.run_one().await })
+    };
+    wait_until(&app, COPYING, |n| n > 0, "the COPY never started").await;
+    proxy.cut();
+    let started = Instant::now();
+    let ran = tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the load stops")
+        .expect("task")
+        .expect("run");
+    assert_eq!(
+        ran,
+        RunOne::Ran {
+            job_id: job.id,
+            ending: "lease_lost".into()
+        }
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    wait_until(
+        &app,
+        COPY_OR_LOCK,
+        |n| n == 0,
+        "the COPY or the month's lock outlived the lease",
+    )
+    .await;
+}
+
+/// A running job an operator asked to cancel, whose worker then died,
+/// ends cancelled when the rescuer finds it: the request is not lost.
+#[tokio::test]
+async fn a_rescued_job_that_was_asked_to_cancel_ends_cancelled() {
+    let app = TestApp::with_settings(fast_queue).await;
+    let settings = app.ctx.settings.queue.clone();
+    let job = app.enqueue("2024-10", "http://127.0.0.1:9/x.zip").await;
+    let client = app.client().await;
+    queue::claim(&**client, "dead", &settings)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert_eq!(
+        queue::cancel(&**client, job.id).await.expect("cancel"),
+        "cancelling"
+    );
+    client
+        .execute(
+            "UPDATE carga.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
+            &[&job.id],
+        )
+        .await
+        .expect("expire");
+    let rescued = queue::rescue(&**client, &settings).await.expect("rescue");
+    assert_eq!(rescued.len(), 1);
+    assert_eq!(app.job_state(job.id).await, "cancelled");
+}

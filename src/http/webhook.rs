@@ -605,6 +605,26 @@ mod tests {
     }
 
     #[test]
+    fn redirects_stay_on_the_allow_list_scheme_host_and_port() {
+        let spec =
+            crate::dataset::find(std::path::Path::new("jobs"), "novo-bolsa-familia").expect("spec");
+        let guard = redirect_guard(&spec);
+        let check = |u: &str| (guard.0)(&url::Url::parse(u).expect("url"));
+        assert!(
+            check("https://dadosabertos-download.cgu.gov.br/PortalDaTransparencia/x.zip").is_ok()
+        );
+        assert!(check("https://portaldatransparencia.gov.br:443/x").is_ok());
+        for refused in [
+            "https://portaldatransparencia.gov.br:8443/x",
+            "http://portaldatransparencia.gov.br/x",
+            "https://evil.example/x",
+            "https://169.254.169.254/latest",
+        ] {
+            assert!(check(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
     fn internal_addresses() {
         for ip in [
             "127.0.0.1",
