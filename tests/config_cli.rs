@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Output;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{EmptyDb, NBF_COLUMNS, NIS_KEY, TestApp, nbf_row, portal_csv, zip_bytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -397,24 +397,6 @@ fn zip_of_rows(n: u64) -> Vec<u8> {
     )
 }
 
-/// Polls `sql` (one count; `$1` is the test's database) until `done` holds.
-async fn wait_for(app: &TestApp, sql: &str, done: impl Fn(i64) -> bool, what: &str) {
-    let admin = common::admin().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let n: i64 = admin
-            .query_one(sql, &[&app.database])
-            .await
-            .expect("poll")
-            .get(0);
-        if done(n) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// SIGTERM (`docker stop`, systemd) mid-COPY cancels like Ctrl-C: exit 1
 /// with one line, the previous data untouched.
 #[tokio::test]
@@ -445,7 +427,7 @@ async fn sigterm_cancels_a_running_load() {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn");
-    wait_for(
+    common::wait_until(
         &app,
         "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = $1 AND tuples_processed > 0",
         |n| n > 0,
@@ -472,7 +454,7 @@ async fn sigterm_cancels_a_running_load() {
             .contains("cancelled"),
         "{stderr}"
     );
-    wait_for(
+    common::wait_until(
         &app,
         "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'COPY%' AND state <> 'idle'",
         |n| n == 0,

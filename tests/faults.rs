@@ -178,26 +178,6 @@ async fn a_broken_body_resumes_with_range_and_if_range() {
     );
 }
 
-/// Polls `sql` (one count; `$1` is the test's database name) until `done`
-/// holds, failing with `what` after 30 s. Server-side effects of a killed or
-/// failed client (rollback, backend exit) are asynchronous.
-async fn wait_for(app: &TestApp, sql: &str, done: impl Fn(i64) -> bool, what: &str) {
-    let admin = common::admin().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let n: i64 = admin
-            .query_one(sql, &[&app.database])
-            .await
-            .expect("poll")
-            .get(0);
-        if done(n) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Publishes a one-row month; returns its URL and the visible state.
 async fn publish_one_row(app: &mut TestApp) -> (String, String) {
     let good = zip_bytes(
@@ -250,12 +230,9 @@ async fn a_stalled_body_times_out_and_leaves_no_backend_behind() {
     assert!(server.requests.load(Ordering::SeqCst) >= 1);
     // The dropped transaction's ROLLBACK is sent asynchronously: give the
     // server a bounded moment to settle, then require a clean slate.
-    wait_for(
+    common::wait_until(
         &app,
-        "SELECT (SELECT count(*) FROM pg_stat_activity
-                  WHERE datname = $1 AND query ILIKE 'COPY%' AND state = 'active')
-              + (SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
-                  WHERE l.locktype = 'advisory' AND d.datname = $1)",
+        common::LEFT_BEHIND,
         |n| n == 0,
         "a COPY or an advisory lock outlived the failed load",
     )
@@ -303,12 +280,9 @@ async fn trickling_sources_end_at_the_throughput_floor_or_the_deadline() {
         );
         assert_eq!(err.code(), code, "{name}: {err}");
         assert!(err.to_string().contains(says), "{name}: {err}");
-        wait_for(
+        common::wait_until(
             &app,
-            "SELECT (SELECT count(*) FROM pg_stat_activity
-                      WHERE datname = $1 AND query ILIKE 'COPY%' AND state = 'active')
-                  + (SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
-                      WHERE l.locktype = 'advisory' AND d.datname = $1)",
+            common::LEFT_BEHIND,
             |n| n == 0,
             "a COPY or an advisory lock outlived the failed load",
         )
@@ -430,13 +404,7 @@ async fn spawn_load_and_wait_for_copy(
         .kill_on_drop(true)
         .spawn()
         .expect("spawn");
-    wait_for(
-        app,
-        "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = $1 AND tuples_processed > 0",
-        |n| n > 0,
-        "the COPY never started",
-    )
-    .await;
+    common::wait_until(app, common::COPYING, |n| n > 0, "the COPY never started").await;
     child
 }
 
@@ -453,7 +421,7 @@ async fn a_killed_load_leaves_no_trace() {
         spawn_load_and_wait_for_copy(&app, &server.url, std::process::Stdio::null()).await;
     child.kill().await.expect("kill");
     // The server notices the client is gone and rolls back.
-    wait_for(
+    common::wait_until(
         &app,
         "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'COPY%'",
         |n| n == 0,

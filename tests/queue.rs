@@ -13,30 +13,6 @@ use carga::queue::{self, Priority};
 use carga::runner::RunOne;
 use common::{Reply, ScriptedServer, TestApp, fast_queue, sample_zip};
 
-/// Polls `sql` (one bigint; `$1` the test database's name) until `done`.
-async fn wait_until(app: &TestApp, sql: &str, done: impl Fn(i64) -> bool, what: &str) {
-    let admin = common::admin().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let n: i64 = admin
-            .query_one(sql, &[&app.database])
-            .await
-            .expect("poll")
-            .get(0);
-        if done(n) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-const COPYING: &str = "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = $1";
-const COPY_OR_LOCK: &str = "SELECT (SELECT count(*) FROM pg_stat_activity
-                  WHERE datname = $1 AND query ILIKE 'COPY%' AND state = 'active')
-              + (SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
-                  WHERE l.locktype = 'advisory' AND d.datname = $1)";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_concurrent_enqueues_make_one_job() {
     let app = Arc::new(TestApp::new().await);
@@ -538,7 +514,7 @@ async fn cancelling_a_running_job_ends_its_copy() {
         let runner = runner.clone();
         tokio::spawn(async move { runner.run_one().await })
     };
-    wait_until(&app, COPYING, |n| n > 0, "the COPY never started").await;
+    common::wait_until(&app, common::COPYING, |n| n > 0, "the COPY never started").await;
     let client = app.client().await;
     assert_eq!(
         queue::cancel(&**client, job.id).await.expect("cancel"),
@@ -557,9 +533,9 @@ async fn cancelling_a_running_job_ends_its_copy() {
         }
     );
     assert_eq!(app.job_state(job.id).await, "cancelled");
-    wait_until(
+    common::wait_until(
         &app,
-        COPY_OR_LOCK,
+        common::LEFT_BEHIND,
         |n| n == 0,
         "the server-side COPY outlived the cancel",
     )
@@ -661,9 +637,9 @@ async fn an_attempt_past_its_timeout_is_cancelled_and_retried() {
         (state.as_str(), code.as_str()),
         ("retryable", "job_timeout")
     );
-    wait_until(
+    common::wait_until(
         &app,
-        COPY_OR_LOCK,
+        common::LEFT_BEHIND,
         |n| n == 0,
         "the timed-out COPY outlived its attempt",
     )
@@ -765,7 +741,7 @@ async fn a_worker_cut_off_from_its_leases_stops_its_load() {
         let runner = runner.clone();
         tokio::spawn(async move { runner.run_one().await })
     };
-    wait_until(&app, COPYING, |n| n > 0, "the COPY never started").await;
+    common::wait_until(&app, common::COPYING, |n| n > 0, "the COPY never started").await;
     proxy.cut();
     let started = Instant::now();
     let ran = tokio::time::timeout(Duration::from_secs(30), running)
@@ -785,9 +761,9 @@ async fn a_worker_cut_off_from_its_leases_stops_its_load() {
         "{:?}",
         started.elapsed()
     );
-    wait_until(
+    common::wait_until(
         &app,
-        COPY_OR_LOCK,
+        common::LEFT_BEHIND,
         |n| n == 0,
         "the COPY or the month's lock outlived the lease",
     )

@@ -62,24 +62,6 @@ async fn wait_for_log(child: &mut Child, text: &str) {
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 }
 
-/// Polls one bigint (`$1` is the test database's name) until `done`.
-async fn wait_until(app: &TestApp, sql: &str, done: impl Fn(i64) -> bool, what: &str) {
-    let admin = common::admin().await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n: i64 = admin
-            .query_one(sql, &[&app.database])
-            .await
-            .expect("poll")
-            .get(0);
-        if done(n) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Polls the job until it is in `state`.
 async fn wait_for_state(app: &TestApp, id: i64, state: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -108,12 +90,6 @@ async fn exits(mut child: Child) -> Option<i32> {
         .expect("status")
         .code()
 }
-
-const COPYING: &str = "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = $1";
-const LEFT_BEHIND: &str = "SELECT (SELECT count(*) FROM pg_stat_activity
-                  WHERE datname = $1 AND query ILIKE 'COPY%' AND state = 'active')
-              + (SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
-                  WHERE l.locktype = 'advisory' AND d.datname = $1)";
 
 async fn published_loads(app: &TestApp) -> i64 {
     app.client()
@@ -209,7 +185,7 @@ async fn a_killed_workers_job_is_rescued_and_completed_by_another() {
         ScriptedServer::start("a.zip", vec![Reply::Stall(body.clone()), Reply::Body(body)]).await;
     let job = app.enqueue("2024-10", &server.url).await;
     let mut first = worker(&app, "doomed").await;
-    wait_until(&app, COPYING, |n| n > 0, "the COPY never started").await;
+    common::wait_until(&app, common::COPYING, |n| n > 0, "the COPY never started").await;
     first.kill().await.expect("SIGKILL");
     let second = worker(&app, "rescuer").await;
     wait_for_state(
@@ -234,9 +210,9 @@ async fn a_killed_workers_job_is_rescued_and_completed_by_another() {
     };
     assert_eq!((attempt, error_code.as_deref()), (2, Some("lease_expired")));
     assert_eq!(published_loads(&app).await, 1);
-    wait_until(
+    common::wait_until(
         &app,
-        LEFT_BEHIND,
+        common::LEFT_BEHIND,
         |n| n == 0,
         "a COPY or lock outlived the kill",
     )
@@ -268,7 +244,7 @@ async fn a_frozen_worker_cannot_publish_after_its_lease_passed() {
     .await;
     let job = app.enqueue("2024-10", &server.url).await;
     let frozen = worker(&app, "frozen").await;
-    wait_until(&app, COPYING, |n| n > 0, "the COPY never started").await;
+    common::wait_until(&app, common::COPYING, |n| n > 0, "the COPY never started").await;
     signal(&frozen, "STOP");
     let other = worker(&app, "other").await;
     wait_for_state(
@@ -303,9 +279,9 @@ async fn a_frozen_worker_cannot_publish_after_its_lease_passed() {
         (state.as_str(), attempt, worker_name.as_str()),
         ("succeeded", 2, "other")
     );
-    wait_until(
+    common::wait_until(
         &app,
-        LEFT_BEHIND,
+        common::LEFT_BEHIND,
         |n| n == 0,
         "a COPY or lock was left behind",
     )
@@ -325,7 +301,7 @@ async fn sigterm_releases_the_job_for_another_worker_at_once() {
         ScriptedServer::start("a.zip", vec![Reply::Stall(body.clone()), Reply::Body(body)]).await;
     let job = app.enqueue("2024-10", &server.url).await;
     let first = worker(&app, "leaving").await;
-    wait_until(&app, COPYING, |n| n > 0, "the COPY never started").await;
+    common::wait_until(&app, common::COPYING, |n| n > 0, "the COPY never started").await;
     signal(&first, "TERM");
     assert_eq!(exits(first).await, Some(0));
     let (state, lease, attempts_left): (String, Option<String>, i32) = {
@@ -345,9 +321,9 @@ async fn sigterm_releases_the_job_for_another_worker_at_once() {
         attempts_left, app.ctx.settings.queue.max_attempts,
         "no attempt spent"
     );
-    wait_until(
+    common::wait_until(
         &app,
-        LEFT_BEHIND,
+        common::LEFT_BEHIND,
         |n| n == 0,
         "a COPY or lock outlived the release",
     )

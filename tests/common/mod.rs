@@ -733,3 +733,34 @@ impl Proxy {
         url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port))
     }
 }
+
+/// Polls `sql` (one count; `$1` is the test's database name, read on the
+/// admin connection) until `done` holds, failing with `what` after 30 s.
+/// Server-side effects of a killed or failed client (rollback, backend
+/// exit) are asynchronous: tests wait for them on the database's state.
+pub async fn wait_until(app: &TestApp, sql: &str, done: impl Fn(i64) -> bool, what: &str) {
+    let admin = admin().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let n: i64 = admin
+            .query_one(sql, &[&app.database])
+            .await
+            .expect("poll")
+            .get(0);
+        if done(n) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// COPYs in the test's database that have written rows.
+pub const COPYING: &str =
+    "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = $1 AND tuples_processed > 0";
+
+/// An active COPY or an advisory lock left in the test's database.
+pub const LEFT_BEHIND: &str = "SELECT (SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = $1 AND query ILIKE 'COPY%' AND state = 'active')
+              + (SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                  WHERE l.locktype = 'advisory' AND d.datname = $1)";
