@@ -34,6 +34,22 @@ async fn webhook(
     request.send().await.expect("send")
 }
 
+/// An operator request (with the token) to `path`: (status, JSON body or Null).
+async fn operator(
+    api: &Api,
+    method: reqwest::Method,
+    path: &str,
+) -> (StatusCode, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .request(method, format!("{}{path}", api.base))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .expect("send");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 async fn jobs(app: &TestApp) -> i64 {
     app.client()
         .await
@@ -56,15 +72,7 @@ async fn signed_webhooks_enqueue_and_everything_else_is_refused() {
     assert_eq!(accepted["deduplicated"], false);
     assert_eq!(accepted["status_url"], format!("/v1/jobs/{id}"));
     let (by, sender): (String, String) = {
-        let r = app
-            .client()
-            .await
-            .query_one(
-                "SELECT enqueued_by, sender FROM carga.jobs WHERE id = $1",
-                &[&id],
-            )
-            .await
-            .expect("job");
+        let r = app.job_row(id, "enqueued_by, sender").await;
         (r.get(0), r.get(1))
     };
     assert_eq!((by.as_str(), sender.as_str()), ("webhook", SENDER));
@@ -216,15 +224,7 @@ async fn operator_endpoints_need_the_token() {
     assert_eq!(trigger.status(), StatusCode::ACCEPTED);
     let accepted: serde_json::Value = trigger.json().await.expect("json");
     let id = accepted["job_id"].as_i64().expect("id");
-    let job: serde_json::Value = http
-        .get(format!("{}/v1/jobs/{id}", api.base))
-        .bearer_auth(OPERATOR_TOKEN)
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let (_, job) = operator(&api, reqwest::Method::GET, &format!("/v1/jobs/{id}")).await;
     assert_eq!(job["state"], "available");
     // The same shape as `carga job --json`.
     let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
@@ -236,63 +236,34 @@ async fn operator_endpoints_need_the_token() {
     let from_cli: serde_json::Value = serde_json::from_slice(&cli.stdout).expect("json");
     let keys = |v: &serde_json::Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
     assert_eq!(keys(&from_cli), keys(&job));
-    let listed: serde_json::Value = http
-        .get(format!("{}/v1/jobs?state=available&limit=5", api.base))
-        .bearer_auth(OPERATOR_TOKEN)
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let (_, listed) = operator(
+        &api,
+        reqwest::Method::GET,
+        "/v1/jobs?state=available&limit=5",
+    )
+    .await;
     assert_eq!(listed.as_array().map(Vec::len), Some(1));
-    let bad_state = http
-        .get(format!("{}/v1/jobs?state=bogus", api.base))
-        .bearer_auth(OPERATOR_TOKEN)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(bad_state.status(), StatusCode::BAD_REQUEST);
-    let cancel: serde_json::Value = http
-        .post(format!("{}/v1/jobs/{id}/cancel", api.base))
-        .bearer_auth(OPERATOR_TOKEN)
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let (bad_state, _) = operator(&api, reqwest::Method::GET, "/v1/jobs?state=bogus").await;
+    assert_eq!(bad_state, StatusCode::BAD_REQUEST);
+    let (_, cancel) = operator(
+        &api,
+        reqwest::Method::POST,
+        &format!("/v1/jobs/{id}/cancel"),
+    )
+    .await;
     assert_eq!(cancel["state"], "cancelled");
-    let again = http
-        .post(format!("{}/v1/jobs/{id}/cancel", api.base))
-        .bearer_auth(OPERATOR_TOKEN)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(again.status(), StatusCode::CONFLICT);
-    let retry = http
-        .post(format!("{}/v1/jobs/{id}/retry", api.base))
-        .bearer_auth(OPERATOR_TOKEN)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(retry.status(), StatusCode::OK);
-    let missing = http
-        .get(format!("{}/v1/jobs/999999", api.base))
-        .bearer_auth(OPERATOR_TOKEN)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
-    let datasets: serde_json::Value = http
-        .get(format!("{}/v1/datasets", api.base))
-        .bearer_auth(OPERATOR_TOKEN)
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let (again, _) = operator(
+        &api,
+        reqwest::Method::POST,
+        &format!("/v1/jobs/{id}/cancel"),
+    )
+    .await;
+    assert_eq!(again, StatusCode::CONFLICT);
+    let (retry, _) = operator(&api, reqwest::Method::POST, &format!("/v1/jobs/{id}/retry")).await;
+    assert_eq!(retry, StatusCode::OK);
+    let (missing, _) = operator(&api, reqwest::Method::GET, "/v1/jobs/999999").await;
+    assert_eq!(missing, StatusCode::NOT_FOUND);
+    let (_, datasets) = operator(&api, reqwest::Method::GET, "/v1/datasets").await;
     assert!(
         datasets
             .as_array()

@@ -239,15 +239,12 @@ async fn retry_after_is_honoured_then_the_job_succeeds() {
     let failed_at = Instant::now();
     let (state, code, wait): (String, String, f64) = {
         let r = app
-            .client()
-            .await
-            .query_one(
-                "SELECT state, error_code, extract(epoch FROM scheduled_at - now())::float8
-                 FROM carga.jobs WHERE id = $1",
-                &[&job.id],
+            .job_row(
+                job.id,
+                "state, error_code, extract(epoch FROM scheduled_at - now())::float8
+                ",
             )
-            .await
-            .expect("job");
+            .await;
         (r.get(0), r.get(1), r.get(2))
     };
     assert_eq!(
@@ -304,14 +301,8 @@ async fn a_month_not_yet_published_waits_on_the_slow_cadence_until_its_deadline(
         }
     );
     let wait: f64 = app
-        .client()
+        .job_row(job.id, "extract(epoch FROM scheduled_at - now())::float8")
         .await
-        .query_one(
-            "SELECT extract(epoch FROM scheduled_at - now())::float8 FROM carga.jobs WHERE id = $1",
-            &[&job.id],
-        )
-        .await
-        .expect("job")
         .get(0);
     let cadence = app.ctx.settings.queue.not_found_retry_s as f64;
     assert!(
@@ -339,15 +330,7 @@ async fn a_month_not_yet_published_waits_on_the_slow_cadence_until_its_deadline(
         }
     );
     let (state, code, error): (String, String, String) = {
-        let r = app
-            .client()
-            .await
-            .query_one(
-                "SELECT state, error_code, error FROM carga.jobs WHERE id = $1",
-                &[&job.id],
-            )
-            .await
-            .expect("job");
+        let r = app.job_row(job.id, "state, error_code, error").await;
         (r.get(0), r.get(1), r.get(2))
     };
     assert_eq!(
@@ -356,16 +339,7 @@ async fn a_month_not_yet_published_waits_on_the_slow_cadence_until_its_deadline(
     );
     assert!(error.contains("HTTP status 404"), "{error}");
     // Waiting for the Portal spent no attempts.
-    let left: i32 = app
-        .client()
-        .await
-        .query_one(
-            "SELECT max_attempts - attempt FROM carga.jobs WHERE id = $1",
-            &[&job.id],
-        )
-        .await
-        .expect("job")
-        .get(0);
+    let left: i32 = app.job_row(job.id, "max_attempts - attempt").await.get(0);
     assert_eq!(left, app.ctx.settings.queue.max_attempts);
     // A retry gets a fresh 404 window, not the spent one.
     let client = app.client().await;
@@ -441,14 +415,8 @@ async fn a_month_held_by_another_load_waits_without_spending_attempts() {
     drop(tx);
     let (state, code, left): (String, String, i32) = {
         let r = app
-            .client()
-            .await
-            .query_one(
-                "SELECT state, error_code, max_attempts - attempt FROM carga.jobs WHERE id = $1",
-                &[&job.id],
-            )
-            .await
-            .expect("job");
+            .job_row(job.id, "state, error_code, max_attempts - attempt")
+            .await;
         (r.get(0), r.get(1), r.get(2))
     };
     assert_eq!(
@@ -476,15 +444,7 @@ async fn a_fatal_error_fails_at_once_with_its_code() {
         }
     );
     let (state, attempt, code): (String, i32, String) = {
-        let r = app
-            .client()
-            .await
-            .query_one(
-                "SELECT state, attempt, error_code FROM carga.jobs WHERE id = $1",
-                &[&job.id],
-            )
-            .await
-            .expect("job");
+        let r = app.job_row(job.id, "state, attempt, error_code").await;
         (r.get(0), r.get(1), r.get(2))
     };
     assert_eq!(
@@ -586,13 +546,7 @@ async fn a_job_whose_heartbeats_flow_is_never_rescued() {
             ending: "published".into()
         }
     );
-    let attempt: i32 = app
-        .client()
-        .await
-        .query_one("SELECT attempt FROM carga.jobs WHERE id = $1", &[&job.id])
-        .await
-        .expect("job")
-        .get(0);
+    let attempt: i32 = app.job_row(job.id, "attempt").await.get(0);
     assert_eq!(attempt, 1);
 }
 
@@ -622,15 +576,7 @@ async fn an_attempt_past_its_timeout_is_cancelled_and_retried() {
     );
     assert!(started.elapsed() < Duration::from_secs(20));
     let (state, code): (String, String) = {
-        let r = app
-            .client()
-            .await
-            .query_one(
-                "SELECT state, error_code FROM carga.jobs WHERE id = $1",
-                &[&job.id],
-            )
-            .await
-            .expect("job");
+        let r = app.job_row(job.id, "state, error_code").await;
         (r.get(0), r.get(1))
     };
     assert_eq!(

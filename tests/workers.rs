@@ -306,14 +306,8 @@ async fn sigterm_releases_the_job_for_another_worker_at_once() {
     assert_eq!(exits(first).await, Some(0));
     let (state, lease, attempts_left): (String, Option<String>, i32) = {
         let r = app
-            .client()
-            .await
-            .query_one(
-                "SELECT state, lease_token, max_attempts - attempt FROM carga.jobs WHERE id = $1",
-                &[&job.id],
-            )
-            .await
-            .expect("job");
+            .job_row(job.id, "state, lease_token, max_attempts - attempt")
+            .await;
         (r.get(0), r.get(1), r.get(2))
     };
     assert_eq!((state.as_str(), lease), ("available", None));
@@ -496,13 +490,7 @@ async fn serve_logs_hold_no_secrets_or_personal_data() {
     let load = app.enqueue("2024-09", &tokenised).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let state: String = app
-            .client()
-            .await
-            .query_one("SELECT state FROM carga.jobs WHERE id = $1", &[&load.id])
-            .await
-            .expect("job")
-            .get(0);
+        let state: String = app.job_row(load.id, "state").await.get(0);
         if state == "succeeded" {
             break;
         }

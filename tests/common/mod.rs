@@ -569,6 +569,18 @@ impl TestApp {
             .expect("enqueue")
     }
 
+    /// `SELECT <columns> FROM carga.jobs WHERE id = <id>`.
+    pub async fn job_row(&self, id: i64, columns: &str) -> tokio_postgres::Row {
+        self.client()
+            .await
+            .query_one(
+                &format!("SELECT {columns} FROM carga.jobs WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .expect("job")
+    }
+
     /// The job's state.
     pub async fn job_state(&self, id: i64) -> String {
         self.client()
