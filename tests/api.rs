@@ -153,6 +153,12 @@ async fn signed_webhooks_enqueue_and_everything_else_is_refused() {
         .await;
         assert_eq!(r.status(), status, "{what}");
     }
+    // A malformed body's error says where, never quotes what it holds.
+    let odd = br#"{"dataset":"novo-bolsa-familia","period":"2024-10","FULANO DE TAL":1}"#;
+    let r = webhook(&api, SENDER, &signed(SECRET, "msg_odd", now(), odd), odd).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let text = r.text().await.expect("body");
+    assert!(!text.contains("FULANO"), "{text}");
     // Oversized: 413, whatever the signature.
     let big = vec![b' '; 10_000];
     let r = webhook(&api, SENDER, &signed(SECRET, "msg_big", now(), &big), &big).await;

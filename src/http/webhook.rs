@@ -183,7 +183,13 @@ pub async fn receive(
     let request: WebhookBody = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return ApiError::bad_request(format!("malformed JSON body: {e}")).into_response();
+            // Where, not what: serde's message can quote the body's values.
+            return ApiError::bad_request(format!(
+                "malformed JSON body at line {}, column {} (expected {{\"dataset\", \"period\"[, \"url\"]}})",
+                e.line(),
+                e.column()
+            ))
+            .into_response();
         }
     };
     let Some(period) = Period::parse(&request.period) else {
