@@ -200,7 +200,12 @@ async fn enqueue_wait_follows_the_job_to_its_end() {
     }
     let out = waiting.await.expect("task");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("HTTP status 403"), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).matches("HTTP status 403").count(),
+        1,
+        "one line: {}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test]

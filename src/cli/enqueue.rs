@@ -153,14 +153,12 @@ async fn wait(ctx: &crate::pipeline::Context, id: i64) -> CliResult {
         bar.finish_and_clear();
         crate::telemetry::terminal().remove(&bar);
     }
-    eprintln!("carga: {}", super::job::summary_line(&job));
+    // One line either way: the summary, or the failure as the error.
+    let line = super::job::summary_line(&job);
     if job.state == "succeeded" {
+        eprintln!("carga: {line}");
         Ok(())
     } else {
-        Err(Failure::Failed(anyhow!(
-            "job {id} {}: {}",
-            job.state,
-            job.error.unwrap_or_default()
-        )))
+        Err(Failure::Failed(anyhow!(line)))
     }
 }
