@@ -96,8 +96,16 @@ pub struct HttpSettings {
     pub request_timeout_s: u64,
     /// Larger request bodies are refused with 413 before they are read.
     pub max_body_bytes: usize,
-    /// Connections served at once; more wait for a free slot.
+    /// Connections served at once (see `http::connections` for who gets
+    /// a slot when they are all taken).
     pub max_connections: usize,
+    /// Connections one client address may hold once half the slots are
+    /// taken (0: no limit).
+    pub max_connections_per_address: usize,
+    /// A connection with no request in flight for this long is closed
+    /// (before its first request, between keep-alive requests, an HTTP/2
+    /// connection without streams).
+    pub idle_timeout_s: u64,
 }
 
 fn empty_secret() -> SecretString {

@@ -95,6 +95,7 @@ pub mod metric {
     pub const QUEUE_DEPTH: &str = "carga_jobs";
     pub const LAST_SUCCESS: &str = "carga_last_published_timestamp_seconds";
     pub const POOL: &str = "carga_pool_connections";
+    pub const HTTP_CONNECTIONS_CLOSED: &str = "carga_http_connections_closed_total";
 
     /// The process's Prometheus handle (installs the recorder the first
     /// time; later calls return the same handle).
@@ -124,6 +125,13 @@ pub mod metric {
 /// One HTTP request answered.
 pub fn record_request(route: &str, method: &str, status: u16) {
     metrics::counter!(metric::HTTP_REQUESTS, "route" => route.to_string(), "method" => method.to_string(), "status" => status.to_string()).increment(1);
+}
+
+/// A connection the server closed by policy: `idle` (no request for
+/// `http.idle_timeout_s`), `evicted` (room for a newcomer), `address_full`
+/// (its address held its share).
+pub fn record_connection_refused(reason: &'static str) {
+    metrics::counter!(metric::HTTP_CONNECTIONS_CLOSED, "reason" => reason).increment(1);
 }
 
 /// A published or unchanged load, by dataset: rows, bytes, stage times.

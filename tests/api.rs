@@ -588,3 +588,109 @@ async fn a_webhook_source_cannot_redirect_off_the_allow_list() {
         "never fetched"
     );
 }
+
+/// Connects to `server` from `local` (any 127/8 address: a distinct peer).
+async fn connect_from(local: [u8; 4], server: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from((local, 0)))
+        .expect("bind a loopback source address");
+    socket
+        .connect(server.parse().expect("server address"))
+        .await
+        .expect("connect")
+}
+
+/// Reads until the server closes the connection; how long that took from
+/// `since` (None: still open at `limit`).
+async fn closed_within(
+    stream: &mut tokio::net::TcpStream,
+    since: Instant,
+    limit: Duration,
+) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = since + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(since.elapsed()),
+            Ok(Ok(_)) => {} // an HTTP/2 server's SETTINGS frame, say
+        }
+    }
+}
+
+/// Idle connections cannot take the HTTP side down: more silent (or
+/// HTTP/2-preface-only) sockets than the server has slots, from several
+/// peers, leave `/health` answering within a second; a peer gets no more
+/// than its share; each idle socket is closed once the idle timeout passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_connections_cannot_hold_the_server() {
+    const IDLE_S: u64 = 2;
+    let app = TestApp::with_settings(|s| {
+        api_settings(s);
+        s.http.max_connections = 16;
+        s.http.max_connections_per_address = 4;
+        s.http.idle_timeout_s = IDLE_S;
+    })
+    .await;
+    let api = app.api().await;
+    let addr = api.base.trim_start_matches("http://").to_string();
+
+    // A peer trying to take more than its share once half the slots are
+    // taken: the extra socket is closed at once.
+    let mut own_share = Vec::new();
+    for _ in 0..8 {
+        own_share.push(connect_from([127, 0, 0, 10], &addr).await);
+    }
+    let mut greedy = connect_from([127, 0, 0, 10], &addr).await;
+    let greedy_opened = Instant::now();
+    assert!(
+        closed_within(&mut greedy, greedy_opened, Duration::from_secs(1))
+            .await
+            .is_some(),
+        "a peer over its share must be closed at once"
+    );
+    drop(own_share);
+
+    // Eight peers (127.0.0.2 ..= 127.0.0.9) × 4 idle sockets: twice the cap.
+    let opened = Instant::now();
+    let mut idle = Vec::new();
+    for peer in 2..=9u8 {
+        for n in 0..4 {
+            let mut s = connect_from([127, 0, 0, peer], &addr).await;
+            if n % 2 == 1 {
+                use tokio::io::AsyncWriteExt;
+                s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                    .await
+                    .expect("preface");
+            }
+            idle.push(s);
+        }
+    }
+    let started = Instant::now();
+    let health = reqwest::Client::new()
+        .get(format!("{}/health", api.base))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("the API answers while idle sockets are held");
+    assert_eq!(health.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "/health took {:?}",
+        started.elapsed()
+    );
+
+    // Every idle socket is closed by the idle timeout (or earlier, evicted
+    // to make room), never held longer.
+    for (i, s) in idle.iter_mut().enumerate() {
+        let held = closed_within(s, opened, Duration::from_secs(IDLE_S + 5)).await;
+        assert!(
+            held.is_some(),
+            "idle socket {i} was still open after {:?}",
+            opened.elapsed()
+        );
+    }
+}

@@ -14,6 +14,7 @@
 //! served at once.
 
 pub mod api;
+pub mod connections;
 pub mod console;
 pub mod files;
 pub mod health;
@@ -35,7 +36,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -221,20 +221,19 @@ impl Server {
     }
 
     /// Serves until `shutdown`, then stops accepting and lets open requests
-    /// finish (bounded by the request timeout).
+    /// finish (bounded by the request timeout). Who holds a connection slot
+    /// and for how long is [`connections`]' policy.
     pub async fn serve(self, shutdown: CancellationToken) {
-        let slots = Arc::new(Semaphore::new(self.settings.http.max_connections.max(1)));
-        let header_timeout = Duration::from_secs(self.settings.http.header_read_timeout_s.max(1));
-        let connections = tokio_util::task::TaskTracker::new();
-        loop {
-            let permit = tokio::select! {
-                () = shutdown.cancelled() => break,
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
-            let (stream, _) = tokio::select! {
+        let http = &self.settings.http;
+        let registry = Arc::new(connections::Registry::new(
+            http.max_connections,
+            http.max_connections_per_address,
+        ));
+        let header_timeout = Duration::from_secs(http.header_read_timeout_s.max(1));
+        let idle_timeout = Duration::from_secs(http.idle_timeout_s.max(1));
+        let tasks = tokio_util::task::TaskTracker::new();
+        'accept: loop {
+            let (stream, peer) = tokio::select! {
                 () = shutdown.cancelled() => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok(a) => a,
@@ -245,10 +244,39 @@ impl Server {
                     }
                 },
             };
-            let service = TowerToHyperService::new(self.router.clone());
+            let (id, activity) = loop {
+                let freed = registry.freed.notified();
+                tokio::pin!(freed);
+                freed.as_mut().enable();
+                match registry.admit(peer.ip()) {
+                    connections::Admission::Admitted { id, activity } => break (id, activity),
+                    connections::Admission::AddressFull => {
+                        crate::telemetry::record_connection_refused("address_full");
+                        drop(stream);
+                        continue 'accept;
+                    }
+                    connections::Admission::Full => tokio::select! {
+                        () = shutdown.cancelled() => break 'accept,
+                        () = freed => {}
+                    },
+                }
+            };
+            let router = self.router.clone();
+            let request_activity = activity.clone();
+            let service = TowerToHyperService::new(tower::service_fn(
+                move |request: hyper::Request<hyper::body::Incoming>| {
+                    let guard = request_activity.request();
+                    let router = router.clone();
+                    async move {
+                        let response = tower::ServiceExt::oneshot(router, request).await;
+                        drop(guard);
+                        response
+                    }
+                },
+            ));
             let shutdown = shutdown.clone();
-            connections.spawn(async move {
-                let _permit = permit;
+            let registry = registry.clone();
+            tasks.spawn(async move {
                 let mut builder =
                     hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 builder
@@ -256,20 +284,41 @@ impl Server {
                     .timer(TokioTimer::new())
                     .header_read_timeout(header_timeout)
                     .keep_alive(true);
+                builder
+                    .http2()
+                    .timer(TokioTimer::new())
+                    .keep_alive_interval(Some(idle_timeout))
+                    .keep_alive_timeout(idle_timeout);
                 let connection =
                     builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 tokio::pin!(connection);
-                tokio::select! {
-                    _ = connection.as_mut() => {}
-                    () = shutdown.cancelled() => {
-                        connection.as_mut().graceful_shutdown();
-                        let _ = connection.await;
+                let mut watch = tokio::time::interval((idle_timeout / 4).max(Duration::from_millis(100)));
+                watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = connection.as_mut() => break,
+                        () = activity.close.cancelled() => {
+                            crate::telemetry::record_connection_refused("evicted");
+                            break;
+                        }
+                        _ = watch.tick() => {
+                            if activity.idle_for(std::time::Instant::now()).is_some_and(|d| d >= idle_timeout) {
+                                crate::telemetry::record_connection_refused("idle");
+                                break;
+                            }
+                        }
+                        () = shutdown.cancelled() => {
+                            connection.as_mut().graceful_shutdown();
+                            let _ = connection.as_mut().await;
+                            break;
+                        }
                     }
                 }
+                registry.leave(id);
             });
         }
-        connections.close();
-        connections.wait().await;
+        tasks.close();
+        tasks.wait().await;
     }
 }
 
