@@ -430,6 +430,15 @@ impl Runner {
         retry_after: Option<Duration>,
     ) -> Ending {
         let seed = (job.id as u64) << 16 ^ job.attempt as u64;
+        let ceiling = retry::retry_after_ceiling(&self.settings);
+        let mut message = message;
+        if let Some(asked) = retry_after.filter(|asked| *asked > ceiling) {
+            message.push_str(&format!(
+                " (the source's Retry-After asked for {} s; capped at queue.retry_max_s = {} s)",
+                asked.as_secs(),
+                ceiling.as_secs()
+            ));
+        }
         Ending::Retry {
             after: retry::backoff(&self.settings, job.attempt, retry_after, seed),
             code: code.to_string(),

@@ -571,17 +571,29 @@ async fn a_webhook_source_cannot_redirect_off_the_allow_list() {
     );
     let ran = app.runner().run_one().await.expect("run");
     assert!(matches!(ran, carga::runner::RunOne::Ran { .. }), "{ran:?}");
-    let (state, error): (String, String) = {
+    let (state, code, error, attempts): (String, String, String, i32) = {
         let r = app
             .client()
             .await
-            .query_one("SELECT state, error FROM carga.jobs", &[])
+            .query_one(
+                "SELECT state, error_code, error, attempt FROM carga.jobs",
+                &[],
+            )
             .await
             .expect("job");
-        (r.get(0), r.get(1))
+        (r.get(0), r.get(1), r.get(2), r.get(3))
     };
-    assert_ne!(state, "succeeded");
+    // A policy refusal is fatal: no retries, and the source asked once.
+    assert_eq!(
+        (state.as_str(), code.as_str(), attempts),
+        ("failed", "redirect_refused", 1),
+        "{error}"
+    );
     assert!(error.contains("redirect refused"), "{error}");
+    assert_eq!(
+        bouncer.requests.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
     assert_eq!(
         target.requests.load(std::sync::atomic::Ordering::SeqCst),
         0,

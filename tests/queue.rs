@@ -214,13 +214,14 @@ async fn a_load_that_lost_its_lease_cannot_publish() {
 
 #[tokio::test]
 async fn retry_after_is_honoured_then_the_job_succeeds() {
-    let app = TestApp::with_settings(fast_queue).await;
-    // The source retries in-request three times; all three get 503.
+    let app = TestApp::with_settings(|s| {
+        fast_queue(s);
+        s.queue.retry_max_s = 60;
+    })
+    .await;
     let server = ScriptedServer::start(
         "a.zip",
         vec![
-            Reply::Status(503, "Retry-After: 3"),
-            Reply::Status(503, "Retry-After: 3"),
             Reply::Status(503, "Retry-After: 3"),
             Reply::Body(sample_zip("2024-10", 300, 3)),
         ],
@@ -228,7 +229,16 @@ async fn retry_after_is_honoured_then_the_job_succeeds() {
     .await;
     let job = app.enqueue("2024-10", &server.url).await;
     let runner = app.runner();
+    let asked = Instant::now();
     let ran = runner.run_one().await.expect("run");
+    // The wait belongs to the queue: the attempt ends at once, freeing the
+    // worker's slot, after one request.
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(server.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(
         ran,
         RunOne::Ran {
@@ -284,6 +294,45 @@ async fn retry_after_is_honoured_then_the_job_succeeds() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(attempts, [(1, Some("http_status_503".into())), (2, None)]);
+}
+
+/// A source cannot park a job for years: `Retry-After` (seconds or an HTTP
+/// date) is capped at `queue.retry_max_s`, and the job's error says so.
+#[tokio::test]
+async fn retry_after_has_a_ceiling() {
+    let app = TestApp::with_settings(fast_queue).await;
+    for (n, header) in [
+        "Retry-After: 99999999999",
+        "Retry-After: Fri, 31 Dec 9999 23:59:59 GMT",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let server = ScriptedServer::start("a.zip", vec![Reply::Status(503, header)]).await;
+        let period = format!("2024-0{}", n + 1);
+        let job = app.enqueue(&period, &server.url).await;
+        let ran = app.runner().run_one().await.expect("run");
+        assert_eq!(
+            ran,
+            RunOne::Ran {
+                job_id: job.id,
+                ending: "retry".into()
+            }
+        );
+        let r = app
+            .job_row(
+                job.id,
+                "state, error, extract(epoch FROM scheduled_at - now())::float8",
+            )
+            .await;
+        let (state, error, wait): (String, String, f64) = (r.get(0), r.get(1), r.get(2));
+        assert_eq!(state, "retryable");
+        assert!(wait <= 2.0, "{header}: parked for {wait} s");
+        assert!(
+            error.contains("capped at queue.retry_max_s = 2 s"),
+            "{header}: {error}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -71,7 +71,9 @@ pub fn classify_code(code: &str, attempt: i32) -> Verdict {
 /// The delay before attempt `attempt + 1`: exponential from
 /// `retry_base_s`, capped at `retry_max_s`, with jitter (half fixed, half
 /// random, so workers that failed together do not return together). A
-/// server's `Retry-After` wins when it asks for longer.
+/// server's `Retry-After` wins when it asks for longer, up to
+/// `retry_max_s`: a source cannot park a job for years (see
+/// [`retry_after_ceiling`]).
 pub fn backoff(
     settings: &QueueSettings,
     attempt: i32,
@@ -90,9 +92,14 @@ pub fn backoff(
     let unit = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
     let delay = Duration::from_secs_f64(ceiling / 2.0 + unit * ceiling / 2.0);
     match retry_after {
-        Some(asked) => delay.max(asked),
+        Some(asked) => delay.max(asked.min(retry_after_ceiling(settings))),
         None => delay,
     }
+}
+
+/// The longest a server's `Retry-After` may delay a job: `retry_max_s`.
+pub fn retry_after_ceiling(settings: &QueueSettings) -> Duration {
+    Duration::from_secs(settings.retry_max_s.max(1))
 }
 
 #[cfg(test)]
@@ -129,6 +136,7 @@ mod tests {
             ("unexpected_content", Verdict::Fatal),
             ("period_out_of_bounds", Verdict::Fatal),
             ("internal", Verdict::Fatal),
+            ("redirect_refused", Verdict::Fatal),
         ] {
             assert_eq!(classify_code(code, 1), verdict, "{code}");
         }
@@ -149,5 +157,11 @@ mod tests {
         let asked = Duration::from_secs(7_200);
         assert_eq!(backoff(&s, 1, Some(asked), 1), asked);
         assert!(backoff(&s, 1, Some(Duration::from_secs(1)), 1) >= Duration::from_secs(15));
+        // Retry-After: 99999999999 (the year 5195) waits retry_max_s.
+        let forever = Duration::from_secs(99_999_999_999);
+        assert_eq!(
+            backoff(&s, 1, Some(forever), 1),
+            Duration::from_secs(s.retry_max_s)
+        );
     }
 }

@@ -22,7 +22,9 @@ use crate::config::HttpSettings;
 
 /// How many times one download may resume after a broken body.
 const MAX_RESUMES: u32 = 3;
-/// How many times opening the source is retried on a transient failure.
+/// How many times opening the source is tried when the request itself fails
+/// (no answer): 0.5 s and 1 s between tries, so a worker slot is never held
+/// long.
 const MAX_OPEN_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +82,10 @@ pub enum SourceError {
     },
     #[error("{url}: unsupported source (use http://, https://, file:// or a path)")]
     Unsupported { url: String },
+    /// A redirect the policy refused (off the allow-list, a private
+    /// address, a non-HTTP scheme, too many hops): retrying cannot help.
+    #[error("{url}: redirect refused: {reason}")]
+    RedirectRefused { url: String, reason: String },
 }
 
 impl SourceError {
@@ -101,6 +107,7 @@ impl SourceError {
             SourceError::Truncated { .. } => "download_truncated".into(),
             SourceError::File { .. } => "source_file_error".into(),
             SourceError::Unsupported { .. } => "source_url_not_allowed".into(),
+            SourceError::RedirectRefused { .. } => "redirect_refused".into(),
         }
     }
 }
@@ -243,25 +250,42 @@ fn file_name_of(location: &str) -> String {
 }
 
 pub fn http_client(settings: &HttpSettings) -> Result<reqwest::Client, SourceError> {
-    guarded_client(settings, None)
+    guarded_client(settings, None).map(|(client, _)| client)
 }
+
+/// Why the redirect policy last refused a hop, for the error (reqwest only
+/// says "redirect error").
+type Refusal = Arc<std::sync::Mutex<Option<String>>>;
 
 fn guarded_client(
     settings: &HttpSettings,
     guard: Option<RedirectGuard>,
-) -> Result<reqwest::Client, SourceError> {
+) -> Result<(reqwest::Client, Refusal), SourceError> {
     let max_redirects = settings.max_redirects;
-    reqwest::Client::builder()
+    let refusal: Refusal = Arc::default();
+    let refused = refusal.clone();
+    let refuse = move |reason: String| {
+        if let Ok(mut slot) = refused.lock() {
+            *slot = Some(reason.clone());
+        }
+        reason
+    };
+    let client = reqwest::Client::builder()
         .user_agent(settings.user_agent.clone())
         .connect_timeout(settings.connect_timeout())
         .read_timeout(settings.read_timeout())
         .redirect(reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() > max_redirects {
-                attempt.error("too many redirects")
+                let reason = refuse(format!(
+                    "more than {max_redirects} redirects (http.max_redirects)"
+                ));
+                attempt.error(reason)
             } else if !matches!(attempt.url().scheme(), "http" | "https") {
-                attempt.error("redirect to a non-HTTP scheme")
+                let reason = refuse("a redirect to a non-HTTP scheme".into());
+                attempt.error(reason)
             } else if let Some(Err(reason)) = guard.as_ref().map(|g| (g.0)(attempt.url())) {
-                attempt.error(format!("redirect refused: {reason}"))
+                let reason = refuse(reason);
+                attempt.error(reason)
             } else {
                 attempt.follow()
             }
@@ -270,7 +294,20 @@ fn guarded_client(
         .map_err(|e| SourceError::Request {
             url: "-".into(),
             message: describe_reqwest(&e),
-        })
+        })?;
+    Ok((client, refusal))
+}
+
+/// A request error, or the redirect policy's refusal when that is what
+/// stopped it.
+fn request_error(refusal: &Refusal, error: SourceError) -> SourceError {
+    let reason = refusal.lock().ok().and_then(|mut slot| slot.take());
+    match (reason, error) {
+        (Some(reason), SourceError::Request { url, .. }) => {
+            SourceError::RedirectRefused { url, reason }
+        }
+        (_, error) => error,
+    }
 }
 
 /// reqwest's Display includes the URL (which may carry a token): describe
@@ -306,8 +343,11 @@ fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String
         .map(str::to_string)
 }
 
-/// Opens `location` (http, https, file:// or a path). Transient failures
-/// (connect errors, timeouts, 408, 429, 5xx) are retried with backoff.
+/// Opens `location` (http, https, file:// or a path). A request that fails
+/// to connect or times out is tried again at once, a few times with a short
+/// backoff; a status the server answered (408, 429, 5xx included) is
+/// returned at once with its `Retry-After`: long waits belong to the job
+/// queue, which frees the worker's slot meanwhile.
 pub async fn open(
     location: &str,
     settings: &HttpSettings,
@@ -340,7 +380,7 @@ pub async fn open_guarded(
 ) -> Result<OpenOutcome, SourceError> {
     let redacted = redact_source(location);
     if location.starts_with("http://") || location.starts_with("https://") {
-        let client = guarded_client(settings, guard)?;
+        let (client, refusal) = guarded_client(settings, guard)?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -360,21 +400,11 @@ pub async fn open_guarded(
                         return Ok(OpenOutcome::NotModified(meta));
                     }
                     if !status.is_success() {
-                        let err = SourceError::Status {
+                        return Err(SourceError::Status {
                             url: redacted.clone(),
                             status: status.as_u16(),
                             retry_after: requested_retry(&headers),
-                        };
-                        let transient = status.is_server_error()
-                            || status == StatusCode::TOO_MANY_REQUESTS
-                            || status == StatusCode::REQUEST_TIMEOUT;
-                        if transient && attempt < MAX_OPEN_ATTEMPTS {
-                            let delay = retry_after(&headers).unwrap_or(backoff(attempt));
-                            tracing::warn!(url = %redacted, status = status.as_u16(), attempt, delay_ms = delay.as_millis() as u64, "retrying");
-                            tokio::time::sleep(delay).await;
-                            continue;
-                        }
-                        return Err(err);
+                        });
                     }
                     if let Some(length) = meta.content_length {
                         if length > settings.max_download_bytes {
@@ -402,6 +432,10 @@ pub async fn open_guarded(
                     }));
                 }
                 Err(e) => {
+                    let e = request_error(&refusal, e);
+                    if matches!(e, SourceError::RedirectRefused { .. }) {
+                        return Err(e);
+                    }
                     if attempt < MAX_OPEN_ATTEMPTS {
                         tracing::warn!(url = %redacted, error = %e, attempt, "retrying");
                         tokio::time::sleep(backoff(attempt)).await;
@@ -466,11 +500,6 @@ async fn open_http(
 
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(500 * 2u64.pow(attempt.saturating_sub(1).min(6)))
-}
-
-/// `Retry-After` for an in-request retry, capped at a minute.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    requested_retry(headers).map(|d| d.min(Duration::from_secs(60)))
 }
 
 /// `Retry-After` as the server wrote it: delay-seconds or an HTTP-date
