@@ -203,7 +203,7 @@ impl Runner {
     /// Rescues expired leases and prunes history, once.
     pub async fn maintain(&self) -> Result<Vec<queue::Rescued>, RunnerError> {
         let client = self.control.get().await?;
-        let rescued = queue::rescue(&**client, &self.settings).await?;
+        let rescued = queue::rescue(&**client).await?;
         if !rescued.is_empty() {
             crate::telemetry::record_rescues(rescued.len());
         }

@@ -146,22 +146,13 @@ async fn a_load_that_lost_its_lease_cannot_publish() {
         )
         .await
         .expect("expire");
-    let rescued = queue::rescue(&**client, &settings).await.expect("rescue");
+    let rescued = queue::rescue(&**client).await.expect("rescue");
     assert_eq!(rescued.len(), 1);
     assert!(
-        queue::rescue(&**client, &settings)
-            .await
-            .expect("rescue")
-            .is_empty(),
+        queue::rescue(&**client).await.expect("rescue").is_empty(),
         "rescued once"
     );
-    client
-        .execute(
-            "UPDATE carga.jobs SET scheduled_at = now() WHERE id = $1",
-            &[&enqueued.id],
-        )
-        .await
-        .expect("due");
+    // Due at once: the expired lease was its wait.
     let current = queue::claim(&**client, "alive", &settings)
         .await
         .expect("claim")
@@ -788,7 +779,60 @@ async fn a_rescued_job_that_was_asked_to_cancel_ends_cancelled() {
         )
         .await
         .expect("expire");
-    let rescued = queue::rescue(&**client, &settings).await.expect("rescue");
+    let rescued = queue::rescue(&**client).await.expect("rescue");
     assert_eq!(rescued.len(), 1);
     assert_eq!(app.job_state(job.id).await, "cancelled");
+}
+
+/// A job's, its attempt's and its load's `finished_at` are when they
+/// finished, not when the publish transaction began: a load fed slowly for
+/// over a second lasts over a second in every table.
+#[tokio::test]
+async fn finished_at_is_the_commit_time_not_the_transaction_start() {
+    let app = TestApp::with_settings(fast_queue).await;
+    let body = sample_zip("2024-10", 2_000, 11);
+    let chunk = body.len() / 12 + 1;
+    let server = ScriptedServer::start(
+        "a.zip",
+        vec![Reply::Slow {
+            body,
+            chunk,
+            every: Duration::from_millis(120),
+        }],
+    )
+    .await;
+    let job = app.enqueue("2024-10", &server.url).await;
+    let ran = app.runner().run_one().await.expect("run");
+    assert_eq!(
+        ran,
+        RunOne::Ran {
+            job_id: job.id,
+            ending: "published".into()
+        }
+    );
+    let row = app
+        .client()
+        .await
+        .query_one(
+            "SELECT extract(epoch FROM j.finished_at - j.started_at)::float8,
+                    extract(epoch FROM a.finished_at - a.started_at)::float8,
+                    extract(epoch FROM l.finished_at - l.started_at)::float8
+             FROM carga.jobs j
+             JOIN carga.job_attempts a ON a.job_id = j.id
+             JOIN carga.loads l ON l.id = j.load_id
+             WHERE j.id = $1",
+            &[&job.id],
+        )
+        .await
+        .expect("times");
+    for (what, seconds) in [
+        ("job", row.get::<_, f64>(0)),
+        ("attempt", row.get(1)),
+        ("load", row.get(2)),
+    ] {
+        assert!(
+            seconds >= 1.0,
+            "the {what} lasted {seconds:.3} s by its own clock"
+        );
+    }
 }

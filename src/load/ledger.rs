@@ -50,7 +50,7 @@ pub async fn finish_unpublished(
 ) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
-            "UPDATE carga.loads SET status = $2, error_code = $3, error = $4, finished_at = now(),
+            "UPDATE carga.loads SET status = $2, error_code = $3, error = $4, finished_at = clock_timestamp(),
                     stage_seconds = coalesce($5::jsonb -> 'stage_seconds', stage_seconds),
                     bytes_downloaded = ($5::jsonb ->> 'bytes')::bigint,
                     rows_read = ($5::jsonb ->> 'rows_read')::bigint,
@@ -75,7 +75,7 @@ pub async fn abandon_stale(
 ) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
-            "UPDATE carga.loads SET status = 'abandoned', finished_at = now()
+            "UPDATE carga.loads SET status = 'abandoned', finished_at = clock_timestamp()
              WHERE program_code = $1 AND period = $2 AND status = 'running' AND id <> $3
                AND (owner_pid IS NULL
                     OR owner_pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL))",
@@ -100,7 +100,7 @@ pub async fn publish_reference(
         .await?;
     client
         .execute(
-            "UPDATE carga.loads SET status = 'published', finished_at = now(), rows_read = $2, rows_loaded = $2
+            "UPDATE carga.loads SET status = 'published', finished_at = clock_timestamp(), rows_read = $2, rows_loaded = $2
              WHERE id = $1",
             &[&load_id, &rows],
         )
@@ -188,7 +188,7 @@ pub async fn publish(
         .await?;
     client
         .execute(
-            "UPDATE carga.loads SET status = 'published', finished_at = now(), etag = $2, last_modified = $3,
+            "UPDATE carga.loads SET status = 'published', finished_at = clock_timestamp(), etag = $2, last_modified = $3,
                     sha256 = $4, bytes_downloaded = $5, bytes_decompressed = $6, rows_read = $7,
                     rows_loaded = $8, rows_rejected = $9, distinct_beneficiaries = $10,
                     total_value_brl = $11::bigint::numeric / 100, partition_name = $12, stage_seconds = $13

@@ -483,7 +483,7 @@ pub async fn finish(client: &impl GenericClient, job: &Claimed, ending: &Ending)
                  RETURNING j.id, j.state
              ), attempt AS (
                  UPDATE carga.job_attempts a
-                 SET finished_at = now(),
+                 SET finished_at = clock_timestamp(),
                      outcome = CASE WHEN u.state IN ('succeeded', 'failed', 'cancelled') THEN u.state
                                     ELSE $8 END,
                      error_code = $4, error = $5, load_id = $7
@@ -520,13 +520,13 @@ pub async fn complete_in(
         .query_opt(
             "WITH updated AS (
                  UPDATE carga.jobs
-                 SET state = 'succeeded', outcome = 'published', load_id = $4, finished_at = now(),
+                 SET state = 'succeeded', outcome = 'published', load_id = $4, finished_at = clock_timestamp(),
                      error_code = NULL, error = NULL, lease_token = NULL, lease_expires_at = NULL,
                      load_backend_pid = NULL, progress = progress || jsonb_build_object('stage', 'done')
                  WHERE id = $1 AND attempt = $2 AND lease_token = $3 AND state = 'running'
                  RETURNING id
              ), attempt AS (
-                 UPDATE carga.job_attempts a SET finished_at = now(), outcome = 'succeeded', load_id = $4
+                 UPDATE carga.job_attempts a SET finished_at = clock_timestamp(), outcome = 'succeeded', load_id = $4
                  FROM updated u WHERE a.job_id = u.id AND a.attempt = $2
              )
              SELECT id FROM updated",
@@ -548,14 +548,16 @@ pub struct Rescued {
     pub terminated: bool,
 }
 
-/// Moves every running job whose lease has expired back to `retryable`
-/// (with backoff), or to `failed` once its attempts are spent, and ends the
+/// Moves every running job whose lease has expired back to `retryable`,
+/// due at once (the expired lease was its wait: a killed worker's job
+/// starts again about `lease_s` + `rescue_interval_s` after the kill), or
+/// to `failed` once its attempts are spent, and ends the
 /// stale attempt's database session: a frozen worker still holds the
 /// load's transaction, its COPY and the month's lock, and the server would
 /// not notice on its own. Only a session still tagged with that job and
 /// attempt (its `application_name`, see [`fence`]) is terminated, never a
 /// backend that merely reuses the pid.
-pub async fn rescue(client: &impl GenericClient, settings: &QueueSettings) -> Result<Vec<Rescued>> {
+pub async fn rescue(client: &impl GenericClient) -> Result<Vec<Rescued>> {
     let rows = client
         .query(
             "WITH expired AS (
@@ -566,9 +568,9 @@ pub async fn rescue(client: &impl GenericClient, settings: &QueueSettings) -> Re
                  UPDATE carga.jobs j
                  SET state = CASE WHEN j.cancel_requested THEN 'cancelled'
                                   WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'retryable' END,
-                     scheduled_at = now() + make_interval(secs => least($1 * 2 ^ (j.attempt - 1), $2)),
+                     scheduled_at = now(),
                      finished_at = CASE WHEN j.cancel_requested OR j.attempt >= j.max_attempts
-                                        THEN now() END,
+                                        THEN clock_timestamp() END,
                      error_code = 'lease_expired',
                      error = 'worker ' || coalesce(j.worker, '?') || ' stopped renewing its lease (killed or frozen); its attempt was ended',
                      lease_token = NULL, lease_expires_at = NULL
@@ -576,7 +578,7 @@ pub async fn rescue(client: &impl GenericClient, settings: &QueueSettings) -> Re
                  RETURNING j.id, j.attempt, j.state, j.load_backend_pid
              ), attempt AS (
                  UPDATE carga.job_attempts a
-                 SET finished_at = now(), outcome = 'rescued', error_code = 'lease_expired'
+                 SET finished_at = clock_timestamp(), outcome = 'rescued', error_code = 'lease_expired'
                  FROM updated u WHERE a.job_id = u.id AND a.attempt = u.attempt
              )
              SELECT u.id, u.attempt, u.state, u.load_backend_pid,
@@ -584,10 +586,7 @@ pub async fn rescue(client: &impl GenericClient, settings: &QueueSettings) -> Re
                      WHERE s.pid = u.load_backend_pid
                        AND s.application_name = 'carga job ' || u.id || ' attempt ' || u.attempt)
              FROM updated u",
-            &[
-                &(settings.retry_base_s as f64),
-                &(settings.retry_max_s as f64),
-            ],
+            &[],
         )
         .await?;
     let rescued: Vec<Rescued> = rows
@@ -634,7 +633,7 @@ pub async fn cancel(client: &impl GenericClient, id: i64) -> Result<String> {
             "WITH target AS (SELECT id, state FROM carga.jobs WHERE id = $1 FOR UPDATE)
              UPDATE carga.jobs j
              SET state = CASE WHEN t.state IN ('available', 'retryable') THEN 'cancelled' ELSE j.state END,
-                 finished_at = CASE WHEN t.state IN ('available', 'retryable') THEN now() ELSE j.finished_at END,
+                 finished_at = CASE WHEN t.state IN ('available', 'retryable') THEN clock_timestamp() ELSE j.finished_at END,
                  error_code = CASE WHEN t.state IN ('available', 'retryable') THEN 'cancelled' ELSE j.error_code END,
                  error = CASE WHEN t.state IN ('available', 'retryable') THEN 'cancelled before it ran' ELSE j.error END,
                  cancel_requested = (t.state = 'running')
