@@ -597,15 +597,44 @@ fn inflate<R: io::BufRead>(
 /// program that did not exist then: any file found there is another
 /// program's) unless forced.
 pub fn check_period(spec: &Spec, period: Period, force: bool) -> Result<(), LoadError> {
-    let (first, last) = (spec.first_period, spec.last_period);
+    check_period_at(spec, period, force, chrono::Utc::now())
+}
+
+/// [`check_period`] at `now`. A spec without `last_period` covers up to the
+/// current month in its schedule's time zone (America/Sao_Paulo without a
+/// schedule): no month after that can have been published, and the current
+/// one is the margin over the publication lag (the scheduler asks for the
+/// current month minus `lag_months`).
+pub fn check_period_at(
+    spec: &Spec,
+    period: Period,
+    force: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), LoadError> {
+    let first = spec.first_period;
+    let last = spec.last_period.unwrap_or_else(|| {
+        let tz = spec
+            .schedule
+            .as_ref()
+            .map_or(chrono_tz::America::Sao_Paulo, |s| s.tz());
+        let today = now.with_timezone(&tz);
+        Period::new(
+            u16::try_from(chrono::Datelike::year(&today)).unwrap_or(u16::MAX),
+            u8::try_from(chrono::Datelike::month(&today)).unwrap_or(12),
+        )
+        .unwrap_or(Period {
+            year: u16::MAX,
+            month: 12,
+        })
+    });
     let before = first.is_some_and(|f| period < f);
-    let after = last.is_some_and(|l| period > l);
+    let after = period > last;
     if (before || after) && !force {
         return Err(LoadError::PeriodOutOfBounds {
             dataset: spec.dataset.clone(),
             period,
             first,
-            last,
+            last: Some(last),
         });
     }
     Ok(())
@@ -1269,4 +1298,34 @@ pub async fn validate(
         summary,
         bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .expect("time")
+            .with_timezone(&chrono::Utc)
+    }
+
+    #[test]
+    fn periods_after_the_current_month_need_force() {
+        let spec =
+            crate::dataset::find(std::path::Path::new("jobs"), "novo-bolsa-familia").expect("spec");
+        let period = |t: &str| Period::parse(t).expect("period");
+        // 1 December 01:00 UTC is still November in São Paulo (UTC−3).
+        let now = at("2026-12-01T01:00:00Z");
+        assert!(check_period_at(&spec, period("2026-11"), false, now).is_ok());
+        let refused = check_period_at(&spec, period("2026-12"), false, now)
+            .expect_err("December has not begun in São Paulo");
+        assert_eq!(refused.code(), "period_out_of_bounds");
+        assert!(refused.to_string().contains("to 2026-11"), "{refused}");
+        assert!(check_period_at(&spec, period("2999-01"), false, now).is_err());
+        assert!(check_period_at(&spec, period("2999-01"), true, now).is_ok());
+        assert!(
+            check_period_at(&spec, period("2026-12"), false, at("2026-12-01T04:00:00Z")).is_ok()
+        );
+    }
 }

@@ -142,6 +142,7 @@ async fn signed_webhooks_enqueue_and_everything_else_is_refused() {
         ("bad period", br#"{"dataset":"novo-bolsa-familia","period":"2024-13"}"#, StatusCode::BAD_REQUEST),
         ("extra field", br#"{"dataset":"novo-bolsa-familia","period":"2024-10","x":1}"#, StatusCode::BAD_REQUEST),
         ("not allowed for the sender", br#"{"dataset":"garantia-safra","period":"2024-10"}"#, StatusCode::UNPROCESSABLE_ENTITY),
+        ("a month after the current one", br#"{"dataset":"novo-bolsa-familia","period":"2999-01"}"#, StatusCode::UNPROCESSABLE_ENTITY),
         ("URL off the allow-list", br#"{"dataset":"novo-bolsa-familia","period":"2024-09","url":"https://evil.example/x.zip"}"#, StatusCode::UNPROCESSABLE_ENTITY),
         ("loopback URL", br#"{"dataset":"novo-bolsa-familia","period":"2024-09","url":"http://127.0.0.1:8080/x.zip"}"#, StatusCode::UNPROCESSABLE_ENTITY),
     ];

@@ -56,6 +56,7 @@ async fn enqueue_prints_the_job_id_and_deduplicates() {
         &["enqueue", "novo-bolsa-familia", "--period", "2024-13"][..],
         &["enqueue", "municipios", "--period", "2024-10"][..],
         &["enqueue", "auxilio-brasil", "--period", "2024-10"][..],
+        &["enqueue", "novo-bolsa-familia", "--period", "2999-01"][..],
         &["job", "999999"][..],
     ] {
         let out = carga(&app, args).await;
