@@ -435,8 +435,21 @@ impl Spec {
                     s.cron
                 )));
             }
-            if let Err(e) = s.parsed() {
-                return Err(invalid(format!("schedule.cron: {:?}: {e}", s.cron)));
+            let cron = s
+                .parsed()
+                .map_err(|e| invalid(format!("schedule.cron: {:?}: {e}", s.cron)))?;
+            // A pattern that parses may still never fire (`0 0 3 31 2 *`,
+            // 31 February): it must fire within the next 30 years (28
+            // years repeat the calendar, weekdays and leap days included).
+            let now = chrono::Utc::now();
+            let fires = cron
+                .find_next_occurrence(&now, false)
+                .is_ok_and(|next| next - now < chrono::Duration::days(30 * 366));
+            if !fires {
+                return Err(invalid(format!(
+                    "schedule.cron: {:?} never fires (no such date in the next 30 years)",
+                    s.cron
+                )));
             }
             if s.timezone.parse::<chrono_tz::Tz>().is_err() {
                 return Err(invalid(format!(
@@ -921,5 +934,33 @@ mod tests {
             msg.contains("columns[") && msg.contains(".privacy"),
             "{msg}"
         );
+    }
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::*;
+
+    #[test]
+    fn a_cron_that_never_fires_is_refused() {
+        let text = include_str!("../jobs/novo-bolsa-familia.toml");
+        let cron_line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("cron"))
+            .expect("the spec has a cron");
+        Spec::parse("nbf.toml", text).expect("the shipped spec is valid");
+        for (cron, ok) in [
+            ("0 0 3 31 2 *", false), // 31 February
+            ("0 0 3 30 2 *", false),
+            ("0 0 3 29 2 *", true), // leap years
+            ("0 0 3 * * *", true),
+        ] {
+            let edited = text.replace(cron_line, &format!("cron = \"{cron}\""));
+            let parsed = Spec::parse("nbf.toml", &edited);
+            assert_eq!(parsed.is_ok(), ok, "{cron}: {parsed:?}");
+            if let Err(e) = parsed {
+                assert!(e.to_string().contains("never fires"), "{e}");
+            }
+        }
     }
 }

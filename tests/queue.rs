@@ -383,7 +383,9 @@ async fn a_month_not_yet_published_waits_on_the_slow_cadence_until_its_deadline(
     assert_eq!(left, app.ctx.settings.queue.max_attempts);
     // A retry gets a fresh 404 window, not the spent one.
     let client = app.client().await;
-    queue::retry(&**client, job.id).await.expect("retry");
+    queue::retry(&**client, job.id, app.ctx.settings.queue.max_attempts)
+        .await
+        .expect("retry");
     let window: f64 = client
         .query_one(
             "SELECT extract(epoch FROM not_found_deadline - now())::float8 FROM carga.jobs WHERE id = $1",
@@ -494,10 +496,15 @@ async fn a_fatal_error_fails_at_once_with_its_code() {
     // An operator retries it: a new budget, available now.
     let client = app.client().await;
     assert_eq!(
-        queue::retry(&**client, job.id).await.expect("retry"),
+        queue::retry(&**client, job.id, app.ctx.settings.queue.max_attempts)
+            .await
+            .expect("retry"),
         job.id
     );
     assert_eq!(app.job_state(job.id).await, "available");
+    // As many attempts as a new job gets, not a fixed three.
+    let budget: i32 = app.job_row(job.id, "max_attempts - attempt").await.get(0);
+    assert_eq!(budget, app.ctx.settings.queue.max_attempts);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

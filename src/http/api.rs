@@ -208,7 +208,9 @@ pub async fn retry_job(
     Path(id): Path<i64>,
 ) -> Result<Json<RetryResponse>, ApiError> {
     let client = state.ctx.pool.get().await.map_err(ApiError::internal)?;
-    let job_id = queue::retry(&**client, id).await.map_err(ApiError::queue)?;
+    let job_id = queue::retry(&**client, id, state.settings.queue.max_attempts)
+        .await
+        .map_err(ApiError::queue)?;
     Ok(Json(RetryResponse {
         job_id,
         status_url: format!("/v1/jobs/{job_id}"),

@@ -658,10 +658,11 @@ pub async fn cancel(client: &impl GenericClient, id: i64) -> Result<String> {
     }
 }
 
-/// Runs a failed or cancelled job again (a new attempt budget), or a
-/// retryable one now. A pending job of the same period wins: its id is
-/// returned instead.
-pub async fn retry(client: &impl GenericClient, id: i64) -> Result<i64> {
+/// Runs a failed or cancelled job again with a new budget of `budget`
+/// attempts (the queue's `max_attempts`, as a new job gets), or a retryable
+/// one now. A pending job of the same period wins: its id is returned
+/// instead.
+pub async fn retry(client: &impl GenericClient, id: i64, budget: i32) -> Result<i64> {
     let row = client
         .query_opt("SELECT state FROM carga.jobs WHERE id = $1", &[&id])
         .await?;
@@ -680,7 +681,7 @@ pub async fn retry(client: &impl GenericClient, id: i64) -> Result<i64> {
                      now() + (not_found_deadline - coalesce(slot, enqueued_at))),
                  cancel_requested = false
              WHERE id = $1 AND state IN ('failed', 'cancelled', 'retryable')",
-            &[&id, &DEFAULT_RETRY_BUDGET],
+            &[&id, &budget.max(1)],
         )
         .await;
     match updated {
@@ -706,9 +707,6 @@ pub async fn retry(client: &impl GenericClient, id: i64) -> Result<i64> {
         Err(e) => Err(e.into()),
     }
 }
-
-/// Attempts a manual retry gives a failed job.
-const DEFAULT_RETRY_BUDGET: i32 = 3;
 
 /// A job as operators see it (`carga job`, `GET /v1/jobs/{id}`).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

@@ -308,7 +308,7 @@ async fn job_action(
         "cancel" => queue::cancel(&**client, id)
             .await
             .map(|s| format!("job {id}: {s}")),
-        "retry" => queue::retry(&**client, id)
+        "retry" => queue::retry(&**client, id, state.settings.queue.max_attempts)
             .await
             .map(|next| format!("job {next} will run")),
         _ => return StatusCode::NOT_FOUND.into_response(),
