@@ -268,3 +268,54 @@ async fn finished_jobs_are_pruned_after_the_retention() {
         .collect();
     assert_eq!(left, [recent.id, pending.id]);
 }
+
+/// The read-only commands (`jobs`, `job`, `schedule`) never migrate: on a
+/// database without carga's schema they say so and leave it untouched; on
+/// a server that is down they say it cannot be reached (not "failed to
+/// migrate").
+#[tokio::test]
+async fn read_only_commands_check_the_schema_and_never_migrate() {
+    let empty = common::EmptyDb::new().await;
+    for args in [&["jobs"][..], &["job", "1"][..], &["schedule"][..]] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
+            .args(args)
+            .env("DATABASE_URL", &empty.url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .expect("run carga");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("run `carga migrate`"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let schema: Option<String> = empty
+        .client()
+        .await
+        .query_one("SELECT to_regnamespace('carga')::text", &[])
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(schema, None, "a read-only command created carga's schema");
+
+    let proxy = common::Proxy::start().await;
+    proxy.cut();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
+        .args(["jobs"])
+        .env("DATABASE_URL", proxy.url_for(&empty.url))
+        .env("CARGA__DATABASE__CREATE_TIMEOUT_MS", "1000")
+        .env("CARGA__DATABASE__WAIT_TIMEOUT_MS", "1000")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("run carga");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("failed to reach the database"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("migrate"), "{}", stderr(&out));
+}

@@ -530,3 +530,65 @@ async fn serve_logs_hold_no_secrets_or_personal_data() {
         "no load line with its job id"
     );
 }
+
+/// `carga serve` started while the database is down: it serves (`/health`
+/// live, `/ready` 503), keeps trying, and becomes ready and runs jobs once
+/// the database is back, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_starts_while_the_database_is_down_and_becomes_ready() {
+    let app = TestApp::with_settings(fast_queue).await;
+    let proxy = common::Proxy::start().await;
+    proxy.cut();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut child = carga(&app, &["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", proxy.url_for(&app.url))
+        .env("CARGA__DATABASE__CREATE_TIMEOUT_MS", "1000")
+        .env("CARGA__DATABASE__WAIT_TIMEOUT_MS", "1000")
+        .spawn()
+        .expect("spawn");
+    wait_for_log(&mut child, "API listening").await;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let live = http
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .expect("live");
+    assert_eq!(live.status(), 200);
+    let ready = http
+        .get(format!("{base}/ready"))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(ready.status(), 503, "not ready while the database is down");
+    assert!(child.try_wait().expect("wait").is_none(), "serve exited");
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = http
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready ({status})");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And its workers run jobs.
+    let server =
+        ScriptedServer::start("a.zip", vec![Reply::Body(sample_zip("2024-10", 300, 21))]).await;
+    let job = app.enqueue("2024-10", &server.url).await;
+    wait_for_state(&app, job.id, "succeeded", "the job never succeeded").await;
+    signal(&child, "TERM");
+    assert_eq!(exits(child).await, Some(0));
+}

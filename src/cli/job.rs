@@ -24,7 +24,7 @@ pub fn queue_failure(e: QueueError) -> Failure {
 }
 
 pub async fn run(settings: Settings, args: JobArgs) -> CliResult {
-    let client = super::database(&settings).await?;
+    let client = super::database_read_only(&settings).await?;
     let job = queue::get(&**client, args.id)
         .await
         .map_err(queue_failure)?;

@@ -28,7 +28,7 @@ pub async fn run(settings: Settings, args: JobsArgs) -> CliResult {
             )));
         }
     }
-    let client = super::database(&settings).await?;
+    let client = super::database_read_only(&settings).await?;
     let jobs = queue::list(
         &**client,
         &ListFilter {

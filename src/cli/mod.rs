@@ -204,12 +204,28 @@ pub fn require_nis_key(settings: &Settings) -> CliResult {
 /// gets its two connections, a separate control pool for claims and
 /// heartbeats (never starved by loads), and the LISTEN connection's config.
 pub async fn runner(settings: &Settings) -> Result<crate::runner::Runner, Failure> {
+    let target = resolve(settings).await?;
+    tracing::info!(database = %target.description, "database");
+    migrate_before_load(&target).await?;
+    runner_unmigrated(settings, &target)
+}
+
+/// The runner's pools for `target`, without connecting or migrating (pools
+/// connect on first use): `serve` starts this way and migrates once the
+/// database answers.
+pub fn runner_unmigrated(
+    settings: &Settings,
+    target: &crate::db::Target,
+) -> Result<crate::runner::Runner, Failure> {
     use anyhow::Context as _;
     let mut settings = settings.clone();
     let concurrency = settings.queue.concurrency.max(1);
     settings.database.pool_size = settings.database.pool_size.max(concurrency * 2 + 1);
-    let target = resolve(&settings).await?;
-    let ctx = connect_to(&settings, &target).await?;
+    let pool = crate::db::pool(target, &settings).context("failed to build the pool")?;
+    let ctx = Context {
+        settings: settings.clone(),
+        pool,
+    };
     let mut control_settings = settings.clone();
     control_settings.database.pool_size = concurrency + 2;
     let control =
@@ -221,6 +237,46 @@ pub async fn runner(settings: &Settings) -> Result<crate::runner::Runner, Failur
         target.config.clone(),
         specs,
     ))
+}
+
+/// Applies the migrations once the database answers: a server that is down
+/// or restarting is waited for (backoff up to 30 s, each failure logged);
+/// a configuration error (unknown database or role, wrong password) ends
+/// the wait at once. `Ok(false)`: `stop` fired first.
+pub async fn migrate_when_reachable(
+    target: &crate::db::Target,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<bool, Failure> {
+    let mut delay = std::time::Duration::from_secs(1);
+    loop {
+        match crate::db::migrate_reporting(&target.config).await {
+            Ok(migration) => {
+                if !migration.created_api_tables.is_empty() {
+                    tracing::warn!(
+                        tables = %migration.created_api_tables.join(", "),
+                        "{}",
+                        migrate::created_api_tables_note(&migration.created_api_tables)
+                    );
+                }
+                return Ok(true);
+            }
+            Err(e) if e.is_configuration() => {
+                return Err(db_failure(e, "failed to migrate the schema"));
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    retry_in_s = delay.as_secs(),
+                    "the database is not reachable yet; not ready, trying again"
+                );
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Ok(false),
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(30));
+    }
 }
 
 /// `validate` checks payments files; a reference dataset is a usage error
@@ -298,6 +354,57 @@ pub async fn connect_to(
 pub async fn database(settings: &Settings) -> Result<deadpool_postgres::Object, Failure> {
     let ctx = connect(settings).await?;
     ctx.pool.get().await.map_err(|e| Failure::Failed(e.into()))
+}
+
+/// One connection for a command that only reads (`jobs`, `job`,
+/// `schedule`): it never migrates, so it works against a read-only replica
+/// or role; it checks that the schema is the one this binary knows.
+pub async fn database_read_only(settings: &Settings) -> Result<deadpool_postgres::Object, Failure> {
+    use anyhow::Context as _;
+    let target = resolve(settings).await?;
+    let pool = crate::db::pool(&target, settings).context("failed to build the pool")?;
+    let client = pool.get().await.map_err(|e| {
+        Failure::Failed(anyhow::Error::from(e).context("failed to reach the database"))
+    })?;
+    let unreadable = |e: tokio_postgres::Error| {
+        Failure::Failed(anyhow::anyhow!(
+            "failed to read the schema version: {}",
+            crate::pipeline::describe_db(&e)
+        ))
+    };
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('carga.schema_history') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(unreadable)?
+        .get(0);
+    let applied: Option<i64> = if exists {
+        Some(
+            client
+                .query_one("SELECT count(*) FROM carga.schema_history", &[])
+                .await
+                .map_err(unreadable)?
+                .get(0),
+        )
+    } else {
+        None
+    };
+    let expected = crate::db::migration_count() as i64;
+    match applied {
+        Some(n) if n == expected => Ok(client),
+        None => Err(Failure::Failed(anyhow::anyhow!(
+            "{} has no carga schema yet: run `carga migrate` (or start `carga serve` or `carga worker`)",
+            target.description
+        ))),
+        Some(n) if n < expected => Err(Failure::Failed(anyhow::anyhow!(
+            "the schema has {n} of this binary's {expected} migrations: run `carga migrate` first"
+        ))),
+        Some(n) => Err(Failure::Failed(anyhow::anyhow!(
+            "the database has {n} migrations, more than this binary's {expected}: use the newer carga"
+        ))),
+    }
 }
 
 /// Prints `value` as indented JSON on stdout (the `--json` of every command).

@@ -31,7 +31,11 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
         super::require_nis_key(&settings)?;
     }
     let shutdown = super::cancel_on_signal();
-    let runner = Arc::new(super::runner(&settings).await?);
+    // The database may be down at start: serve anyway (health says live,
+    // /ready says why not ready) and migrate once it answers.
+    let target = super::resolve(&settings).await?;
+    tracing::info!(database = %target.description, "database");
+    let runner = Arc::new(super::runner_unmigrated(&settings, &target)?);
     let specs = crate::runner::specs(&settings).map_err(usage)?;
     let listen = args.listen.unwrap_or_else(|| settings.http.listen.clone());
     // Without an operator token the console and the operator API refuse
@@ -74,6 +78,19 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
     tracing::info!(%address, "API listening");
     let stop_http = CancellationToken::new();
     let http = tokio::spawn(server.serve(stop_http.clone()));
+    let migrated = match super::migrate_when_reachable(&target, &shutdown).await {
+        Ok(migrated) => migrated,
+        Err(failure) => {
+            stop_http.cancel();
+            let _ = http.await;
+            return Err(failure);
+        }
+    };
+    if !migrated {
+        stop_http.cancel();
+        let _ = http.await;
+        return Ok(());
+    }
     let mut scheduler =
         crate::schedule::start(runner.control_pool().clone(), specs, settings.queue.clone())
             .await
