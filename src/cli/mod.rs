@@ -229,7 +229,7 @@ pub fn runner_unmigrated(
     let mut control_settings = settings.clone();
     control_settings.database.pool_size = concurrency + 2;
     let control =
-        crate::db::pool(&target, &control_settings).context("failed to build the control pool")?;
+        crate::db::pool(target, &control_settings).context("failed to build the control pool")?;
     let specs = crate::runner::specs(&settings).map_err(usage)?;
     Ok(crate::runner::Runner::new(
         ctx,
