@@ -1025,6 +1025,8 @@ async fn attempt(
     .await?
     {
         OpenOutcome::NotModified(meta) => {
+            // No lock is taken on this path: sweep dead attempts here too.
+            ledger::abandon_dead(client).await?;
             report.outcome = Outcome::Unchanged;
             report.file = meta.file_name;
             report.seconds = started.elapsed().as_secs_f64();

@@ -200,10 +200,20 @@ impl Runner {
         Ok(queue::claim(&**client, &self.worker, &self.settings).await?)
     }
 
-    /// Rescues expired leases and prunes history, once.
+    /// Rescues expired leases and sweeps dead ledger rows, once.
     pub async fn maintain(&self) -> Result<Vec<queue::Rescued>, RunnerError> {
         let client = self.control.get().await?;
         let rescued = queue::rescue(&**client).await?;
+        match crate::load::ledger::abandon_dead(&**client).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                loads = n,
+                "ledger: attempts whose process is gone marked abandoned"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %crate::pipeline::describe_db(&e), "ledger sweep failed")
+            }
+        }
         if !rescued.is_empty() {
             crate::telemetry::record_rescues(rescued.len());
         }

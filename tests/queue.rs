@@ -843,3 +843,78 @@ async fn finished_at_is_the_commit_time_not_the_transaction_start() {
         );
     }
 }
+
+/// A killed load's `running` ledger row never survives: the next run of its
+/// month that the source answers 304 sweeps it (that path takes no month
+/// lock), and so does the workers' maintenance pass for any month.
+#[tokio::test]
+async fn dead_running_ledger_rows_are_swept_on_304_and_by_maintenance() {
+    let mut app = TestApp::with_settings(fast_queue).await;
+    let urls = app
+        .serve(vec![("a.zip", sample_zip("2024-10", 300, 12))])
+        .await;
+    let url = urls["a.zip"].clone();
+    let runner = app.runner();
+    let first = app.enqueue("2024-10", &url).await;
+    assert!(
+        matches!(runner.run_one().await.expect("run"), RunOne::Ran { job_id, ref ending } if job_id == first.id && ending == "published")
+    );
+
+    // A load "killed mid-COPY": its row says running, its connection is gone.
+    let dead_row = || async {
+        let (client, connection) = tokio_postgres::connect(&app.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        let task = tokio::spawn(connection);
+        let (id, pid): (i64, i32) = {
+            let r = client
+                .query_one(
+                    "INSERT INTO carga.loads (dataset, program_code, period, status, source_url, forced, owner_pid)
+                     SELECT dataset, program_code, period, 'running', source_url, false, pg_backend_pid()
+                     FROM carga.loads WHERE status = 'published' AND program_code IS NOT NULL
+                     RETURNING id, owner_pid",
+                    &[],
+                )
+                .await
+                .expect("insert");
+            (r.get(0), r.get(1))
+        };
+        drop(client);
+        let _ = task.await;
+        common::wait_until(
+            &app,
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid} AND datname = $1"),
+            |n| n == 0,
+            "the killed load's backend to go",
+        )
+        .await;
+        id
+    };
+    let status = |id: i64| {
+        let app = &app;
+        async move {
+            app.client()
+                .await
+                .query_one("SELECT status FROM carga.loads WHERE id = $1", &[&id])
+                .await
+                .expect("row")
+                .get::<_, String>(0)
+        }
+    };
+
+    let swept_by_304 = dead_row().await;
+    let again = app.enqueue("2024-10", &url).await;
+    let ran = runner.run_one().await.expect("run");
+    assert_eq!(
+        ran,
+        RunOne::Ran {
+            job_id: again.id,
+            ending: "unchanged".into()
+        }
+    );
+    assert_eq!(status(swept_by_304).await, "abandoned");
+
+    let swept_by_maintenance = dead_row().await;
+    runner.maintain().await.expect("maintain");
+    assert_eq!(status(swept_by_maintenance).await, "abandoned");
+}

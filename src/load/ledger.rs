@@ -63,10 +63,18 @@ pub async fn finish_unpublished(
     Ok(())
 }
 
+/// A `running` ledger row is dead when the connection that owns it
+/// (`owner_pid`, the ledger connection of its load) is gone: no backend has
+/// that pid, or the one that has it started after the load did (the pid
+/// was reused).
+const DEAD: &str = "status = 'running'
+    AND NOT EXISTS (SELECT 1 FROM pg_stat_activity s
+                    WHERE s.pid = carga.loads.owner_pid
+                      AND (s.backend_start IS NULL OR s.backend_start <= carga.loads.started_at))";
+
 /// Marks other `running` attempts of (program, period) whose owning
-/// connection is gone `abandoned`. Call while holding the (program, period)
-/// lock, outside the load transaction (autocommit), so the mark stays
-/// whatever this load's outcome.
+/// connection is gone `abandoned`. Call outside the load transaction
+/// (autocommit), so the mark stays whatever this load's outcome.
 pub async fn abandon_stale(
     client: &impl GenericClient,
     program_code: &str,
@@ -75,11 +83,27 @@ pub async fn abandon_stale(
 ) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
-            "UPDATE carga.loads SET status = 'abandoned', finished_at = clock_timestamp()
-             WHERE program_code = $1 AND period = $2 AND status = 'running' AND id <> $3
-               AND (owner_pid IS NULL
-                    OR owner_pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL))",
+            &format!(
+                "UPDATE carga.loads SET status = 'abandoned', finished_at = clock_timestamp()
+                 WHERE program_code = $1 AND period = $2 AND id <> $3 AND {DEAD}"
+            ),
             &[&program_code, &period.first_day(), &load_id],
+        )
+        .await
+}
+
+/// Marks every dead `running` row `abandoned`, whatever its month: the
+/// maintenance loop of `serve` and `worker` runs it, so a killed load's
+/// row never stays `running` (a later run of its month may never take the
+/// month's lock, e.g. when the source answers 304).
+pub async fn abandon_dead(client: &impl GenericClient) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            &format!(
+                "UPDATE carga.loads SET status = 'abandoned', finished_at = clock_timestamp()
+                 WHERE {DEAD}"
+            ),
+            &[],
         )
         .await
 }
