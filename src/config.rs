@@ -193,6 +193,8 @@ pub struct LoadSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueSettings {
+    /// `carga worker`'s own `/metrics` and `/health` listener (empty: off).
+    pub metrics_listen: String,
     /// Loads one worker process runs at once.
     pub concurrency: usize,
     /// A worker's name in the jobs table; empty: host name and pid.

@@ -592,3 +592,60 @@ async fn serve_starts_while_the_database_is_down_and_becomes_ready() {
     signal(&child, "TERM");
     assert_eq!(exits(child).await, Some(0));
 }
+
+/// `carga worker --metrics-listen` serves the process's own counters: a
+/// retry done by a worker is counted where Prometheus can scrape it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_exposes_its_own_metrics() {
+    let app = TestApp::with_settings(fast_queue).await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let server = ScriptedServer::start(
+        "a.zip",
+        vec![
+            Reply::Status(503, ""),
+            Reply::Body(sample_zip("2024-10", 300, 22)),
+        ],
+    )
+    .await;
+    let mut child = carga(
+        &app,
+        &["worker", "--metrics-listen", &format!("127.0.0.1:{port}")],
+    )
+    .spawn()
+    .expect("spawn");
+    wait_for_log(&mut child, "worker started").await;
+    let job = app.enqueue("2024-10", &server.url).await;
+    wait_for_state(&app, job.id, "succeeded", "the job never succeeded").await;
+    let http = reqwest::Client::new();
+    let health = http
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 200);
+    let text = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(value("carga_job_retries_total") >= 1.0, "{text}");
+    assert!(
+        value("carga_job_attempts_total{dataset=\"novo-bolsa-familia\",ending=\"published\"}")
+            >= 1.0,
+        "{text}"
+    );
+    signal(&child, "TERM");
+    assert_eq!(exits(child).await, Some(0));
+}

@@ -19,6 +19,10 @@ pub struct WorkerArgs {
     /// Loads at once (overrides queue.concurrency).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Serve this process's /metrics and /health here (overrides
+    /// queue.metrics_listen; off when both are empty).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
 }
 
 pub async fn run(mut settings: Settings, args: WorkerArgs) -> CliResult {
@@ -28,6 +32,20 @@ pub async fn run(mut settings: Settings, args: WorkerArgs) -> CliResult {
     super::require_nis_key(&settings)?;
     let shutdown = super::cancel_on_signal();
     let runner = super::runner(&settings).await?;
+    let listen = args
+        .metrics_listen
+        .unwrap_or_else(|| settings.queue.metrics_listen.clone());
+    let stop_metrics = tokio_util::sync::CancellationToken::new();
+    let _stop_metrics_on_exit = stop_metrics.clone().drop_guard();
+    if !listen.is_empty() {
+        let router = crate::http::worker_router(crate::telemetry::metric::handle());
+        let server = crate::http::Server::bind_router(&listen, router, Arc::new(settings.clone()))
+            .await
+            .map_err(|e| super::usage(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
+        let address = server.local_addr().map_err(|e| Failure::Failed(e.into()))?;
+        tracing::info!(%address, "metrics listening");
+        tokio::spawn(server.serve(stop_metrics));
+    }
     if args.once {
         return match runner.run_one_until(shutdown.clone()).await {
             Ok(RunOne::Empty) => {

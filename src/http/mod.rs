@@ -198,6 +198,34 @@ async fn observe(request: Request, next: Next) -> Response {
     response
 }
 
+/// The routes of `carga worker`'s own listener: the process's counters
+/// (attempts by ending, retries, rescues, rows, bytes, stage times) at
+/// `/metrics`, and `/health`. The queue's depth and the datasets'
+/// freshness are the database's, served once by `carga serve`.
+pub fn worker_router(metrics: metrics_exporter_prometheus::PrometheusHandle) -> Router {
+    Router::new()
+        .route("/health", get(health::live))
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(10),
+        ))
+}
+
 /// A bound API server.
 pub struct Server {
     listener: TcpListener,
@@ -208,11 +236,21 @@ pub struct Server {
 impl Server {
     /// Binds `listen` (port 0 picks one).
     pub async fn bind(listen: &str, state: AppState) -> std::io::Result<Server> {
+        let settings = state.settings.clone();
+        Server::bind_router(listen, router(state), settings).await
+    }
+
+    /// Binds `listen` to serve `router` under the same connection policy.
+    pub async fn bind_router(
+        listen: &str,
+        router: Router,
+        settings: Arc<Settings>,
+    ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(listen).await?;
         Ok(Server {
             listener,
-            settings: state.settings.clone(),
-            router: router(state),
+            settings,
+            router,
         })
     }
 
