@@ -918,3 +918,88 @@ async fn dead_running_ledger_rows_are_swept_on_304_and_by_maintenance() {
     runner.maintain().await.expect("maintain");
     assert_eq!(status(swept_by_maintenance).await, "abandoned");
 }
+
+/// The stronger intent of a second request for a pending month is merged
+/// into its job or refused, never dropped: `force` and an explicit URL
+/// are taken on by a job that has not started; a different URL, or force
+/// for a job already running, is a conflict that names the job.
+#[tokio::test]
+async fn a_stronger_request_is_merged_or_refused_never_dropped() {
+    let app = TestApp::with_settings(fast_queue).await;
+    let client = app.client().await;
+    let settings = app.ctx.settings.queue.clone();
+    let spec =
+        carga::dataset::find(&app.ctx.settings.load.jobs_dir, "novo-bolsa-familia").expect("spec");
+    let request = |period: &str, url: Option<&str>, force: bool| {
+        let mut job = queue::NewJob::for_spec(
+            &spec,
+            carga::dataset::Period::parse(period).expect("period"),
+            queue::Trigger::Operator {
+                name: "test".into(),
+            },
+            Priority::Fresh,
+            &settings,
+        );
+        job.url = url.map(str::to_string);
+        job.force = force;
+        job
+    };
+    let row = |id: i64| {
+        let app = &app;
+        async move {
+            let r = app.job_row(id, "force, url").await;
+            (r.get::<_, bool>(0), r.get::<_, Option<String>>(1))
+        }
+    };
+
+    // Pending, from the spec's URL without force: --force and a URL merge.
+    let first = queue::enqueue(&**client, &request("2024-10", None, false))
+        .await
+        .expect("enqueue");
+    let again = queue::enqueue(
+        &**client,
+        &request("2024-10", Some("http://127.0.0.1:9/a.zip"), true),
+    )
+    .await
+    .expect("merged");
+    assert_eq!((again.id, again.new), (first.id, false));
+    assert_eq!(
+        row(first.id).await,
+        (true, Some("http://127.0.0.1:9/a.zip".into()))
+    );
+
+    // Another URL for it: refused, naming the job.
+    let other = queue::enqueue(
+        &**client,
+        &request("2024-10", Some("http://127.0.0.1:9/b.zip"), false),
+    )
+    .await
+    .expect_err("another URL");
+    assert!(
+        matches!(other, queue::QueueError::Conflict { id, .. } if id == first.id),
+        "{other}"
+    );
+    assert!(other.to_string().contains("another URL"), "{other}");
+
+    // Running without force: a forced request is refused, not merged away.
+    let second = queue::enqueue(&**client, &request("2024-11", None, false))
+        .await
+        .expect("enqueue");
+    client
+        .execute(
+            "UPDATE carga.jobs SET state = 'running', attempt = 1 WHERE id = $1",
+            &[&second.id],
+        )
+        .await
+        .expect("run it");
+    let forced = queue::enqueue(&**client, &request("2024-11", None, true))
+        .await
+        .expect_err("running without force");
+    assert!(forced.to_string().contains("--force"), "{forced}");
+    assert_eq!(row(second.id).await, (false, None));
+    // The same request without more intent still converges on it.
+    let plain = queue::enqueue(&**client, &request("2024-11", None, false))
+        .await
+        .expect("deduplicated");
+    assert_eq!((plain.id, plain.new), (second.id, false));
+}

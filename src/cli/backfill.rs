@@ -36,6 +36,7 @@ pub async fn run(settings: Settings, args: BackfillArgs) -> CliResult {
     }
     let client = super::database(&settings).await?;
     let mut new = 0;
+    let mut refused = 0;
     for period in &periods {
         let job = operator_job(
             &settings,
@@ -45,12 +46,24 @@ pub async fn run(settings: Settings, args: BackfillArgs) -> CliResult {
             args.force,
             Priority::Backfill,
         );
-        let enqueued = queue::enqueue(&**client, &job)
-            .await
-            .map_err(|e| Failure::Failed(e.into()))?;
-        new += usize::from(enqueued.new);
+        match queue::enqueue(&**client, &job).await {
+            Ok(enqueued) => new += usize::from(enqueued.new),
+            // A month whose running job cannot take --force: said, never
+            // dropped; the other months go on.
+            Err(e @ queue::QueueError::Conflict { .. }) => {
+                eprintln!("carga: {e}");
+                refused += 1;
+            }
+            Err(e) => return Err(Failure::Failed(e.into())),
+        }
     }
     println!("{new}");
+    if refused > 0 {
+        return Err(Failure::Failed(anyhow::anyhow!(
+            "{refused} of {} months were not enqueued as asked (see above); {new} were",
+            periods.len()
+        )));
+    }
     eprintln!(
         "carga: {new} of {} months of {} enqueued ({from} to {to}); the rest were already pending",
         periods.len(),

@@ -92,7 +92,7 @@ pub async fn run(settings: Settings, args: EnqueueArgs) -> CliResult {
     );
     let enqueued = queue::enqueue(&**client, &job)
         .await
-        .map_err(|e| Failure::Failed(e.into()))?;
+        .map_err(super::job::queue_failure)?;
     println!("{}", enqueued.id);
     eprintln!(
         "carga: job {} {} ({} {})",

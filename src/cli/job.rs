@@ -18,7 +18,9 @@ pub struct JobArgs {
 /// A missing job is the operator's mistake (exit 2), anything else exit 1.
 pub fn queue_failure(e: QueueError) -> Failure {
     match e {
-        QueueError::NotFound(_) | QueueError::WrongState { .. } => Failure::Usage(e.into()),
+        QueueError::NotFound(_) | QueueError::WrongState { .. } | QueueError::Conflict { .. } => {
+            Failure::Usage(e.into())
+        }
         e => Failure::Failed(e.into()),
     }
 }

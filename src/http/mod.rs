@@ -119,7 +119,9 @@ impl ApiError {
         use crate::queue::QueueError;
         match e {
             QueueError::NotFound(_) => ApiError::not_found(e.to_string()),
-            QueueError::WrongState { .. } => ApiError::conflict(e.to_string()),
+            QueueError::WrongState { .. } | QueueError::Conflict { .. } => {
+                ApiError::conflict(e.to_string())
+            }
             e => ApiError::internal(e),
         }
     }

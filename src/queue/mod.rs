@@ -38,6 +38,16 @@ pub enum QueueError {
     },
     #[error("the enqueue of {dataset} {period} kept racing with other writers")]
     Contended { dataset: String, period: Period },
+    /// The request asks for more than the pending job of its month will do
+    /// (`--force`, another URL) and that job cannot take it on.
+    #[error("job {id} is already {state} for {dataset} {period}: {reason}")]
+    Conflict {
+        id: i64,
+        state: String,
+        dataset: String,
+        period: Period,
+        reason: String,
+    },
 }
 
 impl From<tokio_postgres::Error> for QueueError {
@@ -153,8 +163,12 @@ pub struct Enqueued {
 /// Enqueues `job`, or returns the job it converges on: the pending job of
 /// the same (dataset, period), or the job of the same schedule slot. The
 /// database decides (partial unique indexes, `ON CONFLICT DO NOTHING`), so
-/// concurrent enqueues from cron, CLI and webhooks meet on one row. A fresh
-/// request raises a pending backfill job's priority, and `force` sticks.
+/// concurrent enqueues from cron, CLI and webhooks meet on one row. The
+/// stronger intent is merged into a pending job that has not started: a
+/// fresh request raises a backfill job's priority, `force` sticks, and an
+/// explicit URL replaces "the spec's URL". What cannot be merged is refused
+/// with [`QueueError::Conflict`], never dropped: a different explicit URL,
+/// or `force`/a URL for a job already running.
 pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueued> {
     let period = job.period.first_day();
     let slot = job.trigger.slot();
@@ -194,7 +208,7 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
         // it; then try again.
         let existing = client
             .query_opt(
-                "SELECT id FROM carga.jobs
+                "SELECT id, state, force, url, slot FROM carga.jobs
                  WHERE dataset = $1
                    AND (($3::timestamptz IS NOT NULL AND slot = $3)
                         OR (period = $2 AND state IN ('available', 'running', 'retryable')))
@@ -205,15 +219,53 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
             .await?;
         if let Some(row) = existing {
             let id: i64 = row.get(0);
-            client
+            let state: String = row.get(1);
+            let force: bool = row.get(2);
+            let url: Option<String> = row.get(3);
+            let slot_job = slot.is_some() && row.get::<_, Option<DateTime<Utc>>>(4) == slot;
+            if slot_job {
+                // The slot's own job: scheduled, no force, no URL.
+                return Ok(Enqueued { id, new: false });
+            }
+            let conflict = |reason: String| QueueError::Conflict {
+                id,
+                state: state.clone(),
+                dataset: job.dataset.clone(),
+                period: job.period,
+                reason,
+            };
+            if let (Some(asked), Some(pending)) = (&job.url, &url) {
+                if asked != pending {
+                    return Err(conflict(format!(
+                        "it loads another URL ({}); cancel it, or wait for it to end, then enqueue this one",
+                        crate::source::redact_source(pending)
+                    )));
+                }
+            }
+            let stronger = (job.force && !force) || (job.url.is_some() && url.is_none());
+            if stronger && state == "running" {
+                return Err(conflict(format!(
+                    "it runs without {}; wait for it to end (or cancel it), then enqueue again",
+                    if job.force && !force {
+                        "--force"
+                    } else {
+                        "this URL"
+                    }
+                )));
+            }
+            let merged = client
                 .execute(
-                    "UPDATE carga.jobs SET priority = least(priority, $2), force = force OR $3
-                     WHERE id = $1 AND state IN ('available', 'retryable')
-                       AND (priority > $2 OR (NOT force AND $3))",
-                    &[&id, &priority, &job.force],
+                    "UPDATE carga.jobs SET priority = least(priority, $2), force = force OR $3,
+                                           url = coalesce(url, $4)
+                     WHERE id = $1 AND state IN ('available', 'retryable')",
+                    &[&id, &priority, &job.force, &job.url],
                 )
                 .await?;
-            return Ok(Enqueued { id, new: false });
+            if merged == 1 || !stronger {
+                return Ok(Enqueued { id, new: false });
+            }
+            // It started or ended since it was read: look again.
+            continue;
         }
     }
     Err(QueueError::Contended {

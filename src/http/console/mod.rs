@@ -243,6 +243,9 @@ async fn jobs(
             ),
         )
             .into_response(),
+        Err(e @ crate::queue::QueueError::Conflict { .. }) => {
+            Redirect::to(&format!("/console/jobs?m={}", urlencode(&e.to_string()))).into_response()
+        }
         Err(e) => internal(e),
     }
 }
