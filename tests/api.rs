@@ -394,6 +394,14 @@ async fn metrics_are_prometheus_text_and_move_after_a_load() {
             .keys()
             .any(|k| k.starts_with("carga_pool_connections{"))
     );
+    // Every family, the load's too, has HELP and TYPE.
+    let text = reqwest::get(format!("{}/metrics", api.base))
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(families_without_help(&text), Vec::<String>::new(), "{text}");
 }
 
 /// Every sample line of a Prometheus text exposition, by series (name and
@@ -587,4 +595,105 @@ async fn a_webhook_source_cannot_redirect_off_the_allow_list() {
         0,
         "never fetched"
     );
+}
+
+/// `# HELP` and `# TYPE` for every family of a Prometheus text, and the
+/// families whose samples have neither.
+fn families_without_help(text: &str) -> Vec<String> {
+    let declared = |kind: &str| -> std::collections::HashMap<String, String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(kind))
+            .filter_map(|l| {
+                let (name, rest) = l.split_once(' ')?;
+                Some((name.to_string(), rest.to_string()))
+            })
+            .collect()
+    };
+    let (help, types) = (declared("# HELP "), declared("# TYPE "));
+    let mut missing = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let series = line.split([' ', '{']).next().unwrap_or_default();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                let base = series.strip_suffix(suffix)?;
+                matches!(
+                    types.get(base).map(String::as_str),
+                    Some("histogram" | "summary")
+                )
+                .then_some(base)
+            })
+            .unwrap_or(series);
+        let described = help.get(family).is_some_and(|h| !h.trim().is_empty());
+        let complete = described && types.contains_key(family);
+        if !complete && !missing.iter().any(|m| m == family) {
+            missing.push(family.to_string());
+        }
+    }
+    missing
+}
+
+/// A fresh `carga serve` (its own process, so no other test's counts):
+/// every family on `/metrics` has `# HELP` and `# TYPE` (promtool refuses
+/// a family without HELP), and the counters alert rules take `increase()`
+/// of are there at 0 before anything happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_server_describes_every_metric_and_starts_alerted_counters_at_zero() {
+    use tokio::io::AsyncBufReadExt;
+    let app = TestApp::new().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--concurrency", "0"])
+        .env("DATABASE_URL", &app.url)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("carga serve");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let address = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("read") {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if event["message"] == "API listening" {
+                return event["address"].as_str().map(str::to_string);
+            }
+        }
+        None
+    })
+    .await
+    .expect("serve reported its address in time")
+    .expect("an address");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let text = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    let missing = families_without_help(&text);
+    assert!(missing.is_empty(), "no HELP or TYPE: {missing:?}\n{text}");
+    let samples = parse_prometheus(&text);
+    for series in [
+        "carga_job_rescues_total",
+        "carga_job_retries_total{dataset=\"novo-bolsa-familia\"}",
+        "carga_job_retries_total{dataset=\"bpc\"}",
+        "carga_job_attempts_total{dataset=\"novo-bolsa-familia\",ending=\"failed\"}",
+        "carga_job_attempts_total{dataset=\"bpc\",ending=\"retry\"}",
+        "carga_job_attempts_total{dataset=\"bpc\",ending=\"published\"}",
+    ] {
+        assert_eq!(samples.get(series), Some(&0.0), "{series} at 0\n{text}");
+    }
+    for family in [
+        "carga_job_rescues_total",
+        "carga_job_attempts_total",
+        "carga_jobs",
+    ] {
+        assert!(text.contains(&format!("# HELP {family} ")), "{family}");
+    }
+    child.kill().await.expect("stop serve");
 }

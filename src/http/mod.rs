@@ -141,6 +141,7 @@ impl IntoResponse for ApiError {
 /// request metrics.
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
+    crate::telemetry::register_series(state.specs.iter().map(|s| s.dataset.as_str()));
     let operator = Router::new()
         .route("/v1/jobs", get(api::list_jobs))
         .route("/v1/jobs/{id}", get(api::get_job))
