@@ -19,6 +19,7 @@ pub mod files;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod reject;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -80,37 +81,31 @@ pub struct ErrorBody {
 }
 
 impl ApiError {
-    pub fn bad_request(message: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
-            status: StatusCode::BAD_REQUEST,
+            status,
             message: message.into(),
         }
+    }
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
     }
     pub fn unprocessable(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            message: message.into(),
-        }
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
     }
     pub fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: message.into(),
-        }
+        ApiError::new(StatusCode::NOT_FOUND, message)
     }
     pub fn conflict(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::CONFLICT,
-            message: message.into(),
-        }
+        ApiError::new(StatusCode::CONFLICT, message)
     }
     /// A server-side failure: logged in full, answered without detail.
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %e, "request failed");
-        ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: "internal error (see the server's log)".into(),
-        }
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error (see the server's log)",
+        )
     }
     pub fn db(e: tokio_postgres::Error) -> ApiError {
         ApiError::internal(crate::pipeline::describe_db(&e))
@@ -168,6 +163,8 @@ pub fn router(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(settings.http.request_timeout_s),
         ))
+        // Outside the limits, so their 408 and 413 become JSON too.
+        .layer(middleware::from_fn(reject::json_errors))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
