@@ -599,6 +599,15 @@ async fn openapi_describes_every_route() {
         ),
         (Some(1), Some(10_000))
     );
+    // 503 with Retry-After wherever the database is asked.
+    for (path, method) in [
+        ("/v1/jobs", "get"),
+        ("/v1/jobs/{id}", "get"),
+        ("/v1/webhooks/{sender}", "post"),
+    ] {
+        let unavailable = &doc["paths"][path][method]["responses"]["503"];
+        assert!(unavailable["headers"]["Retry-After"].is_object(), "{path}");
+    }
 }
 
 /// A webhook may name a source on its dataset's allow-list; the download
@@ -863,6 +872,121 @@ async fn every_api_error_is_the_documented_json_body() {
     assert!(r.headers().contains_key("allow"));
     assert_error_body(r, "wrong method").await;
     assert_eq!(jobs(&app).await, 0, "nothing was enqueued");
+}
+
+/// While the database is away the API answers 503 with `Retry-After` and
+/// the JSON error (not 500), the console a readable 503 page; once it is
+/// back, 200 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_api_and_the_console_answer_503_while_the_database_is_away() {
+    let app = TestApp::with_settings(api_settings).await;
+    let proxy = common::Proxy::start().await;
+    let mut settings = app.ctx.settings.clone();
+    settings.database.wait_timeout_ms = 1_000;
+    settings.database.create_timeout_ms = 1_000;
+    let target = carga::db::Target {
+        config: std::str::FromStr::from_str(&proxy.url_for(&app.url)).expect("config"),
+        description: "proxy".into(),
+        created: false,
+    };
+    let ctx = carga::pipeline::Context {
+        pool: carga::db::pool(&target, &settings).expect("pool"),
+        settings,
+    };
+    let api = app.api_with(ctx).await;
+    let (status, _) = operator(&api, reqwest::Method::GET, "/v1/jobs").await;
+    assert_eq!(status, StatusCode::OK);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let login = http
+        .post(format!("{}/console/login", api.base))
+        .form(&[("token", OPERATOR_TOKEN)])
+        .send()
+        .await
+        .expect("login");
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("cookie")
+        .to_string();
+    proxy.cut();
+    // The proxy notices the cut within milliseconds: wait for the first 503.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = http
+            .get(format!("{}/v1/jobs", api.base))
+            .bearer_auth(OPERATOR_TOKEN)
+            .send()
+            .await
+            .expect("send");
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::OK, "never a 500");
+        assert!(Instant::now() < deadline, "the API never answered 503");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let webhook_body = br#"{"dataset":"novo-bolsa-familia","period":"2024-10"}"#;
+    let requests = [
+        (reqwest::Method::GET, "/v1/jobs", None),
+        (reqwest::Method::GET, "/v1/jobs/1", None),
+        (reqwest::Method::GET, "/v1/datasets", None),
+        (reqwest::Method::POST, "/v1/jobs/1/cancel", None),
+        (reqwest::Method::POST, "/v1/jobs/1/retry", None),
+        (
+            reqwest::Method::POST,
+            "/v1/datasets/novo-bolsa-familia/loads",
+            Some(br#"{"period":"2024-10"}"#.to_vec()),
+        ),
+    ];
+    for (method, path, body) in requests {
+        let mut r = http
+            .request(method, format!("{}{path}", api.base))
+            .bearer_auth(OPERATOR_TOKEN);
+        if let Some(body) = body {
+            r = r.header("content-type", "application/json").body(body);
+        }
+        let r = r.send().await.expect("send");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(r.headers()["retry-after"], "5", "{path}");
+        let error = assert_error_body(r, path).await;
+        assert!(!error.contains("127.0.0.1"), "no detail: {error}");
+    }
+    let r = webhook(
+        &api,
+        SENDER,
+        &signed(SECRET, "msg_down", now(), webhook_body),
+        webhook_body,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "webhook");
+    assert!(r.headers().contains_key("retry-after"));
+    assert_error_body(r, "webhook").await;
+    for path in ["/console", "/console/jobs", "/console/loads/1"] {
+        let r = http
+            .get(format!("{}{path}", api.base))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(r.headers().contains_key("retry-after"), "{path}");
+        let html = r.text().await.expect("text");
+        assert!(
+            html.contains("<h1>The database is unavailable</h1>"),
+            "{path}: {html}"
+        );
+    }
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while operator(&api, reqwest::Method::GET, "/v1/jobs").await.0 != StatusCode::OK {
+        assert!(Instant::now() < deadline, "the API never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// `# HELP` and `# TYPE` for every family of a Prometheus text, and the

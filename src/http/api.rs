@@ -80,12 +80,14 @@ pub struct JobsQuery {
         (status = 400, description = "the id is not a 64-bit integer", body = ErrorBody),
         (status = 401, description = "no or wrong bearer token", body = ErrorBody),
         (status = 404, description = "no such job", body = ErrorBody),
+        (status = 503, description = "the database is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds"))),
     ))]
 pub async fn get_job(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<JobView>, ApiError> {
-    let client = state.ctx.pool.get().await.map_err(ApiError::internal)?;
+    let client = state.ctx.pool.get().await.map_err(ApiError::pool)?;
     Ok(Json(
         queue::get(&**client, id).await.map_err(ApiError::queue)?,
     ))
@@ -98,6 +100,8 @@ pub async fn get_job(
         (status = 200, body = Vec<JobView>),
         (status = 400, description = "an unknown state or dataset, or a limit out of range", body = ErrorBody),
         (status = 401, description = "no or wrong bearer token", body = ErrorBody),
+        (status = 503, description = "the database is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds"))),
     ))]
 pub async fn list_jobs(
     State(state): State<AppState>,
@@ -120,7 +124,7 @@ pub async fn list_jobs(
             "limit {limit} is not between 1 and {MAX_LIMIT}"
         )));
     }
-    let client = state.ctx.pool.get().await.map_err(ApiError::internal)?;
+    let client = state.ctx.pool.get().await.map_err(ApiError::pool)?;
     let filter = ListFilter {
         state: query.state,
         dataset: query.dataset,
@@ -138,11 +142,13 @@ pub async fn list_jobs(
     responses(
         (status = 200, body = Vec<DatasetStatus>),
         (status = 401, description = "no or wrong bearer token", body = ErrorBody),
+        (status = 503, description = "the database is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds"))),
     ))]
 pub async fn list_datasets(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<DatasetStatus>>, ApiError> {
-    let client = state.ctx.pool.get().await.map_err(ApiError::internal)?;
+    let client = state.ctx.pool.get().await.map_err(ApiError::pool)?;
     Ok(Json(
         crate::freshness::datasets(&**client, &state.specs)
             .await
@@ -172,6 +178,8 @@ pub struct LoadBody {
         (status = 413, description = "body too large", body = ErrorBody),
         (status = 415, description = "the body is not JSON", body = ErrorBody),
         (status = 422, description = "unknown dataset, or a period outside the spec without force", body = ErrorBody),
+        (status = 503, description = "the database is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds"))),
     ))]
 pub async fn trigger_load(
     State(state): State<AppState>,
@@ -196,7 +204,7 @@ pub async fn trigger_load(
             &state.settings.queue,
         )
     };
-    let client = state.ctx.pool.get().await.map_err(ApiError::internal)?;
+    let client = state.ctx.pool.get().await.map_err(ApiError::pool)?;
     let enqueued = queue::enqueue(&**client, &job)
         .await
         .map_err(ApiError::queue)?;
@@ -222,12 +230,14 @@ pub struct CancelResponse {
         (status = 401, description = "no or wrong bearer token", body = ErrorBody),
         (status = 404, description = "no such job", body = ErrorBody),
         (status = 409, description = "the job has already finished", body = ErrorBody),
+        (status = 503, description = "the database is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds"))),
     ))]
 pub async fn cancel_job(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<CancelResponse>, ApiError> {
-    let client = state.ctx.pool.get().await.map_err(ApiError::internal)?;
+    let client = state.ctx.pool.get().await.map_err(ApiError::pool)?;
     let state = queue::cancel(&**client, id)
         .await
         .map_err(ApiError::queue)?;
@@ -250,12 +260,14 @@ pub struct RetryResponse {
         (status = 401, description = "no or wrong bearer token", body = ErrorBody),
         (status = 404, description = "no such job", body = ErrorBody),
         (status = 409, description = "the job is not failed, cancelled or retryable", body = ErrorBody),
+        (status = 503, description = "the database is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds"))),
     ))]
 pub async fn retry_job(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<RetryResponse>, ApiError> {
-    let client = state.ctx.pool.get().await.map_err(ApiError::internal)?;
+    let client = state.ctx.pool.get().await.map_err(ApiError::pool)?;
     let job_id = queue::retry(&**client, id).await.map_err(ApiError::queue)?;
     Ok(Json(RetryResponse {
         job_id,

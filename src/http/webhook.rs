@@ -150,6 +150,8 @@ impl Accepted {
         (status = 401, description = "missing, bad, stale or future signature, or unknown sender (no detail)", body = ErrorBody),
         (status = 413, description = "body too large", body = ErrorBody),
         (status = 422, description = "unknown dataset, not allowed for this sender, or source URL not allowed", body = ErrorBody),
+        (status = 503, description = "the database is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds"))),
     )
 )]
 pub async fn receive(
@@ -247,7 +249,7 @@ async fn enqueue(
     sender: &str,
     webhook_id: &str,
 ) -> Result<Accepted, ApiError> {
-    let mut client = state.ctx.pool.get().await.map_err(ApiError::internal)?;
+    let mut client = state.ctx.pool.get().await.map_err(ApiError::pool)?;
     let tx = client.transaction().await.map_err(ApiError::db)?;
     let replayed = tx
         .query_opt(
