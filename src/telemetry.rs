@@ -116,9 +116,88 @@ pub mod metric {
                 // A recorder installed by someone else keeps working; ours
                 // then only renders what it was given.
                 let _ = metrics::set_global_recorder(recorder);
+                describe();
                 handle
             })
             .clone()
+    }
+
+    /// `# HELP` for every family (`promtool check metrics` wants one each).
+    fn describe() {
+        use metrics::{describe_counter, describe_gauge, describe_histogram};
+        describe_counter!(
+            HTTP_REQUESTS,
+            "HTTP requests answered, by route, method and status."
+        );
+        describe_counter!(ROWS_LOADED, "Rows published, by dataset.");
+        describe_counter!(
+            HTTP_CONNECTIONS_CLOSED,
+            "HTTP connections the server closed by policy, by reason (idle, evicted, address_full)."
+        );
+        describe_counter!(
+            ROWS_REJECTED,
+            "Rows rejected by the parser in published loads, by dataset."
+        );
+        describe_counter!(
+            BYTES_DOWNLOADED,
+            "Source bytes downloaded by published loads, by dataset."
+        );
+        describe_histogram!(
+            LOAD_SECONDS,
+            "Seconds a published load spent, by dataset and stage (stream, aggregate, publish, total)."
+        );
+        describe_counter!(
+            JOBS_FINISHED,
+            "Job attempts ended, by dataset and ending (published, unchanged, retry, not_found, failed, cancelled, released, waiting)."
+        );
+        describe_counter!(
+            JOB_RETRIES,
+            "Job attempts that ended in a retry (an error or a month not yet published), by dataset."
+        );
+        describe_counter!(
+            RESCUES,
+            "Running jobs whose lease expired and that the rescuer handed back."
+        );
+        describe_gauge!(
+            QUEUE_DEPTH,
+            "Jobs in the queue, by state (read when scraped)."
+        );
+        describe_gauge!(
+            LAST_SUCCESS,
+            "Unix time of the dataset's last published load (read when scraped)."
+        );
+        describe_gauge!(
+            POOL,
+            "The API's database pool: size, available, waiting and max connections (read when scraped)."
+        );
+    }
+}
+
+/// Every ending [`record_attempt`] is called with (the runner's `Ending`s
+/// by name, and `published` for a publish completed by the fence).
+pub const ATTEMPT_ENDINGS: [&str; 8] = [
+    "published",
+    "unchanged",
+    "retry",
+    "not_found",
+    "failed",
+    "cancelled",
+    "released",
+    "waiting",
+];
+
+/// Creates, at 0, the counters that alert rules take `increase()` of, for
+/// every known dataset and ending, so a rule sees a series before the first
+/// event (Prometheus cannot compute an increase from a series that appears
+/// at 1). Adds 0: calling it again, or after events, changes nothing.
+pub fn register_series<'a>(datasets: impl IntoIterator<Item = &'a str>) {
+    metrics::counter!(metric::RESCUES).increment(0);
+    for dataset in datasets {
+        metrics::counter!(metric::JOB_RETRIES, "dataset" => dataset.to_string()).increment(0);
+        for ending in ATTEMPT_ENDINGS {
+            metrics::counter!(metric::JOBS_FINISHED, "dataset" => dataset.to_string(), "ending" => ending)
+                .increment(0);
+        }
     }
 }
 
@@ -160,4 +239,29 @@ pub fn record_attempt(dataset: &str, ending: &str) {
 /// Jobs the rescuer handed back.
 pub fn record_rescues(count: usize) {
     metrics::counter!(metric::RESCUES).increment(count as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    /// The runner names its attempts' endings in `record()`; every name it
+    /// uses must be one [`super::register_series`] creates at 0.
+    #[test]
+    fn every_ending_the_runner_records_is_registered() {
+        let runner = include_str!("runner.rs");
+        let start = runner
+            .find("let name = match ending {")
+            .expect("the runner names its endings");
+        let block = &runner[start..start + runner[start..].find("};").expect("end of match")];
+        let mut named = vec!["published"]; // recorded by the fence's path
+        for piece in block.split("=> \"").skip(1) {
+            named.push(piece.split('"').next().unwrap_or_default());
+        }
+        assert!(named.len() > 5, "{named:?}");
+        for ending in named {
+            assert!(
+                super::ATTEMPT_ENDINGS.contains(&ending),
+                "{ending} is not in ATTEMPT_ENDINGS"
+            );
+        }
+    }
 }

@@ -50,6 +50,24 @@ async fn operator(
     (status, r.json().await.unwrap_or(serde_json::Value::Null))
 }
 
+/// Asserts the response is the API's JSON error: `{"error": "<text>"}`
+/// with `Content-Type: application/json` and nothing else in it.
+async fn assert_error_body(r: reqwest::Response, what: &str) -> String {
+    let kind = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(kind.starts_with("application/json"), "{what}: {kind}");
+    let body: serde_json::Value = r.json().await.expect("a JSON body");
+    let object = body.as_object().expect("an object");
+    assert_eq!(object.len(), 1, "{what}: {body}");
+    let error = object["error"].as_str().expect("error is text");
+    assert!(!error.is_empty(), "{what}");
+    error.to_string()
+}
+
 async fn jobs(app: &TestApp) -> i64 {
     app.client()
         .await
@@ -122,9 +140,10 @@ async fn signed_webhooks_enqueue_and_everything_else_is_refused() {
     for (what, headers, sent) in unauthorized {
         let r = webhook(&api, SENDER, &headers, sent).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what}");
-        assert!(
-            r.bytes().await.expect("body").is_empty(),
-            "{what}: no detail"
+        assert_eq!(
+            r.json::<serde_json::Value>().await.expect("json"),
+            serde_json::json!({"error": "unauthorized"}),
+            "{what}: the JSON error body, with no detail"
         );
     }
     let unknown = webhook(
@@ -145,6 +164,9 @@ async fn signed_webhooks_enqueue_and_everything_else_is_refused() {
         ("a month after the current one", br#"{"dataset":"novo-bolsa-familia","period":"2999-01"}"#, StatusCode::UNPROCESSABLE_ENTITY),
         ("URL off the allow-list", br#"{"dataset":"novo-bolsa-familia","period":"2024-09","url":"https://evil.example/x.zip"}"#, StatusCode::UNPROCESSABLE_ENTITY),
         ("loopback URL", br#"{"dataset":"novo-bolsa-familia","period":"2024-09","url":"http://127.0.0.1:8080/x.zip"}"#, StatusCode::UNPROCESSABLE_ENTITY),
+        // PostgreSQL refuses a NUL in text: refused before SQL, not a 500.
+        ("NUL in the URL", br#"{"dataset":"novo-bolsa-familia","period":"2024-09","url":"https://portaldatransparencia.gov.br/x\u0000.zip"}"#, StatusCode::BAD_REQUEST),
+        ("YYYYMM period", br#"{"dataset":"novo-bolsa-familia","period":"202410"}"#, StatusCode::BAD_REQUEST),
     ];
     for (i, (what, sent, status)) in cases.into_iter().enumerate() {
         let r = webhook(
@@ -155,6 +177,7 @@ async fn signed_webhooks_enqueue_and_everything_else_is_refused() {
         )
         .await;
         assert_eq!(r.status(), status, "{what}");
+        assert_error_body(r, what).await;
     }
     // A malformed body's error says where, never quotes what it holds.
     let odd = br#"{"dataset":"novo-bolsa-familia","period":"2024-10","FULANO DE TAL":1}"#;
@@ -166,6 +189,7 @@ async fn signed_webhooks_enqueue_and_everything_else_is_refused() {
     let big = vec![b' '; 10_000];
     let r = webhook(&api, SENDER, &signed(SECRET, "msg_big", now(), &big), &big).await;
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error_body(r, "oversized").await;
     assert_eq!(jobs(&app).await, 2, "nothing else was enqueued");
 }
 
@@ -395,6 +419,14 @@ async fn metrics_are_prometheus_text_and_move_after_a_load() {
             .keys()
             .any(|k| k.starts_with("carga_pool_connections{"))
     );
+    // Every family, the load's too, has HELP and TYPE.
+    let text = reqwest::get(format!("{}/metrics", api.base))
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(families_without_help(&text), Vec::<String>::new(), "{text}");
 }
 
 /// Every sample line of a Prometheus text exposition, by series (name and
@@ -515,6 +547,68 @@ async fn openapi_describes_every_route() {
     }
     assert!(doc["components"]["schemas"]["JobView"].is_object());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // What the API accepts, in the schema: months as YYYY-MM, datasets and
+    // states as enums of what is loaded, the limit's range.
+    let schemas = &doc["components"]["schemas"];
+    let pattern = "^(19|2[0-9])[0-9]{2}-(0[1-9]|1[0-2])$";
+    assert_eq!(
+        schemas["LoadBody"]["properties"]["period"]["pattern"],
+        pattern
+    );
+    assert_eq!(
+        schemas["WebhookBody"]["properties"]["period"]["pattern"],
+        pattern
+    );
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let payments = names(&schemas["WebhookBody"]["properties"]["dataset"]["enum"]);
+    assert!(
+        payments.contains(&"novo-bolsa-familia".to_string()),
+        "{payments:?}"
+    );
+    assert!(
+        !payments.contains(&"municipios".to_string()),
+        "a reference dataset is not loaded by request"
+    );
+    let parameter = |path: &str, method: &str, name: &str| -> serde_json::Value {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("{path} {name}"))
+    };
+    let load_dataset = parameter("/v1/datasets/{dataset}/loads", "post", "dataset");
+    assert_eq!(names(&load_dataset["schema"]["enum"]), payments);
+    let filter = parameter("/v1/jobs", "get", "dataset");
+    assert!(names(&filter["schema"]["enum"]).contains(&"municipios".to_string()));
+    let state = parameter("/v1/jobs", "get", "state");
+    assert_eq!(
+        names(&state["schema"]["enum"]),
+        carga::queue::STATES.to_vec()
+    );
+    let limit = parameter("/v1/jobs", "get", "limit");
+    assert_eq!(
+        (
+            limit["schema"]["minimum"].as_i64(),
+            limit["schema"]["maximum"].as_i64()
+        ),
+        (Some(1), Some(10_000))
+    );
+    // 503 with Retry-After wherever the database is asked.
+    for (path, method) in [
+        ("/v1/jobs", "get"),
+        ("/v1/jobs/{id}", "get"),
+        ("/v1/webhooks/{sender}", "post"),
+    ] {
+        let unavailable = &doc["paths"][path][method]["responses"]["503"];
+        assert!(unavailable["headers"]["Retry-After"].is_object(), "{path}");
+    }
 }
 
 /// A webhook may name a source on its dataset's allow-list; the download
@@ -706,4 +800,411 @@ async fn idle_connections_cannot_hold_the_server() {
             opened.elapsed()
         );
     }
+}
+
+/// Every error an operator endpoint can give is the JSON error body, with
+/// a status `/openapi.json` declares for that operation: a path id or a
+/// limit out of `i64`'s range, a NUL in a filter, a body that is not JSON,
+/// no token, an unknown route and a wrong method (schemathesis found
+/// axum's text/plain 400 for the first ones).
+#[tokio::test]
+async fn every_api_error_is_the_documented_json_body() {
+    let app = TestApp::with_settings(api_settings).await;
+    let api = app.api().await;
+    let doc: serde_json::Value = reqwest::get(format!("{}/openapi.json", api.base))
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let http = reqwest::Client::new();
+    let too_big = "9223372036854775808";
+    let get = reqwest::Method::GET;
+    let post = reqwest::Method::POST;
+    // (what, method, path, documented path, status)
+    let cases: Vec<(&str, reqwest::Method, String, &str, StatusCode)> = vec![
+        (
+            "id past i64",
+            get.clone(),
+            format!("/v1/jobs/{too_big}"),
+            "/v1/jobs/{id}",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "id not a number",
+            get.clone(),
+            "/v1/jobs/abc".into(),
+            "/v1/jobs/{id}",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "cancel, id past i64",
+            post.clone(),
+            format!("/v1/jobs/{too_big}/cancel"),
+            "/v1/jobs/{id}/cancel",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "retry, id past i64",
+            post.clone(),
+            format!("/v1/jobs/{too_big}/retry"),
+            "/v1/jobs/{id}/retry",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "limit past i64",
+            get.clone(),
+            format!("/v1/jobs?limit={too_big}"),
+            "/v1/jobs",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "limit 0",
+            get.clone(),
+            "/v1/jobs?limit=0".into(),
+            "/v1/jobs",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "NUL in the dataset filter",
+            get.clone(),
+            "/v1/jobs?dataset=bpc%00x".into(),
+            "/v1/jobs",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "unknown dataset filter",
+            get.clone(),
+            "/v1/jobs?dataset=nope".into(),
+            "/v1/jobs",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "unknown state",
+            get.clone(),
+            "/v1/jobs?state=bogus".into(),
+            "/v1/jobs",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "no such job",
+            get.clone(),
+            "/v1/jobs/999999".into(),
+            "/v1/jobs/{id}",
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (what, method, path, documented, status) in cases {
+        let r = http
+            .request(method.clone(), format!("{}{path}", api.base))
+            .bearer_auth(OPERATOR_TOKEN)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), status, "{what}");
+        assert_error_body(r, what).await;
+        let declared =
+            &doc["paths"][documented][method.as_str().to_lowercase()]["responses"][status.as_str()];
+        assert!(
+            declared["content"]["application/json"]["schema"]["$ref"]
+                .as_str()
+                .is_some_and(|r| r.ends_with("/ErrorBody")),
+            "{what}: {status} is not declared with the error body on {documented}"
+        );
+    }
+    // Bodies: not JSON, malformed, a period that is not YYYY-MM, a NUL.
+    let loads = format!("{}/v1/datasets/novo-bolsa-familia/loads", api.base);
+    let bodies: Vec<(&str, &str, &str, StatusCode)> = vec![
+        (
+            "form body",
+            "application/x-www-form-urlencoded",
+            "period=2024-10",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "malformed JSON",
+            "application/json",
+            "{\"period\":",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "unknown field",
+            "application/json",
+            r#"{"period":"2024-10","FULANO":1}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "YYYYMM",
+            "application/json",
+            r#"{"period":"202410"}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "NUL in the period",
+            "application/json",
+            r#"{"period":"2024-10\u0000"}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (what, kind, body, status) in bodies {
+        let r = http
+            .post(&loads)
+            .bearer_auth(OPERATOR_TOKEN)
+            .header("content-type", kind)
+            .body(body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), status, "{what}");
+        let error = assert_error_body(r, what).await;
+        assert!(!error.contains("FULANO"), "where, not what: {error}");
+        assert!(
+            doc["paths"]["/v1/datasets/{dataset}/loads"]["post"]["responses"][status.as_str()]
+                .is_object(),
+            "{what}: {status} not declared"
+        );
+    }
+    // No token: 401, still the JSON error, with its challenge.
+    let r = http
+        .get(format!("{}/v1/jobs", api.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_error_body(r, "no token").await;
+    // An unknown route and a wrong method.
+    let r = http
+        .get(format!("{}/v1/nothing-here", api.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_error_body(r, "unknown route").await;
+    let r = http
+        .delete(format!("{}/v1/jobs", api.base))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(r.headers().contains_key("allow"));
+    assert_error_body(r, "wrong method").await;
+    assert_eq!(jobs(&app).await, 0, "nothing was enqueued");
+}
+
+/// While the database is away the API answers 503 with `Retry-After` and
+/// the JSON error (not 500), the console a readable 503 page; once it is
+/// back, 200 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_api_and_the_console_answer_503_while_the_database_is_away() {
+    let app = TestApp::with_settings(api_settings).await;
+    let proxy = common::Proxy::start().await;
+    let mut settings = app.ctx.settings.clone();
+    settings.database.wait_timeout_ms = 1_000;
+    settings.database.create_timeout_ms = 1_000;
+    let target = carga::db::Target {
+        config: std::str::FromStr::from_str(&proxy.url_for(&app.url)).expect("config"),
+        description: "proxy".into(),
+        created: false,
+    };
+    let ctx = carga::pipeline::Context {
+        pool: carga::db::pool(&target, &settings).expect("pool"),
+        settings,
+    };
+    let api = app.api_with(ctx).await;
+    let (status, _) = operator(&api, reqwest::Method::GET, "/v1/jobs").await;
+    assert_eq!(status, StatusCode::OK);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let login = http
+        .post(format!("{}/console/login", api.base))
+        .form(&[("token", OPERATOR_TOKEN)])
+        .send()
+        .await
+        .expect("login");
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("cookie")
+        .to_string();
+    proxy.cut();
+    // The proxy notices the cut within milliseconds: wait for the first 503.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = http
+            .get(format!("{}/v1/jobs", api.base))
+            .bearer_auth(OPERATOR_TOKEN)
+            .send()
+            .await
+            .expect("send");
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::OK, "never a 500");
+        assert!(Instant::now() < deadline, "the API never answered 503");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let webhook_body = br#"{"dataset":"novo-bolsa-familia","period":"2024-10"}"#;
+    let requests = [
+        (reqwest::Method::GET, "/v1/jobs", None),
+        (reqwest::Method::GET, "/v1/jobs/1", None),
+        (reqwest::Method::GET, "/v1/datasets", None),
+        (reqwest::Method::POST, "/v1/jobs/1/cancel", None),
+        (reqwest::Method::POST, "/v1/jobs/1/retry", None),
+        (
+            reqwest::Method::POST,
+            "/v1/datasets/novo-bolsa-familia/loads",
+            Some(br#"{"period":"2024-10"}"#.to_vec()),
+        ),
+    ];
+    for (method, path, body) in requests {
+        let mut r = http
+            .request(method, format!("{}{path}", api.base))
+            .bearer_auth(OPERATOR_TOKEN);
+        if let Some(body) = body {
+            r = r.header("content-type", "application/json").body(body);
+        }
+        let r = r.send().await.expect("send");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(r.headers()["retry-after"], "5", "{path}");
+        let error = assert_error_body(r, path).await;
+        assert!(!error.contains("127.0.0.1"), "no detail: {error}");
+    }
+    let r = webhook(
+        &api,
+        SENDER,
+        &signed(SECRET, "msg_down", now(), webhook_body),
+        webhook_body,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "webhook");
+    assert!(r.headers().contains_key("retry-after"));
+    assert_error_body(r, "webhook").await;
+    for path in ["/console", "/console/jobs", "/console/loads/1"] {
+        let r = http
+            .get(format!("{}{path}", api.base))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(r.headers().contains_key("retry-after"), "{path}");
+        let html = r.text().await.expect("text");
+        assert!(
+            html.contains("<h1>The database is unavailable</h1>"),
+            "{path}: {html}"
+        );
+    }
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while operator(&api, reqwest::Method::GET, "/v1/jobs").await.0 != StatusCode::OK {
+        assert!(Instant::now() < deadline, "the API never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `# HELP` and `# TYPE` for every family of a Prometheus text, and the
+/// families whose samples have neither.
+fn families_without_help(text: &str) -> Vec<String> {
+    let declared = |kind: &str| -> std::collections::HashMap<String, String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(kind))
+            .filter_map(|l| {
+                let (name, rest) = l.split_once(' ')?;
+                Some((name.to_string(), rest.to_string()))
+            })
+            .collect()
+    };
+    let (help, types) = (declared("# HELP "), declared("# TYPE "));
+    let mut missing = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let series = line.split([' ', '{']).next().unwrap_or_default();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                let base = series.strip_suffix(suffix)?;
+                matches!(
+                    types.get(base).map(String::as_str),
+                    Some("histogram" | "summary")
+                )
+                .then_some(base)
+            })
+            .unwrap_or(series);
+        let described = help.get(family).is_some_and(|h| !h.trim().is_empty());
+        let complete = described && types.contains_key(family);
+        if !complete && !missing.iter().any(|m| m == family) {
+            missing.push(family.to_string());
+        }
+    }
+    missing
+}
+
+/// A fresh `carga serve` (its own process, so no other test's counts):
+/// every family on `/metrics` has `# HELP` and `# TYPE` (promtool refuses
+/// a family without HELP), and the counters alert rules take `increase()`
+/// of are there at 0 before anything happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_server_describes_every_metric_and_starts_alerted_counters_at_zero() {
+    use tokio::io::AsyncBufReadExt;
+    let app = TestApp::new().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--concurrency", "0"])
+        .env("DATABASE_URL", &app.url)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("carga serve");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let address = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("read") {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if event["message"] == "API listening" {
+                return event["address"].as_str().map(str::to_string);
+            }
+        }
+        None
+    })
+    .await
+    .expect("serve reported its address in time")
+    .expect("an address");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let text = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    let missing = families_without_help(&text);
+    assert!(missing.is_empty(), "no HELP or TYPE: {missing:?}\n{text}");
+    let samples = parse_prometheus(&text);
+    for series in [
+        "carga_job_rescues_total",
+        "carga_job_retries_total{dataset=\"novo-bolsa-familia\"}",
+        "carga_job_retries_total{dataset=\"bpc\"}",
+        "carga_job_attempts_total{dataset=\"novo-bolsa-familia\",ending=\"failed\"}",
+        "carga_job_attempts_total{dataset=\"bpc\",ending=\"retry\"}",
+        "carga_job_attempts_total{dataset=\"bpc\",ending=\"published\"}",
+    ] {
+        assert_eq!(samples.get(series), Some(&0.0), "{series} at 0\n{text}");
+    }
+    for family in [
+        "carga_job_rescues_total",
+        "carga_job_attempts_total",
+        "carga_jobs",
+    ] {
+        assert!(text.contains(&format!("# HELP {family} ")), "{family}");
+    }
+    child.kill().await.expect("stop serve");
 }

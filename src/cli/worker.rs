@@ -39,6 +39,8 @@ pub async fn run(mut settings: Settings, args: WorkerArgs) -> CliResult {
     let _stop_metrics_on_exit = stop_metrics.clone().drop_guard();
     if !listen.is_empty() {
         let router = crate::http::worker_router(crate::telemetry::metric::handle());
+        let specs = crate::runner::specs(&settings).map_err(super::usage)?;
+        crate::telemetry::register_series(specs.iter().map(|s| s.dataset.as_str()));
         let server = crate::http::Server::bind_router(&listen, router, Arc::new(settings.clone()))
             .await
             .map_err(|e| super::usage(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;

@@ -4,16 +4,17 @@
 //! read models of `queue/` and `freshness.rs`.
 
 use axum::Json;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
+use super::reject::{ApiJson, ApiPath, ApiQuery};
 use super::webhook::Accepted;
-use super::{ApiError, AppState};
-use crate::dataset::{Kind, Period};
+use super::{ApiError, AppState, ErrorBody};
+use crate::dataset::Kind;
 use crate::freshness::DatasetStatus;
 use crate::queue::{self, JobView, ListFilter, NewJob, Priority, Trigger};
 
@@ -56,22 +57,37 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
+/// The most jobs one listing returns.
+pub const MAX_LIMIT: i64 = 10_000;
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JobsQuery {
+    /// Only jobs in this state.
     pub state: Option<String>,
+    /// Only jobs of this dataset.
     pub dataset: Option<String>,
+    /// At most this many jobs (default 50).
+    #[param(minimum = 1, maximum = 10_000)]
     pub limit: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
-    params(("id" = i64, Path)),
+    params(("id" = i64, Path, description = "the job's id")),
     security(("bearer" = [])),
-    responses((status = 200, body = JobView), (status = 401), (status = 404, body = super::ErrorBody)))]
+    responses(
+        (status = 200, body = JobView),
+        (status = 400, description = "the id is not a 64-bit integer", body = ErrorBody),
+        (status = 401, description = "no or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 503, description = "the database is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds"))),
+    ))]
 pub async fn get_job(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<JobView>, ApiError> {
-    let client = state.ctx.pool.get().await.map_err(ApiError::internal)?;
+    let client = state.ctx.pool.get().await.map_err(ApiError::pool)?;
     Ok(Json(
         queue::get(&**client, id).await.map_err(ApiError::queue)?,
     ))
@@ -80,10 +96,16 @@ pub async fn get_job(
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
     params(JobsQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = Vec<JobView>), (status = 401), (status = 400, body = super::ErrorBody)))]
+    responses(
+        (status = 200, body = Vec<JobView>),
+        (status = 400, description = "an unknown state or dataset, or a limit out of range", body = ErrorBody),
+        (status = 401, description = "no or wrong bearer token", body = ErrorBody),
+        (status = 503, description = "the database is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds"))),
+    ))]
 pub async fn list_jobs(
     State(state): State<AppState>,
-    Query(query): Query<JobsQuery>,
+    ApiQuery(query): ApiQuery<JobsQuery>,
 ) -> Result<Json<Vec<JobView>>, ApiError> {
     if let Some(s) = &query.state {
         if !queue::STATES.contains(&s.as_str()) {
@@ -93,11 +115,20 @@ pub async fn list_jobs(
             )));
         }
     }
-    let client = state.ctx.pool.get().await.map_err(ApiError::internal)?;
+    if let Some(dataset) = &query.dataset {
+        super::reject::dataset_filter(&state.specs, dataset)?;
+    }
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit {limit} is not between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let client = state.ctx.pool.get().await.map_err(ApiError::pool)?;
     let filter = ListFilter {
         state: query.state,
         dataset: query.dataset,
-        limit: query.limit.unwrap_or(50),
+        limit,
     };
     Ok(Json(
         queue::list(&**client, &filter)
@@ -108,11 +139,16 @@ pub async fn list_jobs(
 
 #[utoipa::path(get, path = "/v1/datasets", tag = "datasets",
     security(("bearer" = [])),
-    responses((status = 200, body = Vec<DatasetStatus>), (status = 401)))]
+    responses(
+        (status = 200, body = Vec<DatasetStatus>),
+        (status = 401, description = "no or wrong bearer token", body = ErrorBody),
+        (status = 503, description = "the database is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds"))),
+    ))]
 pub async fn list_datasets(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<DatasetStatus>>, ApiError> {
-    let client = state.ctx.pool.get().await.map_err(ApiError::internal)?;
+    let client = state.ctx.pool.get().await.map_err(ApiError::pool)?;
     Ok(Json(
         crate::freshness::datasets(&**client, &state.specs)
             .await
@@ -124,6 +160,7 @@ pub async fn list_datasets(
 #[serde(deny_unknown_fields)]
 pub struct LoadBody {
     /// `YYYY-MM`.
+    #[schema(pattern = "^(19|2[0-9])[0-9]{2}-(0[1-9]|1[0-2])$", example = "2024-10")]
     pub period: String,
     /// Publish even if unchanged or shrunk; allow a period outside the spec.
     #[serde(default)]
@@ -131,18 +168,25 @@ pub struct LoadBody {
 }
 
 #[utoipa::path(post, path = "/v1/datasets/{dataset}/loads", tag = "datasets",
-    params(("dataset" = String, Path)),
+    params(("dataset" = String, Path, description = "a payment dataset")),
     request_body = LoadBody,
     security(("bearer" = [])),
-    responses((status = 202, body = Accepted), (status = 400, body = super::ErrorBody), (status = 401), (status = 422, body = super::ErrorBody)))]
+    responses(
+        (status = 202, body = Accepted),
+        (status = 400, description = "malformed JSON or period", body = ErrorBody),
+        (status = 401, description = "no or wrong bearer token", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "the body is not JSON", body = ErrorBody),
+        (status = 422, description = "unknown dataset, or a period outside the spec without force", body = ErrorBody),
+        (status = 503, description = "the database is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds"))),
+    ))]
 pub async fn trigger_load(
     State(state): State<AppState>,
-    Path(dataset): Path<String>,
-    body: Result<Json<LoadBody>, axum::extract::rejection::JsonRejection>,
+    ApiPath(dataset): ApiPath<String>,
+    ApiJson(body): ApiJson<LoadBody>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let period = Period::parse(&body.period)
-        .ok_or_else(|| ApiError::bad_request(format!("period {:?} is not YYYY-MM", body.period)))?;
+    let period = super::reject::period(&body.period)?;
     let spec = state
         .specs
         .iter()
@@ -160,7 +204,7 @@ pub async fn trigger_load(
             &state.settings.queue,
         )
     };
-    let client = state.ctx.pool.get().await.map_err(ApiError::internal)?;
+    let client = state.ctx.pool.get().await.map_err(ApiError::pool)?;
     let enqueued = queue::enqueue(&**client, &job)
         .await
         .map_err(ApiError::queue)?;
@@ -178,14 +222,22 @@ pub struct CancelResponse {
 }
 
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
-    params(("id" = i64, Path)),
+    params(("id" = i64, Path, description = "the job's id")),
     security(("bearer" = [])),
-    responses((status = 200, body = CancelResponse), (status = 401), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+    responses(
+        (status = 200, body = CancelResponse),
+        (status = 400, description = "the id is not a 64-bit integer", body = ErrorBody),
+        (status = 401, description = "no or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 409, description = "the job has already finished", body = ErrorBody),
+        (status = 503, description = "the database is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds"))),
+    ))]
 pub async fn cancel_job(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<CancelResponse>, ApiError> {
-    let client = state.ctx.pool.get().await.map_err(ApiError::internal)?;
+    let client = state.ctx.pool.get().await.map_err(ApiError::pool)?;
     let state = queue::cancel(&**client, id)
         .await
         .map_err(ApiError::queue)?;
@@ -200,14 +252,22 @@ pub struct RetryResponse {
 }
 
 #[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs",
-    params(("id" = i64, Path)),
+    params(("id" = i64, Path, description = "the job's id")),
     security(("bearer" = [])),
-    responses((status = 200, body = RetryResponse), (status = 401), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+    responses(
+        (status = 200, body = RetryResponse),
+        (status = 400, description = "the id is not a 64-bit integer", body = ErrorBody),
+        (status = 401, description = "no or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 409, description = "the job is not failed, cancelled or retryable", body = ErrorBody),
+        (status = 503, description = "the database is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds"))),
+    ))]
 pub async fn retry_job(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<RetryResponse>, ApiError> {
-    let client = state.ctx.pool.get().await.map_err(ApiError::internal)?;
+    let client = state.ctx.pool.get().await.map_err(ApiError::pool)?;
     let job_id = queue::retry(&**client, id, state.settings.queue.max_attempts)
         .await
         .map_err(ApiError::queue)?;

@@ -20,6 +20,7 @@ pub mod files;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod reject;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -67,11 +68,61 @@ impl AppState {
     }
 }
 
-/// An error as JSON: `{"error": "..."}` with its status.
+/// An error as JSON: `{"error": "..."}` with its status (and
+/// `Retry-After` when the database is unavailable).
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds, sent as `Retry-After`.
+    pub retry_after: Option<u64>,
+}
+
+/// What a 503 asks the client to wait before trying again, in seconds.
+pub const RETRY_AFTER_S: u64 = 5;
+
+/// True when a database error means "the database cannot be reached or is
+/// going away" (answer 503 and ask to retry) rather than a fault in the
+/// request or the server (500). Decided on the connection's state and the
+/// SQLSTATE, never on message text: a closed connection, an I/O error
+/// (refused, reset), class 08 (connection exception), 57P01–57P03
+/// (admin/crash shutdown, cannot connect now) and 53300 (too many
+/// connections).
+pub fn database_unavailable(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        return code.code().starts_with("08")
+            || [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+                SqlState::TOO_MANY_CONNECTIONS,
+            ]
+            .contains(code);
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// True when a pool error means the database is unavailable: a wait or
+/// connect timeout, a connection that could not be made or checked, a
+/// closed pool. Only a missing runtime (a bug) is not.
+pub fn pool_unavailable(e: &deadpool_postgres::PoolError) -> bool {
+    use deadpool_postgres::PoolError;
+    match e {
+        PoolError::Timeout(_) | PoolError::Closed | PoolError::PostCreateHook(_) => true,
+        PoolError::Backend(e) => e.as_db_error().is_none() || database_unavailable(e),
+        PoolError::NoRuntimeSpecified => false,
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -80,40 +131,59 @@ pub struct ErrorBody {
 }
 
 impl ApiError {
-    pub fn bad_request(message: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
-            status: StatusCode::BAD_REQUEST,
+            status,
             message: message.into(),
+            retry_after: None,
         }
+    }
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
     }
     pub fn unprocessable(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            message: message.into(),
-        }
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
     }
     pub fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: message.into(),
-        }
+        ApiError::new(StatusCode::NOT_FOUND, message)
     }
     pub fn conflict(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::CONFLICT,
-            message: message.into(),
-        }
+        ApiError::new(StatusCode::CONFLICT, message)
     }
     /// A server-side failure: logged in full, answered without detail.
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %e, "request failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error (see the server's log)",
+        )
+    }
+    /// The database cannot be reached: 503 with `Retry-After`; the detail
+    /// (host, role) goes to the log, as a warning.
+    pub fn unavailable(e: impl std::fmt::Display) -> ApiError {
+        tracing::warn!(error = %e, "request refused: the database is unavailable");
         ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: "internal error (see the server's log)".into(),
+            retry_after: Some(RETRY_AFTER_S),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unavailable; try again later",
+            )
+        }
+    }
+    pub fn pool(e: deadpool_postgres::PoolError) -> ApiError {
+        if pool_unavailable(&e) {
+            ApiError::unavailable(e)
+        } else {
+            ApiError::internal(e)
         }
     }
     pub fn db(e: tokio_postgres::Error) -> ApiError {
-        ApiError::internal(crate::pipeline::describe_db(&e))
+        let text = crate::pipeline::describe_db(&e);
+        if database_unavailable(&e) {
+            ApiError::unavailable(text)
+        } else {
+            ApiError::internal(text)
+        }
     }
     pub fn queue(e: crate::queue::QueueError) -> ApiError {
         use crate::queue::QueueError;
@@ -122,6 +192,7 @@ impl ApiError {
             QueueError::WrongState { .. } | QueueError::Conflict { .. } => {
                 ApiError::conflict(e.to_string())
             }
+            QueueError::Db(e) => ApiError::db(e),
             e => ApiError::internal(e),
         }
     }
@@ -129,13 +200,19 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             axum::Json(ErrorBody {
                 error: self.message,
             }),
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -143,6 +220,7 @@ impl IntoResponse for ApiError {
 /// request metrics.
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
+    crate::telemetry::register_series(state.specs.iter().map(|s| s.dataset.as_str()));
     let operator = Router::new()
         .route("/v1/jobs", get(api::list_jobs))
         .route("/v1/jobs/{id}", get(api::get_job))
@@ -169,6 +247,8 @@ pub fn router(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(settings.http.request_timeout_s),
         ))
+        // Outside the limits, so their 408 and 413 become JSON too.
+        .layer(middleware::from_fn(reject::json_errors))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }

@@ -11,7 +11,7 @@
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -22,7 +22,8 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::{ApiError, AppState};
+use super::reject::ApiPath;
+use super::{ApiError, AppState, ErrorBody};
 use crate::dataset::{Kind, Period, Spec};
 use crate::queue::{self, NewJob, Priority, Trigger};
 
@@ -107,10 +108,13 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookBody {
+    /// A payment dataset on the sender's allow-list.
     pub dataset: String,
     /// `YYYY-MM`.
+    #[schema(pattern = "^(19|2[0-9])[0-9]{2}-(0[1-9]|1[0-2])$", example = "2024-10")]
     pub period: String,
     /// A source URL for this month; only on the dataset's allow-list.
+    #[schema(max_length = 2048)]
     pub url: Option<String>,
 }
 
@@ -142,15 +146,17 @@ impl Accepted {
     request_body = WebhookBody,
     responses(
         (status = 202, description = "enqueued (or the existing job)", body = Accepted),
-        (status = 400, description = "malformed JSON or period"),
-        (status = 401, description = "missing, bad, stale or future signature, or unknown sender"),
-        (status = 413, description = "body too large"),
-        (status = 422, description = "unknown dataset, not allowed for this sender, or source URL not allowed"),
+        (status = 400, description = "malformed JSON, period or url", body = ErrorBody),
+        (status = 401, description = "missing, bad, stale or future signature, or unknown sender (no detail)", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 422, description = "unknown dataset, not allowed for this sender, or source URL not allowed", body = ErrorBody),
+        (status = 503, description = "the database is unavailable", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds"))),
     )
 )]
 pub async fn receive(
     State(state): State<AppState>,
-    Path(sender): Path<String>,
+    ApiPath(sender): ApiPath<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -192,10 +198,15 @@ pub async fn receive(
             .into_response();
         }
     };
-    let Some(period) = Period::parse(&request.period) else {
-        return ApiError::bad_request(format!("period {:?} is not YYYY-MM", request.period))
-            .into_response();
+    let period = match super::reject::period(&request.period) {
+        Ok(period) => period,
+        Err(e) => return e.into_response(),
     };
+    if let Some(url) = &request.url {
+        if let Err(e) = super::reject::source_url(url) {
+            return e.into_response();
+        }
+    }
     if !configured.datasets.contains(&request.dataset) {
         return ApiError::unprocessable(format!(
             "dataset {:?} is not allowed for sender {sender:?}",
@@ -238,7 +249,7 @@ async fn enqueue(
     sender: &str,
     webhook_id: &str,
 ) -> Result<Accepted, ApiError> {
-    let mut client = state.ctx.pool.get().await.map_err(ApiError::internal)?;
+    let mut client = state.ctx.pool.get().await.map_err(ApiError::pool)?;
     let tx = client.transaction().await.map_err(ApiError::db)?;
     let replayed = tx
         .query_opt(

@@ -120,6 +120,48 @@ fn internal(e: impl std::fmt::Display) -> Response {
         .into_response()
 }
 
+/// The database cannot be reached: a readable 503 page with `Retry-After`;
+/// the detail goes to the log.
+fn unavailable(e: impl std::fmt::Display) -> Response {
+    tracing::warn!(error = %e, "console request refused: the database is unavailable");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::RETRY_AFTER, super::RETRY_AFTER_S.to_string()),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        Html(views::unavailable(super::RETRY_AFTER_S).into_string()),
+    )
+        .into_response()
+}
+
+/// A pool error: 503 when the database is away, else 500.
+fn pool_failed(e: deadpool_postgres::PoolError) -> Response {
+    if super::pool_unavailable(&e) {
+        unavailable(e)
+    } else {
+        internal(e)
+    }
+}
+
+/// A database error: 503 when the database is away, else 500.
+fn db_failed(e: tokio_postgres::Error) -> Response {
+    let text = crate::pipeline::describe_db(&e);
+    if super::database_unavailable(&e) {
+        unavailable(text)
+    } else {
+        internal(text)
+    }
+}
+
+/// A queue error outside the expected ones: 503 or 500.
+fn queue_failed(e: queue::QueueError) -> Response {
+    match e {
+        queue::QueueError::Db(e) => db_failed(e),
+        e => internal(e),
+    }
+}
+
 async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if cookies::session(&headers, &state.session_key, now()).is_some() {
         return Redirect::to("/console").into_response();
@@ -202,7 +244,7 @@ async fn datasets(
     };
     let client = match state.ctx.pool.get().await {
         Ok(c) => c,
-        Err(e) => return internal(e),
+        Err(e) => return pool_failed(e),
     };
     match crate::freshness::boards(&**client, &state.specs, 24).await {
         Ok(boards) => (
@@ -213,7 +255,7 @@ async fn datasets(
             ),
         )
             .into_response(),
-        Err(e) => internal(crate::pipeline::describe_db(&e)),
+        Err(e) => db_failed(e),
     }
 }
 
@@ -228,7 +270,7 @@ async fn jobs(
     };
     let client = match state.ctx.pool.get().await {
         Ok(c) => c,
-        Err(e) => return internal(e),
+        Err(e) => return pool_failed(e),
     };
     let filter = ListFilter {
         state: None,
@@ -243,10 +285,7 @@ async fn jobs(
             ),
         )
             .into_response(),
-        Err(e @ crate::queue::QueueError::Conflict { .. }) => {
-            Redirect::to(&format!("/console/jobs?m={}", urlencode(&e.to_string()))).into_response()
-        }
-        Err(e) => internal(e),
+        Err(e) => queue_failed(e),
     }
 }
 
@@ -265,7 +304,7 @@ async fn live(State(state): State<AppState>, headers: HeaderMap) -> Response {
     }
     let client = match state.ctx.pool.get().await {
         Ok(c) => c,
-        Err(e) => return internal(e),
+        Err(e) => return pool_failed(e),
     };
     let filter = ListFilter {
         state: Some("running".into()),
@@ -289,7 +328,7 @@ async fn live(State(state): State<AppState>, headers: HeaderMap) -> Response {
                 .collect();
             ([super::no_store()], Json(live)).into_response()
         }
-        Err(e) => internal(e),
+        Err(e) => queue_failed(e),
     }
 }
 
@@ -305,7 +344,7 @@ async fn job_action(
     }
     let client = match state.ctx.pool.get().await {
         Ok(c) => c,
-        Err(e) => return internal(e),
+        Err(e) => return pool_failed(e),
     };
     let done = match action.as_str() {
         "cancel" => queue::cancel(&**client, id)
@@ -316,7 +355,13 @@ async fn job_action(
             .map(|next| format!("job {next} will run")),
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
-    let message = done.unwrap_or_else(|e| e.to_string());
+    let message = match done {
+        Ok(message) => message,
+        Err(e @ (queue::QueueError::NotFound(_) | queue::QueueError::WrongState { .. })) => {
+            e.to_string()
+        }
+        Err(e) => return queue_failed(e),
+    };
     Redirect::to(&format!("/console/jobs?m={}", urlencode(&message))).into_response()
 }
 
@@ -367,7 +412,7 @@ async fn enqueue(
     };
     let client = match state.ctx.pool.get().await {
         Ok(c) => c,
-        Err(e) => return internal(e),
+        Err(e) => return pool_failed(e),
     };
     match queue::enqueue(&**client, &job).await {
         Ok(e) => Redirect::to(&format!(
@@ -380,7 +425,10 @@ async fn enqueue(
             ))
         ))
         .into_response(),
-        Err(e) => internal(e),
+        Err(e @ queue::QueueError::Conflict { .. }) => {
+            Redirect::to(&format!("/console/jobs?m={}", urlencode(&e.to_string()))).into_response()
+        }
+        Err(e) => queue_failed(e),
     }
 }
 
@@ -391,7 +439,7 @@ async fn load(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<
     };
     let client = match state.ctx.pool.get().await {
         Ok(c) => c,
-        Err(e) => return internal(e),
+        Err(e) => return pool_failed(e),
     };
     match crate::load::ledger::view(&**client, id, 50).await {
         Ok(Some(view)) => (
@@ -400,7 +448,7 @@ async fn load(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<
         )
             .into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, "no such load").into_response(),
-        Err(e) => internal(crate::pipeline::describe_db(&e)),
+        Err(e) => db_failed(e),
     }
 }
 

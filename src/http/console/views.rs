@@ -56,3 +56,27 @@ pub fn layout(title: &str, page: Page, csrf: &str, body: Markup) -> Markup {
         }
     }
 }
+
+/// A page for a request the console cannot answer now (the database is
+/// away): what happened and what to do, without detail from the error.
+pub fn unavailable(retry_after_s: u64) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta http-equiv="refresh" content=(retry_after_s);
+                title { "Unavailable · carga" }
+                link rel="stylesheet" href="/console/assets/console.css";
+            }
+            body {
+                main {
+                    h1 { "The database is unavailable" }
+                    p { "carga cannot reach its database right now, so this page cannot be shown. Nothing was changed." }
+                    p.muted { "This page reloads itself in " (retry_after_s) " seconds. If it persists, check " code { "/ready" } " and the server's log." }
+                }
+            }
+        }
+    }
+}

@@ -5,10 +5,13 @@ use maud::{Markup, PreEscaped, html};
 
 use super::{Page, brl, count, layout};
 use crate::load::ledger::LoadView;
+use crate::source::Progress;
 
-/// The stage timings as one horizontal stacked bar (inline SVG).
-pub fn stages(stage_seconds: &serde_json::Value) -> Markup {
-    let stages: Vec<(String, f64)> = stage_seconds
+/// The stages in the order a load runs them ([`Progress::STAGES`]: the
+/// ledger stores `stream`, `aggregate`, `publish`); a name the pipeline
+/// does not list goes last, alphabetically.
+fn in_pipeline_order(stage_seconds: &serde_json::Value) -> Vec<(String, f64)> {
+    let mut stages: Vec<(String, f64)> = stage_seconds
         .as_object()
         .map(|o| {
             o.iter()
@@ -16,23 +19,51 @@ pub fn stages(stage_seconds: &serde_json::Value) -> Markup {
                 .collect()
         })
         .unwrap_or_default();
+    let rank = |name: &str| {
+        Progress::STAGES
+            .iter()
+            .position(|s| *s == name)
+            .unwrap_or(Progress::STAGES.len())
+    };
+    stages.sort_by(|a, b| rank(&a.0).cmp(&rank(&b.0)).then_with(|| a.0.cmp(&b.0)));
+    stages
+}
+
+/// The stage timings as one horizontal stacked bar (inline SVG, a tooltip
+/// per segment) and a legend under it: each stage's colour, name, seconds
+/// and share, in pipeline order. The names are in the legend, not on the
+/// segments, so a short stage's label never overlaps its neighbour's.
+pub fn stages(stage_seconds: &serde_json::Value) -> Markup {
+    let stages = in_pipeline_order(stage_seconds);
     let total: f64 = stages.iter().map(|s| s.1).sum::<f64>().max(0.001);
-    let colours = ["#1e88e5", "#43a047", "#fb8c00", "#8e24aa"];
+    let colours = ["#1e88e5", "#43a047", "#fb8c00", "#8e24aa", "#6d4c41"];
+    let colour = |i: usize| colours[i % colours.len()];
     let mut x = 0.0;
     let mut svg =
-        String::from(r#"<svg width="480" height="34" role="img" aria-label="stage timings">"#);
+        String::from(r#"<svg width="480" height="18" role="img" aria-label="stage timings">"#);
     for (i, (name, s)) in stages.iter().enumerate() {
         let name = maud::html! { (name) }.into_string(); // escaped
         let w = s / total * 480.0;
         svg.push_str(&format!(
-            r##"<rect x="{x:.1}" y="0" width="{w:.1}" height="16" fill="{}"><title>{name}: {s:.2} s</title></rect><text x="{:.1}" y="29">{name} {s:.2}s</text>"##,
-            colours[i % colours.len()],
-            x + 2.0
+            r##"<rect x="{x:.1}" y="0" width="{w:.1}" height="16" fill="{}"><title>{name}: {s:.2} s ({:.0} %)</title></rect>"##,
+            colour(i),
+            s / total * 100.0
         ));
         x += w;
     }
     svg.push_str("</svg>");
-    html! { (PreEscaped(svg)) }
+    html! {
+        (PreEscaped(svg))
+        ul.stages {
+            @for (i, (name, s)) in stages.iter().enumerate() {
+                li data-stage=(name) {
+                    span.swatch style={"background:" (colour(i))} {}
+                    " " strong { (name) } " " (format!("{s:.2}")) " s (" (format!("{:.0}", s / total * 100.0)) " %)"
+                }
+            }
+            li.muted { "total " (format!("{total:.2}")) " s" }
+        }
+    }
 }
 
 pub fn page(load: &LoadView, csrf: &str) -> Markup {
@@ -63,4 +94,34 @@ pub fn page(load: &LoadView, csrf: &str) -> Markup {
         }
     };
     layout(&format!("Load {}", load.id), Page::Other, csrf, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_in_pipeline_order_with_a_legend_not_labels_on_segments() {
+        // As the ledger stores them (a JSON object: keys come back sorted).
+        let stored =
+            serde_json::json!({"publish": 0.012, "aggregate": 0.2, "stream": 3.1, "zz_extra": 0.5});
+        let html = stages(&stored).into_string();
+        let at = |needle: &str| {
+            html.find(needle)
+                .unwrap_or_else(|| panic!("{needle} in {html}"))
+        };
+        let order = [
+            at("data-stage=\"stream\""),
+            at("data-stage=\"aggregate\""),
+            at("data-stage=\"publish\""),
+            at("data-stage=\"zz_extra\""),
+        ];
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{html}");
+        let svg = &html[..at("</svg>")];
+        assert!(!svg.contains("<text"), "no label drawn on a segment: {svg}");
+        let tips: Vec<&str> = svg.split("<title>").skip(1).collect();
+        assert!(tips[0].starts_with("stream: 3.10 s"), "{tips:?}");
+        assert!(tips[2].starts_with("publish: 0.01 s"), "{tips:?}");
+        assert!(html.contains("total 3.81 s"));
+    }
 }
