@@ -277,3 +277,162 @@ async fn serve_refuses_a_public_address_without_a_token() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("operator_token"));
 }
+
+/// The headers every console response must carry, whatever its status.
+fn assert_console_headers(r: &reqwest::Response, what: &str) {
+    let h = r.headers();
+    let policy = h
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("{what}: no Content-Security-Policy"));
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+        "base-uri 'none'",
+    ] {
+        assert!(policy.contains(directive), "{what}: {policy}");
+    }
+    assert!(!policy.contains("unsafe"), "{what}: {policy}");
+    assert_eq!(
+        h.get("x-frame-options").map(|v| v.as_bytes()),
+        Some(&b"DENY"[..]),
+        "{what}"
+    );
+    assert_eq!(
+        h.get("x-content-type-options").map(|v| v.as_bytes()),
+        Some(&b"nosniff"[..]),
+        "{what}"
+    );
+    assert_eq!(
+        h.get("referrer-policy").map(|v| v.as_bytes()),
+        Some(&b"no-referrer"[..]),
+        "{what}"
+    );
+}
+
+/// What the policy would block in a page: inline script, inline style,
+/// event-handler attributes, `javascript:` links.
+fn assert_fits_the_policy(html: &str, what: &str) {
+    let lower = html.to_ascii_lowercase();
+    assert!(
+        !lower.contains(" style="),
+        "{what}: an inline style attribute"
+    );
+    assert!(!lower.contains("<style"), "{what}: an inline stylesheet");
+    assert!(!lower.contains("javascript:"), "{what}: a javascript: URL");
+    for (at, _) in lower.match_indices("<script") {
+        let tag = &lower[at..at + lower[at..].find('>').expect("tag end")];
+        assert!(tag.contains(" src="), "{what}: an inline script");
+    }
+    for handler in [
+        " onclick=",
+        " onload=",
+        " onsubmit=",
+        " onchange=",
+        " onerror=",
+    ] {
+        assert!(!lower.contains(handler), "{what}: {handler}");
+    }
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers_and_pages_fit_the_policy() {
+    let app = TestApp::with_settings(api_settings).await;
+    let api = app.api().await;
+    let http = browser();
+    // A running job, so the jobs page draws a progress bar.
+    let job = app.enqueue("2024-10", "http://127.0.0.1:9/x.zip").await;
+    app.client()
+        .await
+        .execute(
+            "UPDATE carga.jobs SET state = 'running', attempt = 1, worker = 'w', lease_token = 't',
+                    started_at = now(), lease_expires_at = now() + interval '1 hour',
+                    progress = '{\"stage\": \"copy\", \"bytes\": 10, \"bytes_total\": 40}'
+             WHERE id = $1",
+            &[&job.id],
+        )
+        .await
+        .expect("running");
+
+    let r = http
+        .get(format!("{}/console", api.base))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_console_headers(&r, "the redirect to sign in");
+    let r = http
+        .get(format!("{}/console/login", api.base))
+        .send()
+        .await
+        .expect("get");
+    assert_console_headers(&r, "the sign-in page");
+    assert_fits_the_policy(&r.text().await.expect("text"), "the sign-in page");
+    let r = http
+        .post(format!("{}/console/login", api.base))
+        .form(&[("token", "nope")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_console_headers(&r, "a refused sign-in");
+    let r = http
+        .get(format!("{}/console/jobs/live", api.base))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_console_headers(&r, "a 401");
+    for asset in ["console.css", "console.js", "nothing.txt"] {
+        let r = http
+            .get(format!("{}/console/assets/{asset}", api.base))
+            .send()
+            .await
+            .expect("get");
+        assert_console_headers(&r, asset);
+    }
+
+    let cookie = sign_in(&api.base).await;
+    for path in ["/console", "/console/jobs", "/console/jobs/live"] {
+        let r = http
+            .get(format!("{}{path}", api.base))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert_console_headers(&r, path);
+        assert_fits_the_policy(&r.text().await.expect("text"), path);
+    }
+    let (_, html) = page(&api.base, "/console/jobs", &cookie).await;
+    assert!(
+        html.contains(&format!("data-live-job=\"{}\"", job.id)) && html.contains("<progress"),
+        "the running job's bar"
+    );
+
+    // The API and the other endpoints: not sniffed, not framed.
+    for (path, token) in [
+        ("/v1/jobs", Some(OPERATOR_TOKEN)),
+        ("/v1/jobs", None),
+        ("/health", None),
+        ("/metrics", None),
+        ("/nothing-here", None),
+    ] {
+        let mut request = http.get(format!("{}{path}", api.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let r = request.send().await.expect("get");
+        let h = r.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        let policy = h["content-security-policy"].to_str().expect("policy");
+        assert!(
+            policy.contains("default-src 'none'") && policy.contains("frame-ancestors 'none'"),
+            "{path}: {policy}"
+        );
+    }
+}

@@ -16,6 +16,7 @@
 pub mod api;
 pub mod console;
 pub mod files;
+pub mod headers;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
@@ -137,8 +138,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The application's routes, with request ids, timeouts, body limits and
-/// request metrics.
+/// The application's routes, with request ids, timeouts, body limits,
+/// request metrics and security headers (`headers.rs`).
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
     let operator = Router::new()
@@ -169,6 +170,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(middleware::from_fn(headers::secure))
 }
 
 /// Every request: a span with its request id (so every log line of the
