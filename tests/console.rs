@@ -265,17 +265,75 @@ async fn assets_are_embedded_and_cacheable() {
     assert_ne!(r.status(), StatusCode::OK);
 }
 
-#[tokio::test]
-async fn serve_refuses_a_public_address_without_a_token() {
-    let app = TestApp::new().await;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
-        .args(["serve", "--listen", "0.0.0.0:0", "--concurrency", "0"])
+/// `carga serve --concurrency 0` with `token` on `listen`.
+fn serve_command(app: &TestApp, listen: &str, token: Option<&str>) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"));
+    command
+        .args(["serve", "--listen", listen, "--concurrency", "0"])
         .env("DATABASE_URL", &app.url)
-        .output()
+        .env_remove("CARGA__HTTP__OPERATOR_TOKEN")
+        .kill_on_drop(true);
+    if let Some(token) = token {
+        command.env("CARGA__HTTP__OPERATOR_TOKEN", token);
+    }
+    command
+}
+
+#[tokio::test]
+async fn serve_refuses_a_public_address_without_a_strong_token() {
+    let app = TestApp::new().await;
+    // 31 characters: one short of the minimum.
+    let weak = "weak-token-canary-0123456789abc";
+    assert_eq!(weak.len(), 31);
+    for (listen, token, says) in [
+        ("0.0.0.0:0", Some(weak), "at least 32"),
+        ("[::]:0", Some(weak), "at least 32"),
+        ("0.0.0.0:0", None, "not set"),
+    ] {
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            serve_command(&app, listen, token).output(),
+        )
         .await
+        .unwrap_or_else(|_| panic!("{listen}: serve did not refuse to start"))
         .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("operator_token"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{listen}: {stderr}");
+        assert!(
+            stderr.contains("operator_token") && stderr.contains(says),
+            "{listen}: {stderr}"
+        );
+        // Refused before anything else is done (nothing logged first).
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(
+            !stderr.contains(weak) && !String::from_utf8_lossy(&out.stdout).contains(weak),
+            "the token was printed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn serve_takes_a_short_token_on_any_loopback_address() {
+    use tokio::io::AsyncBufReadExt;
+    let app = TestApp::new().await;
+    // 127.0.0.2 is loopback too (127.0.0.0/8).
+    let mut child = serve_command(&app, "127.0.0.2:0", Some("short"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let listening = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("read") {
+            if line.contains("API listening") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("serve started within 60 s");
+    assert!(listening, "serve exited without listening");
+    child.kill().await.expect("kill");
 }
 
 /// The headers every console response must carry, whatever its status.
