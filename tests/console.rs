@@ -1,7 +1,8 @@
 //! The operator console over real HTTP and a real PostgreSQL: what the
 //! pages show (a gap and a failure where the database has them, money in
 //! Brazilian format, no personal data), signing in and out, the session
-//! cookie's attributes, CSRF, and the assets.
+//! cookie's attributes, CSRF, sessions shared and ended across processes,
+//! security headers, and the assets.
 
 mod common;
 
@@ -18,9 +19,13 @@ fn browser() -> reqwest::Client {
 
 /// Signs in; returns the `Cookie` header value.
 async fn sign_in(base: &str) -> String {
+    sign_in_with(base, OPERATOR_TOKEN).await
+}
+
+async fn sign_in_with(base: &str, token: &str) -> String {
     let r = browser()
         .post(format!("{base}/console/login"))
-        .form(&[("token", OPERATOR_TOKEN)])
+        .form(&[("token", token)])
         .send()
         .await
         .expect("login");
@@ -493,4 +498,102 @@ async fn every_response_carries_the_security_headers_and_pages_fit_the_policy() 
             "{path}: {policy}"
         );
     }
+}
+
+async fn session_count(app: &TestApp) -> i64 {
+    app.client()
+        .await
+        .query_one("SELECT count(*) FROM carga.console_sessions", &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+async fn sign_out(base: &str, cookie: &str) {
+    let (_, html) = page(base, "/console", cookie).await;
+    let r = browser()
+        .post(format!("{base}/console/logout"))
+        .header("cookie", cookie)
+        .form(&[("csrf", csrf_in(&html))])
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+}
+
+/// Sessions live in the database, so two `serve` processes over one
+/// database (here two servers, each with its own state) agree on them:
+/// signing out on one ends the session on both, rotating the operator
+/// token ends every session made with the old one, and expired sessions
+/// are refused and pruned.
+#[tokio::test]
+async fn sessions_end_on_sign_out_and_token_rotation_on_every_process() {
+    let app = TestApp::with_settings(api_settings).await;
+    let one = app.api().await;
+    let two = app.api().await;
+
+    // Made on one, good on the other, forms included.
+    let cookie = sign_in(&one.base).await;
+    let (status, _) = page(&two.base, "/console", &cookie).await;
+    assert_eq!(status, StatusCode::OK, "a session made by another process");
+    // Signed out on two: over on one too, for pages and for the live feed.
+    sign_out(&two.base, &cookie).await;
+    for base in [&one.base, &two.base] {
+        let (status, _) = page(base, "/console", &cookie).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "a signed-out session");
+        let (status, _) = page(base, "/console/jobs/live", &cookie).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "a signed-out session");
+    }
+    assert_eq!(session_count(&app).await, 0);
+
+    // The token is rotated: a process started with the new one refuses
+    // sessions made with the old, and the old token.
+    let old_session = sign_in(&one.base).await;
+    let new_token = "rotated-operator-token-7c41d09e2f85";
+    let mut ctx = app.ctx.clone();
+    ctx.settings.http.operator_token = secrecy::SecretString::from(new_token);
+    let rotated = app.api_with(ctx).await;
+    let (status, _) = page(&rotated.base, "/console", &old_session).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "a session of the old token");
+    let r = browser()
+        .post(format!("{}/console/login", rotated.base))
+        .form(&[("token", OPERATOR_TOKEN)])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "the old token");
+    let new_session = sign_in_with(&rotated.base, new_token).await;
+    let (status, _) = page(&rotated.base, "/console", &new_session).await;
+    assert_eq!(status, StatusCode::OK);
+    // (A process still on the old token does not take the new sessions.)
+    let (status, _) = page(&one.base, "/console", &new_session).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+
+    // Expired (by the database's clock): refused, then pruned at the next sign-in.
+    app.client()
+        .await
+        .execute(
+            "UPDATE carga.console_sessions SET expires_at = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .expect("expire");
+    let (status, _) = page(&rotated.base, "/console", &new_session).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "an expired session");
+    assert_eq!(session_count(&app).await, 2);
+    sign_in_with(&rotated.base, new_token).await;
+    assert_eq!(session_count(&app).await, 1, "expired sessions pruned");
+    // The table holds no cookie value.
+    let value = new_session.split_once('=').expect("cookie").1;
+    let stored: i64 = app
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM carga.console_sessions WHERE id_hash = convert_to($1, 'UTF8')",
+            &[&value],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(stored, 0);
 }

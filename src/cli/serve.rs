@@ -53,16 +53,14 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
         &api_settings,
     )
     .map_err(|e| Failure::Failed(e.into()))?;
-    let state = crate::http::AppState {
-        ctx: crate::pipeline::Context {
+    let state = crate::http::AppState::new(
+        crate::pipeline::Context {
             settings: settings.clone(),
             pool: api_pool,
         },
-        settings: Arc::new(settings.clone()),
-        specs: Arc::new(specs.clone()),
-        metrics: crate::telemetry::metric::handle(),
-        session_key: crate::http::AppState::new_session_key(),
-    };
+        specs.clone(),
+        crate::telemetry::metric::handle(),
+    );
     let server = crate::http::Server::bind(&listen, state)
         .await
         .map_err(|e| usage(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;

@@ -54,17 +54,21 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub specs: Arc<Vec<Spec>>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    /// Signs the console's session cookies; drawn at start (see
-    /// [`AppState::new_session_key`]).
-    pub session_key: Arc<Vec<u8>>,
 }
 
 impl AppState {
-    /// A fresh random key for the console's sessions.
-    pub fn new_session_key() -> Arc<Vec<u8>> {
-        let mut key = vec![0u8; 32];
-        console::random_bytes(&mut key);
-        Arc::new(key)
+    /// The state for serving `specs` over `ctx` (its settings, its pool).
+    pub fn new(
+        ctx: Context,
+        specs: Vec<Spec>,
+        metrics: metrics_exporter_prometheus::PrometheusHandle,
+    ) -> AppState {
+        AppState {
+            settings: Arc::new(ctx.settings.clone()),
+            specs: Arc::new(specs),
+            metrics,
+            ctx,
+        }
     }
 }
 

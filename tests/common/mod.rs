@@ -642,13 +642,8 @@ impl Drop for Api {
 impl TestApp {
     /// Serves the API over this test's database (its own pool, `ctx`).
     pub async fn api_with(&self, ctx: Context) -> Api {
-        let state = carga::http::AppState {
-            settings: Arc::new(ctx.settings.clone()),
-            specs: Arc::new(carga::runner::specs(&ctx.settings).expect("specs")),
-            metrics: carga::telemetry::metric::handle(),
-            session_key: carga::http::AppState::new_session_key(),
-            ctx,
-        };
+        let specs = carga::runner::specs(&ctx.settings).expect("specs");
+        let state = carga::http::AppState::new(ctx, specs, carga::telemetry::metric::handle());
         let server = carga::http::Server::bind("127.0.0.1:0", state)
             .await
             .expect("bind");
