@@ -240,7 +240,7 @@ impl Server {
                     Err(_) => break,
                 },
             };
-            let (stream, _) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 () = shutdown.cancelled() => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok(a) => a,
@@ -251,7 +251,7 @@ impl Server {
                     }
                 },
             };
-            let service = TowerToHyperService::new(self.router.clone());
+            let service = TowerToHyperService::new(with_peer(self.router.clone(), peer));
             let shutdown = shutdown.clone();
             connections.spawn(async move {
                 let _permit = permit;
@@ -277,6 +277,38 @@ impl Server {
         connections.close();
         connections.wait().await;
     }
+}
+
+/// The router for one connection: every request carries the peer's address
+/// as `ConnectInfo` (hyper hands handlers no peer address).
+fn with_peer(
+    router: Router,
+    peer: SocketAddr,
+) -> impl tower::Service<
+    axum::http::Request<hyper::body::Incoming>,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    use tower::ServiceExt;
+    router.map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        request
+    })
+}
+
+/// The client's address (from [`with_peer`]); unspecified when the router
+/// is served without it.
+pub fn client_address(extensions: &axum::http::Extensions) -> std::net::IpAddr {
+    extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| {
+            c.0.ip()
+        })
 }
 
 /// `Cache-Control` for responses that must not be cached.
