@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{OPERATOR_TOKEN, TestApp, api_settings, sample_zip};
+use common::{OPERATOR_TOKEN, TestApp, api_settings, client_from, sample_zip};
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 
@@ -596,4 +596,46 @@ async fn sessions_end_on_sign_out_and_token_rotation_on_every_process() {
         .expect("count")
         .get(0);
     assert_eq!(stored, 0);
+}
+
+async fn sign_in_from(http: &reqwest::Client, base: &str, token: &str) -> reqwest::Response {
+    http.post(format!("{base}/console/login"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("login")
+}
+
+/// Guessing the token through the sign-in form: after five free failures
+/// the address waits before its next token is even compared (429 with
+/// Retry-After and a readable page, no cookie even for the right token);
+/// another address signs in at once.
+#[tokio::test]
+async fn failed_sign_ins_slow_down_the_guessing_address_only() {
+    let app = TestApp::with_settings(api_settings).await;
+    let api = app.api().await;
+    let attacker = client_from([127, 0, 0, 2]);
+    for _ in 0..6 {
+        let r = sign_in_from(&attacker, &api.base, "guess").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = sign_in_from(&attacker, &api.base, OPERATOR_TOKEN).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().get("set-cookie").is_none());
+    assert!(r.headers().contains_key("retry-after"));
+    assert_console_headers(&r, "a throttled sign-in");
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/html")
+    );
+    let html = r.text().await.expect("text");
+    assert!(html.contains("Too many failed sign-ins") && html.contains("try again"));
+    assert!(!html.contains(OPERATOR_TOKEN));
+    assert_eq!(session_count(&app).await, 0);
+    // The operator, elsewhere, signs in.
+    let r = sign_in_from(&client_from([127, 0, 0, 3]), &api.base, OPERATOR_TOKEN).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(session_count(&app).await, 1);
 }

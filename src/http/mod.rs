@@ -20,6 +20,7 @@ pub mod headers;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod throttle;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub specs: Arc<Vec<Spec>>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Failed sign-ins and bearer tokens per client address.
+    pub throttle: Arc<throttle::Throttle>,
 }
 
 impl AppState {
@@ -67,6 +70,7 @@ impl AppState {
             settings: Arc::new(ctx.settings.clone()),
             specs: Arc::new(specs),
             metrics,
+            throttle: Arc::new(throttle::Throttle::new(throttle::Policy::default())),
             ctx,
         }
     }
@@ -280,7 +284,8 @@ impl Server {
 }
 
 /// The router for one connection: every request carries the peer's address
-/// as `ConnectInfo` (hyper hands handlers no peer address).
+/// as `ConnectInfo`, which the failed-authentication throttle counts by
+/// (`throttle.rs`).
 fn with_peer(
     router: Router,
     peer: SocketAddr,
@@ -293,16 +298,18 @@ fn with_peer(
 + Send
 + 'static {
     use tower::ServiceExt;
-    router.map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
-        request
-            .extensions_mut()
-            .insert(axum::extract::ConnectInfo(peer));
-        request
-    })
+    router.map_request(
+        move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            request
+        },
+    )
 }
 
 /// The client's address (from [`with_peer`]); unspecified when the router
-/// is served without it.
+/// is served without it, so such clients share one throttle entry.
 pub fn client_address(extensions: &axum::http::Extensions) -> std::net::IpAddr {
     extensions
         .get::<axum::extract::ConnectInfo<SocketAddr>>()

@@ -23,6 +23,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::throttle::{Verdict, retry_after_secs};
 use crate::dataset::{Kind, Period};
 use crate::queue::{self, ListFilter, NewJob, Priority, Trigger};
 
@@ -150,8 +151,12 @@ struct LoginForm {
     token: String,
 }
 
+/// Signs in with the operator token. An address with too many failed
+/// sign-ins waits before its token is even compared (429, `Retry-After`,
+/// the sign-in page saying how long; `throttle.rs`).
 async fn login(
     State(state): State<AppState>,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
@@ -161,13 +166,34 @@ async fn login(
         .operator_token
         .expose_secret()
         .as_bytes();
-    if expected.is_empty() || !super::api::constant_time_eq(expected, form.token.as_bytes()) {
-        tracing::warn!("console sign-in refused");
-        return (
-            StatusCode::UNAUTHORIZED,
-            Html(views::login::page(Some("That is not the operator token.")).into_string()),
-        )
-            .into_response();
+    let client = super::client_address(&extensions);
+    let verdict = state
+        .throttle
+        .attempt(client, std::time::Instant::now(), || {
+            !expected.is_empty() && super::api::constant_time_eq(expected, form.token.as_bytes())
+        });
+    match verdict {
+        Verdict::Granted => {}
+        Verdict::Denied => {
+            tracing::warn!("console sign-in refused");
+            return (
+                StatusCode::UNAUTHORIZED,
+                Html(views::login::page(Some("That is not the operator token.")).into_string()),
+            )
+                .into_response();
+        }
+        Verdict::TooSoon(wait) => {
+            let seconds = retry_after_secs(wait);
+            tracing::warn!(retry_after_s = seconds, "console sign-in throttled");
+            let message =
+                format!("Too many failed sign-ins from this address: try again in {seconds} s.");
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, seconds.to_string())],
+                Html(views::login::page(Some(&message)).into_string()),
+            )
+                .into_response();
+        }
     }
     let session = cookies::new_value();
     let client = match state.ctx.pool.get().await {
