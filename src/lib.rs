@@ -19,5 +19,6 @@ pub mod reference;
 pub mod runner;
 pub mod sample;
 pub mod schedule;
+pub mod sessions;
 pub mod source;
 pub mod telemetry;

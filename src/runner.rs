@@ -4,7 +4,8 @@
 //! minutes and can never starve it), which renews the lease, records
 //! progress and the load's backend, and hears cancel requests and a lost
 //! lease. Idle workers wake on `LISTEN carga_jobs` and poll as a fallback;
-//! a maintenance task rescues expired leases and prunes history.
+//! a maintenance task rescues expired leases and prunes history (and
+//! expired console sessions).
 //!
 //! Shutdown (a future, so tests can fire it): stop claiming, let running
 //! loads go on for `shutdown_grace_s`, then cancel them and release their
@@ -240,11 +241,19 @@ impl Runner {
             ticks += 1;
             if ticks % 240 == 1 {
                 match self.control.get().await {
-                    Ok(client) => match queue::prune(&**client, &self.settings).await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(jobs = n, "pruned finished jobs past retention"),
-                        Err(e) => tracing::warn!(error = %e, "prune failed"),
-                    },
+                    Ok(client) => {
+                        match queue::prune(&**client, &self.settings).await {
+                            Ok(0) => {}
+                            Ok(n) => {
+                                tracing::info!(jobs = n, "pruned finished jobs past retention")
+                            }
+                            Err(e) => tracing::warn!(error = %e, "prune failed"),
+                        }
+                        // Sign-ins prune too; this covers a console nobody signs in to.
+                        if let Err(e) = crate::sessions::prune(&**client).await {
+                            tracing::warn!(error = %e, "pruning console sessions failed");
+                        }
+                    }
                     Err(e) => tracing::warn!(error = %e, "prune failed"),
                 }
             }

@@ -1,14 +1,16 @@
 //! The HTTP API over real loopback HTTP and a real PostgreSQL: signed
 //! webhooks (good, bad, stale, future, replayed, rotated, re-serialised),
 //! allow-lists, body limits and slow clients, the operator endpoints and
-//! their token, readiness while the database goes away, metrics, OpenAPI.
+//! their token and its throttle, readiness while the database goes away, metrics, OpenAPI.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{Api, OLD_SECRET, OPERATOR_TOKEN, SECRET, SENDER, TestApp, api_settings, signed};
+use common::{
+    Api, OLD_SECRET, OPERATOR_TOKEN, SECRET, SENDER, TestApp, api_settings, client_from, signed,
+};
 use reqwest::StatusCode;
 
 /// Webhook headers as (name, value).
@@ -302,6 +304,79 @@ async fn operator_endpoints_need_the_token() {
             .as_array()
             .is_some_and(|a| a.iter().any(|d| d["dataset"] == "novo-bolsa-familia"))
     );
+}
+
+async fn with_token(http: &reqwest::Client, api: &Api, token: &str) -> reqwest::Response {
+    http.get(format!("{}/v1/jobs", api.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("send")
+}
+
+/// Guessing the token online: after five free failures an address waits a
+/// growing delay before its next token is even compared (429, Retry-After,
+/// a JSON error), concurrent guesses do not slip past it, other addresses
+/// are not slowed down, and a success resets the address.
+#[tokio::test]
+async fn failed_tokens_slow_down_the_guessing_address_only() {
+    let app = TestApp::with_settings(api_settings).await;
+    let api = app.api().await;
+    let attacker = client_from([127, 0, 0, 2]);
+    let operator = client_from([127, 0, 0, 3]);
+    for _ in 0..6 {
+        let r = with_token(&attacker, &api, "guess").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Even the right token is not compared during the wait.
+    let r = with_token(&attacker, &api, OPERATOR_TOKEN).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .expect("header")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    let body: serde_json::Value = r.json().await.expect("a JSON body");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("retry")),
+        "{body}"
+    );
+    // The operator, elsewhere, is not slowed down.
+    let r = with_token(&operator, &api, OPERATOR_TOKEN).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Once the wait is over the right token works, and resets the count.
+    let deadline = Instant::now() + Duration::from_secs(retry_after + 10);
+    loop {
+        let r = with_token(&attacker, &api, OPERATOR_TOKEN).await;
+        if r.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(Instant::now() < deadline, "still refused after Retry-After");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..5 {
+        let r = with_token(&attacker, &api, "guess").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "reset by the success");
+    }
+
+    // Fifty guesses at once from a fresh address: five free ones and the
+    // sixth are compared, the rest wait.
+    let burst = client_from([127, 0, 0, 4]);
+    let answers =
+        futures::future::join_all((0..50).map(|_| with_token(&burst, &api, "guess"))).await;
+    let compared = answers
+        .iter()
+        .filter(|r| r.status() == StatusCode::UNAUTHORIZED)
+        .count();
+    let waiting = answers
+        .iter()
+        .filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((compared, waiting), (6, 44));
 }
 
 /// `/ready` answers 503 while the database is away and 200 once it is back;

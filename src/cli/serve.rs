@@ -7,10 +7,15 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
 use super::{CliResult, Failure, usage};
 use crate::config::Settings;
+
+/// The shortest operator token `serve` accepts on a non-loopback address:
+/// 32 characters of `openssl rand -base64 32` are ≈190 bits.
+pub const MIN_PUBLIC_TOKEN_CHARS: usize = 32;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -30,6 +35,9 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
     if workers {
         super::require_nis_key(&settings)?;
     }
+    let listen = args.listen.unwrap_or_else(|| settings.http.listen.clone());
+    check_exposure(&listen, &settings.http.operator_token)
+        .map_err(|e| usage(anyhow::anyhow!(e)))?;
     let shutdown = super::cancel_on_signal();
     // The database may be down at start: serve anyway (health says live,
     // /ready says why not ready) and migrate once it answers.
@@ -37,18 +45,6 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
     tracing::info!(database = %target.description, "database");
     let runner = Arc::new(super::runner_unmigrated(&settings, &target)?);
     let specs = crate::runner::specs(&settings).map_err(usage)?;
-    let listen = args.listen.unwrap_or_else(|| settings.http.listen.clone());
-    // Without an operator token the console and the operator API refuse
-    // everyone; on a non-loopback address that is a misconfiguration.
-    let loopback = listen
-        .parse::<std::net::SocketAddr>()
-        .is_ok_and(|a| a.ip().is_loopback())
-        || listen.starts_with("localhost:");
-    if !loopback && secrecy::ExposeSecret::expose_secret(&settings.http.operator_token).is_empty() {
-        return Err(usage(anyhow::anyhow!(
-            "http.operator_token is not set: the console and the operator API would be open to nobody on {listen}; set CARGA__HTTP__OPERATOR_TOKEN or listen on loopback"
-        )));
-    }
     // The API has its own small pool: loads hold theirs for minutes.
     let mut api_settings = settings.clone();
     api_settings.database.pool_size = 4;
@@ -61,16 +57,14 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
         &api_settings,
     )
     .map_err(|e| Failure::Failed(e.into()))?;
-    let state = crate::http::AppState {
-        ctx: crate::pipeline::Context {
+    let state = crate::http::AppState::new(
+        crate::pipeline::Context {
             settings: settings.clone(),
             pool: api_pool,
         },
-        settings: Arc::new(settings.clone()),
-        specs: Arc::new(specs.clone()),
-        metrics: crate::telemetry::metric::handle(),
-        session_key: crate::http::AppState::new_session_key(),
-    };
+        specs.clone(),
+        crate::telemetry::metric::handle(),
+    );
     let server = crate::http::Server::bind(&listen, state)
         .await
         .map_err(|e| usage(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
@@ -108,4 +102,97 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
     stop_http.cancel();
     let _ = http.await;
     Ok(())
+}
+
+/// Whether `listen` only accepts connections from this machine: an IP in
+/// 127.0.0.0/8 or `::1` (also written as `::ffff:127.x.y.z`), or
+/// `localhost`. `0.0.0.0`, `::`, other addresses and other host names are
+/// public.
+pub fn is_loopback(listen: &str) -> bool {
+    if let Ok(address) = listen.parse::<std::net::SocketAddr>() {
+        return address.ip().to_canonical().is_loopback();
+    }
+    listen
+        .rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
+}
+
+/// Refuses a public address with no operator token or a short one: the
+/// console and the operator API would be open to nobody, or to whoever
+/// guesses it. Loopback may use any token (a developer's machine). The
+/// message never quotes the token or its length.
+pub fn check_exposure(listen: &str, token: &SecretString) -> Result<(), String> {
+    if is_loopback(listen) {
+        return Ok(());
+    }
+    let characters = token.expose_secret().chars().count();
+    if characters == 0 {
+        return Err(format!(
+            "http.operator_token is not set: the console and the operator API would be open to nobody on {listen}; set CARGA__HTTP__OPERATOR_TOKEN or listen on loopback"
+        ));
+    }
+    if characters < MIN_PUBLIC_TOKEN_CHARS {
+        return Err(format!(
+            "http.operator_token is too weak to listen on the public address {listen}: use at least {MIN_PUBLIC_TOKEN_CHARS} random characters (e.g. openssl rand -base64 32) in CARGA__HTTP__OPERATOR_TOKEN, or listen on loopback"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_127_slash_8_and_colon_colon_1() {
+        for listen in [
+            "127.0.0.1:8080",
+            "127.0.0.2:0",
+            "127.255.255.254:80",
+            "[::1]:8080",
+            "[::ffff:127.0.0.1]:80",
+            "localhost:8080",
+            "LocalHost:1",
+        ] {
+            assert!(is_loopback(listen), "{listen}");
+        }
+        for listen in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "10.0.0.1:80",
+            "192.168.1.10:80",
+            "[::ffff:10.0.0.1]:80",
+            "128.0.0.1:80",
+            "example.org:80",
+            "localhost.example.org:80",
+            "localhost",
+            "",
+        ] {
+            assert!(!is_loopback(listen), "{listen}");
+        }
+    }
+
+    #[test]
+    fn public_addresses_need_a_long_token() {
+        let token = |t: &str| SecretString::from(t.to_string());
+        let long = "k".repeat(MIN_PUBLIC_TOKEN_CHARS);
+        let short = "k".repeat(MIN_PUBLIC_TOKEN_CHARS - 1);
+        assert!(check_exposure("0.0.0.0:80", &token(&long)).is_ok());
+        let refused = check_exposure("0.0.0.0:80", &token(&short)).expect_err("short");
+        assert!(
+            refused.contains("32") && !refused.contains(&short),
+            "{refused}"
+        );
+        assert!(
+            check_exposure("[::]:80", &token(""))
+                .expect_err("empty")
+                .contains("not set")
+        );
+        // Characters, not bytes: 31 two-byte characters are still 31.
+        assert!(check_exposure("0.0.0.0:80", &token(&"é".repeat(31))).is_err());
+        for listen in ["127.0.0.2:80", "[::1]:80", "localhost:80"] {
+            assert!(check_exposure(listen, &token("short")).is_ok(), "{listen}");
+            assert!(check_exposure(listen, &token("")).is_ok(), "{listen}");
+        }
+    }
 }

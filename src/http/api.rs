@@ -12,6 +12,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use super::reject::{ApiJson, ApiPath, ApiQuery};
+use super::throttle::{Verdict, retry_after_secs};
 use super::webhook::Accepted;
 use super::{ApiError, AppState, ErrorBody};
 use crate::dataset::Kind;
@@ -19,7 +20,9 @@ use crate::freshness::DatasetStatus;
 use crate::queue::{self, JobView, ListFilter, NewJob, Priority, Trigger};
 
 /// Refuses a request without `Authorization: Bearer <http.operator_token>`
-/// (compared in constant time); with no token configured, refuses all.
+/// (compared in constant time); with no token configured, refuses all. A
+/// client address with too many failures waits before its token is even
+/// compared: 429 with `Retry-After` (`throttle.rs`).
 pub async fn require_token(
     State(state): State<AppState>,
     request: Request,
@@ -38,14 +41,37 @@ pub async fn require_token(
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("")
         .as_bytes();
-    if expected.is_empty() || !constant_time_eq(expected, given) {
-        return (
+    let client = super::client_address(request.extensions());
+    let verdict = state
+        .throttle
+        .attempt(client, std::time::Instant::now(), || {
+            !expected.is_empty() && constant_time_eq(expected, given)
+        });
+    match verdict {
+        Verdict::Granted => next.run(request).await,
+        Verdict::Denied => (
             StatusCode::UNAUTHORIZED,
             [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
         )
-            .into_response();
+            .into_response(),
+        Verdict::TooSoon(wait) => too_many_failures(wait),
     }
-    next.run(request).await
+}
+
+/// 429 for an address that must wait: `Retry-After` and a JSON error.
+fn too_many_failures(wait: std::time::Duration) -> Response {
+    let seconds = retry_after_secs(wait);
+    tracing::warn!(retry_after_s = seconds, "operator token attempt throttled");
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(axum::http::header::RETRY_AFTER, seconds.to_string())],
+        Json(super::ErrorBody {
+            error: format!(
+                "too many failed operator tokens from this address: retry in {seconds} s"
+            ),
+        }),
+    )
+        .into_response()
 }
 
 /// Equal, in time that depends only on the lengths.

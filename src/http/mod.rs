@@ -17,10 +17,12 @@ pub mod api;
 pub mod connections;
 pub mod console;
 pub mod files;
+pub mod headers;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod reject;
+pub mod throttle;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -54,17 +56,24 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub specs: Arc<Vec<Spec>>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    /// Signs the console's session cookies; drawn at start (see
-    /// [`AppState::new_session_key`]).
-    pub session_key: Arc<Vec<u8>>,
+    /// Failed sign-ins and bearer tokens per client address.
+    pub throttle: Arc<throttle::Throttle>,
 }
 
 impl AppState {
-    /// A fresh random key for the console's sessions.
-    pub fn new_session_key() -> Arc<Vec<u8>> {
-        let mut key = vec![0u8; 32];
-        console::random_bytes(&mut key);
-        Arc::new(key)
+    /// The state for serving `specs` over `ctx` (its settings, its pool).
+    pub fn new(
+        ctx: Context,
+        specs: Vec<Spec>,
+        metrics: metrics_exporter_prometheus::PrometheusHandle,
+    ) -> AppState {
+        AppState {
+            settings: Arc::new(ctx.settings.clone()),
+            specs: Arc::new(specs),
+            metrics,
+            throttle: Arc::new(throttle::Throttle::new(throttle::Policy::default())),
+            ctx,
+        }
     }
 }
 
@@ -216,8 +225,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The application's routes, with request ids, timeouts, body limits and
-/// request metrics.
+/// The application's routes, with request ids, timeouts, body limits,
+/// request metrics and security headers (`headers.rs`).
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
     crate::telemetry::register_series(state.specs.iter().map(|s| s.dataset.as_str()));
@@ -251,6 +260,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(reject::json_errors))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(middleware::from_fn(headers::secure))
 }
 
 /// Every request: a span with its request id (so every log line of the
@@ -388,7 +398,8 @@ impl Server {
                     let guard = request_activity.request();
                     let router = router.clone();
                     async move {
-                        let response = tower::ServiceExt::oneshot(router, request).await;
+                        let response =
+                            tower::ServiceExt::oneshot(with_peer(router, peer), request).await;
                         drop(guard);
                         response
                     }
@@ -440,6 +451,41 @@ impl Server {
         tasks.close();
         tasks.wait().await;
     }
+}
+
+/// The router for one connection: every request carries the peer's address
+/// as `ConnectInfo`, which the failed-authentication throttle counts by
+/// (`throttle.rs`).
+fn with_peer(
+    router: Router,
+    peer: SocketAddr,
+) -> impl tower::Service<
+    axum::http::Request<hyper::body::Incoming>,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    use tower::ServiceExt;
+    router.map_request(
+        move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            request
+        },
+    )
+}
+
+/// The client's address (from [`with_peer`]); unspecified when the router
+/// is served without it, so such clients share one throttle entry.
+pub fn client_address(extensions: &axum::http::Extensions) -> std::net::IpAddr {
+    extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| {
+            c.0.ip()
+        })
 }
 
 /// `Cache-Control` for responses that must not be cached.

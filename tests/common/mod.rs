@@ -642,13 +642,8 @@ impl Drop for Api {
 impl TestApp {
     /// Serves the API over this test's database (its own pool, `ctx`).
     pub async fn api_with(&self, ctx: Context) -> Api {
-        let state = carga::http::AppState {
-            settings: Arc::new(ctx.settings.clone()),
-            specs: Arc::new(carga::runner::specs(&ctx.settings).expect("specs")),
-            metrics: carga::telemetry::metric::handle(),
-            session_key: carga::http::AppState::new_session_key(),
-            ctx,
-        };
+        let specs = carga::runner::specs(&ctx.settings).expect("specs");
+        let state = carga::http::AppState::new(ctx, specs, carga::telemetry::metric::handle());
         let server = carga::http::Server::bind("127.0.0.1:0", state)
             .await
             .expect("bind");
@@ -776,3 +771,14 @@ pub const LEFT_BEHIND: &str = "SELECT (SELECT count(*) FROM pg_stat_activity
                   WHERE datname = $1 AND query ILIKE 'COPY%' AND state = 'active')
               + (SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
                   WHERE l.locktype = 'advisory' AND d.datname = $1)";
+
+/// An HTTP client whose connections come from `address` (any of
+/// 127.0.0.0/8 reaches the API on 127.0.0.1), to act as several client
+/// addresses; redirects are not followed.
+pub fn client_from(address: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(address))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}

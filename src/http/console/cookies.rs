@@ -1,7 +1,9 @@
-//! The console's session cookie: `<expiry>.<nonce>.<mac>`, HMAC-SHA256
-//! under a key drawn at server start (so a restart signs everyone out, and
-//! nothing is stored). `HttpOnly`, `SameSite=Strict`, `Path=/console`, and
-//! `Secure` when the request came over TLS (a proxy's
+//! The console's session cookie: 32 random bytes, base64url. What it is
+//! worth is decided by `sessions.rs` on the server (a row per session, so
+//! signing out ends it everywhere and rotating the operator token ends all
+//! of them); this module only makes, reads and formats the cookie and the
+//! session's CSRF token. `HttpOnly`, `SameSite=Strict`, `Path=/console`,
+//! and `Secure` when the request came over TLS (a proxy's
 //! `X-Forwarded-Proto: https`).
 
 use axum::http::HeaderMap;
@@ -10,45 +12,31 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use crate::sessions::LIFETIME_S;
+
 pub const NAME: &str = "carga_session";
-/// A session lasts this long.
-pub const LIFETIME_S: i64 = 8 * 3600;
+/// base64url of 32 bytes.
+const VALUE_LEN: usize = 43;
 
-fn mac(key: &[u8], text: &str) -> Vec<u8> {
-    match <Hmac<Sha256> as KeyInit>::new_from_slice(key) {
-        Ok(mut m) => {
-            m.update(text.as_bytes());
-            m.finalize().into_bytes().to_vec()
-        }
-        Err(_) => Vec::new(),
-    }
+/// A new session value: 32 bytes from the kernel's random source.
+pub fn new_value() -> String {
+    let mut bytes = [0u8; 32];
+    super::random_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// A new session value, valid until `now + LIFETIME_S`.
-pub fn issue(key: &[u8], now: i64) -> String {
-    let mut nonce = [0u8; 16];
-    super::random_bytes(&mut nonce);
-    let body = format!("{}.{}", now + LIFETIME_S, URL_SAFE_NO_PAD.encode(nonce));
-    format!("{body}.{}", URL_SAFE_NO_PAD.encode(mac(key, &body)))
-}
-
-/// The session in `headers`, if it is ours and not expired.
-pub fn session(headers: &HeaderMap, key: &[u8], now: i64) -> Option<String> {
-    let value = headers
+/// The session cookie's value in `headers`, if it has the shape of one
+/// (whether it is a live session is for `sessions::valid`).
+pub fn value(headers: &HeaderMap) -> Option<String> {
+    headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
         .find(|(name, _)| *name == NAME)
-        .map(|(_, value)| value.to_string())?;
-    let (body, tag) = value.rsplit_once('.')?;
-    let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-    let mut check = <Hmac<Sha256> as KeyInit>::new_from_slice(key).ok()?;
-    check.update(body.as_bytes());
-    check.verify_slice(&tag).ok()?;
-    let expiry: i64 = body.split('.').next()?.parse().ok()?;
-    (expiry > now).then_some(value)
+        .map(|(_, value)| value.to_string())
+        .filter(|v| v.len() == VALUE_LEN && URL_SAFE_NO_PAD.decode(v).is_ok())
 }
 
 fn secure(headers: &HeaderMap) -> &'static str {
@@ -67,7 +55,7 @@ pub fn set(value: &str, headers: &HeaderMap) -> String {
     )
 }
 
-/// `Set-Cookie` that ends the session.
+/// `Set-Cookie` that removes the cookie from the browser.
 pub fn clear(headers: &HeaderMap) -> String {
     format!(
         "{NAME}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0{}",
@@ -75,10 +63,18 @@ pub fn clear(headers: &HeaderMap) -> String {
     )
 }
 
-/// The CSRF token of a session: a MAC of the session value, so every form
-/// of that session carries it and no other session's works.
-pub fn csrf(key: &[u8], session: &str) -> String {
-    URL_SAFE_NO_PAD.encode(mac(key, &format!("csrf:{session}")))
+/// The CSRF token of a session: a MAC keyed with the (secret) session
+/// value, so every form of that session carries it, no other session's
+/// works, and every `serve` process computes the same one.
+pub fn csrf(session: &str) -> String {
+    match <Hmac<Sha256> as KeyInit>::new_from_slice(session.as_bytes()) {
+        Ok(mut m) => {
+            m.update(b"carga console csrf");
+            URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
+        }
+        // HMAC takes keys of any length; never reached.
+        Err(_) => String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -95,27 +91,18 @@ mod tests {
     }
 
     #[test]
-    fn sessions_are_signed_and_expire() {
-        let key = [7u8; 32];
-        let value = issue(&key, 1_000);
+    fn values_are_random_and_read_back_only_when_well_formed() {
+        let session = new_value();
+        assert_eq!(session.len(), VALUE_LEN);
+        assert_ne!(session, new_value());
         assert_eq!(
-            session(&with_cookie(&value), &key, 1_001).as_deref(),
-            Some(value.as_str())
+            value(&with_cookie(&session)).as_deref(),
+            Some(session.as_str())
         );
-        assert!(
-            session(&with_cookie(&value), &key, 1_000 + LIFETIME_S).is_none(),
-            "expired"
-        );
-        assert!(
-            session(&with_cookie(&value), &[8u8; 32], 1_001).is_none(),
-            "another key"
-        );
-        let forged = value.replacen(&(1_000 + LIFETIME_S).to_string(), "99999999999", 1);
-        assert!(
-            session(&with_cookie(&forged), &key, 1_001).is_none(),
-            "edited expiry"
-        );
-        assert!(session(&HeaderMap::new(), &key, 1_001).is_none());
-        assert_ne!(csrf(&key, &value), csrf(&key, &issue(&key, 1_000)));
+        assert!(value(&with_cookie("9999999999.AAAA.AAAA")).is_none());
+        assert!(value(&with_cookie(&format!("{session}x"))).is_none());
+        assert!(value(&HeaderMap::new()).is_none());
+        assert_ne!(csrf(&session), csrf(&new_value()));
+        assert_eq!(csrf(&session), csrf(&session));
     }
 }

@@ -3,8 +3,10 @@
 //! entry. It reads through the same read models as the JSON API
 //! (`freshness`, `queue`, `load::ledger`) and changes things only through
 //! `queue/`. Signing in takes the operator token once, through a form, and
-//! sets an HMAC-signed session cookie (`cookies.rs`); every state-changing
-//! form carries the session's CSRF token. Works without JavaScript except
+//! sets a random session cookie (`cookies.rs`) whose session lives in the
+//! database (`crate::sessions`: signing out or rotating the token ends it
+//! on every process); every state-changing form carries the session's CSRF
+//! token. Works without JavaScript except
 //! for the live progress (`assets/console.js` polls `/console/jobs/live`).
 
 pub mod cookies;
@@ -21,6 +23,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::throttle::{Verdict, retry_after_secs};
 use crate::dataset::{Kind, Period};
 use crate::queue::{self, ListFilter, NewJob, Priority, Trigger};
 
@@ -63,10 +66,6 @@ pub fn routes() -> Router<AppState> {
         .route("/console/assets/{file}", get(asset))
 }
 
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 /// Why a console request was refused.
 #[derive(Debug, Clone, Copy)]
 enum Refused {
@@ -86,29 +85,49 @@ impl IntoResponse for Refused {
     }
 }
 
-/// The signed-in session, or why the request is refused: a page goes to
-/// the sign-in form, anything else gets 401.
-fn signed_in(state: &AppState, headers: &HeaderMap, page: bool) -> Result<String, Refused> {
-    match cookies::session(headers, &state.session_key, now()) {
-        Some(session) => Ok(session),
-        None if page => Err(Refused::SignIn),
-        None => Err(Refused::Unauthorized),
+/// What a page or form acts for: a live session and a connection.
+struct SignedIn {
+    client: deadpool_postgres::Object,
+    session: String,
+}
+
+impl SignedIn {
+    fn csrf(&self) -> String {
+        cookies::csrf(&self.session)
+    }
+}
+
+/// The signed-in session (checked in the database), or why the request is
+/// refused: a page goes to the sign-in form, anything else gets 401.
+async fn signed_in(
+    state: &AppState,
+    headers: &HeaderMap,
+    page: bool,
+) -> Result<SignedIn, Response> {
+    let refused = if page {
+        Refused::SignIn
+    } else {
+        Refused::Unauthorized
+    };
+    let Some(session) = cookies::value(headers) else {
+        return Err(refused.into_response());
+    };
+    let client = state.ctx.pool.get().await.map_err(pool_failed)?;
+    match crate::sessions::valid(&**client, &session, &state.settings.http.operator_token).await {
+        Ok(true) => Ok(SignedIn { client, session }),
+        Ok(false) => Err(refused.into_response()),
+        Err(e) => Err(db_failed(e)),
     }
 }
 
 /// A state-changing form: signed in, and carrying this session's CSRF token.
-fn checked(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<String, Refused> {
-    let session = signed_in(state, headers, false)?;
-    let expected = cookies::csrf(&state.session_key, &session);
-    if super::api::constant_time_eq(expected.as_bytes(), csrf.as_bytes()) {
-        Ok(session)
+async fn checked(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<SignedIn, Response> {
+    let signed_in = signed_in(state, headers, false).await?;
+    if super::api::constant_time_eq(signed_in.csrf().as_bytes(), csrf.as_bytes()) {
+        Ok(signed_in)
     } else {
-        Err(Refused::Csrf)
+        Err(Refused::Csrf.into_response())
     }
-}
-
-fn csrf_of(state: &AppState, session: &str) -> String {
-    cookies::csrf(&state.session_key, session)
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
@@ -163,7 +182,7 @@ fn queue_failed(e: queue::QueueError) -> Response {
 }
 
 async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if cookies::session(&headers, &state.session_key, now()).is_some() {
+    if signed_in(&state, &headers, false).await.is_ok() {
         return Redirect::to("/console").into_response();
     }
     Html(views::login::page(None).into_string()).into_response()
@@ -174,8 +193,12 @@ struct LoginForm {
     token: String,
 }
 
+/// Signs in with the operator token. An address with too many failed
+/// sign-ins waits before its token is even compared (429, `Retry-After`,
+/// the sign-in page saying how long; `throttle.rs`).
 async fn login(
     State(state): State<AppState>,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
@@ -185,15 +208,45 @@ async fn login(
         .operator_token
         .expose_secret()
         .as_bytes();
-    if expected.is_empty() || !super::api::constant_time_eq(expected, form.token.as_bytes()) {
-        tracing::warn!("console sign-in refused");
-        return (
-            StatusCode::UNAUTHORIZED,
-            Html(views::login::page(Some("That is not the operator token.")).into_string()),
-        )
-            .into_response();
+    let client = super::client_address(&extensions);
+    let verdict = state
+        .throttle
+        .attempt(client, std::time::Instant::now(), || {
+            !expected.is_empty() && super::api::constant_time_eq(expected, form.token.as_bytes())
+        });
+    match verdict {
+        Verdict::Granted => {}
+        Verdict::Denied => {
+            tracing::warn!("console sign-in refused");
+            return (
+                StatusCode::UNAUTHORIZED,
+                Html(views::login::page(Some("That is not the operator token.")).into_string()),
+            )
+                .into_response();
+        }
+        Verdict::TooSoon(wait) => {
+            let seconds = retry_after_secs(wait);
+            tracing::warn!(retry_after_s = seconds, "console sign-in throttled");
+            let message =
+                format!("Too many failed sign-ins from this address: try again in {seconds} s.");
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, seconds.to_string())],
+                Html(views::login::page(Some(&message)).into_string()),
+            )
+                .into_response();
+        }
     }
-    let session = cookies::issue(&state.session_key, now());
+    let session = cookies::new_value();
+    let client = match state.ctx.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return pool_failed(e),
+    };
+    if let Err(e) =
+        crate::sessions::create(&**client, &session, &state.settings.http.operator_token).await
+    {
+        return db_failed(e);
+    }
     (
         StatusCode::SEE_OTHER,
         [
@@ -215,8 +268,12 @@ async fn logout(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(refused) = checked(&state, &headers, &form.csrf) {
-        return refused.into_response();
+    let signed_in = match checked(&state, &headers, &form.csrf).await {
+        Ok(s) => s,
+        Err(refused) => return refused,
+    };
+    if let Err(e) = crate::sessions::end(&**signed_in.client, &signed_in.session).await {
+        return db_failed(e);
     }
     (
         StatusCode::SEE_OTHER,
@@ -238,21 +295,16 @@ async fn datasets(
     headers: HeaderMap,
     Query(q): Query<Message>,
 ) -> Response {
-    let session = match signed_in(&state, &headers, true) {
+    let signed_in = match signed_in(&state, &headers, true).await {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return r,
     };
-    let client = match state.ctx.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return pool_failed(e),
-    };
+    let csrf = signed_in.csrf();
+    let client = signed_in.client;
     match crate::freshness::boards(&**client, &state.specs, 24).await {
         Ok(boards) => (
             [super::no_store()],
-            Html(
-                views::datasets::page(&boards, &csrf_of(&state, &session), q.m.as_deref())
-                    .into_string(),
-            ),
+            Html(views::datasets::page(&boards, &csrf, q.m.as_deref()).into_string()),
         )
             .into_response(),
         Err(e) => db_failed(e),
@@ -264,14 +316,12 @@ async fn jobs(
     headers: HeaderMap,
     Query(q): Query<Message>,
 ) -> Response {
-    let session = match signed_in(&state, &headers, true) {
+    let signed_in = match signed_in(&state, &headers, true).await {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return r,
     };
-    let client = match state.ctx.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return pool_failed(e),
-    };
+    let csrf = signed_in.csrf();
+    let client = signed_in.client;
     let filter = ListFilter {
         state: None,
         dataset: None,
@@ -280,9 +330,7 @@ async fn jobs(
     match queue::list(&**client, &filter).await {
         Ok(list) => (
             [super::no_store()],
-            Html(
-                views::jobs::page(&list, &csrf_of(&state, &session), q.m.as_deref()).into_string(),
-            ),
+            Html(views::jobs::page(&list, &csrf, q.m.as_deref()).into_string()),
         )
             .into_response(),
         Err(e) => queue_failed(e),
@@ -299,12 +347,9 @@ struct LiveJob {
 }
 
 async fn live(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = signed_in(&state, &headers, false) {
-        return r.into_response();
-    }
-    let client = match state.ctx.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return pool_failed(e),
+    let client = match signed_in(&state, &headers, false).await {
+        Ok(s) => s.client,
+        Err(r) => return r,
     };
     let filter = ListFilter {
         state: Some("running".into()),
@@ -339,12 +384,9 @@ async fn job_action(
     Path((id, action)): Path<(i64, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(r) = checked(&state, &headers, &form.csrf) {
-        return r.into_response();
-    }
-    let client = match state.ctx.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return pool_failed(e),
+    let client = match checked(&state, &headers, &form.csrf).await {
+        Ok(s) => s.client,
+        Err(r) => return r,
     };
     let done = match action.as_str() {
         "cancel" => queue::cancel(&**client, id)
@@ -380,9 +422,10 @@ async fn enqueue(
     Path(dataset): Path<String>,
     Form(form): Form<LoadForm>,
 ) -> Response {
-    if let Err(r) = checked(&state, &headers, &form.csrf) {
-        return r.into_response();
-    }
+    let client = match checked(&state, &headers, &form.csrf).await {
+        Ok(s) => s.client,
+        Err(r) => return r,
+    };
     let force = form.force.is_some();
     let back = |m: String| Redirect::to(&format!("/console?m={}", urlencode(&m))).into_response();
     let Some(period) = Period::parse(&form.period) else {
@@ -410,10 +453,6 @@ async fn enqueue(
             &state.settings.queue,
         )
     };
-    let client = match state.ctx.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return pool_failed(e),
-    };
     match queue::enqueue(&**client, &job).await {
         Ok(e) => Redirect::to(&format!(
             "/console/jobs?m={}",
@@ -433,18 +472,16 @@ async fn enqueue(
 }
 
 async fn load(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<i64>) -> Response {
-    let session = match signed_in(&state, &headers, true) {
+    let signed_in = match signed_in(&state, &headers, true).await {
         Ok(s) => s,
-        Err(r) => return r.into_response(),
+        Err(r) => return r,
     };
-    let client = match state.ctx.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return pool_failed(e),
-    };
+    let csrf = signed_in.csrf();
+    let client = signed_in.client;
     match crate::load::ledger::view(&**client, id, 50).await {
         Ok(Some(view)) => (
             [super::no_store()],
-            Html(views::load::page(&view, &csrf_of(&state, &session)).into_string()),
+            Html(views::load::page(&view, &csrf).into_string()),
         )
             .into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, "no such load").into_response(),

@@ -15,7 +15,7 @@
           var j = byId[row.getAttribute("data-live-job")];
           if (!j) { row.querySelector("[data-state]").textContent = "finished: reload"; return; }
           row.querySelector("[data-state]").textContent = j.state + " · " + j.stage;
-          row.querySelector("[data-bar]").style.width = j.percent + "%";
+          row.querySelector("[data-bar]").value = j.percent;
           row.querySelector("[data-figures]").textContent = j.figures;
         });
       })

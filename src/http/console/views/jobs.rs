@@ -37,7 +37,7 @@ pub fn page(jobs: &[JobView], csrf: &str, message: Option<&str>) -> Markup {
                 tr data-live-job=(j.id) {
                     td { "#" (j.id) } td { (j.dataset) " " (j.period) }
                     td data-state { (j.state) " · " (p.stage) }
-                    td { div.bar { div data-bar style={"width:" (format!("{:.1}", p.percent.unwrap_or(0.0))) "%"} {} } }
+                    td { progress.bar data-bar max="100" value=(format!("{:.1}", p.percent.unwrap_or(0.0))) { (format!("{:.0}", p.percent.unwrap_or(0.0))) "%" } }
                     td data-figures { (p.figures()) }
                     td { (button("cancel", j.id, "Cancel", csrf)) }
                 }
