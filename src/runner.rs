@@ -281,10 +281,25 @@ impl Runner {
             return self.record(&job, &ending).await;
         };
         let reference = spec.kind == Kind::Reference;
+        let url = match job
+            .url
+            .as_ref()
+            .map(|u| u.open(self.nis_key.as_ref()))
+            .transpose()
+        {
+            Ok(url) => url,
+            Err(e) => {
+                let ending = Ending::Fail {
+                    code: "url_unsealable".into(),
+                    message: e.to_string(),
+                };
+                return self.record(&job, &ending).await;
+            }
+        };
         let request = LoadRequest {
             spec: spec.clone(),
             period: job.period,
-            url: job.url.clone(),
+            url,
             force: job.force,
             // A source URL a webhook named must stay on the dataset's
             // allow-list through every redirect.

@@ -574,29 +574,27 @@ async fn a_second_load_of_the_same_month_is_refused_while_one_runs() {
     assert_eq!(app.visible_state().await, before);
 }
 
-/// 503 with `Retry-After` is retried (three attempts in all); past that the
-/// load fails naming the status, and the published data stays.
+/// 503 with `Retry-After` ends the load at once, naming the status and
+/// carrying the server's delay for the queue (which schedules the next
+/// attempt and frees the worker meanwhile); the published data stays.
 #[tokio::test]
-async fn unavailable_sources_are_retried_then_fail_with_their_status() {
+async fn an_unavailable_source_fails_at_once_with_its_status() {
     let mut app = TestApp::new().await;
     let (_, before) = publish_one_row(&mut app).await;
-    let flaky = evil_server(zip_of_rows(100), Fault::Unavailable { times: 2 }).await;
-    let report = app
-        .load("novo-bolsa-familia", "2024-10", &flaky.url, true)
-        .await
-        .expect("third attempt succeeds");
-    assert_eq!(report.rows_loaded, 100);
-    assert_eq!(flaky.requests.load(Ordering::SeqCst), 3);
-    let after = app.visible_state().await;
     let down = evil_server(zip_of_rows(100), Fault::Unavailable { times: usize::MAX }).await;
+    let started = std::time::Instant::now();
     let err = app
         .load("novo-bolsa-familia", "2024-10", &down.url, true)
         .await
-        .expect_err("always 503");
+        .expect_err("503");
     assert_eq!(err.code(), "http_status_503", "{err}");
-    assert_eq!(down.requests.load(Ordering::SeqCst), 3);
-    assert_ne!(after, before);
-    assert_eq!(app.visible_state().await, after);
+    assert!(
+        err.retry_after().is_some(),
+        "the server's Retry-After is kept"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(down.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(app.visible_state().await, before);
 }
 
 /// A body whose Content-Length passes `http.max_download_bytes` is refused

@@ -164,7 +164,7 @@ async fn a_load_that_lost_its_lease_cannot_publish() {
     let request = carga::pipeline::LoadRequest {
         spec,
         period: stale.period,
-        url: stale.url.clone(),
+        url: stale.url.as_ref().map(|u| u.shown.clone()),
         force: false,
         redirect_guard: None,
     };
@@ -940,7 +940,7 @@ async fn a_stronger_request_is_merged_or_refused_never_dropped() {
             Priority::Fresh,
             &settings,
         );
-        job.url = url.map(str::to_string);
+        job.url = url.map(|u| queue::JobUrl::new(u, None).expect("a plain URL"));
         job.force = force;
         job
     };

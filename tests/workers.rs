@@ -487,7 +487,14 @@ async fn serve_logs_hold_no_secrets_or_personal_data() {
     // An operator load from a URL with a token in its query string (the
     // webhook's own job points at the Portal, unreachable here: it fails).
     let tokenised = format!("{}?token=url-token-canary-31", urls["a.zip"]);
-    let load = app.enqueue("2024-09", &tokenised).await;
+    let load = app
+        .enqueue_sealed(
+            "2024-09",
+            Some(&tokenised),
+            carga::queue::Priority::Fresh,
+            nis_key,
+        )
+        .await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let state: String = app.job_row(load.id, "state").await.get(0);
@@ -502,6 +509,19 @@ async fn serve_logs_hold_no_secrets_or_personal_data() {
     }
     signal(&child, "TERM");
     assert_eq!(exits(child).await, Some(0));
+    // Nor in a table: the job keeps its URL redacted, the token sealed.
+    let stored: i64 = app
+        .client()
+        .await
+        .query_one(
+            "SELECT (SELECT count(*) FROM carga.jobs WHERE url LIKE '%canary%' OR url_sealed::text LIKE '%canary%')
+                  + (SELECT count(*) FROM carga.loads WHERE source_url LIKE '%canary%')",
+            &[],
+        )
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(stored, 0, "the URL's token was stored in clear");
     let lines = log.await.expect("log");
     let text = lines.join("\n");
     for canary in [

@@ -53,7 +53,7 @@ pub fn operator_job(
     settings: &Settings,
     spec: &Spec,
     period: Period,
-    url: Option<String>,
+    url: Option<queue::JobUrl>,
     force: bool,
     priority: Priority,
 ) -> NewJob {
@@ -82,14 +82,13 @@ pub async fn run(settings: Settings, args: EnqueueArgs) -> CliResult {
         .get()
         .await
         .map_err(|e| Failure::Failed(e.into()))?;
-    let job = operator_job(
-        &settings,
-        &spec,
-        period,
-        args.url,
-        args.force,
-        Priority::Fresh,
-    );
+    let url = args
+        .url
+        .as_deref()
+        .map(|u| queue::JobUrl::new(u, settings.nis_key.as_ref()))
+        .transpose()
+        .map_err(usage)?;
+    let job = operator_job(&settings, &spec, period, url, args.force, Priority::Fresh);
     let enqueued = queue::enqueue(&**client, &job)
         .await
         .map_err(super::job::queue_failure)?;

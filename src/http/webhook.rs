@@ -249,6 +249,11 @@ async fn enqueue(
     sender: &str,
     webhook_id: &str,
 ) -> Result<Accepted, ApiError> {
+    let url = url
+        .as_deref()
+        .map(|u| queue::JobUrl::new(u, state.settings.nis_key.as_ref()))
+        .transpose()
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     let mut client = state.ctx.pool.get().await.map_err(ApiError::pool)?;
     let tx = client.transaction().await.map_err(ApiError::db)?;
     let replayed = tx

@@ -10,6 +10,9 @@
 
 pub mod fence;
 pub mod retry;
+pub mod sealed;
+
+pub use sealed::{JobUrl, SealError};
 
 use std::time::Duration;
 
@@ -120,7 +123,8 @@ pub enum Priority {
 pub struct NewJob {
     pub dataset: String,
     pub period: Period,
-    pub url: Option<String>,
+    /// An explicit source URL (else the spec's), secrets sealed.
+    pub url: Option<JobUrl>,
     pub force: bool,
     pub trigger: Trigger,
     pub priority: Priority,
@@ -174,19 +178,22 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
     let slot = job.trigger.slot();
     let priority = job.priority as i16;
     let window = job.not_found_window.as_secs_f64();
+    let shown = job.url.as_ref().map(|u| u.shown.clone());
+    let sealed = job.url.as_ref().and_then(|u| u.sealed.clone());
     for _ in 0..8 {
         let inserted = client
             .query_opt(
                 "INSERT INTO carga.jobs (dataset, period, url, force, priority, max_attempts,
-                                         enqueued_by, sender, slot, not_found_deadline)
+                                         enqueued_by, sender, slot, not_found_deadline,
+                                         url_sealed)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                         coalesce($9, now()) + make_interval(secs => $10))
+                         coalesce($9, now()) + make_interval(secs => $10), $11)
                  ON CONFLICT DO NOTHING
                  RETURNING id",
                 &[
                     &job.dataset,
                     &period,
-                    &job.url,
+                    &shown,
                     &job.force,
                     &priority,
                     &job.max_attempts,
@@ -194,6 +201,7 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
                     &job.trigger.sender(),
                     &slot,
                     &window,
+                    &sealed,
                 ],
             )
             .await?;
@@ -234,11 +242,10 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
                 period: job.period,
                 reason,
             };
-            if let (Some(asked), Some(pending)) = (&job.url, &url) {
+            if let (Some(asked), Some(pending)) = (&shown, &url) {
                 if asked != pending {
                     return Err(conflict(format!(
-                        "it loads another URL ({}); cancel it, or wait for it to end, then enqueue this one",
-                        crate::source::redact_source(pending)
+                        "it loads another URL ({pending}); cancel it, or wait for it to end, then enqueue this one"
                     )));
                 }
             }
@@ -256,9 +263,10 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
             let merged = client
                 .execute(
                     "UPDATE carga.jobs SET priority = least(priority, $2), force = force OR $3,
+                                           url_sealed = CASE WHEN url IS NULL THEN $5 ELSE url_sealed END,
                                            url = coalesce(url, $4)
                      WHERE id = $1 AND state IN ('available', 'retryable')",
-                    &[&id, &priority, &job.force, &job.url],
+                    &[&id, &priority, &job.force, &shown, &sealed],
                 )
                 .await?;
             if merged == 1 || !stronger {
@@ -280,7 +288,8 @@ pub struct Claimed {
     pub id: i64,
     pub dataset: String,
     pub period: Period,
-    pub url: Option<String>,
+    /// The explicit source URL, still sealed: [`JobUrl::open`] it.
+    pub url: Option<JobUrl>,
     pub force: bool,
     pub attempt: i32,
     pub max_attempts: i32,
@@ -315,7 +324,7 @@ pub async fn claim(
                      load_backend_pid = NULL, progress = '{}'
                  FROM next WHERE j.id = next.id
                  RETURNING j.id, j.dataset, j.period, j.url, j.force, j.attempt,
-                           j.max_attempts, j.lease_token, j.enqueued_by
+                           j.max_attempts, j.lease_token, j.enqueued_by, j.url_sealed
              ), attempt AS (
                  INSERT INTO carga.job_attempts (job_id, attempt, worker)
                  SELECT id, attempt, $1 FROM claimed
@@ -328,7 +337,10 @@ pub async fn claim(
         id: r.get(0),
         dataset: r.get(1),
         period: Period::from_date(r.get::<_, NaiveDate>(2)),
-        url: r.get(3),
+        url: r.get::<_, Option<String>>(3).map(|shown| JobUrl {
+            shown,
+            sealed: r.get(9),
+        }),
         force: r.get(4),
         attempt: r.get(5),
         max_attempts: r.get(6),

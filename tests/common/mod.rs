@@ -552,10 +552,25 @@ impl TestApp {
         url: Option<&str>,
         priority: carga::queue::Priority,
     ) -> carga::queue::Enqueued {
+        self.enqueue_sealed(period, url, priority, NIS_KEY).await
+    }
+
+    /// [`TestApp::enqueue_with`], a URL's secrets sealed under `nis_key`
+    /// (the key of the process that will run the job).
+    pub async fn enqueue_sealed(
+        &self,
+        period: &str,
+        url: Option<&str>,
+        priority: carga::queue::Priority,
+        nis_key: &str,
+    ) -> carga::queue::Enqueued {
         let job = carga::queue::NewJob {
             dataset: "novo-bolsa-familia".into(),
             period: Period::parse(period).expect("period"),
-            url: url.map(str::to_string),
+            url: url.map(|u| {
+                carga::queue::JobUrl::new(u, Some(&SecretString::from(nis_key.to_string())))
+                    .expect("url")
+            }),
             force: false,
             trigger: carga::queue::Trigger::Operator {
                 name: "test".into(),
