@@ -90,6 +90,12 @@ pub struct HttpSettings {
     /// `CARGA__HTTP__OPERATOR_TOKEN`); empty: those endpoints answer 401.
     #[serde(default = "empty_secret")]
     pub operator_token: SecretString,
+    /// A source answering 202 (preparing the file) is asked again after its
+    /// `Retry-After`, else after this.
+    pub preparing_poll_s: u64,
+    /// How long a job waits for a file being prepared (since the first
+    /// 202) before it falls back to `queue.not_found_retry_s`.
+    pub preparing_limit_s: u64,
     /// A request's headers must arrive within this (slow-loris guard).
     pub header_read_timeout_s: u64,
     /// A whole request, body included, must be answered within this.

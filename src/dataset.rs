@@ -497,6 +497,14 @@ impl Spec {
                 )));
             }
         }
+        // The Portal redirects to the file only from the URL without a
+        // trailing slash (basedosdados/pipelines issue 1598, June 2026).
+        if raw.source.url.ends_with('/') {
+            return Err(invalid(format!(
+                "source.url: {:?} must not end in '/' (the Portal redirects to the file only without it)",
+                raw.source.url
+            )));
+        }
         Ok(Spec {
             dataset: raw.dataset,
             title: raw.title,
@@ -940,6 +948,15 @@ mod tests {
 #[cfg(test)]
 mod schedule_tests {
     use super::*;
+
+    #[test]
+    fn a_source_url_ending_in_a_slash_is_refused() {
+        let text = include_str!("../jobs/novo-bolsa-familia.toml");
+        let edited = text.replace("/{yyyymm}\"", "/{yyyymm}/\"");
+        assert_ne!(edited, text);
+        let err = Spec::parse("nbf.toml", &edited).expect_err("trailing slash");
+        assert!(err.to_string().contains("must not end in '/'"), "{err}");
+    }
 
     #[test]
     fn a_cron_that_never_fires_is_refused() {

@@ -1016,14 +1016,19 @@ async fn attempt(
         rejects: Vec::new(),
         replaced_load: None,
     };
-    let opened = match source::open_guarded(
+    let opened = source::open_guarded(
         input.location,
         &settings.http,
         conditional.as_ref(),
         request.redirect_guard.clone(),
     )
-    .await?
-    {
+    .await;
+    if let Some(status) = source::answered_status(&opened) {
+        progress
+            .source_status
+            .store(status, std::sync::atomic::Ordering::Relaxed);
+    }
+    let opened = match opened? {
         OpenOutcome::NotModified(meta) => {
             // No lock is taken on this path: sweep dead attempts here too.
             ledger::abandon_dead(client).await?;

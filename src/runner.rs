@@ -60,6 +60,9 @@ pub struct Runner {
     nis_key: Option<SecretString>,
     worker: String,
     settings: QueueSettings,
+    /// `http.preparing_poll_s` and `http.preparing_limit_s`.
+    preparing_poll: Duration,
+    preparing_limit: Duration,
 }
 
 /// What a finished load produced.
@@ -88,6 +91,8 @@ impl Runner {
         Runner {
             worker: settings.worker_id(),
             nis_key: ctx.settings.nis_key.clone(),
+            preparing_poll: Duration::from_secs(ctx.settings.http.preparing_poll_s.max(1)),
+            preparing_limit: Duration::from_secs(ctx.settings.http.preparing_limit_s),
             ctx,
             control,
             listen,
@@ -278,7 +283,7 @@ impl Runner {
                 code: "unknown_dataset".into(),
                 message: format!("no dataset spec named {:?} on this worker", job.dataset),
             };
-            return self.record(&job, &ending).await;
+            return self.record(&job, &ending, None).await;
         };
         let reference = spec.kind == Kind::Reference;
         let url = match job
@@ -293,7 +298,7 @@ impl Runner {
                     code: "url_unsealable".into(),
                     message: e.to_string(),
                 };
-                return self.record(&job, &ending).await;
+                return self.record(&job, &ending, None).await;
             }
         };
         let request = LoadRequest {
@@ -419,7 +424,13 @@ impl Runner {
             Ok(Err(error)) => Some(self.judge(&job, &error)),
         };
         match ending {
-            Some(ending) => self.record(&job, &ending).await,
+            Some(ending) => {
+                let answered = progress
+                    .source_status
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                self.record(&job, &ending, (answered != 0).then_some(answered))
+                    .await
+            }
             None => {
                 tracing::warn!(
                     job_id = job.id,
@@ -445,14 +456,61 @@ impl Runner {
                 message,
             };
         }
+        let slow = Duration::from_secs(self.settings.not_found_retry_s);
         match retry::classify(error, job.attempt) {
             retry::Verdict::Retry => self.retry_or_fail(job, &code, message, error.retry_after()),
             retry::Verdict::NotFound => Ending::NotFound {
-                after: Duration::from_secs(self.settings.not_found_retry_s),
+                after: slow,
                 code,
                 message,
             },
+            retry::Verdict::Preparing => self.preparing(job, code, error.retry_after()),
+            // The Portal has served broken files for a day or two and then
+            // fixed them: the slow cadence, until the dataset's deadline.
+            retry::Verdict::Broken => Ending::NotFound {
+                after: slow,
+                message: format!(
+                    "{message} (the source may fix the file: asking again every {} until the dataset's deadline)",
+                    human_duration(slow)
+                ),
+                code,
+            },
             retry::Verdict::Fatal => Ending::Fail { code, message },
+        }
+    }
+
+    /// The source answered 202 (preparing the file): ask again after its
+    /// `Retry-After` (else `http.preparing_poll_s`), without spending an
+    /// attempt, for up to `http.preparing_limit_s` since the first 202;
+    /// past that, the slow cadence of a month not yet published.
+    fn preparing(&self, job: &Claimed, code: String, retry_after: Option<Duration>) -> Ending {
+        let waited = job.preparing_for.unwrap_or(Duration::ZERO);
+        let limit = self.preparing_limit;
+        if waited >= limit {
+            let slow = Duration::from_secs(self.settings.not_found_retry_s);
+            return Ending::NotFound {
+                after: slow,
+                message: format!(
+                    "the source was still preparing the file (HTTP 202) after {} (http.preparing_limit_s); asking again in {}",
+                    human_duration(waited),
+                    human_duration(slow)
+                ),
+                code,
+            };
+        }
+        let after = retry_after
+            .unwrap_or(self.preparing_poll)
+            .min(retry::retry_after_ceiling(&self.settings))
+            .max(Duration::from_secs(1));
+        Ending::Wait {
+            after,
+            message: format!(
+                "waiting for the Portal to prepare the file (HTTP 202): asking again in {}, {} of {} waited",
+                human_duration(after),
+                human_duration(waited),
+                human_duration(limit)
+            ),
+            code,
         }
     }
 
@@ -480,7 +538,7 @@ impl Runner {
         }
     }
 
-    async fn record(&self, job: &Claimed, ending: &Ending) -> String {
+    async fn record(&self, job: &Claimed, ending: &Ending, source_status: Option<u16>) -> String {
         let name = match ending {
             Ending::Succeeded { outcome, .. } => outcome,
             Ending::Retry { .. } => "retry",
@@ -493,7 +551,7 @@ impl Runner {
         // The ending must not be lost to a passing database error.
         for attempt in 0..5u32 {
             let written = match self.control.get().await {
-                Ok(client) => queue::finish(&**client, job, ending)
+                Ok(client) => queue::finish(&**client, job, ending, source_status)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -683,4 +741,16 @@ async fn listen(config: tokio_postgres::Config, wake: Arc<Notify>, stop: Cancell
 /// Loads the dataset specs a worker runs.
 pub fn specs(settings: &crate::config::Settings) -> Result<Vec<Spec>, dataset::SpecError> {
     dataset::load_all(&settings.load.jobs_dir)
+}
+
+/// `90 s`, `12 min`, `6 h`: for messages.
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s < 120 {
+        format!("{s} s")
+    } else if s < 7_200 {
+        format!("{} min", s / 60)
+    } else {
+        format!("{} h", s / 3_600)
+    }
 }

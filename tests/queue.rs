@@ -419,7 +419,7 @@ async fn a_cancel_request_wins_over_a_racing_retry() {
         message: "refused".into(),
     };
     assert!(
-        queue::finish(&**client, &claimed, &ending)
+        queue::finish(&**client, &claimed, &ending, None)
             .await
             .expect("finish")
     );
@@ -471,11 +471,8 @@ async fn a_month_held_by_another_load_waits_without_spending_attempts() {
 #[tokio::test]
 async fn a_fatal_error_fails_at_once_with_its_code() {
     let app = TestApp::with_settings(fast_queue).await;
-    let server = ScriptedServer::start(
-        "a.zip",
-        vec![Reply::Body(b"<html>maintenance</html>".to_vec())],
-    )
-    .await;
+    // 410 Gone: the month will never be there.
+    let server = ScriptedServer::start("a.zip", vec![Reply::Status(410, "")]).await;
     let job = app.enqueue("2024-10", &server.url).await;
     let ran = app.runner().run_one().await.expect("run");
     assert_eq!(
@@ -491,7 +488,7 @@ async fn a_fatal_error_fails_at_once_with_its_code() {
     };
     assert_eq!(
         (state.as_str(), attempt, code.as_str()),
-        ("failed", 1, "unexpected_content")
+        ("failed", 1, "http_status_410")
     );
     // An operator retries it: a new budget, available now.
     let client = app.client().await;

@@ -97,14 +97,38 @@ pub async fn run_with_progress(
     nis_key: Option<secrecy::SecretString>,
     cancel: &CancellationToken,
 ) -> Result<LoadReport, Failure> {
-    let progress = Arc::new(Progress::default());
-    let label = format!("{} {}", request.spec.dataset, request.period);
-    let (ticker, bar) = super::spawn_progress(progress.clone(), label);
-    let result = pipeline::run(ctx, request, nis_key, progress, cancel.cancelled())
-        .await
-        .map_err(|e| Failure::Failed(e.into()));
-    super::finish_progress(ticker, bar);
-    result
+    let poll = std::time::Duration::from_secs(ctx.settings.http.preparing_poll_s.max(1));
+    let limit = std::time::Duration::from_secs(ctx.settings.http.preparing_limit_s);
+    let started = std::time::Instant::now();
+    loop {
+        let progress = Arc::new(Progress::default());
+        let label = format!("{} {}", request.spec.dataset, request.period);
+        let (ticker, bar) = super::spawn_progress(progress.clone(), label);
+        let result =
+            pipeline::run(ctx, request, nis_key.clone(), progress, cancel.cancelled()).await;
+        super::finish_progress(ticker, bar);
+        match result {
+            // The source is preparing the file (HTTP 202): no queue here
+            // to wait in, so wait inline, up to http.preparing_limit_s.
+            Err(e) if e.code() == "source_preparing" && started.elapsed() < limit => {
+                let wait = e
+                    .retry_after()
+                    .unwrap_or(poll)
+                    .min(limit - started.elapsed());
+                eprintln!(
+                    "carga: waiting for the Portal to prepare the file (HTTP 202); asking again in {} s",
+                    wait.as_secs().max(1)
+                );
+                tokio::select! {
+                    () = cancel.cancelled() => {
+                        return Err(Failure::Failed(pipeline::LoadError::Cancelled.into()));
+                    }
+                    () = tokio::time::sleep(wait.max(std::time::Duration::from_secs(1))) => {}
+                }
+            }
+            result => return result.map_err(|e| Failure::Failed(e.into())),
+        }
+    }
 }
 
 pub fn print_report(request: &LoadRequest, r: &LoadReport) {

@@ -296,6 +296,9 @@ pub struct Claimed {
     pub lease_token: String,
     /// `schedule`, `operator` or `webhook`.
     pub enqueued_by: String,
+    /// How long the source has been preparing this job's file (HTTP 202),
+    /// on the database's clock; `None` when it is not preparing.
+    pub preparing_for: Option<Duration>,
 }
 
 /// Claims the next runnable job for `worker`, in one statement: the
@@ -324,7 +327,8 @@ pub async fn claim(
                      load_backend_pid = NULL, progress = '{}'
                  FROM next WHERE j.id = next.id
                  RETURNING j.id, j.dataset, j.period, j.url, j.force, j.attempt,
-                           j.max_attempts, j.lease_token, j.enqueued_by, j.url_sealed
+                           j.max_attempts, j.lease_token, j.enqueued_by, j.url_sealed,
+                           extract(epoch FROM now() - j.preparing_since)::float8
              ), attempt AS (
                  INSERT INTO carga.job_attempts (job_id, attempt, worker)
                  SELECT id, attempt, $1 FROM claimed
@@ -346,6 +350,9 @@ pub async fn claim(
         max_attempts: r.get(6),
         lease_token: r.get(7),
         enqueued_by: r.get(8),
+        preparing_for: r
+            .get::<_, Option<f64>>(10)
+            .map(|s| Duration::from_secs_f64(s.max(0.0))),
     }))
 }
 
@@ -435,7 +442,13 @@ pub enum Ending {
 
 /// Records the end of an attempt that did not publish, guarded by the
 /// lease. Returns false when the lease was already lost (nothing written).
-pub async fn finish(client: &impl GenericClient, job: &Claimed, ending: &Ending) -> Result<bool> {
+pub async fn finish(
+    client: &impl GenericClient,
+    job: &Claimed,
+    ending: &Ending,
+    source_status: Option<u16>,
+) -> Result<bool> {
+    let source_status = source_status.and_then(|s| i16::try_from(s).ok());
     let (state, outcome, code, message, after, load_id): (
         &str,
         &str,
@@ -529,14 +542,23 @@ pub async fn finish(client: &impl GenericClient, job: &Claimed, ending: &Ending)
                                          THEN now() + make_interval(secs => $6)
                                          ELSE j.scheduled_at END,
                      finished_at = CASE WHEN d.state IN ('succeeded', 'failed', 'cancelled')
-                                        THEN now() END,
+                                        THEN clock_timestamp() END,
+                     -- Waiting for the source to prepare the file: since
+                     -- when (kept across waits, cleared by anything else).
+                     preparing_since = CASE WHEN $3 = 'waiting' AND $4 = 'source_preparing'
+                                            THEN coalesce(j.preparing_since, now()) END,
                      outcome = CASE WHEN d.state = 'succeeded' THEN $8 ELSE j.outcome END,
                      load_id = coalesce($7, j.load_id),
                      error_code = CASE WHEN d.state = 'cancelled' THEN 'cancelled'
                                        WHEN $3 = 'not_found' AND d.state = 'failed'
+                                            AND $4 = 'http_status_404'
                                        THEN 'not_published_by_deadline' ELSE $4 END,
-                     error = CASE WHEN $3 = 'not_found' AND d.state = 'failed'
+                     error = CASE WHEN $3 = 'not_found' AND d.state = 'failed' AND $4 = 'http_status_404'
                                   THEN 'the month was still not published at the dataset''s deadline ('
+                                       || to_char(j.not_found_deadline, 'YYYY-MM-DD HH24:MI TZ')
+                                       || '): ' || $5
+                                  WHEN $3 = 'not_found' AND d.state = 'failed'
+                                  THEN 'the source still served it so at the dataset''s deadline ('
                                        || to_char(j.not_found_deadline, 'YYYY-MM-DD HH24:MI TZ')
                                        || '): ' || $5
                                   ELSE $5 END,
@@ -550,7 +572,7 @@ pub async fn finish(client: &impl GenericClient, job: &Claimed, ending: &Ending)
                  SET finished_at = clock_timestamp(),
                      outcome = CASE WHEN u.state IN ('succeeded', 'failed', 'cancelled') THEN u.state
                                     ELSE $8 END,
-                     error_code = $4, error = $5, load_id = $7
+                     error_code = $4, error = $5, load_id = $7, source_status = $10
                  FROM updated u WHERE a.job_id = u.id AND a.attempt = $9
              )
              SELECT state FROM updated",
@@ -564,6 +586,7 @@ pub async fn finish(client: &impl GenericClient, job: &Claimed, ending: &Ending)
                 &load_id,
                 &outcome,
                 &job.attempt,
+                &source_status,
             ],
         )
         .await?;
@@ -590,7 +613,7 @@ pub async fn complete_in(
                  WHERE id = $1 AND attempt = $2 AND lease_token = $3 AND state = 'running'
                  RETURNING id
              ), attempt AS (
-                 UPDATE carga.job_attempts a SET finished_at = clock_timestamp(), outcome = 'succeeded', load_id = $4
+                 UPDATE carga.job_attempts a SET finished_at = clock_timestamp(), outcome = 'succeeded', load_id = $4, source_status = 200
                  FROM updated u WHERE a.job_id = u.id AND a.attempt = $2
              )
              SELECT id FROM updated",

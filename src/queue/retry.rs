@@ -18,6 +18,13 @@ pub enum Verdict {
     Retry,
     /// The month is not published yet (404): the slow cadence.
     NotFound,
+    /// The source is preparing the file (202): ask again soon, unspent.
+    Preparing,
+    /// The source served a broken file (a ZIP that does not inflate, a
+    /// header without rows, HTML where the file should be, a file the
+    /// shrink guard refuses): the slow cadence until the deadline; the
+    /// Portal has fixed such files within days.
+    Broken,
     /// Retrying cannot help: bad file, bad spec, a guard that needs a human.
     Fatal,
 }
@@ -62,8 +69,10 @@ pub fn classify_code(code: &str, attempt: i32) -> Verdict {
         | "load_in_progress"
         | "database_error"
         | "database_pool" => Verdict::Retry,
-        // Damaged in transit once is worth one more download.
+        // Damaged in transit once is worth one more download at once.
         "archive_corrupt" if attempt <= 1 => Verdict::Retry,
+        "archive_corrupt" | "empty_file" | "unexpected_content" | "shrink_guard" => Verdict::Broken,
+        "source_preparing" => Verdict::Preparing,
         _ => Verdict::Fatal,
     }
 }
@@ -132,8 +141,11 @@ mod tests {
             ("load_in_progress", Verdict::Retry),
             ("csv_header_mismatch", Verdict::Fatal),
             ("too_many_rejects", Verdict::Fatal),
-            ("shrink_guard", Verdict::Fatal),
-            ("unexpected_content", Verdict::Fatal),
+            ("shrink_guard", Verdict::Broken),
+            ("unexpected_content", Verdict::Broken),
+            ("empty_file", Verdict::Broken),
+            ("source_preparing", Verdict::Preparing),
+            ("source_refused", Verdict::Fatal),
             ("period_out_of_bounds", Verdict::Fatal),
             ("internal", Verdict::Fatal),
             ("redirect_refused", Verdict::Fatal),
@@ -141,7 +153,7 @@ mod tests {
             assert_eq!(classify_code(code, 1), verdict, "{code}");
         }
         assert_eq!(classify_code("archive_corrupt", 1), Verdict::Retry);
-        assert_eq!(classify_code("archive_corrupt", 2), Verdict::Fatal);
+        assert_eq!(classify_code("archive_corrupt", 2), Verdict::Broken);
     }
 
     #[test]

@@ -82,6 +82,20 @@ pub enum SourceError {
     },
     #[error("{url}: unsupported source (use http://, https://, file:// or a path)")]
     Unsupported { url: String },
+    /// 202 Accepted: the server is preparing the file (the Portal since
+    /// 2026 answers so while it builds the ZIP, then redirects to it).
+    /// Never data; the job asks again later, honouring `Retry-After`.
+    #[error("{url}: the source is preparing the file (HTTP 202); ask again later")]
+    Preparing {
+        url: String,
+        retry_after: Option<Duration>,
+    },
+    /// 403 or 405: the source refuses this client (the Portal answers so to
+    /// requests without a browser-like User-Agent). Retrying cannot help.
+    #[error(
+        "{url}: HTTP status {status}: the source refused carga's request (the Portal refuses clients without a browser-like User-Agent; check http.user_agent, CARGA__HTTP__USER_AGENT)"
+    )]
+    Refused { url: String, status: u16 },
     /// A redirect the policy refused (off the allow-list, a private
     /// address, a non-HTTP scheme, too many hops): retrying cannot help.
     #[error("{url}: redirect refused: {reason}")]
@@ -108,6 +122,8 @@ impl SourceError {
             SourceError::File { .. } => "source_file_error".into(),
             SourceError::Unsupported { .. } => "source_url_not_allowed".into(),
             SourceError::RedirectRefused { .. } => "redirect_refused".into(),
+            SourceError::Preparing { .. } => "source_preparing".into(),
+            SourceError::Refused { .. } => "source_refused".into(),
         }
     }
 }
@@ -148,6 +164,9 @@ pub struct Progress {
     pub rows_rejected: AtomicU64,
     /// One of [`Progress::STAGES`], by index.
     pub stage: std::sync::atomic::AtomicUsize,
+    /// The HTTP status the source answered when opened (0: no answer yet,
+    /// or not HTTP): whether the source has the period, for freshness.
+    pub source_status: std::sync::atomic::AtomicU16,
 }
 
 impl Progress {
@@ -399,6 +418,18 @@ pub async fn open_guarded(
                     if status == StatusCode::NOT_MODIFIED {
                         return Ok(OpenOutcome::NotModified(meta));
                     }
+                    if status == StatusCode::ACCEPTED {
+                        return Err(SourceError::Preparing {
+                            url: redacted.clone(),
+                            retry_after: requested_retry(&headers),
+                        });
+                    }
+                    if status == StatusCode::FORBIDDEN || status == StatusCode::METHOD_NOT_ALLOWED {
+                        return Err(SourceError::Refused {
+                            url: redacted.clone(),
+                            status: status.as_u16(),
+                        });
+                    }
                     if !status.is_success() {
                         return Err(SourceError::Status {
                             url: redacted.clone(),
@@ -514,11 +545,29 @@ fn requested_retry(headers: &HeaderMap) -> Option<Duration> {
     Some(delay.to_std().unwrap_or(Duration::ZERO))
 }
 
+/// The status an open answered with: 200 for a body (a file too), 304,
+/// or the refusal's status; `None` when no answer came.
+pub fn answered_status(opened: &Result<OpenOutcome, SourceError>) -> Option<u16> {
+    match opened {
+        Ok(OpenOutcome::Body(opened)) => match opened.origin {
+            Origin::File => None,
+            Origin::Http { .. } => Some(200),
+        },
+        Ok(OpenOutcome::NotModified(_)) => Some(304),
+        Err(SourceError::Status { status, .. } | SourceError::Refused { status, .. }) => {
+            Some(*status)
+        }
+        Err(SourceError::Preparing { .. }) => Some(202),
+        Err(_) => None,
+    }
+}
+
 impl SourceError {
     /// The delay the server asked for before the next try, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            SourceError::Status { retry_after, .. } => *retry_after,
+            SourceError::Status { retry_after, .. }
+            | SourceError::Preparing { retry_after, .. } => *retry_after,
             _ => None,
         }
     }

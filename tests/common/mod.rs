@@ -7,6 +7,8 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+pub mod process;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
@@ -417,6 +419,9 @@ pub enum Reply {
     Status(u16, &'static str),
     /// 302 to this location.
     Redirect(String),
+    /// 200 with the body to a browser-like User-Agent (`Mozilla/…`), 405
+    /// to anything else (the Portal since 2026).
+    BrowsersOnly(Vec<u8>),
 }
 
 /// A loopback HTTP/1.1 server that answers its n-th request with the n-th
@@ -458,7 +463,19 @@ impl ScriptedServer {
                             "HTTP/1.1 {status}\r\nContent-Length: {length}\r\nContent-Type: application/zip\r\n{extra}Connection: close\r\n\r\n"
                         )
                     };
+                    let reply = match reply {
+                        Reply::BrowsersOnly(body) => {
+                            let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                            if text.contains("\r\nuser-agent: mozilla/") {
+                                Reply::Body(body)
+                            } else {
+                                Reply::Status(405, "")
+                            }
+                        }
+                        other => other,
+                    };
                     match reply {
+                        Reply::BrowsersOnly(_) => unreachable!("mapped above"),
                         Reply::Body(body) => {
                             let _ = socket
                                 .write_all(head("200 OK", body.len(), "").as_bytes())
