@@ -2,7 +2,11 @@
 //! it was published (freshness), the last successful job, the next
 //! scheduled run and the gaps — months between the first expected period
 //! and the last published one that were never published. One query path
-//! for `carga schedule` and the HTTP API. Reads only.
+//! for `carga schedule` and the HTTP API. Also what the source has: the
+//! latest period it answered for (a file, 202 "preparing" or 304, as
+//! recorded per attempt in `job_attempts.source_status`) and since when it
+//! has had a period newer than the last published one — silence from a
+//! source that is ahead of us is a failure. Reads only.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -31,6 +35,41 @@ pub struct DatasetStatus {
     /// spec's `first_period`, else the first published) and the last
     /// published one.
     pub gaps: Vec<String>,
+    /// The latest period the source answered for with a file (or 202
+    /// "preparing", or 304), whether or not it was loaded.
+    pub source_latest_period: Option<String>,
+    /// Since when the source has had a period newer than the last
+    /// published one (the first such answer); `None` when it has not.
+    pub source_ahead_since: Option<DateTime<Utc>>,
+    /// Seconds since `source_ahead_since`, on the database's clock.
+    pub source_ahead_seconds: Option<f64>,
+}
+
+/// The status codes that say the source has the period.
+pub const SOURCE_HAS_IT: &str = "(200, 202, 206, 304)";
+
+/// Per dataset, the periods the source answered for and when it first did.
+async fn source_periods(
+    client: &impl GenericClient,
+) -> Result<HashMap<String, Vec<(Period, DateTime<Utc>)>>, tokio_postgres::Error> {
+    let mut out: HashMap<String, Vec<(Period, DateTime<Utc>)>> = HashMap::new();
+    for row in client
+        .query(
+            &format!(
+                "SELECT j.dataset, j.period, min(coalesce(a.finished_at, a.started_at))
+                 FROM carga.job_attempts a JOIN carga.jobs j ON j.id = a.job_id
+                 WHERE a.source_status IN {SOURCE_HAS_IT}
+                 GROUP BY j.dataset, j.period ORDER BY j.dataset, j.period"
+            ),
+            &[],
+        )
+        .await?
+    {
+        out.entry(row.get(0))
+            .or_default()
+            .push((Period::from_date(row.get(1)), row.get(2)));
+    }
+    Ok(out)
 }
 
 /// The status of every payments dataset in `specs`.
@@ -75,6 +114,7 @@ pub async fn datasets(
             checked.insert(dataset, at);
         }
     }
+    let at_source = source_periods(client).await?;
     let mut out = Vec::new();
     for spec in specs.iter().filter(|s| s.kind != Kind::Reference) {
         let periods: Vec<Period> = published
@@ -91,6 +131,14 @@ pub async fn datasets(
             _ => Vec::new(),
         };
         let last_at = published_at.get(&spec.dataset).copied();
+        let seen = at_source.get(&spec.dataset);
+        let source_latest = seen.and_then(|s| s.iter().map(|(p, _)| *p).max());
+        let ahead_since = seen.and_then(|s| {
+            s.iter()
+                .filter(|(p, _)| last.is_none_or(|l| *p > l))
+                .map(|(_, at)| *at)
+                .min()
+        });
         out.push(DatasetStatus {
             dataset: spec.dataset.clone(),
             title: spec.title.clone(),
@@ -105,6 +153,10 @@ pub async fn datasets(
             last_check_at: checked.get(&spec.dataset).copied(),
             published_periods: periods.len(),
             gaps,
+            source_latest_period: source_latest.map(|p| p.to_string()),
+            source_ahead_since: ahead_since,
+            source_ahead_seconds: ahead_since
+                .map(|at| now.signed_duration_since(at).num_milliseconds() as f64 / 1000.0),
         });
     }
     Ok(out)
@@ -121,6 +173,9 @@ pub enum MonthState {
     Queued,
     /// Its last job or load failed and nothing is published.
     Failed,
+    /// The source has it (a file, 202 or 304 answered) and it is not
+    /// published: available at the source, not loaded.
+    AtSource,
     /// Due (its publication lag has passed) and never published.
     Missing,
     NotDue,
@@ -134,6 +189,7 @@ impl MonthState {
             MonthState::Running => "running",
             MonthState::Queued => "queued",
             MonthState::Failed => "failed",
+            MonthState::AtSource => "at source, not loaded",
             MonthState::Missing => "missing",
             MonthState::NotDue => "not due",
         }
@@ -169,6 +225,7 @@ pub async fn boards(
     months_back: u32,
 ) -> Result<Vec<DatasetBoard>, tokio_postgres::Error> {
     let statuses = datasets(client, specs).await?;
+    let seen_at_source = source_periods(client).await?;
     let now: DateTime<Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
     let mut out = Vec::new();
     for status in statuses {
@@ -240,6 +297,10 @@ pub async fn boards(
         {
             loads.insert(row.get(0), (row.get(1), row.get(2)));
         }
+        let at_source: BTreeSet<Period> = seen_at_source
+            .get(&spec.dataset)
+            .map(|s| s.iter().map(|(p, _)| *p).collect())
+            .unwrap_or_default();
         let months = Period::range(first, last)
             .into_iter()
             .map(|p| {
@@ -258,8 +319,9 @@ pub async fn boards(
                         MonthState::Unchanged
                     }
                     (Some(_), _) => MonthState::Published,
-                    (None, Some("available" | "retryable")) => MonthState::Queued,
                     (None, Some("failed")) => MonthState::Failed,
+                    (None, _) if at_source.contains(&p) => MonthState::AtSource,
+                    (None, Some("available" | "retryable")) => MonthState::Queued,
                     (None, _) if load.is_some_and(|l| l.0 == "failed") => MonthState::Failed,
                     (None, _) if p <= due => MonthState::Missing,
                     (None, _) => MonthState::NotDue,

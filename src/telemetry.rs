@@ -94,6 +94,9 @@ pub mod metric {
     pub const RESCUES: &str = "carga_job_rescues_total";
     pub const QUEUE_DEPTH: &str = "carga_jobs";
     pub const LAST_SUCCESS: &str = "carga_last_published_timestamp_seconds";
+    pub const SOURCE_LATEST: &str = "carga_source_latest_period";
+    pub const PUBLISHED_LATEST: &str = "carga_published_latest_period";
+    pub const SOURCE_AHEAD: &str = "carga_source_ahead_seconds";
     pub const POOL: &str = "carga_pool_connections";
     pub const HTTP_CONNECTIONS_CLOSED: &str = "carga_http_connections_closed_total";
 
@@ -165,6 +168,18 @@ pub mod metric {
         describe_gauge!(
             LAST_SUCCESS,
             "Unix time of the dataset's last published load (read when scraped)."
+        );
+        describe_gauge!(
+            SOURCE_LATEST,
+            "The latest period (YYYYMM) the dataset's source answered for with a file, 202 or 304 (read when scraped)."
+        );
+        describe_gauge!(
+            PUBLISHED_LATEST,
+            "The latest published period (YYYYMM) of the dataset (read when scraped)."
+        );
+        describe_gauge!(
+            SOURCE_AHEAD,
+            "Seconds since the source first had a period newer than the last published one; 0 when it has none (read when scraped)."
         );
         describe_gauge!(
             POOL,

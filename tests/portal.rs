@@ -140,6 +140,49 @@ async fn a_file_prepared_forever_falls_back_to_the_slow_cadence() {
     assert_eq!(code, "source_preparing");
     assert!(reset, "the next wait gets a whole window again");
     assert_eq!(published_rows(&app, "2024-10").await, None);
+
+    // Silence is a failure: the source has 2024-10 (it is preparing it)
+    // and nothing is published, which every surface says.
+    let specs = carga::runner::specs(&app.ctx.settings).expect("specs");
+    let statuses = carga::freshness::datasets(&**app.client().await, &specs)
+        .await
+        .expect("statuses");
+    let nbf = statuses
+        .iter()
+        .find(|s| s.dataset == "novo-bolsa-familia")
+        .expect("nbf");
+    assert_eq!(nbf.source_latest_period.as_deref(), Some("2024-10"));
+    assert!(nbf.source_ahead_since.is_some());
+    let boards = carga::freshness::boards(&**app.client().await, &specs, 24)
+        .await
+        .expect("boards");
+    let cell = boards
+        .iter()
+        .find(|b| b.status.dataset == "novo-bolsa-familia")
+        .and_then(|b| b.months.iter().find(|m| m.period == "2024-10"))
+        .expect("the month's cell");
+    assert_eq!(cell.state, carga::freshness::MonthState::AtSource);
+    let out = carga(&app, &["schedule"]).output().await.expect("schedule");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2024-10!"), "{text}");
+    assert!(text.contains("the source has had 2024-10 since"), "{text}");
+    let api = app.api().await;
+    let metrics = reqwest::get(format!("{}/metrics", api.base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("carga_source_latest_period{dataset=\"novo-bolsa-familia\"} 202410"),
+        "{metrics}"
+    );
+    let ahead = metrics
+        .lines()
+        .find(|l| l.starts_with("carga_source_ahead_seconds{dataset=\"novo-bolsa-familia\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .expect("carga_source_ahead_seconds");
+    assert!(ahead > 0.0, "{ahead}");
 }
 
 /// 405 to a client without a browser User-Agent: its own code, fatal,

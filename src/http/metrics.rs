@@ -43,6 +43,26 @@ pub async fn render(State(state): State<AppState>) -> Response {
                 }
             }
         }
+        // What the sources have against what is published: silence from a
+        // source that is ahead of us is a failure (README's alert rule).
+        if let Ok(statuses) = crate::freshness::datasets(&**client, &state.specs).await {
+            let yyyymm = |p: &Option<String>| {
+                p.as_deref()
+                    .and_then(crate::dataset::Period::parse)
+                    .map(|p| f64::from(p.yyyymm()))
+            };
+            for s in statuses {
+                if let Some(p) = yyyymm(&s.source_latest_period) {
+                    metrics::gauge!(metric::SOURCE_LATEST, "dataset" => s.dataset.clone()).set(p);
+                }
+                if let Some(p) = yyyymm(&s.last_published_period) {
+                    metrics::gauge!(metric::PUBLISHED_LATEST, "dataset" => s.dataset.clone())
+                        .set(p);
+                }
+                metrics::gauge!(metric::SOURCE_AHEAD, "dataset" => s.dataset)
+                    .set(s.source_ahead_seconds.unwrap_or(0.0));
+            }
+        }
     }
     (
         StatusCode::OK,

@@ -16,6 +16,7 @@ fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
 fn class(state: MonthState) -> &'static str {
     match state {
         MonthState::NotDue => "not-due",
+        MonthState::AtSource => "at-source",
         s => s.as_str(),
     }
 }
@@ -148,7 +149,7 @@ pub fn page(boards: &[DatasetBoard], csrf: &str, message: Option<&str>) -> Marku
         h1 { "Datasets" }
         @if let Some(m) = message { p { (m) } }
         p.legend {
-            @for s in [MonthState::Published, MonthState::Unchanged, MonthState::Running, MonthState::Queued, MonthState::Failed, MonthState::Missing, MonthState::NotDue] {
+            @for s in [MonthState::Published, MonthState::Unchanged, MonthState::Running, MonthState::Queued, MonthState::Failed, MonthState::AtSource, MonthState::Missing, MonthState::NotDue] {
                 span { span class={"cell " (class(s))} {} " " (s.as_str()) }
             }
         }
@@ -156,12 +157,14 @@ pub fn page(boards: &[DatasetBoard], csrf: &str, message: Option<&str>) -> Marku
             @let s = &b.status;
             @let gaps = b.months.iter().filter(|m| m.state == MonthState::Missing).count();
             @let failed = b.months.iter().filter(|m| m.state == MonthState::Failed).count();
+            @let waiting = b.months.iter().filter(|m| m.state == MonthState::AtSource).count();
             section.dataset id=(s.dataset) {
                 h2 {
                     (s.title) " "
                     small.muted { (s.dataset) }
                     @if failed > 0 { " " span.error { (failed) " failed" } }
                     @if gaps > 0 { " " span.error { (gaps) " missing" } }
+                    @if waiting > 0 { " " span.error { (waiting) " at the source, not loaded" } }
                 }
                 div.facts {
                     span { "last published: " strong { (s.last_published_period.as_deref().unwrap_or("none")) } }
@@ -169,6 +172,10 @@ pub fn page(boards: &[DatasetBoard], csrf: &str, message: Option<&str>) -> Marku
                     span { "last success: " (when(s.last_success_at)) }
                     span { "last check: " (when(s.last_check_at)) }
                     span { "next run: " (when(s.next_run)) }
+                    span { "latest at the source: " strong { (s.source_latest_period.as_deref().unwrap_or("unknown")) } }
+                    @if let Some(since) = s.source_ahead_since {
+                        span.error { "the source is ahead of us since " (when(Some(since))) }
+                    }
                 }
                 div.grid { @for m in &b.months { (cell(m)) } }
                 (trends(&b.months))
