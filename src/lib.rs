@@ -5,6 +5,7 @@
 
 pub mod aggregate;
 pub mod cli;
+pub mod code;
 pub mod config;
 pub mod dataset;
 pub mod db;

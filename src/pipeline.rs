@@ -18,6 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 
 use crate::aggregate::{self, DistinctSpill, MunicipalTally, Tallies};
+use crate::code::Code;
 use crate::config::{LimitSettings, Settings};
 use crate::dataset::{Period, Spec};
 use crate::decode::{ChannelReader, DecodeError, Decoded, Limited, find_decode_error};
@@ -236,31 +237,31 @@ impl LoadError {
     }
 
     /// A stable code for the ledger and for scripts.
-    pub fn code(&self) -> String {
+    pub fn code(&self) -> Code {
         match self {
             LoadError::Source(e) => e.code(),
-            LoadError::Decode { source, .. } => source.code().into(),
-            LoadError::Header { source, .. } => source.code().into(),
-            LoadError::Csv { .. } => "csv_error".into(),
-            LoadError::TooManyRejects { .. } => "too_many_rejects".into(),
-            LoadError::NoRows { .. } => "empty_file".into(),
-            LoadError::Shrink { .. } => "shrink_guard".into(),
-            LoadError::Busy { .. } => "load_in_progress".into(),
-            LoadError::Spill { .. } => "spill_io".into(),
-            LoadError::PeriodOutOfBounds { .. } => "period_out_of_bounds".into(),
-            LoadError::NoMunicipalities => "no_reference_data".into(),
-            LoadError::NoNisKey => "no_nis_key".into(),
-            LoadError::NotPayments(_) => "not_payments".into(),
-            LoadError::Reference(_) => "reference_invalid".into(),
+            LoadError::Decode { source, .. } => source.code(),
+            LoadError::Header { source, .. } => source.code(),
+            LoadError::Csv { .. } => Code::CsvError,
+            LoadError::TooManyRejects { .. } => Code::TooManyRejects,
+            LoadError::NoRows { .. } => Code::EmptyFile,
+            LoadError::Shrink { .. } => Code::ShrinkGuard,
+            LoadError::Busy { .. } => Code::LoadInProgress,
+            LoadError::Spill { .. } => Code::SpillIo,
+            LoadError::PeriodOutOfBounds { .. } => Code::PeriodOutOfBounds,
+            LoadError::NoMunicipalities => Code::NoReferenceData,
+            LoadError::NoNisKey => Code::NoNisKey,
+            LoadError::NotPayments(_) => Code::NotPayments,
+            LoadError::Reference(_) => Code::ReferenceInvalid,
             LoadError::Db { error } => match error.code() {
-                Some(c) => format!("sqlstate_{}", c.code()),
-                None => "database_error".into(),
+                Some(c) => Code::sql_state(c.code()),
+                None => Code::DatabaseError,
             },
-            LoadError::Pool(_) => "database_pool".into(),
-            LoadError::Internal(_) => "internal".into(),
-            LoadError::Stopped(_) => "stage_stopped".into(),
-            LoadError::Cancelled => "cancelled".into(),
-            LoadError::LeaseLost { .. } => "lease_lost".into(),
+            LoadError::Pool(_) => Code::DatabasePool,
+            LoadError::Internal(_) => Code::Internal,
+            LoadError::Stopped(_) => Code::StageStopped,
+            LoadError::Cancelled => Code::Cancelled,
+            LoadError::LeaseLost { .. } => Code::LeaseLost,
         }
     }
 }
@@ -949,7 +950,7 @@ pub async fn run_with(
                 &**client,
                 load_id,
                 status,
-                Some(&error.code()),
+                Some(&*error.code().as_str()),
                 Some(&message),
                 &stats,
             )

@@ -310,7 +310,7 @@ pub async fn run(
             &**client,
             load_id,
             status,
-            Some(&error.code()),
+            Some(&*error.code().as_str()),
             Some(&error.to_string()),
             &serde_json::json!({}),
         )

@@ -444,7 +444,7 @@ impl Runner {
 
     /// What a load error means for the job.
     fn judge(&self, job: &Claimed, error: &LoadError) -> Ending {
-        let code = error.code();
+        let code = error.code().to_string();
         let message = error.to_string();
         if let LoadError::Busy { .. } = error {
             // Another load of the month runs (an inline `carga run`, or a

@@ -204,7 +204,7 @@ async fn a_broken_body_without_a_validator_fails_and_keeps_the_data() {
         .await
         .expect_err("cut");
     assert!(
-        ["http_body_failed", "download_truncated"].contains(&err.code().as_str()),
+        ["http_body_failed", "download_truncated"].contains(&&*err.code().as_str()),
         "{}: {err}",
         err.code()
     );
@@ -347,7 +347,7 @@ async fn archive_faults_fail_with_their_code() {
             .await
             .expect_err(name);
         assert!(
-            codes.contains(&err.code().as_str()),
+            codes.contains(&&*err.code().as_str()),
             "{name}: {} {err}",
             err.code()
         );

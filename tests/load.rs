@@ -459,7 +459,7 @@ async fn empty_and_header_only_files_fail() {
             .await
             .expect_err(name);
         assert!(
-            ["empty_file", "unexpected_content"].contains(&err.code().as_str()),
+            ["empty_file", "unexpected_content"].contains(&&*err.code().as_str()),
             "{name}: {} {err}",
             err.code()
         );

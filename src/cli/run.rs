@@ -110,7 +110,9 @@ pub async fn run_with_progress(
         match result {
             // The source is preparing the file (HTTP 202): no queue here
             // to wait in, so wait inline, up to http.preparing_limit_s.
-            Err(e) if e.code() == "source_preparing" && started.elapsed() < limit => {
+            Err(e)
+                if e.code() == crate::code::Code::SourcePreparing && started.elapsed() < limit =>
+            {
                 let wait = e
                     .retry_after()
                     .unwrap_or(poll)

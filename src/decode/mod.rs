@@ -35,14 +35,15 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::code::Code {
+        use crate::code::Code;
         match self {
-            DecodeError::WrongContainer { .. } => "unexpected_content",
-            DecodeError::Truncated(_) => "archive_truncated",
-            DecodeError::Corrupt(_) => "archive_corrupt",
-            DecodeError::Unsupported(_) => "archive_unsupported",
-            DecodeError::TooLarge { .. } => "zip_limit_exceeded",
-            DecodeError::RecordTooLarge { .. } => "record_too_large",
+            DecodeError::WrongContainer { .. } => Code::UnexpectedContent,
+            DecodeError::Truncated(_) => Code::ArchiveTruncated,
+            DecodeError::Corrupt(_) => Code::ArchiveCorrupt,
+            DecodeError::Unsupported(_) => Code::ArchiveUnsupported,
+            DecodeError::TooLarge { .. } => Code::ZipLimitExceeded,
+            DecodeError::RecordTooLarge { .. } => Code::RecordTooLarge,
         }
     }
 }

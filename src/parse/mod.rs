@@ -48,10 +48,10 @@ pub enum HeaderError {
 }
 
 impl HeaderError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::code::Code {
         match self {
-            HeaderError::Empty => "empty_file",
-            _ => "csv_header_mismatch",
+            HeaderError::Empty => crate::code::Code::EmptyFile,
+            _ => crate::code::Code::CsvHeaderMismatch,
         }
     }
 }

@@ -6,6 +6,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
+use crate::code::Code;
 use crate::config::QueueSettings;
 use crate::pipeline::LoadError;
 
@@ -30,50 +31,81 @@ pub enum Verdict {
 }
 
 /// Classifies a load error by its code. `attempt` is the attempt that
-/// failed: a corrupt archive is downloaded once more before it is fatal.
+/// failed: a corrupt archive is downloaded once more at once before it is
+/// treated as a file the source broke.
 pub fn classify(error: &LoadError, attempt: i32) -> Verdict {
-    classify_code(&error.code(), attempt)
+    verdict(error.code(), attempt)
 }
 
-/// [`classify`] on the code alone (as stored in the ledger and jobs).
+/// [`classify`] on a code as stored in the ledger and jobs; a text no
+/// version of carga wrote is fatal.
 pub fn classify_code(code: &str, attempt: i32) -> Verdict {
-    if let Some(status) = code.strip_prefix("http_status_") {
-        return match status.parse::<u16>() {
-            Ok(404) => Verdict::NotFound,
-            Ok(408 | 429) => Verdict::Retry,
-            Ok(s) if s >= 500 => Verdict::Retry,
-            _ => Verdict::Fatal,
-        };
-    }
-    if let Some(state) = code.strip_prefix("sqlstate_") {
-        let transient = matches!(state, "40001" | "40P01" | "55P03" | "57014")
-            || state.starts_with("57P")
-            || state.starts_with("08")
-            || state.starts_with("53");
-        return if transient {
-            Verdict::Retry
-        } else {
-            Verdict::Fatal
-        };
-    }
+    Code::parse(code).map_or(Verdict::Fatal, |code| verdict(code, attempt))
+}
+
+/// The policy, one arm per code: a new code does not compile until it is
+/// given a verdict here.
+pub fn verdict(code: Code, attempt: i32) -> Verdict {
     match code {
-        "http_request_failed"
-        | "http_body_failed"
-        | "download_truncated"
-        | "download_deadline"
-        | "download_too_slow"
-        | "reader_stopped"
-        | "stage_stopped"
-        | "archive_truncated"
-        | "spill_io"
-        | "load_in_progress"
-        | "database_error"
-        | "database_pool" => Verdict::Retry,
+        Code::HttpStatus(404) => Verdict::NotFound,
+        Code::HttpStatus(408 | 429) => Verdict::Retry,
+        Code::HttpStatus(status) if status >= 500 => Verdict::Retry,
+        Code::HttpStatus(_) => Verdict::Fatal,
+        Code::SqlState(state) => {
+            let state = std::str::from_utf8(&state).unwrap_or("");
+            let transient = matches!(state, "40001" | "40P01" | "55P03" | "57014")
+                || state.starts_with("57P")
+                || state.starts_with("08")
+                || state.starts_with("53");
+            if transient {
+                Verdict::Retry
+            } else {
+                Verdict::Fatal
+            }
+        }
+        Code::HttpRequestFailed
+        | Code::HttpBodyFailed
+        | Code::DownloadTruncated
+        | Code::DownloadDeadline
+        | Code::DownloadTooSlow
+        | Code::ReaderStopped
+        | Code::StageStopped
+        | Code::ArchiveTruncated
+        | Code::SpillIo
+        | Code::LoadInProgress
+        | Code::DatabaseError
+        | Code::DatabasePool
+        | Code::JobTimeout
+        | Code::LeaseExpired => Verdict::Retry,
         // Damaged in transit once is worth one more download at once.
-        "archive_corrupt" if attempt <= 1 => Verdict::Retry,
-        "archive_corrupt" | "empty_file" | "unexpected_content" | "shrink_guard" => Verdict::Broken,
-        "source_preparing" => Verdict::Preparing,
-        _ => Verdict::Fatal,
+        Code::ArchiveCorrupt if attempt <= 1 => Verdict::Retry,
+        Code::ArchiveCorrupt | Code::EmptyFile | Code::UnexpectedContent | Code::ShrinkGuard => {
+            Verdict::Broken
+        }
+        Code::SourcePreparing => Verdict::Preparing,
+        Code::NotPublishedByDeadline => Verdict::NotFound,
+        Code::SourceRefused
+        | Code::RedirectRefused
+        | Code::SourceFileError
+        | Code::SourceUrlNotAllowed
+        | Code::DownloadTooLarge
+        | Code::ArchiveUnsupported
+        | Code::ZipLimitExceeded
+        | Code::RecordTooLarge
+        | Code::CsvHeaderMismatch
+        | Code::CsvError
+        | Code::TooManyRejects
+        | Code::PeriodOutOfBounds
+        | Code::NoReferenceData
+        | Code::NoNisKey
+        | Code::NotPayments
+        | Code::ReferenceInvalid
+        | Code::Internal
+        | Code::Cancelled
+        | Code::LeaseLost
+        | Code::Panic
+        | Code::UnknownDataset
+        | Code::UrlUnsealable => Verdict::Fatal,
     }
 }
 

@@ -18,6 +18,7 @@ use reqwest::header::{self, HeaderMap};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::code::Code;
 use crate::config::HttpSettings;
 
 /// How many times one download may resume after a broken body.
@@ -109,21 +110,21 @@ impl SourceError {
     }
 
     /// A stable code for the ledger and for scripts.
-    pub fn code(&self) -> String {
+    pub fn code(&self) -> Code {
         match self {
-            SourceError::Status { status, .. } => format!("http_status_{status}"),
-            SourceError::Request { .. } => "http_request_failed".into(),
-            SourceError::Body { .. } => "http_body_failed".into(),
-            SourceError::ReaderStopped { .. } => "reader_stopped".into(),
-            SourceError::Deadline { .. } => "download_deadline".into(),
-            SourceError::TooSlow { .. } => "download_too_slow".into(),
-            SourceError::TooLarge { .. } => "download_too_large".into(),
-            SourceError::Truncated { .. } => "download_truncated".into(),
-            SourceError::File { .. } => "source_file_error".into(),
-            SourceError::Unsupported { .. } => "source_url_not_allowed".into(),
-            SourceError::RedirectRefused { .. } => "redirect_refused".into(),
-            SourceError::Preparing { .. } => "source_preparing".into(),
-            SourceError::Refused { .. } => "source_refused".into(),
+            SourceError::Status { status, .. } => Code::HttpStatus(*status),
+            SourceError::Request { .. } => Code::HttpRequestFailed,
+            SourceError::Body { .. } => Code::HttpBodyFailed,
+            SourceError::ReaderStopped { .. } => Code::ReaderStopped,
+            SourceError::Deadline { .. } => Code::DownloadDeadline,
+            SourceError::TooSlow { .. } => Code::DownloadTooSlow,
+            SourceError::TooLarge { .. } => Code::DownloadTooLarge,
+            SourceError::Truncated { .. } => Code::DownloadTruncated,
+            SourceError::File { .. } => Code::SourceFileError,
+            SourceError::Unsupported { .. } => Code::SourceUrlNotAllowed,
+            SourceError::RedirectRefused { .. } => Code::RedirectRefused,
+            SourceError::Preparing { .. } => Code::SourcePreparing,
+            SourceError::Refused { .. } => Code::SourceRefused,
         }
     }
 }
