@@ -411,6 +411,7 @@ async fn ready_follows_the_database() {
     assert_eq!(r.status(), StatusCode::OK);
     let body: serde_json::Value = r.json().await.expect("json");
     assert_eq!(body["status"], "ready");
+    assert!(body["database_encrypted"].is_boolean(), "{body}");
     assert!(body["pool"]["max_size"].as_u64().is_some_and(|n| n > 0));
     assert!(
         body["pool"]["driver"]
