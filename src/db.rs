@@ -1,17 +1,23 @@
-//! The database: `DATABASE_URL` normalisation and redaction, finding or
-//! starting a local server when no URL is given, the connection pool, and
-//! migrations. Owns no table's contents.
+//! The database: `DATABASE_URL` normalisation, redaction and parsing (its
+//! TLS part into a typed [`TlsSettings`], made into the one [`Tls`]
+//! connector every connection uses: see `db/tls.rs`), finding or starting a
+//! local server when no URL is given, the connection pool, and migrations.
+//! Owns no table's contents. No connection to PostgreSQL is opened outside
+//! this module's [`connect`] and [`pool`], except the runner's LISTEN and
+//! the loads' cancel requests, which take the same [`Tls`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::config::Settings;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use secrecy::ExposeSecret;
-use tokio_postgres::NoTls;
 
-use crate::config::Settings;
+mod tls;
+
+pub use tls::{ClientCert, RootCert, SslMode, Tls, TlsSettings};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -31,9 +37,48 @@ pub enum DbError {
     )]
     BadSslMode { param: &'static str, value: String },
     #[error(
-        "DATABASE_URL: {param}={value} requires TLS, and carga connects without TLS (it has no TLS client for PostgreSQL yet); reach the server over a private network or socket with ssl=disable or ssl=prefer"
+        "DATABASE_URL: sslmode={mode} checks the server's certificate and no CA is given: add sslrootcert=/path/to/ca.pem (the provider's CA bundle), or sslrootcert=system for the system trust store"
     )]
-    TlsUnsupported { param: &'static str, value: String },
+    NoRootCert { mode: &'static str },
+    #[error(
+        "DATABASE_URL: sslrootcert=system needs sslmode=verify-full (as in libpq), not sslmode={mode}"
+    )]
+    WeakSslModeWithSystemRoots { mode: &'static str },
+    #[error("DATABASE_URL: {given} is given without {missing}: give both or neither")]
+    ClientCertIncomplete {
+        given: &'static str,
+        missing: &'static str,
+    },
+    #[error("the CA file {path} (sslrootcert) cannot be read: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("the client certificate or key {path} (sslcert/sslkey) cannot be used: {reason}")]
+    ClientCert { path: String, reason: String },
+    #[error("sslrootcert=system: the system trust store cannot be read: {0}")]
+    SystemRoots(String),
+    #[error("failed to set up TLS: {0}")]
+    TlsSetup(String),
+    #[error(
+        "{target} requires TLS and DATABASE_URL says sslmode=disable: use sslmode=verify-full with sslrootcert (or sslmode=require) (the server said: {detail})"
+    )]
+    TlsRequired { target: String, detail: String },
+    #[error(
+        "{target} does not offer TLS and sslmode={mode} requires it: enable ssl on the server, or use sslmode=prefer"
+    )]
+    TlsNotOffered { target: String, mode: &'static str },
+    #[error(
+        "the certificate of {target} is not trusted: it does not chain to {trust} ({reason}); set sslrootcert to the CA that signed it"
+    )]
+    CertificateUntrusted {
+        target: String,
+        trust: String,
+        reason: String,
+    },
+    #[error(
+        "the certificate of {target} does not match the host name ({reason}); connect by a name it lists, or use sslmode=verify-ca"
+    )]
+    HostNameMismatch { target: String, reason: String },
+    #[error("the TLS handshake with {target} failed: {reason}")]
+    TlsHandshake { target: String, reason: String },
     #[error("failed to connect to {target}")]
     Connect {
         target: String,
@@ -74,10 +119,26 @@ impl DbError {
             })
         };
         match self {
-            DbError::BadUrl(_) | DbError::BadSslMode { .. } | DbError::TlsUnsupported { .. } => {
-                true
-            }
+            DbError::BadUrl(_)
+            | DbError::BadSslMode { .. }
+            | DbError::NoRootCert { .. }
+            | DbError::WeakSslModeWithSystemRoots { .. }
+            | DbError::ClientCertIncomplete { .. }
+            | DbError::CaFile { .. }
+            | DbError::ClientCert { .. }
+            | DbError::SystemRoots(_)
+            | DbError::TlsSetup(_)
+            | DbError::TlsRequired { .. }
+            | DbError::TlsNotOffered { .. }
+            | DbError::CertificateUntrusted { .. }
+            | DbError::HostNameMismatch { .. }
+            | DbError::TlsHandshake { .. } => true,
             DbError::Connect { source, .. } | DbError::Postgres(source) => refused(source),
+            // A pooled connection that failed its handshake: the
+            // certificate or the CA is wrong, not the server down.
+            DbError::PoolGet(deadpool_postgres::PoolError::Backend(source)) => {
+                refused(source) || tls::handshake_error(source).is_some()
+            }
             _ => false,
         }
     }
@@ -88,31 +149,11 @@ impl DbError {
 /// looks the name up in its `SSLMode` enum after replacing `-` by `_`), and
 /// `true` / `false` with the meaning of asyncpg's boolean `ssl` argument
 /// (`True`: verify the certificate and host name, i.e. `verify-full`).
-fn ssl_mode(param: &'static str, value: &str) -> Result<&'static str> {
-    let mode = match value {
-        "true" | "True" => "verify-full",
-        "false" | "False" => "disable",
-        "disable" => "disable",
-        "allow" => "allow",
-        "prefer" => "prefer",
-        "require" => "require",
-        "verify-ca" | "verify_ca" => "verify-ca",
-        "verify-full" | "verify_full" => "verify-full",
-        _ => {
-            return Err(DbError::BadSslMode {
-                param,
-                value: value.to_string(),
-            });
-        }
-    };
-    // Without a TLS client, `allow` and `prefer` settle on a plain
-    // connection (as libpq does when the server has no TLS); the modes
-    // that insist on TLS cannot be honoured and are refused here rather
-    // than failing obscurely at connect time.
-    match mode {
-        "disable" => Ok("disable"),
-        "allow" | "prefer" => Ok("prefer"),
-        _ => Err(DbError::TlsUnsupported {
+fn ssl_mode(param: &'static str, value: &str) -> Result<SslMode> {
+    match value {
+        "true" | "True" => Ok(SslMode::VerifyFull),
+        "false" | "False" => Ok(SslMode::Disable),
+        _ => SslMode::from_libpq(value).ok_or_else(|| DbError::BadSslMode {
             param,
             value: value.to_string(),
         }),
@@ -138,8 +179,10 @@ pub fn normalize_url(raw: &str) -> Result<String> {
                 .split('&')
                 .filter(|p| !p.is_empty())
                 .map(|p| match p.split_once('=') {
-                    Some(("ssl", v)) => Ok(format!("sslmode={}", ssl_mode("ssl", v)?)),
-                    Some(("sslmode", v)) => Ok(format!("sslmode={}", ssl_mode("sslmode", v)?)),
+                    Some(("ssl", v)) => Ok(format!("sslmode={}", ssl_mode("ssl", v)?.as_str())),
+                    Some(("sslmode", v)) => {
+                        Ok(format!("sslmode={}", ssl_mode("sslmode", v)?.as_str()))
+                    }
                     _ => Ok(p.to_string()),
                 })
                 .collect::<Result<Vec<String>>>()?;
@@ -152,6 +195,97 @@ pub fn normalize_url(raw: &str) -> Result<String> {
         None => rest.to_string(),
     };
     Ok(format!("postgresql://{rest}"))
+}
+
+/// A `DATABASE_URL` read once, at start.
+#[derive(Debug, Clone)]
+pub struct DatabaseUrl {
+    /// What tokio-postgres connects with (`sslmode` reduced to what it
+    /// negotiates; the TLS files are not its business).
+    pub config: tokio_postgres::Config,
+    pub tls: TlsSettings,
+    /// The normalised URL, libpq's spelling (not redacted).
+    pub normalized: String,
+}
+
+/// Reads `DATABASE_URL` (any form [`normalize_url`] takes): the TLS
+/// parameters `sslmode`, `sslrootcert`, `sslcert` and `sslkey` into a
+/// [`TlsSettings`] with libpq's defaults (`prefer`; `verify-full` when
+/// `sslrootcert=system` and no mode is given), the rest into a
+/// tokio-postgres config. Files are not read here (see [`Tls::new`]).
+pub fn parse_url(raw: &str) -> Result<DatabaseUrl> {
+    let normalized = normalize_url(raw)?;
+    let (head, query) = match normalized.split_once('?') {
+        Some((head, query)) => (head, query),
+        None => (normalized.as_str(), ""),
+    };
+    let decode = |v: &str| {
+        percent_encoding::percent_decode_str(v)
+            .decode_utf8_lossy()
+            .to_string()
+    };
+    let mut mode = None;
+    let mut root_cert = None;
+    let mut cert = None;
+    let mut key = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslmode", v)) => mode = Some(ssl_mode("sslmode", v)?),
+            Some(("sslrootcert", v)) => {
+                root_cert = Some(match decode(v).as_str() {
+                    "system" => RootCert::System,
+                    path => RootCert::File(PathBuf::from(path)),
+                })
+            }
+            Some(("sslcert", v)) => cert = Some(PathBuf::from(decode(v))),
+            Some(("sslkey", v)) => key = Some(PathBuf::from(decode(v))),
+            _ => rest.push(pair),
+        }
+    }
+    let mode = match (mode, &root_cert) {
+        (None, Some(RootCert::System)) => SslMode::VerifyFull,
+        (Some(mode), Some(RootCert::System)) if mode != SslMode::VerifyFull => {
+            return Err(DbError::WeakSslModeWithSystemRoots {
+                mode: mode.as_str(),
+            });
+        }
+        (mode, _) => mode.unwrap_or_default(),
+    };
+    let client_cert = match (cert, key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(ClientCert { cert, key }),
+        (Some(_), None) => {
+            return Err(DbError::ClientCertIncomplete {
+                given: "sslcert",
+                missing: "sslkey",
+            });
+        }
+        (None, Some(_)) => {
+            return Err(DbError::ClientCertIncomplete {
+                given: "sslkey",
+                missing: "sslcert",
+            });
+        }
+    };
+    let negotiation = match mode.negotiation() {
+        tokio_postgres::config::SslMode::Disable => "disable",
+        tokio_postgres::config::SslMode::Require => "require",
+        _ => "prefer",
+    };
+    let negotiation = format!("sslmode={negotiation}");
+    rest.push(&negotiation);
+    let config = tokio_postgres::Config::from_str(&format!("{head}?{}", rest.join("&")))
+        .map_err(|e| DbError::BadUrl(e.to_string()))?;
+    Ok(DatabaseUrl {
+        config,
+        tls: TlsSettings {
+            mode,
+            root_cert,
+            client_cert,
+        },
+        normalized,
+    })
 }
 
 /// The URL with its password replaced by `***`, safe for logs.
@@ -194,6 +328,8 @@ pub struct Target {
     pub description: String,
     /// The database did not exist and carga created it.
     pub created: bool,
+    /// How every connection to it negotiates TLS.
+    pub tls: Tls,
 }
 
 /// The name of the database in a normalised URL replaced by `database`
@@ -231,14 +367,18 @@ pub async fn resolve_separate(settings: &Settings, database: &str) -> Result<Tar
 async fn resolve_database(settings: &Settings, separate: Option<&str>) -> Result<Target> {
     let local_name = separate.unwrap_or("carga");
     if let Some(url) = &settings.database_url {
-        let url = normalize_url(url.expose_secret())?;
-        let config =
-            tokio_postgres::Config::from_str(&url).map_err(|e| DbError::BadUrl(e.to_string()))?;
+        let DatabaseUrl {
+            config,
+            tls,
+            normalized: url,
+        } = parse_url(url.expose_secret())?;
+        let tls = Tls::new(&tls)?;
         let Some(database) = separate else {
             return Ok(Target {
                 config,
                 description: redact_url(&url),
                 created: false,
+                tls,
             });
         };
         // CREATE DATABASE runs from the database the URL names (the role can
@@ -248,16 +388,20 @@ async fn resolve_database(settings: &Settings, separate: Option<&str>) -> Result
             .or(config.get_user())
             .unwrap_or("postgres")
             .to_string();
-        let (config, created) = ensure_database(config, &maintenance, database).await?;
+        let (config, created) = ensure_database(config, &tls, &maintenance, database).await?;
         return Ok(Target {
             config,
             description: redact_url(&url_with_database(&url, database)),
             created,
+            tls,
         });
     }
     if !settings.database.use_system_server {
         return private_target(settings, "use_system_server = false".into(), local_name).await;
     }
+    // libpq's default for a server found without a URL: TLS when it is
+    // offered, nothing checked (sockets never use TLS).
+    let tls = Tls::new(&TlsSettings::default())?;
     let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into());
     let mut candidates = Vec::new();
     for socket in ["/var/run/postgresql", "/tmp"] {
@@ -272,7 +416,7 @@ async fn resolve_database(settings: &Settings, separate: Option<&str>) -> Result
     candidates.push((tcp, "127.0.0.1:5432".to_string()));
     let mut last_error = String::new();
     for (config, label) in candidates {
-        match ensure_database(config.clone(), "postgres", local_name).await {
+        match ensure_database(config.clone(), &tls, "postgres", local_name).await {
             Ok((config, created)) => {
                 return Ok(Target {
                     config,
@@ -280,6 +424,7 @@ async fn resolve_database(settings: &Settings, separate: Option<&str>) -> Result
                         "local server on {label}, database {local_name}, user {user}"
                     ),
                     created,
+                    tls,
                 });
             }
             Err(e) => last_error = format!("{label}: {:#}", anyhow::Error::from(e)),
@@ -296,7 +441,12 @@ async fn private_target(settings: &Settings, last_error: String, database: &str)
         .map_err(|e| DbError::NoServer(format!("{last_error}; private cluster: {e}")))?;
     let mut config = tokio_postgres::Config::new();
     config.host_path(&dir).port(port).user(&cluster_user);
-    let (config, created) = ensure_database(config, "postgres", database).await?;
+    // A socket: never TLS.
+    let tls = Tls::new(&TlsSettings {
+        mode: SslMode::Disable,
+        ..TlsSettings::default()
+    })?;
+    let (config, created) = ensure_database(config, &tls, "postgres", database).await?;
     Ok(Target {
         config,
         description: format!(
@@ -304,6 +454,7 @@ async fn private_target(settings: &Settings, last_error: String, database: &str)
             dir.display()
         ),
         created,
+        tls,
     })
 }
 
@@ -311,13 +462,14 @@ async fn private_target(settings: &Settings, last_error: String, database: &str)
 /// and returns the config pointing at it, and whether it was created.
 async fn ensure_database(
     mut config: tokio_postgres::Config,
+    tls: &Tls,
     maintenance: &str,
     database: &str,
 ) -> Result<(tokio_postgres::Config, bool)> {
     config
         .dbname(maintenance)
         .connect_timeout(Duration::from_secs(3));
-    let client = connect(&config, maintenance).await?;
+    let client = connect(&config, tls, maintenance).await?;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
         .await?
@@ -340,20 +492,75 @@ async fn ensure_database(
     Ok((config, created))
 }
 
-/// One connection outside the pool, its driver task spawned.
+/// One connection outside the pool, its driver task spawned. A failure
+/// says its cause when it is TLS's (see [`connect_error`]).
 pub async fn connect(
     config: &tokio_postgres::Config,
+    tls: &Tls,
     target: &str,
 ) -> Result<tokio_postgres::Client> {
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|source| DbError::Connect {
-            target: target.to_string(),
-            source,
-        })?;
-    tokio::spawn(drive(connection));
-    Ok(client)
+    match config.connect(tls.clone()).await {
+        Ok((client, connection)) => {
+            tokio::spawn(drive(connection));
+            Ok(client)
+        }
+        Err(source) => Err(connect_error(config, tls, target, source).await),
+    }
+}
+
+/// A failed connection's cause, named: the certificate not trusted or not
+/// for this host, the server requiring TLS that `sslmode=disable` forbids,
+/// the server not offering the TLS the mode insists on; else the driver's
+/// error as it is (a server down, a refused role). The last two are told
+/// apart by asking the server whether it speaks TLS, never by reading the
+/// server's (translatable) message.
+pub async fn connect_error(
+    config: &tokio_postgres::Config,
+    tls: &Tls,
+    target: &str,
+    source: tokio_postgres::Error,
+) -> DbError {
+    use rustls::CertificateError;
+    let target = target.to_string();
+    if let Some(handshake) = tls::handshake_error(&source) {
+        return match handshake {
+            rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ) => DbError::HostNameMismatch {
+                target,
+                reason: handshake.to_string(),
+            },
+            rustls::Error::InvalidCertificate(_) => DbError::CertificateUntrusted {
+                target,
+                trust: tls.trust().to_string(),
+                reason: handshake.to_string(),
+            },
+            other => DbError::TlsHandshake {
+                target,
+                reason: other.to_string(),
+            },
+        };
+    }
+    let mode = tls.settings().mode;
+    let refused_plain = mode == SslMode::Disable
+        && source.code()
+            == Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
+    let insisted = mode.negotiation() == tokio_postgres::config::SslMode::Require
+        && source.as_db_error().is_none();
+    if refused_plain && tls::server_offers_tls(config).await == Some(true) {
+        let detail = source
+            .as_db_error()
+            .map(|e| e.message().to_string())
+            .unwrap_or_default();
+        return DbError::TlsRequired { target, detail };
+    }
+    if insisted && tls::server_offers_tls(config).await == Some(false) {
+        return DbError::TlsNotOffered {
+            target,
+            mode: mode.as_str(),
+        };
+    }
+    DbError::Connect { target, source }
 }
 
 /// Runs a connection, logging the server's notices (`schema "carga"
@@ -386,7 +593,7 @@ where
 pub fn pool(target: &Target, settings: &Settings) -> Result<Pool> {
     let manager = Manager::from_config(
         target.config.clone(),
-        NoTls,
+        target.tls.clone(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -413,19 +620,60 @@ pub struct Migration {
     /// API-facing tables that did not exist and were created by carga (the
     /// API's own `alembic upgrade head` will then fail on them).
     pub created_api_tables: Vec<&'static str>,
+    /// Whether the migrating session was encrypted.
+    pub encryption: Encryption,
+}
+
+/// Whether a session is encrypted, as the server sees it (`pg_stat_ssl`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Encryption {
+    pub encrypted: bool,
+    /// `TLSv1.3`, when encrypted.
+    pub tls_version: Option<String>,
+    pub cipher: Option<String>,
+}
+
+impl std::fmt::Display for Encryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.encrypted, &self.tls_version, &self.cipher) {
+            (false, _, _) => f.write_str("not encrypted"),
+            (true, Some(version), Some(cipher)) => write!(f, "encrypted ({version}, {cipher})"),
+            (true, Some(version), None) => write!(f, "encrypted ({version})"),
+            (true, None, _) => f.write_str("encrypted"),
+        }
+    }
+}
+
+/// Reads this session's row of `pg_stat_ssl`.
+pub async fn encryption(client: &tokio_postgres::Client) -> Result<Encryption> {
+    let row = client
+        .query_opt(
+            "SELECT ssl, version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await?;
+    Ok(match row {
+        Some(row) => Encryption {
+            encrypted: row.get(0),
+            tls_version: row.get(1),
+            cipher: row.get(2),
+        },
+        None => Encryption::default(),
+    })
 }
 
 /// Applies the embedded migrations; returns the ones applied now.
-pub async fn migrate(config: &tokio_postgres::Config) -> Result<Vec<String>> {
-    Ok(migrate_reporting(config).await?.applied)
+pub async fn migrate(target: &Target) -> Result<Vec<String>> {
+    Ok(migrate_reporting(target).await?.applied)
 }
 
 /// Applies the embedded migrations, serialised across processes by a
 /// session advisory lock on a dedicated connection (closed afterwards, so
 /// the lock never outlives this call), and says which API-facing tables it
 /// created rather than adopted.
-pub async fn migrate_reporting(config: &tokio_postgres::Config) -> Result<Migration> {
-    let mut client = connect(config, "database").await?;
+pub async fn migrate_reporting(target: &Target) -> Result<Migration> {
+    let mut client = connect(&target.config, &target.tls, &target.description).await?;
+    let encryption = encryption(&client).await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await?;
@@ -451,6 +699,7 @@ pub async fn migrate_reporting(config: &tokio_postgres::Config) -> Result<Migrat
             .into_iter()
             .filter(|t| !missing_after.contains(t))
             .collect(),
+        encryption,
     })
 }
 
@@ -636,40 +885,33 @@ mod tests {
     fn every_ssl_value_asyncpg_reads_is_understood() {
         let base = "postgresql+asyncpg://u:p@h/db";
         for (param, value, want) in [
-            ("ssl", "false", Some("disable")),
-            ("ssl", "disable", Some("disable")),
-            ("sslmode", "disable", Some("disable")),
-            ("ssl", "allow", Some("prefer")),
-            ("ssl", "prefer", Some("prefer")),
-            ("sslmode", "prefer", Some("prefer")),
-            // Modes that insist on TLS: refused (carga has no TLS client).
-            ("ssl", "true", None),
-            ("ssl", "require", None),
-            ("ssl", "verify-ca", None),
-            ("ssl", "verify_ca", None),
-            ("ssl", "verify-full", None),
-            ("sslmode", "verify_full", None),
+            ("ssl", "false", SslMode::Disable),
+            ("ssl", "disable", SslMode::Disable),
+            ("sslmode", "disable", SslMode::Disable),
+            ("ssl", "allow", SslMode::Allow),
+            ("ssl", "prefer", SslMode::Prefer),
+            ("sslmode", "prefer", SslMode::Prefer),
+            ("ssl", "require", SslMode::Require),
+            ("ssl", "true", SslMode::VerifyFull),
+            ("ssl", "verify-ca", SslMode::VerifyCa),
+            ("ssl", "verify_ca", SslMode::VerifyCa),
+            ("ssl", "verify-full", SslMode::VerifyFull),
+            ("sslmode", "verify_full", SslMode::VerifyFull),
         ] {
             let raw = format!("{base}?{param}={value}&application_name=x");
-            match (normalize_url(&raw), want) {
-                (Ok(url), Some(mode)) => assert_eq!(
-                    url,
-                    format!("postgresql://u:p@h/db?sslmode={mode}&application_name=x"),
-                    "{raw}"
+            let url = normalize_url(&raw).expect("valid");
+            assert_eq!(
+                url,
+                format!(
+                    "postgresql://u:p@h/db?sslmode={}&application_name=x",
+                    want.as_str()
                 ),
-                (Err(e @ DbError::TlsUnsupported { .. }), None) => {
-                    let text = e.to_string();
-                    assert!(text.contains(value) && text.contains("TLS"), "{text}");
-                    assert!(!text.contains(":p@"), "password printed: {text}");
-                    assert!(e.is_configuration());
-                }
-                (other, _) => panic!("{raw}: {other:?}"),
-            }
-        }
-        // The normalised URL always parses.
-        for value in ["false", "allow", "prefer", "disable"] {
-            let url = normalize_url(&format!("{base}?ssl={value}")).expect("valid");
-            assert!(tokio_postgres::Config::from_str(&url).is_ok(), "{url}");
+                "{raw}"
+            );
+            let parsed = parse_url(&raw).expect("parses");
+            assert_eq!(parsed.tls.mode, want, "{raw}");
+            assert_eq!(parsed.config.get_ssl_mode(), want.negotiation(), "{raw}");
+            assert_eq!(parsed.config.get_application_name(), Some("x"));
         }
         // Unknown values, and case asyncpg does not accept, are named.
         for value in ["yes", "Require", "verify-everything", ""] {
@@ -677,6 +919,108 @@ mod tests {
             assert!(matches!(e, DbError::BadSslMode { .. }), "{value}: {e}");
             assert!(e.to_string().contains("verify-full"), "{e}");
             assert!(e.is_configuration());
+        }
+    }
+
+    #[test]
+    fn tls_parameters_become_typed_settings_with_libpq_defaults() {
+        let parsed = parse_url("postgres://u:p@h/db").expect("plain");
+        assert_eq!(parsed.tls, TlsSettings::default());
+        assert_eq!(parsed.tls.mode, SslMode::Prefer);
+        let parsed = parse_url(
+            "postgres://u:p@h/db?sslmode=verify-ca&sslrootcert=%2Fetc%2Fca%20bundle.pem&sslcert=/c.pem&sslkey=/k.pem",
+        )
+        .expect("files");
+        assert_eq!(
+            parsed.tls,
+            TlsSettings {
+                mode: SslMode::VerifyCa,
+                root_cert: Some(RootCert::File("/etc/ca bundle.pem".into())),
+                client_cert: Some(ClientCert {
+                    cert: "/c.pem".into(),
+                    key: "/k.pem".into(),
+                }),
+            }
+        );
+        // libpq 16: sslrootcert=system implies verify-full and refuses less.
+        let parsed = parse_url("postgres://h/db?sslrootcert=system").expect("system");
+        assert_eq!(parsed.tls.mode, SslMode::VerifyFull);
+        assert_eq!(parsed.tls.root_cert, Some(RootCert::System));
+        let e = parse_url("postgres://h/db?sslmode=require&sslrootcert=system").expect_err("weak");
+        assert!(
+            matches!(e, DbError::WeakSslModeWithSystemRoots { .. }),
+            "{e}"
+        );
+        assert!(e.is_configuration());
+        let e = parse_url("postgres://h/db?sslcert=/c.pem").expect_err("half");
+        assert!(e.to_string().contains("sslkey"), "{e}");
+        assert!(e.is_configuration());
+    }
+
+    #[test]
+    fn tls_files_that_cannot_be_read_are_configuration_errors_naming_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing-ca.pem");
+        let not_pem = dir.path().join("not-a-ca.pem");
+        std::fs::write(&not_pem, "hello").expect("write");
+        for path in [&missing, &not_pem] {
+            let e = Tls::new(&TlsSettings {
+                mode: SslMode::VerifyFull,
+                root_cert: Some(RootCert::File(path.clone())),
+                client_cert: None,
+            })
+            .expect_err("unreadable CA");
+            let text = e.to_string();
+            assert!(matches!(e, DbError::CaFile { .. }), "{text}");
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(e.is_configuration());
+        }
+        // A key file's contents never reach the message.
+        std::fs::write(&not_pem, "SECRET-KEY-MATERIAL").expect("write");
+        let e = Tls::new(&TlsSettings {
+            mode: SslMode::Require,
+            root_cert: None,
+            client_cert: Some(ClientCert {
+                cert: not_pem.clone(),
+                key: not_pem.clone(),
+            }),
+        })
+        .expect_err("bad client cert");
+        assert!(!e.to_string().contains("SECRET"), "{e}");
+        assert!(e.is_configuration());
+    }
+
+    #[test]
+    fn verifying_modes_without_a_ca_say_how_to_give_one() {
+        // libpq's default CA file (~/.postgresql/root.crt) would be used if
+        // this machine had one.
+        let settings = TlsSettings {
+            mode: SslMode::VerifyFull,
+            root_cert: None,
+            client_cert: None,
+        };
+        let default_ca = std::env::var_os("HOME")
+            .map(|home| Path::new(&home).join(".postgresql/root.crt"))
+            .is_some_and(|p| p.exists());
+        if !default_ca {
+            let e = Tls::new(&settings).expect_err("no CA");
+            assert!(matches!(e, DbError::NoRootCert { .. }), "{e}");
+            assert!(e.to_string().contains("sslrootcert=system"), "{e}");
+            assert!(e.is_configuration());
+        }
+        // Encrypt-only modes need no CA.
+        for mode in [
+            SslMode::Disable,
+            SslMode::Allow,
+            SslMode::Prefer,
+            SslMode::Require,
+        ] {
+            let settings = TlsSettings {
+                mode,
+                root_cert: None,
+                client_cert: None,
+            };
+            Tls::new(&settings).expect("no CA needed");
         }
     }
 

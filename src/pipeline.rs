@@ -749,6 +749,9 @@ pub fn check_rejects(spec: &Spec, summary: &ParseSummary) -> Result<(), LoadErro
 pub struct Context {
     pub settings: Settings,
     pub pool: Pool,
+    /// The pool's TLS connector: a cancel request goes over TLS when the
+    /// session does.
+    pub tls: crate::db::Tls,
 }
 
 /// One load to run.
@@ -909,7 +912,7 @@ pub async fn run_with(
             // the transaction, its leaf and the month's lock go now.
             let token = session.lock().ok().and_then(|mut t| t.take());
             if let Some(token) = token {
-                if let Err(e) = token.cancel_query(tokio_postgres::NoTls).await {
+                if let Err(e) = token.cancel_query(ctx.tls.clone()).await {
                     tracing::warn!(error = %describe_db(&e), "failed to cancel the load's statement");
                 }
             }

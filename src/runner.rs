@@ -144,6 +144,7 @@ impl Runner {
         let stop_listening = CancellationToken::new();
         let listener = tokio::spawn(listen(
             self.listen.clone(),
+            self.ctx.tls.clone(),
             wake.clone(),
             stop_listening.clone(),
         ));
@@ -688,9 +689,14 @@ fn progress_json(progress: &Progress) -> serde_json::Value {
 
 /// Holds a LISTEN connection and wakes the worker on every notification,
 /// reconnecting (with a pause) when it drops.
-async fn listen(config: tokio_postgres::Config, wake: Arc<Notify>, stop: CancellationToken) {
+async fn listen(
+    config: tokio_postgres::Config,
+    tls: crate::db::Tls,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+) {
     loop {
-        let connected = config.connect(tokio_postgres::NoTls).await;
+        let connected = config.connect(tls.clone()).await;
         match connected {
             Ok((client, mut connection)) => {
                 let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));

@@ -392,10 +392,12 @@ async fn ready_follows_the_database() {
         config: std::str::FromStr::from_str(&proxy.url_for(&app.url)).expect("config"),
         description: "proxy".into(),
         created: false,
+        tls: app.ctx.tls.clone(),
     };
     let ctx = carga::pipeline::Context {
         pool: carga::db::pool(&target, &settings).expect("pool"),
         settings,
+        tls: target.tls.clone(),
     };
     let api = app.api_with(ctx).await;
     let http = reqwest::Client::new();
@@ -409,6 +411,7 @@ async fn ready_follows_the_database() {
     assert_eq!(r.status(), StatusCode::OK);
     let body: serde_json::Value = r.json().await.expect("json");
     assert_eq!(body["status"], "ready");
+    assert!(body["database_encrypted"].is_boolean(), "{body}");
     assert!(body["pool"]["max_size"].as_u64().is_some_and(|n| n > 0));
     assert!(
         body["pool"]["driver"]
@@ -1082,10 +1085,12 @@ async fn the_api_and_the_console_answer_503_while_the_database_is_away() {
         config: std::str::FromStr::from_str(&proxy.url_for(&app.url)).expect("config"),
         description: "proxy".into(),
         created: false,
+        tls: app.ctx.tls.clone(),
     };
     let ctx = carga::pipeline::Context {
         pool: carga::db::pool(&target, &settings).expect("pool"),
         settings,
+        tls: target.tls.clone(),
     };
     let api = app.api_with(ctx).await;
     let (status, _) = operator(&api, reqwest::Method::GET, "/v1/jobs").await;

@@ -190,8 +190,11 @@ async fn configuration_errors_exit_2_and_a_down_server_exits_1() {
 }
 
 /// asyncpg's `ssl=` spellings: `false` (and the modes that allow a plain
-/// connection) connect; `true` and the modes that insist on TLS are refused
-/// as configuration, clearly; nonsense is named.
+/// connection) connect; `require` connects encrypted when the server offers
+/// TLS and says clearly that it does not otherwise; `true` and the
+/// verifying modes without a CA are refused as configuration, naming
+/// `sslrootcert`; nonsense is named. (tests/tls.rs runs every mode against
+/// a server of its own.)
 #[tokio::test]
 async fn asyncpg_ssl_values_are_understood() {
     let db = EmptyDb::new().await;
@@ -210,12 +213,24 @@ async fn asyncpg_ssl_values_are_understood() {
         );
         assert!(!stdout.contains("CANARY") && !stderr.contains("CANARY"));
     }
-    for value in ["true", "require", "verify-ca", "verify-full"] {
+    let url = format!("{asyncpg}?ssl=require");
+    let out = carga(&["migrate"], &[("DATABASE_URL", url.as_str())]).await;
+    let (stdout, stderr) = text(&out);
+    match out.status.code() {
+        Some(0) => assert!(
+            stdout.contains("database connection: encrypted"),
+            "{stdout}"
+        ),
+        _ => {
+            assert_fails(&out, 2, "does not offer TLS", "ssl=require");
+        }
+    }
+    assert!(!stdout.contains("CANARY") && !stderr.contains("CANARY"));
+    for value in ["true", "verify-ca", "verify-full"] {
         let url = format!("{asyncpg}?ssl={value}");
         let out = carga(&["migrate"], &[("DATABASE_URL", url.as_str())]).await;
-        let stderr = assert_fails(&out, 2, "TLS", &format!("ssl={value}"));
+        let stderr = assert_fails(&out, 2, "sslrootcert", &format!("ssl={value}"));
         assert!(!stderr.contains("not a PostgreSQL URL"), "{stderr}");
-        assert!(stderr.contains(&format!("ssl={value}")), "{stderr}");
         assert!(!stderr.contains("CANARY"), "{stderr}");
     }
     let url = format!("{asyncpg}?ssl=maybe");

@@ -717,6 +717,7 @@ async fn a_worker_cut_off_from_its_leases_stops_its_load() {
             config: config.clone(),
             description: "proxy".into(),
             created: false,
+            tls: app.ctx.tls.clone(),
         },
         &settings,
     )

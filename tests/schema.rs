@@ -21,14 +21,9 @@ async fn migrations_adopt_the_api_schema_without_rewriting_it() {
         .expect("API schema");
     let settings = common::settings_for(&db.url);
     let target = carga::db::resolve(&settings).await.expect("resolve");
-    let applied = carga::db::migrate(&target.config).await.expect("migrate");
+    let applied = carga::db::migrate(&target).await.expect("migrate");
     assert_eq!(applied.len(), carga::db::migration_count());
-    assert!(
-        carga::db::migrate(&target.config)
-            .await
-            .expect("again")
-            .is_empty()
-    );
+    assert!(carga::db::migrate(&target).await.expect("again").is_empty());
 
     // The API's columns and types are untouched; the SIAFI code was added.
     let columns = |table: &'static str| {
@@ -144,10 +139,7 @@ async fn concurrent_migrations_apply_once() {
     let db = EmptyDb::new().await;
     let settings = common::settings_for(&db.url);
     let target = carga::db::resolve(&settings).await.expect("resolve");
-    let (a, b) = tokio::join!(
-        carga::db::migrate(&target.config),
-        carga::db::migrate(&target.config)
-    );
+    let (a, b) = tokio::join!(carga::db::migrate(&target), carga::db::migrate(&target));
     let (a, b) = (a.expect("first"), b.expect("second"));
     assert_eq!(
         a.len() + b.len(),
@@ -186,10 +178,10 @@ async fn a_private_cluster_is_started_when_no_server_is_used() {
         "{}",
         target.description
     );
-    carga::db::migrate(&target.config).await.expect("migrate");
+    carga::db::migrate(&target).await.expect("migrate");
     // Resolving again reuses the running cluster.
     let again = carga::db::resolve(&settings).await.expect("again");
-    let client = carga::db::connect(&again.config, "private")
+    let client = carga::db::connect(&again.config, &again.tls, "private")
         .await
         .expect("connect");
     let n: i64 = client

@@ -15,7 +15,7 @@ pub async fn run(settings: Settings) -> CliResult {
     // command fails (exit 1, or 2 for a bad URL) rather than print "-" as if
     // nothing had ever been published. It only reads: no migration.
     let target = super::resolve(&settings).await?;
-    let client = crate::db::connect(&target.config, "database")
+    let client = crate::db::connect(&target.config, &target.tls, &target.description)
         .await
         .map_err(|e| super::db_failure(e, "failed to read the last published periods"))?;
     let migrated: bool = client

@@ -14,6 +14,7 @@ pub async fn run(settings: Settings) -> CliResult {
             println!("applied {m}");
         }
     }
+    println!("database connection: {}", migration.encryption);
     if !migration.created_api_tables.is_empty() {
         println!("{}", created_api_tables_note(&migration.created_api_tables));
     }

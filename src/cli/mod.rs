@@ -225,6 +225,7 @@ pub fn runner_unmigrated(
     let ctx = Context {
         settings: settings.clone(),
         pool,
+        tls: target.tls.clone(),
     };
     let mut control_settings = settings.clone();
     control_settings.database.pool_size = concurrency + 2;
@@ -249,7 +250,7 @@ pub async fn migrate_when_reachable(
 ) -> Result<bool, Failure> {
     let mut delay = std::time::Duration::from_secs(1);
     loop {
-        match crate::db::migrate_reporting(&target.config).await {
+        match crate::db::migrate_reporting(target).await {
             Ok(migration) => {
                 if !migration.created_api_tables.is_empty() {
                     tracing::warn!(
@@ -315,7 +316,7 @@ pub async fn resolve(settings: &Settings) -> Result<crate::db::Target, Failure> 
 
 /// Applies the migrations.
 pub async fn migrate(target: &crate::db::Target) -> Result<crate::db::Migration, Failure> {
-    crate::db::migrate_reporting(&target.config)
+    crate::db::migrate_reporting(target)
         .await
         .map_err(|e| db_failure(e, "failed to migrate the schema"))
 }
@@ -346,6 +347,7 @@ pub async fn connect_to(
     Ok(Context {
         settings: settings.clone(),
         pool,
+        tls: target.tls.clone(),
     })
 }
 

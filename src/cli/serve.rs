@@ -48,19 +48,13 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
     // The API has its own small pool: loads hold theirs for minutes.
     let mut api_settings = settings.clone();
     api_settings.database.pool_size = 4;
-    let api_pool = crate::db::pool(
-        &crate::db::Target {
-            config: runner.database().clone(),
-            description: String::new(),
-            created: false,
-        },
-        &api_settings,
-    )
-    .map_err(|e| Failure::Failed(e.into()))?;
+    let api_pool =
+        crate::db::pool(&target, &api_settings).map_err(|e| Failure::Failed(e.into()))?;
     let state = crate::http::AppState::new(
         crate::pipeline::Context {
             settings: settings.clone(),
             pool: api_pool,
+            tls: target.tls.clone(),
         },
         specs.clone(),
         crate::telemetry::metric::handle(),

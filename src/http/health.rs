@@ -40,6 +40,11 @@ pub struct Ready {
     /// `ready` or `unready`.
     pub status: &'static str,
     pub database: &'static str,
+    /// Whether the checking session was encrypted (`pg_stat_ssl`); absent
+    /// when the database did not answer.
+    pub database_encrypted: Option<bool>,
+    /// `TLSv1.3`, when encrypted.
+    pub database_tls_version: Option<String>,
     /// Migrations applied to the database / known to this binary.
     pub migrations_applied: Option<i64>,
     pub migrations_expected: usize,
@@ -54,11 +59,15 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
     let expected = crate::db::migration_count();
     let checked = tokio::time::timeout(Duration::from_secs(3), async {
         let client = state.ctx.pool.get().await.map_err(|e| e.to_string())?;
-        client
+        let applied = client
             .query_one("SELECT count(*) FROM carga.schema_history", &[])
             .await
             .map(|r| r.get::<_, i64>(0))
-            .map_err(|e| crate::pipeline::describe_db(&e))
+            .map_err(|e| crate::pipeline::describe_db(&e))?;
+        let encryption = crate::db::encryption(&client)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((applied, encryption))
     })
     .await
     .unwrap_or_else(|_| Err("the database did not answer within 3 s".into()));
@@ -71,22 +80,26 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
         waiting: pool.waiting,
     };
     let (status, body) = match checked {
-        Ok(applied) if applied as usize == expected => (
+        Ok((applied, encryption)) if applied as usize == expected => (
             StatusCode::OK,
             Ready {
                 status: "ready",
                 database: "reachable",
+                database_encrypted: Some(encryption.encrypted),
+                database_tls_version: encryption.tls_version,
                 migrations_applied: Some(applied),
                 migrations_expected: expected,
                 pool,
                 error: None,
             },
         ),
-        Ok(applied) => (
+        Ok((applied, encryption)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Ready {
                 status: "unready",
                 database: "reachable",
+                database_encrypted: Some(encryption.encrypted),
+                database_tls_version: encryption.tls_version,
                 migrations_applied: Some(applied),
                 migrations_expected: expected,
                 pool,
@@ -103,6 +116,8 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
                 Ready {
                     status: "unready",
                     database: "unreachable",
+                    database_encrypted: None,
+                    database_tls_version: None,
                     migrations_applied: None,
                     migrations_expected: expected,
                     pool,

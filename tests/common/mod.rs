@@ -72,7 +72,11 @@ async fn context(database_url: &str, settings: Settings) -> Context {
     let target = carga::db::resolve(&settings).await.expect("resolve");
     let pool = carga::db::pool(&target, &settings).expect("pool");
     let _ = database_url;
-    Context { settings, pool }
+    Context {
+        settings,
+        pool,
+        tls: target.tls,
+    }
 }
 
 /// Creates the template once per machine state (serialised across test
@@ -103,9 +107,7 @@ async fn ensure_template() -> String {
             let url = url_for(&building);
             let settings = settings_for(&url);
             let target = carga::db::resolve(&settings).await.expect("resolve");
-            carga::db::migrate(&target.config)
-                .await
-                .expect("migrate template");
+            carga::db::migrate(&target).await.expect("migrate template");
             let ctx = context(&url, settings.clone()).await;
             let spec = dataset::find(&settings.load.jobs_dir, "municipios").expect("spec");
             carga::reference::run(&ctx, &spec, None, false, std::future::pending())
@@ -551,6 +553,7 @@ impl TestApp {
             config: config.clone(),
             description: "test".into(),
             created: false,
+            tls: self.ctx.tls.clone(),
         };
         let control = carga::db::pool(&target, &self.ctx.settings).expect("control pool");
         let specs = carga::runner::specs(&self.ctx.settings).expect("specs");
