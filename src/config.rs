@@ -349,7 +349,7 @@ impl Settings {
                 });
             }
             for secret in &sender.secrets {
-                if crate::http::webhook::decode_secret(secret.expose_secret()).is_none() {
+                if decode_secret(secret.expose_secret()).is_none() {
                     return Err(ConfigError::Key {
                         key: "webhooks.senders.<name>.secrets",
                         reason: format!(
@@ -396,6 +396,17 @@ fn check_variables(names: impl Iterator<Item = std::ffi::OsString>) -> Result<()
 
 fn non_empty_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A `whsec_` secret's key bytes (24 to 64 of them, as the Standard
+/// Webhooks specification says).
+pub fn decode_secret(secret: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let encoded = secret.strip_prefix("whsec_")?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    (24..=64).contains(&key.len()).then_some(key)
 }
 
 #[cfg(test)]

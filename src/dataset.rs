@@ -331,7 +331,69 @@ fn default_not_found_days() -> u32 {
 /// `schedule.not_found_deadline_days` when the spec has no schedule.
 pub const DEFAULT_NOT_FOUND_DAYS: u32 = 45;
 
+/// A period outside the spec's `first_period`..`last_period`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "{dataset} has no period {period}: its spec covers {} to {} (use --force to load it anyway)",
+    first.map_or("the beginning".to_string(), |p| p.to_string()),
+    last.map_or("now".to_string(), |p| p.to_string())
+)]
+pub struct PeriodOutOfBounds {
+    pub dataset: String,
+    pub period: Period,
+    pub first: Option<Period>,
+    pub last: Option<Period>,
+}
+
 impl Spec {
+    /// Refuses a period outside the spec's `first_period`..`last_period` (a
+    /// program that did not exist then: any file found there is another
+    /// program's) unless forced.
+    pub fn check_period(&self, period: Period, force: bool) -> Result<(), PeriodOutOfBounds> {
+        self.check_period_at(period, force, chrono::Utc::now())
+    }
+
+    /// [`Spec::check_period`] at `now`. A spec without `last_period` covers up to the
+    /// current month in its schedule's time zone (America/Sao_Paulo without a
+    /// schedule): no month after that can have been published, and the current
+    /// one is the margin over the publication lag (the scheduler asks for the
+    /// current month minus `lag_months`).
+    pub fn check_period_at(
+        &self,
+        period: Period,
+        force: bool,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), PeriodOutOfBounds> {
+        let spec = self;
+        let first = spec.first_period;
+        let last = spec.last_period.unwrap_or_else(|| {
+            let tz = spec
+                .schedule
+                .as_ref()
+                .map_or(chrono_tz::America::Sao_Paulo, |s| s.tz());
+            let today = now.with_timezone(&tz);
+            Period::new(
+                u16::try_from(chrono::Datelike::year(&today)).unwrap_or(u16::MAX),
+                u8::try_from(chrono::Datelike::month(&today)).unwrap_or(12),
+            )
+            .unwrap_or(Period {
+                year: u16::MAX,
+                month: 12,
+            })
+        });
+        let before = first.is_some_and(|f| period < f);
+        let after = period > last;
+        if (before || after) && !force {
+            return Err(PeriodOutOfBounds {
+                dataset: spec.dataset.clone(),
+                period,
+                first,
+                last: Some(last),
+            });
+        }
+        Ok(())
+    }
+
     /// How long a month of this dataset that the Portal has not published
     /// (HTTP 404) keeps being retried.
     pub fn not_found_window(&self) -> std::time::Duration {
@@ -979,5 +1041,37 @@ mod schedule_tests {
                 assert!(e.to_string().contains("never fires"), "{e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod period_tests {
+    use super::*;
+
+    fn at(text: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .expect("time")
+            .with_timezone(&chrono::Utc)
+    }
+
+    #[test]
+    fn periods_after_the_current_month_need_force() {
+        let spec =
+            crate::dataset::find(std::path::Path::new("jobs"), "novo-bolsa-familia").expect("spec");
+        let period = |t: &str| Period::parse(t).expect("period");
+        // 1 December 01:00 UTC is still November in São Paulo (UTC−3).
+        let now = at("2026-12-01T01:00:00Z");
+        assert!(spec.check_period_at(period("2026-11"), false, now).is_ok());
+        let refused = spec
+            .check_period_at(period("2026-12"), false, now)
+            .expect_err("December has not begun in São Paulo");
+
+        assert!(refused.to_string().contains("to 2026-11"), "{refused}");
+        assert!(spec.check_period_at(period("2999-01"), false, now).is_err());
+        assert!(spec.check_period_at(period("2999-01"), true, now).is_ok());
+        assert!(
+            spec.check_period_at(period("2026-12"), false, at("2026-12-01T04:00:00Z"))
+                .is_ok()
+        );
     }
 }

@@ -427,7 +427,15 @@ async fn resolve_database(settings: &Settings, separate: Option<&str>) -> Result
                     tls,
                 });
             }
-            Err(e) => last_error = format!("{label}: {:#}", anyhow::Error::from(e)),
+            Err(e) => {
+                let mut text = format!("{label}: {e}");
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    text.push_str(&format!(": {c}"));
+                    cause = c.source();
+                }
+                last_error = text;
+            }
         }
     }
     tracing::warn!(reason = %last_error, "no local PostgreSQL answers; starting a private cluster");
@@ -854,6 +862,40 @@ pub fn stop_private_cluster(dir: &Path) -> std::result::Result<(), String> {
     } else {
         Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
     }
+}
+
+/// A database error on one line: the server's message, SQLSTATE, detail
+/// and hint (never its context, which can quote a row), or the client
+/// error with its causes.
+pub fn describe_db(e: &tokio_postgres::Error) -> String {
+    let text = match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str("; detail: ");
+                text.push_str(detail);
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str("; hint: ");
+                text.push_str(hint);
+            }
+            text
+        }
+        None => {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                let part = c.to_string();
+                if !text.contains(&part) {
+                    text.push_str(": ");
+                    text.push_str(&part);
+                }
+                cause = c.source();
+            }
+            text
+        }
+    };
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

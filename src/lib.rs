@@ -13,6 +13,7 @@ pub mod decode;
 pub mod freshness;
 pub mod http;
 pub mod load;
+pub mod money;
 pub mod parse;
 pub mod pipeline;
 pub mod queue;

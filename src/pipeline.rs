@@ -134,17 +134,8 @@ pub enum LoadError {
     },
     #[error("another load of {dataset} {period} is running")]
     Busy { dataset: String, period: Period },
-    #[error(
-        "{dataset} has no period {period}: its spec covers {} to {} (use --force to load it anyway)",
-        first.map_or("the beginning".to_string(), |p| p.to_string()),
-        last.map_or("now".to_string(), |p| p.to_string())
-    )]
-    PeriodOutOfBounds {
-        dataset: String,
-        period: Period,
-        first: Option<Period>,
-        last: Option<Period>,
-    },
+    #[error(transparent)]
+    PeriodOutOfBounds(#[from] crate::dataset::PeriodOutOfBounds),
     #[error("the municipalities table is empty: run `carga run municipios` first")]
     NoMunicipalities,
     #[error(
@@ -158,7 +149,7 @@ pub enum LoadError {
     Reference(String),
     /// The server's message, SQLSTATE and detail, on one line (the error
     /// is not chained as a source: its text is already here).
-    #[error("database error: {}", describe_db(.error))]
+    #[error("database error: {}", crate::db::describe_db(.error))]
     Db { error: tokio_postgres::Error },
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
@@ -182,40 +173,6 @@ impl From<tokio_postgres::Error> for LoadError {
     fn from(error: tokio_postgres::Error) -> Self {
         LoadError::Db { error }
     }
-}
-
-/// A database error on one line: the server's message, SQLSTATE, detail
-/// and hint (never its context, which can quote a row), or the client
-/// error with its causes.
-pub fn describe_db(e: &tokio_postgres::Error) -> String {
-    let text = match e.as_db_error() {
-        Some(db) => {
-            let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
-            if let Some(detail) = db.detail() {
-                text.push_str("; detail: ");
-                text.push_str(detail);
-            }
-            if let Some(hint) = db.hint() {
-                text.push_str("; hint: ");
-                text.push_str(hint);
-            }
-            text
-        }
-        None => {
-            let mut text = e.to_string();
-            let mut cause = std::error::Error::source(e);
-            while let Some(c) = cause {
-                let part = c.to_string();
-                if !text.contains(&part) {
-                    text.push_str(": ");
-                    text.push_str(&part);
-                }
-                cause = c.source();
-            }
-            text
-        }
-    };
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl LoadError {
@@ -248,7 +205,7 @@ impl LoadError {
             LoadError::Shrink { .. } => Code::ShrinkGuard,
             LoadError::Busy { .. } => Code::LoadInProgress,
             LoadError::Spill { .. } => Code::SpillIo,
-            LoadError::PeriodOutOfBounds { .. } => Code::PeriodOutOfBounds,
+            LoadError::PeriodOutOfBounds(_) => Code::PeriodOutOfBounds,
             LoadError::NoMunicipalities => Code::NoReferenceData,
             LoadError::NoNisKey => Code::NoNisKey,
             LoadError::NotPayments(_) => Code::NotPayments,
@@ -594,53 +551,6 @@ fn inflate<R: io::BufRead>(
     total
 }
 
-/// Refuses a period outside the spec's `first_period`..`last_period` (a
-/// program that did not exist then: any file found there is another
-/// program's) unless forced.
-pub fn check_period(spec: &Spec, period: Period, force: bool) -> Result<(), LoadError> {
-    check_period_at(spec, period, force, chrono::Utc::now())
-}
-
-/// [`check_period`] at `now`. A spec without `last_period` covers up to the
-/// current month in its schedule's time zone (America/Sao_Paulo without a
-/// schedule): no month after that can have been published, and the current
-/// one is the margin over the publication lag (the scheduler asks for the
-/// current month minus `lag_months`).
-pub fn check_period_at(
-    spec: &Spec,
-    period: Period,
-    force: bool,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), LoadError> {
-    let first = spec.first_period;
-    let last = spec.last_period.unwrap_or_else(|| {
-        let tz = spec
-            .schedule
-            .as_ref()
-            .map_or(chrono_tz::America::Sao_Paulo, |s| s.tz());
-        let today = now.with_timezone(&tz);
-        Period::new(
-            u16::try_from(chrono::Datelike::year(&today)).unwrap_or(u16::MAX),
-            u8::try_from(chrono::Datelike::month(&today)).unwrap_or(12),
-        )
-        .unwrap_or(Period {
-            year: u16::MAX,
-            month: 12,
-        })
-    });
-    let before = first.is_some_and(|f| period < f);
-    let after = period > last;
-    if (before || after) && !force {
-        return Err(LoadError::PeriodOutOfBounds {
-            dataset: spec.dataset.clone(),
-            period,
-            first,
-            last: Some(last),
-        });
-    }
-    Ok(())
-}
-
 /// Starts the download task, which records itself in `first` when it fails
 /// for a reason of its own.
 fn spawn_download(
@@ -860,7 +770,7 @@ pub async fn run_with(
         .clone()
         .ok_or_else(|| LoadError::NotPayments(spec.dataset.clone()))?;
     let nis_key = nis_key.ok_or(LoadError::NoNisKey)?;
-    check_period(spec, request.period, request.force)?;
+    spec.check_period(request.period, request.force)?;
     let client = ctx.pool.get().await?;
     let program_id = load::ensure_program(&**client, &program).await?;
     load::ensure_program_partition(&**client, program_id, &program.code).await?;
@@ -913,7 +823,7 @@ pub async fn run_with(
             let token = session.lock().ok().and_then(|mut t| t.take());
             if let Some(token) = token {
                 if let Err(e) = token.cancel_query(ctx.tls.clone()).await {
-                    tracing::warn!(error = %describe_db(&e), "failed to cancel the load's statement");
+                    tracing::warn!(error = %crate::db::describe_db(&e), "failed to cancel the load's statement");
                 }
             }
             Err(LoadError::Cancelled)
@@ -959,7 +869,7 @@ pub async fn run_with(
             )
             .await
             {
-                tracing::error!(error = %describe_db(&e), "failed to record the failure in the ledger");
+                tracing::error!(error = %crate::db::describe_db(&e), "failed to record the failure in the ledger");
             }
             tracing::error!(load_id, code = %error.code(), error = %message, "load failed");
         }
@@ -1309,34 +1219,4 @@ pub async fn validate(
         summary,
         bytes,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(text: &str) -> chrono::DateTime<chrono::Utc> {
-        chrono::DateTime::parse_from_rfc3339(text)
-            .expect("time")
-            .with_timezone(&chrono::Utc)
-    }
-
-    #[test]
-    fn periods_after_the_current_month_need_force() {
-        let spec =
-            crate::dataset::find(std::path::Path::new("jobs"), "novo-bolsa-familia").expect("spec");
-        let period = |t: &str| Period::parse(t).expect("period");
-        // 1 December 01:00 UTC is still November in São Paulo (UTC−3).
-        let now = at("2026-12-01T01:00:00Z");
-        assert!(check_period_at(&spec, period("2026-11"), false, now).is_ok());
-        let refused = check_period_at(&spec, period("2026-12"), false, now)
-            .expect_err("December has not begun in São Paulo");
-        assert_eq!(refused.code(), "period_out_of_bounds");
-        assert!(refused.to_string().contains("to 2026-11"), "{refused}");
-        assert!(check_period_at(&spec, period("2999-01"), false, now).is_err());
-        assert!(check_period_at(&spec, period("2999-01"), true, now).is_ok());
-        assert!(
-            check_period_at(&spec, period("2026-12"), false, at("2026-12-01T04:00:00Z")).is_ok()
-        );
-    }
 }

@@ -218,7 +218,7 @@ impl Runner {
                 "ledger: attempts whose process is gone marked abandoned"
             ),
             Err(e) => {
-                tracing::warn!(error = %crate::pipeline::describe_db(&e), "ledger sweep failed")
+                tracing::warn!(error = %crate::db::describe_db(&e), "ledger sweep failed")
             }
         }
         if !rescued.is_empty() {
@@ -310,7 +310,7 @@ impl Runner {
             // A source URL a webhook named must stay on the dataset's
             // allow-list through every redirect.
             redirect_guard: (job.enqueued_by == "webhook" && job.url.is_some())
-                .then(|| crate::http::webhook::redirect_guard(&spec)),
+                .then(|| crate::source::allow::redirect_guard(&spec)),
         };
         let progress = Arc::new(Progress::default());
         let fence = Arc::new(JobFence::new(job.clone()));
@@ -712,7 +712,7 @@ async fn listen(
                     }
                 };
                 if let Err(e) = listened {
-                    tracing::warn!(error = %pipeline::describe_db(&e), "LISTEN failed");
+                    tracing::warn!(error = %crate::db::describe_db(&e), "LISTEN failed");
                 } else if !rest {
                     // Any job queued while we were away: look once.
                     wake.notify_one();
@@ -723,7 +723,7 @@ async fn listen(
                                 Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => wake.notify_one(),
                                 Some(Ok(_)) => {}
                                 Some(Err(e)) => {
-                                    tracing::warn!(error = %pipeline::describe_db(&e), "LISTEN connection lost");
+                                    tracing::warn!(error = %crate::db::describe_db(&e), "LISTEN connection lost");
                                     break;
                                 }
                                 None => break,
@@ -734,7 +734,7 @@ async fn listen(
                 drop(client);
             }
             Err(e) => {
-                tracing::warn!(error = %pipeline::describe_db(&e), "LISTEN connection failed")
+                tracing::warn!(error = %crate::db::describe_db(&e), "LISTEN connection failed")
             }
         }
         tokio::select! {

@@ -5,6 +5,7 @@
 //! negative values. Used by `carga demo` and the benchmark, which also asks
 //! for the same rows as an already-clean CSV.
 
+use crate::money::format_brl;
 use std::io::{self, Seek, Write};
 
 use crate::dataset::Period;
@@ -145,35 +146,6 @@ impl Iterator for Generator {
             cents,
         })
     }
-}
-
-/// `1234567` → `1.234.567` (Brazilian thousands dots).
-pub fn group_thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            grouped.push('.');
-        }
-        grouped.push(c);
-    }
-    grouped
-}
-
-/// `1234567` cents → `12.345,67`.
-pub fn format_brl(cents: i64) -> String {
-    let abs = cents.unsigned_abs();
-    format!(
-        "{}{},{:02}",
-        if cents < 0 { "-" } else { "" },
-        group_thousands(abs / 100),
-        abs % 100
-    )
-}
-
-/// `12345678` cents → `R$ 123.456,78`, as summaries and the console show money.
-pub fn brl(cents: i64) -> String {
-    format!("R$ {}", format_brl(cents))
 }
 
 /// Writes one Portal-format CSV row (Windows-1252 bytes, CRLF).

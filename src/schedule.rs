@@ -28,7 +28,7 @@ pub enum ScheduleError {
     Queue(#[from] queue::QueueError),
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database error: {}", crate::pipeline::describe_db(.0))]
+    #[error("database error: {}", crate::db::describe_db(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("scheduler: {0}")]
     Scheduler(#[from] tokio_cron_scheduler::JobSchedulerError),
@@ -73,8 +73,7 @@ pub fn due(
     now: DateTime<Utc>,
 ) -> Result<Option<(DateTime<Utc>, Period)>, ScheduleError> {
     Ok(slot_at(spec, now)?.filter(|(_, period)| {
-        spec.kind == crate::dataset::Kind::Reference
-            || crate::pipeline::check_period(spec, *period, false).is_ok()
+        spec.kind == crate::dataset::Kind::Reference || spec.check_period(*period, false).is_ok()
     }))
 }
 

@@ -103,7 +103,7 @@ async fn the_datasets_page_shows_gaps_failures_and_money() {
         "the failure and the gap stand out"
     );
     // Money as the summary prints it: R$ 1.234,56.
-    let value = carga::sample::format_brl(may.value_cents);
+    let value = carga::money::format_brl(may.value_cents);
     assert!(html.contains(&format!("R$ {value}")), "R$ {value}");
     assert!(html.contains("<svg"), "trends");
     // No personal data: the sample's synthetic names and NIS never appear.

@@ -558,16 +558,12 @@ async fn cancelling_a_running_job_ends_its_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_whose_heartbeats_flow_is_never_rescued() {
     let app = TestApp::with_settings(fast_queue).await;
-    let body = sample_zip("2024-10", 20_000, 5);
-    let chunk = body.len() / 40 + 1;
     // About 4 s of download: twice the 2 s lease.
-    let server = ScriptedServer::start(
+    let server = ScriptedServer::slow(
         "a.zip",
-        vec![Reply::Slow {
-            body,
-            chunk,
-            every: Duration::from_millis(100),
-        }],
+        sample_zip("2024-10", 20_000, 5),
+        40,
+        Duration::from_millis(100),
     )
     .await;
     let job = app.enqueue("2024-10", &server.url).await;
@@ -795,15 +791,11 @@ async fn a_rescued_job_that_was_asked_to_cancel_ends_cancelled() {
 #[tokio::test]
 async fn finished_at_is_the_commit_time_not_the_transaction_start() {
     let app = TestApp::with_settings(fast_queue).await;
-    let body = sample_zip("2024-10", 2_000, 11);
-    let chunk = body.len() / 12 + 1;
-    let server = ScriptedServer::start(
+    let server = ScriptedServer::slow(
         "a.zip",
-        vec![Reply::Slow {
-            body,
-            chunk,
-            every: Duration::from_millis(120),
-        }],
+        sample_zip("2024-10", 2_000, 11),
+        12,
+        Duration::from_millis(120),
     )
     .await;
     let job = app.enqueue("2024-10", &server.url).await;

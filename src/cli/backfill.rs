@@ -32,7 +32,7 @@ pub async fn run(settings: Settings, args: BackfillArgs) -> CliResult {
     }
     let periods = Period::range(from, to);
     for period in &periods {
-        crate::pipeline::check_period(&spec, *period, args.force).map_err(usage)?;
+        spec.check_period(*period, args.force).map_err(usage)?;
     }
     let client = super::database(&settings).await?;
     let mut new = 0;

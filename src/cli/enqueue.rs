@@ -75,7 +75,7 @@ pub fn operator_job(
 pub async fn run(settings: Settings, args: EnqueueArgs) -> CliResult {
     let spec = payments_spec(&settings, &args.dataset)?;
     let period = parse_period(&args.period, "--period")?;
-    crate::pipeline::check_period(&spec, period, args.force).map_err(usage)?;
+    spec.check_period(period, args.force).map_err(usage)?;
     let ctx = super::connect(&settings).await?;
     let client = ctx
         .pool

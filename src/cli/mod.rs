@@ -371,7 +371,7 @@ pub async fn database_read_only(settings: &Settings) -> Result<deadpool_postgres
     let unreadable = |e: tokio_postgres::Error| {
         Failure::Failed(anyhow::anyhow!(
             "failed to read the schema version: {}",
-            crate::pipeline::describe_db(&e)
+            crate::db::describe_db(&e)
         ))
     };
     let exists: bool = client
@@ -533,7 +533,7 @@ pub fn finish_progress(ticker: tokio::task::JoinHandle<()>, bar: Option<indicati
     }
 }
 
-pub use crate::sample::brl;
+pub use crate::money::brl;
 
 #[cfg(test)]
 mod one_line_tests {

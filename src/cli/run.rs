@@ -60,7 +60,7 @@ pub async fn run(settings: Settings, args: RunArgs) -> CliResult {
     if settings.nis_key.is_none() {
         return Err(usage(pipeline::LoadError::NoNisKey));
     }
-    pipeline::check_period(&spec, period, args.force).map_err(usage)?;
+    spec.check_period(period, args.force).map_err(usage)?;
     let cancel = super::cancel_on_signal();
     let ctx = super::connect(&settings).await?;
     let request = LoadRequest {

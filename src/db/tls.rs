@@ -183,7 +183,10 @@ impl Tls {
             (Check::Nothing, _) => (
                 builder
                     .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(EncryptOnly { provider })),
+                    .with_custom_certificate_verifier(Arc::new(PartialCheck {
+                        roots: None,
+                        provider,
+                    })),
                 "nothing (the certificate is not checked)".to_string(),
             ),
             (Check::Chain | Check::ChainAndName, None) => {
@@ -196,8 +199,8 @@ impl Tls {
                 (
                     builder
                         .dangerous()
-                        .with_custom_certificate_verifier(Arc::new(ChainOnly {
-                            roots: Arc::new(roots),
+                        .with_custom_certificate_verifier(Arc::new(PartialCheck {
+                            roots: Some(Arc::new(roots)),
                             provider,
                         })),
                     trust,
@@ -316,71 +319,20 @@ fn pem_reason(error: rustls::pki_types::pem::Error) -> String {
     }
 }
 
-/// libpq's `prefer`/`require` without a CA: the session is encrypted, the
-/// certificate is not checked (the handshake signature still is, so the
-/// server holds the key of the certificate it sent).
+/// A certificate check rustls does not offer on its own: libpq's
+/// `prefer`/`require` without a CA (`roots: None`: the session is
+/// encrypted, the certificate is not checked — the handshake signature
+/// still is, so the server holds the key of the certificate it sent) and
+/// `verify-ca` (`roots: Some`: the certificate must chain to one of them and
+/// be within its validity period; the name in it is not compared with the
+/// host's).
 #[derive(Debug)]
-struct EncryptOnly {
+struct PartialCheck {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// libpq's `verify-ca`: the certificate must chain to one of `roots` (and
-/// be within its validity period); the name in it is not compared with the
-/// host's.
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for PartialCheck {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -389,14 +341,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 

@@ -218,7 +218,7 @@ pub async fn trigger_load(
         .iter()
         .find(|s| s.dataset == dataset && s.kind != Kind::Reference)
         .ok_or_else(|| ApiError::unprocessable(format!("unknown dataset {dataset:?}")))?;
-    crate::pipeline::check_period(spec, period, body.force)
+    spec.check_period(period, body.force)
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     let job = NewJob {
         force: body.force,

@@ -63,7 +63,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
             .query_one("SELECT count(*) FROM carga.schema_history", &[])
             .await
             .map(|r| r.get::<_, i64>(0))
-            .map_err(|e| crate::pipeline::describe_db(&e))?;
+            .map_err(|e| crate::db::describe_db(&e))?;
         let encryption = crate::db::encryption(&client)
             .await
             .map_err(|e| e.to_string())?;

@@ -187,7 +187,7 @@ impl ApiError {
         }
     }
     pub fn db(e: tokio_postgres::Error) -> ApiError {
-        let text = crate::pipeline::describe_db(&e);
+        let text = crate::db::describe_db(&e);
         if database_unavailable(&e) {
             ApiError::unavailable(text)
         } else {

@@ -8,8 +8,6 @@
 //! dataset's allow-list of sources (no SSRF). The answer comes after the
 //! enqueue has committed; a replayed `webhook-id` returns its first job.
 
-use std::net::IpAddr;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -24,15 +22,10 @@ use sha2::Sha256;
 
 use super::reject::ApiPath;
 use super::{ApiError, AppState, ErrorBody};
+use crate::config::decode_secret;
 use crate::dataset::{Kind, Period, Spec};
 use crate::queue::{self, NewJob, Priority, Trigger};
-
-/// A `whsec_` secret's key bytes (24 to 64 of them, as the standard says).
-pub fn decode_secret(secret: &str) -> Option<Vec<u8>> {
-    let encoded = secret.strip_prefix("whsec_")?;
-    let key = STANDARD.decode(encoded).ok()?;
-    (24..=64).contains(&key.len()).then_some(key)
-}
+use crate::source::allow::source_allowed;
 
 /// Why a signature was refused (all answer 401 with no detail).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,7 +215,7 @@ pub async fn receive(
         return ApiError::unprocessable(format!("unknown dataset {:?}", request.dataset))
             .into_response();
     };
-    if let Err(e) = crate::pipeline::check_period(spec, period, false) {
+    if let Err(e) = spec.check_period(period, false) {
         return ApiError::unprocessable(e.to_string()).into_response();
     }
     if let Some(url) = &request.url {
@@ -300,146 +293,6 @@ async fn enqueue(
                 .await
                 .map_err(ApiError::db)?;
             Ok(Accepted::new(row.get(0), true))
-        }
-    }
-}
-
-/// The scheme, host and port a spec lets webhooks point its source at.
-pub fn allowed_origins(spec: &Spec) -> Vec<(String, String, Option<u16>)> {
-    let entries: Vec<String> = if spec.source.allowed_sources.is_empty() {
-        vec![spec.source.url.clone()]
-    } else {
-        spec.source.allowed_sources.clone()
-    };
-    entries
-        .iter()
-        .filter_map(|e| url::Url::parse(&e.replace(['{', '}'], "")).ok())
-        .filter_map(|u| {
-            Some((
-                u.scheme().to_string(),
-                u.host_str()?.to_ascii_lowercase(),
-                u.port(),
-            ))
-        })
-        .collect()
-}
-
-/// An allow-list entry without a port allows only its scheme's default
-/// port; with one, only that port.
-fn port_matches(scheme: &str, listed: Option<u16>, target: &url::Url) -> bool {
-    let default = match scheme {
-        "http" => Some(80),
-        "https" => Some(443),
-        _ => None,
-    };
-    listed.or(default) == target.port_or_known_default()
-}
-
-/// Refuses a source URL whose scheme and host the spec does not list, and
-/// one that resolves to a loopback, link-local or private address unless
-/// the spec lists that internal host itself (`allowed_sources`).
-pub async fn source_allowed(spec: &Spec, url: &str) -> Result<(), String> {
-    let parsed = url::Url::parse(url).map_err(|_| "the source url does not parse".to_string())?;
-    let host = parsed
-        .host_str()
-        .ok_or_else(|| "the source url has no host".to_string())?
-        .to_ascii_lowercase();
-    let listed = allowed_origins(spec).into_iter().any(|(scheme, h, port)| {
-        scheme == parsed.scheme() && h == host && port_matches(&scheme, port, &parsed)
-    });
-    if !listed {
-        return Err(format!(
-            "source {}://{host} is not on {}'s allow-list (source.allowed_sources)",
-            parsed.scheme(),
-            spec.dataset
-        ));
-    }
-    if internal_hosts(spec).contains(&host) {
-        return Ok(());
-    }
-    let port = parsed.port_or_known_default().unwrap_or(443);
-    let addresses: Vec<IpAddr> = match host.trim_matches(['[', ']']).parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map(|a| a.map(|s| s.ip()).collect())
-            .unwrap_or_default(),
-    };
-    if let Some(ip) = addresses.iter().find(|ip| internal(ip)) {
-        return Err(format!(
-            "source host {host} resolves to an internal address ({ip}); list it in source.allowed_sources to allow it"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks every redirect of a webhook-named source: the target's scheme
-/// and host must be on the spec's allow-list, and a literal address must
-/// not be internal unless the spec lists that host.
-pub fn redirect_guard(spec: &Spec) -> crate::source::RedirectGuard {
-    let origins = allowed_origins(spec);
-    let explicit = internal_hosts(spec);
-    let dataset = spec.dataset.clone();
-    crate::source::RedirectGuard(std::sync::Arc::new(move |target: &url::Url| {
-        let host = target.host_str().unwrap_or_default().to_ascii_lowercase();
-        let listed = origins.iter().any(|(scheme, h, port)| {
-            scheme == target.scheme() && *h == host && port_matches(scheme, *port, target)
-        });
-        if !listed {
-            return Err(format!(
-                "{}://{host} is not on {dataset}'s allow-list",
-                target.scheme()
-            ));
-        }
-        let literal = host.trim_matches(['[', ']']).parse::<IpAddr>().ok();
-        if literal.is_some_and(|ip| internal(&ip)) && !explicit.contains(&host) {
-            return Err(format!("{host} is an internal address"));
-        }
-        Ok(())
-    }))
-}
-
-/// Hosts the spec lists that are internal on their face (an IP literal of
-/// an internal address, or `localhost`): the only ones allowed to be
-/// internal. A listed public name that resolves to an internal address is
-/// still refused.
-fn internal_hosts(spec: &Spec) -> Vec<String> {
-    spec.source
-        .allowed_sources
-        .iter()
-        .filter_map(|e| {
-            url::Url::parse(e)
-                .ok()?
-                .host_str()
-                .map(str::to_ascii_lowercase)
-        })
-        .filter(|h| {
-            h == "localhost"
-                || h.trim_matches(['[', ']'])
-                    .parse::<IpAddr>()
-                    .is_ok_and(|ip| internal(&ip))
-        })
-        .collect()
-}
-
-/// Loopback, link-local, private, unique-local, unspecified or the like.
-pub fn internal(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 // CGNAT
-                || v4.octets()[0] == 0
-        }
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
-                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
-                || v6.to_ipv4_mapped().is_some_and(|v4| internal(&IpAddr::V4(v4)))
         }
     }
 }
@@ -624,47 +477,5 @@ mod tests {
         assert!(decode_secret("C2FVsBQIhrscChlQIMV+b5sSYspob7oD").is_none());
         assert!(decode_secret("whsec_c2hvcnQ=").is_none());
         assert!(decode_secret("whsec_not base64!").is_none());
-    }
-
-    #[test]
-    fn redirects_stay_on_the_allow_list_scheme_host_and_port() {
-        let spec =
-            crate::dataset::find(std::path::Path::new("jobs"), "novo-bolsa-familia").expect("spec");
-        let guard = redirect_guard(&spec);
-        let check = |u: &str| (guard.0)(&url::Url::parse(u).expect("url"));
-        assert!(
-            check("https://dadosabertos-download.cgu.gov.br/PortalDaTransparencia/x.zip").is_ok()
-        );
-        assert!(check("https://portaldatransparencia.gov.br:443/x").is_ok());
-        for refused in [
-            "https://portaldatransparencia.gov.br:8443/x",
-            "http://portaldatransparencia.gov.br/x",
-            "https://evil.example/x",
-            "https://169.254.169.254/latest",
-        ] {
-            assert!(check(refused).is_err(), "{refused}");
-        }
-    }
-
-    #[test]
-    fn internal_addresses() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "::1",
-            "fe80::1",
-            "fd00::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(internal(&ip.parse().expect("ip")), "{ip}");
-        }
-        for ip in ["200.152.38.10", "8.8.8.8", "2001:4860:4860::8888"] {
-            assert!(!internal(&ip.parse().expect("ip")), "{ip}");
-        }
     }
 }

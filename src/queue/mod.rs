@@ -28,7 +28,7 @@ pub use fence::JobFence;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("database error: {}", crate::pipeline::describe_db(.0))]
+    #[error("database error: {}", crate::db::describe_db(.0))]
     Db(tokio_postgres::Error),
     #[error("job {0} not found")]
     NotFound(i64),
@@ -883,7 +883,7 @@ impl ProgressView {
         }
         line.push_str(&format!(
             ", {} rows, {:.1} MB/s",
-            crate::sample::group_thousands(self.rows),
+            crate::money::group_thousands(self.rows),
             self.rate / 1e6
         ));
         if let Some(eta) = self.eta_seconds {

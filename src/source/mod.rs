@@ -18,6 +18,8 @@ use reqwest::header::{self, HeaderMap};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+pub mod allow;
+
 use crate::code::Code;
 use crate::config::HttpSettings;
 

@@ -434,6 +434,17 @@ pub struct ScriptedServer {
 }
 
 impl ScriptedServer {
+    /// A slow source: `body` in `pieces` pieces, one every `every`.
+    pub async fn slow(
+        name: &str,
+        body: Vec<u8>,
+        pieces: usize,
+        every: std::time::Duration,
+    ) -> ScriptedServer {
+        let chunk = body.len() / pieces.max(1) + 1;
+        ScriptedServer::start(name, vec![Reply::Slow { body, chunk, every }]).await
+    }
+
     pub async fn start(name: &str, script: Vec<Reply>) -> ScriptedServer {
         use std::sync::atomic::Ordering;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -695,7 +706,7 @@ impl TestApp {
 
 /// Signs `body` as the standard's senders do, at `timestamp`.
 pub fn signed(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Vec<(&'static str, String)> {
-    let key = carga::http::webhook::decode_secret(secret).expect("secret");
+    let key = carga::config::decode_secret(secret).expect("secret");
     vec![
         ("webhook-id", id.to_string()),
         ("webhook-timestamp", timestamp.to_string()),

@@ -165,7 +165,7 @@ fn pool_failed(e: deadpool_postgres::PoolError) -> Response {
 
 /// A database error: 503 when the database is away, else 500.
 fn db_failed(e: tokio_postgres::Error) -> Response {
-    let text = crate::pipeline::describe_db(&e);
+    let text = crate::db::describe_db(&e);
     if super::database_unavailable(&e) {
         unavailable(text)
     } else {
@@ -438,7 +438,7 @@ async fn enqueue(
     else {
         return back(format!("unknown dataset {dataset:?}"));
     };
-    if let Err(e) = crate::pipeline::check_period(spec, period, force) {
+    if let Err(e) = spec.check_period(period, force) {
         return back(e.to_string());
     }
     let job = NewJob {

@@ -9,11 +9,11 @@ pub mod login;
 
 use maud::{DOCTYPE, Markup, html};
 
-pub use crate::sample::brl;
+pub use crate::money::brl;
 
 /// A number with Brazilian thousands dots.
 pub fn count(n: i64) -> String {
-    let grouped = crate::sample::group_thousands(n.unsigned_abs());
+    let grouped = crate::money::group_thousands(n.unsigned_abs());
     if n < 0 {
         format!("-{grouped}")
     } else {
