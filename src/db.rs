@@ -29,6 +29,10 @@ const MIGRATION_LOCK_KEY: i64 = 0x6361_7267_615f_6d31; // "carga_m1"
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error(
+        "no database: DATABASE_URL is not set and no PostgreSQL answers on the local socket or 127.0.0.1:5432 ({0}); set DATABASE_URL (a long-running service never starts a private cluster of its own: that is for `carga demo` and one-off `carga run`)"
+    )]
+    NoDatabase(String),
+    #[error(
         "DATABASE_URL is not a PostgreSQL URL ({0}): expected postgres://, postgresql://, postgresql+asyncpg:// or postgresql+psycopg2://"
     )]
     BadUrl(String),
@@ -119,7 +123,8 @@ impl DbError {
             })
         };
         match self {
-            DbError::BadUrl(_)
+            DbError::NoDatabase(_)
+            | DbError::BadUrl(_)
             | DbError::BadSslMode { .. }
             | DbError::NoRootCert { .. }
             | DbError::WeakSslModeWithSystemRoots { .. }
@@ -354,17 +359,36 @@ fn url_with_database(url: &str, database: &str) -> String {
 /// server on the default socket or 127.0.0.1:5432 (database `carga`, created
 /// if missing); else a private cluster started from the system's binaries.
 pub async fn resolve(settings: &Settings) -> Result<Target> {
-    resolve_database(settings, None).await
+    resolve_database(settings, None, Fallback::PrivateCluster).await
+}
+
+/// Like [`resolve`], but never a private cluster: `serve` and `worker`, on
+/// a host where no database is to be found, would otherwise initdb an empty
+/// one of their own and wait there forever.
+pub async fn resolve_existing(settings: &Settings) -> Result<Target> {
+    resolve_database(settings, None, Fallback::Refuse).await
+}
+
+/// What to do when neither `DATABASE_URL` nor a local server gives a
+/// database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fallback {
+    PrivateCluster,
+    Refuse,
 }
 
 /// Like [`resolve`], but on the same server as the database `resolve` would
 /// pick, the database `database` (created if missing). `carga demo` runs
 /// there so that it never writes over real data.
 pub async fn resolve_separate(settings: &Settings, database: &str) -> Result<Target> {
-    resolve_database(settings, Some(database)).await
+    resolve_database(settings, Some(database), Fallback::PrivateCluster).await
 }
 
-async fn resolve_database(settings: &Settings, separate: Option<&str>) -> Result<Target> {
+async fn resolve_database(
+    settings: &Settings,
+    separate: Option<&str>,
+    fallback: Fallback,
+) -> Result<Target> {
     let local_name = separate.unwrap_or("carga");
     if let Some(url) = &settings.database_url {
         let DatabaseUrl {
@@ -397,6 +421,11 @@ async fn resolve_database(settings: &Settings, separate: Option<&str>) -> Result
         });
     }
     if !settings.database.use_system_server {
+        if fallback == Fallback::Refuse {
+            return Err(DbError::NoDatabase(
+                "database.use_system_server = false".into(),
+            ));
+        }
         return private_target(settings, "use_system_server = false".into(), local_name).await;
     }
     // libpq's default for a server found without a URL: TLS when it is
@@ -437,6 +466,9 @@ async fn resolve_database(settings: &Settings, separate: Option<&str>) -> Result
                 last_error = text;
             }
         }
+    }
+    if fallback == Fallback::Refuse {
+        return Err(DbError::NoDatabase(last_error));
     }
     tracing::warn!(reason = %last_error, "no local PostgreSQL answers; starting a private cluster");
     private_target(settings, last_error, local_name).await

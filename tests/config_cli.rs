@@ -583,3 +583,26 @@ async fn migrate_says_when_it_created_the_api_tables() {
     assert!(stdout.contains("applied"), "{stdout}");
     assert!(!stdout.contains("created the API-facing"), "{stdout}");
 }
+
+/// `worker` and `serve` never start a private cluster of their own: with
+/// no `DATABASE_URL` and no local server to use, they exit 2 saying so,
+/// and leave no cluster directory behind.
+#[tokio::test]
+async fn services_without_a_database_exit_2_and_start_no_cluster() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = dir.path().join("pgdata");
+    let cluster_dir = cluster.to_str().expect("path").to_string();
+    for args in [&["worker"][..], &["serve", "--listen", "127.0.0.1:0"][..]] {
+        let out = carga(
+            args,
+            &[
+                ("CARGA_NIS_KEY", "test-nis-key-0123456789-abcdefghijklmnop"),
+                ("CARGA__DATABASE__USE_SYSTEM_SERVER", "false"),
+                ("CARGA__DATABASE__LOCAL_CLUSTER_DIR", &cluster_dir),
+            ],
+        )
+        .await;
+        assert_fails(&out, 2, "set DATABASE_URL", &format!("{args:?}"));
+        assert!(!cluster.exists(), "{args:?} started a private cluster");
+    }
+}

@@ -204,7 +204,7 @@ pub fn require_nis_key(settings: &Settings) -> CliResult {
 /// gets its two connections, a separate control pool for claims and
 /// heartbeats (never starved by loads), and the LISTEN connection's config.
 pub async fn runner(settings: &Settings) -> Result<crate::runner::Runner, Failure> {
-    let target = resolve(settings).await?;
+    let target = resolve_existing(settings).await?;
     tracing::info!(database = %target.description, "database");
     migrate_before_load(&target).await?;
     runner_unmigrated(settings, &target)
@@ -310,6 +310,14 @@ pub fn db_failure(error: crate::db::DbError, what: &str) -> Failure {
 /// Resolves the database (`DATABASE_URL`, else a local server or cluster).
 pub async fn resolve(settings: &Settings) -> Result<crate::db::Target, Failure> {
     crate::db::resolve(settings)
+        .await
+        .map_err(|e| db_failure(e, "failed to reach the database"))
+}
+
+/// Resolves the database for a long-running service (`serve`, `worker`):
+/// `DATABASE_URL` or a local server, never a private cluster (exit 2).
+pub async fn resolve_existing(settings: &Settings) -> Result<crate::db::Target, Failure> {
+    crate::db::resolve_existing(settings)
         .await
         .map_err(|e| db_failure(e, "failed to reach the database"))
 }

@@ -41,7 +41,9 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
     let shutdown = super::cancel_on_signal();
     // The database may be down at start: serve anyway (health says live,
     // /ready says why not ready) and migrate once it answers.
-    let target = super::resolve(&settings).await?;
+    let target = super::resolve_existing(&settings).await?;
+    // Sessions need the OS random source; refuse to start without it.
+    crate::http::console::random_bytes(&mut [0u8; 32]).map_err(|e| Failure::Failed(e.into()))?;
     tracing::info!(database = %target.description, "database");
     let runner = Arc::new(super::runner_unmigrated(&settings, &target)?);
     let specs = crate::runner::specs(&settings).map_err(usage)?;

@@ -19,10 +19,10 @@ pub const NAME: &str = "carga_session";
 const VALUE_LEN: usize = 43;
 
 /// A new session value: 32 bytes from the kernel's random source.
-pub fn new_value() -> String {
+pub fn new_value() -> Result<String, super::RandomUnavailable> {
     let mut bytes = [0u8; 32];
-    super::random_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
+    super::random_bytes(&mut bytes)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// The session cookie's value in `headers`, if it has the shape of one
@@ -92,9 +92,9 @@ mod tests {
 
     #[test]
     fn values_are_random_and_read_back_only_when_well_formed() {
-        let session = new_value();
+        let session = new_value().expect("random");
         assert_eq!(session.len(), VALUE_LEN);
-        assert_ne!(session, new_value());
+        assert_ne!(session, new_value().expect("random"));
         assert_eq!(
             value(&with_cookie(&session)).as_deref(),
             Some(session.as_str())
@@ -102,7 +102,7 @@ mod tests {
         assert!(value(&with_cookie("9999999999.AAAA.AAAA")).is_none());
         assert!(value(&with_cookie(&format!("{session}x"))).is_none());
         assert!(value(&HeaderMap::new()).is_none());
-        assert_ne!(csrf(&session), csrf(&new_value()));
+        assert_ne!(csrf(&session), csrf(&new_value().expect("random")));
         assert_eq!(csrf(&session), csrf(&session));
     }
 }

@@ -30,28 +30,20 @@ use crate::queue::{self, ListFilter, NewJob, Priority, Trigger};
 const CSS: &str = include_str!("assets/console.css");
 const JS: &str = include_str!("assets/console.js");
 
-/// Fills `out` from the kernel's random source.
-pub fn random_bytes(out: &mut [u8]) {
-    use std::io::Read;
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        if f.read_exact(out).is_ok() {
-            return;
-        }
-    }
-    // No /dev/urandom: hash what varies (a session key is still unguessable
-    // from outside the process, though weaker); never all zeroes.
-    use sha2::Digest;
-    let seed = format!(
-        "{:?}{}{:p}",
-        std::time::SystemTime::now(),
-        std::process::id(),
-        out
-    );
-    let digest = sha2::Sha256::digest(seed.as_bytes());
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = digest[i % digest.len()];
-    }
+/// Fills `out` from the operating system's random source (getrandom(2),
+/// through ring). There is no weaker fallback: a session value that could
+/// be guessed is worse than refusing to sign anyone in.
+pub fn random_bytes(out: &mut [u8]) -> Result<(), RandomUnavailable> {
+    use ring::rand::SecureRandom;
+    ring::rand::SystemRandom::new()
+        .fill(out)
+        .map_err(|_| RandomUnavailable)
 }
+
+/// The operating system's random source failed.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the operating system's random source is unavailable")]
+pub struct RandomUnavailable;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -237,7 +229,10 @@ async fn login(
                 .into_response();
         }
     }
-    let session = cookies::new_value();
+    let session = match cookies::new_value() {
+        Ok(session) => session,
+        Err(e) => return internal(e),
+    };
     let client = match state.ctx.pool.get().await {
         Ok(c) => c,
         Err(e) => return pool_failed(e),
