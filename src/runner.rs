@@ -458,7 +458,7 @@ impl Runner {
             };
         }
         let slow = Duration::from_secs(self.settings.not_found_retry_s);
-        match retry::classify(error, job.attempt) {
+        match retry::classify(error, job.previous_code.as_deref()) {
             retry::Verdict::Retry => self.retry_or_fail(job, &code, message, error.retry_after()),
             retry::Verdict::NotFound => Ending::NotFound {
                 after: slow,

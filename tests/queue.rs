@@ -992,4 +992,69 @@ async fn a_stronger_request_is_merged_or_refused_never_dropped() {
         .await
         .expect("deduplicated");
     assert_eq!((plain.id, plain.new), (second.id, false));
+
+    // Two URLs that show alike (their tokens are `***`) are still told
+    // apart: the second is refused, not merged into the first.
+    let key = secrecy::SecretString::from(common::NIS_KEY);
+    let tokenised = |token: &str| {
+        queue::JobUrl::new(
+            &format!("http://127.0.0.1:9/c.zip?token={token}"),
+            Some(&key),
+        )
+        .expect("sealed")
+    };
+    let mut with_token = request("2024-09", None, false);
+    with_token.url = Some(tokenised("one"));
+    let third = queue::enqueue(&**client, &with_token)
+        .await
+        .expect("enqueue");
+    with_token.url = Some(tokenised("two"));
+    let other_token = queue::enqueue(&**client, &with_token)
+        .await
+        .expect_err("another token");
+    assert!(matches!(other_token, queue::QueueError::Conflict { id, .. } if id == third.id));
+    with_token.url = Some(tokenised("one"));
+    let same = queue::enqueue(&**client, &with_token)
+        .await
+        .expect("the same URL");
+    assert_eq!((same.id, same.new), (third.id, false));
+
+    // A scheduled job waiting on the slow cadence takes on a webhook's URL:
+    // it becomes the webhook's (so its redirects are checked) and due now.
+    let slot = chrono::Utc::now() - chrono::Duration::hours(1);
+    let mut scheduled = request("2024-08", None, false);
+    scheduled.trigger = queue::Trigger::Schedule { slot };
+    let waiting = queue::enqueue(&**client, &scheduled)
+        .await
+        .expect("enqueue");
+    client
+        .execute(
+            "UPDATE carga.jobs SET state = 'retryable', scheduled_at = now() + interval '6 hours' WHERE id = $1",
+            &[&waiting.id],
+        )
+        .await
+        .expect("wait");
+    let mut hooked = request("2024-08", Some("http://127.0.0.1:9/d.zip"), false);
+    hooked.trigger = queue::Trigger::Webhook {
+        sender: "portal".into(),
+    };
+    let merged = queue::enqueue(&**client, &hooked).await.expect("merged");
+    assert_eq!(merged.id, waiting.id);
+    let r = app
+        .job_row(
+            waiting.id,
+            "enqueued_by, sender, url, scheduled_at <= now()",
+        )
+        .await;
+    let (by, sender, url, due): (String, Option<String>, Option<String>, bool) =
+        (r.get(0), r.get(1), r.get(2), r.get(3));
+    assert_eq!(
+        (by.as_str(), sender.as_deref(), url.as_deref(), due),
+        (
+            "webhook",
+            Some("portal"),
+            Some("http://127.0.0.1:9/d.zip"),
+            true
+        )
+    );
 }

@@ -13,7 +13,8 @@
 //!   further one is closed at once (below that, a burst from one client or
 //!   a reverse proxy is served in full);
 //! - when all `http.max_connections` slots are taken, the oldest idle
-//!   connection of the address holding the most is closed to make room; a
+//!   connection of the address holding the most idle ones is closed to make
+//!   room (IPv6 peers counted by their /64); a
 //!   new connection waits only when every slot is busy with a request
 //!   (which `http.request_timeout_s` bounds).
 //!
@@ -30,6 +31,9 @@ use tokio_util::sync::CancellationToken;
 /// One connection's activity, shared by its serving task and the registry.
 #[derive(Debug)]
 pub struct Activity {
+    /// Woken when this connection becomes idle (a waiting newcomer may
+    /// now evict it).
+    idle: Arc<tokio::sync::Notify>,
     born: Instant,
     in_flight: AtomicUsize,
     /// Milliseconds since `born` when the connection last became idle.
@@ -39,8 +43,9 @@ pub struct Activity {
 }
 
 impl Activity {
-    fn new() -> Activity {
+    fn new(idle: Arc<tokio::sync::Notify>) -> Activity {
         Activity {
+            idle,
             born: Instant::now(),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
@@ -73,7 +78,45 @@ impl Drop for RequestGuard {
         let activity = &self.0;
         let elapsed = u64::try_from(activity.born.elapsed().as_millis()).unwrap_or(u64::MAX);
         activity.idle_since_ms.store(elapsed, Ordering::SeqCst);
-        activity.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if activity.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            activity.idle.notify_waiters();
+        }
+    }
+}
+
+/// A response body that keeps its request in flight until it is written
+/// out (or dropped, when the connection goes).
+pub struct Guarded<B> {
+    inner: B,
+    _guard: RequestGuard,
+}
+
+impl<B> Guarded<B> {
+    pub fn new(inner: B, guard: RequestGuard) -> Guarded<B> {
+        Guarded {
+            inner,
+            _guard: guard,
+        }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Guarded<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -98,8 +141,8 @@ pub struct Registry {
     max_connections: usize,
     max_per_address: usize,
     inner: Mutex<Inner>,
-    /// Notified whenever a connection leaves.
-    pub freed: tokio::sync::Notify,
+    /// Notified whenever a connection leaves or becomes idle.
+    pub freed: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -119,7 +162,7 @@ impl Registry {
                 max_per_address
             },
             inner: Mutex::new(Inner::default()),
-            freed: tokio::sync::Notify::new(),
+            freed: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -132,8 +175,9 @@ impl Registry {
     }
 
     /// Decides on a connection from `ip`, evicting an idle one if every
-    /// slot is taken.
+    /// slot is taken. IPv6 peers are counted by their /64.
     pub fn admit(&self, ip: IpAddr) -> Admission {
+        let ip = super::throttle::client_key(ip);
         let mut inner = self.lock();
         let under_pressure = inner.entries.len() * 2 >= self.max_connections;
         if under_pressure
@@ -149,7 +193,7 @@ impl Registry {
         }
         inner.next_id += 1;
         let id = inner.next_id;
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(self.freed.clone()));
         inner.entries.insert(
             id,
             Entry {
@@ -253,6 +297,32 @@ mod tests {
         assert!(!flood_b.close.is_cancelled());
         assert!(!newcomer.close.is_cancelled());
         assert_eq!(r.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_becomes_idle_wakes_a_waiting_newcomer() {
+        let r = Registry::new(1, 0);
+        let (_, a) = admitted(r.admit(ip(1)));
+        let guard = a.request();
+        assert!(matches!(r.admit(ip(2)), Admission::Full));
+        let freed = r.freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        drop(guard);
+        tokio::time::timeout(std::time::Duration::from_secs(1), freed)
+            .await
+            .expect("woken when the request ended");
+        admitted(r.admit(ip(2)));
+    }
+
+    #[test]
+    fn ipv6_peers_are_counted_by_their_64() {
+        let r = Registry::new(8, 2);
+        let v6 = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+        for n in 1..=4 {
+            admitted(r.admit(v6(n)));
+        }
+        assert!(matches!(r.admit(v6(99)), Admission::AddressFull));
     }
 
     #[test]

@@ -398,10 +398,16 @@ impl Server {
                     let guard = request_activity.request();
                     let router = router.clone();
                     async move {
+                        // The request stays in flight until its response's
+                        // body is written out (a slow reader is busy, not
+                        // idle).
                         let response =
                             tower::ServiceExt::oneshot(with_peer(router, peer), request).await;
-                        drop(guard);
-                        response
+                        response.map(|r| {
+                            r.map(|body| {
+                                axum::body::Body::new(connections::Guarded::new(body, guard))
+                            })
+                        })
                     }
                 },
             ));

@@ -64,8 +64,10 @@ pub struct Throttle {
     entries: Mutex<HashMap<IpAddr, Entry>>,
 }
 
-/// The address failures are counted under.
-fn client_key(address: IpAddr) -> IpAddr {
+/// The address a client is counted under (failures here, connection
+/// slots in `connections.rs`): IPv4 as it is (mapped addresses unmapped),
+/// IPv6 by its /64, which one host usually holds whole.
+pub(crate) fn client_key(address: IpAddr) -> IpAddr {
     match address.to_canonical() {
         IpAddr::V6(v6) => {
             let s = v6.segments();

@@ -180,14 +180,15 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
     let window = job.not_found_window.as_secs_f64();
     let shown = job.url.as_ref().map(|u| u.shown.clone());
     let sealed = job.url.as_ref().and_then(|u| u.sealed.clone());
+    let fingerprint = job.url.as_ref().and_then(|u| u.fingerprint.clone());
     for _ in 0..8 {
         let inserted = client
             .query_opt(
                 "INSERT INTO carga.jobs (dataset, period, url, force, priority, max_attempts,
                                          enqueued_by, sender, slot, not_found_deadline,
-                                         url_sealed)
+                                         url_sealed, url_fingerprint)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                         coalesce($9, now()) + make_interval(secs => $10), $11)
+                         coalesce($9, now()) + make_interval(secs => $10), $11, $12)
                  ON CONFLICT DO NOTHING
                  RETURNING id",
                 &[
@@ -202,6 +203,7 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
                     &slot,
                     &window,
                     &sealed,
+                    &fingerprint,
                 ],
             )
             .await?;
@@ -216,7 +218,7 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
         // it; then try again.
         let existing = client
             .query_opt(
-                "SELECT id, state, force, url, slot FROM carga.jobs
+                "SELECT id, state, force, url, slot, url_fingerprint FROM carga.jobs
                  WHERE dataset = $1
                    AND (($3::timestamptz IS NOT NULL AND slot = $3)
                         OR (period = $2 AND state IN ('available', 'running', 'retryable')))
@@ -242,8 +244,11 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
                 period: job.period,
                 reason,
             };
+            // The shown URLs hide query values; the fingerprints (keyed
+            // HMACs of the real URLs) tell two tokens or months apart.
+            let pending_print: Option<Vec<u8>> = row.get(5);
             if let (Some(asked), Some(pending)) = (&shown, &url) {
-                if asked != pending {
+                if asked != pending || fingerprint != pending_print {
                     return Err(conflict(format!(
                         "it loads another URL ({pending}); cancel it, or wait for it to end, then enqueue this one"
                     )));
@@ -260,13 +265,34 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
                     }
                 )));
             }
+            // A job that takes on a request's URL takes on where the URL
+            // came from too (a webhook's URL is checked on every redirect);
+            // a webhook or an operator asking for a waiting month makes it
+            // due now.
             let merged = client
                 .execute(
                     "UPDATE carga.jobs SET priority = least(priority, $2), force = force OR $3,
                                            url_sealed = CASE WHEN url IS NULL THEN $5 ELSE url_sealed END,
+                                           url_fingerprint = CASE WHEN url IS NULL THEN $6 ELSE url_fingerprint END,
+                                           enqueued_by = CASE WHEN url IS NULL AND $4::text IS NOT NULL
+                                                              THEN $7 ELSE enqueued_by END,
+                                           sender = CASE WHEN url IS NULL AND $4::text IS NOT NULL
+                                                         THEN $8 ELSE sender END,
+                                           scheduled_at = CASE WHEN $7 <> 'schedule'
+                                                               THEN least(scheduled_at, now())
+                                                               ELSE scheduled_at END,
                                            url = coalesce(url, $4)
                      WHERE id = $1 AND state IN ('available', 'retryable')",
-                    &[&id, &priority, &job.force, &shown, &sealed],
+                    &[
+                        &id,
+                        &priority,
+                        &job.force,
+                        &shown,
+                        &sealed,
+                        &fingerprint,
+                        &job.trigger.kind(),
+                        &job.trigger.sender(),
+                    ],
                 )
                 .await?;
             if merged == 1 || !stronger {
@@ -296,6 +322,8 @@ pub struct Claimed {
     pub lease_token: String,
     /// `schedule`, `operator` or `webhook`.
     pub enqueued_by: String,
+    /// The code the previous attempt ended with, if any.
+    pub previous_code: Option<String>,
     /// How long the source has been preparing this job's file (HTTP 202),
     /// on the database's clock; `None` when it is not preparing.
     pub preparing_for: Option<Duration>,
@@ -328,7 +356,7 @@ pub async fn claim(
                  FROM next WHERE j.id = next.id
                  RETURNING j.id, j.dataset, j.period, j.url, j.force, j.attempt,
                            j.max_attempts, j.lease_token, j.enqueued_by, j.url_sealed,
-                           extract(epoch FROM now() - j.preparing_since)::float8
+                           extract(epoch FROM now() - j.preparing_since)::float8, j.error_code
              ), attempt AS (
                  INSERT INTO carga.job_attempts (job_id, attempt, worker)
                  SELECT id, attempt, $1 FROM claimed
@@ -344,6 +372,7 @@ pub async fn claim(
         url: r.get::<_, Option<String>>(3).map(|shown| JobUrl {
             shown,
             sealed: r.get(9),
+            fingerprint: None,
         }),
         force: r.get(4),
         attempt: r.get(5),
@@ -353,6 +382,7 @@ pub async fn claim(
         preparing_for: r
             .get::<_, Option<f64>>(10)
             .map(|s| Duration::from_secs_f64(s.max(0.0))),
+        previous_code: r.get(11),
     }))
 }
 
@@ -544,9 +574,12 @@ pub async fn finish(
                      finished_at = CASE WHEN d.state IN ('succeeded', 'failed', 'cancelled')
                                         THEN clock_timestamp() END,
                      -- Waiting for the source to prepare the file: since
-                     -- when (kept across waits, cleared by anything else).
-                     preparing_since = CASE WHEN $3 = 'waiting' AND $4 = 'source_preparing'
-                                            THEN coalesce(j.preparing_since, now()) END,
+                     -- when (kept across waits, the fall-back to the slow
+                     -- cadence and releases, so the limit is reached once;
+                     -- cleared by any other answer, a retry or a cancel).
+                     preparing_since = CASE WHEN $4 = 'source_preparing'
+                                            THEN coalesce(j.preparing_since, now())
+                                            WHEN $3 = 'released' THEN j.preparing_since END,
                      outcome = CASE WHEN d.state = 'succeeded' THEN $8 ELSE j.outcome END,
                      load_id = coalesce($7, j.load_id),
                      error_code = CASE WHEN d.state = 'cancelled' THEN 'cancelled'
@@ -720,6 +753,7 @@ pub async fn cancel(client: &impl GenericClient, id: i64) -> Result<String> {
             "WITH target AS (SELECT id, state FROM carga.jobs WHERE id = $1 FOR UPDATE)
              UPDATE carga.jobs j
              SET state = CASE WHEN t.state IN ('available', 'retryable') THEN 'cancelled' ELSE j.state END,
+                 preparing_since = NULL,
                  finished_at = CASE WHEN t.state IN ('available', 'retryable') THEN clock_timestamp() ELSE j.finished_at END,
                  error_code = CASE WHEN t.state IN ('available', 'retryable') THEN 'cancelled' ELSE j.error_code END,
                  error = CASE WHEN t.state IN ('available', 'retryable') THEN 'cancelled before it ran' ELSE j.error END,
@@ -761,6 +795,7 @@ pub async fn retry(client: &impl GenericClient, id: i64, budget: i32) -> Result<
         .execute(
             "UPDATE carga.jobs
              SET state = 'available', scheduled_at = now(), finished_at = NULL,
+                 preparing_since = NULL,
                  max_attempts = CASE WHEN state = 'retryable' THEN max_attempts
                                      ELSE attempt + $2 END,
                  -- A fresh 404 window as long as the first one.

@@ -30,22 +30,25 @@ pub enum Verdict {
     Fatal,
 }
 
-/// Classifies a load error by its code. `attempt` is the attempt that
-/// failed: a corrupt archive is downloaded once more at once before it is
-/// treated as a file the source broke.
-pub fn classify(error: &LoadError, attempt: i32) -> Verdict {
-    verdict(error.code(), attempt)
+/// Classifies a load error by its code. `previous` is the code the job's
+/// previous attempt ended with: a corrupt archive is downloaded once more
+/// at once (damaged in transit) before it is treated as a file the source
+/// broke.
+pub fn classify(error: &LoadError, previous: Option<&str>) -> Verdict {
+    verdict(error.code(), previous.and_then(Code::parse))
 }
 
 /// [`classify`] on a code as stored in the ledger and jobs; a text no
 /// version of carga wrote is fatal.
-pub fn classify_code(code: &str, attempt: i32) -> Verdict {
-    Code::parse(code).map_or(Verdict::Fatal, |code| verdict(code, attempt))
+pub fn classify_code(code: &str, previous: Option<&str>) -> Verdict {
+    Code::parse(code).map_or(Verdict::Fatal, |code| {
+        verdict(code, previous.and_then(Code::parse))
+    })
 }
 
 /// The policy, one arm per code: a new code does not compile until it is
 /// given a verdict here.
-pub fn verdict(code: Code, attempt: i32) -> Verdict {
+pub fn verdict(code: Code, previous: Option<Code>) -> Verdict {
     match code {
         Code::HttpStatus(404) => Verdict::NotFound,
         Code::HttpStatus(408 | 429) => Verdict::Retry,
@@ -78,7 +81,7 @@ pub fn verdict(code: Code, attempt: i32) -> Verdict {
         | Code::JobTimeout
         | Code::LeaseExpired => Verdict::Retry,
         // Damaged in transit once is worth one more download at once.
-        Code::ArchiveCorrupt if attempt <= 1 => Verdict::Retry,
+        Code::ArchiveCorrupt if previous != Some(Code::ArchiveCorrupt) => Verdict::Retry,
         Code::ArchiveCorrupt | Code::EmptyFile | Code::UnexpectedContent | Code::ShrinkGuard => {
             Verdict::Broken
         }
@@ -182,10 +185,18 @@ mod tests {
             ("internal", Verdict::Fatal),
             ("redirect_refused", Verdict::Fatal),
         ] {
-            assert_eq!(classify_code(code, 1), verdict, "{code}");
+            assert_eq!(classify_code(code, None), verdict, "{code}");
         }
-        assert_eq!(classify_code("archive_corrupt", 1), Verdict::Retry);
-        assert_eq!(classify_code("archive_corrupt", 2), Verdict::Broken);
+        assert_eq!(classify_code("archive_corrupt", None), Verdict::Retry);
+        // After 404s or 202s, a damaged download still gets its quick retry.
+        assert_eq!(
+            classify_code("archive_corrupt", Some("http_status_404")),
+            Verdict::Retry
+        );
+        assert_eq!(
+            classify_code("archive_corrupt", Some("archive_corrupt")),
+            Verdict::Broken
+        );
     }
 
     #[test]

@@ -11,8 +11,23 @@ use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundK
 use ring::rand::{SecureRandom, SystemRandom};
 use secrecy::{ExposeSecret, SecretString};
 
-/// Domain separation for the derived key.
+/// Domain separation for the derived keys.
 const LABEL: &[u8] = b"carga/jobs.url_sealed/v1";
+const FINGERPRINT_LABEL: &[u8] = b"carga/jobs.url_fingerprint/v1";
+
+/// HMAC-SHA256 under a key derived from `CARGA_NIS_KEY` for `label`.
+fn derived(nis_key: &SecretString, label: &[u8], message: &[u8]) -> [u8; 32] {
+    use hmac::{KeyInit, Mac};
+    let derive = |key: &[u8], message: &[u8]| {
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(message);
+        let out: [u8; 32] = mac.finalize().into_bytes().into();
+        out
+    };
+    let key = derive(nis_key.expose_secret().as_bytes(), label);
+    derive(&key, message)
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SealError {
@@ -52,6 +67,10 @@ impl UrlKey {
 pub struct JobUrl {
     pub shown: String,
     pub sealed: Option<Vec<u8>>,
+    /// A keyed HMAC of the real URL (with its own derived key) when it is
+    /// sealed: two URLs that show alike (`?token=***`) are told apart
+    /// without opening either.
+    pub fingerprint: Option<Vec<u8>>,
 }
 
 impl JobUrl {
@@ -63,9 +82,12 @@ impl JobUrl {
             return Ok(JobUrl {
                 shown,
                 sealed: None,
+                fingerprint: None,
             });
         }
-        let key = UrlKey::derive(key.ok_or(SealError::NoKey)?);
+        let secret = key.ok_or(SealError::NoKey)?;
+        let fingerprint = derived(secret, FINGERPRINT_LABEL, url.as_bytes()).to_vec();
+        let key = UrlKey::derive(secret);
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
             .fill(&mut nonce)
@@ -83,6 +105,7 @@ impl JobUrl {
         Ok(JobUrl {
             shown,
             sealed: Some(stored),
+            fingerprint: Some(fingerprint),
         })
     }
 

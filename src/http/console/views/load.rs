@@ -57,7 +57,12 @@ pub fn stages(stage_seconds: &serde_json::Value) -> Markup {
         ul.stages {
             @for (i, (name, s)) in stages.iter().enumerate() {
                 li data-stage=(name) {
-                    span.swatch style={"background:" (colour(i))} {}
+                    // An SVG fill, not a style attribute: the console's
+                    // CSP allows no inline styles.
+                    (PreEscaped(format!(
+                        r#"<svg class="swatch" width="12" height="12" aria-hidden="true"><rect width="12" height="12" fill="{}"/></svg>"#,
+                        colour(i)
+                    )))
                     " " strong { (name) } " " (format!("{s:.2}")) " s (" (format!("{:.0}", s / total * 100.0)) " %)"
                 }
             }
