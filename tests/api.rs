@@ -687,6 +687,19 @@ async fn openapi_describes_every_route() {
         let unavailable = &doc["paths"][path][method]["responses"]["503"];
         assert!(unavailable["headers"]["Retry-After"].is_object(), "{path}");
     }
+    // 429 with Retry-After on every endpoint behind the operator token
+    // (the throttle of wrong tokens answers it).
+    for (path, method) in [
+        ("/v1/jobs", "get"),
+        ("/v1/jobs/{id}", "get"),
+        ("/v1/jobs/{id}/cancel", "post"),
+        ("/v1/jobs/{id}/retry", "post"),
+        ("/v1/datasets", "get"),
+        ("/v1/datasets/{dataset}/loads", "post"),
+    ] {
+        let throttled = &doc["paths"][path][method]["responses"]["429"];
+        assert!(throttled["headers"]["Retry-After"].is_object(), "{path}");
+    }
 }
 
 /// A webhook may name a source on its dataset's allow-list; the download

@@ -133,12 +133,14 @@ async fn a_file_prepared_forever_falls_back_to_the_slow_cadence() {
     signal(&worker, "TERM");
     assert_eq!(exits(worker).await, Some(0));
     let row = app
-        .job_row(job.id, "state, error_code, preparing_since IS NULL")
+        .job_row(job.id, "state, error_code, preparing_since IS NOT NULL")
         .await;
-    let (state, code, reset): (String, String, bool) = (row.get(0), row.get(1), row.get(2));
+    let (state, code, kept): (String, String, bool) = (row.get(0), row.get(1), row.get(2));
     assert_eq!(state, "retryable");
     assert_eq!(code, "source_preparing");
-    assert!(reset, "the next wait gets a whole window again");
+    // The window is spent once: the next 202 goes straight back to the
+    // slow cadence instead of polling for another half hour.
+    assert!(kept, "the 202 window must not start over");
     assert_eq!(published_rows(&app, "2024-10").await, None);
 
     // Silence is a failure: the source has 2024-10 (it is preparing it)
