@@ -145,7 +145,26 @@ pub fn internal(ip: &IpAddr) -> bool {
                 || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
                 || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
                 || v6.to_ipv4_mapped().is_some_and(|v4| internal(&IpAddr::V4(v4)))
+                || embedded_v4(v6).is_some_and(|v4| internal(&IpAddr::V4(v4)))
         }
+    }
+}
+
+/// The IPv4 address an IPv6 address carries to a gateway that will reach
+/// it: NAT64 (`64:ff9b::/96`, RFC 6052), IPv4-compatible (`::a.b.c.d`,
+/// deprecated but still routed by some stacks) and 6to4 (`2002:AABB:CCDD::/48`,
+/// RFC 3056). An internal address behind any of them is internal.
+fn embedded_v4(v6: &std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let low = |hi: u16, lo: u16| {
+        std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+    };
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || (s[..6] == [0; 6] && (s[6] != 0 || s[7] > 1)) {
+        Some(low(s[6], s[7]))
+    } else if s[0] == 0x2002 {
+        Some(low(s[1], s[2]))
+    } else {
+        None
     }
 }
 
@@ -187,10 +206,19 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "64:ff9b::a9fe:a9fe", // NAT64 of 169.254.169.254
+            "::127.0.0.1",        // IPv4-compatible
+            "2002:a9fe:a9fe::1",  // 6to4 of 169.254.169.254
         ] {
             assert!(internal(&ip.parse().expect("ip")), "{ip}");
         }
-        for ip in ["200.152.38.10", "8.8.8.8", "2001:4860:4860::8888"] {
+        for ip in [
+            "200.152.38.10",
+            "8.8.8.8",
+            "2001:4860:4860::8888",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(!internal(&ip.parse().expect("ip")), "{ip}");
         }
     }
