@@ -137,5 +137,8 @@ done
 sql "SELECT 'median ' || round((percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - enqueued_at)) * 1000)::numeric, 1)
         || ' ms, max ' || round((max(extract(epoch FROM started_at - enqueued_at)) * 1000)::numeric, 1) || ' ms over ' || count(*) || ' jobs (poll fallback set to 60 s)'
      FROM carga.jobs"
+# This block runs in tee's subshell: the EXIT trap cannot see its worker,
+# whose stdout would hold the pipe open.
+for w in "${WORKERS[@]}"; do kill -TERM "$w"; wait "$w" || true; done
 } | tee "$OUT"
 echo "raw: $OUT" >&2
