@@ -137,7 +137,7 @@ async fn wait(ctx: &crate::pipeline::Context, id: i64) -> CliResult {
         if let Some(bar) = &bar {
             bar.set_message(super::job::progress_line(&job));
         }
-        if matches!(job.state.as_str(), "succeeded" | "failed" | "cancelled") {
+        if job.state.is_finished() {
             break job;
         }
         tokio::select! {
@@ -154,7 +154,7 @@ async fn wait(ctx: &crate::pipeline::Context, id: i64) -> CliResult {
     }
     // One line either way: the summary, or the failure as the error.
     let line = super::job::summary_line(&job);
-    if job.state == "succeeded" {
+    if job.state == queue::JobState::Succeeded {
         eprintln!("carga: {line}");
         Ok(())
     } else {

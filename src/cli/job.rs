@@ -62,13 +62,13 @@ pub async fn run(settings: Settings, args: JobArgs) -> CliResult {
         if job.force { ", forced" } else { "" }
     );
     println!("  attempts        {} of {}", job.attempt, job.max_attempts);
-    if matches!(job.state.as_str(), "available" | "retryable") {
+    if job.state.is_pending() {
         println!(
             "  next attempt    {}",
             job.scheduled_at.format("%Y-%m-%d %H:%M:%S UTC")
         );
     }
-    if job.state == "running" {
+    if job.state == crate::queue::JobState::Running {
         println!("  progress        {}", progress_line(&job));
         if let Some(worker) = &job.worker {
             println!("  worker          {worker}");
@@ -107,8 +107,8 @@ pub fn progress_line(job: &JobView) -> String {
 
 /// A finished job in one line.
 pub fn summary_line(job: &JobView) -> String {
-    match job.state.as_str() {
-        "succeeded" => format!(
+    match job.state {
+        crate::queue::JobState::Succeeded => format!(
             "job {} succeeded: {} {} {} (load {}) after {} attempt(s)",
             job.id,
             job.dataset,

@@ -47,13 +47,13 @@ pub async fn run(settings: Settings, args: JobsArgs) -> CliResult {
         "ID", "DATASET", "PERIOD", "STATE", "ATTEMPT", "BY", "WHEN (UTC)"
     );
     for job in jobs {
-        let when = job.finished_at.unwrap_or(match job.state.as_str() {
-            "running" => job.started_at.unwrap_or(job.scheduled_at),
+        let when = job.finished_at.unwrap_or(match job.state {
+            queue::JobState::Running => job.started_at.unwrap_or(job.scheduled_at),
             _ => job.scheduled_at,
         });
-        let detail = match job.state.as_str() {
-            "running" => super::job::progress_line(&job),
-            "succeeded" => job.outcome.clone().unwrap_or_default(),
+        let detail = match job.state {
+            queue::JobState::Running => super::job::progress_line(&job),
+            queue::JobState::Succeeded => job.outcome.clone().unwrap_or_default(),
             _ => job
                 .error_code
                 .as_deref()

@@ -11,8 +11,10 @@
 pub mod fence;
 pub mod retry;
 pub mod sealed;
+pub mod state;
 
 pub use sealed::{JobUrl, SealError};
+pub use state::JobState;
 
 use std::time::Duration;
 
@@ -61,14 +63,14 @@ impl From<tokio_postgres::Error> for QueueError {
 
 pub type Result<T> = std::result::Result<T, QueueError>;
 
-/// Every state a job can be in (see ARCHITECTURE.md, "Jobs").
+/// Every state a job can be in, as text (see [`JobState`]).
 pub const STATES: [&str; 6] = [
-    "available",
-    "running",
-    "retryable",
-    "succeeded",
-    "failed",
-    "cancelled",
+    JobState::Available.as_str(),
+    JobState::Running.as_str(),
+    JobState::Retryable.as_str(),
+    JobState::Succeeded.as_str(),
+    JobState::Failed.as_str(),
+    JobState::Cancelled.as_str(),
 ];
 
 /// Who asked for a job.
@@ -836,7 +838,7 @@ pub struct JobView {
     pub id: i64,
     pub dataset: String,
     pub period: String,
-    pub state: String,
+    pub state: JobState,
     pub priority: i16,
     pub attempt: i32,
     pub max_attempts: i32,
@@ -1058,7 +1060,7 @@ mod tests {
             id: 1,
             dataset: "d".into(),
             period: "2024-10".into(),
-            state: "running".into(),
+            state: JobState::Running,
             priority: 0,
             attempt: 1,
             max_attempts: 8,

@@ -359,7 +359,7 @@ async fn live(State(state): State<AppState>, headers: HeaderMap) -> Response {
                     let p = j.progress_view();
                     LiveJob {
                         id: j.id,
-                        state: j.state.clone(),
+                        state: j.state.as_str().to_string(),
                         percent: p.percent.unwrap_or(0.0),
                         figures: p.figures(),
                         stage: p.stage,

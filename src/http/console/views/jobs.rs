@@ -5,7 +5,7 @@
 use maud::{Markup, html};
 
 use super::{Page, layout};
-use crate::queue::JobView;
+use crate::queue::{JobState, JobView};
 
 fn button(action: &str, id: i64, label: &str, csrf: &str) -> Markup {
     html! {
@@ -17,15 +17,12 @@ fn button(action: &str, id: i64, label: &str, csrf: &str) -> Markup {
 }
 
 pub fn page(jobs: &[JobView], csrf: &str, message: Option<&str>) -> Markup {
-    let running: Vec<&JobView> = jobs.iter().filter(|j| j.state == "running").collect();
-    let waiting: Vec<&JobView> = jobs
+    let running: Vec<&JobView> = jobs
         .iter()
-        .filter(|j| matches!(j.state.as_str(), "available" | "retryable"))
+        .filter(|j| j.state == JobState::Running)
         .collect();
-    let finished: Vec<&JobView> = jobs
-        .iter()
-        .filter(|j| matches!(j.state.as_str(), "succeeded" | "failed" | "cancelled"))
-        .collect();
+    let waiting: Vec<&JobView> = jobs.iter().filter(|j| j.state.is_pending()).collect();
+    let finished: Vec<&JobView> = jobs.iter().filter(|j| j.state.is_finished()).collect();
     let body = html! {
         h1 { "Jobs" }
         @if let Some(m) = message { p { (m) } }
@@ -36,7 +33,7 @@ pub fn page(jobs: &[JobView], csrf: &str, message: Option<&str>) -> Markup {
                 @let p = j.progress_view();
                 tr data-live-job=(j.id) {
                     td { "#" (j.id) } td { (j.dataset) " " (j.period) }
-                    td data-state { (j.state) " · " (p.stage) }
+                    td data-state { (j.state.as_str()) " · " (p.stage) }
                     td { progress.bar data-bar max="100" value=(format!("{:.1}", p.percent.unwrap_or(0.0))) { (format!("{:.0}", p.percent.unwrap_or(0.0))) "%" } }
                     td data-figures { (p.figures()) }
                     td { (button("cancel", j.id, "Cancel", csrf)) }
@@ -48,7 +45,7 @@ pub fn page(jobs: &[JobView], csrf: &str, message: Option<&str>) -> Markup {
         table {
             @for j in &waiting {
                 tr {
-                    td { "#" (j.id) } td { (j.dataset) " " (j.period) } td { (j.state) }
+                    td { "#" (j.id) } td { (j.dataset) " " (j.period) } td { (j.state.as_str()) }
                     td { "next attempt " (j.scheduled_at.format("%Y-%m-%d %H:%M:%S UTC")) " · attempt " (j.attempt) "/" (j.max_attempts) }
                     td.error { (j.error_code.as_deref().unwrap_or("")) }
                     td { (button("cancel", j.id, "Cancel", csrf)) }
@@ -59,15 +56,15 @@ pub fn page(jobs: &[JobView], csrf: &str, message: Option<&str>) -> Markup {
         table {
             tr { th { "job" } th { "month" } th { "state" } th { "finished" } th { "detail" } th {} }
             @for j in &finished {
-                tr data-job=(j.id) data-job-state=(j.state) {
+                tr data-job=(j.id) data-job-state=(j.state.as_str()) {
                     td { "#" (j.id) } td { (j.dataset) " " (j.period) }
-                    td class=[(j.state != "succeeded").then_some("error")] { (j.state) }
+                    td class=[(j.state != JobState::Succeeded).then_some("error")] { (j.state.as_str()) }
                     td { (j.finished_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()) }
                     td {
                         @if let (Some(code), Some(error)) = (&j.error_code, &j.error) { span.error { (code) } ": " (error) }
                         @else if let Some(load) = j.load_id { a href={"/console/loads/" (load)} { (j.outcome.as_deref().unwrap_or("load")) " (load " (load) ")" } }
                     }
-                    td { @if j.state != "succeeded" { (button("retry", j.id, "Retry", csrf)) } }
+                    td { @if j.state != JobState::Succeeded { (button("retry", j.id, "Retry", csrf)) } }
                 }
             }
         }
