@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::code::Code;
 use crate::config::QueueSettings;
 use crate::dataset::{self, Kind, Spec};
 use crate::pipeline::{self, Context, LoadError, LoadRequest, Outcome};
@@ -281,7 +282,7 @@ impl Runner {
             .cloned();
         let Some(spec) = spec else {
             let ending = Ending::Fail {
-                code: "unknown_dataset".into(),
+                code: Code::UnknownDataset,
                 message: format!("no dataset spec named {:?} on this worker", job.dataset),
             };
             return self.record(&job, &ending, None).await;
@@ -296,7 +297,7 @@ impl Runner {
             Ok(url) => url,
             Err(e) => {
                 let ending = Ending::Fail {
-                    code: "url_unsealable".into(),
+                    code: Code::UrlUnsealable,
                     message: e.to_string(),
                 };
                 return self.record(&job, &ending, None).await;
@@ -380,7 +381,7 @@ impl Runner {
         let why = reason.lock().ok().and_then(|r| *r);
         let ending = match result {
             Err(join) => Some(Ending::Fail {
-                code: "panic".into(),
+                code: Code::Panic,
                 message: format!("the load panicked: {}", panic_text(join)),
             }),
             Ok(Ok(Done::Reference(report))) => Some(Ending::Succeeded {
@@ -414,7 +415,7 @@ impl Runner {
                 Some(StopReason::LeaseLost) => None,
                 Some(StopReason::Timeout) | None => Some(self.retry_or_fail(
                     &job,
-                    "job_timeout",
+                    Code::JobTimeout,
                     format!(
                         "the attempt ran past queue.job_timeout_s ({} s) and was cancelled",
                         self.settings.job_timeout_s
@@ -445,7 +446,7 @@ impl Runner {
 
     /// What a load error means for the job.
     fn judge(&self, job: &Claimed, error: &LoadError) -> Ending {
-        let code = error.code().to_string();
+        let code = error.code();
         let message = error.to_string();
         if let LoadError::Busy { .. } = error {
             // Another load of the month runs (an inline `carga run`, or a
@@ -459,7 +460,7 @@ impl Runner {
         }
         let slow = Duration::from_secs(self.settings.not_found_retry_s);
         match retry::classify(error, job.previous_code.as_deref()) {
-            retry::Verdict::Retry => self.retry_or_fail(job, &code, message, error.retry_after()),
+            retry::Verdict::Retry => self.retry_or_fail(job, code, message, error.retry_after()),
             retry::Verdict::NotFound => Ending::NotFound {
                 after: slow,
                 code,
@@ -484,7 +485,7 @@ impl Runner {
     /// `Retry-After` (else `http.preparing_poll_s`), without spending an
     /// attempt, for up to `http.preparing_limit_s` since the first 202;
     /// past that, the slow cadence of a month not yet published.
-    fn preparing(&self, job: &Claimed, code: String, retry_after: Option<Duration>) -> Ending {
+    fn preparing(&self, job: &Claimed, code: Code, retry_after: Option<Duration>) -> Ending {
         let waited = job.preparing_for.unwrap_or(Duration::ZERO);
         let limit = self.preparing_limit;
         if waited >= limit {
@@ -518,7 +519,7 @@ impl Runner {
     fn retry_or_fail(
         &self,
         job: &Claimed,
-        code: &str,
+        code: Code,
         message: String,
         retry_after: Option<Duration>,
     ) -> Ending {
@@ -534,7 +535,7 @@ impl Runner {
         }
         Ending::Retry {
             after: retry::backoff(&self.settings, job.attempt, retry_after, seed),
-            code: code.to_string(),
+            code,
             message,
         }
     }

@@ -415,7 +415,7 @@ async fn a_cancel_request_wins_over_a_racing_retry() {
     );
     let ending = queue::Ending::Retry {
         after: Duration::from_secs(1),
-        code: "http_request_failed".into(),
+        code: carga::code::Code::HttpRequestFailed,
         message: "refused".into(),
     };
     assert!(

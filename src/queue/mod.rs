@@ -16,6 +16,8 @@ pub mod state;
 pub use sealed::{JobUrl, SealError};
 pub use state::JobState;
 
+use crate::code::Code;
+
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -445,24 +447,24 @@ pub enum Ending {
     /// Retry at the database's `now()` + `after`.
     Retry {
         after: Duration,
-        code: String,
+        code: Code,
         message: String,
     },
     /// The month is not published yet: retry on the slow cadence unless the
     /// job's 404 deadline has passed, then fail.
     NotFound {
         after: Duration,
-        code: String,
+        code: Code,
         message: String,
     },
     Fail {
-        code: String,
+        code: Code,
         message: String,
     },
     /// Another load holds the month: retry after `after`, not counted.
     Wait {
         after: Duration,
-        code: String,
+        code: Code,
         message: String,
     },
     Cancelled {
@@ -484,7 +486,7 @@ pub async fn finish(
     let (state, outcome, code, message, after, load_id): (
         &str,
         &str,
-        Option<&str>,
+        Option<Code>,
         Option<&str>,
         f64,
         Option<i64>,
@@ -499,7 +501,7 @@ pub async fn finish(
         } => (
             "retryable",
             "retryable",
-            Some(code),
+            Some(*code),
             Some(message),
             after.as_secs_f64(),
             None,
@@ -511,13 +513,13 @@ pub async fn finish(
         } => (
             "not_found",
             "retryable",
-            Some(code),
+            Some(*code),
             Some(message),
             after.as_secs_f64(),
             None,
         ),
         Ending::Fail { code, message } => {
-            ("failed", "failed", Some(code), Some(message), 0.0, None)
+            ("failed", "failed", Some(*code), Some(message), 0.0, None)
         }
         Ending::Wait {
             after,
@@ -526,7 +528,7 @@ pub async fn finish(
         } => (
             "waiting",
             "retryable",
-            Some(code),
+            Some(*code),
             Some(message),
             after.as_secs_f64(),
             None,
@@ -534,13 +536,15 @@ pub async fn finish(
         Ending::Cancelled { message } => (
             "cancelled",
             "cancelled",
-            Some("cancelled"),
+            Some(Code::Cancelled),
             Some(message),
             0.0,
             None,
         ),
         Ending::Release => ("released", "released", None, None, 0.0, None),
     };
+    let code = code.map(|c| c.as_str());
+    let code = code.as_deref();
     // One statement: the job's new state (decided in SQL where it depends
     // on the attempt count or the 404 deadline) and the attempt's record.
     let row = client
