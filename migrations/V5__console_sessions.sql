@@ -7,7 +7,8 @@ CREATE TABLE carga.console_sessions (
     -- SHA-256 of the cookie's random value: a copy of this table signs
     -- nobody in.
     id_hash           bytea       PRIMARY KEY,
-    -- HMAC-SHA256, keyed with the operator token, of id_hash.
+    -- HMAC-SHA256, keyed with the operator token, of the cookie's value
+    -- (never stored), so this table cannot test guesses of the token.
     token_fingerprint bytea       NOT NULL,
     created_at        timestamptz NOT NULL DEFAULT now(),
     expires_at        timestamptz NOT NULL
