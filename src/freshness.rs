@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio_postgres::GenericClient;
 
 use crate::dataset::{Kind, Period, Spec};
+use crate::queue::JobState;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DatasetStatus {
@@ -274,7 +275,7 @@ pub async fn boards(
                 ),
             );
         }
-        let mut jobs: HashMap<NaiveDate, (i64, String, Option<String>, Option<String>)> =
+        let mut jobs: HashMap<NaiveDate, (i64, JobState, Option<String>, Option<String>)> =
             HashMap::new();
         for row in client
             .query(
@@ -308,20 +309,20 @@ pub async fn boards(
                 let publ = published.get(&day);
                 let job = jobs.get(&day);
                 let load = loads.get(&day);
-                let job_state = job.map(|j| j.1.as_str());
+                let job_state = job.map(|j| j.1);
                 let state = match (publ, job_state) {
-                    (_, Some("running")) => MonthState::Running,
+                    (_, Some(JobState::Running)) => MonthState::Running,
                     (Some(_), _)
                         if job.is_some_and(|j| {
-                            j.1 == "succeeded" && j.2.as_deref() == Some("unchanged")
+                            j.1 == JobState::Succeeded && j.2.as_deref() == Some("unchanged")
                         }) =>
                     {
                         MonthState::Unchanged
                     }
                     (Some(_), _) => MonthState::Published,
-                    (None, Some("failed")) => MonthState::Failed,
+                    (None, Some(JobState::Failed)) => MonthState::Failed,
                     (None, _) if at_source.contains(&p) => MonthState::AtSource,
-                    (None, Some("available" | "retryable")) => MonthState::Queued,
+                    (None, Some(s)) if s.is_pending() => MonthState::Queued,
                     (None, _) if load.is_some_and(|l| l.0 == "failed") => MonthState::Failed,
                     (None, _) if p <= due => MonthState::Missing,
                     (None, _) => MonthState::NotDue,

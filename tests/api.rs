@@ -700,6 +700,16 @@ async fn openapi_describes_every_route() {
         let throttled = &doc["paths"][path][method]["responses"]["429"];
         assert!(throttled["headers"]["Retry-After"].is_object(), "{path}");
     }
+    // 409 where a request can meet a pending job it cannot merge into.
+    for (path, method) in [
+        ("/v1/datasets/{dataset}/loads", "post"),
+        ("/v1/webhooks/{sender}", "post"),
+    ] {
+        assert!(
+            doc["paths"][path][method]["responses"]["409"].is_object(),
+            "{path}"
+        );
+    }
 }
 
 /// A webhook may name a source on its dataset's allow-list; the download

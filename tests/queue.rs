@@ -1018,6 +1018,22 @@ async fn a_stronger_request_is_merged_or_refused_never_dropped() {
         .await
         .expect("the same URL");
     assert_eq!((same.id, same.new), (third.id, false));
+    // A job left pending across the V6 upgrade may hold its URL in clear:
+    // a refusal never repeats its token.
+    client
+        .execute(
+            "UPDATE carga.jobs SET url = 'http://127.0.0.1:9/c.zip?token=clear-canary-7',
+                                   url_sealed = NULL, url_fingerprint = NULL
+             WHERE id = $1",
+            &[&third.id],
+        )
+        .await
+        .expect("an old row");
+    with_token.url = Some(tokenised("two"));
+    let refused = queue::enqueue(&**client, &with_token)
+        .await
+        .expect_err("another URL");
+    assert!(!refused.to_string().contains("clear-canary-7"), "{refused}");
 
     // A scheduled job waiting on the slow cadence takes on a webhook's URL:
     // it becomes the webhook's (so its redirects are checked) and due now.

@@ -582,6 +582,22 @@ async fn a_worker_exposes_its_own_metrics() {
             .sum()
     };
     assert!(value("carga_job_retries_total") >= 1.0, "{text}");
+    // Its other answers are the API's JSON error body, with its headers.
+    let missing = http
+        .get(format!("http://127.0.0.1:{port}/nowhere"))
+        .send()
+        .await
+        .expect("404");
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing
+            .headers()
+            .get("x-content-type-options")
+            .map(|v| v.as_bytes()),
+        Some(&b"nosniff"[..])
+    );
+    let body: serde_json::Value = missing.json().await.expect("a JSON error body");
+    assert!(body["error"].is_string(), "{body}");
     assert!(
         value("carga_job_attempts_total{dataset=\"novo-bolsa-familia\",ending=\"published\"}")
             >= 1.0,

@@ -211,6 +211,7 @@ pub struct LoadBody {
             headers(("Retry-After" = u64, description = "seconds"))),
         (status = 413, description = "body too large", body = ErrorBody),
         (status = 415, description = "the body is not JSON", body = ErrorBody),
+        (status = 409, description = "the month's pending job cannot take this request (force for a running job, or another URL)", body = ErrorBody),
         (status = 422, description = "unknown dataset, or a period outside the spec without force", body = ErrorBody),
         (status = 503, description = "the database is unavailable", body = ErrorBody,
             headers(("Retry-After" = u64, description = "seconds"))),

@@ -312,10 +312,12 @@ pub fn worker_router(metrics: metrics_exporter_prometheus::PrometheusHandle) -> 
                 }
             }),
         )
+        .layer(middleware::from_fn(reject::json_errors))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(10),
         ))
+        .layer(middleware::from_fn(headers::secure))
 }
 
 /// A bound API server.

@@ -142,6 +142,7 @@ impl Accepted {
         (status = 400, description = "malformed JSON, period or url", body = ErrorBody),
         (status = 401, description = "missing, bad, stale or future signature, or unknown sender (no detail)", body = ErrorBody),
         (status = 413, description = "body too large", body = ErrorBody),
+        (status = 409, description = "the month's pending job loads another URL, or runs without this one", body = ErrorBody),
         (status = 422, description = "unknown dataset, not allowed for this sender, or source URL not allowed", body = ErrorBody),
         (status = 503, description = "the database is unavailable", body = ErrorBody,
             headers(("Retry-After" = u64, description = "seconds"))),

@@ -50,7 +50,7 @@ pub enum QueueError {
     #[error("job {id} is already {state} for {dataset} {period}: {reason}")]
     Conflict {
         id: i64,
-        state: String,
+        state: JobState,
         dataset: String,
         period: Period,
         reason: String,
@@ -233,7 +233,7 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
             .await?;
         if let Some(row) = existing {
             let id: i64 = row.get(0);
-            let state: String = row.get(1);
+            let state: JobState = row.get(1);
             let force: bool = row.get(2);
             let url: Option<String> = row.get(3);
             let slot_job = slot.is_some() && row.get::<_, Option<DateTime<Utc>>>(4) == slot;
@@ -243,7 +243,7 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
             }
             let conflict = |reason: String| QueueError::Conflict {
                 id,
-                state: state.clone(),
+                state,
                 dataset: job.dataset.clone(),
                 period: job.period,
                 reason,
@@ -254,12 +254,15 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
             if let (Some(asked), Some(pending)) = (&shown, &url) {
                 if asked != pending || fingerprint != pending_print {
                     return Err(conflict(format!(
-                        "it loads another URL ({pending}); cancel it, or wait for it to end, then enqueue this one"
+                        "it loads another URL ({}); cancel it, or wait for it to end, then enqueue this one",
+                        // Stored redacted since V6; a job pending across
+                        // the upgrade may still hold its URL in clear.
+                        crate::source::redact_source(pending)
                     )));
                 }
             }
             let stronger = (job.force && !force) || (job.url.is_some() && url.is_none());
-            if stronger && state == "running" {
+            if stronger && state == JobState::Running {
                 return Err(conflict(format!(
                     "it runs without {}; wait for it to end (or cancel it), then enqueue again",
                     if job.force && !force {
@@ -583,16 +586,16 @@ pub async fn finish(
                      -- when (kept across waits, the fall-back to the slow
                      -- cadence and releases, so the limit is reached once;
                      -- cleared by any other answer, a retry or a cancel).
-                     preparing_since = CASE WHEN $4 = 'source_preparing'
+                     preparing_since = CASE WHEN $4 = $11
                                             THEN coalesce(j.preparing_since, now())
                                             WHEN $3 = 'released' THEN j.preparing_since END,
                      outcome = CASE WHEN d.state = 'succeeded' THEN $8 ELSE j.outcome END,
                      load_id = coalesce($7, j.load_id),
                      error_code = CASE WHEN d.state = 'cancelled' THEN 'cancelled'
                                        WHEN $3 = 'not_found' AND d.state = 'failed'
-                                            AND $4 = 'http_status_404'
+                                            AND $4 = $12
                                        THEN 'not_published_by_deadline' ELSE $4 END,
-                     error = CASE WHEN $3 = 'not_found' AND d.state = 'failed' AND $4 = 'http_status_404'
+                     error = CASE WHEN $3 = 'not_found' AND d.state = 'failed' AND $4 = $12
                                   THEN 'the month was still not published at the dataset''s deadline ('
                                        || to_char(j.not_found_deadline, 'YYYY-MM-DD HH24:MI TZ')
                                        || '): ' || $5
@@ -626,6 +629,9 @@ pub async fn finish(
                 &outcome,
                 &job.attempt,
                 &source_status,
+                // The codes the SQL decides on, spelled by `Code`.
+                &Code::SourcePreparing.as_str(),
+                &Code::HttpStatus(404).as_str(),
             ],
         )
         .await?;
