@@ -8,7 +8,7 @@
 use std::io::Read;
 use std::time::Instant;
 
-use carga::parse::records::{Fields, RecordReader};
+use carga::engine::parse::records::{Fields, RecordReader};
 
 fn median(mut runs: Vec<f64>) -> f64 {
     runs.sort_by(f64::total_cmp);

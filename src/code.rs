@@ -13,7 +13,7 @@ use std::fmt;
 /// logged and printed. Never rename one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Code {
-    // The source (src/source/).
+    // The source (src/engine/source/).
     /// An HTTP status the source answered with and no other code covers.
     HttpStatus(u16),
     HttpRequestFailed,
@@ -30,14 +30,14 @@ pub enum Code {
     SourcePreparing,
     /// HTTP 403/405: the source refuses this client.
     SourceRefused,
-    // The container (src/decode/).
+    // The container (src/engine/decode/).
     UnexpectedContent,
     ArchiveTruncated,
     ArchiveCorrupt,
     ArchiveUnsupported,
     ZipLimitExceeded,
     RecordTooLarge,
-    // The file's content and the load's checks (src/parse/, the pipeline).
+    // The file's content and the load's checks (src/engine/parse/, the pipeline).
     CsvHeaderMismatch,
     EmptyFile,
     CsvError,
@@ -57,7 +57,7 @@ pub enum Code {
     SpillIo,
     Internal,
     StageStopped,
-    // The job around the load (src/runner.rs, src/queue/).
+    // The job around the load (src/service/runner.rs, src/service/queue/).
     Cancelled,
     LeaseLost,
     LeaseExpired,

@@ -3,24 +3,19 @@
 //! a hidden partition → aggregates → one atomic publish. See ARCHITECTURE.md
 //! for the data's path, the code map and the invariants.
 
-pub mod aggregate;
-pub mod cli;
+// Shared vocabulary, beneath both halves.
 pub mod code;
 pub mod config;
 pub mod dataset;
 pub mod db;
-pub mod decode;
-pub mod freshness;
-pub mod http;
-pub mod load;
 pub mod money;
-pub mod parse;
-pub mod pipeline;
-pub mod queue;
-pub mod reference;
-pub mod runner;
-pub mod sample;
-pub mod schedule;
-pub mod sessions;
-pub mod source;
 pub mod telemetry;
+
+// The engine: source → decode → parse → load → aggregate, wired by the pipeline.
+pub mod engine;
+
+// The service around it: queue, runner, schedule, HTTP, console.
+pub mod service;
+
+// The edge: the command line (the only room that speaks anyhow).
+pub mod cli;

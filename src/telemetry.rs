@@ -229,7 +229,7 @@ pub fn record_connection_refused(reason: &'static str) {
 }
 
 /// A published or unchanged load, by dataset: rows, bytes, stage times.
-pub fn record_load(dataset: &str, report: &crate::pipeline::LoadReport) {
+pub fn record_load(dataset: &str, report: &crate::engine::pipeline::LoadReport) {
     let d = dataset.to_string();
     metrics::counter!(metric::ROWS_LOADED, "dataset" => d.clone()).increment(report.rows_loaded);
     metrics::counter!(metric::ROWS_REJECTED, "dataset" => d.clone())
@@ -262,7 +262,7 @@ mod tests {
     /// uses must be one [`super::register_series`] creates at 0.
     #[test]
     fn every_ending_the_runner_records_is_registered() {
-        let runner = include_str!("runner.rs");
+        let runner = include_str!("service/runner.rs");
         let start = runner
             .find("let name = match ending {")
             .expect("the runner names its endings");

@@ -394,7 +394,7 @@ async fn ready_follows_the_database() {
         created: false,
         tls: app.ctx.tls.clone(),
     };
-    let ctx = carga::pipeline::Context {
+    let ctx = carga::engine::pipeline::Context {
         pool: carga::db::pool(&target, &settings).expect("pool"),
         settings,
         tls: target.tls.clone(),
@@ -464,7 +464,9 @@ async fn metrics_are_prometheus_text_and_move_after_a_load() {
     let before = scrape().await;
     app.enqueue("2024-10", &urls["a.zip"]).await;
     let ran = app.runner().run_one().await.expect("run");
-    assert!(matches!(ran, carga::runner::RunOne::Ran { ref ending, .. } if ending == "published"));
+    assert!(
+        matches!(ran, carga::service::runner::RunOne::Ran { ref ending, .. } if ending == "published")
+    );
     let after = scrape().await;
     let sum = |m: &std::collections::HashMap<String, f64>, prefix: &str| -> f64 {
         m.iter()
@@ -668,7 +670,7 @@ async fn openapi_describes_every_route() {
     let state = parameter("/v1/jobs", "get", "state");
     assert_eq!(
         names(&state["schema"]["enum"]),
-        carga::queue::STATES.to_vec()
+        carga::service::queue::STATES.to_vec()
     );
     let limit = parameter("/v1/jobs", "get", "limit");
     assert_eq!(
@@ -766,7 +768,10 @@ async fn a_webhook_source_cannot_redirect_off_the_allow_list() {
         "the listed loopback host is allowed"
     );
     let ran = app.runner().run_one().await.expect("run");
-    assert!(matches!(ran, carga::runner::RunOne::Ran { .. }), "{ran:?}");
+    assert!(
+        matches!(ran, carga::service::runner::RunOne::Ran { .. }),
+        "{ran:?}"
+    );
     let (state, code, error, attempts): (String, String, String, i32) = {
         let r = app
             .client()
@@ -1110,7 +1115,7 @@ async fn the_api_and_the_console_answer_503_while_the_database_is_away() {
         created: false,
         tls: app.ctx.tls.clone(),
     };
-    let ctx = carga::pipeline::Context {
+    let ctx = carga::engine::pipeline::Context {
         pool: carga::db::pool(&target, &settings).expect("pool"),
         settings,
         tls: target.tls.clone(),

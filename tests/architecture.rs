@@ -7,35 +7,21 @@
 
 use std::path::{Path, PathBuf};
 
-/// The engine's rooms and the shared vocabulary beneath them.
-const ENGINE: [&str; 15] = [
-    "src/source",
-    "src/decode",
-    "src/parse",
-    "src/load",
-    "src/aggregate",
-    "src/pipeline.rs",
-    "src/reference.rs",
+/// The engine and the shared vocabulary beneath it.
+const ENGINE: [&str; 9] = [
+    "src/engine",
     "src/dataset.rs",
     "src/code.rs",
     "src/money.rs",
-    "src/sample.rs",
     "src/db.rs",
     "src/db",
     "src/config.rs",
     "src/telemetry.rs",
+    "src/lib.rs",
 ];
 
-/// The service's rooms: they drive the engine, never the reverse.
-const SERVICE: [&str; 7] = [
-    "crate::queue",
-    "crate::runner",
-    "crate::schedule",
-    "crate::freshness",
-    "crate::http",
-    "crate::cli",
-    "crate::sessions",
-];
+/// The service and the edge: they drive the engine, never the reverse.
+const SERVICE: [&str; 2] = ["crate::service", "crate::cli"];
 
 fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {
     if path.is_dir() {

@@ -625,13 +625,13 @@ async fn an_unchanged_file_is_recognised_by_its_hash() {
         .load("novo-bolsa-familia", "2024-10", &path, false)
         .await
         .expect("first");
-    assert_eq!(first.outcome, carga::pipeline::Outcome::Published);
+    assert_eq!(first.outcome, carga::engine::pipeline::Outcome::Published);
     let before = app.visible_state().await;
     let second = app
         .load("novo-bolsa-familia", "2024-10", &path, false)
         .await
         .expect("second");
-    assert_eq!(second.outcome, carga::pipeline::Outcome::Unchanged);
+    assert_eq!(second.outcome, carga::engine::pipeline::Outcome::Unchanged);
     assert_eq!(app.visible_state().await, before);
     let status: String = app
         .client()

@@ -3,7 +3,7 @@
 
 mod common;
 
-use carga::pipeline::{LoadError, Outcome};
+use carga::engine::pipeline::{LoadError, Outcome};
 use common::{NBF_COLUMNS, TestApp, nbf_row, portal_csv, zip_bytes};
 
 const A: &str = "10000000001";
@@ -595,7 +595,7 @@ async fn distinct_counts_match_count_distinct_over_the_stored_rows() {
     .await;
     let period = carga::dataset::Period::new(2024, 10).expect("period");
     let mut zip = std::io::Cursor::new(Vec::new());
-    carga::sample::write_zip(&mut zip, period, 40_000, 5, "202410_NovoBolsaFamilia.csv")
+    carga::engine::sample::write_zip(&mut zip, period, 40_000, 5, "202410_NovoBolsaFamilia.csv")
         .expect("sample");
     let urls = app.serve(vec![("sample.zip", zip.into_inner())]).await;
     let report = app
@@ -705,14 +705,14 @@ async fn an_unusable_spill_directory_fails_the_load_and_keeps_the_old_data() {
 #[tokio::test]
 async fn the_reference_load_reads_a_url_and_guards_its_size() {
     let mut app = TestApp::new().await;
-    let full = carga::reference::MUNICIPIOS_CSV.as_bytes().to_vec();
-    let short: Vec<u8> = carga::reference::MUNICIPIOS_CSV
+    let full = carga::engine::reference::MUNICIPIOS_CSV.as_bytes().to_vec();
+    let short: Vec<u8> = carga::engine::reference::MUNICIPIOS_CSV
         .lines()
         .take(101)
         .collect::<Vec<_>>()
         .join("\n")
         .into_bytes();
-    let broken = carga::reference::MUNICIPIOS_CSV
+    let broken = carga::engine::reference::MUNICIPIOS_CSV
         .replacen("siafi_id", "siafi", 1)
         .into_bytes();
     let urls = app
@@ -723,7 +723,7 @@ async fn the_reference_load_reads_a_url_and_guards_its_size() {
         ])
         .await;
     let spec = carga::dataset::find(&app.ctx.settings.load.jobs_dir, "municipios").expect("spec");
-    let report = carga::reference::run(
+    let report = carga::engine::reference::run(
         &app.ctx,
         &spec,
         Some(&urls["full.csv"]),
@@ -736,7 +736,7 @@ async fn the_reference_load_reads_a_url_and_guards_its_size() {
         (report.states, report.municipalities, report.with_siafi),
         (27, 5571, 5571)
     );
-    let err = carga::reference::run(
+    let err = carga::engine::reference::run(
         &app.ctx,
         &spec,
         Some(&urls["broken.csv"]),
@@ -746,7 +746,7 @@ async fn the_reference_load_reads_a_url_and_guards_its_size() {
     .await
     .expect_err("missing column");
     assert!(err.to_string().contains("siafi_id"), "{err}");
-    let err = carga::reference::run(
+    let err = carga::engine::reference::run(
         &app.ctx,
         &spec,
         Some(&urls["short.csv"]),
@@ -756,7 +756,7 @@ async fn the_reference_load_reads_a_url_and_guards_its_size() {
     .await
     .expect_err("shrunk");
     assert_eq!(err.code(), "shrink_guard", "{err}");
-    let forced = carga::reference::run(
+    let forced = carga::engine::reference::run(
         &app.ctx,
         &spec,
         Some(&urls["short.csv"]),

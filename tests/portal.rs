@@ -145,8 +145,8 @@ async fn a_file_prepared_forever_falls_back_to_the_slow_cadence() {
 
     // Silence is a failure: the source has 2024-10 (it is preparing it)
     // and nothing is published, which every surface says.
-    let specs = carga::runner::specs(&app.ctx.settings).expect("specs");
-    let statuses = carga::freshness::datasets(&**app.client().await, &specs)
+    let specs = carga::service::runner::specs(&app.ctx.settings).expect("specs");
+    let statuses = carga::service::freshness::datasets(&**app.client().await, &specs)
         .await
         .expect("statuses");
     let nbf = statuses
@@ -155,7 +155,7 @@ async fn a_file_prepared_forever_falls_back_to_the_slow_cadence() {
         .expect("nbf");
     assert_eq!(nbf.source_latest_period.as_deref(), Some("2024-10"));
     assert!(nbf.source_ahead_since.is_some());
-    let boards = carga::freshness::boards(&**app.client().await, &specs, 24)
+    let boards = carga::service::freshness::boards(&**app.client().await, &specs, 24)
         .await
         .expect("boards");
     let cell = boards
@@ -163,7 +163,7 @@ async fn a_file_prepared_forever_falls_back_to_the_slow_cadence() {
         .find(|b| b.status.dataset == "novo-bolsa-familia")
         .and_then(|b| b.months.iter().find(|m| m.period == "2024-10"))
         .expect("the month's cell");
-    assert_eq!(cell.state, carga::freshness::MonthState::AtSource);
+    assert_eq!(cell.state, carga::service::freshness::MonthState::AtSource);
     let out = carga(&app, &["schedule"]).output().await.expect("schedule");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("2024-10!"), "{text}");

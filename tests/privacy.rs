@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use carga::pipeline::Outcome;
+use carga::engine::pipeline::Outcome;
 use common::{NBF_COLUMNS, NIS_KEY, TestApp, nbf_row, portal_csv, zip_bytes};
 
 const NAME: &str = "FULANO DE TAL JOSÉ"; // what nbf_row writes as the name
@@ -404,7 +404,7 @@ async fn money_is_stored_with_two_decimals() {
 /// saying which total, before any aggregate row is written.
 #[tokio::test]
 async fn totals_beyond_their_columns_fail_naming_the_total() {
-    use carga::aggregate::{Counted, MAX_CENTS_NUMERIC_15_2, MunicipalTally, prepare};
+    use carga::engine::aggregate::{Counted, MAX_CENTS_NUMERIC_15_2, MunicipalTally, prepare};
 
     let app = TestApp::new().await;
     let mut client = app.client().await;

@@ -9,8 +9,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use carga::queue::{self, Priority};
-use carga::runner::RunOne;
+use carga::service::queue::{self, Priority};
+use carga::service::runner::RunOne;
 use common::{Reply, ScriptedServer, TestApp, fast_queue, sample_zip};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -161,7 +161,7 @@ async fn a_load_that_lost_its_lease_cannot_publish() {
     // The stale attempt now runs its load to the end.
     let spec =
         carga::dataset::find(&app.ctx.settings.load.jobs_dir, "novo-bolsa-familia").expect("spec");
-    let request = carga::pipeline::LoadRequest {
+    let request = carga::engine::pipeline::LoadRequest {
         spec,
         period: stale.period,
         url: stale.url.as_ref().map(|u| u.shown.clone()),
@@ -170,11 +170,11 @@ async fn a_load_that_lost_its_lease_cannot_publish() {
     };
     let fence = queue::JobFence::new(stale);
     let before = app.visible_state().await;
-    let err = carga::pipeline::run_with(
+    let err = carga::engine::pipeline::run_with(
         &app.ctx,
         &request,
         Some(secrecy::SecretString::from(common::NIS_KEY)),
-        Arc::new(carga::source::Progress::default()),
+        Arc::new(carga::engine::source::Progress::default()),
         std::future::pending(),
         Some(&fence),
     )
@@ -438,7 +438,7 @@ async fn a_month_held_by_another_load_waits_without_spending_attempts() {
     let spec =
         carga::dataset::find(&app.ctx.settings.load.jobs_dir, "novo-bolsa-familia").expect("spec");
     let mut holder = app.client().await;
-    let program = carga::load::ensure_program(&**holder, &spec.program.expect("program"))
+    let program = carga::engine::load::ensure_program(&**holder, &spec.program.expect("program"))
         .await
         .expect("program");
     let tx = holder.transaction().await.expect("tx");
@@ -642,15 +642,23 @@ async fn the_scheduler_reconciles_a_lost_slot() {
         s.queue.reconcile_s = 1;
     })
     .await;
-    let specs = carga::runner::specs(&app.ctx.settings).expect("specs");
+    let specs = carga::service::runner::specs(&app.ctx.settings).expect("specs");
     let due = specs
         .iter()
-        .filter(|s| matches!(carga::schedule::due(s, chrono::Utc::now()), Ok(Some(_))))
+        .filter(|s| {
+            matches!(
+                carga::service::schedule::due(s, chrono::Utc::now()),
+                Ok(Some(_))
+            )
+        })
         .count() as i64;
-    let scheduler =
-        carga::schedule::start(app.ctx.pool.clone(), specs, app.ctx.settings.queue.clone())
-            .await
-            .expect("scheduler");
+    let scheduler = carga::service::schedule::start(
+        app.ctx.pool.clone(),
+        specs,
+        app.ctx.settings.queue.clone(),
+    )
+    .await
+    .expect("scheduler");
     let count = || async {
         let n: i64 = app
             .client()
@@ -718,11 +726,11 @@ async fn a_worker_cut_off_from_its_leases_stops_its_load() {
         &settings,
     )
     .expect("pool");
-    let runner = Arc::new(carga::runner::Runner::new(
+    let runner = Arc::new(carga::service::runner::Runner::new(
         app.ctx.clone(),
         control,
         config,
-        carga::runner::specs(&app.ctx.settings).expect("specs"),
+        carga::service::runner::specs(&app.ctx.settings).expect("specs"),
     ));
     let running = {
         let runner = runner.clone();

@@ -160,14 +160,14 @@ async fn enqueue_wait_follows_the_job_to_its_end() {
     let runner = app.runner();
     let ran = loop {
         match runner.run_one().await.expect("run") {
-            carga::runner::RunOne::Empty => {
+            carga::service::runner::RunOne::Empty => {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await
             }
             ran => break ran,
         }
     };
     assert!(
-        matches!(ran, carga::runner::RunOne::Ran { ref ending, .. } if ending == "published"),
+        matches!(ran, carga::service::runner::RunOne::Ran { ref ending, .. } if ending == "published"),
         "{ran:?}"
     );
     let out = waiting.await.expect("task");
@@ -196,7 +196,7 @@ async fn enqueue_wait_follows_the_job_to_its_end() {
                 .expect("run")
         })
     };
-    while let carga::runner::RunOne::Empty = runner.run_one().await.expect("run") {
+    while let carga::service::runner::RunOne::Empty = runner.run_one().await.expect("run") {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let out = waiting.await.expect("task");
@@ -255,7 +255,7 @@ async fn finished_jobs_are_pruned_after_the_retention() {
         )
         .await
         .expect("backdate");
-    let pruned = carga::queue::prune(&**client, &app.ctx.settings.queue)
+    let pruned = carga::service::queue::prune(&**client, &app.ctx.settings.queue)
         .await
         .expect("prune");
     assert_eq!(pruned, 1);

@@ -11,7 +11,7 @@ mod common;
 use std::io::Write;
 
 use carga::dataset::{self, Period};
-use carga::source::Progress;
+use carga::engine::source::Progress;
 use common::{TestApp, zip_bytes};
 
 /// Runs of each fault: enough to catch a race that lost about half the time.
@@ -20,11 +20,11 @@ const RUNS: usize = 8;
 /// A valid Portal CSV of `rows` generated rows (Windows-1252, CRLF).
 fn big_csv(rows: u64) -> Vec<u8> {
     let period = Period::new(2024, 10).expect("period");
-    let places = carga::sample::places();
+    let places = carga::engine::sample::places();
     let mut out = Vec::with_capacity(rows as usize * 120);
-    out.extend_from_slice(carga::sample::NBF_HEADER);
-    for p in carga::sample::Generator::new(11, period, places.len(), rows) {
-        carga::sample::write_portal_row(&mut out, &p, &places[p.place], period.yyyymm())
+    out.extend_from_slice(carga::engine::sample::NBF_HEADER);
+    for p in carga::engine::sample::Generator::new(11, period, places.len(), rows) {
+        carga::engine::sample::write_portal_row(&mut out, &p, &places[p.place], period.yyyymm())
             .expect("row");
     }
     out
@@ -159,10 +159,10 @@ async fn the_first_failure_is_reported_every_time() {
                 );
                 // `validate` reads the same bytes through the same stages.
                 if run % 4 == 0 {
-                    let index = carga::load::municipality_index(&**app.client().await)
+                    let index = carga::engine::load::municipality_index(&**app.client().await)
                         .await
                         .expect("index");
-                    let err = carga::pipeline::validate(
+                    let err = carga::engine::pipeline::validate(
                         &app.ctx.settings,
                         &spec,
                         location,
@@ -227,7 +227,7 @@ async fn database_errors_say_what_the_server_said_on_one_line() {
         )
         .await
         .expect_err("raises");
-    let text = carga::pipeline::LoadError::from(error).to_string();
+    let text = carga::engine::pipeline::LoadError::from(error).to_string();
     assert_eq!(
         text,
         "database error: first line second line (SQLSTATE 22012); detail: some detail"
@@ -285,7 +285,7 @@ async fn periods_outside_the_spec_are_refused_unless_forced() {
 #[tokio::test]
 async fn a_damaged_entry_is_reported_as_such_not_as_a_long_record() {
     let mut app = TestApp::new().await;
-    let mut csv = carga::sample::NBF_HEADER.to_vec();
+    let mut csv = carga::engine::sample::NBF_HEADER.to_vec();
     csv.extend(std::iter::repeat_n(b'x', 200_000));
     let mut damaged = zip_bytes("202410_NovoBolsaFamilia.csv", &csv);
     // The entry's CRC-32, in its local header (offset 14) and in the

@@ -6,8 +6,8 @@ mod common;
 use std::sync::Arc;
 
 use carga::dataset::{self, Period};
-use carga::pipeline::{self, LoadRequest};
-use carga::source::Progress;
+use carga::engine::pipeline::{self, LoadRequest};
+use carga::engine::source::Progress;
 use common::{EmptyDb, NBF_COLUMNS, NIS_KEY, nbf_row, portal_csv, zip_bytes};
 use secrecy::SecretString;
 
@@ -64,7 +64,7 @@ async fn migrations_adopt_the_api_schema_without_rewriting_it() {
     // Reference data and a load work on it, keeping what the API set.
     let ctx = db.context().await;
     let spec = dataset::find(&ctx.settings.load.jobs_dir, "municipios").expect("spec");
-    carga::reference::run(&ctx, &spec, None, false, std::future::pending())
+    carga::engine::reference::run(&ctx, &spec, None, false, std::future::pending())
         .await
         .expect("reference");
     let sp: (i32, Option<i32>, Option<String>) = {
@@ -86,7 +86,7 @@ async fn migrations_adopt_the_api_schema_without_rewriting_it() {
             &[nbf_row("202410", "7107", "10000000001", "", "600,00")],
         ),
     );
-    let server = carga::http::files::FileServer::start(
+    let server = carga::service::http::files::FileServer::start(
         std::collections::HashMap::from([("f.zip".to_string(), bytes::Bytes::from(file))]),
         0,
     )

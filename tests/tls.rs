@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use carga::dataset::Period;
-use carga::runner::RunOne;
+use carga::service::runner::RunOne;
 use common::{NIS_KEY, Reply, ScriptedServer};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use secrecy::SecretString;
@@ -321,16 +321,23 @@ async fn wait_until(
     }
 }
 
-fn new_job(period: &str, url: &str, settings: &carga::config::Settings) -> carga::queue::NewJob {
-    carga::queue::NewJob {
+fn new_job(
+    period: &str,
+    url: &str,
+    settings: &carga::config::Settings,
+) -> carga::service::queue::NewJob {
+    carga::service::queue::NewJob {
         dataset: "novo-bolsa-familia".into(),
         period: Period::parse(period).expect("period"),
-        url: Some(carga::queue::JobUrl::new(url, Some(&SecretString::from(NIS_KEY))).expect("url")),
+        url: Some(
+            carga::service::queue::JobUrl::new(url, Some(&SecretString::from(NIS_KEY)))
+                .expect("url"),
+        ),
         force: false,
-        trigger: carga::queue::Trigger::Operator {
+        trigger: carga::service::queue::Trigger::Operator {
             name: "tls-test".into(),
         },
-        priority: carga::queue::Priority::Fresh,
+        priority: carga::service::queue::Priority::Fresh,
         max_attempts: settings.queue.max_attempts,
         not_found_window: Duration::from_secs(45 * 86_400),
     }
@@ -382,7 +389,7 @@ async fn verify_full_runs_the_whole_path_over_tls() {
     let runner = Arc::new(carga::cli::runner_unmigrated(&settings, &target).expect("runner"));
     let ctx = runner.context().clone();
     let spec = carga::dataset::find(&settings.load.jobs_dir, "municipios").expect("spec");
-    carga::reference::run(&ctx, &spec, None, false, std::future::pending())
+    carga::engine::reference::run(&ctx, &spec, None, false, std::future::pending())
         .await
         .expect("reference data over TLS");
     let observer = carga::db::connect(&target.config, &target.tls, "observer")
@@ -411,9 +418,10 @@ async fn verify_full_runs_the_whole_path_over_tls() {
     )
     .await;
     let control = runner.control_pool().get().await.expect("control");
-    let job = carga::queue::enqueue(&**control, &new_job("2024-10", &server.url, &settings))
-        .await
-        .expect("enqueue");
+    let job =
+        carga::service::queue::enqueue(&**control, &new_job("2024-10", &server.url, &settings))
+            .await
+            .expect("enqueue");
     wait_until(
         &observer,
         &format!(
@@ -447,9 +455,10 @@ async fn verify_full_runs_the_whole_path_over_tls() {
         vec![Reply::Stall(common::sample_zip("2024-09", 60_000, 4))],
     )
     .await;
-    let job = carga::queue::enqueue(&**control, &new_job("2024-09", &stalled.url, &settings))
-        .await
-        .expect("enqueue");
+    let job =
+        carga::service::queue::enqueue(&**control, &new_job("2024-09", &stalled.url, &settings))
+            .await
+            .expect("enqueue");
     let running = tokio::spawn({
         let runner = runner.clone();
         async move { runner.run_one().await }
@@ -463,7 +472,7 @@ async fn verify_full_runs_the_whole_path_over_tls() {
     )
     .await;
     assert_eq!(
-        carga::queue::cancel(&**control, job.id)
+        carga::service::queue::cancel(&**control, job.id)
             .await
             .expect("cancel"),
         "cancelling"

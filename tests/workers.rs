@@ -246,7 +246,7 @@ async fn sigterm_releases_the_job_for_another_worker_at_once() {
     // Another worker claims it now, well within the (2 s) lease it never had to wait for.
     let started = Instant::now();
     let ran = app.runner().run_one().await.expect("run");
-    assert!(matches!(ran, carga::runner::RunOne::Ran { .. }));
+    assert!(matches!(ran, carga::service::runner::RunOne::Ran { .. }));
     assert!(started.elapsed() < Duration::from_secs(30));
     assert_eq!(app.job_state(job.id).await, "succeeded");
 }
@@ -262,7 +262,7 @@ async fn two_schedulers_make_one_job_per_slot() {
     let scheduled = carga::dataset::load_all(std::path::Path::new("jobs"))
         .expect("specs")
         .iter()
-        .filter(|s| matches!(carga::schedule::due(s, now), Ok(Some(_))))
+        .filter(|s| matches!(carga::service::schedule::due(s, now), Ok(Some(_))))
         .count() as i64;
     assert!(scheduled >= 2, "{scheduled} datasets are due");
     let serve = |name: &str| {
@@ -412,7 +412,7 @@ async fn serve_logs_hold_no_secrets_or_personal_data() {
         .enqueue_sealed(
             "2024-09",
             Some(&tokenised),
-            carga::queue::Priority::Fresh,
+            carga::service::queue::Priority::Fresh,
             nis_key,
         )
         .await;

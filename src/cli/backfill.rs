@@ -9,7 +9,7 @@ use super::enqueue::{operator_job, parse_period, payments_spec};
 use super::{CliResult, Failure, usage};
 use crate::config::Settings;
 use crate::dataset::Period;
-use crate::queue::{self, Priority};
+use crate::service::queue::{self, Priority};
 
 #[derive(Debug, Args)]
 pub struct BackfillArgs {

@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::CliResult;
 use crate::config::Settings;
-use crate::queue;
+use crate::service::queue;
 
 #[derive(Debug, Args)]
 pub struct CancelArgs {

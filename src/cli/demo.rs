@@ -19,8 +19,8 @@ use secrecy::SecretString;
 use super::{CliResult, brl};
 use crate::config::Settings;
 use crate::dataset::{self, Period};
-use crate::http::files::FileServer;
-use crate::pipeline::LoadRequest;
+use crate::engine::pipeline::LoadRequest;
+use crate::service::http::files::FileServer;
 
 /// Public on purpose: demo data only. Real loads need CARGA_NIS_KEY. As long
 /// as the minimum a real key must have (`config::MIN_NIS_KEY_CHARS`).
@@ -78,7 +78,7 @@ pub async fn run(settings: Settings, args: DemoArgs) -> CliResult {
     let rows = args.rows;
     let zip = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         let mut cursor = std::io::Cursor::new(Vec::new());
-        crate::sample::write_zip(
+        crate::engine::sample::write_zip(
             &mut cursor,
             period,
             rows,
@@ -124,7 +124,7 @@ pub async fn run(settings: Settings, args: DemoArgs) -> CliResult {
 
 /// Refuses a database holding a published load the demo did not make: the
 /// builtin reference data, or the demo month served from loopback.
-async fn refuse_real_data(ctx: &crate::pipeline::Context, description: &str) -> CliResult {
+async fn refuse_real_data(ctx: &crate::engine::pipeline::Context, description: &str) -> CliResult {
     let client = ctx.pool.get().await.map_err(anyhow::Error::from)?;
     let demo_source =
         format!("http://127.0.0.1:%/{DEMO_YEAR:04}{DEMO_MONTH:02}_NovoBolsaFamilia.zip");
@@ -150,7 +150,7 @@ async fn refuse_real_data(ctx: &crate::pipeline::Context, description: &str) -> 
     Ok(())
 }
 
-async fn print_aggregates(ctx: &crate::pipeline::Context, period: Period) -> CliResult {
+async fn print_aggregates(ctx: &crate::engine::pipeline::Context, period: Period) -> CliResult {
     let client = ctx.pool.get().await.map_err(anyhow::Error::from)?;
     let date = period.first_day();
     let national = client

@@ -13,7 +13,7 @@ use clap::Args;
 use super::{CliResult, Failure, usage};
 use crate::config::Settings;
 use crate::dataset::{self, Kind, Period, Spec};
-use crate::queue::{self, NewJob, Priority, Trigger};
+use crate::service::queue::{self, NewJob, Priority, Trigger};
 
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
@@ -112,7 +112,7 @@ pub async fn run(settings: Settings, args: EnqueueArgs) -> CliResult {
 }
 
 /// Follows a job to its end, with a progress bar on a terminal.
-async fn wait(ctx: &crate::pipeline::Context, id: i64) -> CliResult {
+async fn wait(ctx: &crate::engine::pipeline::Context, id: i64) -> CliResult {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::hidden();
         bar.set_style(

@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::{CliResult, Failure};
 use crate::config::Settings;
-use crate::queue::{self, JobView, QueueError};
+use crate::service::queue::{self, JobView, QueueError};
 
 #[derive(Debug, Args)]
 pub struct JobArgs {
@@ -68,7 +68,7 @@ pub async fn run(settings: Settings, args: JobArgs) -> CliResult {
             job.scheduled_at.format("%Y-%m-%d %H:%M:%S UTC")
         );
     }
-    if job.state == crate::queue::JobState::Running {
+    if job.state == crate::service::queue::JobState::Running {
         println!("  progress        {}", progress_line(&job));
         if let Some(worker) = &job.worker {
             println!("  worker          {worker}");
@@ -108,7 +108,7 @@ pub fn progress_line(job: &JobView) -> String {
 /// A finished job in one line.
 pub fn summary_line(job: &JobView) -> String {
     match job.state {
-        crate::queue::JobState::Succeeded => format!(
+        crate::service::queue::JobState::Succeeded => format!(
             "job {} succeeded: {} {} {} (load {}) after {} attempt(s)",
             job.id,
             job.dataset,

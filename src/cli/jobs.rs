@@ -5,7 +5,7 @@ use clap::Args;
 
 use super::{CliResult, Failure};
 use crate::config::Settings;
-use crate::queue::{self, ListFilter};
+use crate::service::queue::{self, ListFilter};
 
 #[derive(Debug, Args)]
 pub struct JobsArgs {

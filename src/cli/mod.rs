@@ -25,7 +25,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
-use crate::pipeline::Context;
+use crate::engine::pipeline::Context;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -195,7 +195,7 @@ async fn dispatch(command: Command, settings: Settings) -> CliResult {
 /// A real load refuses to start without the NIS key (exit 2).
 pub fn require_nis_key(settings: &Settings) -> CliResult {
     if settings.nis_key.is_none() {
-        return Err(usage(crate::pipeline::LoadError::NoNisKey));
+        return Err(usage(crate::engine::pipeline::LoadError::NoNisKey));
     }
     Ok(())
 }
@@ -203,7 +203,7 @@ pub fn require_nis_key(settings: &Settings) -> CliResult {
 /// A runner for this process: the load pool sized so every concurrent load
 /// gets its two connections, a separate control pool for claims and
 /// heartbeats (never starved by loads), and the LISTEN connection's config.
-pub async fn runner(settings: &Settings) -> Result<crate::runner::Runner, Failure> {
+pub async fn runner(settings: &Settings) -> Result<crate::service::runner::Runner, Failure> {
     let target = resolve_existing(settings).await?;
     tracing::info!(database = %target.description, "database");
     migrate_before_load(&target).await?;
@@ -216,7 +216,7 @@ pub async fn runner(settings: &Settings) -> Result<crate::runner::Runner, Failur
 pub fn runner_unmigrated(
     settings: &Settings,
     target: &crate::db::Target,
-) -> Result<crate::runner::Runner, Failure> {
+) -> Result<crate::service::runner::Runner, Failure> {
     use anyhow::Context as _;
     let mut settings = settings.clone();
     let concurrency = settings.queue.concurrency.max(1);
@@ -231,8 +231,8 @@ pub fn runner_unmigrated(
     control_settings.database.pool_size = concurrency + 2;
     let control =
         crate::db::pool(target, &control_settings).context("failed to build the control pool")?;
-    let specs = crate::runner::specs(&settings).map_err(usage)?;
-    Ok(crate::runner::Runner::new(
+    let specs = crate::service::runner::specs(&settings).map_err(usage)?;
+    Ok(crate::service::runner::Runner::new(
         ctx,
         control,
         target.config.clone(),
@@ -474,7 +474,7 @@ pub fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
 /// the database is set up), shows the total only when the source gave one,
 /// and lives in the terminal's progress area, so log lines print above it.
 pub fn spawn_progress(
-    progress: Arc<crate::source::Progress>,
+    progress: Arc<crate::engine::source::Progress>,
     label: String,
 ) -> (tokio::task::JoinHandle<()>, Option<indicatif::ProgressBar>) {
     use std::io::IsTerminal;
@@ -546,8 +546,8 @@ pub use crate::money::brl;
 #[cfg(test)]
 mod one_line_tests {
     use super::one_line;
-    use crate::decode::DecodeError;
-    use crate::pipeline::LoadError;
+    use crate::engine::decode::DecodeError;
+    use crate::engine::pipeline::LoadError;
 
     #[test]
     fn causes_already_quoted_are_not_repeated_and_lines_are_joined() {

@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use super::{CliResult, Failure, brl, usage};
 use crate::config::Settings;
 use crate::dataset::{self, Kind, Period};
-use crate::pipeline::{self, LoadReport, LoadRequest, Outcome};
-use crate::source::Progress;
+use crate::engine::pipeline::{self, LoadReport, LoadRequest, Outcome};
+use crate::engine::source::Progress;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -83,8 +83,8 @@ pub async fn load_reference(
     url: Option<&str>,
     force: bool,
     cancel: &CancellationToken,
-) -> Result<crate::reference::ReferenceReport, Failure> {
-    crate::reference::run(ctx, spec, url, force, cancel.cancelled())
+) -> Result<crate::engine::reference::ReferenceReport, Failure> {
+    crate::engine::reference::run(ctx, spec, url, force, cancel.cancelled())
         .await
         .map_err(|e| Failure::Failed(e.into()))
 }

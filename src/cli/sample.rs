@@ -40,7 +40,7 @@ pub fn run(args: SampleArgs) -> CliResult {
         let file = std::fs::File::create(path)
             .with_context(|| format!("failed to create {}", path.display()))?;
         let entry = format!("{:06}_NovoBolsaFamilia.csv", period.yyyymm());
-        let n = crate::sample::write_zip(file, period, args.rows, args.seed, &entry)
+        let n = crate::engine::sample::write_zip(file, period, args.rows, args.seed, &entry)
             .with_context(|| format!("failed to write {}", path.display()))?;
         println!("wrote {n} rows to {}", path.display());
     }
@@ -48,7 +48,7 @@ pub fn run(args: SampleArgs) -> CliResult {
         let file = std::fs::File::create(path)
             .with_context(|| format!("failed to create {}", path.display()))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let n = crate::sample::write_clean_csv(&mut out, period, args.rows, args.seed)
+        let n = crate::engine::sample::write_clean_csv(&mut out, period, args.rows, args.seed)
             .with_context(|| format!("failed to write {}", path.display()))?;
         std::io::Write::flush(&mut out).context("failed to flush the clean CSV")?;
         println!("wrote {n} rows to {}", path.display());

@@ -15,9 +15,9 @@ pub struct ScheduleArgs {
 pub async fn run(settings: Settings, args: ScheduleArgs) -> CliResult {
     let specs = crate::dataset::load_all(&settings.load.jobs_dir).map_err(super::usage)?;
     let client = super::database_read_only(&settings).await?;
-    let statuses = crate::freshness::datasets(&**client, &specs)
+    let statuses = crate::service::freshness::datasets(&**client, &specs)
         .await
-        .map_err(|e| Failure::Failed(crate::pipeline::LoadError::from(e).into()))?;
+        .map_err(|e| Failure::Failed(crate::engine::pipeline::LoadError::from(e).into()))?;
     if args.json {
         return super::print_json(&statuses);
     }

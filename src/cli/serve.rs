@@ -43,17 +43,18 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
     // /ready says why not ready) and migrate once it answers.
     let target = super::resolve_existing(&settings).await?;
     // Sessions need the OS random source; refuse to start without it.
-    crate::http::console::random_bytes(&mut [0u8; 32]).map_err(|e| Failure::Failed(e.into()))?;
+    crate::service::http::console::random_bytes(&mut [0u8; 32])
+        .map_err(|e| Failure::Failed(e.into()))?;
     tracing::info!(database = %target.description, "database");
     let runner = Arc::new(super::runner_unmigrated(&settings, &target)?);
-    let specs = crate::runner::specs(&settings).map_err(usage)?;
+    let specs = crate::service::runner::specs(&settings).map_err(usage)?;
     // The API has its own small pool: loads hold theirs for minutes.
     let mut api_settings = settings.clone();
     api_settings.database.pool_size = 4;
     let api_pool =
         crate::db::pool(&target, &api_settings).map_err(|e| Failure::Failed(e.into()))?;
-    let state = crate::http::AppState::new(
-        crate::pipeline::Context {
+    let state = crate::service::http::AppState::new(
+        crate::engine::pipeline::Context {
             settings: settings.clone(),
             pool: api_pool,
             tls: target.tls.clone(),
@@ -61,7 +62,7 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
         specs.clone(),
         crate::telemetry::metric::handle(),
     );
-    let server = crate::http::Server::bind(&listen, state)
+    let server = crate::service::http::Server::bind(&listen, state)
         .await
         .map_err(|e| usage(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
     let address = server.local_addr().map_err(|e| Failure::Failed(e.into()))?;
@@ -81,10 +82,13 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
         let _ = http.await;
         return Ok(());
     }
-    let mut scheduler =
-        crate::schedule::start(runner.control_pool().clone(), specs, settings.queue.clone())
-            .await
-            .context("failed to start the scheduler")?;
+    let mut scheduler = crate::service::schedule::start(
+        runner.control_pool().clone(),
+        specs,
+        settings.queue.clone(),
+    )
+    .await
+    .context("failed to start the scheduler")?;
     tracing::info!("scheduler started");
     if workers {
         runner.run(shutdown.cancelled_owned()).await;

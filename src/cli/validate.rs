@@ -9,12 +9,12 @@ use anyhow::anyhow;
 use clap::Args;
 
 use super::{CliResult, Failure, brl, usage};
-use crate::aggregate::MAX_CENTS_NUMERIC_17_2;
 use crate::config::Settings;
 use crate::dataset;
-use crate::parse::{MunicipalityEntry, MunicipalityIndex};
-use crate::pipeline;
-use crate::source::Progress;
+use crate::engine::aggregate::MAX_CENTS_NUMERIC_17_2;
+use crate::engine::parse::{MunicipalityEntry, MunicipalityIndex};
+use crate::engine::pipeline;
+use crate::engine::source::Progress;
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -25,9 +25,11 @@ pub struct ValidateArgs {
 
 /// The shipped municipality list as a lookup (ids are the IBGE codes).
 pub fn builtin_index() -> MunicipalityIndex {
-    let municipalities =
-        crate::reference::parse_municipalities(crate::reference::MUNICIPIOS_CSV, "municipios.csv")
-            .unwrap_or_default();
+    let municipalities = crate::engine::reference::parse_municipalities(
+        crate::engine::reference::MUNICIPIOS_CSV,
+        "municipios.csv",
+    )
+    .unwrap_or_default();
     MunicipalityIndex::new(municipalities.iter().filter_map(|m| {
         let ibge: u32 = m.ibge_code.parse().ok()?;
         Some(MunicipalityEntry {
@@ -37,7 +39,7 @@ pub fn builtin_index() -> MunicipalityIndex {
             siafi: m
                 .siafi_code
                 .as_deref()
-                .and_then(|s| crate::parse::value::siafi(s.as_bytes())),
+                .and_then(|s| crate::engine::parse::value::siafi(s.as_bytes())),
             state_id: (ibge / 100_000) as i32,
         })
     }))

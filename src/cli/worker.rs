@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::{CliResult, Failure};
 use crate::config::Settings;
-use crate::runner::RunOne;
+use crate::service::runner::RunOne;
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
@@ -38,12 +38,13 @@ pub async fn run(mut settings: Settings, args: WorkerArgs) -> CliResult {
     let stop_metrics = tokio_util::sync::CancellationToken::new();
     let _stop_metrics_on_exit = stop_metrics.clone().drop_guard();
     if !listen.is_empty() {
-        let router = crate::http::worker_router(crate::telemetry::metric::handle());
-        let specs = crate::runner::specs(&settings).map_err(super::usage)?;
+        let router = crate::service::http::worker_router(crate::telemetry::metric::handle());
+        let specs = crate::service::runner::specs(&settings).map_err(super::usage)?;
         crate::telemetry::register_series(specs.iter().map(|s| s.dataset.as_str()));
-        let server = crate::http::Server::bind_router(&listen, router, Arc::new(settings.clone()))
-            .await
-            .map_err(|e| super::usage(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
+        let server =
+            crate::service::http::Server::bind_router(&listen, router, Arc::new(settings.clone()))
+                .await
+                .map_err(|e| super::usage(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
         let address = server.local_addr().map_err(|e| Failure::Failed(e.into()))?;
         tracing::info!(%address, "metrics listening");
         tokio::spawn(server.serve(stop_metrics));

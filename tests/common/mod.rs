@@ -16,9 +16,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use carga::config::Settings;
 use carga::dataset::{self, Period};
-use carga::http::files::FileServer;
-use carga::pipeline::{self, Context, LoadError, LoadReport, LoadRequest};
-use carga::source::Progress;
+use carga::engine::pipeline::{self, Context, LoadError, LoadReport, LoadRequest};
+use carga::engine::source::Progress;
+use carga::service::http::files::FileServer;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
@@ -110,7 +110,7 @@ async fn ensure_template() -> String {
             carga::db::migrate(&target).await.expect("migrate template");
             let ctx = context(&url, settings.clone()).await;
             let spec = dataset::find(&settings.load.jobs_dir, "municipios").expect("spec");
-            carga::reference::run(&ctx, &spec, None, false, std::future::pending())
+            carga::engine::reference::run(&ctx, &spec, None, false, std::future::pending())
                 .await
                 .expect("reference data");
             ctx.pool.close();
@@ -544,7 +544,7 @@ impl ScriptedServer {
 pub fn sample_zip(period: &str, rows: u64, seed: u64) -> Vec<u8> {
     let period = Period::parse(period).expect("period");
     let mut zip = std::io::Cursor::new(Vec::new());
-    carga::sample::write_zip(
+    carga::engine::sample::write_zip(
         &mut zip,
         period,
         rows,
@@ -557,7 +557,7 @@ pub fn sample_zip(period: &str, rows: u64, seed: u64) -> Vec<u8> {
 
 impl TestApp {
     /// An in-process worker on this test's database, with its settings.
-    pub fn runner(&self) -> carga::runner::Runner {
+    pub fn runner(&self) -> carga::service::runner::Runner {
         use std::str::FromStr;
         let config = tokio_postgres::Config::from_str(&self.url).expect("config");
         let target = carga::db::Target {
@@ -567,13 +567,13 @@ impl TestApp {
             tls: self.ctx.tls.clone(),
         };
         let control = carga::db::pool(&target, &self.ctx.settings).expect("control pool");
-        let specs = carga::runner::specs(&self.ctx.settings).expect("specs");
-        carga::runner::Runner::new(self.ctx.clone(), control, config, specs)
+        let specs = carga::service::runner::specs(&self.ctx.settings).expect("specs");
+        carga::service::runner::Runner::new(self.ctx.clone(), control, config, specs)
     }
 
     /// Enqueues an operator job for novo-bolsa-familia `period` from `url`.
-    pub async fn enqueue(&self, period: &str, url: &str) -> carga::queue::Enqueued {
-        self.enqueue_with(period, Some(url), carga::queue::Priority::Fresh)
+    pub async fn enqueue(&self, period: &str, url: &str) -> carga::service::queue::Enqueued {
+        self.enqueue_with(period, Some(url), carga::service::queue::Priority::Fresh)
             .await
     }
 
@@ -581,8 +581,8 @@ impl TestApp {
         &self,
         period: &str,
         url: Option<&str>,
-        priority: carga::queue::Priority,
-    ) -> carga::queue::Enqueued {
+        priority: carga::service::queue::Priority,
+    ) -> carga::service::queue::Enqueued {
         self.enqueue_sealed(period, url, priority, NIS_KEY).await
     }
 
@@ -592,25 +592,28 @@ impl TestApp {
         &self,
         period: &str,
         url: Option<&str>,
-        priority: carga::queue::Priority,
+        priority: carga::service::queue::Priority,
         nis_key: &str,
-    ) -> carga::queue::Enqueued {
-        let job = carga::queue::NewJob {
+    ) -> carga::service::queue::Enqueued {
+        let job = carga::service::queue::NewJob {
             dataset: "novo-bolsa-familia".into(),
             period: Period::parse(period).expect("period"),
             url: url.map(|u| {
-                carga::queue::JobUrl::new(u, Some(&SecretString::from(nis_key.to_string())))
-                    .expect("url")
+                carga::service::queue::JobUrl::new(
+                    u,
+                    Some(&SecretString::from(nis_key.to_string())),
+                )
+                .expect("url")
             }),
             force: false,
-            trigger: carga::queue::Trigger::Operator {
+            trigger: carga::service::queue::Trigger::Operator {
                 name: "test".into(),
             },
             priority,
             max_attempts: self.ctx.settings.queue.max_attempts,
             not_found_window: std::time::Duration::from_secs(45 * 86_400),
         };
-        carga::queue::enqueue(&**self.client().await, &job)
+        carga::service::queue::enqueue(&**self.client().await, &job)
             .await
             .expect("enqueue")
     }
@@ -688,9 +691,10 @@ impl Drop for Api {
 impl TestApp {
     /// Serves the API over this test's database (its own pool, `ctx`).
     pub async fn api_with(&self, ctx: Context) -> Api {
-        let specs = carga::runner::specs(&ctx.settings).expect("specs");
-        let state = carga::http::AppState::new(ctx, specs, carga::telemetry::metric::handle());
-        let server = carga::http::Server::bind("127.0.0.1:0", state)
+        let specs = carga::service::runner::specs(&ctx.settings).expect("specs");
+        let state =
+            carga::service::http::AppState::new(ctx, specs, carga::telemetry::metric::handle());
+        let server = carga::service::http::Server::bind("127.0.0.1:0", state)
             .await
             .expect("bind");
         let base = format!("http://{}", server.local_addr().expect("addr"));
@@ -712,7 +716,7 @@ pub fn signed(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Vec<(&'sta
         ("webhook-timestamp", timestamp.to_string()),
         (
             "webhook-signature",
-            carga::http::webhook::sign(&key, id, timestamp, body),
+            carga::service::http::webhook::sign(&key, id, timestamp, body),
         ),
     ]
 }
