@@ -1,7 +1,7 @@
 //! The real binary: exit codes, one-line errors, summaries, and secrets that
 //! never reach the output.
 
-mod common;
+use crate::common;
 
 use std::process::Output;
 

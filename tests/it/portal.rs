@@ -5,7 +5,7 @@
 //! and the queue: the job's states, attempts and codes, and the published
 //! data (untouched until the good file, exact after).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! cookie's attributes, CSRF, sessions shared and ended across processes,
 //! security headers, and the assets.
 
-mod common;
+use crate::common;
 
 use common::{OPERATOR_TOKEN, TestApp, api_settings, client_from, sample_zip};
 use reqwest::StatusCode;

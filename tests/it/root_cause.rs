@@ -6,7 +6,7 @@
 //! local path) and loaded many times: every run must report the real error,
 //! in the error, its code and the ledger.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 

@@ -141,12 +141,35 @@ pub struct TestApp {
     pub server: Option<FileServer>,
 }
 
+/// `TEST_LOG=1` (everything at debug) or `TEST_LOG=<filter>` (an
+/// `EnvFilter`, e.g. `carga::service::queue=trace`) prints the in-process
+/// tracing of a test through the test harness's capture, so a failing test
+/// shows it and a passing one stays quiet. Unset, nothing is installed.
+pub fn test_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(filter) = std::env::var("TEST_LOG") else {
+            return;
+        };
+        let filter = if filter == "1" {
+            "debug".to_owned()
+        } else {
+            filter
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    });
+}
+
 impl TestApp {
     pub async fn new() -> TestApp {
         Self::with_settings(|_| {}).await
     }
 
     pub async fn with_settings(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        test_log();
         let template = ensure_template().await;
         let database = format!("carga_t_{}", hex::encode(rand_bytes()));
         let client = admin().await;
@@ -374,6 +397,7 @@ pub struct EmptyDb {
 
 impl EmptyDb {
     pub async fn new() -> EmptyDb {
+        test_log();
         let database = format!("carga_e_{}", hex::encode(rand_bytes()));
         admin()
             .await
@@ -446,6 +470,7 @@ impl ScriptedServer {
     }
 
     pub async fn start(name: &str, script: Vec<Reply>) -> ScriptedServer {
+        test_log();
         use std::sync::atomic::Ordering;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -1,7 +1,7 @@
 //! Migrations: adopting the API's existing tables, and two processes
 //! migrating one database at once.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

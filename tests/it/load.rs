@@ -1,7 +1,7 @@
 //! End-to-end loads against a real PostgreSQL, fetching Portal-format files
 //! over loopback HTTP.
 
-mod common;
+use crate::common;
 
 use carga::engine::pipeline::{LoadError, Outcome};
 use common::{NBF_COLUMNS, TestApp, nbf_row, portal_csv, zip_bytes};

@@ -4,7 +4,7 @@
 //! of a running COPY, leases and the rescuer. Process-level faults (kill,
 //! stop, SIGTERM) are in tests/workers.rs.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! `datasets` with no database, the demo's own database, SIGTERM, the
 //! terminal, and what `migrate` says when it creates the API's tables.
 
-mod common;
+use crate::common;
 
 use std::process::Output;
 use std::sync::Arc;

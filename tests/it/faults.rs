@@ -2,7 +2,7 @@
 //! that writes raw bytes: a body cut mid-way (with and without a strong
 //! ETag to resume from), a stalled body, corrupt and oversized archives.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

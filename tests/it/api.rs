@@ -3,7 +3,7 @@
 //! allow-lists, body limits and slow clients, the operator endpoints and
 //! their token and its throttle, readiness while the database goes away, metrics, OpenAPI.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};

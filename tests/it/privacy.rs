@@ -3,7 +3,7 @@
 //! test loads through the real pipeline (or the real binary) against a real
 //! PostgreSQL.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Output;

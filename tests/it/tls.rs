@@ -5,7 +5,7 @@
 //! publish, LISTEN, cancel) runs over `verify-full`; each way a TLS setup
 //! can be wrong fails with its own one-line message and exit code.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

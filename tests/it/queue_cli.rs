@@ -2,7 +2,7 @@
 //! enqueue (the id alone on stdout, deduplicated), `--wait`, backfill,
 //! jobs, job --json, cancel, retry, schedule; and history retention.
 
-mod common;
+use crate::common;
 
 use std::process::Output;
 

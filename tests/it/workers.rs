@@ -2,7 +2,7 @@
 //! database, killed, frozen and stopped with real signals. Synchronised on
 //! database state, never on sleeps.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
