@@ -82,7 +82,7 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
         let _ = http.await;
         return Ok(());
     }
-    let mut scheduler = crate::service::schedule::start(
+    let scheduler = crate::service::schedule::start(
         runner.control_pool().clone(),
         specs,
         settings.queue.clone(),

@@ -134,7 +134,7 @@ pub async fn start(
     pool: Pool,
     specs: Vec<Spec>,
     settings: QueueSettings,
-) -> Result<JobScheduler, ScheduleError> {
+) -> Result<Scheduler, ScheduleError> {
     let scheduler = JobScheduler::new().await?;
     let reconciled: Vec<Spec> = specs
         .iter()
@@ -173,17 +173,64 @@ pub async fn start(
     // is enqueued again, idempotently: the slot's unique index makes it a
     // no-op once done.
     let every = Duration::from_secs(settings.reconcile_s.max(1));
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            for spec in &reconciled {
-                if let Err(e) = tick(&pool, spec, &settings).await {
-                    tracing::warn!(dataset = %spec.dataset, error = %e, "reconciliation tick failed");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let passes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reconciler = {
+        let (stop, passes) = (stop.clone(), passes.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(every) => {}
                 }
+                for spec in &reconciled {
+                    if let Err(e) = tick(&pool, spec, &settings).await {
+                        tracing::warn!(dataset = %spec.dataset, error = %e, "reconciliation tick failed");
+                    }
+                }
+                passes.fetch_add(1, std::sync::atomic::Ordering::Release);
             }
+        })
+    };
+    Ok(Scheduler {
+        cron: scheduler,
+        stop,
+        reconciler: Some(reconciler),
+        passes,
+    })
+}
+
+/// The running scheduler: the cron jobs and the reconciliation task. Stop
+/// it with [`Scheduler::shutdown`]; dropping it stops the reconciliation.
+pub struct Scheduler {
+    cron: JobScheduler,
+    stop: tokio_util::sync::CancellationToken,
+    reconciler: Option<tokio::task::JoinHandle<()>>,
+    passes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Scheduler {
+    /// Reconciliation passes finished so far (tests wait on it, not on
+    /// the clock).
+    pub fn passes(&self) -> u64 {
+        self.passes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Stops the cron jobs and the reconciliation task, and waits for both.
+    pub async fn shutdown(mut self) -> Result<(), ScheduleError> {
+        self.stop.cancel();
+        if let Some(reconciler) = self.reconciler.take() {
+            let _ = reconciler.await;
         }
-    });
-    Ok(scheduler)
+        self.cron.shutdown().await?;
+        Ok(())
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 #[cfg(test)]

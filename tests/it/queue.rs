@@ -690,9 +690,14 @@ async fn the_scheduler_reconciles_a_lost_slot() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(2_500)).await; // two more passes
+    // Two more whole passes: the slot is done, so they enqueue nothing.
+    let after = scheduler.passes() + 2;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while scheduler.passes() < after {
+        assert!(Instant::now() < deadline, "reconciliation stopped passing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(count().await, due, "reconciliation is idempotent");
-    let mut scheduler = scheduler;
     scheduler.shutdown().await.expect("shutdown");
 }
 
