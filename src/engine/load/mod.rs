@@ -11,6 +11,7 @@
 
 pub mod copy;
 pub mod ledger;
+pub mod session;
 
 use bytes::Bytes;
 use futures::SinkExt;

@@ -1,0 +1,488 @@
+//! One load, end to end: open the source, then four stages joined by
+//! bounded channels — the download task (bytes, SHA-256), the inflate thread
+//! (container, output caps), the parser thread (CSV, transform, tallies,
+//! distinct-count spill, binary COPY encoding) and the COPY stream on the load
+//! transaction — then the guards, the aggregates and the publish, all in that
+//! one transaction. Any failure before COMMIT rolls everything back.
+//!
+//! - [`error`]: the load's error and its codes;
+//! - [`stages`]: the download, inflate and parser stages and their wiring;
+//! - [`parser`]: the parser loop, its row sinks and its one reject log;
+//! - [`guards`]: the quality checks, pure functions;
+//! - [`publish`]: the publish transaction's last steps;
+//! - [`validate`]: checking a file without a database.
+//!
+//! The SQL lives in `engine::load`; this module orders the steps.
+
+mod error;
+mod guards;
+mod parser;
+mod publish;
+mod stages;
+mod validate;
+
+pub use error::LoadError;
+pub use guards::{check_rejects, reject_limit};
+pub use parser::{CheckOnly, CopySink, ParseInput, ParseSummary, RowSink, parse_blocking};
+pub use stages::{FirstFailure, Stage};
+pub use validate::{ValidateReport, validate};
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use deadpool_postgres::Pool;
+use secrecy::SecretString;
+use tokio::sync::mpsc;
+
+use crate::config::Settings;
+use crate::dataset::{Period, Spec};
+use crate::engine::load::{self, ledger};
+use crate::engine::parse::MunicipalityIndex;
+use crate::engine::source::{self, OpenOutcome, Progress, Validators};
+
+/// Shared handles for loads.
+#[derive(Clone)]
+pub struct Context {
+    pub settings: Settings,
+    pub pool: Pool,
+    /// The pool's TLS connector: a cancel request goes over TLS when the
+    /// session does.
+    pub tls: crate::db::Tls,
+}
+
+/// One load to run.
+#[derive(Debug, Clone)]
+pub struct LoadRequest {
+    pub spec: Spec,
+    pub period: Period,
+    /// Overrides the spec's URL template.
+    pub url: Option<String>,
+    /// Publish even when unchanged or shrunk.
+    pub force: bool,
+    /// Checks every redirect of the source (a URL from a webhook).
+    pub redirect_guard: Option<source::RedirectGuard>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Published,
+    /// Same bytes (SHA-256) or validators as the published load: nothing done.
+    Unchanged,
+}
+
+/// What a finished load reports.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub load_id: i64,
+    pub outcome: Outcome,
+    pub source: String,
+    pub file: String,
+    pub bytes: u64,
+    pub decompressed_bytes: u64,
+    pub rows_read: u64,
+    pub rows_loaded: u64,
+    pub rows_rejected: u64,
+    pub distinct_beneficiaries: i64,
+    pub municipalities: i64,
+    pub value_cents: i64,
+    pub seconds: f64,
+    pub stage_seconds: Vec<(&'static str, f64)>,
+    pub rejects: Vec<ledger::Reject>,
+    pub replaced_load: Option<String>,
+}
+
+impl LoadReport {
+    fn new(load_id: i64, source: &str) -> LoadReport {
+        LoadReport {
+            load_id,
+            outcome: Outcome::Published,
+            source: source.to_string(),
+            file: String::new(),
+            bytes: 0,
+            decompressed_bytes: 0,
+            rows_read: 0,
+            rows_loaded: 0,
+            rows_rejected: 0,
+            distinct_beneficiaries: 0,
+            municipalities: 0,
+            value_cents: 0,
+            seconds: 0.0,
+            stage_seconds: Vec::new(),
+            rejects: Vec::new(),
+            replaced_load: None,
+        }
+    }
+
+    /// The report of a load that found the published data unchanged.
+    fn unchanged(mut self, started: Instant) -> LoadReport {
+        self.outcome = Outcome::Unchanged;
+        self.seconds = started.elapsed().as_secs_f64();
+        self
+    }
+
+    pub fn rows_per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.rows_read as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Runs one load of a payments dataset and records it in the ledger.
+///
+/// When `cancel` completes first, the attempt is dropped (its transaction
+/// rolls back, the COPY aborts), the ledger records `cancelled`, and
+/// [`LoadError::Cancelled`] is returned.
+pub async fn run(
+    ctx: &Context,
+    request: &LoadRequest,
+    nis_key: Option<SecretString>,
+    progress: Arc<Progress>,
+    cancel: impl Future<Output = ()>,
+) -> Result<LoadReport, LoadError> {
+    run_with(ctx, request, nis_key, progress, cancel, None).await
+}
+
+/// What a caller (the job runner) adds to a load without the pipeline
+/// learning about it: it hears which database session runs the load, and
+/// adds a step to the publish transaction (the job's fenced completion).
+pub trait PublishStep: Send + Sync {
+    /// A name for the load's session in `pg_stat_activity` (set for its
+    /// transaction only), so others can tell it apart.
+    fn application_name(&self) -> String;
+
+    /// The load's transaction runs on this backend (known before the COPY).
+    fn load_session(&self, backend_pid: i32);
+
+    /// Runs in the publish transaction, after the ledger is written and
+    /// before COMMIT. An error rolls the whole load back.
+    fn before_commit<'a>(
+        &'a self,
+        tx: &'a tokio_postgres::Transaction<'a>,
+        load_id: i64,
+    ) -> futures::future::BoxFuture<'a, Result<(), LoadError>>;
+}
+
+/// [`run`], with the caller's [`PublishStep`].
+#[tracing::instrument(skip_all, fields(dataset = %request.spec.dataset, period = %request.period))]
+pub async fn run_with(
+    ctx: &Context,
+    request: &LoadRequest,
+    nis_key: Option<SecretString>,
+    progress: Arc<Progress>,
+    cancel: impl Future<Output = ()>,
+    step: Option<&dyn PublishStep>,
+) -> Result<LoadReport, LoadError> {
+    let spec = &request.spec;
+    let program = spec
+        .program
+        .clone()
+        .ok_or_else(|| LoadError::NotPayments(spec.dataset.clone()))?;
+    let nis_key = nis_key.ok_or(LoadError::NoNisKey)?;
+    spec.check_period(request.period, request.force)?;
+    let client = ctx.pool.get().await?;
+    let program_id = load::ensure_program(&**client, &program).await?;
+    load::ensure_program_partition(&**client, program_id, &program.code).await?;
+    let municipalities = load::municipality_index(&**client).await?;
+    if municipalities.is_empty() {
+        return Err(LoadError::NoMunicipalities);
+    }
+    let location = request
+        .url
+        .clone()
+        .unwrap_or_else(|| spec.url_for(request.period));
+    let redacted = source::redact_source(&location);
+    let load_id = ledger::start(
+        &**client,
+        &spec.dataset,
+        Some(&program.code),
+        Some(request.period),
+        &redacted,
+        request.force,
+    )
+    .await?;
+    tracing::info!(load_id, dataset = %spec.dataset, period = %request.period, source = %redacted, "load started");
+    let mut stats = serde_json::json!({});
+    let session = Arc::new(std::sync::Mutex::new(None));
+    let attempt = attempt(
+        ctx,
+        &client,
+        request,
+        AttemptInput {
+            program_id,
+            program_code: &program.code,
+            paid_per_family: program.paid_per_family,
+            municipalities,
+            location: &location,
+            redacted: &redacted,
+            load_id,
+            nis_key,
+            session: session.clone(),
+            step,
+        },
+        progress,
+        &mut stats,
+    );
+    let result = tokio::select! {
+        result = attempt => result,
+        () = cancel => {
+            // Dropping the attempt queues a ROLLBACK behind whatever the
+            // server is running (a COPY, an aggregate); cancel that first so
+            // the transaction, its leaf and the month's lock go now.
+            let token = session.lock().ok().and_then(|mut t| t.take());
+            if let Some(token) = token {
+                if let Err(e) = token.cancel_query(ctx.tls.clone()).await {
+                    tracing::warn!(error = %crate::db::describe_db(&e), "failed to cancel the load's statement");
+                }
+            }
+            Err(LoadError::Cancelled)
+        }
+    };
+    match &result {
+        Ok(report) if report.outcome == Outcome::Unchanged => {
+            ledger::finish_unpublished(
+                &**client,
+                load_id,
+                "skipped",
+                Some("unchanged"),
+                None,
+                &stats,
+            )
+            .await?;
+            tracing::info!(
+                load_id,
+                "source unchanged since the published load; skipped"
+            );
+        }
+        Ok(report) => {
+            tracing::info!(
+                load_id,
+                rows = report.rows_loaded,
+                seconds = report.seconds,
+                "load published"
+            );
+        }
+        Err(error) => {
+            let message = error.to_string();
+            let status = match error {
+                LoadError::Cancelled => "cancelled",
+                _ => "failed",
+            };
+            if let Err(e) = ledger::finish_unpublished(
+                &**client,
+                load_id,
+                status,
+                Some(&*error.code().as_str()),
+                Some(&message),
+                &stats,
+            )
+            .await
+            {
+                tracing::error!(error = %crate::db::describe_db(&e), "failed to record the failure in the ledger");
+            }
+            tracing::error!(load_id, code = %error.code(), error = %message, "load failed");
+        }
+    }
+    result
+}
+
+struct AttemptInput<'a> {
+    program_id: i32,
+    program_code: &'a str,
+    paid_per_family: bool,
+    municipalities: MunicipalityIndex,
+    location: &'a str,
+    redacted: &'a str,
+    load_id: i64,
+    nis_key: SecretString,
+    /// Filled with the load connection's cancel token once it has one.
+    session: Arc<std::sync::Mutex<Option<tokio_postgres::CancelToken>>>,
+    step: Option<&'a dyn PublishStep>,
+}
+
+/// One attempt, as its list of steps: ask the source (conditionally), open
+/// the load transaction, stream into a hidden leaf, check, publish.
+#[tracing::instrument(skip_all, fields(load_id = input.load_id))]
+async fn attempt(
+    ctx: &Context,
+    client: &tokio_postgres::Client,
+    request: &LoadRequest,
+    input: AttemptInput<'_>,
+    progress: Arc<Progress>,
+    stats: &mut serde_json::Value,
+) -> Result<LoadReport, LoadError> {
+    let started = Instant::now();
+    let (spec, period, settings) = (&request.spec, request.period, &ctx.settings);
+    let mut report = LoadReport::new(input.load_id, input.redacted);
+    let current = ledger::current(client, input.program_code, period).await?;
+    let conditional = match (&current, request.force) {
+        (Some(c), false) => Some(Validators {
+            etag: c.etag.clone().filter(|e| !e.starts_with("W/")),
+            last_modified: c.last_modified.clone(),
+        }),
+        _ => None,
+    };
+
+    // 1. The source, asked with the published load's validators.
+    let opened = source::open_guarded(
+        input.location,
+        &settings.http,
+        conditional.as_ref(),
+        request.redirect_guard.clone(),
+    )
+    .await;
+    if let Some(status) = source::answered_status(&opened) {
+        progress
+            .source_status
+            .store(status, std::sync::atomic::Ordering::Relaxed);
+    }
+    let opened = match opened? {
+        OpenOutcome::NotModified(meta) => {
+            // No lock is taken on this path: sweep dead attempts here too.
+            ledger::abandon_dead(client).await?;
+            report.file = meta.file_name;
+            return Ok(report.unchanged(started));
+        }
+        OpenOutcome::Body(opened) => opened,
+    };
+    let meta = opened.meta.clone();
+    report.file = meta.file_name.clone();
+
+    // 2. The load transaction: named, bounded, locked, with a hidden leaf.
+    // Taken out of the pool: when a cancel drops this attempt mid-statement,
+    // the connection closes (the server rolls back) instead of going back to
+    // the pool with a ROLLBACK queued, where the cancel request sent next
+    // could hit another task's statement on the same backend.
+    let mut connection = deadpool_postgres::Object::take(ctx.pool.get().await?);
+    if let Ok(mut slot) = input.session.lock() {
+        *slot = Some(connection.cancel_token());
+    }
+    let tx = connection.transaction().await?;
+    if let Some(step) = input.step {
+        step.load_session(load::session::name(&tx, &step.application_name()).await?);
+    }
+    let db = &settings.database;
+    load::session::limit(&tx, db.statement_timeout_s, db.lock_timeout_ms).await?;
+    if !load::session::try_lock(&tx, input.program_id, period).await? {
+        return Err(LoadError::Busy {
+            dataset: spec.dataset.clone(),
+            period,
+        });
+    }
+    // Holding the lock: 'running' rows whose process is gone are dead
+    // attempts. Marked on the ledger connection, so a later failure or skip
+    // of this load does not roll the mark back.
+    ledger::abandon_stale(client, input.program_code, period, input.load_id).await?;
+    let leaf = load::create_leaf(
+        &tx,
+        input.program_code,
+        input.program_id,
+        period,
+        input.load_id,
+    )
+    .await?;
+
+    // 3. The stream: download → inflate → parse → COPY into the leaf.
+    progress.set_stage("stream");
+    let (byte_tx, byte_rx) = mpsc::channel(settings.load.download_depth);
+    let (copy_tx, copy_rx) = mpsc::channel(settings.load.channel_depth);
+    let first = Arc::new(FirstFailure::default());
+    let download = stages::spawn_download(opened, byte_tx, settings, &progress, &first);
+    let parse_input = ParseInput {
+        spec: spec.clone(),
+        municipalities: input.municipalities,
+        period: Some(period),
+        nis_key: input.nis_key,
+        limits: settings.limits.clone(),
+        file: meta.file_name.clone(),
+    };
+    let municipalities = parse_input.municipalities.len();
+    let (chunk_bytes, spill_dir, threads) = (
+        settings.load.copy_chunk_bytes,
+        settings.load.spill_dir(),
+        settings.load.count_threads(),
+    );
+    let sink = move || {
+        CopySink::new(
+            copy_tx,
+            chunk_bytes,
+            period,
+            municipalities,
+            spill_dir,
+            threads,
+        )
+    };
+    let parser = stages::spawn_parser(byte_rx, parse_input, sink, &progress, &first);
+    let copied = load::copy_into(&tx, &leaf, copy_rx, parser).await;
+    if let Err(LoadError::Db { .. }) = &copied {
+        // The server refused the COPY; the parser then fails to send.
+        first.record(Stage::Stream);
+    }
+    if copied.is_err() && !download.is_finished() {
+        download.abort();
+    }
+    let downloaded = stages::join_download(download).await;
+    let ((copied_rows, summary), download) = first.root_cause(copied, downloaded)?;
+    let stream_seconds = started.elapsed().as_secs_f64();
+    report.bytes = download.bytes;
+    report.file = summary.file.clone();
+    report.rows_read = summary.rows_read;
+    report.rows_loaded = summary.rows_loaded;
+    report.rows_rejected = summary.rows_rejected;
+    report.decompressed_bytes = summary.decompressed_bytes;
+    report.rejects = summary.rejects.iter().take(20).cloned().collect();
+    *stats = serde_json::json!({
+        "bytes": download.bytes,
+        "sha256": hex::encode(download.sha256),
+        "rows_read": summary.rows_read,
+        "rows_rejected": summary.rows_rejected,
+        "spilled_bytes": summary.spilled_bytes,
+        "stage_seconds": ledger::stage_seconds(&[("stream", stream_seconds)]),
+    });
+    tracing::debug!(
+        seconds = stream_seconds,
+        spilled_bytes = summary.spilled_bytes,
+        "stream finished"
+    );
+
+    // 4. The guards.
+    guards::check_stream(&spec.quality, &summary, copied_rows)?;
+    let unchanged = current
+        .as_ref()
+        .and_then(|c| c.sha256.as_deref())
+        .is_some_and(|sha| sha == download.sha256);
+    if unchanged && !request.force {
+        return Ok(report.unchanged(started)); // the transaction rolls back on drop
+    }
+    if !request.force {
+        if let Some(baseline) = ledger::baseline(client, input.program_code, period).await? {
+            guards::check_shrink(
+                &spec.quality,
+                &summary.file,
+                summary.rows_loaded,
+                baseline.rows_loaded,
+                Period::from_date(baseline.period),
+            )?;
+        }
+    }
+
+    // 5. Aggregates, swap, ledger, the caller's step, COMMIT.
+    let publish = publish::Publish {
+        spec,
+        period,
+        program_id: input.program_id,
+        program_code: input.program_code,
+        paid_per_family: input.paid_per_family,
+        load_id: input.load_id,
+        leaf: &leaf,
+        meta: &meta,
+        download: &download,
+        summary: &summary,
+        stream_seconds,
+        step: input.step,
+    };
+    publish.run(tx, &progress, &mut report).await?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}

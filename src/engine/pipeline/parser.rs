@@ -1,0 +1,379 @@
+//! The parser stage: records in, typed rows out to a [`RowSink`], every
+//! reject through one [`RejectLog`]. The same loop serves a load (rows go
+//! to binary COPY, the tallies and the distinct-count spill) and `validate`
+//! (rows are checked and dropped); the sink is the only difference.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::mpsc;
+
+use super::error::{LoadError, at_line};
+use super::stages::{INFLATED_DEPTH, inflate};
+use crate::config::LimitSettings;
+use crate::dataset::{Period, Spec};
+use crate::engine::aggregate::{DistinctSpill, MunicipalTally, Tallies};
+use crate::engine::decode::{ChannelReader, Decoded, find_decode_error};
+use crate::engine::load::{copy, ledger};
+use crate::engine::parse::records::{Record, RecordReader};
+use crate::engine::parse::{HeaderError, MunicipalityIndex, PaymentRow, Plan, Transformer};
+use crate::engine::source::Progress;
+
+/// Rows between two updates of the shared progress counters.
+const PROGRESS_EVERY: u64 = 16 * 1024;
+
+/// The reject code of a record that spans several lines.
+const UNBALANCED_QUOTE: &str = "unbalanced_quote";
+
+/// What the parser thread needs.
+pub struct ParseInput {
+    pub spec: Spec,
+    pub municipalities: MunicipalityIndex,
+    /// The period the rows must belong to; `None` when only checking a file
+    /// (the period is then read from it).
+    pub period: Option<Period>,
+    pub nis_key: SecretString,
+    pub limits: LimitSettings,
+    /// The source's file name, until the archive names its entry.
+    pub file: String,
+}
+
+/// What the parser thread saw.
+#[derive(Debug, Clone, Default)]
+pub struct ParseSummary {
+    pub file: String,
+    pub rows_read: u64,
+    pub rows_loaded: u64,
+    pub rows_rejected: u64,
+    /// The first `limits.max_stored_rejects` rejects.
+    pub rejects: Vec<ledger::Reject>,
+    pub rejects_by_code: BTreeMap<&'static str, u64>,
+    pub value_cents: i128,
+    pub decompressed_bytes: u64,
+    /// `YYYYMM` the rows were checked against.
+    pub period: u32,
+    /// Per municipality (database id): exact sums and counts.
+    pub municipal: Vec<(i32, MunicipalTally)>,
+    /// Distinct beneficiaries per state (database id).
+    pub states: Vec<(i32, u64)>,
+    /// Distinct beneficiaries in the file.
+    pub distinct_beneficiaries: u64,
+    /// Bytes of the distinct-count spill file.
+    pub spilled_bytes: u64,
+}
+
+/// Where the parser's accepted rows go.
+pub trait RowSink {
+    /// One accepted row (called on the hot path: no allocation per row).
+    fn accept(&mut self, row: &PaymentRow<'_>) -> Result<(), LoadError>;
+
+    /// After the last record: flush, and fill in what the sink counted.
+    fn finish(self, index: &MunicipalityIndex, summary: &mut ParseSummary)
+    -> Result<(), LoadError>;
+}
+
+/// `validate`'s sink: rows are checked by the transform and dropped.
+pub struct CheckOnly;
+
+impl RowSink for CheckOnly {
+    fn accept(&mut self, _row: &PaymentRow<'_>) -> Result<(), LoadError> {
+        Ok(())
+    }
+
+    fn finish(self, _: &MunicipalityIndex, _: &mut ParseSummary) -> Result<(), LoadError> {
+        Ok(())
+    }
+}
+
+/// A load's sink: encodes rows as binary COPY chunks of about
+/// `chunk_bytes` for the COPY stream, tallies them per municipality and
+/// spills beneficiary hashes for the distinct counts.
+pub struct CopySink {
+    out: mpsc::Sender<Bytes>,
+    buffer: BytesMut,
+    chunk_bytes: usize,
+    reference_days: i32,
+    tallies: Tallies,
+    spill: DistinctSpill,
+    spill_dir: PathBuf,
+    count_threads: usize,
+    rows: u64,
+}
+
+impl CopySink {
+    pub fn new(
+        out: mpsc::Sender<Bytes>,
+        chunk_bytes: usize,
+        period: Period,
+        municipalities: usize,
+        spill_dir: PathBuf,
+        count_threads: usize,
+    ) -> Result<CopySink, LoadError> {
+        let spill = DistinctSpill::new(&spill_dir).map_err(|e| spill_error(&spill_dir, e))?;
+        let mut buffer = BytesMut::with_capacity(chunk_bytes + 1024);
+        buffer.extend_from_slice(copy::HEADER);
+        Ok(CopySink {
+            out,
+            buffer,
+            chunk_bytes,
+            reference_days: crate::engine::parse::value::first_day_pg(period.yyyymm()),
+            tallies: Tallies::new(municipalities),
+            spill,
+            spill_dir,
+            count_threads,
+            rows: 0,
+        })
+    }
+
+    fn send(&mut self) -> Result<(), LoadError> {
+        let chunk = self.buffer.split().freeze();
+        self.buffer.reserve(self.chunk_bytes + 1024);
+        self.out
+            .blocking_send(chunk)
+            .map_err(|_| LoadError::Stopped("the COPY stream stopped"))
+    }
+}
+
+fn spill_error(dir: &std::path::Path, source: io::Error) -> LoadError {
+    LoadError::Spill {
+        dir: dir.display().to_string(),
+        source,
+    }
+}
+
+impl RowSink for CopySink {
+    #[inline]
+    fn accept(&mut self, row: &PaymentRow<'_>) -> Result<(), LoadError> {
+        if let Some(hash) = &row.beneficiary_hash {
+            self.spill
+                .push(hash, row.municipality)
+                .map_err(|e| spill_error(&self.spill_dir, e))?;
+        }
+        self.tallies.add(row, self.reference_days);
+        copy::encode_row(&mut self.buffer, row);
+        self.rows += 1;
+        if self.buffer.len() >= self.chunk_bytes {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn finish(
+        mut self,
+        index: &MunicipalityIndex,
+        summary: &mut ParseSummary,
+    ) -> Result<(), LoadError> {
+        if self.rows > 0 {
+            self.buffer.extend_from_slice(copy::TRAILER);
+            self.send()?;
+        }
+        // The server finishes the COPY while the spill is counted.
+        summary.spilled_bytes = self.spill.spilled_bytes();
+        let distinct = self
+            .spill
+            .finish(
+                index.state_of(),
+                index.state_ids().len(),
+                self.count_threads,
+            )
+            .map_err(|e| spill_error(&self.spill_dir, e))?;
+        summary.municipal = self
+            .tallies
+            .present()
+            .map(|(dense, t)| {
+                let people = distinct.per_municipality.get(dense as usize).copied();
+                let tally = MunicipalTally {
+                    people: people.unwrap_or(0),
+                    ..*t
+                };
+                (index.id(dense), tally)
+            })
+            .collect();
+        summary.states = index
+            .state_ids()
+            .iter()
+            .zip(&distinct.per_state)
+            .filter(|(_, people)| **people > 0)
+            .map(|(id, people)| (*id, *people))
+            .collect();
+        summary.distinct_beneficiaries = distinct.national;
+        Ok(())
+    }
+}
+
+/// Every reject goes through here: counted (in total and by code) and,
+/// up to `limits.max_stored_rejects`, kept with its redacted line.
+struct RejectLog {
+    max_stored: usize,
+    line_bytes: usize,
+    rejected: u64,
+    by_code: BTreeMap<&'static str, u64>,
+    kept: Vec<ledger::Reject>,
+}
+
+impl RejectLog {
+    /// Records `count` rejected lines starting at `record`. The reason is
+    /// built only when the reject is kept.
+    fn record(
+        &mut self,
+        transformer: &Transformer,
+        record: &Record<'_>,
+        count: u64,
+        column: Option<String>,
+        code: &'static str,
+        reason: impl FnOnce() -> String,
+    ) {
+        self.rejected += count;
+        *self.by_code.entry(code).or_default() += count;
+        if self.kept.len() < self.max_stored {
+            self.kept.push(ledger::Reject {
+                line: record.line,
+                byte_offset: record.byte,
+                column,
+                code,
+                reason: reason(),
+                raw_line: transformer.redacted_line(record, self.line_bytes),
+            });
+        }
+    }
+
+    fn into_summary(self, summary: &mut ParseSummary) {
+        summary.rows_rejected = self.rejected;
+        summary.rejects_by_code = self.by_code;
+        summary.rejects = self.kept;
+    }
+}
+
+fn read_error<R: Read>(file: &str, reader: &RecordReader<R>, error: io::Error) -> LoadError {
+    let (line, byte) = reader.position();
+    io_error(file, line, byte, error)
+}
+
+pub(super) fn io_error(file: &str, line: u64, byte: u64, e: io::Error) -> LoadError {
+    if let Some(decode) = find_decode_error(&e) {
+        return LoadError::Decode {
+            file: at_line(file, line),
+            source: decode.clone(),
+        };
+    }
+    LoadError::Csv {
+        file: file.to_string(),
+        line,
+        byte,
+        message: e.to_string(),
+    }
+}
+
+/// The parser stage, on a blocking thread: decode the container, read the
+/// header, transform every record and hand accepted rows to `sink`. No
+/// allocation per row.
+pub fn parse_blocking<S: RowSink>(
+    input: impl io::BufRead + Send + 'static,
+    parse: ParseInput,
+    mut sink: S,
+    progress: Arc<Progress>,
+) -> Result<ParseSummary, LoadError> {
+    let mut file = parse.file.clone();
+    let decoded =
+        Decoded::open(parse.spec.source.container, input).map_err(|e| io_error(&file, 0, 0, e))?;
+    if let Some(entry) = decoded.entry_name() {
+        file = format!("{entry} (in {file})");
+    }
+    // Inflating runs on its own thread, a chunk ahead of the parser: the two
+    // are the client's biggest costs and overlap on two cores.
+    let (inflated_tx, inflated_rx) = mpsc::channel(INFLATED_DEPTH);
+    let limits = parse.limits.clone();
+    let inflater = std::thread::Builder::new()
+        .name("carga-inflate".into())
+        .spawn(move || inflate(decoded, &limits, &inflated_tx))
+        .map_err(|e| LoadError::Internal(format!("failed to start the inflate thread: {e}")))?;
+    let mut reader = RecordReader::new(ChannelReader::new(inflated_rx), parse.spec.delimiter);
+    let plan = match reader.next_record() {
+        Ok(Some(header)) => Plan::new(&parse.spec, &header),
+        Ok(None) => Err(HeaderError::Empty),
+        Err(e) => return Err(read_error(&file, &reader, e)),
+    }
+    .map_err(|source| LoadError::Header {
+        file: file.clone(),
+        source,
+    })?;
+    let mut transformer = Transformer::new(
+        plan,
+        &parse.spec,
+        parse.municipalities,
+        parse.period,
+        parse.nis_key.expose_secret().as_bytes(),
+    );
+    let mut rejects = RejectLog {
+        max_stored: parse.limits.max_stored_rejects,
+        line_bytes: parse.limits.reject_line_bytes,
+        rejected: 0,
+        by_code: BTreeMap::new(),
+        kept: Vec::new(),
+    };
+    let mut summary = ParseSummary {
+        file: file.clone(),
+        ..ParseSummary::default()
+    };
+    loop {
+        let record = match reader.next_record() {
+            Ok(Some(record)) => record,
+            Ok(None) => break,
+            Err(e) => return Err(read_error(&file, &reader, e)),
+        };
+        if record.lines > 1 {
+            // The Portal's fields never hold a line break: a quote left open
+            // swallowed the following line(s). Every line is counted as read
+            // and rejected, and the reject names them all.
+            let lines = record.lines;
+            summary.rows_read += lines;
+            rejects.record(&transformer, &record, lines, None, UNBALANCED_QUOTE, || {
+                format!(
+                    "unbalanced quote: one record runs over lines {} to {}",
+                    record.line,
+                    record.line + lines - 1
+                )
+            });
+            continue;
+        }
+        summary.rows_read += 1;
+        match transformer.row(&record) {
+            Ok(row) => {
+                summary.rows_loaded += 1;
+                summary.value_cents += i128::from(row.value_cents);
+                sink.accept(&row)?;
+            }
+            Err(error) => {
+                let code = error.reason.code();
+                rejects.record(&transformer, &record, 1, error.column, code, || {
+                    error.reason.to_string()
+                });
+            }
+        }
+        if summary.rows_read % PROGRESS_EVERY == 0 {
+            progress.rows.store(summary.rows_read, Ordering::Relaxed);
+            progress
+                .rows_rejected
+                .store(rejects.rejected, Ordering::Relaxed);
+        }
+    }
+    progress.rows.store(summary.rows_read, Ordering::Relaxed);
+    progress
+        .rows_rejected
+        .store(rejects.rejected, Ordering::Relaxed);
+    rejects.into_summary(&mut summary);
+    drop(reader);
+    // The inflater verified the archive's end before closing its channel
+    // (a failure would have reached the reader as an error).
+    summary.decompressed_bytes = inflater
+        .join()
+        .map_err(|_| LoadError::Internal("the inflate thread panicked".into()))?;
+    summary.period = transformer.period();
+    sink.finish(transformer.municipalities(), &mut summary)?;
+    Ok(summary)
+}

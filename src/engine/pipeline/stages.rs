@@ -1,0 +1,204 @@
+//! The stream's stages and their wiring: the download task, the inflate
+//! thread, the parser thread, and [`FirstFailure`], which tells the root
+//! cause from its consequences when they race.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+
+use super::error::LoadError;
+use super::parser::{ParseInput, ParseSummary, RowSink, parse_blocking};
+use crate::config::{LimitSettings, Settings};
+use crate::engine::decode::{ChannelReader, DecodeError, Decoded, Limited, find_decode_error};
+use crate::engine::source::{self, DownloadSummary, Progress, SourceError};
+
+/// The stages whose failures race: the download, and the stream (inflate,
+/// parse and COPY, whose errors all come out of the COPY future).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Source,
+    Stream,
+}
+
+/// Which stage failed first, in time. When one stage fails, its neighbours
+/// fail in turn ("the reader stopped", "the COPY stream stopped", a
+/// forwarded body error); which of those errors reaches the caller first
+/// is a matter of scheduling. Each stage records itself here at the moment
+/// it fails for a reason of its own (before its neighbours can notice), so
+/// the root cause is reported whatever the timing.
+#[derive(Debug, Default)]
+pub struct FirstFailure(std::sync::OnceLock<Stage>);
+
+impl FirstFailure {
+    /// Records `stage` unless another stage failed earlier.
+    pub fn record(&self, stage: Stage) {
+        let _ = self.0.set(stage);
+    }
+
+    pub fn get(&self) -> Option<Stage> {
+        self.0.get().copied()
+    }
+
+    /// The root cause among the stream's and the download's results.
+    pub fn root_cause<A, B>(
+        &self,
+        stream: Result<A, LoadError>,
+        source: Result<B, LoadError>,
+    ) -> Result<(A, B), LoadError> {
+        match (stream, source) {
+            (Ok(a), Ok(b)) => Ok((a, b)),
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+            (Err(stream), Err(source)) => Err(match self.get() {
+                Some(Stage::Source) => source,
+                Some(Stage::Stream) => stream,
+                None if source.is_consequence() => stream,
+                None => source,
+            }),
+        }
+    }
+}
+
+/// Decoded chunks in flight between the inflate thread and the parser.
+pub(super) const INFLATED_DEPTH: usize = 8;
+/// Size of one decoded chunk.
+const INFLATED_CHUNK: usize = 256 * 1024;
+
+/// The inflate stage: reads the decoded container through the output caps
+/// and sends full chunks to the parser; at the end verifies the container's
+/// trailer. Any error is sent down the channel, so the parser fails with it.
+/// Returns the decoded byte count.
+pub(super) fn inflate<R: io::BufRead>(
+    decoded: Decoded<R>,
+    limits: &LimitSettings,
+    tx: &mpsc::Sender<io::Result<Bytes>>,
+) -> u64 {
+    let mut limited = Limited::new(
+        decoded,
+        limits.max_decompressed_bytes,
+        limits.max_record_bytes,
+    );
+    let mut eof = false;
+    while !eof {
+        let mut chunk = BytesMut::zeroed(INFLATED_CHUNK);
+        let mut filled = 0;
+        while filled < chunk.len() {
+            match limited.read(&mut chunk[filled..]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) => {
+                    // The lines before the failure first, so the parser
+                    // reaches the failing line and can name it.
+                    chunk.truncate(filled);
+                    if filled > 0 && tx.blocking_send(Ok(chunk.freeze())).is_err() {
+                        return limited.total();
+                    }
+                    let total = limited.total();
+                    let e = match find_decode_error(&e) {
+                        Some(DecodeError::RecordTooLarge { .. }) => {
+                            archive_fault(limited.into_inner()).unwrap_or(e)
+                        }
+                        _ => e,
+                    };
+                    let _ = tx.blocking_send(Err(e));
+                    return total;
+                }
+            }
+        }
+        chunk.truncate(filled);
+        if filled > 0 && tx.blocking_send(Ok(chunk.freeze())).is_err() {
+            return limited.total(); // the parser stopped
+        }
+    }
+    let total = limited.total();
+    if let Err(e) = limited.into_inner().finish() {
+        let _ = tx.blocking_send(Err(e));
+    }
+    total
+}
+
+/// Starts the download task, which records itself in `first` when it fails
+/// for a reason of its own.
+pub(super) fn spawn_download(
+    opened: source::Opened,
+    bytes: mpsc::Sender<io::Result<Bytes>>,
+    settings: &Settings,
+    progress: &Arc<Progress>,
+    first: &Arc<FirstFailure>,
+) -> tokio::task::JoinHandle<Result<DownloadSummary, SourceError>> {
+    let failed = first.clone();
+    tokio::spawn(opened.pump(
+        bytes,
+        source::DownloadLimits::from_settings(&settings.http),
+        progress.clone(),
+        move || failed.record(Stage::Source),
+    ))
+}
+
+/// Starts the parser on a blocking thread (it records itself in `first`
+/// when it fails for a reason of its own); the future ends with its result.
+/// The sink is built on that thread, before the first record.
+pub(super) fn spawn_parser<S, F>(
+    bytes: mpsc::Receiver<io::Result<Bytes>>,
+    input: ParseInput,
+    sink: F,
+    progress: &Arc<Progress>,
+    first: &Arc<FirstFailure>,
+) -> impl Future<Output = Result<ParseSummary, LoadError>> + use<S, F>
+where
+    S: RowSink,
+    F: FnOnce() -> Result<S, LoadError> + Send + 'static,
+{
+    let (progress, first) = (progress.clone(), first.clone());
+    let parser = tokio::task::spawn_blocking(move || {
+        let parsed = sink()
+            .and_then(|sink| parse_blocking(ChannelReader::new(bytes), input, sink, progress));
+        if parsed.as_ref().is_err_and(|e| !e.is_consequence()) {
+            first.record(Stage::Stream);
+        }
+        parsed
+    });
+    async move {
+        parser
+            .await
+            .map_err(|e| LoadError::Internal(format!("parser thread failed: {e}")))?
+    }
+}
+
+/// The download task's result; an abort (after the stream failed) is a
+/// consequence.
+pub(super) async fn join_download(
+    download: tokio::task::JoinHandle<Result<DownloadSummary, SourceError>>,
+) -> Result<DownloadSummary, LoadError> {
+    match download.await {
+        Ok(r) => r.map_err(LoadError::from),
+        Err(e) if e.is_cancelled() => Err(LoadError::Stopped("download cancelled")),
+        Err(e) => Err(LoadError::Internal(format!("download task failed: {e}"))),
+    }
+}
+
+/// Decompressed bytes read past an over-long record to find out whether the
+/// archive itself is broken.
+const FAULT_PROBE_BYTES: u64 = 64 << 20;
+
+/// A corrupt deflate stream inflates to garbage with no line breaks, which
+/// trips the record cap before the decoder notices. Reads on (discarding,
+/// at most [`FAULT_PROBE_BYTES`]) and returns the archive's own error if it
+/// has one: that, not the long "record", is the root cause.
+fn archive_fault<R: io::BufRead>(mut decoded: Decoded<R>) -> Option<io::Error> {
+    let mut sink = vec![0u8; INFLATED_CHUNK];
+    let mut read: u64 = 0;
+    while read < FAULT_PROBE_BYTES {
+        match decoded.read(&mut sink) {
+            Ok(0) => return decoded.finish().err(),
+            Ok(n) => read += n as u64,
+            Err(e) if find_decode_error(&e).is_some() => return Some(e),
+            Err(_) => return None, // the source's error is reported by the source
+        }
+    }
+    None
+}
