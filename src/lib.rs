@@ -17,5 +17,8 @@ pub mod engine;
 // The service around it: queue, runner, schedule, HTTP, console.
 pub mod service;
 
+// The composition root: pools, runner, API state and scheduler, built once.
+pub mod app;
+
 // The edge: the command line (the only room that speaks anyhow).
 pub mod cli;

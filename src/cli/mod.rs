@@ -200,44 +200,26 @@ pub fn require_nis_key(settings: &Settings) -> CliResult {
     Ok(())
 }
 
-/// A runner for this process: the load pool sized so every concurrent load
-/// gets its two connections, a separate control pool for claims and
-/// heartbeats (never starved by loads), and the LISTEN connection's config.
+/// The runner of a worker process: the database resolved (never a
+/// private cluster), migrated, and the runner assembled by the app.
 pub async fn runner(settings: &Settings) -> Result<crate::service::runner::Runner, Failure> {
-    let target = resolve_existing(settings).await?;
-    tracing::info!(database = %target.description, "database");
-    migrate_before_load(&target).await?;
-    runner_unmigrated(settings, &target)
+    let app = crate::app::App::connect(settings.clone())
+        .await
+        .map_err(app_failure)?;
+    tracing::info!(database = %app.target().description, "database");
+    migrate_before_load(app.target()).await?;
+    app.runner().map_err(app_failure)
 }
 
-/// The runner's pools for `target`, without connecting or migrating (pools
-/// connect on first use): `serve` starts this way and migrates once the
-/// database answers.
-pub fn runner_unmigrated(
-    settings: &Settings,
-    target: &crate::db::Target,
-) -> Result<crate::service::runner::Runner, Failure> {
-    use anyhow::Context as _;
-    let mut settings = settings.clone();
-    let concurrency = settings.queue.concurrency.max(1);
-    settings.database.pool_size = settings.database.pool_size.max(concurrency * 2 + 1);
-    let pool = crate::db::pool(target, &settings).context("failed to build the pool")?;
-    let ctx = Context {
-        settings: settings.clone(),
-        pool,
-        tls: target.tls.clone(),
-    };
-    let mut control_settings = settings.clone();
-    control_settings.database.pool_size = concurrency + 2;
-    let control =
-        crate::db::pool(target, &control_settings).context("failed to build the control pool")?;
-    let specs = crate::service::runner::specs(&settings).map_err(usage)?;
-    Ok(crate::service::runner::Runner::new(
-        ctx,
-        control,
-        target.config.clone(),
-        specs,
-    ))
+/// The exit code of a failure to assemble the app: 2 for a configuration
+/// mistake (a database that does not exist, a broken spec), else 1.
+pub fn app_failure(error: crate::app::AppError) -> Failure {
+    use crate::app::AppError;
+    match error {
+        AppError::Database(e) => db_failure(e, "failed to reach the database"),
+        AppError::Specs(e) => usage(e),
+        e => Failure::Failed(e.into()),
+    }
 }
 
 /// Applies the migrations once the database answers: a server that is down

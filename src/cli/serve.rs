@@ -41,27 +41,12 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
     let shutdown = super::cancel_on_signal();
     // The database may be down at start: serve anyway (health says live,
     // /ready says why not ready) and migrate once it answers.
-    let target = super::resolve_existing(&settings).await?;
-    // Sessions need the OS random source; refuse to start without it.
-    crate::service::http::console::random_bytes(&mut [0u8; 32])
-        .map_err(|e| Failure::Failed(e.into()))?;
-    tracing::info!(database = %target.description, "database");
-    let runner = Arc::new(super::runner_unmigrated(&settings, &target)?);
-    let specs = crate::service::runner::specs(&settings).map_err(usage)?;
-    // The API has its own small pool: loads hold theirs for minutes.
-    let mut api_settings = settings.clone();
-    api_settings.database.pool_size = 4;
-    let api_pool =
-        crate::db::pool(&target, &api_settings).map_err(|e| Failure::Failed(e.into()))?;
-    let state = crate::service::http::AppState::new(
-        crate::engine::pipeline::Context {
-            settings: settings.clone(),
-            pool: api_pool,
-            tls: target.tls.clone(),
-        },
-        specs.clone(),
-        crate::telemetry::metric::handle(),
-    );
+    let app = crate::app::App::connect(settings)
+        .await
+        .map_err(super::app_failure)?;
+    tracing::info!(database = %app.target().description, "database");
+    let runner = Arc::new(app.runner().map_err(super::app_failure)?);
+    let state = app.api_state().map_err(super::app_failure)?;
     let server = crate::service::http::Server::bind(&listen, state)
         .await
         .map_err(|e| usage(anyhow::anyhow!("cannot listen on {listen}: {e}")))?;
@@ -69,7 +54,7 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
     tracing::info!(%address, "API listening");
     let stop_http = CancellationToken::new();
     let http = tokio::spawn(server.serve(stop_http.clone()));
-    let migrated = match super::migrate_when_reachable(&target, &shutdown).await {
+    let migrated = match super::migrate_when_reachable(app.target(), &shutdown).await {
         Ok(migrated) => migrated,
         Err(failure) => {
             stop_http.cancel();
@@ -82,13 +67,7 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
         let _ = http.await;
         return Ok(());
     }
-    let scheduler = crate::service::schedule::start(
-        runner.control_pool().clone(),
-        specs,
-        settings.queue.clone(),
-    )
-    .await
-    .context("failed to start the scheduler")?;
+    let scheduler = app.scheduler(&runner).await.map_err(super::app_failure)?;
     tracing::info!("scheduler started");
     if workers {
         runner.run(shutdown.cancelled_owned()).await;

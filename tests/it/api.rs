@@ -394,12 +394,7 @@ async fn ready_follows_the_database() {
         created: false,
         tls: app.ctx.tls.clone(),
     };
-    let ctx = carga::engine::pipeline::Context {
-        pool: carga::db::pool(&target, &settings).expect("pool"),
-        settings,
-        tls: target.tls.clone(),
-    };
-    let api = app.api_with(ctx).await;
+    let api = app.api_on(settings, target).await;
     let http = reqwest::Client::new();
     let ready = |http: reqwest::Client, base: String| async move {
         http.get(format!("{base}/ready"))
@@ -1115,12 +1110,7 @@ async fn the_api_and_the_console_answer_503_while_the_database_is_away() {
         created: false,
         tls: app.ctx.tls.clone(),
     };
-    let ctx = carga::engine::pipeline::Context {
-        pool: carga::db::pool(&target, &settings).expect("pool"),
-        settings,
-        tls: target.tls.clone(),
-    };
-    let api = app.api_with(ctx).await;
+    let api = app.api_on(settings, target).await;
     let (status, _) = operator(&api, reqwest::Method::GET, "/v1/jobs").await;
     assert_eq!(status, StatusCode::OK);
     let http = reqwest::Client::builder()

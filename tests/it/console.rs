@@ -550,9 +550,9 @@ async fn sessions_end_on_sign_out_and_token_rotation_on_every_process() {
     // sessions made with the old, and the old token.
     let old_session = sign_in(&one.base).await;
     let new_token = "rotated-operator-token-7c41d09e2f85";
-    let mut ctx = app.ctx.clone();
-    ctx.settings.http.operator_token = secrecy::SecretString::from(new_token);
-    let rotated = app.api_with(ctx).await;
+    let mut settings = app.ctx.settings.clone();
+    settings.http.operator_token = secrecy::SecretString::from(new_token);
+    let rotated = app.api_on(settings, app.target()).await;
     let (status, _) = page(&rotated.base, "/console", &old_session).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "a session of the old token");
     let r = browser()

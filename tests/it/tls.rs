@@ -386,7 +386,8 @@ async fn verify_full_runs_the_whole_path_over_tls() {
         "{:?}",
         migration.encryption
     );
-    let runner = Arc::new(carga::cli::runner_unmigrated(&settings, &target).expect("runner"));
+    let app = carga::app::App::new(settings.clone(), target.clone()).expect("app");
+    let runner = Arc::new(app.runner().expect("runner"));
     let ctx = runner.context().clone();
     let spec = carga::dataset::find(&settings.load.jobs_dir, "municipios").expect("spec");
     carga::engine::reference::run(&ctx, &spec, None, false, std::future::pending())

@@ -581,19 +581,28 @@ pub fn sample_zip(period: &str, rows: u64, seed: u64) -> Vec<u8> {
 }
 
 impl TestApp {
-    /// An in-process worker on this test's database, with its settings.
-    pub fn runner(&self) -> carga::service::runner::Runner {
+    /// The app (the composition root `serve` and `worker` use) over this
+    /// test's database, with `settings`.
+    pub fn app(&self, settings: Settings) -> carga::app::App {
+        carga::app::App::new(settings, self.target()).expect("app")
+    }
+
+    /// This test's database as the app resolves one.
+    pub fn target(&self) -> carga::db::Target {
         use std::str::FromStr;
-        let config = tokio_postgres::Config::from_str(&self.url).expect("config");
-        let target = carga::db::Target {
-            config: config.clone(),
+        carga::db::Target {
+            config: tokio_postgres::Config::from_str(&self.url).expect("config"),
             description: "test".into(),
             created: false,
             tls: self.ctx.tls.clone(),
-        };
-        let control = carga::db::pool(&target, &self.ctx.settings).expect("control pool");
-        let specs = carga::service::runner::specs(&self.ctx.settings).expect("specs");
-        carga::service::runner::Runner::new(self.ctx.clone(), control, config, specs)
+        }
+    }
+
+    /// An in-process worker on this test's database, with its settings.
+    pub fn runner(&self) -> carga::service::runner::Runner {
+        self.app(self.ctx.settings.clone())
+            .runner()
+            .expect("runner")
     }
 
     /// Enqueues an operator job for novo-bolsa-familia `period` from `url`.
@@ -714,11 +723,11 @@ impl Drop for Api {
 }
 
 impl TestApp {
-    /// Serves the API over this test's database (its own pool, `ctx`).
-    pub async fn api_with(&self, ctx: Context) -> Api {
-        let specs = carga::service::runner::specs(&ctx.settings).expect("specs");
-        let state =
-            carga::service::http::AppState::new(ctx, specs, carga::telemetry::metric::handle());
+    /// Serves the API, assembled by the app, with `settings` over `target`
+    /// (a proxy to this test's database, say).
+    pub async fn api_on(&self, settings: Settings, target: carga::db::Target) -> Api {
+        let app = carga::app::App::new(settings, target).expect("app");
+        let state = app.api_state().expect("API state");
         let server = carga::service::http::Server::bind("127.0.0.1:0", state)
             .await
             .expect("bind");
@@ -729,7 +738,7 @@ impl TestApp {
     }
 
     pub async fn api(&self) -> Api {
-        self.api_with(self.ctx.clone()).await
+        self.api_on(self.ctx.settings.clone(), self.target()).await
     }
 }
 
