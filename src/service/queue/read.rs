@@ -1,0 +1,285 @@
+//! The queue's read model: a job and its attempts as operators see them
+//! ([`JobView`], shared by `carga job --json`, the API and the console),
+//! lists of jobs and the depth per state. Read only; it never writes.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::GenericClient;
+
+use super::{JobState, QueueError, Result};
+
+/// A job as operators see it (`carga job`, `GET /v1/jobs/{id}`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct JobView {
+    pub id: i64,
+    pub dataset: String,
+    pub period: String,
+    pub state: JobState,
+    pub priority: i16,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub enqueued_by: String,
+    pub sender: Option<String>,
+    pub slot: Option<DateTime<Utc>>,
+    pub source: Option<String>,
+    pub force: bool,
+    pub enqueued_at: DateTime<Utc>,
+    pub scheduled_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub worker: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub cancel_requested: bool,
+    #[schema(value_type = Object)]
+    pub progress: serde_json::Value,
+    pub load_id: Option<i64>,
+    pub outcome: Option<String>,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    /// Seconds from first start to finish (or to now while it runs).
+    pub seconds: Option<f64>,
+    pub attempts: Vec<AttemptView>,
+}
+
+/// A running job's progress, read from what its heartbeat recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressView {
+    /// `open`, `stream`, `aggregate`, `publish`, `done`; `queued` before any.
+    pub stage: String,
+    /// Bytes downloaded, of `total_bytes` (0: unknown).
+    pub bytes: u64,
+    pub total_bytes: u64,
+    pub rows: u64,
+    /// Of the download, when its size is known.
+    pub percent: Option<f64>,
+    /// Bytes per second since the job started.
+    pub rate: f64,
+    /// Seconds left at that rate, when the size is known.
+    pub eta_seconds: Option<f64>,
+}
+
+impl JobView {
+    pub fn progress_view(&self) -> ProgressView {
+        let p = &self.progress;
+        let n = |k: &str| p.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let (bytes, total_bytes, rows) = (n("bytes"), n("total_bytes"), n("rows"));
+        let rate = bytes as f64 / self.seconds.unwrap_or(0.0).max(0.001);
+        let known = total_bytes > 0;
+        ProgressView {
+            stage: p
+                .get("stage")
+                .and_then(|s| s.as_str())
+                .unwrap_or("queued")
+                .to_string(),
+            bytes,
+            total_bytes,
+            rows,
+            percent: known.then(|| (100.0 * bytes as f64 / total_bytes as f64).min(100.0)),
+            rate,
+            eta_seconds: (known && total_bytes > bytes && rate > 0.0)
+                .then(|| (total_bytes - bytes) as f64 / rate),
+        }
+    }
+}
+
+impl ProgressView {
+    /// `3.1 of 10.6 MB (29%), 120.000 rows, 0.4 MB/s, ETA 18 s`.
+    pub fn figures(&self) -> String {
+        let mut line = format!("{:.1}", self.bytes as f64 / 1e6);
+        if let Some(percent) = self.percent {
+            line.push_str(&format!(
+                " of {:.1} MB ({percent:.0}%)",
+                self.total_bytes as f64 / 1e6
+            ));
+        } else {
+            line.push_str(" MB");
+        }
+        line.push_str(&format!(
+            ", {} rows, {:.1} MB/s",
+            crate::money::group_thousands(self.rows),
+            self.rate / 1e6
+        ));
+        if let Some(eta) = self.eta_seconds {
+            line.push_str(&format!(", ETA {eta:.0} s"));
+        }
+        line
+    }
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AttemptView {
+    pub attempt: i32,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    pub load_id: Option<i64>,
+}
+
+const VIEW_COLUMNS: &str = "id, dataset, to_char(period, 'YYYY-MM'), state, priority, attempt,
+    max_attempts, enqueued_by, sender, slot, url, force, enqueued_at, scheduled_at, started_at,
+    finished_at, worker, lease_expires_at, cancel_requested, progress, load_id, outcome,
+    error_code, error,
+    extract(epoch FROM coalesce(finished_at, now()) - started_at)::float8";
+
+fn view(r: &tokio_postgres::Row) -> JobView {
+    let url: Option<String> = r.get(10);
+    JobView {
+        id: r.get(0),
+        dataset: r.get(1),
+        period: r.get(2),
+        state: r.get(3),
+        priority: r.get(4),
+        attempt: r.get(5),
+        max_attempts: r.get(6),
+        enqueued_by: r.get(7),
+        sender: r.get(8),
+        slot: r.get(9),
+        source: url.as_deref().map(crate::engine::source::redact_source),
+        force: r.get(11),
+        enqueued_at: r.get(12),
+        scheduled_at: r.get(13),
+        started_at: r.get(14),
+        finished_at: r.get(15),
+        worker: r.get(16),
+        lease_expires_at: r.get(17),
+        cancel_requested: r.get(18),
+        progress: r.get(19),
+        load_id: r.get(20),
+        outcome: r.get(21),
+        error_code: r.get(22),
+        error: r.get(23),
+        seconds: r.get(24),
+        attempts: Vec::new(),
+    }
+}
+
+/// One job with its attempts.
+pub async fn get(client: &impl GenericClient, id: i64) -> Result<JobView> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {VIEW_COLUMNS} FROM carga.jobs WHERE id = $1"),
+            &[&id],
+        )
+        .await?
+        .ok_or(QueueError::NotFound(id))?;
+    let mut job = view(&row);
+    job.attempts = client
+        .query(
+            "SELECT attempt, worker, started_at, finished_at, outcome, error_code, error, load_id
+             FROM carga.job_attempts WHERE job_id = $1 ORDER BY attempt",
+            &[&id],
+        )
+        .await?
+        .iter()
+        .map(|r| AttemptView {
+            attempt: r.get(0),
+            worker: r.get(1),
+            started_at: r.get(2),
+            finished_at: r.get(3),
+            outcome: r.get(4),
+            error_code: r.get(5),
+            error: r.get(6),
+            load_id: r.get(7),
+        })
+        .collect();
+    Ok(job)
+}
+
+/// A filter for [`list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub state: Option<String>,
+    pub dataset: Option<String>,
+    pub limit: i64,
+}
+
+/// Jobs, newest first (running and waiting ones before finished ones).
+pub async fn list(client: &impl GenericClient, filter: &ListFilter) -> Result<Vec<JobView>> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {VIEW_COLUMNS} FROM carga.jobs
+                 WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR dataset = $2)
+                 ORDER BY finished_at IS NOT NULL, coalesce(finished_at, enqueued_at) DESC, id DESC
+                 LIMIT $3"
+            ),
+            &[
+                &filter.state,
+                &filter.dataset,
+                &filter.limit.clamp(1, 10_000),
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(view).collect())
+}
+
+/// Jobs per state (for metrics and the console).
+pub async fn depth(client: &impl GenericClient) -> Result<Vec<(String, i64)>> {
+    let rows = client
+        .query(
+            "SELECT state, count(*) FROM carga.jobs GROUP BY state ORDER BY state",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(progress: serde_json::Value, seconds: f64) -> JobView {
+        JobView {
+            id: 1,
+            dataset: "d".into(),
+            period: "2024-10".into(),
+            state: JobState::Running,
+            priority: 0,
+            attempt: 1,
+            max_attempts: 8,
+            enqueued_by: "operator".into(),
+            sender: None,
+            slot: None,
+            source: None,
+            force: false,
+            enqueued_at: Utc::now(),
+            scheduled_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            worker: None,
+            lease_expires_at: None,
+            cancel_requested: false,
+            progress,
+            load_id: None,
+            outcome: None,
+            error_code: None,
+            error: None,
+            seconds: Some(seconds),
+            attempts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn progress_reads_the_heartbeat_and_estimates_what_is_left() {
+        let p = job(
+            serde_json::json!({"stage": "stream", "bytes": 3_000_000, "total_bytes": 12_000_000, "rows": 120_000}),
+            10.0,
+        )
+        .progress_view();
+        assert_eq!(p.stage, "stream");
+        assert_eq!(p.percent, Some(25.0));
+        assert_eq!(p.eta_seconds, Some(30.0));
+        assert_eq!(
+            p.figures(),
+            "3.0 of 12.0 MB (25%), 120.000 rows, 0.3 MB/s, ETA 30 s"
+        );
+        let unknown = job(serde_json::json!({"bytes": 500_000}), 1.0).progress_view();
+        assert_eq!(
+            (unknown.stage.as_str(), unknown.percent, unknown.eta_seconds),
+            ("queued", None, None)
+        );
+        assert_eq!(unknown.figures(), "0.5 MB, 0 rows, 0.5 MB/s");
+    }
+}
