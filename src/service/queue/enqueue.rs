@@ -152,7 +152,7 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
             .await?;
         if let Some(row) = inserted {
             return Ok(Enqueued {
-                id: row.get(0),
+                id: row.get("id"),
                 new: true,
             });
         }
@@ -171,11 +171,11 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
             )
             .await?;
         if let Some(row) = existing {
-            let id: i64 = row.get(0);
-            let state: JobState = row.get(1);
-            let force: bool = row.get(2);
-            let url: Option<String> = row.get(3);
-            let slot_job = slot.is_some() && row.get::<_, Option<DateTime<Utc>>>(4) == slot;
+            let id: i64 = row.get("id");
+            let state: JobState = row.get("state");
+            let force: bool = row.get("force");
+            let url: Option<String> = row.get("url");
+            let slot_job = slot.is_some() && row.get::<_, Option<DateTime<Utc>>>("slot") == slot;
             if slot_job {
                 // The slot's own job: scheduled, no force, no URL.
                 return Ok(Enqueued { id, new: false });
@@ -189,7 +189,7 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
             };
             // The shown URLs hide query values; the fingerprints (keyed
             // HMACs of the real URLs) tell two tokens or months apart.
-            let pending_print: Option<Vec<u8>> = row.get(5);
+            let pending_print: Option<Vec<u8>> = row.get("url_fingerprint");
             if let (Some(asked), Some(pending)) = (&shown, &url) {
                 if asked != pending || fingerprint != pending_print {
                     return Err(conflict(format!(

@@ -63,7 +63,8 @@ pub async fn claim(
                  FROM next WHERE j.id = next.id
                  RETURNING j.id, j.dataset, j.period, j.url, j.force, j.attempt,
                            j.max_attempts, j.lease_token, j.enqueued_by, j.url_sealed,
-                           extract(epoch FROM now() - j.preparing_since)::float8, j.error_code
+                           extract(epoch FROM now() - j.preparing_since)::float8 AS preparing_s,
+                           j.error_code
              ), attempt AS (
                  INSERT INTO carga.job_attempts (job_id, attempt, worker)
                  SELECT id, attempt, $1 FROM claimed
@@ -73,23 +74,23 @@ pub async fn claim(
         )
         .await?;
     Ok(row.map(|r| Claimed {
-        id: r.get(0),
-        dataset: r.get(1),
-        period: Period::from_date(r.get::<_, NaiveDate>(2)),
-        url: r.get::<_, Option<String>>(3).map(|shown| JobUrl {
+        id: r.get("id"),
+        dataset: r.get("dataset"),
+        period: Period::from_date(r.get::<_, NaiveDate>("period")),
+        url: r.get::<_, Option<String>>("url").map(|shown| JobUrl {
             shown,
-            sealed: r.get(9),
+            sealed: r.get("url_sealed"),
             fingerprint: None,
         }),
-        force: r.get(4),
-        attempt: r.get(5),
-        max_attempts: r.get(6),
-        lease_token: r.get(7),
-        enqueued_by: r.get(8),
+        force: r.get("force"),
+        attempt: r.get("attempt"),
+        max_attempts: r.get("max_attempts"),
+        lease_token: r.get("lease_token"),
+        enqueued_by: r.get("enqueued_by"),
         preparing_for: r
-            .get::<_, Option<f64>>(10)
+            .get::<_, Option<f64>>("preparing_s")
             .map(|s| Duration::from_secs_f64(s.max(0.0))),
-        previous_code: r.get(11),
+        previous_code: r.get("error_code"),
     }))
 }
 
@@ -131,7 +132,7 @@ pub async fn heartbeat(
         .await?;
     Ok(match row {
         None => Beat::Lost,
-        Some(r) if r.get::<_, bool>(0) => Beat::CancelRequested,
+        Some(r) if r.get::<_, bool>("cancel_requested") => Beat::CancelRequested,
         Some(_) => Beat::Held,
     })
 }

@@ -58,6 +58,7 @@ pub async fn rescue(client: &impl GenericClient) -> Result<Vec<Rescued>> {
                     (SELECT pg_terminate_backend(s.pid) FROM pg_stat_activity s
                      WHERE s.pid = u.load_backend_pid
                        AND s.application_name = 'carga job ' || u.id || ' attempt ' || u.attempt)
+                    AS terminated
              FROM updated u",
             &[],
         )
@@ -65,11 +66,11 @@ pub async fn rescue(client: &impl GenericClient) -> Result<Vec<Rescued>> {
     let rescued: Vec<Rescued> = rows
         .iter()
         .map(|r| Rescued {
-            id: r.get(0),
-            attempt: r.get(1),
-            state: r.get(2),
-            load_backend_pid: r.get(3),
-            terminated: r.get::<_, Option<bool>>(4).unwrap_or(false),
+            id: r.get("id"),
+            attempt: r.get("attempt"),
+            state: r.get("state"),
+            load_backend_pid: r.get("load_backend_pid"),
+            terminated: r.get::<_, Option<bool>>("terminated").unwrap_or(false),
         })
         .collect();
     if !rescued.is_empty() {

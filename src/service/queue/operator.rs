@@ -30,7 +30,7 @@ pub async fn cancel(client: &impl GenericClient, id: i64) -> Result<String> {
     let Some(row) = row else {
         return Err(QueueError::NotFound(id));
     };
-    let before: String = row.get(0);
+    let before: String = row.get("state");
     match before.as_str() {
         "available" | "retryable" => Ok("cancelled".into()),
         "running" => Ok("cancelling".into()),
@@ -54,7 +54,7 @@ pub async fn retry(client: &impl GenericClient, id: i64, budget: i32) -> Result<
     let Some(row) = row else {
         return Err(QueueError::NotFound(id));
     };
-    let state: String = row.get(0);
+    let state: String = row.get("state");
     let updated = client
         .execute(
             "UPDATE carga.jobs
@@ -88,7 +88,7 @@ pub async fn retry(client: &impl GenericClient, id: i64, budget: i32) -> Result<
                     &[&id],
                 )
                 .await?;
-            Ok(row.get(0))
+            Ok(row.get("id"))
         }
         Err(e) => Err(e.into()),
     }

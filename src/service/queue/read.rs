@@ -118,40 +118,42 @@ pub struct AttemptView {
     pub load_id: Option<i64>,
 }
 
-const VIEW_COLUMNS: &str = "id, dataset, to_char(period, 'YYYY-MM'), state, priority, attempt,
-    max_attempts, enqueued_by, sender, slot, url, force, enqueued_at, scheduled_at, started_at,
-    finished_at, worker, lease_expires_at, cancel_requested, progress, load_id, outcome,
-    error_code, error,
-    extract(epoch FROM coalesce(finished_at, now()) - started_at)::float8";
+/// The columns [`view`] reads, each by its name: the order here is free.
+const VIEW_COLUMNS: &str = "id, dataset, to_char(period, 'YYYY-MM') AS period, state, priority,
+    attempt, max_attempts, enqueued_by, sender, slot, url, force, enqueued_at, scheduled_at,
+    started_at, finished_at, worker, lease_expires_at, cancel_requested, progress, load_id,
+    outcome, error_code, error,
+    extract(epoch FROM coalesce(finished_at, now()) - started_at)::float8 AS seconds";
 
+/// A row of [`VIEW_COLUMNS`], read by column name.
 fn view(r: &tokio_postgres::Row) -> JobView {
-    let url: Option<String> = r.get(10);
+    let url: Option<String> = r.get("url");
     JobView {
-        id: r.get(0),
-        dataset: r.get(1),
-        period: r.get(2),
-        state: r.get(3),
-        priority: r.get(4),
-        attempt: r.get(5),
-        max_attempts: r.get(6),
-        enqueued_by: r.get(7),
-        sender: r.get(8),
-        slot: r.get(9),
+        id: r.get("id"),
+        dataset: r.get("dataset"),
+        period: r.get("period"),
+        state: r.get("state"),
+        priority: r.get("priority"),
+        attempt: r.get("attempt"),
+        max_attempts: r.get("max_attempts"),
+        enqueued_by: r.get("enqueued_by"),
+        sender: r.get("sender"),
+        slot: r.get("slot"),
         source: url.as_deref().map(crate::engine::source::redact_source),
-        force: r.get(11),
-        enqueued_at: r.get(12),
-        scheduled_at: r.get(13),
-        started_at: r.get(14),
-        finished_at: r.get(15),
-        worker: r.get(16),
-        lease_expires_at: r.get(17),
-        cancel_requested: r.get(18),
-        progress: r.get(19),
-        load_id: r.get(20),
-        outcome: r.get(21),
-        error_code: r.get(22),
-        error: r.get(23),
-        seconds: r.get(24),
+        force: r.get("force"),
+        enqueued_at: r.get("enqueued_at"),
+        scheduled_at: r.get("scheduled_at"),
+        started_at: r.get("started_at"),
+        finished_at: r.get("finished_at"),
+        worker: r.get("worker"),
+        lease_expires_at: r.get("lease_expires_at"),
+        cancel_requested: r.get("cancel_requested"),
+        progress: r.get("progress"),
+        load_id: r.get("load_id"),
+        outcome: r.get("outcome"),
+        error_code: r.get("error_code"),
+        error: r.get("error"),
+        seconds: r.get("seconds"),
         attempts: Vec::new(),
     }
 }
@@ -175,14 +177,14 @@ pub async fn get(client: &impl GenericClient, id: i64) -> Result<JobView> {
         .await?
         .iter()
         .map(|r| AttemptView {
-            attempt: r.get(0),
-            worker: r.get(1),
-            started_at: r.get(2),
-            finished_at: r.get(3),
-            outcome: r.get(4),
-            error_code: r.get(5),
-            error: r.get(6),
-            load_id: r.get(7),
+            attempt: r.get("attempt"),
+            worker: r.get("worker"),
+            started_at: r.get("started_at"),
+            finished_at: r.get("finished_at"),
+            outcome: r.get("outcome"),
+            error_code: r.get("error_code"),
+            error: r.get("error"),
+            load_id: r.get("load_id"),
         })
         .collect();
     Ok(job)
@@ -220,11 +222,14 @@ pub async fn list(client: &impl GenericClient, filter: &ListFilter) -> Result<Ve
 pub async fn depth(client: &impl GenericClient) -> Result<Vec<(String, i64)>> {
     let rows = client
         .query(
-            "SELECT state, count(*) FROM carga.jobs GROUP BY state ORDER BY state",
+            "SELECT state, count(*) AS jobs FROM carga.jobs GROUP BY state ORDER BY state",
             &[],
         )
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("state"), r.get("jobs")))
+        .collect())
 }
 #[cfg(test)]
 mod tests {
