@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use tokio_postgres::GenericClient;
 
-use super::{JobUrl, Result};
+use super::{JobUrl, Progress, Result};
 use crate::code::Code;
 use crate::config::QueueSettings;
 use crate::dataset::Period;
@@ -111,7 +111,7 @@ pub async fn heartbeat(
     client: &impl GenericClient,
     job: &Claimed,
     settings: &QueueSettings,
-    progress: &serde_json::Value,
+    progress: &Progress,
     load_backend_pid: Option<i32>,
 ) -> Result<Beat> {
     let row = client
@@ -125,7 +125,7 @@ pub async fn heartbeat(
                 &job.id,
                 &job.lease_token,
                 &(settings.lease_s as f64),
-                progress,
+                &progress.as_json(),
                 &load_backend_pid,
             ],
         )

@@ -16,6 +16,7 @@
 //!   (guarded by the lease token; `fence.rs` runs the last in a publish);
 //! - `maintenance.rs`: the rescuer ([`rescue`]) and the cleaner ([`prune`]);
 //! - `operator.rs`: [`cancel`] and [`retry()`];
+//! - `progress.rs`: [`Progress`], the snapshot a heartbeat records;
 //! - `read.rs`: the read model ([`JobView`], [`get`], [`list`], [`depth`]);
 //! - `retry.rs`: what an ending's code means (retry, wait, fail), backoff;
 //! - `sealed.rs`: a job URL's secrets, sealed at rest.
@@ -25,6 +26,7 @@ pub mod fence;
 mod lease;
 mod maintenance;
 mod operator;
+mod progress;
 mod read;
 pub mod retry;
 pub mod sealed;
@@ -35,6 +37,7 @@ pub use fence::JobFence;
 pub use lease::{Beat, Claimed, Ending, claim, complete_in, finish, heartbeat};
 pub use maintenance::{Rescued, prune, rescue};
 pub use operator::{cancel, retry};
+pub use progress::Progress;
 pub use read::{AttemptView, JobView, ListFilter, ProgressView, depth, get, list};
 pub use sealed::{JobUrl, SealError};
 pub use state::{JobState, STATES};

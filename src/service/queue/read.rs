@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 
-use super::{JobState, QueueError, Result};
+use super::{JobState, Progress, QueueError, Result};
 
 /// A job as operators see it (`carga job`, `GET /v1/jobs/{id}`).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -30,8 +30,9 @@ pub struct JobView {
     pub worker: Option<String>,
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub cancel_requested: bool,
+    /// What the last heartbeat recorded (`{}` before the first).
     #[schema(value_type = Object)]
-    pub progress: serde_json::Value,
+    pub progress: Progress,
     pub load_id: Option<i64>,
     pub outcome: Option<String>,
     pub error_code: Option<String>,
@@ -61,16 +62,13 @@ pub struct ProgressView {
 impl JobView {
     pub fn progress_view(&self) -> ProgressView {
         let p = &self.progress;
-        let n = |k: &str| p.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
-        let (bytes, total_bytes, rows) = (n("bytes"), n("total_bytes"), n("rows"));
+        let bytes = p.bytes.unwrap_or(0);
+        let total_bytes = p.total_bytes.unwrap_or(0);
+        let rows = p.rows.unwrap_or(0);
         let rate = bytes as f64 / self.seconds.unwrap_or(0.0).max(0.001);
         let known = total_bytes > 0;
         ProgressView {
-            stage: p
-                .get("stage")
-                .and_then(|s| s.as_str())
-                .unwrap_or("queued")
-                .to_string(),
+            stage: p.stage.as_deref().unwrap_or("queued").to_string(),
             bytes,
             total_bytes,
             rows,
@@ -148,7 +146,7 @@ fn view(r: &tokio_postgres::Row) -> JobView {
         worker: r.get("worker"),
         lease_expires_at: r.get("lease_expires_at"),
         cancel_requested: r.get("cancel_requested"),
-        progress: r.get("progress"),
+        progress: Progress::from_json(r.get("progress")),
         load_id: r.get("load_id"),
         outcome: r.get("outcome"),
         error_code: r.get("error_code"),
@@ -236,6 +234,7 @@ mod tests {
     use super::*;
 
     fn job(progress: serde_json::Value, seconds: f64) -> JobView {
+        let progress = Progress::from_json(progress);
         JobView {
             id: 1,
             dataset: "d".into(),
