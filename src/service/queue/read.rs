@@ -42,7 +42,9 @@ pub struct JobView {
     pub attempts: Vec<AttemptView>,
 }
 
-/// A running job's progress, read from what its heartbeat recorded.
+/// A running job's progress, read from what its heartbeat recorded: typed
+/// figures (bytes, rows, bytes per second, seconds); the pages that show it
+/// format them (`money::download_figures`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProgressView {
     /// `open`, `stream`, `aggregate`, `publish`, `done`; `queued` before any.
@@ -77,30 +79,6 @@ impl JobView {
             eta_seconds: (known && total_bytes > bytes && rate > 0.0)
                 .then(|| (total_bytes - bytes) as f64 / rate),
         }
-    }
-}
-
-impl ProgressView {
-    /// `3.1 of 10.6 MB (29%), 120.000 rows, 0.4 MB/s, ETA 18 s`.
-    pub fn figures(&self) -> String {
-        let mut line = format!("{:.1}", self.bytes as f64 / 1e6);
-        if let Some(percent) = self.percent {
-            line.push_str(&format!(
-                " of {:.1} MB ({percent:.0}%)",
-                self.total_bytes as f64 / 1e6
-            ));
-        } else {
-            line.push_str(" MB");
-        }
-        line.push_str(&format!(
-            ", {} rows, {:.1} MB/s",
-            crate::money::group_thousands(self.rows),
-            self.rate / 1e6
-        ));
-        if let Some(eta) = self.eta_seconds {
-            line.push_str(&format!(", ETA {eta:.0} s"));
-        }
-        line
     }
 }
 
@@ -276,14 +254,18 @@ mod tests {
         assert_eq!(p.percent, Some(25.0));
         assert_eq!(p.eta_seconds, Some(30.0));
         assert_eq!(
-            p.figures(),
-            "3.0 of 12.0 MB (25%), 120.000 rows, 0.3 MB/s, ETA 30 s"
+            (p.bytes, p.total_bytes, p.rows),
+            (3_000_000, 12_000_000, 120_000)
         );
+        assert_eq!(p.rate, 300_000.0);
         let unknown = job(serde_json::json!({"bytes": 500_000}), 1.0).progress_view();
         assert_eq!(
             (unknown.stage.as_str(), unknown.percent, unknown.eta_seconds),
             ("queued", None, None)
         );
-        assert_eq!(unknown.figures(), "0.5 MB, 0 rows, 0.5 MB/s");
+        assert_eq!(
+            (unknown.bytes, unknown.rows, unknown.rate),
+            (500_000, 0, 500_000.0)
+        );
     }
 }
