@@ -12,6 +12,7 @@
 //!
 //! - `state.rs`: [`JobState`], the six states named once;
 //! - `enqueue.rs`: [`NewJob`], [`Trigger`], [`Priority`], [`enqueue`];
+//! - `deliveries.rs`: webhook deliveries and the job each resolved to;
 //! - `lease.rs`: [`claim`], [`heartbeat`], [`finish`] and [`complete_in`]
 //!   (guarded by the lease token; `fence.rs` runs the last in a publish);
 //! - `maintenance.rs`: the rescuer ([`rescue`]) and the cleaner ([`prune`]);
@@ -21,6 +22,7 @@
 //! - `retry.rs`: what an ending's code means (retry, wait, fail), backoff;
 //! - `sealed.rs`: a job URL's secrets, sealed at rest.
 
+mod deliveries;
 mod enqueue;
 pub mod fence;
 mod lease;
@@ -32,6 +34,7 @@ pub mod retry;
 pub mod sealed;
 pub mod state;
 
+pub use deliveries::{delivered_job, record_delivery};
 pub use enqueue::{Enqueued, NewJob, Priority, Trigger, enqueue};
 pub use fence::JobFence;
 pub use lease::{Beat, Claimed, Ending, claim, complete_in, finish, heartbeat};
