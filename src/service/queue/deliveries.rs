@@ -11,7 +11,7 @@ use super::Result;
 
 /// The job a delivery from `sender` with this `webhook_id` resolved to,
 /// when it was recorded before.
-pub async fn delivered_job(
+pub(crate) async fn delivered_job(
     client: &impl GenericClient,
     sender: &str,
     webhook_id: &str,
@@ -28,7 +28,7 @@ pub async fn delivered_job(
 /// Records that the delivery resolved to `job_id`. Returns false when the
 /// same delivery was recorded first by a request that raced this one
 /// (nothing written: its job is the answer, see [`delivered_job`]).
-pub async fn record_delivery(
+pub(crate) async fn record_delivery(
     client: &impl GenericClient,
     sender: &str,
     webhook_id: &str,

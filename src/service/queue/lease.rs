@@ -96,7 +96,7 @@ pub async fn claim(
 
 /// What a heartbeat learnt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Beat {
+pub(crate) enum Beat {
     Held,
     /// An operator asked to cancel the job.
     CancelRequested,
@@ -107,7 +107,7 @@ pub enum Beat {
 
 /// Renews the lease and records progress (and the load's backend once
 /// known). Runs on the worker's control connection, never the load's.
-pub async fn heartbeat(
+pub(crate) async fn heartbeat(
     client: &impl GenericClient,
     job: &Claimed,
     settings: &QueueSettings,
@@ -342,7 +342,7 @@ pub async fn finish(
 /// The fenced completion of a publish, inside the load's transaction:
 /// only the holder of (job, attempt, lease token) may mark the job
 /// succeeded. Returns false when it does not hold them any more.
-pub async fn complete_in(
+pub(crate) async fn complete_in(
     tx: &impl GenericClient,
     job_id: i64,
     attempt: i32,

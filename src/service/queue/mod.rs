@@ -13,12 +13,12 @@
 //! - `state.rs`: [`JobState`], the six states named once;
 //! - `enqueue.rs`: [`NewJob`], [`Trigger`], [`Priority`], [`enqueue`];
 //! - `deliveries.rs`: webhook deliveries and the job each resolved to;
-//! - `lease.rs`: [`claim`], [`heartbeat`], [`finish`] and [`complete_in`]
+//! - `lease.rs`: [`claim`], `heartbeat`, [`finish`] and `complete_in`
 //!   (guarded by the lease token; `fence.rs` runs the last in a publish);
 //! - `maintenance.rs`: the rescuer ([`rescue`]) and the cleaner ([`prune`]);
 //! - `operator.rs`: [`cancel`] and [`retry()`];
 //! - `progress.rs`: [`Progress`], the snapshot a heartbeat records;
-//! - `read.rs`: the read model ([`JobView`], [`get`], [`list`], [`depth`]);
+//! - `read.rs`: the read model ([`JobView`], `get`, `list`, `depth`);
 //! - `retry.rs`: what an ending's code means (retry, wait, fail), backoff;
 //! - `sealed.rs`: a job URL's secrets, sealed at rest.
 
@@ -34,14 +34,16 @@ pub mod retry;
 pub mod sealed;
 pub mod state;
 
-pub use deliveries::{delivered_job, record_delivery};
+pub(crate) use deliveries::{delivered_job, record_delivery};
 pub use enqueue::{Enqueued, NewJob, Priority, Trigger, enqueue};
 pub use fence::JobFence;
-pub use lease::{Beat, Claimed, Ending, claim, complete_in, finish, heartbeat};
+pub(crate) use lease::{Beat, complete_in, heartbeat};
+pub use lease::{Claimed, Ending, claim, finish};
 pub use maintenance::{Rescued, prune, rescue};
 pub use operator::{cancel, retry};
 pub use progress::Progress;
-pub use read::{AttemptView, JobView, ListFilter, ProgressView, depth, get, list};
+pub use read::{AttemptView, JobView, ProgressView};
+pub(crate) use read::{ListFilter, depth, get, list};
 pub use sealed::{JobUrl, SealError};
 pub use state::{JobState, STATES};
 

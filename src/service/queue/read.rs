@@ -135,7 +135,7 @@ fn view(r: &tokio_postgres::Row) -> JobView {
 }
 
 /// One job with its attempts.
-pub async fn get(client: &impl GenericClient, id: i64) -> Result<JobView> {
+pub(crate) async fn get(client: &impl GenericClient, id: i64) -> Result<JobView> {
     let row = client
         .query_opt(
             &format!("SELECT {VIEW_COLUMNS} FROM carga.jobs WHERE id = $1"),
@@ -168,14 +168,14 @@ pub async fn get(client: &impl GenericClient, id: i64) -> Result<JobView> {
 
 /// A filter for [`list`].
 #[derive(Debug, Clone, Default)]
-pub struct ListFilter {
+pub(crate) struct ListFilter {
     pub state: Option<String>,
     pub dataset: Option<String>,
     pub limit: i64,
 }
 
 /// Jobs, newest first (running and waiting ones before finished ones).
-pub async fn list(client: &impl GenericClient, filter: &ListFilter) -> Result<Vec<JobView>> {
+pub(crate) async fn list(client: &impl GenericClient, filter: &ListFilter) -> Result<Vec<JobView>> {
     let rows = client
         .query(
             &format!(
@@ -195,7 +195,7 @@ pub async fn list(client: &impl GenericClient, filter: &ListFilter) -> Result<Ve
 }
 
 /// Jobs per state (for metrics and the console).
-pub async fn depth(client: &impl GenericClient) -> Result<Vec<(String, i64)>> {
+pub(crate) async fn depth(client: &impl GenericClient) -> Result<Vec<(String, i64)>> {
     let rows = client
         .query(
             "SELECT state, count(*) AS jobs FROM carga.jobs GROUP BY state ORDER BY state",
