@@ -102,7 +102,14 @@ pub async fn run(settings: Settings, args: JobArgs) -> CliResult {
 /// A running job's progress in one line.
 pub fn progress_line(job: &JobView) -> String {
     let p = job.progress_view();
-    format!("{} {}, {}", job.state, p.stage, p.figures())
+    let figures = crate::money::download_figures(
+        p.bytes,
+        p.percent.map(|percent| (p.total_bytes, percent)),
+        p.rows,
+        p.rate,
+        p.eta_seconds,
+    );
+    format!("{} {}, {figures}", job.state, p.stage)
 }
 
 /// A finished job in one line.

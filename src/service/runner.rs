@@ -623,7 +623,7 @@ impl Runner {
                     () = fence.session_known.notified() => {}
                 }
                 let pid = fence.backend_pid();
-                let snapshot = progress_json(&progress);
+                let snapshot = progress_snapshot(&progress);
                 let beat = match control.get().await {
                     Ok(client) => queue::heartbeat(&**client, &job, &settings, &snapshot, pid)
                         .await
@@ -677,15 +677,15 @@ fn panic_text(join: tokio::task::JoinError) -> String {
 }
 
 /// The progress a heartbeat records.
-fn progress_json(progress: &Progress) -> serde_json::Value {
+fn progress_snapshot(progress: &Progress) -> queue::Progress {
     use std::sync::atomic::Ordering::Relaxed;
-    serde_json::json!({
-        "stage": progress.stage_name(),
-        "bytes": progress.bytes.load(Relaxed),
-        "total_bytes": progress.total_bytes.load(Relaxed),
-        "rows": progress.rows.load(Relaxed),
-        "rows_rejected": progress.rows_rejected.load(Relaxed),
-    })
+    queue::Progress {
+        stage: Some(progress.stage_name().to_string()),
+        bytes: Some(progress.bytes.load(Relaxed)),
+        total_bytes: Some(progress.total_bytes.load(Relaxed)),
+        rows: Some(progress.rows.load(Relaxed)),
+        rows_rejected: Some(progress.rows_rejected.load(Relaxed)),
+    }
 }
 
 /// Holds a LISTEN connection and wakes the worker on every notification,

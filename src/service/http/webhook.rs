@@ -250,15 +250,11 @@ async fn enqueue(
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     let mut client = state.ctx.pool.get().await.map_err(ApiError::pool)?;
     let tx = client.transaction().await.map_err(ApiError::db)?;
-    let replayed = tx
-        .query_opt(
-            "SELECT job_id FROM carga.webhook_deliveries WHERE sender = $1 AND webhook_id = $2",
-            &[&sender, &webhook_id],
-        )
+    let replayed = queue::delivered_job(&*tx, sender, webhook_id)
         .await
-        .map_err(ApiError::db)?;
-    if let Some(row) = replayed {
-        return Ok(Accepted::new(row.get(0), true));
+        .map_err(ApiError::queue)?;
+    if let Some(job_id) = replayed {
+        return Ok(Accepted::new(job_id, true));
     }
     let job = NewJob {
         url,
@@ -273,29 +269,19 @@ async fn enqueue(
         )
     };
     let enqueued = queue::enqueue(&*tx, &job).await.map_err(ApiError::queue)?;
-    let recorded = tx
-        .query_opt(
-            "INSERT INTO carga.webhook_deliveries (sender, webhook_id, job_id) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING RETURNING job_id",
-            &[&sender, &webhook_id, &enqueued.id],
-        )
+    let recorded = queue::record_delivery(&*tx, sender, webhook_id, enqueued.id)
         .await
-        .map_err(ApiError::db)?;
+        .map_err(ApiError::queue)?;
     tx.commit().await.map_err(ApiError::db)?;
-    match recorded {
-        Some(_) => Ok(Accepted::new(enqueued.id, !enqueued.new)),
-        // The same delivery raced us and committed first: its job.
-        None => {
-            let row = client
-                .query_one(
-                    "SELECT job_id FROM carga.webhook_deliveries WHERE sender = $1 AND webhook_id = $2",
-                    &[&sender, &webhook_id],
-                )
-                .await
-                .map_err(ApiError::db)?;
-            Ok(Accepted::new(row.get(0), true))
-        }
+    if recorded {
+        return Ok(Accepted::new(enqueued.id, !enqueued.new));
     }
+    // The same delivery raced us and committed first: its job.
+    let first = queue::delivered_job(&**client, sender, webhook_id)
+        .await
+        .map_err(ApiError::queue)?
+        .ok_or_else(|| ApiError::internal("a delivery recorded by a concurrent request is gone"))?;
+    Ok(Accepted::new(first, true))
 }
 
 #[cfg(test)]

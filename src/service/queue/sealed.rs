@@ -44,7 +44,7 @@ pub enum SealError {
 }
 
 /// The key that seals URLs, derived from `CARGA_NIS_KEY`.
-pub struct UrlKey(LessSafeKey);
+pub(crate) struct UrlKey(LessSafeKey);
 
 impl UrlKey {
     pub fn derive(nis_key: &SecretString) -> UrlKey {

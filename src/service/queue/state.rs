@@ -57,6 +57,16 @@ impl JobState {
     }
 }
 
+/// Every state a job can be in, as text (see [`JobState`]).
+pub const STATES: [&str; 6] = [
+    JobState::Available.as_str(),
+    JobState::Running.as_str(),
+    JobState::Retryable.as_str(),
+    JobState::Succeeded.as_str(),
+    JobState::Failed.as_str(),
+    JobState::Cancelled.as_str(),
+];
+
 impl fmt::Display for JobState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(self.as_str())

@@ -364,7 +364,7 @@ async fn live(State(state): State<AppState>, headers: HeaderMap) -> Response {
                         id: j.id,
                         state: j.state.as_str().to_string(),
                         percent: p.percent.unwrap_or(0.0),
-                        figures: p.figures(),
+                        figures: views::jobs::figures(&p),
                         stage: p.stage,
                     }
                 })

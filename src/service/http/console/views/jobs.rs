@@ -5,7 +5,7 @@
 use maud::{Markup, html};
 
 use super::{Page, layout};
-use crate::service::queue::{JobState, JobView};
+use crate::service::queue::{JobState, JobView, ProgressView};
 
 fn button(action: &str, id: i64, label: &str, csrf: &str) -> Markup {
     html! {
@@ -14,6 +14,18 @@ fn button(action: &str, id: i64, label: &str, csrf: &str) -> Markup {
             button type="submit" data-action=(action) { (label) }
         }
     }
+}
+
+/// A running job's figures, as its row shows them and the live updates
+/// (`/console/jobs/live`) replace them.
+pub fn figures(p: &ProgressView) -> String {
+    crate::money::download_figures(
+        p.bytes,
+        p.percent.map(|percent| (p.total_bytes, percent)),
+        p.rows,
+        p.rate,
+        p.eta_seconds,
+    )
 }
 
 pub fn page(jobs: &[JobView], csrf: &str, message: Option<&str>) -> Markup {
@@ -35,7 +47,7 @@ pub fn page(jobs: &[JobView], csrf: &str, message: Option<&str>) -> Markup {
                     td { "#" (j.id) } td { (j.dataset) " " (j.period) }
                     td data-state { (j.state.as_str()) " · " (p.stage) }
                     td { progress.bar data-bar max="100" value=(format!("{:.1}", p.percent.unwrap_or(0.0))) { (format!("{:.0}", p.percent.unwrap_or(0.0))) "%" } }
-                    td data-figures { (p.figures()) }
+                    td data-figures { (figures(&p)) }
                     td { (button("cancel", j.id, "Cancel", csrf)) }
                 }
             }
