@@ -22,6 +22,7 @@ use crate::config::{LimitSettings, Settings};
 use crate::dataset::{Period, Spec};
 use crate::engine::aggregate::{self, DistinctSpill, MunicipalTally, Tallies};
 use crate::engine::decode::{ChannelReader, DecodeError, Decoded, Limited, find_decode_error};
+use crate::engine::load::ledger::LedgerStatus;
 use crate::engine::load::{self, copy, ledger};
 use crate::engine::parse::records::RecordReader;
 use crate::engine::parse::{HeaderError, MunicipalityIndex, Plan, Transformer};
@@ -836,7 +837,7 @@ pub async fn run_with(
             ledger::finish_unpublished(
                 &**client,
                 load_id,
-                "skipped",
+                LedgerStatus::Skipped,
                 Some("unchanged"),
                 None,
                 &stats,
@@ -858,8 +859,8 @@ pub async fn run_with(
         Err(error) => {
             let message = error.to_string();
             let status = match error {
-                LoadError::Cancelled => "cancelled",
-                _ => "failed",
+                LoadError::Cancelled => LedgerStatus::Cancelled,
+                _ => LedgerStatus::Failed,
             };
             if let Err(e) = ledger::finish_unpublished(
                 &**client,
