@@ -88,7 +88,7 @@ impl DbError {
     /// malformed URL, a database or role that does not exist, a wrong
     /// password) rather than an operational failure (a server down or
     /// unreachable, a query that failed). The CLI exits 2 for the former.
-    pub fn is_configuration(&self) -> bool {
+    pub(crate) fn is_configuration(&self) -> bool {
         use tokio_postgres::error::SqlState;
         let refused = |e: &tokio_postgres::Error| {
             e.code().is_some_and(|c| {
@@ -130,7 +130,7 @@ impl DbError {
 /// A database error on one line: the server's message, SQLSTATE, detail
 /// and hint (never its context, which can quote a row), or the client
 /// error with its causes.
-pub fn describe_db(e: &tokio_postgres::Error) -> String {
+pub(crate) fn describe_db(e: &tokio_postgres::Error) -> String {
     let text = match e.as_db_error() {
         Some(db) => {
             let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());

@@ -21,9 +21,11 @@ mod url;
 
 pub use cluster::stop_private_cluster;
 pub use connect::{connect, pool};
-pub use error::{DbError, Result, describe_db};
+pub(crate) use error::describe_db;
+pub use error::{DbError, Result};
 pub(crate) use migrate::encryption;
 pub use migrate::{Encryption, Migration, migrate, migrate_reporting, migration_count};
 pub(crate) use resolve::resolve_existing;
 pub use resolve::{Target, resolve, resolve_separate};
-pub use tls::{ClientCert, RootCert, SslMode, Tls, TlsSettings};
+pub use tls::Tls;
+pub(crate) use tls::{ClientCert, RootCert, SslMode, TlsSettings};

@@ -172,7 +172,7 @@ impl Tls {
     /// configuration. Fails (a configuration error) when a file cannot be
     /// read or holds no usable certificate or key, or when `verify-ca` /
     /// `verify-full` has no CA to check against.
-    pub fn new(settings: &TlsSettings) -> Result<Tls> {
+    pub(crate) fn new(settings: &TlsSettings) -> Result<Tls> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let root = settings.root_cert();
         let check = settings.check(root.as_ref());
@@ -230,12 +230,12 @@ impl Tls {
         })
     }
 
-    pub fn settings(&self) -> &TlsSettings {
+    pub(crate) fn settings(&self) -> &TlsSettings {
         &self.settings
     }
 
     /// What the server's certificate is checked against, for messages.
-    pub fn trust(&self) -> &str {
+    pub(crate) fn trust(&self) -> &str {
         &self.trust
     }
 }

@@ -99,8 +99,7 @@ impl ToSql for LedgerStatus {
 
 /// A previously published load of the same program and period.
 #[derive(Debug, Clone)]
-pub struct Published {
-    pub id: i64,
+pub(crate) struct Published {
     pub period: chrono::NaiveDate,
     pub sha256: Option<Vec<u8>>,
     pub etag: Option<String>,
@@ -108,7 +107,7 @@ pub struct Published {
     pub rows_loaded: i64,
 }
 
-pub async fn start(
+pub(crate) async fn start(
     client: &impl GenericClient,
     dataset: &str,
     program_code: Option<&str>,
@@ -136,7 +135,7 @@ pub async fn start(
 }
 
 /// Records a failure or skip (outside the load transaction).
-pub async fn finish_unpublished(
+pub(crate) async fn finish_unpublished(
     client: &impl GenericClient,
     load_id: i64,
     status: LedgerStatus,
@@ -177,7 +176,7 @@ const OWNER_GONE: &str = "NOT EXISTS (SELECT 1 FROM pg_stat_activity s
 /// Marks other `running` attempts of (program, period) whose owning
 /// connection is gone `abandoned`. Call outside the load transaction
 /// (autocommit), so the mark stays whatever this load's outcome.
-pub async fn abandon_stale(
+pub(crate) async fn abandon_stale(
     client: &impl GenericClient,
     program_code: &str,
     period: Period,
@@ -205,7 +204,9 @@ pub async fn abandon_stale(
 /// maintenance loop of `serve` and `worker` runs it, so a killed load's
 /// row never stays `running` (a later run of its month may never take the
 /// month's lock, e.g. when the source answers 304).
-pub async fn abandon_dead(client: &impl GenericClient) -> Result<u64, tokio_postgres::Error> {
+pub(crate) async fn abandon_dead(
+    client: &impl GenericClient,
+) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
             &format!(
@@ -219,7 +220,7 @@ pub async fn abandon_dead(client: &impl GenericClient) -> Result<u64, tokio_post
 
 /// Inside the reference load's transaction: supersede the dataset's
 /// previous published load and mark this one published.
-pub async fn publish_reference(
+pub(crate) async fn publish_reference(
     client: &impl GenericClient,
     load_id: i64,
     dataset: &str,
@@ -246,14 +247,14 @@ pub async fn publish_reference(
 }
 
 /// The current published load of (program, period), if any.
-pub async fn current(
+pub(crate) async fn current(
     client: &impl GenericClient,
     program_code: &str,
     period: Period,
 ) -> Result<Option<Published>, tokio_postgres::Error> {
     let row = client
         .query_opt(
-            "SELECT id, period, sha256, etag, last_modified, coalesce(rows_loaded, 0)
+            "SELECT period, sha256, etag, last_modified, coalesce(rows_loaded, 0)
              FROM carga.loads WHERE program_code = $1 AND period = $2 AND status = $3",
             &[&program_code, &period.first_day(), &LedgerStatus::Published],
         )
@@ -263,14 +264,14 @@ pub async fn current(
 
 /// The baseline of the shrink guard: the published load of the same period,
 /// else of the latest earlier period of the program.
-pub async fn baseline(
+pub(crate) async fn baseline(
     client: &impl GenericClient,
     program_code: &str,
     period: Period,
 ) -> Result<Option<Published>, tokio_postgres::Error> {
     let row = client
         .query_opt(
-            "SELECT id, period, sha256, etag, last_modified, coalesce(rows_loaded, 0)
+            "SELECT period, sha256, etag, last_modified, coalesce(rows_loaded, 0)
              FROM carga.loads WHERE program_code = $1 AND period <= $2 AND status = $3
              ORDER BY period DESC LIMIT 1",
             &[&program_code, &period.first_day(), &LedgerStatus::Published],
@@ -281,18 +282,17 @@ pub async fn baseline(
 
 fn published(row: tokio_postgres::Row) -> Published {
     Published {
-        id: row.get(0),
-        period: row.get(1),
-        sha256: row.get(2),
-        etag: row.get(3),
-        last_modified: row.get(4),
-        rows_loaded: row.get(5),
+        period: row.get(0),
+        sha256: row.get(1),
+        etag: row.get(2),
+        last_modified: row.get(3),
+        rows_loaded: row.get(4),
     }
 }
 
 /// Everything the ledger keeps about a published load.
 #[derive(Debug, Clone, Default)]
-pub struct PublishRecord {
+pub(crate) struct PublishRecord {
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     pub sha256: Vec<u8>,
@@ -309,7 +309,7 @@ pub struct PublishRecord {
 
 /// Inside the publishing transaction: supersede the previous published load
 /// of (program, period) and mark this one published.
-pub async fn publish(
+pub(crate) async fn publish(
     client: &impl GenericClient,
     load_id: i64,
     program_code: &str,
@@ -368,7 +368,7 @@ pub struct Reject {
 }
 
 /// Writes rejects in one statement (arrays unnested server-side).
-pub async fn insert_rejects(
+pub(crate) async fn insert_rejects(
     client: &impl GenericClient,
     load_id: i64,
     rejects: &[Reject],
@@ -396,7 +396,7 @@ pub async fn insert_rejects(
 }
 
 /// Stage timings as stored in the ledger.
-pub fn stage_seconds(pairs: &[(&str, f64)]) -> serde_json::Value {
+pub(crate) fn stage_seconds(pairs: &[(&str, f64)]) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     for (k, v) in pairs {
         map.insert((*k).to_string(), json!((v * 1000.0).round() / 1000.0));
@@ -442,7 +442,7 @@ pub struct RejectView {
 }
 
 /// One ledger entry with its first `rejects` rejects, if it exists.
-pub async fn view(
+pub(crate) async fn view(
     client: &impl GenericClient,
     id: i64,
     rejects: i64,

@@ -181,10 +181,6 @@ impl Plan {
         })
     }
 
-    pub fn headers(&self) -> &[String] {
-        &self.headers
-    }
-
     pub(super) fn header(&self, index: usize) -> Option<String> {
         self.headers.get(index).cloned()
     }

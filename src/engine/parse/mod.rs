@@ -1,7 +1,7 @@
 //! CSV records → typed payment rows, or row errors. No SQL, and no I/O but
 //! reading an `io::Read` ([`records`]).
-//! One bad row never sinks the batch: [`Transformer::row`] returns the row
-//! or a [`RowError`], and the caller decides by policy. The header is
+//! One bad row never sinks the batch: `Transformer::row` returns the row
+//! or a `RowError`, and the caller decides by policy. The header is
 //! matched by name (accents, case and spacing ignored; aliases allowed)
 //! before any row is read.
 //!
@@ -12,17 +12,16 @@
 //! (the keyed NIS hash).
 
 mod header;
-pub mod keyed;
+mod keyed;
 mod municipality;
 pub mod records;
 mod reject;
 mod transform;
-pub mod value;
+pub(crate) mod value;
 
 #[cfg(test)]
 mod fixtures;
 
-pub use header::{HeaderError, Plan};
-pub use municipality::{MunicipalityEntry, MunicipalityIndex};
-pub use reject::{RejectReason, RowError};
-pub use transform::{PaymentRow, Transformer};
+pub(crate) use header::{HeaderError, Plan};
+pub(crate) use municipality::{MunicipalityEntry, MunicipalityIndex};
+pub(crate) use transform::{PaymentRow, Transformer};

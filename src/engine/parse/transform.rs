@@ -75,10 +75,6 @@ impl Transformer {
         }
     }
 
-    pub fn plan(&self) -> &Plan {
-        &self.plan
-    }
-
     pub fn municipalities(&self) -> &MunicipalityIndex {
         &self.municipalities
     }
@@ -515,7 +511,7 @@ mod tests {
         fields[5] = b"12345678901";
         let a = t.row(&record(&fields)).expect("row").beneficiary_hash;
         let other_key = {
-            let plan = t.plan().clone();
+            let plan = t.plan.clone();
             let mut u = Transformer::new(
                 plan,
                 &spec,
