@@ -172,7 +172,7 @@ impl Tls {
     /// configuration. Fails (a configuration error) when a file cannot be
     /// read or holds no usable certificate or key, or when `verify-ca` /
     /// `verify-full` has no CA to check against.
-    pub fn new(settings: &TlsSettings) -> Result<Tls> {
+    pub(crate) fn new(settings: &TlsSettings) -> Result<Tls> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let root = settings.root_cert();
         let check = settings.check(root.as_ref());
@@ -230,12 +230,12 @@ impl Tls {
         })
     }
 
-    pub fn settings(&self) -> &TlsSettings {
+    pub(crate) fn settings(&self) -> &TlsSettings {
         &self.settings
     }
 
     /// What the server's certificate is checked against, for messages.
-    pub fn trust(&self) -> &str {
+    pub(crate) fn trust(&self) -> &str {
         &self.trust
     }
 }
@@ -436,4 +436,78 @@ pub(super) async fn server_offers_tls(config: &tokio_postgres::Config) -> Option
         .await
         .ok()
         .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn tls_files_that_cannot_be_read_are_configuration_errors_naming_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing-ca.pem");
+        let not_pem = dir.path().join("not-a-ca.pem");
+        std::fs::write(&not_pem, "hello").expect("write");
+        for path in [&missing, &not_pem] {
+            let e = Tls::new(&TlsSettings {
+                mode: SslMode::VerifyFull,
+                root_cert: Some(RootCert::File(path.clone())),
+                client_cert: None,
+            })
+            .expect_err("unreadable CA");
+            let text = e.to_string();
+            assert!(matches!(e, DbError::CaFile { .. }), "{text}");
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(e.is_configuration());
+        }
+        // A key file's contents never reach the message.
+        std::fs::write(&not_pem, "SECRET-KEY-MATERIAL").expect("write");
+        let e = Tls::new(&TlsSettings {
+            mode: SslMode::Require,
+            root_cert: None,
+            client_cert: Some(ClientCert {
+                cert: not_pem.clone(),
+                key: not_pem.clone(),
+            }),
+        })
+        .expect_err("bad client cert");
+        assert!(!e.to_string().contains("SECRET"), "{e}");
+        assert!(e.is_configuration());
+    }
+
+    #[test]
+    fn verifying_modes_without_a_ca_say_how_to_give_one() {
+        // libpq's default CA file (~/.postgresql/root.crt) would be used if
+        // this machine had one.
+        let settings = TlsSettings {
+            mode: SslMode::VerifyFull,
+            root_cert: None,
+            client_cert: None,
+        };
+        let default_ca = std::env::var_os("HOME")
+            .map(|home| Path::new(&home).join(".postgresql/root.crt"))
+            .is_some_and(|p| p.exists());
+        if !default_ca {
+            let e = Tls::new(&settings).expect_err("no CA");
+            assert!(matches!(e, DbError::NoRootCert { .. }), "{e}");
+            assert!(e.to_string().contains("sslrootcert=system"), "{e}");
+            assert!(e.is_configuration());
+        }
+        // Encrypt-only modes need no CA.
+        for mode in [
+            SslMode::Disable,
+            SslMode::Allow,
+            SslMode::Prefer,
+            SslMode::Require,
+        ] {
+            let settings = TlsSettings {
+                mode,
+                root_cert: None,
+                client_cert: None,
+            };
+            Tls::new(&settings).expect("no CA needed");
+        }
+    }
 }

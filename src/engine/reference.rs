@@ -11,7 +11,7 @@ use bytes::BytesMut;
 
 use crate::config::Settings;
 use crate::dataset::Spec;
-use crate::engine::load::ledger;
+use crate::engine::load::ledger::{self, LedgerStatus};
 use crate::engine::pipeline::{Context, LoadError};
 use crate::engine::source::{self, OpenOutcome};
 
@@ -303,8 +303,8 @@ pub async fn run(
     };
     if let Err(error) = &result {
         let status = match error {
-            LoadError::Cancelled => "cancelled",
-            _ => "failed",
+            LoadError::Cancelled => LedgerStatus::Cancelled,
+            _ => LedgerStatus::Failed,
         };
         let _ = ledger::finish_unpublished(
             &**client,

@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio_postgres::GenericClient;
 
 use crate::dataset::{Kind, Period, Spec};
+use crate::engine::load::ledger::LedgerStatus;
 use crate::service::queue::JobState;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -287,7 +288,7 @@ pub async fn boards(
         {
             jobs.insert(row.get(0), (row.get(1), row.get(2), row.get(3), row.get(4)));
         }
-        let mut loads: HashMap<NaiveDate, (String, Option<String>)> = HashMap::new();
+        let mut loads: HashMap<NaiveDate, (LedgerStatus, Option<String>)> = HashMap::new();
         for row in client
             .query(
                 "SELECT DISTINCT ON (period) period, status, error_code FROM carga.loads
@@ -323,7 +324,9 @@ pub async fn boards(
                     (None, Some(JobState::Failed)) => MonthState::Failed,
                     (None, _) if at_source.contains(&p) => MonthState::AtSource,
                     (None, Some(s)) if s.is_pending() => MonthState::Queued,
-                    (None, _) if load.is_some_and(|l| l.0 == "failed") => MonthState::Failed,
+                    (None, _) if load.is_some_and(|l| l.0 == LedgerStatus::Failed) => {
+                        MonthState::Failed
+                    }
                     (None, _) if p <= due => MonthState::Missing,
                     (None, _) => MonthState::NotDue,
                 };

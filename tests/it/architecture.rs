@@ -8,12 +8,11 @@
 use std::path::{Path, PathBuf};
 
 /// The engine and the shared vocabulary beneath it.
-const ENGINE: [&str; 9] = [
+const ENGINE: [&str; 8] = [
     "src/engine",
     "src/dataset.rs",
     "src/code.rs",
     "src/money.rs",
-    "src/db.rs",
     "src/db",
     "src/config.rs",
     "src/telemetry.rs",

@@ -3,15 +3,103 @@
 //! transaction so a failure is recorded even though its data rolls back;
 //! the published state is written inside the publishing transaction.
 
+use std::fmt;
+
 use serde_json::json;
 use tokio_postgres::GenericClient;
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
 use crate::dataset::Period;
 
+/// A load's status in the ledger (`carga.loads.status`): the one place in
+/// Rust that names the seven words. The ledger's statements bind it as a
+/// parameter; the CHECK constraint (migrations V1, V3) spells the same
+/// words, and a unit test holds the two equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerStatus {
+    /// Started, not finished (or its process died: see `abandon_dead`).
+    Running,
+    /// The current load of its (program, month): at most one.
+    Published,
+    /// Was published; a later load of the same month replaced it.
+    Superseded,
+    /// The source was unchanged since the published load.
+    Skipped,
+    Failed,
+    /// Its owning connection went away while it was running.
+    Abandoned,
+    Cancelled,
+}
+
+impl LedgerStatus {
+    /// Every status, in the order of the CHECK constraint.
+    pub const ALL: [LedgerStatus; 7] = [
+        LedgerStatus::Running,
+        LedgerStatus::Published,
+        LedgerStatus::Superseded,
+        LedgerStatus::Skipped,
+        LedgerStatus::Failed,
+        LedgerStatus::Abandoned,
+        LedgerStatus::Cancelled,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LedgerStatus::Running => "running",
+            LedgerStatus::Published => "published",
+            LedgerStatus::Superseded => "superseded",
+            LedgerStatus::Skipped => "skipped",
+            LedgerStatus::Failed => "failed",
+            LedgerStatus::Abandoned => "abandoned",
+            LedgerStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<LedgerStatus> {
+        LedgerStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl fmt::Display for LedgerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl<'a> FromSql<'a> for LedgerStatus {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let text = <&str as FromSql>::from_sql(ty, raw)?;
+        LedgerStatus::parse(text).ok_or_else(|| format!("unknown ledger status {text:?}").into())
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <&str as FromSql>::accepts(ty)
+    }
+}
+
+impl ToSql for LedgerStatus {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.as_str().to_sql(ty, out)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <&str as ToSql>::accepts(ty)
+    }
+
+    to_sql_checked!();
+}
+
 /// A previously published load of the same program and period.
 #[derive(Debug, Clone)]
-pub struct Published {
-    pub id: i64,
+pub(crate) struct Published {
     pub period: chrono::NaiveDate,
     pub sha256: Option<Vec<u8>>,
     pub etag: Option<String>,
@@ -19,7 +107,7 @@ pub struct Published {
     pub rows_loaded: i64,
 }
 
-pub async fn start(
+pub(crate) async fn start(
     client: &impl GenericClient,
     dataset: &str,
     program_code: Option<&str>,
@@ -32,18 +120,25 @@ pub async fn start(
         .query_one(
             "INSERT INTO carga.loads (dataset, program_code, period, status, source_url, forced,
                                       owner_pid)
-             VALUES ($1, $2, $3, 'running', $4, $5, pg_backend_pid()) RETURNING id",
-            &[&dataset, &program_code, &period, &source_url, &forced],
+             VALUES ($1, $2, $3, $6, $4, $5, pg_backend_pid()) RETURNING id",
+            &[
+                &dataset,
+                &program_code,
+                &period,
+                &source_url,
+                &forced,
+                &LedgerStatus::Running,
+            ],
         )
         .await?;
     Ok(row.get(0))
 }
 
 /// Records a failure or skip (outside the load transaction).
-pub async fn finish_unpublished(
+pub(crate) async fn finish_unpublished(
     client: &impl GenericClient,
     load_id: i64,
-    status: &str,
+    status: LedgerStatus,
     error_code: Option<&str>,
     error: Option<&str>,
     stats: &serde_json::Value,
@@ -56,8 +151,15 @@ pub async fn finish_unpublished(
                     rows_read = ($5::jsonb ->> 'rows_read')::bigint,
                     rows_rejected = ($5::jsonb ->> 'rows_rejected')::bigint,
                     sha256 = decode($5::jsonb ->> 'sha256', 'hex')
-             WHERE id = $1 AND status = 'running'",
-            &[&load_id, &status, &error_code, &error, stats],
+             WHERE id = $1 AND status = $6",
+            &[
+                &load_id,
+                &status,
+                &error_code,
+                &error,
+                stats,
+                &LedgerStatus::Running,
+            ],
         )
         .await?;
     Ok(())
@@ -66,16 +168,15 @@ pub async fn finish_unpublished(
 /// A `running` ledger row is dead when the connection that owns it
 /// (`owner_pid`, the ledger connection of its load) is gone: no backend has
 /// that pid, or the one that has it started after the load did (the pid
-/// was reused).
-const DEAD: &str = "status = 'running'
-    AND NOT EXISTS (SELECT 1 FROM pg_stat_activity s
+/// was reused). The statements add `status = running` beside it.
+const OWNER_GONE: &str = "NOT EXISTS (SELECT 1 FROM pg_stat_activity s
                     WHERE s.pid = carga.loads.owner_pid
                       AND (s.backend_start IS NULL OR s.backend_start <= carga.loads.started_at))";
 
 /// Marks other `running` attempts of (program, period) whose owning
 /// connection is gone `abandoned`. Call outside the load transaction
 /// (autocommit), so the mark stays whatever this load's outcome.
-pub async fn abandon_stale(
+pub(crate) async fn abandon_stale(
     client: &impl GenericClient,
     program_code: &str,
     period: Period,
@@ -84,10 +185,17 @@ pub async fn abandon_stale(
     client
         .execute(
             &format!(
-                "UPDATE carga.loads SET status = 'abandoned', finished_at = clock_timestamp()
-                 WHERE program_code = $1 AND period = $2 AND id <> $3 AND {DEAD}"
+                "UPDATE carga.loads SET status = $4, finished_at = clock_timestamp()
+                 WHERE program_code = $1 AND period = $2 AND id <> $3 AND status = $5
+                   AND {OWNER_GONE}"
             ),
-            &[&program_code, &period.first_day(), &load_id],
+            &[
+                &program_code,
+                &period.first_day(),
+                &load_id,
+                &LedgerStatus::Abandoned,
+                &LedgerStatus::Running,
+            ],
         )
         .await
 }
@@ -96,21 +204,23 @@ pub async fn abandon_stale(
 /// maintenance loop of `serve` and `worker` runs it, so a killed load's
 /// row never stays `running` (a later run of its month may never take the
 /// month's lock, e.g. when the source answers 304).
-pub async fn abandon_dead(client: &impl GenericClient) -> Result<u64, tokio_postgres::Error> {
+pub(crate) async fn abandon_dead(
+    client: &impl GenericClient,
+) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
             &format!(
-                "UPDATE carga.loads SET status = 'abandoned', finished_at = clock_timestamp()
-                 WHERE {DEAD}"
+                "UPDATE carga.loads SET status = $1, finished_at = clock_timestamp()
+                 WHERE status = $2 AND {OWNER_GONE}"
             ),
-            &[],
+            &[&LedgerStatus::Abandoned, &LedgerStatus::Running],
         )
         .await
 }
 
 /// Inside the reference load's transaction: supersede the dataset's
 /// previous published load and mark this one published.
-pub async fn publish_reference(
+pub(crate) async fn publish_reference(
     client: &impl GenericClient,
     load_id: i64,
     dataset: &str,
@@ -118,31 +228,35 @@ pub async fn publish_reference(
 ) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
-            "UPDATE carga.loads SET status = 'superseded' WHERE dataset = $1 AND status = 'published'",
-            &[&dataset],
+            "UPDATE carga.loads SET status = $2 WHERE dataset = $1 AND status = $3",
+            &[
+                &dataset,
+                &LedgerStatus::Superseded,
+                &LedgerStatus::Published,
+            ],
         )
         .await?;
     client
         .execute(
-            "UPDATE carga.loads SET status = 'published', finished_at = clock_timestamp(), rows_read = $2, rows_loaded = $2
+            "UPDATE carga.loads SET status = $3, finished_at = clock_timestamp(), rows_read = $2, rows_loaded = $2
              WHERE id = $1",
-            &[&load_id, &rows],
+            &[&load_id, &rows, &LedgerStatus::Published],
         )
         .await?;
     Ok(())
 }
 
 /// The current published load of (program, period), if any.
-pub async fn current(
+pub(crate) async fn current(
     client: &impl GenericClient,
     program_code: &str,
     period: Period,
 ) -> Result<Option<Published>, tokio_postgres::Error> {
     let row = client
         .query_opt(
-            "SELECT id, period, sha256, etag, last_modified, coalesce(rows_loaded, 0)
-             FROM carga.loads WHERE program_code = $1 AND period = $2 AND status = 'published'",
-            &[&program_code, &period.first_day()],
+            "SELECT period, sha256, etag, last_modified, coalesce(rows_loaded, 0)
+             FROM carga.loads WHERE program_code = $1 AND period = $2 AND status = $3",
+            &[&program_code, &period.first_day(), &LedgerStatus::Published],
         )
         .await?;
     Ok(row.map(published))
@@ -150,17 +264,17 @@ pub async fn current(
 
 /// The baseline of the shrink guard: the published load of the same period,
 /// else of the latest earlier period of the program.
-pub async fn baseline(
+pub(crate) async fn baseline(
     client: &impl GenericClient,
     program_code: &str,
     period: Period,
 ) -> Result<Option<Published>, tokio_postgres::Error> {
     let row = client
         .query_opt(
-            "SELECT id, period, sha256, etag, last_modified, coalesce(rows_loaded, 0)
-             FROM carga.loads WHERE program_code = $1 AND period <= $2 AND status = 'published'
+            "SELECT period, sha256, etag, last_modified, coalesce(rows_loaded, 0)
+             FROM carga.loads WHERE program_code = $1 AND period <= $2 AND status = $3
              ORDER BY period DESC LIMIT 1",
-            &[&program_code, &period.first_day()],
+            &[&program_code, &period.first_day(), &LedgerStatus::Published],
         )
         .await?;
     Ok(row.map(published))
@@ -168,18 +282,17 @@ pub async fn baseline(
 
 fn published(row: tokio_postgres::Row) -> Published {
     Published {
-        id: row.get(0),
-        period: row.get(1),
-        sha256: row.get(2),
-        etag: row.get(3),
-        last_modified: row.get(4),
-        rows_loaded: row.get(5),
+        period: row.get(0),
+        sha256: row.get(1),
+        etag: row.get(2),
+        last_modified: row.get(3),
+        rows_loaded: row.get(4),
     }
 }
 
 /// Everything the ledger keeps about a published load.
 #[derive(Debug, Clone, Default)]
-pub struct PublishRecord {
+pub(crate) struct PublishRecord {
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     pub sha256: Vec<u8>,
@@ -196,7 +309,7 @@ pub struct PublishRecord {
 
 /// Inside the publishing transaction: supersede the previous published load
 /// of (program, period) and mark this one published.
-pub async fn publish(
+pub(crate) async fn publish(
     client: &impl GenericClient,
     load_id: i64,
     program_code: &str,
@@ -205,14 +318,19 @@ pub async fn publish(
 ) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
-            "UPDATE carga.loads SET status = 'superseded'
-             WHERE program_code = $1 AND period = $2 AND status = 'published'",
-            &[&program_code, &period.first_day()],
+            "UPDATE carga.loads SET status = $3
+             WHERE program_code = $1 AND period = $2 AND status = $4",
+            &[
+                &program_code,
+                &period.first_day(),
+                &LedgerStatus::Superseded,
+                &LedgerStatus::Published,
+            ],
         )
         .await?;
     client
         .execute(
-            "UPDATE carga.loads SET status = 'published', finished_at = clock_timestamp(), etag = $2, last_modified = $3,
+            "UPDATE carga.loads SET status = $14, finished_at = clock_timestamp(), etag = $2, last_modified = $3,
                     sha256 = $4, bytes_downloaded = $5, bytes_decompressed = $6, rows_read = $7,
                     rows_loaded = $8, rows_rejected = $9, distinct_beneficiaries = $10,
                     total_value_brl = $11::bigint::numeric / 100, partition_name = $12, stage_seconds = $13
@@ -231,6 +349,7 @@ pub async fn publish(
                 &record.value_cents,
                 &record.partition_name,
                 &record.stage_seconds,
+                &LedgerStatus::Published,
             ],
         )
         .await?;
@@ -249,7 +368,7 @@ pub struct Reject {
 }
 
 /// Writes rejects in one statement (arrays unnested server-side).
-pub async fn insert_rejects(
+pub(crate) async fn insert_rejects(
     client: &impl GenericClient,
     load_id: i64,
     rejects: &[Reject],
@@ -277,7 +396,7 @@ pub async fn insert_rejects(
 }
 
 /// Stage timings as stored in the ledger.
-pub fn stage_seconds(pairs: &[(&str, f64)]) -> serde_json::Value {
+pub(crate) fn stage_seconds(pairs: &[(&str, f64)]) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     for (k, v) in pairs {
         map.insert((*k).to_string(), json!((v * 1000.0).round() / 1000.0));
@@ -292,7 +411,7 @@ pub struct LoadView {
     pub id: i64,
     pub dataset: String,
     pub period: Option<String>,
-    pub status: String,
+    pub status: LedgerStatus,
     pub forced: bool,
     pub source_url: String,
     pub etag: Option<String>,
@@ -323,7 +442,7 @@ pub struct RejectView {
 }
 
 /// One ledger entry with its first `rejects` rejects, if it exists.
-pub async fn view(
+pub(crate) async fn view(
     client: &impl GenericClient,
     id: i64,
     rejects: i64,
@@ -381,4 +500,43 @@ pub async fn view(
         finished_at: r.get(20),
         rejects,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_and_serialise_as_their_text() {
+        for status in LedgerStatus::ALL {
+            assert_eq!(LedgerStatus::parse(status.as_str()), Some(status));
+            assert_eq!(
+                serde_json::to_string(&status).expect("json"),
+                format!("\"{status}\"")
+            );
+            assert_eq!(
+                serde_json::from_str::<LedgerStatus>(&format!("\"{status}\"")).expect("json"),
+                status
+            );
+        }
+        assert_eq!(LedgerStatus::parse("done"), None);
+    }
+
+    /// The enum and the table's CHECK constraint (as the last migration
+    /// that wrote it, V3, leaves it) name the same words.
+    #[test]
+    fn statuses_are_the_ones_the_table_allows() {
+        let migration = include_str!("../../../migrations/V3__ledger_cancelled_and_owner.sql");
+        let check = migration
+            .split("CHECK (status IN (")
+            .nth(1)
+            .and_then(|rest| rest.split("))").next())
+            .expect("the CHECK constraint");
+        let allowed: Vec<&str> = check
+            .split(',')
+            .map(|word| word.trim().trim_matches('\''))
+            .collect();
+        let named: Vec<&str> = LedgerStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(allowed, named);
+    }
 }

@@ -136,11 +136,6 @@ pub async fn create_leaf(
     Ok(name)
 }
 
-/// Schema-qualified, quoted name of a leaf for use in SQL.
-pub fn leaf_sql(name: &str) -> String {
-    qualified(name)
-}
-
 /// Streams pre-encoded binary COPY chunks from `rx` into `leaf`.
 ///
 /// COPY starts only once the first chunk arrives (the producer sends it

@@ -36,6 +36,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Settings;
 use crate::dataset::{Period, Spec};
+use crate::engine::load::ledger::LedgerStatus;
 use crate::engine::load::{self, ledger};
 use crate::engine::parse::MunicipalityIndex;
 use crate::engine::source::{self, OpenOutcome, Progress, Validators};
@@ -244,7 +245,7 @@ pub async fn run_with(
             ledger::finish_unpublished(
                 &**client,
                 load_id,
-                "skipped",
+                LedgerStatus::Skipped,
                 Some("unchanged"),
                 None,
                 &stats,
@@ -266,8 +267,8 @@ pub async fn run_with(
         Err(error) => {
             let message = error.to_string();
             let status = match error {
-                LoadError::Cancelled => "cancelled",
-                _ => "failed",
+                LoadError::Cancelled => LedgerStatus::Cancelled,
+                _ => LedgerStatus::Failed,
             };
             if let Err(e) = ledger::finish_unpublished(
                 &**client,

@@ -271,10 +271,6 @@ fn file_name_of(location: &str) -> String {
         .to_string()
 }
 
-pub fn http_client(settings: &HttpSettings) -> Result<reqwest::Client, SourceError> {
-    guarded_client(settings, None).map(|(client, _)| client)
-}
-
 /// Why the redirect policy last refused a hop, for the error (reqwest only
 /// says "redirect error").
 type Refusal = Arc<std::sync::Mutex<Option<String>>>;

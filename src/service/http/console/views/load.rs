@@ -4,7 +4,7 @@
 use maud::{Markup, PreEscaped, html};
 
 use super::{Page, brl, count, layout};
-use crate::engine::load::ledger::LoadView;
+use crate::engine::load::ledger::{LedgerStatus, LoadView};
 use crate::engine::source::Progress;
 
 /// The stages in the order a load runs them ([`Progress::STAGES`]: the
@@ -76,7 +76,7 @@ pub fn page(load: &LoadView, csrf: &str) -> Markup {
     let body = html! {
         h1 { "Load " (load.id) " — " (load.dataset) " " (load.period.as_deref().unwrap_or("")) }
         table {
-            tr { th { "status" } td class=[(load.status == "failed").then_some("error")] { (load.status) @if load.forced { " (forced)" } } }
+            tr { th { "status" } td class=[(load.status == LedgerStatus::Failed).then_some("error")] { (load.status) @if load.forced { " (forced)" } } }
             @if let (Some(code), Some(error)) = (&load.error_code, &load.error) { tr { th { "error" } td.error { (code) ": " (error) } } }
             tr { th { "source" } td { (load.source_url) } }
             tr { th { "ETag / Last-Modified" } td { (load.etag.as_deref().unwrap_or("-")) " / " (load.last_modified.as_deref().unwrap_or("-")) } }

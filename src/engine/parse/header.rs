@@ -1,0 +1,245 @@
+//! The header plan: the file's first line matched against the spec's
+//! columns by name (accents, case and spacing ignored; aliases allowed),
+//! before any row is read. A [`Plan`] says where each role and attribute
+//! column sits in this file; a [`HeaderError`] says why the header does not
+//! fit. What a header error may quote of the first line is decided in
+//! `reject.rs`.
+
+use std::collections::HashMap;
+
+use super::records::Fields;
+use super::reject::{Shown, header_shaped};
+use crate::dataset::{Column, ColumnType, Encoding, Privacy, Role, Spec, header_key};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// `found` lists the first line's cells only when that line is shaped
+    /// like a header (every cell a header-like name, at least one of them
+    /// recognised); a first line that is a data row (a file without a
+    /// header) holds a person's name, NIS and CPF, so it is only counted.
+    #[error(
+        "header is missing {missing:?}; found {columns} columns{}",
+        match found {
+            Some(found) => format!(": {found:?}"),
+            None => format!(
+                ", {recognised} of them expected; the first line does not look like a header (a data row?), so its cells are not shown"
+            ),
+        }
+    )]
+    Missing {
+        missing: Vec<String>,
+        columns: usize,
+        recognised: usize,
+        found: Option<Vec<String>>,
+    },
+    #[error("header names {header:?} twice")]
+    Duplicate { header: String },
+    #[error("the file is empty (no header line)")]
+    Empty,
+}
+
+impl HeaderError {
+    pub fn code(&self) -> crate::code::Code {
+        match self {
+            HeaderError::Empty => crate::code::Code::EmptyFile,
+            _ => crate::code::Code::CsvHeaderMismatch,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Attribute {
+    pub(super) index: usize,
+    pub(super) name: String,
+    pub(super) privacy: Privacy,
+}
+
+/// Column positions in this file, resolved from its header.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub(super) width: usize,
+    pub(super) reference: usize,
+    pub(super) competence: Option<usize>,
+    pub(super) municipality: (usize, ColumnType),
+    pub(super) beneficiary: usize,
+    pub(super) value: (usize, ColumnType),
+    pub(super) sentinels: Vec<Vec<u8>>,
+    pub(super) attributes: Vec<Attribute>,
+    /// Per file position: what the redacted raw line shows.
+    pub(super) shown: Vec<Shown>,
+    /// Positions scanned for NUL bytes: all but the typed role columns,
+    /// whose parsers refuse a NUL on their own.
+    pub(super) nul_scanned: Vec<usize>,
+    pub(super) headers: Vec<String>,
+}
+
+impl Plan {
+    /// Maps the spec's columns onto `header` by name. Fails before any row
+    /// is read, listing the expected and found names.
+    pub fn new(spec: &Spec, header: &impl Fields) -> Result<Plan, HeaderError> {
+        if header.is_empty() || (header.len() == 1 && header.get(0).is_some_and(<[u8]>::is_empty)) {
+            return Err(HeaderError::Empty);
+        }
+        // A NUL would make the name unstorable as a reject's column.
+        let headers: Vec<String> = header
+            .iter()
+            .map(|field| decode_text(spec.source.encoding, field).replace('\0', "\u{fffd}"))
+            .collect();
+        let keys: Vec<String> = headers.iter().map(|h| header_key(h)).collect();
+        let mut positions: HashMap<&str, usize> = HashMap::new();
+        let mut missing = Vec::new();
+        let mut taken: HashMap<usize, &str> = HashMap::new();
+        for column in &spec.columns {
+            let wanted: Vec<String> = std::iter::once(&column.header)
+                .chain(column.aliases.iter())
+                .map(|h| header_key(h))
+                .collect();
+            match keys.iter().position(|k| wanted.contains(k)) {
+                Some(i) => {
+                    if taken.insert(i, &column.name).is_some() {
+                        return Err(HeaderError::Duplicate {
+                            header: headers[i].clone(),
+                        });
+                    }
+                    if keys.iter().filter(|k| wanted.contains(k)).count() > 1 {
+                        return Err(HeaderError::Duplicate {
+                            header: headers[i].clone(),
+                        });
+                    }
+                    positions.insert(&column.name, i);
+                }
+                None if column.optional => {}
+                None => missing.push(column.header.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            let looks_like_header =
+                !positions.is_empty() && headers.iter().all(|h| header_shaped(h));
+            return Err(HeaderError::Missing {
+                missing,
+                columns: headers.len(),
+                recognised: positions.len(),
+                found: looks_like_header.then_some(headers),
+            });
+        }
+        let position = |role: Role| -> (usize, &Column) {
+            let column = spec
+                .columns
+                .iter()
+                .find(|c| c.role == Some(role))
+                .unwrap_or(&spec.columns[0]);
+            (
+                positions.get(column.name.as_str()).copied().unwrap_or(0),
+                column,
+            )
+        };
+        let (reference, _) = position(Role::ReferenceMonth);
+        let (municipality, municipality_column) = position(Role::Municipality);
+        let (beneficiary, beneficiary_column) = position(Role::Beneficiary);
+        let (value, value_column) = position(Role::Value);
+        let competence = spec
+            .column(Role::CompetenceMonth)
+            .and_then(|c| positions.get(c.name.as_str()).copied());
+        let attributes = spec
+            .columns
+            .iter()
+            .filter(|c| c.role.is_none() && c.privacy != Privacy::Drop)
+            .filter_map(|c| {
+                positions.get(c.name.as_str()).map(|&index| Attribute {
+                    index,
+                    name: c.name.clone(),
+                    privacy: c.privacy,
+                })
+            })
+            .collect();
+        let mut shown = vec![Shown::Hidden; headers.len()];
+        for column in &spec.columns {
+            if let Some(&i) = positions.get(column.name.as_str()) {
+                shown[i] = Shown::of(column);
+            }
+        }
+        let typed = [Some(reference), competence, Some(municipality), Some(value)];
+        let nul_scanned = (0..headers.len())
+            .filter(|i| !typed.contains(&Some(*i)))
+            .collect();
+        Ok(Plan {
+            width: headers.len(),
+            reference,
+            competence,
+            municipality: (municipality, municipality_column.column_type),
+            beneficiary,
+            value: (value, value_column.column_type),
+            sentinels: beneficiary_column
+                .sentinels
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect(),
+            attributes,
+            shown,
+            nul_scanned,
+            headers,
+        })
+    }
+
+    pub(super) fn header(&self, index: usize) -> Option<String> {
+        self.headers.get(index).cloned()
+    }
+}
+
+/// `field` as text in the file's declared encoding (lossy).
+pub(super) fn decode_text(encoding: Encoding, field: &[u8]) -> String {
+    match encoding {
+        Encoding::Windows1252 => encoding_rs::WINDOWS_1252
+            .decode_without_bom_handling(field)
+            .0
+            .into_owned(),
+        Encoding::Utf8 => String::from_utf8_lossy(field).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::parse::fixtures::*;
+
+    #[test]
+    fn reordered_and_renamed_headers_map_by_name() {
+        let spec = spec("novo-bolsa-familia");
+        let header: Vec<&[u8]> = vec![
+            b"VALOR PARCELA",
+            b"Nis Favorecido",
+            b"NOME FAVORECIDO",
+            b"M\xcaS REFER\xcaNCIA",
+            b"M\xcaS COMPET\xcaNCIA",
+            b"C\xd3DIGO SIAFI MUNIC\xcdPIO",
+            b"UF",
+            b"NOME MUNIC\xcdPIO",
+        ];
+        let mut t = transformer(&spec, &header);
+        check(
+            &mut t,
+            &[
+                b"10,00",
+                b"12345678901",
+                b"X",
+                b"202410",
+                b"202410",
+                b"7107",
+                b"SP",
+                b"SAO PAULO",
+            ],
+            Ok((1000, true)),
+        );
+    }
+
+    #[test]
+    fn missing_columns_name_expected_and_found() {
+        let spec = spec("novo-bolsa-familia");
+        let err = Plan::new(&spec, &record(&NBF_HEADER[..8])).expect_err("no value column");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("VALOR PARCELA") && msg.contains("NOME FAVORECIDO"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,537 @@
+//! The hot path: one record → a typed [`PaymentRow`] or a [`RowError`],
+//! with the keyed NIS hash and the attribute JSON. Reuses its buffers: no
+//! allocation per row. What a refused value's message may quote is
+//! `reject.rs`'s decision.
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use super::header::Plan;
+use super::keyed::KeyedHash;
+use super::municipality::MunicipalityIndex;
+use super::records::Fields;
+use super::reject::{RejectReason, RowError, quotable};
+use super::value;
+use crate::dataset::{ColumnType, Encoding, Period, Privacy, Spec};
+
+/// One typed payment row. Borrowed attributes live in the transformer's
+/// reusable buffer until the next call.
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentRow<'a> {
+    /// Days from 2000-01-01 (PostgreSQL's date), first of the month.
+    pub competence_date: Option<i32>,
+    pub municipality_id: i32,
+    /// Dense index of the municipality (see [`MunicipalityIndex`]).
+    pub municipality: u32,
+    pub beneficiary_hash: Option<[u8; 16]>,
+    pub value_cents: i64,
+    /// A JSON object of the kept or hashed attribute columns.
+    pub attributes: Option<&'a [u8]>,
+}
+
+/// Turns records into rows for one (program, period). Holds the keyed NIS
+/// hasher and reusable buffers: no allocation per row.
+pub struct Transformer {
+    pub(super) plan: Plan,
+    pub(super) encoding: Encoding,
+    municipalities: MunicipalityIndex,
+    period: u32,
+    /// `quality.max_payment_brl` in cents: the largest |value| of a row.
+    max_payment_cents: i64,
+    nis_mac: KeyedHash,
+    /// The key again, for the rare hashed attribute longer than one block.
+    key_for_long_values: Vec<u8>,
+    last_nis: [u8; 11],
+    last_hash: [u8; 16],
+    /// The last competence month and its day number (most rows repeat it).
+    last_month: (u32, i32),
+    attributes: Vec<u8>,
+    scratch: String,
+}
+
+impl Transformer {
+    pub fn new(
+        plan: Plan,
+        spec: &Spec,
+        municipalities: MunicipalityIndex,
+        period: Option<Period>,
+        nis_key: &[u8],
+    ) -> Transformer {
+        let nis_mac = KeyedHash::new(nis_key);
+        let key_for_long_values = nis_key.to_vec();
+        Transformer {
+            plan,
+            encoding: spec.source.encoding,
+            municipalities,
+            period: period.map_or(0, Period::yyyymm),
+            max_payment_cents: spec.quality.max_payment_cents(),
+            nis_mac,
+            key_for_long_values,
+            last_nis: [0; 11],
+            last_hash: [0; 16],
+            last_month: (0, 0),
+            attributes: Vec::with_capacity(256),
+            scratch: String::new(),
+        }
+    }
+
+    pub fn municipalities(&self) -> &MunicipalityIndex {
+        &self.municipalities
+    }
+
+    /// The period rows are checked against (`YYYYMM`), 0 before the first row
+    /// when none was given.
+    pub fn period(&self) -> u32 {
+        self.period
+    }
+
+    /// A refused value of a `column_type` column: quoted only when it has
+    /// that type's shape (never a name, CPF or NIS in the wrong column).
+    fn bad(
+        &self,
+        index: usize,
+        column_type: ColumnType,
+        expected: &'static str,
+        field: &[u8],
+    ) -> RowError {
+        // Typed fields are not in the NUL scan of `row`: a NUL makes them
+        // unparseable, and is named here, off the hot path.
+        let reason = if memchr::memchr(0, field).is_some() {
+            RejectReason::NulByte
+        } else {
+            RejectReason::BadValue {
+                expected,
+                found: quotable(column_type, field),
+            }
+        };
+        RowError {
+            column: self.plan.header(index),
+            reason,
+        }
+    }
+
+    /// The keyed hash of a NIS: the first 128 bits of HMAC-SHA256.
+    pub fn hash_nis(&mut self, nis: &[u8; 11]) -> [u8; 16] {
+        if nis == &self.last_nis {
+            return self.last_hash;
+        }
+        let digest = self.nis_mac.mac_short(nis).unwrap_or_default();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        self.last_nis = *nis;
+        self.last_hash = out;
+        out
+    }
+
+    /// Transforms one record.
+    #[inline]
+    pub fn row(&mut self, record: &impl Fields) -> Result<PaymentRow<'_>, RowError> {
+        let plan = &self.plan;
+        if record.len() != plan.width {
+            return Err(RowError {
+                column: None,
+                reason: RejectReason::FieldCount {
+                    expected: plan.width,
+                    found: record.len(),
+                },
+            });
+        }
+        let field = |i: usize| record.get(i).unwrap_or_default();
+        // PostgreSQL refuses NUL in text and jsonb: a NUL in any field is a
+        // reject, with its column, rather than a bare database error later
+        // (in a kept attribute or in the reject line itself). The typed
+        // fields are left out of this scan: their parsers refuse a NUL and
+        // `bad` names it.
+        if record.may_hold_nul() {
+            for &i in &plan.nul_scanned {
+                if memchr::memchr(0, field(i)).is_some() {
+                    return Err(RowError {
+                        column: plan.header(i),
+                        reason: RejectReason::NulByte,
+                    });
+                }
+            }
+        }
+
+        let reference = field(plan.reference);
+        let Some(reference_month) = value::yyyymm(reference) else {
+            return Err(self.bad(
+                plan.reference,
+                ColumnType::Yyyymm,
+                "month (YYYYMM)",
+                reference,
+            ));
+        };
+        if self.period == 0 {
+            // validate without a period: the first valid row sets it
+            self.period = reference_month;
+        }
+        if reference_month != self.period {
+            return Err(RowError {
+                column: plan.header(plan.reference),
+                reason: RejectReason::WrongReferenceMonth {
+                    found: reference_month,
+                    expected: self.period,
+                },
+            });
+        }
+        let competence_date = match plan.competence {
+            None => None,
+            Some(i) => {
+                let raw = field(i);
+                match value::yyyymm(raw) {
+                    Some(m) if m == self.last_month.0 => Some(self.last_month.1),
+                    Some(m) => {
+                        let day = value::first_day_pg(m);
+                        self.last_month = (m, day);
+                        Some(day)
+                    }
+                    None if value::trim(raw).is_empty() => None,
+                    None => return Err(self.bad(i, ColumnType::Yyyymm, "month (YYYYMM)", raw)),
+                }
+            }
+        };
+        let (mi, mtype) = plan.municipality;
+        let raw = field(mi);
+        let municipality = match mtype {
+            ColumnType::Ibge => value::ibge(raw)
+                .ok_or_else(|| self.bad(mi, ColumnType::Ibge, "IBGE code (7 digits)", raw))
+                .and_then(|code| {
+                    self.municipalities.ibge(code).ok_or_else(|| RowError {
+                        column: plan.header(mi),
+                        reason: RejectReason::UnknownMunicipality {
+                            code: code.to_string(),
+                        },
+                    })
+                })?,
+            _ => value::siafi(raw)
+                .ok_or_else(|| self.bad(mi, ColumnType::Siafi, "SIAFI code (4 digits)", raw))
+                .and_then(|code| {
+                    self.municipalities.siafi(code).ok_or_else(|| RowError {
+                        column: plan.header(mi),
+                        reason: RejectReason::UnknownMunicipality {
+                            code: format!("{code:04}"),
+                        },
+                    })
+                })?,
+        };
+        let (vi, vtype) = plan.value;
+        let raw = field(vi);
+        let parsed = match vtype {
+            ColumnType::BrlPoint => value::brl_point(raw),
+            _ => value::brl_comma(raw),
+        };
+        let Some(value_cents) = parsed else {
+            return Err(self.bad(vi, vtype, "amount (BRL, e.g. 1.234,56)", raw));
+        };
+        if value_cents.unsigned_abs() > self.max_payment_cents.unsigned_abs() {
+            return Err(RowError {
+                column: plan.header(vi),
+                reason: RejectReason::ValueOutOfRange {
+                    found: quotable(vtype, raw),
+                    limit_brl: self.max_payment_cents / 100,
+                },
+            });
+        }
+        let nis_raw = value::trim(field(plan.beneficiary));
+        let beneficiary_hash = match value::nis(nis_raw) {
+            Some(nis) if !plan.sentinels.iter().any(|s| s == nis) => {
+                let nis: [u8; 11] = nis.try_into().unwrap_or([b'0'; 11]);
+                Some(self.hash_nis(&nis))
+            }
+            _ => None,
+        };
+        let has_attributes = !self.plan.attributes.is_empty();
+        if has_attributes {
+            self.encode_attributes(record)?;
+        }
+        Ok(PaymentRow {
+            competence_date,
+            municipality_id: self.municipalities.id(municipality),
+            municipality,
+            beneficiary_hash,
+            value_cents,
+            attributes: has_attributes.then_some(&self.attributes[..]),
+        })
+    }
+
+    fn encode_attributes(&mut self, record: &impl Fields) -> Result<(), RowError> {
+        self.attributes.clear();
+        self.attributes.push(b'{');
+        for (n, attribute) in self.plan.attributes.iter().enumerate() {
+            let raw = record.get(attribute.index).unwrap_or_default();
+            if n > 0 {
+                self.attributes.push(b',');
+            }
+            json_string(&mut self.attributes, &attribute.name);
+            self.attributes.push(b':');
+            // (NUL bytes were refused in `row`, before any attribute.)
+            let invalid = || RowError {
+                column: self.plan.header(attribute.index),
+                reason: RejectReason::InvalidText,
+            };
+            match attribute.privacy {
+                Privacy::Hash => {
+                    let value = value::trim(raw);
+                    let digest = self.nis_mac.mac_short(value).unwrap_or_else(|| {
+                        let mut mac =
+                            <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key_for_long_values)
+                                .unwrap_or_else(|_| {
+                                    <Hmac<Sha256> as KeyInit>::new_from_slice(b"")
+                                        .expect("empty key")
+                                });
+                        mac.update(value);
+                        mac.finalize().into_bytes().into()
+                    });
+                    self.scratch.clear();
+                    for b in &digest[..16] {
+                        use std::fmt::Write;
+                        let _ = write!(self.scratch, "{b:02x}");
+                    }
+                    json_string(&mut self.attributes, &self.scratch);
+                }
+                _ => match self.encoding {
+                    Encoding::Utf8 => {
+                        let text = std::str::from_utf8(raw).map_err(|_| invalid())?;
+                        json_string(&mut self.attributes, text.trim());
+                    }
+                    Encoding::Windows1252 => {
+                        // Into the reused scratch string: no allocation per row
+                        // even when the text has accents.
+                        self.scratch.clear();
+                        self.scratch.reserve(raw.len() * 3);
+                        let mut decoder =
+                            encoding_rs::WINDOWS_1252.new_decoder_without_bom_handling();
+                        let _ = decoder.decode_to_string(raw, &mut self.scratch, true);
+                        json_string(&mut self.attributes, self.scratch.trim());
+                    }
+                },
+            }
+        }
+        self.attributes.push(b'}');
+        Ok(())
+    }
+}
+
+/// Appends `text` as a JSON string literal.
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    for c in text.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::parse::fixtures::*;
+    use crate::engine::parse::reject::thousands;
+    use crate::engine::parse::{MunicipalityEntry, MunicipalityIndex};
+
+    const NBF_ROW_500_01: [&[u8]; 9] = [
+        b"202410",
+        b"202410",
+        b"SP",
+        b"7107",
+        b"SAO PAULO",
+        b"",
+        b"12345678901",
+        b"X",
+        b"500,01",
+    ];
+
+    #[test]
+    fn rows_are_typed_or_rejected() {
+        let spec = spec("novo-bolsa-familia");
+        let mut t = transformer(&spec, NBF_HEADER);
+        let row = |comp: &'static [u8],
+                   refm: &'static [u8],
+                   siafi: &'static [u8],
+                   nis: &'static [u8],
+                   v: &'static [u8]| {
+            vec![
+                comp,
+                refm,
+                &b"SP"[..],
+                siafi,
+                &b"SAO PAULO"[..],
+                &b""[..],
+                nis,
+                &b"FULANO"[..],
+                v,
+            ]
+        };
+        check(
+            &mut t,
+            &row(b"202410", b"202410", b"7107", b"12345678901", b"1.234,56"),
+            Ok((123456, true)),
+        );
+        check(
+            &mut t,
+            &row(b"202312", b"202410", b"7107", b"", b"-50,00"),
+            Ok((-5000, false)),
+        );
+        check(
+            &mut t,
+            &row(b"202410", b"202410", b"9999", b"12345678901", b"1,00"),
+            Err("unknown_municipality"),
+        );
+        check(
+            &mut t,
+            &row(b"202410", b"202410", b"7107", b"12345678901", b"1,2,3"),
+            Err("bad_value"),
+        );
+        check(
+            &mut t,
+            &row(b"202410", b"202409", b"7107", b"12345678901", b"1,00"),
+            Err("wrong_reference_month"),
+        );
+        check(
+            &mut t,
+            &row(b"2024", b"202410", b"7107", b"12345678901", b"1,00"),
+            Err("bad_value"),
+        );
+        check(&mut t, &[b"202410", b"202410"], Err("field_count"));
+    }
+
+    #[test]
+    fn amounts_beyond_one_payments_limit_are_rejects() {
+        let spec = spec("novo-bolsa-familia");
+        let mut t = transformer(&spec, NBF_HEADER);
+        for (value, want) in [
+            ("10.000.000,00", Ok(1_000_000_000)),
+            ("-10.000.000,00", Ok(-1_000_000_000)),
+            ("10.000.000,01", Err("value_out_of_range")),
+            ("-10.000.000,01", Err("value_out_of_range")),
+            ("92233720368547758,07", Err("value_out_of_range")),
+            ("-92233720368547758,08", Err("bad_value")),
+        ] {
+            let got = t
+                .row(&as_record(&nbf_fields("7107", value)))
+                .map(|r| r.value_cents)
+                .map_err(|e| e.reason.code());
+            assert_eq!(got, want, "{value}");
+        }
+        let err = t
+            .row(&as_record(&nbf_fields("7107", "92233720368547758,07")))
+            .expect_err("beyond");
+        assert_eq!(
+            err.reason.to_string(),
+            "amount \"92233720368547758,07\" is beyond one payment's limit of ±R$ 10.000.000,00 (quality.max_payment_brl)"
+        );
+        assert_eq!(
+            (thousands(500), thousands(1_000), thousands(-12_345_678)),
+            ("500".into(), "1.000".into(), "-12.345.678".into())
+        );
+        // The bound is the spec's.
+        let mut tight = spec.clone();
+        tight.quality.max_payment_brl = 500;
+        let plan = Plan::new(&tight, &record(NBF_HEADER)).expect("header");
+        let index = MunicipalityIndex::new([MunicipalityEntry {
+            id: 7,
+            ibge: 3550308,
+            siafi: Some(7107),
+            state_id: 35,
+        }]);
+        let mut t = Transformer::new(plan, &tight, index, Period::new(2024, 10), b"k");
+        check(&mut t, &NBF_ROW_500_01, Err("value_out_of_range"));
+    }
+
+    #[test]
+    fn short_codes_are_not_padded_into_another_municipality() {
+        let spec = spec("novo-bolsa-familia");
+        let plan = Plan::new(&spec, &record(NBF_HEADER)).expect("header");
+        let index = MunicipalityIndex::new([MunicipalityEntry {
+            id: 12,
+            ibge: 1100015,
+            siafi: Some(12),
+            state_id: 11,
+        }]);
+        let mut t = Transformer::new(plan, &spec, index, Period::new(2024, 10), b"k");
+        let code = |t: &mut Transformer, siafi: &'static str| {
+            t.row(&as_record(&nbf_fields(siafi, "1,00")))
+                .map(|r| r.municipality_id)
+                .map_err(|e| e.reason.code())
+        };
+        assert_eq!(code(&mut t, "0012"), Ok(12));
+        assert_eq!(code(&mut t, "12"), Err("bad_value"));
+        assert_eq!(code(&mut t, "012"), Err("bad_value"));
+    }
+
+    #[test]
+    fn sentinels_are_not_people_and_nis_is_keyed() {
+        let spec = spec("bpc");
+        let header: Vec<&[u8]> = vec![
+            b"M\xcaS COMPET\xcaNCIA",
+            b"M\xcaS REFER\xcaNCIA",
+            b"UF",
+            b"C\xd3DIGO MUNIC\xcdPIO SIAFI",
+            b"NOME MUNIC\xcdPIO",
+            b"NIS BENEFICI\xc1RIO",
+            b"CPF BENEFICI\xc1RIO",
+            b"NOME BENEFICI\xc1RIO",
+            b"NIS REPRESENTANTE LEGAL",
+            b"CPF REPRESENTANTE LEGAL",
+            b"NOME REPRESENTANTE LEGAL",
+            b"N\xdaMERO BENEF\xcdCIO",
+            b"BENEF\xcdCIO CONCEDIDO JUDICIALMENTE",
+            b"VALOR PARCELA",
+        ];
+        let mut t = transformer(&spec, &header);
+        let mut fields: Vec<&[u8]> = vec![
+            b"202410",
+            b"202410",
+            b"SP",
+            b"7107",
+            b"SAO PAULO",
+            b"99999990003",
+            b"",
+            b"NAME",
+            b"",
+            b"",
+            b"",
+            b"123",
+            b"N\xe3o",
+            b"1.412,00",
+        ];
+        check(&mut t, &fields, Ok((141200, false)));
+        let row = t.row(&record(&fields)).expect("row");
+        assert_eq!(row.attributes, Some("{\"judicial\":\"Não\"}".as_bytes()));
+        fields[5] = b"12345678901";
+        let a = t.row(&record(&fields)).expect("row").beneficiary_hash;
+        let other_key = {
+            let plan = t.plan.clone();
+            let mut u = Transformer::new(
+                plan,
+                &spec,
+                MunicipalityIndex::new([MunicipalityEntry {
+                    id: 7,
+                    ibge: 3550308,
+                    siafi: Some(7107),
+                    state_id: 35,
+                }]),
+                Period::new(2024, 10),
+                b"other",
+            );
+            u.row(&record(&fields)).expect("row").beneficiary_hash
+        };
+        assert!(a.is_some() && a != other_key);
+        let line = t.redacted_line(&record(&fields), 512);
+        assert!(
+            !line.contains("12345678901") && !line.contains("NAME"),
+            "{line}"
+        );
+        assert!(line.contains("1.412,00") && line.contains("7107"), "{line}");
+    }
+}
