@@ -18,37 +18,27 @@ pub async fn run(settings: Settings) -> CliResult {
     let client = crate::db::connect(&target.config, &target.tls, &target.description)
         .await
         .map_err(|e| super::db_failure(e, "failed to read the last published periods"))?;
-    let migrated: bool = client
-        .query_one("SELECT to_regclass('carga.loads') IS NOT NULL", &[])
+    let published = crate::engine::load::ledger::last_published(&client)
         .await
-        .context("failed to read the last published periods")?
-        .get(0);
+        .context("failed to read the last published periods")?;
     let mut last: HashMap<String, String> = HashMap::new();
-    if migrated {
-        let rows = client
-            .query(
-                "SELECT dataset, max(period), max(finished_at)::text FROM carga.loads
-                 WHERE status = 'published' GROUP BY dataset",
-                &[],
-            )
-            .await
-            .context("failed to read the last published periods")?;
-        for row in rows {
-            let period: Option<chrono::NaiveDate> = row.get(1);
-            let finished: Option<String> = row.get(2);
-            let text = match period {
-                Some(p) => Period::from_date(p).to_string(),
-                None => finished
-                    .map(|f| f.chars().take(10).collect())
-                    .unwrap_or_default(),
-            };
-            last.insert(row.get(0), text);
+    match published {
+        Some(published) => {
+            for row in published {
+                let text = match row.period {
+                    Some(p) => Period::from_date(p).to_string(),
+                    None => row
+                        .finished_text
+                        .map(|f| f.chars().take(10).collect())
+                        .unwrap_or_default(),
+                };
+                last.insert(row.dataset, text);
+            }
         }
-    } else {
-        eprintln!(
+        None => eprintln!(
             "carga: note: {} has no carga schema yet (`carga migrate`), so nothing was published",
             target.description
-        );
+        ),
     }
     println!(
         "{:<26} {:<15} {:<10} {:<24} {:<18} {:>4} {:<10}",

@@ -130,16 +130,10 @@ async fn refuse_real_data(ctx: &crate::engine::pipeline::Context, description: &
         format!("http://127.0.0.1:%/{DEMO_YEAR:04}{DEMO_MONTH:02}_NovoBolsaFamilia.zip");
     let demo_period =
         chrono::NaiveDate::from_ymd_opt(i32::from(DEMO_YEAR), u32::from(DEMO_MONTH), 1);
-    let foreign: i64 = client
-        .query_one(
-            "SELECT count(*) FROM carga.loads WHERE status = 'published'
-               AND NOT (dataset = 'municipios' AND source_url LIKE 'builtin:%')
-               AND NOT (dataset = 'novo-bolsa-familia' AND period = $1 AND source_url LIKE $2)",
-            &[&demo_period, &demo_source],
-        )
-        .await
-        .map_err(anyhow::Error::from)?
-        .get(0);
+    let foreign =
+        crate::engine::load::ledger::foreign_to_demo(&**client, demo_period, &demo_source)
+            .await
+            .map_err(anyhow::Error::from)?;
     if foreign > 0 {
         return Err(super::usage(anyhow::anyhow!(
             "the demo database {description} holds {foreign} published load(s) the demo did not make; \
@@ -151,68 +145,46 @@ async fn refuse_real_data(ctx: &crate::engine::pipeline::Context, description: &
 }
 
 async fn print_aggregates(ctx: &crate::engine::pipeline::Context, period: Period) -> CliResult {
+    use crate::engine::aggregate::read;
     let client = ctx.pool.get().await.map_err(anyhow::Error::from)?;
-    let date = period.first_day();
-    let national = client
-        .query_one(
-            "SELECT n.total_beneficiaries, n.total_families, (n.total_value_brl * 100)::bigint, n.states,
-                    n.municipalities, n.payments
-             FROM public.program_national_monthly n JOIN public.programs p ON p.id = n.program_id
-             WHERE p.code = 'BOLSA_FAMILIA' AND n.reference_date = $1",
-            &[&date],
-        )
+    let (program, date) = ("BOLSA_FAMILIA", period.first_day());
+    let national = read::national(&**client, program, date)
         .await
         .map_err(anyhow::Error::from)?;
     println!("\nprogram_national_monthly, BOLSA_FAMILIA {period}:");
     println!(
         "  {} families, {} payments, {} in {} states and {} municipalities",
-        national.get::<_, i32>(0),
-        national.get::<_, i64>(5),
-        brl(national.get(2)),
-        national.get::<_, i32>(3),
-        national.get::<_, i32>(4)
+        national.families,
+        national.payments,
+        brl(national.value_cents),
+        national.states,
+        national.municipalities
     );
     println!("\nprogram_state_monthly, top 5 states by value:");
-    for row in client
-        .query(
-            "SELECT s.abbreviation, a.total_families, (a.total_value_brl * 100)::bigint, a.municipalities
-             FROM public.program_state_monthly a JOIN public.states s ON s.id = a.state_id
-             JOIN public.programs p ON p.id = a.program_id
-             WHERE p.code = 'BOLSA_FAMILIA' AND a.reference_date = $1
-             ORDER BY a.total_value_brl DESC LIMIT 5",
-            &[&date],
-        )
+    for row in read::top_states(&**client, program, date, 5)
         .await
         .map_err(anyhow::Error::from)?
     {
         println!(
             "  {:<3} {:>8} families {:>22}  ({} municipalities)",
-            row.get::<_, String>(0),
-            row.get::<_, i32>(1),
-            brl(row.get(2)),
-            row.get::<_, i32>(3)
+            row.abbreviation,
+            row.families,
+            brl(row.value_cents),
+            row.municipalities
         );
     }
     println!("\nbeneficiary_data, top 10 municipalities by value:");
-    for row in client
-        .query(
-            "SELECT m.name, s.abbreviation, m.ibge_code, b.total_families, (b.total_value_brl * 100)::bigint
-             FROM public.beneficiary_data b JOIN public.municipalities m ON m.id = b.municipality_id
-             JOIN public.states s ON s.id = m.state_id JOIN public.programs p ON p.id = b.program_id
-             WHERE p.code = 'BOLSA_FAMILIA' AND b.reference_date = $1
-             ORDER BY b.total_value_brl DESC LIMIT 10",
-            &[&date],
-        )
+    for row in read::top_municipalities(&**client, program, date, 10)
         .await
         .map_err(anyhow::Error::from)?
     {
         println!(
             "  {:<32} {:<3} {} {:>7} families {:>18}",
-            row.get::<_, String>(0),
-            row.get::<_, String>(1),
-            row.get::<_, String>(2),
-            row.get::<_, i32>(3),
-            brl(row.get(4))
+            row.name,
+            row.state,
+            row.ibge_code,
+            row.families,
+            brl(row.value_cents)
         );
     }
     Ok(())

@@ -364,25 +364,7 @@ pub async fn database_read_only(settings: &Settings) -> Result<deadpool_postgres
             crate::db::describe_db(&e)
         ))
     };
-    let exists: bool = client
-        .query_one(
-            "SELECT to_regclass('carga.schema_history') IS NOT NULL",
-            &[],
-        )
-        .await
-        .map_err(unreadable)?
-        .get(0);
-    let applied: Option<i64> = if exists {
-        Some(
-            client
-                .query_one("SELECT count(*) FROM carga.schema_history", &[])
-                .await
-                .map_err(unreadable)?
-                .get(0),
-        )
-    } else {
-        None
-    };
+    let applied = crate::db::applied(&**client).await.map_err(unreadable)?;
     let expected = crate::db::migration_count() as i64;
     match applied {
         Some(n) if n == expected => Ok(client),

@@ -125,3 +125,26 @@ async fn missing_api_tables(client: &tokio_postgres::Client) -> Result<Vec<&'sta
 pub fn migration_count() -> usize {
     embedded::migrations::runner().get_migrations().len()
 }
+
+/// How many migrations the database has applied; `None` when it has no
+/// carga schema yet. Only reads (a read-only role may ask).
+pub(crate) async fn applied(
+    client: &impl tokio_postgres::GenericClient,
+) -> std::result::Result<Option<i64>, tokio_postgres::Error> {
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('carga.schema_history') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    Ok(Some(
+        client
+            .query_one("SELECT count(*) FROM carga.schema_history", &[])
+            .await?
+            .get(0),
+    ))
+}

@@ -102,9 +102,9 @@ pub async fn datasets(
     let mut checked: HashMap<String, DateTime<Utc>> = HashMap::new();
     for row in client
         .query(
-            "SELECT dataset, max(finished_at) FILTER (WHERE state = 'succeeded'), max(finished_at)
+            "SELECT dataset, max(finished_at) FILTER (WHERE state = $1), max(finished_at)
              FROM carga.jobs GROUP BY dataset",
-            &[],
+            &[&crate::service::queue::JobState::Succeeded],
         )
         .await?
     {

@@ -94,7 +94,7 @@ pub async fn tick(
 ) -> Result<Option<(Period, Enqueued)>, ScheduleError> {
     let db_now = || async {
         let client = pool.get().await?;
-        let now: DateTime<Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
+        let now = crate::service::queue::database_now(&**client).await?;
         Ok::<_, ScheduleError>(now)
     };
     let now = db_now().await?;

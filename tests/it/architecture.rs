@@ -3,7 +3,8 @@
 //! driven by the pipeline, with the spec, the codes and the database
 //! plumbing beneath) never reaches into the service around it (queue,
 //! runner, schedule, freshness, http, cli); `anyhow` lives at the edge
-//! (`cli`, `main.rs`) only; configuration depends on nothing above it.
+//! (`cli`, `main.rs`) only; SQL lives in the rooms that own its tables;
+//! job states are named by the queue's state module, not spelled around it.
 
 use std::path::{Path, PathBuf};
 
@@ -87,6 +88,137 @@ fn anyhow_only_at_the_edge() {
     assert!(
         violations.is_empty(),
         "anyhow outside cli/ and main.rs (use the module's own error type):\n{}",
+        violations.join("\n")
+    );
+}
+
+/// The rooms that may hold SQL text, each with the tables it owns. SQL
+/// anywhere else is a room reaching into another's tables: add a function
+/// to the owner instead.
+const SQL_ROOMS: [(&str, &str); 7] = [
+    (
+        "src/db",
+        "the schema: migrations, databases, schema history",
+    ),
+    (
+        "src/engine/load",
+        "payments partitions, the ledger, the load's session",
+    ),
+    ("src/engine/aggregate", "the dashboard's aggregate tables"),
+    ("src/engine/reference.rs", "states and municipalities"),
+    (
+        "src/service/queue",
+        "jobs, attempts, webhook deliveries, the clock",
+    ),
+    ("src/service/sessions.rs", "console sessions"),
+    (
+        "src/service/freshness.rs",
+        "the datasets read model (ledger × jobs)",
+    ),
+];
+
+/// Whether `line` opens a string literal that is an SQL statement.
+fn is_sql(line: &str) -> bool {
+    const STARTS: [&str; 12] = [
+        "SELECT ",
+        "INSERT INTO ",
+        "UPDATE ",
+        "DELETE FROM ",
+        "CREATE ",
+        "ALTER TABLE ",
+        "DROP ",
+        "TRUNCATE ",
+        "WITH ",
+        "SET LOCAL ",
+        "LOCK TABLE ",
+        "COPY ",
+    ];
+    line.split('"').skip(1).step_by(2).any(|literal| {
+        let literal = literal.trim_start();
+        STARTS.iter().any(|k| literal.starts_with(k)) && !literal.starts_with("COPY stored") // a message, not a statement
+    })
+}
+
+#[test]
+fn sql_lives_in_the_rooms_that_own_it() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let mut violations = Vec::new();
+    let mut seen = [false; SQL_ROOMS.len()];
+    for file in &files {
+        let relative = file.strip_prefix(root()).expect("under the root");
+        let room = SQL_ROOMS
+            .iter()
+            .position(|(room, _)| relative.starts_with(room));
+        let text = std::fs::read_to_string(file).expect("read source");
+        for (i, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("//") || !is_sql(line) {
+                continue;
+            }
+            match room {
+                Some(r) => seen[r] = true,
+                None => {
+                    violations.push(format!("{}:{}: {}", relative.display(), i + 1, line.trim()))
+                }
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "SQL outside the rooms that own its tables (see SQL_ROOMS):\n{}",
+        violations.join("\n")
+    );
+    // The detector still sees SQL where it is.
+    assert!(seen.iter().all(|s| *s), "a room lost its SQL: {seen:?}");
+}
+
+const JOB_STATES: [&str; 6] = [
+    "available",
+    "running",
+    "retryable",
+    "succeeded",
+    "failed",
+    "cancelled",
+];
+
+/// Job states are `JobState`: outside the queue, SQL compares `state` with
+/// a parameter (`JobState` is `ToSql`) and Rust never spells a state where
+/// a state is meant. Words that are another vocabulary's (a pool's
+/// "available" connections) are listed with their reason.
+#[test]
+fn job_states_are_named_by_the_queue_only() {
+    const OTHER_VOCABULARY: [(&str, &str); 1] = [(
+        "src/service/http/metrics.rs",
+        "\"state\" => \"available\"", // deadpool's idle connections
+    )];
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let mut violations = Vec::new();
+    for file in &files {
+        let relative = file.strip_prefix(root()).expect("under the root");
+        if relative.starts_with("src/service/queue") {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).expect("read source");
+        for (i, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") || !code.contains("state") {
+                continue;
+            }
+            let spelled = JOB_STATES
+                .iter()
+                .any(|s| code.contains(&format!("'{s}'")) || code.contains(&format!("\"{s}\"")));
+            let excused = OTHER_VOCABULARY
+                .iter()
+                .any(|(f, snippet)| relative == Path::new(f) && code.contains(snippet));
+            if spelled && !excused {
+                violations.push(format!("{}:{}: {}", relative.display(), i + 1, code));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "a job state spelled outside src/service/queue (use JobState):\n{}",
         violations.join("\n")
     );
 }

@@ -11,6 +11,7 @@
 //! [`prepare`], naming the cause, before any aggregate is written.
 
 pub mod distinct;
+pub mod read;
 pub mod tally;
 
 use tokio_postgres::Transaction;

@@ -262,6 +262,70 @@ pub(crate) async fn current(
     Ok(row.map(published))
 }
 
+/// A dataset's latest published load, as `carga datasets` and `/metrics`
+/// show it.
+#[derive(Debug, Clone)]
+pub(crate) struct LastPublished {
+    pub dataset: String,
+    /// The latest published period (none for reference data).
+    pub period: Option<chrono::NaiveDate>,
+    /// When the latest publish finished, as the server writes it.
+    pub finished_text: Option<String>,
+    /// The same instant in seconds since the epoch.
+    pub finished_epoch: Option<f64>,
+}
+
+/// Per dataset, its latest published period and publish; `None` when the
+/// ledger does not exist yet (a database never migrated).
+pub(crate) async fn last_published(
+    client: &impl GenericClient,
+) -> Result<Option<Vec<LastPublished>>, tokio_postgres::Error> {
+    let migrated: bool = client
+        .query_one("SELECT to_regclass('carga.loads') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !migrated {
+        return Ok(None);
+    }
+    let rows = client
+        .query(
+            "SELECT dataset, max(period) AS period, max(finished_at)::text AS finished_text,
+                    extract(epoch FROM max(finished_at))::float8 AS finished_epoch
+             FROM carga.loads WHERE status = $1 GROUP BY dataset",
+            &[&LedgerStatus::Published],
+        )
+        .await?;
+    Ok(Some(
+        rows.iter()
+            .map(|row| LastPublished {
+                dataset: row.get("dataset"),
+                period: row.get("period"),
+                finished_text: row.get("finished_text"),
+                finished_epoch: row.get("finished_epoch"),
+            })
+            .collect(),
+    ))
+}
+
+/// Published loads that `carga demo` did not make: anything but the
+/// builtin reference data and the demo month from `demo_source` (a LIKE
+/// pattern). The demo refuses to overwrite them.
+pub(crate) async fn foreign_to_demo(
+    client: &impl GenericClient,
+    demo_period: Option<chrono::NaiveDate>,
+    demo_source: &str,
+) -> Result<i64, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT count(*) FROM carga.loads WHERE status = $3
+               AND NOT (dataset = 'municipios' AND source_url LIKE 'builtin:%')
+               AND NOT (dataset = 'novo-bolsa-familia' AND period = $1 AND source_url LIKE $2)",
+            &[&demo_period, &demo_source, &LedgerStatus::Published],
+        )
+        .await?
+        .get(0))
+}
+
 /// The baseline of the shrink guard: the published load of the same period,
 /// else of the latest earlier period of the program.
 pub(crate) async fn baseline(

@@ -59,11 +59,10 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
     let expected = crate::db::migration_count();
     let checked = tokio::time::timeout(Duration::from_secs(3), async {
         let client = state.ctx.pool.get().await.map_err(|e| e.to_string())?;
-        let applied = client
-            .query_one("SELECT count(*) FROM carga.schema_history", &[])
+        let applied = crate::db::applied(&**client)
             .await
-            .map(|r| r.get::<_, i64>(0))
-            .map_err(|e| crate::db::describe_db(&e))?;
+            .map_err(|e| crate::db::describe_db(&e))?
+            .unwrap_or(0);
         let encryption = crate::db::encryption(&client)
             .await
             .map_err(|e| e.to_string())?;

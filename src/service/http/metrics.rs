@@ -28,18 +28,10 @@ pub async fn render(State(state): State<AppState>) -> Response {
                 metrics::gauge!(metric::QUEUE_DEPTH, "state" => s).set(n as f64);
             }
         }
-        if let Ok(rows) = client
-            .query(
-                "SELECT dataset, extract(epoch FROM max(finished_at))::float8 FROM carga.loads
-                 WHERE status = 'published' GROUP BY dataset",
-                &[],
-            )
-            .await
-        {
-            for row in rows {
-                let dataset: String = row.get(0);
-                if let Some(at) = row.get::<_, Option<f64>>(1) {
-                    metrics::gauge!(metric::LAST_SUCCESS, "dataset" => dataset).set(at);
+        if let Ok(Some(last)) = crate::engine::load::ledger::last_published(&**client).await {
+            for dataset in last {
+                if let Some(at) = dataset.finished_epoch {
+                    metrics::gauge!(metric::LAST_SUCCESS, "dataset" => dataset.dataset).set(at);
                 }
             }
         }

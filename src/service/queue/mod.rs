@@ -43,7 +43,7 @@ pub use maintenance::{Rescued, prune, rescue};
 pub use operator::{cancel, retry};
 pub use progress::Progress;
 pub use read::{AttemptView, JobView, ProgressView};
-pub(crate) use read::{ListFilter, depth, get, list};
+pub(crate) use read::{ListFilter, database_now, depth, get, list};
 pub use sealed::{JobUrl, SealError};
 pub use state::{JobState, STATES};
 

@@ -207,6 +207,12 @@ pub(crate) async fn depth(client: &impl GenericClient) -> Result<Vec<(String, i6
         .map(|r| (r.get("state"), r.get("jobs")))
         .collect())
 }
+/// The database's clock: the queue's one time of record, which the
+/// scheduler reads too so that every process agrees on the slot.
+pub(crate) async fn database_now(client: &impl GenericClient) -> Result<DateTime<Utc>> {
+    Ok(client.query_one("SELECT now()", &[]).await?.get(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,6 +87,22 @@ impl<'a> tokio_postgres::types::FromSql<'a> for JobState {
     }
 }
 
+impl tokio_postgres::types::ToSql for JobState {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.as_str().to_sql(ty, out)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&str as tokio_postgres::types::ToSql>::accepts(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

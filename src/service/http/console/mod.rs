@@ -350,7 +350,7 @@ async fn live(State(state): State<AppState>, headers: HeaderMap) -> Response {
         Err(r) => return r,
     };
     let filter = ListFilter {
-        state: Some("running".into()),
+        state: Some(queue::JobState::Running.as_str().into()),
         dataset: None,
         limit: 100,
     };
