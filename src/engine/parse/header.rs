@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use super::records::Fields;
 use super::reject::{Shown, header_shaped};
-use crate::dataset::{Column, ColumnType, Encoding, Privacy, Role, Spec, header_key};
+use crate::dataset::{Column, ColumnType, Privacy, Role, Spec, header_key};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
@@ -83,7 +83,9 @@ impl Plan {
         // A NUL would make the name unstorable as a reject's column.
         let headers: Vec<String> = header
             .iter()
-            .map(|field| decode_text(spec.source.encoding, field).replace('\0', "\u{fffd}"))
+            .map(|field| {
+                super::value::decode_text(spec.source.encoding, field).replace('\0', "\u{fffd}")
+            })
             .collect();
         let keys: Vec<String> = headers.iter().map(|h| header_key(h)).collect();
         let mut positions: HashMap<&str, usize> = HashMap::new();
@@ -183,17 +185,6 @@ impl Plan {
 
     pub(super) fn header(&self, index: usize) -> Option<String> {
         self.headers.get(index).cloned()
-    }
-}
-
-/// `field` as text in the file's declared encoding (lossy).
-pub(super) fn decode_text(encoding: Encoding, field: &[u8]) -> String {
-    match encoding {
-        Encoding::Windows1252 => encoding_rs::WINDOWS_1252
-            .decode_without_bom_handling(field)
-            .0
-            .into_owned(),
-        Encoding::Utf8 => String::from_utf8_lossy(field).into_owned(),
     }
 }
 

@@ -8,11 +8,9 @@
 
 use std::fmt;
 
-use super::header::decode_text;
 use super::records::Fields;
-use super::transform::Transformer;
 use super::value;
-use crate::dataset::{Column, ColumnType, Privacy, Role};
+use crate::dataset::{Column, ColumnType, Encoding, Privacy, Role};
 
 /// Why a row was refused. Messages never contain personal data: a value is
 /// quoted only when it has the shape of its column's type (digits for
@@ -145,49 +143,52 @@ impl Shown {
     }
 }
 
-impl Transformer {
-    /// The record as text for the rejects table, cut to `limit` bytes: every
-    /// column the privacy policy does not keep is `***`, and so is a typed
-    /// column whose value does not have its type's shape (a name shifted
-    /// into it) and any field with a NUL byte. A record whose field count
-    /// differs from the header's is not shown at all: its columns are not
-    /// where the header says, so no position can be trusted.
-    pub fn redacted_line(&self, record: &impl Fields, limit: usize) -> String {
-        if record.len() != self.plan.width {
-            return format!(
-                "[not shown: {} fields where the header has {}]",
-                record.len(),
-                self.plan.width
-            );
+/// The record as text for the rejects table, cut to `limit` bytes: every
+/// column the privacy policy does not keep is `***`, and so is a typed
+/// column whose value does not have its type's shape (a name shifted into
+/// it) and any field with a NUL byte. A record whose field count differs
+/// from the header's (`shown.len()`) is not shown at all: its columns are
+/// not where the header says, so no position can be trusted.
+pub(super) fn redacted_line(
+    shown: &[Shown],
+    encoding: Encoding,
+    record: &impl Fields,
+    limit: usize,
+) -> String {
+    if record.len() != shown.len() {
+        return format!(
+            "[not shown: {} fields where the header has {}]",
+            record.len(),
+            shown.len()
+        );
+    }
+    let mut out = String::new();
+    for (i, field) in record.iter().enumerate() {
+        if i > 0 {
+            out.push(';');
         }
-        let mut out = String::new();
-        for (i, field) in record.iter().enumerate() {
-            if i > 0 {
-                out.push(';');
-            }
-            let show = match self.plan.shown.get(i) {
-                Some(Shown::Typed(column_type)) => value::shaped(*column_type, field),
-                Some(Shown::Text) => memchr::memchr(0, field).is_none(),
-                _ => false,
-            };
-            if show {
-                out.push_str(&decode_text(self.encoding, field));
-            } else {
-                out.push_str("***");
-            }
-            if out.len() > limit {
-                break;
-            }
+        let show = match shown.get(i) {
+            Some(Shown::Typed(column_type)) => value::shaped(*column_type, field),
+            Some(Shown::Text) => memchr::memchr(0, field).is_none(),
+            _ => false,
+        };
+        if show {
+            out.push_str(&value::decode_text(encoding, field));
+        } else {
+            out.push_str("***");
         }
         if out.len() > limit {
-            let mut cut = limit;
-            while !out.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            out.truncate(cut);
+            break;
         }
-        out
     }
+    if out.len() > limit {
+        let mut cut = limit;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out
 }
 
 /// Whether a header cell looks like a column name (letters, spaces and a
@@ -225,9 +226,8 @@ pub(super) fn quotable(column_type: ColumnType, field: &[u8]) -> Option<String> 
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::engine::parse::Plan;
     use crate::engine::parse::fixtures::*;
+    use crate::engine::parse::{Plan, Transformer};
 
     const BPC_HEADER: &[&[u8]] = &[
         b"M\xcaS COMPET\xcaNCIA",

@@ -125,6 +125,12 @@ impl Transformer {
 
     /// Transforms one record.
     #[inline]
+    /// The record as the rejects table may show it (`reject::redacted_line`:
+    /// the privacy surface decides; this only hands it the plan).
+    pub fn redacted_line(&self, record: &impl Fields, limit: usize) -> String {
+        super::reject::redacted_line(&self.plan.shown, self.encoding, record, limit)
+    }
+
     pub fn row(&mut self, record: &impl Fields) -> Result<PaymentRow<'_>, RowError> {
         let plan = &self.plan;
         if record.len() != plan.width {

@@ -186,6 +186,17 @@ pub fn first_day_pg(yyyymm: u32) -> i32 {
     (unix_days - 10_957) as i32
 }
 
+/// `field` as text in the file's declared encoding (lossy).
+pub(crate) fn decode_text(encoding: crate::dataset::Encoding, field: &[u8]) -> String {
+    match encoding {
+        crate::dataset::Encoding::Windows1252 => encoding_rs::WINDOWS_1252
+            .decode_without_bom_handling(field)
+            .0
+            .into_owned(),
+        crate::dataset::Encoding::Utf8 => String::from_utf8_lossy(field).into_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -414,7 +414,7 @@ async fn attempt(
             threads,
         )
     };
-    let parser = stages::spawn_parser(byte_rx, parse_input, sink, &progress, &first);
+    let parser = parser::spawn_parser(byte_rx, parse_input, sink, &progress, &first);
     let copied = load::copy_into(&tx, &leaf, copy_rx, parser).await;
     if let Err(LoadError::Db { .. }) = &copied {
         // The server refused the COPY; the parser then fails to send.

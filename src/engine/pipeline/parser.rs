@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 
 use super::error::{LoadError, at_line};
-use super::stages::{INFLATED_DEPTH, inflate};
+use super::stages::{FirstFailure, INFLATED_DEPTH, Stage, inflate};
 use crate::config::LimitSettings;
 use crate::dataset::{Period, Spec};
 use crate::engine::aggregate::{DistinctSpill, MunicipalTally, Tallies};
@@ -376,4 +376,34 @@ pub fn parse_blocking<S: RowSink>(
     summary.period = transformer.period();
     sink.finish(transformer.municipalities(), &mut summary)?;
     Ok(summary)
+}
+
+/// Starts the parser on a blocking thread (it records itself in `first`
+/// when it fails for a reason of its own); the future ends with its result.
+/// The sink is built on that thread, before the first record.
+pub(super) fn spawn_parser<S, F>(
+    bytes: mpsc::Receiver<io::Result<Bytes>>,
+    input: ParseInput,
+    sink: F,
+    progress: &Arc<Progress>,
+    first: &Arc<FirstFailure>,
+) -> impl Future<Output = Result<ParseSummary, LoadError>> + use<S, F>
+where
+    S: RowSink,
+    F: FnOnce() -> Result<S, LoadError> + Send + 'static,
+{
+    let (progress, first) = (progress.clone(), first.clone());
+    let parser = tokio::task::spawn_blocking(move || {
+        let parsed = sink()
+            .and_then(|sink| parse_blocking(ChannelReader::new(bytes), input, sink, progress));
+        if parsed.as_ref().is_err_and(|e| !e.is_consequence()) {
+            first.record(Stage::Stream);
+        }
+        parsed
+    });
+    async move {
+        parser
+            .await
+            .map_err(|e| LoadError::Internal(format!("parser thread failed: {e}")))?
+    }
 }

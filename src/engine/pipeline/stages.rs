@@ -1,6 +1,7 @@
-//! The stream's stages and their wiring: the download task, the inflate
-//! thread, the parser thread, and [`FirstFailure`], which tells the root
-//! cause from its consequences when they race.
+//! The stream's stages around the parser: the download task, the inflate
+//! thread, and [`FirstFailure`], which tells the root cause from its
+//! consequences when they race (the parser's own thread starts in
+//! `parser.rs`).
 
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -9,9 +10,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::error::LoadError;
-use super::parser::{ParseInput, ParseSummary, RowSink, parse_blocking};
 use crate::config::{LimitSettings, Settings};
-use crate::engine::decode::{ChannelReader, DecodeError, Decoded, Limited, find_decode_error};
+use crate::engine::decode::{DecodeError, Decoded, Limited, find_decode_error};
 use crate::engine::source::{self, DownloadSummary, Progress, SourceError};
 
 /// The stages whose failures race: the download, and the stream (inflate,
@@ -137,36 +137,6 @@ pub(super) fn spawn_download(
         progress.clone(),
         move || failed.record(Stage::Source),
     ))
-}
-
-/// Starts the parser on a blocking thread (it records itself in `first`
-/// when it fails for a reason of its own); the future ends with its result.
-/// The sink is built on that thread, before the first record.
-pub(super) fn spawn_parser<S, F>(
-    bytes: mpsc::Receiver<io::Result<Bytes>>,
-    input: ParseInput,
-    sink: F,
-    progress: &Arc<Progress>,
-    first: &Arc<FirstFailure>,
-) -> impl Future<Output = Result<ParseSummary, LoadError>> + use<S, F>
-where
-    S: RowSink,
-    F: FnOnce() -> Result<S, LoadError> + Send + 'static,
-{
-    let (progress, first) = (progress.clone(), first.clone());
-    let parser = tokio::task::spawn_blocking(move || {
-        let parsed = sink()
-            .and_then(|sink| parse_blocking(ChannelReader::new(bytes), input, sink, progress));
-        if parsed.as_ref().is_err_and(|e| !e.is_consequence()) {
-            first.record(Stage::Stream);
-        }
-        parsed
-    });
-    async move {
-        parser
-            .await
-            .map_err(|e| LoadError::Internal(format!("parser thread failed: {e}")))?
-    }
 }
 
 /// The download task's result; an abort (after the stream failed) is a

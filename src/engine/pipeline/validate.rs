@@ -54,7 +54,8 @@ pub async fn validate(
         limits: settings.limits.clone(),
         file,
     };
-    let parsed = stages::spawn_parser(byte_rx, input, || Ok(CheckOnly), &progress, &first).await;
+    let parsed =
+        super::parser::spawn_parser(byte_rx, input, || Ok(CheckOnly), &progress, &first).await;
     if parsed.is_err() && !download.is_finished() {
         download.abort();
     }
