@@ -523,7 +523,7 @@ pub fn finish_progress(ticker: tokio::task::JoinHandle<()>, bar: Option<indicati
     }
 }
 
-pub use crate::money::brl;
+pub(crate) use crate::money::brl;
 
 #[cfg(test)]
 mod one_line_tests {
