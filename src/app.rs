@@ -3,7 +3,7 @@
 //! the API's state and pool, the scheduler. `serve`, `worker` and the test
 //! harness assemble through it, so the three cannot drift apart.
 //!
-//! It never starts a private PostgreSQL: [`App::connect`] resolves only a
+//! It never starts a private PostgreSQL: `App::connect` resolves only a
 //! server that exists (`carga demo` is the one path to a private cluster).
 //! Nothing here connects: pools connect on first use, so `serve` can start
 //! while the database is down and migrate once it answers.
@@ -42,17 +42,6 @@ pub enum AppError {
     Schedule(#[from] ScheduleError),
 }
 
-impl AppError {
-    /// A mistake in the configuration (exit 2), not a failure of the moment.
-    pub fn is_configuration(&self) -> bool {
-        match self {
-            AppError::Database(e) | AppError::Pool { source: e, .. } => e.is_configuration(),
-            AppError::Specs(_) => true,
-            AppError::Random(_) | AppError::Schedule(_) => false,
-        }
-    }
-}
-
 /// Settings, the database and the dataset specs: what every part is built from.
 pub struct App {
     settings: Settings,
@@ -63,7 +52,7 @@ pub struct App {
 impl App {
     /// Resolves a database that exists (never a private cluster) and reads
     /// the specs. Neither connects nor migrates.
-    pub async fn connect(settings: Settings) -> Result<App, AppError> {
+    pub(crate) async fn connect(settings: Settings) -> Result<App, AppError> {
         let target = crate::db::resolve_existing(&settings).await?;
         App::new(settings, target)
     }
@@ -78,16 +67,8 @@ impl App {
         })
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
-    pub fn target(&self) -> &Target {
+    pub(crate) fn target(&self) -> &Target {
         &self.target
-    }
-
-    pub fn specs(&self) -> &[Spec] {
-        &self.specs
     }
 
     fn pool(&self, which: &'static str, size: usize) -> Result<Pool, AppError> {
@@ -137,7 +118,7 @@ impl App {
 
     /// Starts the scheduler (cron jobs and the reconciliation task) on the
     /// runner's control pool.
-    pub async fn scheduler(&self, runner: &Arc<Runner>) -> Result<Scheduler, AppError> {
+    pub(crate) async fn scheduler(&self, runner: &Arc<Runner>) -> Result<Scheduler, AppError> {
         Ok(schedule::start(
             runner.control_pool().clone(),
             self.specs.clone(),

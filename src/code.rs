@@ -116,7 +116,7 @@ const FIXED: [(Code, &str); 42] = [
 
 impl Code {
     /// The code of a PostgreSQL error by its SQLSTATE.
-    pub fn sql_state(state: &str) -> Code {
+    pub(crate) fn sql_state(state: &str) -> Code {
         match <[u8; 5]>::try_from(state.as_bytes()) {
             Ok(bytes) => Code::SqlState(bytes),
             Err(_) => Code::DatabaseError,
@@ -185,7 +185,7 @@ impl Code {
     }
 
     /// A code as stored; `None` for text no version of carga wrote.
-    pub fn parse(text: &str) -> Option<Code> {
+    pub(crate) fn parse(text: &str) -> Option<Code> {
         if let Some(status) = text.strip_prefix("http_status_") {
             return status.parse().ok().map(Code::HttpStatus);
         }

@@ -17,7 +17,7 @@ const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 /// The shortest `CARGA_NIS_KEY` accepted. The key is all that stands between
 /// a stored hash and the NIS it came from: there are only 10^11 NIS numbers,
 /// so a short key can be recovered by trying keys against one known NIS.
-pub const MIN_NIS_KEY_CHARS: usize = 32;
+pub(crate) const MIN_NIS_KEY_CHARS: usize = 32;
 
 /// `CARGA_…` variables read directly (not `CARGA__SECTION__KEY`).
 const DIRECT_VARIABLES: [&str; 1] = ["CARGA_NIS_KEY"];
@@ -55,28 +55,28 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
-    pub pool_size: usize,
+    pub(crate) pool_size: usize,
     pub wait_timeout_ms: u64,
     pub create_timeout_ms: u64,
-    pub recycle_timeout_ms: u64,
-    pub statement_timeout_s: u64,
-    pub lock_timeout_ms: u64,
+    pub(crate) recycle_timeout_ms: u64,
+    pub(crate) statement_timeout_s: u64,
+    pub(crate) lock_timeout_ms: u64,
     /// Look for a system server before starting a private cluster.
     pub use_system_server: bool,
     pub local_cluster_dir: PathBuf,
     pub local_cluster_port: u16,
     /// The database `carga demo` works in, on the same server (created if
     /// missing); never the one real loads use.
-    pub demo_database: String,
+    pub(crate) demo_database: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
-    pub connect_timeout_s: u64,
+    connect_timeout_s: u64,
     pub read_timeout_s: u64,
-    pub user_agent: String,
-    pub max_redirects: usize,
+    pub(crate) user_agent: String,
+    pub(crate) max_redirects: usize,
     pub max_download_bytes: u64,
     /// Wall-clock bound on one download.
     pub download_deadline_s: u64,
@@ -85,17 +85,17 @@ pub struct HttpSettings {
     pub min_bytes_per_second: u64,
     pub min_throughput_window_s: u64,
     /// `carga serve`'s API: where it listens (`--listen` overrides).
-    pub listen: String,
+    pub(crate) listen: String,
     /// Bearer token for the operator endpoints (set it through
     /// `CARGA__HTTP__OPERATOR_TOKEN`); empty: those endpoints answer 401.
     #[serde(default = "empty_secret")]
     pub operator_token: SecretString,
     /// A source answering 202 (preparing the file) is asked again after its
     /// `Retry-After`, else after this.
-    pub preparing_poll_s: u64,
+    pub(crate) preparing_poll_s: u64,
     /// How long a job waits for a file being prepared (since the first
     /// 202) before it falls back to `queue.not_found_retry_s`.
-    pub preparing_limit_s: u64,
+    pub(crate) preparing_limit_s: u64,
     /// A request's headers must arrive within this (slow-loris guard).
     pub header_read_timeout_s: u64,
     /// A whole request, body included, must be answered within this.
@@ -124,7 +124,7 @@ fn empty_secret() -> SecretString {
 pub struct WebhookSettings {
     /// How far a signature's timestamp may be from this server's clock.
     #[serde(default = "default_tolerance")]
-    pub tolerance_s: u64,
+    pub(crate) tolerance_s: u64,
     #[serde(default)]
     pub senders: std::collections::BTreeMap<String, WebhookSender>,
 }
@@ -176,17 +176,17 @@ fn secrets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, 
 pub struct LimitSettings {
     pub max_decompressed_bytes: u64,
     pub max_record_bytes: usize,
-    pub max_stored_rejects: usize,
-    pub reject_line_bytes: usize,
+    pub(crate) max_stored_rejects: usize,
+    pub(crate) reject_line_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoadSettings {
     pub jobs_dir: PathBuf,
-    pub channel_depth: usize,
-    pub copy_chunk_bytes: usize,
-    pub download_depth: usize,
+    pub(crate) channel_depth: usize,
+    pub(crate) copy_chunk_bytes: usize,
+    pub(crate) download_depth: usize,
     /// Directory of the distinct-count spill file; empty: the system's.
     pub spill_dir: PathBuf,
     /// Threads counting the spill at the end of a load; 0: one per core.
@@ -200,11 +200,11 @@ pub struct LoadSettings {
 #[serde(deny_unknown_fields)]
 pub struct QueueSettings {
     /// `carga worker`'s own `/metrics` and `/health` listener (empty: off).
-    pub metrics_listen: String,
+    pub(crate) metrics_listen: String,
     /// Loads one worker process runs at once.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// A worker's name in the jobs table; empty: host name and pid.
-    pub worker_name: String,
+    worker_name: String,
     /// How long a claim lasts without a heartbeat.
     pub lease_s: u64,
     pub heartbeat_s: u64,
@@ -224,7 +224,7 @@ pub struct QueueSettings {
     /// A month the Portal has not published (404) is retried this often.
     pub not_found_retry_s: u64,
     /// Finished jobs are kept this long.
-    pub retention_days: u64,
+    pub(crate) retention_days: u64,
     /// On SIGTERM: how long running loads may go on before they are
     /// cancelled and released.
     pub shutdown_grace_s: u64,
@@ -232,7 +232,7 @@ pub struct QueueSettings {
 
 impl QueueSettings {
     /// The worker's name: `worker_name`, else `host:pid`.
-    pub fn worker_id(&self) -> String {
+    pub(crate) fn worker_id(&self) -> String {
         if !self.worker_name.is_empty() {
             return self.worker_name.clone();
         }
@@ -245,7 +245,7 @@ impl QueueSettings {
 
 impl LoadSettings {
     /// The directory the distinct-count spill file goes to.
-    pub fn spill_dir(&self) -> PathBuf {
+    pub(crate) fn spill_dir(&self) -> PathBuf {
         if self.spill_dir.as_os_str().is_empty() {
             std::env::temp_dir()
         } else {
@@ -253,7 +253,7 @@ impl LoadSettings {
         }
     }
     /// Threads for the distinct count.
-    pub fn count_threads(&self) -> usize {
+    pub(crate) fn count_threads(&self) -> usize {
         match self.count_threads {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
@@ -262,10 +262,10 @@ impl LoadSettings {
 }
 
 impl HttpSettings {
-    pub fn connect_timeout(&self) -> Duration {
+    pub(crate) fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_s)
     }
-    pub fn read_timeout(&self) -> Duration {
+    pub(crate) fn read_timeout(&self) -> Duration {
         Duration::from_secs(self.read_timeout_s)
     }
 }
@@ -282,7 +282,8 @@ impl Settings {
     }
 
     /// The compiled-in defaults alone (no file, no environment), for tests.
-    pub fn defaults() -> Settings {
+    #[cfg(test)]
+    pub(crate) fn defaults() -> Settings {
         Self::layered(None, Some(config::Map::new()))
             .unwrap_or_else(|e| panic!("config/default.toml is invalid: {e}"))
     }
@@ -364,7 +365,7 @@ impl Settings {
 }
 
 /// Refuses a NIS key too short to protect the hashes (never echoes it).
-pub fn check_nis_key(key: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_nis_key(key: &str) -> Result<(), ConfigError> {
     let chars = key.chars().count();
     if chars < MIN_NIS_KEY_CHARS {
         return Err(ConfigError::Key {

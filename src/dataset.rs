@@ -53,8 +53,8 @@ pub enum SpecError {
 /// A month, the unit of idempotency of a Portal load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Period {
-    pub year: u16,
-    pub month: u8,
+    pub(crate) year: u16,
+    pub(crate) month: u8,
 }
 
 impl Period {
@@ -76,19 +76,19 @@ impl Period {
     pub fn yyyymm(self) -> u32 {
         u32::from(self.year) * 100 + u32::from(self.month)
     }
-    pub fn first_day(self) -> chrono::NaiveDate {
+    pub(crate) fn first_day(self) -> chrono::NaiveDate {
         chrono::NaiveDate::from_ymd_opt(i32::from(self.year), u32::from(self.month), 1)
             .unwrap_or_default()
     }
     /// Every month from `from` to `to`, inclusive (empty when `from > to`).
-    pub fn range(from: Period, to: Period) -> Vec<Period> {
+    pub(crate) fn range(from: Period, to: Period) -> Vec<Period> {
         let index = |p: Period| p.yyyymm() / 100 * 12 + p.yyyymm() % 100 - 1;
         (index(from)..=index(to))
             .filter_map(|i| Period::new((i / 12) as u16, (i % 12 + 1) as u8))
             .collect()
     }
 
-    pub fn from_date(date: chrono::NaiveDate) -> Period {
+    pub(crate) fn from_date(date: chrono::NaiveDate) -> Period {
         use chrono::Datelike;
         Period {
             year: date.year() as u16,
@@ -105,7 +105,7 @@ impl fmt::Display for Period {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Monthly payment file: rows → carga.payments → aggregates.
     Payments,
     /// States and municipalities (IBGE list with SIAFI codes).
@@ -114,14 +114,14 @@ pub enum Kind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Container {
+pub(crate) enum Container {
     Zip,
     Gzip,
     Plain,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum Encoding {
+pub(crate) enum Encoding {
     #[serde(
         rename = "windows-1252",
         alias = "latin1",
@@ -136,7 +136,7 @@ pub enum Encoding {
 /// What a column means to the load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Role {
+pub(crate) enum Role {
     ReferenceMonth,
     CompetenceMonth,
     Municipality,
@@ -146,7 +146,7 @@ pub enum Role {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ColumnType {
+pub(crate) enum ColumnType {
     /// `202410`
     Yyyymm,
     /// 4-digit SIAFI municipality code, mapped through `municipalities`.
@@ -164,7 +164,7 @@ pub enum ColumnType {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum Privacy {
+pub(crate) enum Privacy {
     Keep,
     Hash,
     #[default]
@@ -173,40 +173,40 @@ pub enum Privacy {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Column {
+pub(crate) struct Column {
     /// Stable identifier (attribute key, reject column label).
-    pub name: String,
-    pub header: String,
+    pub(crate) name: String,
+    pub(crate) header: String,
     #[serde(default)]
-    pub aliases: Vec<String>,
+    pub(crate) aliases: Vec<String>,
     #[serde(rename = "type")]
-    pub column_type: ColumnType,
+    pub(crate) column_type: ColumnType,
     #[serde(default)]
-    pub role: Option<Role>,
+    pub(crate) role: Option<Role>,
     #[serde(default)]
-    pub privacy: Privacy,
+    pub(crate) privacy: Privacy,
     /// Missing from the header is allowed (layouts changed over the years).
     #[serde(default)]
-    pub optional: bool,
+    pub(crate) optional: bool,
     /// Values meaning "no NIS" although they look like one.
     #[serde(default)]
-    pub sentinels: Vec<String>,
+    pub(crate) sentinels: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Program {
-    pub code: String,
-    pub name: String,
+    pub(crate) code: String,
+    pub(crate) name: String,
     #[serde(default)]
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
     #[serde(default)]
-    pub data_source_url: Option<String>,
+    pub(crate) data_source_url: Option<String>,
     #[serde(default = "monthly")]
-    pub update_frequency: String,
+    pub(crate) update_frequency: String,
     /// Paid per family: `total_families` = distinct beneficiaries; else NULL.
     #[serde(default)]
-    pub paid_per_family: bool,
+    pub(crate) paid_per_family: bool,
 }
 
 fn monthly() -> String {
@@ -215,22 +215,22 @@ fn monthly() -> String {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Source {
+pub(crate) struct Source {
     /// Template with `{yyyymm}`, `{yyyy}`, `{mm}`; `builtin:` for shipped files.
-    pub url: String,
-    pub container: Container,
-    pub encoding: Encoding,
+    pub(crate) url: String,
+    pub(crate) container: Container,
+    pub(crate) encoding: Encoding,
     #[serde(default = "semicolon")]
-    pub delimiter: String,
+    pub(crate) delimiter: String,
     #[serde(default)]
-    pub first_period: Option<String>,
+    pub(crate) first_period: Option<String>,
     #[serde(default)]
-    pub last_period: Option<String>,
+    pub(crate) last_period: Option<String>,
     /// Where a webhook may point this dataset's source: `scheme://host[:port]`
     /// entries. Empty: the scheme and host of `url` only. Loopback,
     /// link-local and private addresses are refused unless listed here.
     #[serde(default)]
-    pub allowed_sources: Vec<String>,
+    pub(crate) allowed_sources: Vec<String>,
 }
 
 fn semicolon() -> String {
@@ -239,16 +239,16 @@ fn semicolon() -> String {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Quality {
+pub(crate) struct Quality {
     /// The load fails when rejects exceed max(reject_allowance, ratio × rows read).
     #[serde(default = "default_reject_ratio")]
-    pub max_reject_ratio: f64,
+    pub(crate) max_reject_ratio: f64,
     #[serde(default = "default_reject_allowance")]
-    pub reject_allowance: u64,
+    pub(crate) reject_allowance: u64,
     /// Fail (unless --force) when rows loaded fall by more than this fraction
     /// against the last published load. 1.0 disables the guard.
     #[serde(default = "default_shrink")]
-    pub max_shrink: f64,
+    pub(crate) max_shrink: f64,
     /// The largest amount one row may carry, in whole reais, either sign: a
     /// row beyond it is a reject (`value_out_of_range`). The programmes pay
     /// tens to thousands of reais a month, so the default (R$ 10 million) is
@@ -257,12 +257,12 @@ pub struct Quality {
     /// into the amount column (R$ 12 billion and up). It also keeps every sum
     /// far from `i64` and from the `numeric` columns' limits.
     #[serde(default = "default_max_payment_brl")]
-    pub max_payment_brl: i64,
+    pub(crate) max_payment_brl: i64,
 }
 
 impl Quality {
     /// [`Quality::max_payment_brl`] in cents.
-    pub fn max_payment_cents(&self) -> i64 {
+    pub(crate) fn max_payment_cents(&self) -> i64 {
         self.max_payment_brl.saturating_mul(100)
     }
 }
@@ -288,37 +288,37 @@ fn default_shrink() -> f64 {
     0.30
 }
 /// R$ 10.000.000,00: see [`Quality::max_payment_brl`].
-pub const DEFAULT_MAX_PAYMENT_BRL: i64 = 10_000_000;
+const DEFAULT_MAX_PAYMENT_BRL: i64 = 10_000_000;
 /// The highest `quality.max_payment_brl` a spec may set (R$ 100 million;
 /// 900 million rows at that value still sum within `i64` cents, 100 000 in
 /// one municipality within its `numeric(15, 2)` total, and every sum is
 /// checked anyway).
-pub const MAX_PAYMENT_BRL_LIMIT: i64 = 100_000_000;
+const MAX_PAYMENT_BRL_LIMIT: i64 = 100_000_000;
 fn default_max_payment_brl() -> i64 {
     DEFAULT_MAX_PAYMENT_BRL
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     /// Six fields: sec min hour day-of-month month day-of-week.
-    pub cron: String,
-    pub timezone: String,
+    pub(crate) cron: String,
+    pub(crate) timezone: String,
     /// Months between a period and its publication.
-    pub lag_months: u32,
+    pub(crate) lag_months: u32,
     /// How long a scheduled month the Portal has not published yet (HTTP
     /// 404) keeps being retried, from its slot, before the job fails.
     #[serde(default = "default_not_found_days")]
-    pub not_found_deadline_days: u32,
+    not_found_deadline_days: u32,
     /// After downtime: `latest` enqueues the latest missed slot, `none`
     /// waits for the next one.
     #[serde(default)]
-    pub catch_up: CatchUp,
+    pub(crate) catch_up: CatchUp,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum CatchUp {
+pub(crate) enum CatchUp {
     #[default]
     Latest,
     None,
@@ -329,7 +329,7 @@ fn default_not_found_days() -> u32 {
 }
 
 /// `schedule.not_found_deadline_days` when the spec has no schedule.
-pub const DEFAULT_NOT_FOUND_DAYS: u32 = 45;
+const DEFAULT_NOT_FOUND_DAYS: u32 = 45;
 
 /// A period outside the spec's `first_period`..`last_period`.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -339,17 +339,21 @@ pub const DEFAULT_NOT_FOUND_DAYS: u32 = 45;
     last.map_or("now".to_string(), |p| p.to_string())
 )]
 pub struct PeriodOutOfBounds {
-    pub dataset: String,
-    pub period: Period,
-    pub first: Option<Period>,
-    pub last: Option<Period>,
+    pub(crate) dataset: String,
+    pub(crate) period: Period,
+    pub(crate) first: Option<Period>,
+    pub(crate) last: Option<Period>,
 }
 
 impl Spec {
     /// Refuses a period outside the spec's `first_period`..`last_period` (a
     /// program that did not exist then: any file found there is another
     /// program's) unless forced.
-    pub fn check_period(&self, period: Period, force: bool) -> Result<(), PeriodOutOfBounds> {
+    pub(crate) fn check_period(
+        &self,
+        period: Period,
+        force: bool,
+    ) -> Result<(), PeriodOutOfBounds> {
         self.check_period_at(period, force, chrono::Utc::now())
     }
 
@@ -358,7 +362,7 @@ impl Spec {
     /// schedule): no month after that can have been published, and the current
     /// one is the margin over the publication lag (the scheduler asks for the
     /// current month minus `lag_months`).
-    pub fn check_period_at(
+    fn check_period_at(
         &self,
         period: Period,
         force: bool,
@@ -396,7 +400,7 @@ impl Spec {
 
     /// How long a month of this dataset that the Portal has not published
     /// (HTTP 404) keeps being retried.
-    pub fn not_found_window(&self) -> std::time::Duration {
+    pub(crate) fn not_found_window(&self) -> std::time::Duration {
         let days = self
             .schedule
             .as_ref()
@@ -407,7 +411,7 @@ impl Spec {
 
 impl Schedule {
     /// The parsed cron (validated when the spec was loaded).
-    pub fn parsed(&self) -> Result<croner::Cron, String> {
+    pub(crate) fn parsed(&self) -> Result<croner::Cron, String> {
         croner::parser::CronParser::builder()
             .seconds(croner::parser::Seconds::Required)
             .build()
@@ -415,7 +419,7 @@ impl Schedule {
             .map_err(|e| e.to_string())
     }
 
-    pub fn tz(&self) -> chrono_tz::Tz {
+    pub(crate) fn tz(&self) -> chrono_tz::Tz {
         self.timezone
             .parse()
             .unwrap_or(chrono_tz::America::Sao_Paulo)
@@ -442,23 +446,23 @@ struct RawSpec {
 /// A validated dataset spec.
 #[derive(Debug, Clone)]
 pub struct Spec {
-    pub dataset: String,
-    pub title: String,
-    pub kind: Kind,
+    pub(crate) dataset: String,
+    pub(crate) title: String,
+    pub(crate) kind: Kind,
     pub program: Option<Program>,
-    pub source: Source,
-    pub delimiter: u8,
-    pub columns: Vec<Column>,
-    pub quality: Quality,
-    pub schedule: Option<Schedule>,
-    pub first_period: Option<Period>,
-    pub last_period: Option<Period>,
+    pub(crate) source: Source,
+    pub(crate) delimiter: u8,
+    pub(crate) columns: Vec<Column>,
+    pub(crate) quality: Quality,
+    pub(crate) schedule: Option<Schedule>,
+    pub(crate) first_period: Option<Period>,
+    pub(crate) last_period: Option<Period>,
     /// Where the spec came from, for messages.
-    pub origin: String,
+    pub(crate) origin: String,
 }
 
 impl Spec {
-    pub fn parse(origin: &str, text: &str) -> Result<Spec, SpecError> {
+    pub(crate) fn parse(origin: &str, text: &str) -> Result<Spec, SpecError> {
         let invalid = |message: String| SpecError::Invalid {
             file: origin.to_string(),
             message,
@@ -584,7 +588,7 @@ impl Spec {
     }
 
     /// The source URL for `period`.
-    pub fn url_for(&self, period: Period) -> String {
+    pub(crate) fn url_for(&self, period: Period) -> String {
         self.source
             .url
             .replace("{yyyymm}", &format!("{:06}", period.yyyymm()))
@@ -592,7 +596,7 @@ impl Spec {
             .replace("{mm}", &format!("{:02}", period.month))
     }
 
-    pub fn column(&self, role: Role) -> Option<&Column> {
+    pub(crate) fn column(&self, role: Role) -> Option<&Column> {
         self.columns.iter().find(|c| c.role == Some(role))
     }
 }
@@ -702,7 +706,7 @@ const PLACE_WORDS: &[&str] = &[
 /// person's name (`NOME …` but not a place's), or a benefit number.
 /// Deliberately broad: a false positive only means the column cannot be
 /// kept in clear (it can still be hashed).
-pub fn is_personal(column: &Column) -> bool {
+fn is_personal(column: &Column) -> bool {
     if column.column_type == ColumnType::Nis || column.role == Some(Role::Beneficiary) {
         return true;
     }
@@ -795,7 +799,7 @@ pub fn find(dir: &Path, name: &str) -> Result<Spec, SpecError> {
 }
 
 /// Header comparison key: upper case, accents removed, spaces collapsed.
-pub fn header_key(text: &str) -> String {
+pub(crate) fn header_key(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut space = false;
     for c in text.trim().trim_start_matches('\u{feff}').chars() {

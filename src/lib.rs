@@ -9,7 +9,7 @@ pub mod config;
 pub mod dataset;
 pub mod db;
 pub mod money;
-pub mod telemetry;
+pub(crate) mod telemetry;
 
 // The engine: source → decode → parse → load → aggregate, wired by the pipeline.
 pub mod engine;

@@ -5,7 +5,7 @@
 //! are computed by whoever calls (the job read model), not here.
 
 /// `1234567` → `1.234.567` (Brazilian thousands dots).
-pub fn group_thousands(n: u64) -> String {
+pub(crate) fn group_thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -29,7 +29,7 @@ pub fn format_brl(cents: i64) -> String {
 }
 
 /// `12345678` cents → `R$ 123.456,78`, as summaries and the console show money.
-pub fn brl(cents: i64) -> String {
+pub(crate) fn brl(cents: i64) -> String {
     format!("R$ {}", format_brl(cents))
 }
 
@@ -38,7 +38,7 @@ pub fn brl(cents: i64) -> String {
 /// `3.1 of 10.6 MB (29%), 120.000 rows, 0.4 MB/s, ETA 18 s`. `total` is the
 /// size and the percent done, when the size is known; `eta_seconds` is left
 /// out when `None`.
-pub fn download_figures(
+pub(crate) fn download_figures(
     bytes: u64,
     total: Option<(u64, f64)>,
     rows: u64,

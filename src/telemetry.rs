@@ -19,7 +19,7 @@ const LOG_FILTER: &str = "info,tokio_postgres=warn,refinery_core=warn";
 
 /// The terminal's progress area. Progress bars are added to it; log lines
 /// go through [`SuspendingStderr`], which hides the bars while it writes.
-pub fn terminal() -> &'static indicatif::MultiProgress {
+pub(crate) fn terminal() -> &'static indicatif::MultiProgress {
     static TERMINAL: OnceLock<indicatif::MultiProgress> = OnceLock::new();
     TERMINAL.get_or_init(|| {
         indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr())
@@ -41,7 +41,7 @@ impl Write for SuspendingStderr {
 }
 
 /// The default filter directives for this process's stderr.
-pub fn default_filter(stderr_is_terminal: bool) -> &'static str {
+fn default_filter(stderr_is_terminal: bool) -> &'static str {
     if stderr_is_terminal {
         TERMINAL_FILTER
     } else {
@@ -52,7 +52,7 @@ pub fn default_filter(stderr_is_terminal: bool) -> &'static str {
 /// Installs the global subscriber once; later calls are no-ops. A
 /// long-running service (`worker`, `serve`) logs at INFO on a terminal too:
 /// its log is its output.
-pub fn init(service: bool) {
+pub(crate) fn init(service: bool) {
     let on_terminal = std::io::stderr().is_terminal();
     let default = if service {
         LOG_FILTER
@@ -79,30 +79,30 @@ pub fn init(service: bool) {
 /// Prometheus metrics: the recorder is installed once per process; every
 /// series is named here. Recorded per request, per job and per load (never
 /// per row).
-pub mod metric {
+pub(crate) mod metric {
     use std::sync::OnceLock;
 
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-    pub const HTTP_REQUESTS: &str = "carga_http_requests_total";
-    pub const ROWS_LOADED: &str = "carga_rows_loaded_total";
-    pub const ROWS_REJECTED: &str = "carga_rows_rejected_total";
-    pub const BYTES_DOWNLOADED: &str = "carga_bytes_downloaded_total";
-    pub const LOAD_SECONDS: &str = "carga_load_duration_seconds";
-    pub const JOBS_FINISHED: &str = "carga_job_attempts_total";
-    pub const JOB_RETRIES: &str = "carga_job_retries_total";
-    pub const RESCUES: &str = "carga_job_rescues_total";
-    pub const QUEUE_DEPTH: &str = "carga_jobs";
-    pub const LAST_SUCCESS: &str = "carga_last_published_timestamp_seconds";
-    pub const SOURCE_LATEST: &str = "carga_source_latest_period";
-    pub const PUBLISHED_LATEST: &str = "carga_published_latest_period";
-    pub const SOURCE_AHEAD: &str = "carga_source_ahead_seconds";
-    pub const POOL: &str = "carga_pool_connections";
-    pub const HTTP_CONNECTIONS_CLOSED: &str = "carga_http_connections_closed_total";
+    pub(crate) const HTTP_REQUESTS: &str = "carga_http_requests_total";
+    pub(crate) const ROWS_LOADED: &str = "carga_rows_loaded_total";
+    pub(crate) const ROWS_REJECTED: &str = "carga_rows_rejected_total";
+    pub(crate) const BYTES_DOWNLOADED: &str = "carga_bytes_downloaded_total";
+    pub(crate) const LOAD_SECONDS: &str = "carga_load_duration_seconds";
+    pub(crate) const JOBS_FINISHED: &str = "carga_job_attempts_total";
+    pub(crate) const JOB_RETRIES: &str = "carga_job_retries_total";
+    pub(crate) const RESCUES: &str = "carga_job_rescues_total";
+    pub(crate) const QUEUE_DEPTH: &str = "carga_jobs";
+    pub(crate) const LAST_SUCCESS: &str = "carga_last_published_timestamp_seconds";
+    pub(crate) const SOURCE_LATEST: &str = "carga_source_latest_period";
+    pub(crate) const PUBLISHED_LATEST: &str = "carga_published_latest_period";
+    pub(crate) const SOURCE_AHEAD: &str = "carga_source_ahead_seconds";
+    pub(crate) const POOL: &str = "carga_pool_connections";
+    pub(crate) const HTTP_CONNECTIONS_CLOSED: &str = "carga_http_connections_closed_total";
 
     /// The process's Prometheus handle (installs the recorder the first
     /// time; later calls return the same handle).
-    pub fn handle() -> PrometheusHandle {
+    pub(crate) fn handle() -> PrometheusHandle {
         static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
         HANDLE
             .get_or_init(|| {
@@ -190,7 +190,7 @@ pub mod metric {
 
 /// Every ending [`record_attempt`] is called with (the runner's `Ending`s
 /// by name, and `published` for a publish completed by the fence).
-pub const ATTEMPT_ENDINGS: [&str; 8] = [
+const ATTEMPT_ENDINGS: [&str; 8] = [
     "published",
     "unchanged",
     "retry",
@@ -205,7 +205,7 @@ pub const ATTEMPT_ENDINGS: [&str; 8] = [
 /// every known dataset and ending, so a rule sees a series before the first
 /// event (Prometheus cannot compute an increase from a series that appears
 /// at 1). Adds 0: calling it again, or after events, changes nothing.
-pub fn register_series<'a>(datasets: impl IntoIterator<Item = &'a str>) {
+pub(crate) fn register_series<'a>(datasets: impl IntoIterator<Item = &'a str>) {
     metrics::counter!(metric::RESCUES).increment(0);
     for dataset in datasets {
         metrics::counter!(metric::JOB_RETRIES, "dataset" => dataset.to_string()).increment(0);
@@ -217,19 +217,19 @@ pub fn register_series<'a>(datasets: impl IntoIterator<Item = &'a str>) {
 }
 
 /// One HTTP request answered.
-pub fn record_request(route: &str, method: &str, status: u16) {
+pub(crate) fn record_request(route: &str, method: &str, status: u16) {
     metrics::counter!(metric::HTTP_REQUESTS, "route" => route.to_string(), "method" => method.to_string(), "status" => status.to_string()).increment(1);
 }
 
 /// A connection the server closed by policy: `idle` (no request for
 /// `http.idle_timeout_s`), `evicted` (room for a newcomer), `address_full`
 /// (its address held its share).
-pub fn record_connection_refused(reason: &'static str) {
+pub(crate) fn record_connection_refused(reason: &'static str) {
     metrics::counter!(metric::HTTP_CONNECTIONS_CLOSED, "reason" => reason).increment(1);
 }
 
 /// A published or unchanged load, by dataset: rows, bytes, stage times.
-pub fn record_load(dataset: &str, report: &crate::engine::pipeline::LoadReport) {
+pub(crate) fn record_load(dataset: &str, report: &crate::engine::pipeline::LoadReport) {
     let d = dataset.to_string();
     metrics::counter!(metric::ROWS_LOADED, "dataset" => d.clone()).increment(report.rows_loaded);
     metrics::counter!(metric::ROWS_REJECTED, "dataset" => d.clone())
@@ -244,7 +244,7 @@ pub fn record_load(dataset: &str, report: &crate::engine::pipeline::LoadReport) 
 }
 
 /// How a job's attempt ended (`published`, `unchanged`, `retry`, `failed`…).
-pub fn record_attempt(dataset: &str, ending: &str) {
+pub(crate) fn record_attempt(dataset: &str, ending: &str) {
     metrics::counter!(metric::JOBS_FINISHED, "dataset" => dataset.to_string(), "ending" => ending.to_string()).increment(1);
     if matches!(ending, "retry" | "not_found") {
         metrics::counter!(metric::JOB_RETRIES, "dataset" => dataset.to_string()).increment(1);
@@ -252,7 +252,7 @@ pub fn record_attempt(dataset: &str, ending: &str) {
 }
 
 /// Jobs the rescuer handed back.
-pub fn record_rescues(count: usize) {
+pub(crate) fn record_rescues(count: usize) {
     metrics::counter!(metric::RESCUES).increment(count as u64);
 }
 

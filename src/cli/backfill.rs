@@ -12,18 +12,18 @@ use crate::dataset::Period;
 use crate::service::queue::{self, Priority};
 
 #[derive(Debug, Args)]
-pub struct BackfillArgs {
-    pub dataset: String,
+pub(crate) struct BackfillArgs {
+    pub(crate) dataset: String,
     #[arg(long)]
-    pub from: String,
+    pub(crate) from: String,
     #[arg(long)]
-    pub to: String,
+    pub(crate) to: String,
     /// Reload months even if unchanged; allow months outside the spec's bounds.
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
-pub async fn run(settings: Settings, args: BackfillArgs) -> CliResult {
+pub(crate) async fn run(settings: Settings, args: BackfillArgs) -> CliResult {
     let spec = payments_spec(&settings, &args.dataset)?;
     let from = parse_period(&args.from, "--from")?;
     let to = parse_period(&args.to, "--to")?;

@@ -9,11 +9,11 @@ use crate::config::Settings;
 use crate::service::queue;
 
 #[derive(Debug, Args)]
-pub struct CancelArgs {
-    pub id: i64,
+pub(crate) struct CancelArgs {
+    pub(crate) id: i64,
 }
 
-pub async fn run(settings: Settings, args: CancelArgs) -> CliResult {
+pub(crate) async fn run(settings: Settings, args: CancelArgs) -> CliResult {
     let client = super::database(&settings).await?;
     let state = queue::cancel(&**client, args.id)
         .await

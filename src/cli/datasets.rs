@@ -9,7 +9,7 @@ use super::{CliResult, usage};
 use crate::config::Settings;
 use crate::dataset::{self, Period};
 
-pub async fn run(settings: Settings) -> CliResult {
+pub(crate) async fn run(settings: Settings) -> CliResult {
     let specs = dataset::load_all(&settings.load.jobs_dir).map_err(usage)?;
     // The LAST column needs the database: when it cannot be read the
     // command fails (exit 1, or 2 for a bad URL) rather than print "-" as if

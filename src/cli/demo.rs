@@ -31,13 +31,13 @@ const DEMO_YEAR: u16 = 2024;
 const DEMO_MONTH: u8 = 10;
 
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Rows in the generated file.
     #[arg(long, default_value_t = 200_000)]
-    pub rows: u64,
+    pub(crate) rows: u64,
 }
 
-pub async fn run(settings: Settings, args: DemoArgs) -> CliResult {
+pub(crate) async fn run(settings: Settings, args: DemoArgs) -> CliResult {
     if args.rows == 0 {
         return Err(super::usage(anyhow::anyhow!("--rows must be at least 1")));
     }

@@ -16,25 +16,25 @@ use crate::dataset::{self, Kind, Period, Spec};
 use crate::service::queue::{self, NewJob, Priority, Trigger};
 
 #[derive(Debug, Args)]
-pub struct EnqueueArgs {
-    pub dataset: String,
+pub(crate) struct EnqueueArgs {
+    pub(crate) dataset: String,
     /// The month, YYYY-MM.
     #[arg(long)]
-    pub period: String,
+    pub(crate) period: String,
     /// Load this URL instead of the spec's.
     #[arg(long)]
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     /// Publish even if unchanged or smaller than the guard allows; allow a
     /// period outside the spec's bounds.
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
     /// Wait for the job to end; exit 0 if it succeeded, 1 otherwise.
     #[arg(long)]
-    pub wait: bool,
+    pub(crate) wait: bool,
 }
 
 /// The payments spec named `dataset`, or a usage error.
-pub fn payments_spec(settings: &Settings, dataset: &str) -> Result<Spec, Failure> {
+pub(crate) fn payments_spec(settings: &Settings, dataset: &str) -> Result<Spec, Failure> {
     let spec = dataset::find(&settings.load.jobs_dir, dataset).map_err(usage)?;
     if spec.kind == Kind::Reference {
         return Err(usage(anyhow!(
@@ -44,12 +44,12 @@ pub fn payments_spec(settings: &Settings, dataset: &str) -> Result<Spec, Failure
     Ok(spec)
 }
 
-pub fn parse_period(text: &str, flag: &str) -> Result<Period, Failure> {
+pub(crate) fn parse_period(text: &str, flag: &str) -> Result<Period, Failure> {
     Period::parse(text).ok_or_else(|| usage(anyhow!("{flag} {text:?} is not YYYY-MM")))
 }
 
 /// A job for `spec` and `period` as an operator asks for it.
-pub fn operator_job(
+pub(crate) fn operator_job(
     settings: &Settings,
     spec: &Spec,
     period: Period,
@@ -72,7 +72,7 @@ pub fn operator_job(
     }
 }
 
-pub async fn run(settings: Settings, args: EnqueueArgs) -> CliResult {
+pub(crate) async fn run(settings: Settings, args: EnqueueArgs) -> CliResult {
     let spec = payments_spec(&settings, &args.dataset)?;
     let period = parse_period(&args.period, "--period")?;
     spec.check_period(period, args.force).map_err(usage)?;

@@ -9,14 +9,14 @@ use crate::config::Settings;
 use crate::service::queue::{self, JobView, QueueError};
 
 #[derive(Debug, Args)]
-pub struct JobArgs {
-    pub id: i64,
+pub(crate) struct JobArgs {
+    pub(crate) id: i64,
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// A missing job is the operator's mistake (exit 2), anything else exit 1.
-pub fn queue_failure(e: QueueError) -> Failure {
+pub(crate) fn queue_failure(e: QueueError) -> Failure {
     match e {
         QueueError::NotFound(_) | QueueError::WrongState { .. } | QueueError::Conflict { .. } => {
             Failure::Usage(e.into())
@@ -25,7 +25,7 @@ pub fn queue_failure(e: QueueError) -> Failure {
     }
 }
 
-pub async fn run(settings: Settings, args: JobArgs) -> CliResult {
+pub(crate) async fn run(settings: Settings, args: JobArgs) -> CliResult {
     let client = super::database_read_only(&settings).await?;
     let job = queue::get(&**client, args.id)
         .await
@@ -100,7 +100,7 @@ pub async fn run(settings: Settings, args: JobArgs) -> CliResult {
 }
 
 /// A running job's progress in one line.
-pub fn progress_line(job: &JobView) -> String {
+pub(crate) fn progress_line(job: &JobView) -> String {
     let p = job.progress_view();
     let figures = crate::money::download_figures(
         p.bytes,
@@ -113,7 +113,7 @@ pub fn progress_line(job: &JobView) -> String {
 }
 
 /// A finished job in one line.
-pub fn summary_line(job: &JobView) -> String {
+pub(crate) fn summary_line(job: &JobView) -> String {
     match job.state {
         crate::service::queue::JobState::Succeeded => format!(
             "job {} succeeded: {} {} {} (load {}) after {} attempt(s)",

@@ -8,18 +8,18 @@ use crate::config::Settings;
 use crate::service::queue::{self, ListFilter};
 
 #[derive(Debug, Args)]
-pub struct JobsArgs {
+pub(crate) struct JobsArgs {
     #[arg(long)]
-    pub state: Option<String>,
+    pub(crate) state: Option<String>,
     #[arg(long)]
-    pub dataset: Option<String>,
+    pub(crate) dataset: Option<String>,
     #[arg(long, default_value_t = 50)]
-    pub limit: i64,
+    pub(crate) limit: i64,
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
-pub async fn run(settings: Settings, args: JobsArgs) -> CliResult {
+pub(crate) async fn run(settings: Settings, args: JobsArgs) -> CliResult {
     if let Some(state) = &args.state {
         if !queue::STATES.contains(&state.as_str()) {
             return Err(super::usage(anyhow::anyhow!(

@@ -4,7 +4,7 @@
 use super::CliResult;
 use crate::config::Settings;
 
-pub async fn run(settings: Settings) -> CliResult {
+pub(crate) async fn run(settings: Settings) -> CliResult {
     let target = super::resolve(&settings).await?;
     let migration = super::migrate(&target).await?;
     if migration.applied.is_empty() {
@@ -22,7 +22,7 @@ pub async fn run(settings: Settings) -> CliResult {
 }
 
 /// What creating the API-facing tables means for the dashboard API.
-pub fn created_api_tables_note(tables: &[&str]) -> String {
+pub(crate) fn created_api_tables_note(tables: &[&str]) -> String {
     format!(
         "created the API-facing tables {} (they did not exist, so carga created them instead of adopting the API's). \
          The dashboard API's own `alembic upgrade head` will now fail on them (relation already exists): \

@@ -33,16 +33,16 @@ use crate::engine::pipeline::Context;
     version,
     about = "Streams Portal da Transparência payment files into PostgreSQL"
 )]
-pub struct Cli {
+struct Cli {
     /// A TOML file layered over config/default.toml (env CARGA__… wins over both).
     #[arg(long, global = true, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Create or upgrade the schema.
     Migrate,
     /// Load one period of one dataset inline.
@@ -86,7 +86,7 @@ impl Command {
 
 /// A command's failure and its exit code.
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// Exit 2.
     Usage(anyhow::Error),
     /// Exit 1.
@@ -99,9 +99,9 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-pub type CliResult = Result<(), Failure>;
+pub(crate) type CliResult = Result<(), Failure>;
 
-pub fn usage(e: impl Into<anyhow::Error>) -> Failure {
+pub(crate) fn usage(e: impl Into<anyhow::Error>) -> Failure {
     Failure::Usage(e.into())
 }
 
@@ -154,7 +154,7 @@ pub fn main() -> ExitCode {
 /// An error and its causes on one line: a cause whose text its parent
 /// already quotes is not repeated ("x: y: y"), and line breaks (a
 /// database's multi-line message) become spaces.
-pub fn one_line(e: &anyhow::Error) -> String {
+fn one_line(e: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in e.chain() {
         let part = cause.to_string();
@@ -193,7 +193,7 @@ async fn dispatch(command: Command, settings: Settings) -> CliResult {
 }
 
 /// A real load refuses to start without the NIS key (exit 2).
-pub fn require_nis_key(settings: &Settings) -> CliResult {
+pub(crate) fn require_nis_key(settings: &Settings) -> CliResult {
     if settings.nis_key.is_none() {
         return Err(usage(crate::engine::pipeline::LoadError::NoNisKey));
     }
@@ -202,7 +202,7 @@ pub fn require_nis_key(settings: &Settings) -> CliResult {
 
 /// The runner of a worker process: the database resolved (never a
 /// private cluster), migrated, and the runner assembled by the app.
-pub async fn runner(settings: &Settings) -> Result<crate::service::runner::Runner, Failure> {
+pub(crate) async fn runner(settings: &Settings) -> Result<crate::service::runner::Runner, Failure> {
     let app = crate::app::App::connect(settings.clone())
         .await
         .map_err(app_failure)?;
@@ -213,7 +213,7 @@ pub async fn runner(settings: &Settings) -> Result<crate::service::runner::Runne
 
 /// The exit code of a failure to assemble the app: 2 for a configuration
 /// mistake (a database that does not exist, a broken spec), else 1.
-pub fn app_failure(error: crate::app::AppError) -> Failure {
+pub(crate) fn app_failure(error: crate::app::AppError) -> Failure {
     use crate::app::AppError;
     match error {
         AppError::Database(e) => db_failure(e, "failed to reach the database"),
@@ -226,7 +226,7 @@ pub fn app_failure(error: crate::app::AppError) -> Failure {
 /// or restarting is waited for (backoff up to 30 s, each failure logged);
 /// a configuration error (unknown database or role, wrong password) ends
 /// the wait at once. `Ok(false)`: `stop` fired first.
-pub async fn migrate_when_reachable(
+pub(crate) async fn migrate_when_reachable(
     target: &crate::db::Target,
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<bool, Failure> {
@@ -279,7 +279,7 @@ fn refuse_reference_validation(settings: &Settings, dataset: &str) -> CliResult 
 /// A database error as a command failure: exit 2 when the configuration is
 /// wrong (malformed URL, unknown database or role, wrong password), exit 1
 /// when the server is down or a query failed.
-pub fn db_failure(error: crate::db::DbError, what: &str) -> Failure {
+pub(crate) fn db_failure(error: crate::db::DbError, what: &str) -> Failure {
     let configuration = error.is_configuration();
     let error = anyhow::Error::from(error).context(what.to_string());
     if configuration {
@@ -290,22 +290,14 @@ pub fn db_failure(error: crate::db::DbError, what: &str) -> Failure {
 }
 
 /// Resolves the database (`DATABASE_URL`, else a local server or cluster).
-pub async fn resolve(settings: &Settings) -> Result<crate::db::Target, Failure> {
+pub(crate) async fn resolve(settings: &Settings) -> Result<crate::db::Target, Failure> {
     crate::db::resolve(settings)
         .await
         .map_err(|e| db_failure(e, "failed to reach the database"))
 }
 
-/// Resolves the database for a long-running service (`serve`, `worker`):
-/// `DATABASE_URL` or a local server, never a private cluster (exit 2).
-pub async fn resolve_existing(settings: &Settings) -> Result<crate::db::Target, Failure> {
-    crate::db::resolve_existing(settings)
-        .await
-        .map_err(|e| db_failure(e, "failed to reach the database"))
-}
-
 /// Applies the migrations.
-pub async fn migrate(target: &crate::db::Target) -> Result<crate::db::Migration, Failure> {
+pub(crate) async fn migrate(target: &crate::db::Target) -> Result<crate::db::Migration, Failure> {
     crate::db::migrate_reporting(target)
         .await
         .map_err(|e| db_failure(e, "failed to migrate the schema"))
@@ -326,7 +318,7 @@ async fn migrate_before_load(target: &crate::db::Target) -> Result<(), Failure> 
 }
 
 /// Applies migrations to `target` and builds the pool.
-pub async fn connect_to(
+pub(crate) async fn connect_to(
     settings: &Settings,
     target: &crate::db::Target,
 ) -> Result<Context, Failure> {
@@ -343,7 +335,7 @@ pub async fn connect_to(
 
 /// One connection to the migrated database, for commands that read or
 /// change a few rows.
-pub async fn database(settings: &Settings) -> Result<deadpool_postgres::Object, Failure> {
+pub(crate) async fn database(settings: &Settings) -> Result<deadpool_postgres::Object, Failure> {
     let ctx = connect(settings).await?;
     ctx.pool.get().await.map_err(|e| Failure::Failed(e.into()))
 }
@@ -351,7 +343,9 @@ pub async fn database(settings: &Settings) -> Result<deadpool_postgres::Object, 
 /// One connection for a command that only reads (`jobs`, `job`,
 /// `schedule`): it never migrates, so it works against a read-only replica
 /// or role; it checks that the schema is the one this binary knows.
-pub async fn database_read_only(settings: &Settings) -> Result<deadpool_postgres::Object, Failure> {
+pub(crate) async fn database_read_only(
+    settings: &Settings,
+) -> Result<deadpool_postgres::Object, Failure> {
     use anyhow::Context as _;
     let target = resolve(settings).await?;
     let pool = crate::db::pool(&target, settings).context("failed to build the pool")?;
@@ -382,14 +376,14 @@ pub async fn database_read_only(settings: &Settings) -> Result<deadpool_postgres
 }
 
 /// Prints `value` as indented JSON on stdout (the `--json` of every command).
-pub fn print_json(value: &impl serde::Serialize) -> CliResult {
+pub(crate) fn print_json(value: &impl serde::Serialize) -> CliResult {
     let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Failed(e.into()))?;
     println!("{text}");
     Ok(())
 }
 
 /// Resolves the database, applies migrations and builds the pool.
-pub async fn connect(settings: &Settings) -> Result<Context, Failure> {
+pub(crate) async fn connect(settings: &Settings) -> Result<Context, Failure> {
     let target = resolve(settings).await?;
     connect_to(settings, &target).await
 }
@@ -399,7 +393,7 @@ pub async fn connect(settings: &Settings) -> Result<Context, Failure> {
 /// starts listening still cancels it (instead of killing the process with no
 /// ledger entry). Only commands that run a load install them: the others
 /// keep the default action and stop at once.
-pub fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
+pub(crate) fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
     let token = tokio_util::sync::CancellationToken::new();
     let cancel = token.clone();
     #[cfg(unix)]
@@ -437,7 +431,7 @@ pub fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
 /// The bar appears only once bytes arrive (no empty `0 B/0 B` bar while
 /// the database is set up), shows the total only when the source gave one,
 /// and lives in the terminal's progress area, so log lines print above it.
-pub fn spawn_progress(
+pub(crate) fn spawn_progress(
     progress: Arc<crate::engine::source::Progress>,
     label: String,
 ) -> (tokio::task::JoinHandle<()>, Option<indicatif::ProgressBar>) {
@@ -497,7 +491,10 @@ pub fn spawn_progress(
 }
 
 /// Stops the progress display started by [`spawn_progress`].
-pub fn finish_progress(ticker: tokio::task::JoinHandle<()>, bar: Option<indicatif::ProgressBar>) {
+pub(crate) fn finish_progress(
+    ticker: tokio::task::JoinHandle<()>,
+    bar: Option<indicatif::ProgressBar>,
+) {
     ticker.abort();
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -505,7 +502,7 @@ pub fn finish_progress(ticker: tokio::task::JoinHandle<()>, bar: Option<indicati
     }
 }
 
-pub use crate::money::brl;
+pub(crate) use crate::money::brl;
 
 #[cfg(test)]
 mod one_line_tests {

@@ -9,11 +9,11 @@ use crate::config::Settings;
 use crate::service::queue;
 
 #[derive(Debug, Args)]
-pub struct RetryArgs {
-    pub id: i64,
+pub(crate) struct RetryArgs {
+    pub(crate) id: i64,
 }
 
-pub async fn run(settings: Settings, args: RetryArgs) -> CliResult {
+pub(crate) async fn run(settings: Settings, args: RetryArgs) -> CliResult {
     let client = super::database(&settings).await?;
     let id = queue::retry(&**client, args.id, settings.queue.max_attempts)
         .await

@@ -14,21 +14,21 @@ use crate::engine::pipeline::{self, LoadReport, LoadRequest, Outcome};
 use crate::engine::source::Progress;
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Dataset name (a Portal slug, or `municipios`).
-    pub dataset: String,
+    pub(crate) dataset: String,
     /// The month to load, YYYY-MM.
     #[arg(long)]
-    pub period: Option<String>,
+    pub(crate) period: Option<String>,
     /// Load this URL or path instead of the spec's.
     #[arg(long)]
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     /// Publish even if unchanged or smaller than the guard allows.
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
-pub async fn run(settings: Settings, args: RunArgs) -> CliResult {
+pub(crate) async fn run(settings: Settings, args: RunArgs) -> CliResult {
     let spec = dataset::find(&settings.load.jobs_dir, &args.dataset).map_err(usage)?;
     if spec.kind == Kind::Reference {
         if args.period.is_some() {
@@ -77,7 +77,7 @@ pub async fn run(settings: Settings, args: RunArgs) -> CliResult {
 
 /// Loads the reference data (states and municipalities); `cancel` (SIGINT,
 /// SIGTERM) drops the attempt, which rolls its transaction back.
-pub async fn load_reference(
+pub(crate) async fn load_reference(
     ctx: &pipeline::Context,
     spec: &dataset::Spec,
     url: Option<&str>,
@@ -91,7 +91,7 @@ pub async fn load_reference(
 
 /// Runs the load with a progress display; `cancel` (SIGINT, SIGTERM)
 /// cancels it (the transaction rolls back and the previous data stays).
-pub async fn run_with_progress(
+pub(crate) async fn run_with_progress(
     ctx: &pipeline::Context,
     request: &LoadRequest,
     nis_key: Option<secrecy::SecretString>,
@@ -133,7 +133,7 @@ pub async fn run_with_progress(
     }
 }
 
-pub fn print_report(request: &LoadRequest, r: &LoadReport) {
+pub(crate) fn print_report(request: &LoadRequest, r: &LoadReport) {
     let outcome = match r.outcome {
         Outcome::Published => "published",
         Outcome::Unchanged => "unchanged since the published load, skipped (use --force to reload)",

@@ -10,25 +10,25 @@ use super::{CliResult, usage};
 use crate::dataset::Period;
 
 #[derive(Debug, Args)]
-pub struct SampleArgs {
+pub(crate) struct SampleArgs {
     /// Rows to generate.
     #[arg(long, default_value_t = 100_000)]
-    pub rows: u64,
+    pub(crate) rows: u64,
     /// The month the rows belong to, YYYY-MM.
     #[arg(long, default_value = "2024-10")]
-    pub period: String,
+    pub(crate) period: String,
     /// Same seed, same rows.
     #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Where to write the Portal ZIP.
     #[arg(long)]
-    pub zip: Option<PathBuf>,
+    pub(crate) zip: Option<PathBuf>,
     /// Where to write the clean CSV of the same rows.
     #[arg(long)]
-    pub clean_csv: Option<PathBuf>,
+    clean_csv: Option<PathBuf>,
 }
 
-pub fn run(args: SampleArgs) -> CliResult {
+pub(crate) fn run(args: SampleArgs) -> CliResult {
     let period =
         Period::parse(&args.period).ok_or_else(|| usage(anyhow!("--period is not YYYY-MM")))?;
     if args.zip.is_none() && args.clean_csv.is_none() {

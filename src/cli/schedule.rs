@@ -7,12 +7,12 @@ use super::{CliResult, Failure};
 use crate::config::Settings;
 
 #[derive(Debug, Args)]
-pub struct ScheduleArgs {
+pub(crate) struct ScheduleArgs {
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
-pub async fn run(settings: Settings, args: ScheduleArgs) -> CliResult {
+pub(crate) async fn run(settings: Settings, args: ScheduleArgs) -> CliResult {
     let specs = crate::dataset::load_all(&settings.load.jobs_dir).map_err(super::usage)?;
     let client = super::database_read_only(&settings).await?;
     let statuses = crate::service::freshness::datasets(&**client, &specs)

@@ -15,19 +15,19 @@ use crate::config::Settings;
 
 /// The shortest operator token `serve` accepts on a non-loopback address:
 /// 32 characters of `openssl rand -base64 32` are ≈190 bits.
-pub const MIN_PUBLIC_TOKEN_CHARS: usize = 32;
+const MIN_PUBLIC_TOKEN_CHARS: usize = 32;
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Loads at once (overrides queue.concurrency; 0: no workers).
     #[arg(long)]
-    pub concurrency: Option<usize>,
+    pub(crate) concurrency: Option<usize>,
     /// Where the API listens (overrides http.listen).
     #[arg(long)]
-    pub listen: Option<String>,
+    pub(crate) listen: Option<String>,
 }
 
-pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
+pub(crate) async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
     if let Some(n) = args.concurrency {
         settings.queue.concurrency = n;
     }
@@ -87,7 +87,7 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> CliResult {
 /// 127.0.0.0/8 or `::1` (also written as `::ffff:127.x.y.z`), or
 /// `localhost`. `0.0.0.0`, `::`, other addresses and other host names are
 /// public.
-pub fn is_loopback(listen: &str) -> bool {
+pub(crate) fn is_loopback(listen: &str) -> bool {
     if let Ok(address) = listen.parse::<std::net::SocketAddr>() {
         return address.ip().to_canonical().is_loopback();
     }
@@ -100,7 +100,7 @@ pub fn is_loopback(listen: &str) -> bool {
 /// console and the operator API would be open to nobody, or to whoever
 /// guesses it. Loopback may use any token (a developer's machine). The
 /// message never quotes the token or its length.
-pub fn check_exposure(listen: &str, token: &SecretString) -> Result<(), String> {
+fn check_exposure(listen: &str, token: &SecretString) -> Result<(), String> {
     if is_loopback(listen) {
         return Ok(());
     }

@@ -17,14 +17,14 @@ use crate::engine::pipeline;
 use crate::engine::source::Progress;
 
 #[derive(Debug, Args)]
-pub struct ValidateArgs {
-    pub dataset: String,
+pub(crate) struct ValidateArgs {
+    pub(crate) dataset: String,
     /// URL or path of the file.
-    pub location: String,
+    pub(crate) location: String,
 }
 
 /// The shipped municipality list as a lookup (ids are the IBGE codes).
-pub fn builtin_index() -> MunicipalityIndex {
+fn builtin_index() -> MunicipalityIndex {
     let municipalities = crate::engine::reference::parse_municipalities(
         crate::engine::reference::MUNICIPIOS_CSV,
         "municipios.csv",
@@ -55,7 +55,7 @@ fn storable_total(cents: i128) -> Option<i64> {
         .filter(|cents| cents.unsigned_abs() <= MAX_CENTS_NUMERIC_17_2.unsigned_abs())
 }
 
-pub async fn run(settings: Settings, args: ValidateArgs) -> CliResult {
+pub(crate) async fn run(settings: Settings, args: ValidateArgs) -> CliResult {
     let spec = dataset::find(&settings.load.jobs_dir, &args.dataset).map_err(usage)?;
     let progress = Arc::new(Progress::default());
     let (ticker, bar) =

@@ -12,20 +12,20 @@ use crate::config::Settings;
 use crate::service::runner::RunOne;
 
 #[derive(Debug, Args)]
-pub struct WorkerArgs {
+pub(crate) struct WorkerArgs {
     /// Run at most one job, then exit.
     #[arg(long)]
-    pub once: bool,
+    pub(crate) once: bool,
     /// Loads at once (overrides queue.concurrency).
     #[arg(long)]
-    pub concurrency: Option<usize>,
+    pub(crate) concurrency: Option<usize>,
     /// Serve this process's /metrics and /health here (overrides
     /// queue.metrics_listen; off when both are empty).
     #[arg(long)]
-    pub metrics_listen: Option<String>,
+    pub(crate) metrics_listen: Option<String>,
 }
 
-pub async fn run(mut settings: Settings, args: WorkerArgs) -> CliResult {
+pub(crate) async fn run(mut settings: Settings, args: WorkerArgs) -> CliResult {
     if let Some(n) = args.concurrency {
         settings.queue.concurrency = n;
     }

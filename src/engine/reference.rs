@@ -16,25 +16,25 @@ use crate::engine::pipeline::{Context, LoadError};
 use crate::engine::source::{self, OpenOutcome};
 
 pub const MUNICIPIOS_CSV: &str = include_str!("../../jobs/reference/municipios.csv");
-pub const ESTADOS_CSV: &str = include_str!("../../jobs/reference/estados.csv");
+pub(crate) const ESTADOS_CSV: &str = include_str!("../../jobs/reference/estados.csv");
 
 /// Largest reference file accepted (the real one is 390 kB).
 const MAX_REFERENCE_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct State {
-    pub ibge_code: String,
-    pub abbreviation: String,
-    pub name: String,
-    pub region: String,
+pub(crate) struct State {
+    pub(crate) ibge_code: String,
+    pub(crate) abbreviation: String,
+    pub(crate) name: String,
+    region: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Municipality {
-    pub ibge_code: String,
-    pub name: String,
-    pub state_code: String,
-    pub siafi_code: Option<String>,
+pub(crate) struct Municipality {
+    pub(crate) ibge_code: String,
+    pub(crate) name: String,
+    pub(crate) state_code: String,
+    pub(crate) siafi_code: Option<String>,
 }
 
 fn region_code(name: &str) -> Option<&'static str> {
@@ -69,7 +69,7 @@ fn columns(headers: &csv::StringRecord, file: &str, wanted: &[&str]) -> Result<V
 }
 
 /// Parses `estados.csv` (`codigo_uf,uf,nome,latitude,longitude,regiao`).
-pub fn parse_states(text: &str, file: &str) -> Result<Vec<State>, String> {
+pub(crate) fn parse_states(text: &str, file: &str) -> Result<Vec<State>, String> {
     let mut r = reader(text);
     let headers = r.headers().map_err(|e| format!("{file}: {e}"))?.clone();
     let idx = columns(&headers, file, &["codigo_uf", "uf", "nome", "regiao"])?;
@@ -101,7 +101,7 @@ pub fn parse_states(text: &str, file: &str) -> Result<Vec<State>, String> {
 }
 
 /// Parses `municipios.csv` (kelvins layout).
-pub fn parse_municipalities(text: &str, file: &str) -> Result<Vec<Municipality>, String> {
+pub(crate) fn parse_municipalities(text: &str, file: &str) -> Result<Vec<Municipality>, String> {
     let mut r = reader(text);
     let headers = r.headers().map_err(|e| format!("{file}: {e}"))?.clone();
     let idx = columns(
@@ -180,11 +180,11 @@ async fn fetch(location: &str, settings: &Settings) -> Result<String, LoadError>
 /// What the reference load did.
 #[derive(Debug, Clone)]
 pub struct ReferenceReport {
-    pub load_id: i64,
+    pub(crate) load_id: i64,
     pub states: usize,
     pub municipalities: usize,
     pub with_siafi: usize,
-    pub seconds: f64,
+    pub(crate) seconds: f64,
 }
 
 /// Loads states and municipalities in one transaction.

@@ -16,13 +16,13 @@ pub const NBF_HEADER: &[u8] = b"\"M\xcaS COMPET\xcaNCIA\";\"M\xcaS REFER\xcaNCIA
 
 /// splitmix64: small, fast and deterministic.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
         Rng(seed)
     }
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -30,18 +30,18 @@ impl Rng {
         z ^ (z >> 31)
     }
     /// Uniform in 0..n.
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct Place {
-    pub siafi: String,
-    pub uf: String,
+    pub(crate) siafi: String,
+    pub(crate) uf: String,
     /// Upper case without accents, as the Portal writes it.
-    pub name: String,
-    pub ibge: u32,
+    pub(crate) name: String,
+    pub(crate) ibge: u32,
 }
 
 /// The shipped municipalities, in file order.
@@ -69,11 +69,11 @@ pub fn places() -> Vec<Place> {
 /// One generated payment.
 #[derive(Debug, Clone, Copy)]
 pub struct Payment {
-    pub competence: u32,
+    pub(crate) competence: u32,
     pub place: usize,
-    pub nis: u64,
-    pub has_cpf: bool,
-    pub cents: i64,
+    pub(crate) nis: u64,
+    has_cpf: bool,
+    pub(crate) cents: i64,
 }
 
 /// The generated rows of one period.
@@ -206,7 +206,7 @@ pub fn write_zip<W: Write + Seek>(
 /// dot, integer codes, ISO dates): the shape a plain `COPY … CSV` loads.
 /// Columns: program_id, reference_date, competence_date, municipality_ibge,
 /// nis, value.
-pub fn write_clean_csv(
+pub(crate) fn write_clean_csv(
     out: &mut impl Write,
     period: Period,
     rows: u64,

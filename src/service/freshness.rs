@@ -21,22 +21,22 @@ use crate::service::queue::JobState;
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DatasetStatus {
     pub dataset: String,
-    pub title: String,
-    pub cron: Option<String>,
-    pub timezone: Option<String>,
-    pub next_run: Option<DateTime<Utc>>,
-    pub last_published_period: Option<String>,
-    pub last_published_at: Option<DateTime<Utc>>,
+    pub(crate) title: String,
+    pub(crate) cron: Option<String>,
+    pub(crate) timezone: Option<String>,
+    pub(crate) next_run: Option<DateTime<Utc>>,
+    pub(crate) last_published_period: Option<String>,
+    pub(crate) last_published_at: Option<DateTime<Utc>>,
     /// Seconds since the last publish, on the database's clock.
-    pub freshness_seconds: Option<f64>,
-    pub last_success_at: Option<DateTime<Utc>>,
+    pub(crate) freshness_seconds: Option<f64>,
+    pub(crate) last_success_at: Option<DateTime<Utc>>,
     /// When a job of this dataset last finished, whatever its outcome.
-    pub last_check_at: Option<DateTime<Utc>>,
-    pub published_periods: usize,
+    pub(crate) last_check_at: Option<DateTime<Utc>>,
+    published_periods: usize,
     /// Months never published between the first expected period (the
     /// spec's `first_period`, else the first published) and the last
     /// published one.
-    pub gaps: Vec<String>,
+    pub(crate) gaps: Vec<String>,
     /// The latest period the source answered for with a file (or 202
     /// "preparing", or 304), whether or not it was loaded.
     pub source_latest_period: Option<String>,
@@ -44,11 +44,11 @@ pub struct DatasetStatus {
     /// published one (the first such answer); `None` when it has not.
     pub source_ahead_since: Option<DateTime<Utc>>,
     /// Seconds since `source_ahead_since`, on the database's clock.
-    pub source_ahead_seconds: Option<f64>,
+    pub(crate) source_ahead_seconds: Option<f64>,
 }
 
 /// The status codes that say the source has the period.
-pub const SOURCE_HAS_IT: &str = "(200, 202, 206, 304)";
+const SOURCE_HAS_IT: &str = "(200, 202, 206, 304)";
 
 /// Per dataset, the periods the source answered for and when it first did.
 async fn source_periods(
@@ -184,7 +184,7 @@ pub enum MonthState {
 }
 
 impl MonthState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             MonthState::Unchanged => "unchanged",
             MonthState::Published => "published",
@@ -203,12 +203,12 @@ impl MonthState {
 pub struct MonthCell {
     pub period: String,
     pub state: MonthState,
-    pub load_id: Option<i64>,
-    pub job_id: Option<i64>,
-    pub rows: Option<i64>,
-    pub value_cents: Option<i64>,
+    pub(crate) load_id: Option<i64>,
+    pub(crate) job_id: Option<i64>,
+    pub(crate) rows: Option<i64>,
+    pub(crate) value_cents: Option<i64>,
     /// The failure's code, when failed.
-    pub error_code: Option<String>,
+    pub(crate) error_code: Option<String>,
 }
 
 /// A dataset's status and its months, oldest first.

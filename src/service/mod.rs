@@ -16,4 +16,4 @@ pub mod http;
 pub mod queue;
 pub mod runner;
 pub mod schedule;
-pub mod sessions;
+pub(crate) mod sessions;

@@ -37,7 +37,7 @@ pub enum ScheduleError {
 /// A dataset's slot at `now`: the latest cron time at or before it, and
 /// the period that slot loads (the slot's month in the spec's time zone,
 /// minus the publication lag). None for a spec without a schedule.
-pub fn slot_at(
+fn slot_at(
     spec: &Spec,
     now: DateTime<Utc>,
 ) -> Result<Option<(DateTime<Utc>, Period)>, ScheduleError> {
@@ -78,7 +78,7 @@ pub fn due(
 }
 
 /// The next slot after `now` (for `carga schedule`).
-pub fn next_slot(spec: &Spec, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub(crate) fn next_slot(spec: &Spec, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let schedule = spec.schedule.as_ref()?;
     let cron = schedule.parsed().ok()?;
     cron.find_next_occurrence(&now.with_timezone(&schedule.tz()), false)
@@ -87,7 +87,7 @@ pub fn next_slot(spec: &Spec, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
 }
 
 /// One tick for `spec`: enqueue its current slot's job (or find it).
-pub async fn tick(
+pub(crate) async fn tick(
     pool: &Pool,
     spec: &Spec,
     settings: &QueueSettings,

@@ -16,9 +16,9 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::GenericClient;
 
 /// A session lasts this long (from sign-in; not renewed by use).
-pub const LIFETIME_S: i64 = 8 * 3600;
+pub(crate) const LIFETIME_S: i64 = 8 * 3600;
 
-pub type Result<T> = std::result::Result<T, tokio_postgres::Error>;
+pub(crate) type Result<T> = std::result::Result<T, tokio_postgres::Error>;
 
 fn id_hash(value: &str) -> Vec<u8> {
     Sha256::digest(value.as_bytes()).to_vec()
@@ -39,7 +39,7 @@ fn fingerprint(token: &SecretString, value: &str) -> Option<Vec<u8>> {
 /// Records a new session for the cookie value `value` (random, made by the
 /// caller), made with `token`, valid for [`LIFETIME_S`]; prunes expired
 /// sessions first. Returns false when there is no token (nothing stored).
-pub async fn create(
+pub(crate) async fn create(
     client: &impl GenericClient,
     value: &str,
     token: &SecretString,
@@ -60,7 +60,11 @@ pub async fn create(
 }
 
 /// Whether `value` is a live session made with `token`.
-pub async fn valid(client: &impl GenericClient, value: &str, token: &SecretString) -> Result<bool> {
+pub(crate) async fn valid(
+    client: &impl GenericClient,
+    value: &str,
+    token: &SecretString,
+) -> Result<bool> {
     let hash = id_hash(value);
     let Some(fingerprint) = fingerprint(token, value) else {
         return Ok(false);
@@ -76,7 +80,7 @@ pub async fn valid(client: &impl GenericClient, value: &str, token: &SecretStrin
 }
 
 /// Ends the session `value` (signing out), on every process.
-pub async fn end(client: &impl GenericClient, value: &str) -> Result<()> {
+pub(crate) async fn end(client: &impl GenericClient, value: &str) -> Result<()> {
     client
         .execute(
             "DELETE FROM carga.console_sessions WHERE id_hash = $1",
@@ -87,7 +91,7 @@ pub async fn end(client: &impl GenericClient, value: &str) -> Result<()> {
 }
 
 /// Deletes expired sessions. Returns how many.
-pub async fn prune(client: &impl GenericClient) -> Result<u64> {
+pub(crate) async fn prune(client: &impl GenericClient) -> Result<u64> {
     client
         .execute(
             "DELETE FROM carga.console_sessions WHERE expires_at <= now()",

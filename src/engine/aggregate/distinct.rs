@@ -24,7 +24,7 @@ use std::path::Path;
 
 /// Number of hash partitions. 128 keeps a 20 M-row month at ~160 k
 /// records (≈7 MB while sorting) per partition.
-pub const PARTITIONS: usize = 128;
+const PARTITIONS: usize = 128;
 /// One record: 16 bytes of hash, 4 of dense municipality index.
 const RECORD: usize = 20;
 /// Records per in-memory partition buffer (≈32 KiB).
@@ -33,13 +33,13 @@ const BUFFER_BYTES: usize = BUFFER_RECORDS * RECORD;
 
 /// Exact distinct counts, by dense index.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DistinctCounts {
+pub(crate) struct DistinctCounts {
     /// Distinct beneficiaries per municipality (dense municipality index).
-    pub per_municipality: Vec<u64>,
+    pub(crate) per_municipality: Vec<u64>,
     /// Distinct beneficiaries per state (dense state index).
-    pub per_state: Vec<u64>,
+    pub(crate) per_state: Vec<u64>,
     /// Distinct beneficiaries in the whole file.
-    pub national: u64,
+    pub(crate) national: u64,
 }
 
 impl DistinctCounts {
@@ -67,7 +67,7 @@ impl DistinctCounts {
 }
 
 /// The write side: pairs go in while the file streams.
-pub struct DistinctSpill {
+pub(crate) struct DistinctSpill {
     file: File,
     buffers: Vec<Vec<u8>>,
     /// File offsets of each partition's full buffers.
@@ -77,7 +77,7 @@ pub struct DistinctSpill {
 
 impl DistinctSpill {
     /// Creates the anonymous spill file in `dir`.
-    pub fn new(dir: &Path) -> io::Result<DistinctSpill> {
+    pub(crate) fn new(dir: &Path) -> io::Result<DistinctSpill> {
         Ok(DistinctSpill {
             file: tempfile::tempfile_in(dir)?,
             buffers: (0..PARTITIONS).map(|_| Vec::new()).collect(),
@@ -88,7 +88,7 @@ impl DistinctSpill {
 
     /// Records one row's beneficiary.
     #[inline]
-    pub fn push(&mut self, hash: &[u8; 16], municipality: u32) -> io::Result<()> {
+    pub(crate) fn push(&mut self, hash: &[u8; 16], municipality: u32) -> io::Result<()> {
         let partition = usize::from(hash[0]) % PARTITIONS;
         let Some(buffer) = self.buffers.get_mut(partition) else {
             return Ok(()); // unreachable: the modulo keeps it in range
@@ -110,14 +110,14 @@ impl DistinctSpill {
     }
 
     /// Bytes written to the spill file so far.
-    pub fn spilled_bytes(&self) -> u64 {
+    pub(crate) fn spilled_bytes(&self) -> u64 {
         self.written
     }
 
     /// Counts. `state_of[m]` is municipality `m`'s dense state index (below
     /// `states`); pairs naming a municipality outside `state_of` are an
     /// error. Runs on up to `threads` threads.
-    pub fn finish(
+    pub(crate) fn finish(
         self,
         state_of: &[u32],
         states: usize,

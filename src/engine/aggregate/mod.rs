@@ -1,8 +1,8 @@
 //! The aggregate tables, recomputed for exactly one program and period
 //! inside the publishing transaction. Everything is counted by the worker
-//! while the rows stream: sums and counts per municipality in [`tally`],
+//! while the rows stream: sums and counts per municipality in `tally`,
 //! exact distinct beneficiaries per municipality, state and country in
-//! [`distinct`]. SQL only writes those numbers (a few thousand rows) and
+//! `distinct`. SQL only writes those numbers (a few thousand rows) and
 //! never scans the period's payments. One function per table, its SQL
 //! beside it. Money is integer cents until the single division into
 //! `numeric`, and every money value written has two decimals (the
@@ -10,32 +10,33 @@
 //! `round(…, 2)`). Totals a column cannot hold fail the load in
 //! [`prepare`], naming the cause, before any aggregate is written.
 
-pub mod distinct;
-pub mod read;
-pub mod tally;
+mod distinct;
+pub(crate) mod read;
+mod tally;
 
 use tokio_postgres::Transaction;
 
-pub use distinct::{DistinctCounts, DistinctSpill};
-pub use tally::{MunicipalTally, Tallies};
+pub(crate) use distinct::DistinctSpill;
+pub use tally::MunicipalTally;
+pub(crate) use tally::Tallies;
 
 /// What the aggregates say about the whole period.
 #[derive(Debug, Clone, Default)]
-pub struct Totals {
-    pub municipalities: i64,
-    pub states: i64,
-    pub distinct_beneficiaries: i64,
-    pub payments: i64,
-    pub value_cents: i64,
+pub(crate) struct Totals {
+    pub(crate) municipalities: i64,
+    pub(crate) states: i64,
+    pub(crate) distinct_beneficiaries: i64,
+    pub(crate) payments: i64,
+    pub(crate) value_cents: i64,
 }
 
 /// Everything the recompute needs to know.
-pub struct Scope<'a> {
-    pub program_id: i32,
-    pub reference_date: chrono::NaiveDate,
-    pub load_id: i64,
-    pub paid_per_family: bool,
-    pub data_source: &'a str,
+pub(crate) struct Scope<'a> {
+    pub(crate) program_id: i32,
+    pub(crate) reference_date: chrono::NaiveDate,
+    pub(crate) load_id: i64,
+    pub(crate) paid_per_family: bool,
+    pub(crate) data_source: &'a str,
 }
 
 /// What the worker counted: per municipality (database id), per state
@@ -92,7 +93,7 @@ pub async fn prepare(
 pub const MAX_CENTS_NUMERIC_15_2: i64 = 999_999_999_999_999;
 /// Largest |cents| of `numeric(17, 2)`: `program_national_monthly`'s
 /// `total_value_brl` and the ledger's.
-pub const MAX_CENTS_NUMERIC_17_2: i64 = 99_999_999_999_999_999;
+pub(crate) const MAX_CENTS_NUMERIC_17_2: i64 = 99_999_999_999_999_999;
 
 /// Fails (SQLSTATE 22003, with a message saying which total) when a tally
 /// overflowed in the worker or a municipal, state or national sum would not
@@ -127,7 +128,7 @@ async fn guard_totals(tx: &Transaction<'_>, overflowed: bool) -> Result<(), toki
 /// `beneficiary_data`: one row per municipality, upserted (so the API's ids
 /// and its coverage_rate survive); the period's rows for municipalities
 /// absent from the new file are deleted.
-pub async fn municipal(
+pub(crate) async fn municipal(
     tx: &Transaction<'_>,
     scope: &Scope<'_>,
 ) -> Result<u64, tokio_postgres::Error> {
@@ -175,7 +176,10 @@ pub async fn municipal(
 
 /// `program_state_monthly`: exact distinct beneficiaries per state (a
 /// person paid in two municipalities of a state counts once).
-pub async fn state(tx: &Transaction<'_>, scope: &Scope<'_>) -> Result<u64, tokio_postgres::Error> {
+pub(crate) async fn state(
+    tx: &Transaction<'_>,
+    scope: &Scope<'_>,
+) -> Result<u64, tokio_postgres::Error> {
     tx.execute(
         "DELETE FROM public.program_state_monthly WHERE program_id = $1 AND reference_date = $2",
         &[&scope.program_id, &scope.reference_date],
@@ -203,7 +207,7 @@ pub async fn state(tx: &Transaction<'_>, scope: &Scope<'_>) -> Result<u64, tokio
 }
 
 /// `program_national_monthly`, and the totals reported by the load.
-pub async fn national(
+pub(crate) async fn national(
     tx: &Transaction<'_>,
     scope: &Scope<'_>,
     distinct_beneficiaries: u64,

@@ -16,7 +16,7 @@ pub struct MunicipalTally {
     pub retro_payments: u64,
     pub retro_cents: i64,
     pub without_nis: u64,
-    /// Distinct beneficiaries, filled in from [`super::distinct`] once the
+    /// Distinct beneficiaries, filled in from `distinct` once the
     /// stream has ended.
     pub people: u64,
     /// A sum or count would have overflowed: the tally is wrong and must
@@ -26,19 +26,19 @@ pub struct MunicipalTally {
 
 /// Per-municipality tallies, indexed by the dense municipality index.
 #[derive(Debug, Clone, Default)]
-pub struct Tallies {
+pub(crate) struct Tallies {
     per_municipality: Vec<MunicipalTally>,
 }
 
 impl Tallies {
-    pub fn new(municipalities: usize) -> Tallies {
+    pub(crate) fn new(municipalities: usize) -> Tallies {
         Tallies {
             per_municipality: vec![MunicipalTally::default(); municipalities],
         }
     }
 
     /// Counts one loaded row. `reference_days` is the period's first day.
-    pub fn add(&mut self, row: &PaymentRow<'_>, reference_days: i32) {
+    pub(crate) fn add(&mut self, row: &PaymentRow<'_>, reference_days: i32) {
         let Some(t) = self.per_municipality.get_mut(row.municipality as usize) else {
             return;
         };
@@ -62,7 +62,7 @@ impl Tallies {
     }
 
     /// (dense index, tally) of every municipality with at least one payment.
-    pub fn present(&self) -> impl Iterator<Item = (u32, &MunicipalTally)> {
+    pub(crate) fn present(&self) -> impl Iterator<Item = (u32, &MunicipalTally)> {
         self.per_municipality
             .iter()
             .enumerate()

@@ -1,5 +1,5 @@
 //! Containers and limits: bytes in, bytes out. The source's chunks arrive
-//! through a channel and are read on the parser thread ([`ChannelReader`]);
+//! through a channel and are read on the parser thread (`ChannelReader`);
 //! ZIP (one entry, verified against its data descriptor and central
 //! directory) or gzip is decoded as a stream, and the output is capped in
 //! total and per record. Nothing is ever written to disk.
@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::dataset::Container;
 
-pub use self::zip::ZipStream;
+pub(crate) use self::zip::ZipStream;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DecodeError {
@@ -35,7 +35,7 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    pub fn code(&self) -> crate::code::Code {
+    pub(crate) fn code(&self) -> crate::code::Code {
         use crate::code::Code;
         match self {
             DecodeError::WrongContainer { .. } => Code::UnexpectedContent,
@@ -55,20 +55,20 @@ impl From<DecodeError> for io::Error {
 }
 
 /// Finds a [`DecodeError`] inside an io::Error chain.
-pub fn find_decode_error(e: &io::Error) -> Option<&DecodeError> {
+pub(crate) fn find_decode_error(e: &io::Error) -> Option<&DecodeError> {
     e.get_ref()?.downcast_ref::<DecodeError>()
 }
 
 /// A blocking [`BufRead`] over the source's chunks; use it on a blocking
 /// thread only. Zero-copy: `fill_buf` hands out the current chunk.
-pub struct ChannelReader {
+pub(crate) struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Bytes>>,
     current: Bytes,
     done: bool,
 }
 
 impl ChannelReader {
-    pub fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> Self {
+    pub(crate) fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> Self {
         ChannelReader {
             rx,
             current: Bytes::new(),
@@ -107,7 +107,7 @@ impl BufRead for ChannelReader {
 }
 
 /// The decoded byte stream of one source, with its end-of-stream checks.
-pub enum Decoded<R: BufRead> {
+pub(crate) enum Decoded<R: BufRead> {
     Plain(R),
     /// The magic bytes, already read, go back in front of the stream.
     Gzip(Box<flate2::bufread::MultiGzDecoder<io::Chain<io::Cursor<[u8; 2]>, R>>>),
@@ -117,7 +117,7 @@ pub enum Decoded<R: BufRead> {
 impl<R: BufRead> Decoded<R> {
     /// Starts decoding: checks the container's magic bytes first, so an HTML
     /// error page served with status 200 fails here.
-    pub fn open(container: Container, mut input: R) -> io::Result<Self> {
+    pub(crate) fn open(container: Container, mut input: R) -> io::Result<Self> {
         match container {
             Container::Plain => Ok(Decoded::Plain(input)),
             Container::Gzip => {
@@ -141,7 +141,7 @@ impl<R: BufRead> Decoded<R> {
     }
 
     /// The name of the file inside the container, when it has one.
-    pub fn entry_name(&self) -> Option<&str> {
+    pub(crate) fn entry_name(&self) -> Option<&str> {
         match self {
             Decoded::Zip(z) => Some(z.entry_name()),
             _ => None,
@@ -150,7 +150,7 @@ impl<R: BufRead> Decoded<R> {
 
     /// Verifies the container's end (ZIP data descriptor, central directory
     /// and end record). Call after the output reached EOF.
-    pub fn finish(self) -> io::Result<()> {
+    pub(crate) fn finish(self) -> io::Result<()> {
         match self {
             Decoded::Plain(_) | Decoded::Gzip(_) => Ok(()),
             Decoded::Zip(z) => z.finish(),
@@ -206,7 +206,7 @@ pub(crate) fn describe_magic(magic: &[u8], input: &mut impl BufRead) -> String {
 }
 
 /// Printable description of the first bytes of a body.
-pub(crate) fn describe_start(head: &[u8]) -> String {
+fn describe_start(head: &[u8]) -> String {
     if head.is_empty() {
         return "nothing (empty body)".into();
     }
@@ -230,7 +230,7 @@ pub(crate) fn describe_start(head: &[u8]) -> String {
 /// When a record passes the cap, the bytes before that record are returned
 /// first and the error on the next read, so the reader sees every whole
 /// line before it and can name the long record's line.
-pub struct Limited<R> {
+pub(crate) struct Limited<R> {
     inner: R,
     max_total: u64,
     max_record: usize,
@@ -240,7 +240,7 @@ pub struct Limited<R> {
 }
 
 impl<R: Read> Limited<R> {
-    pub fn new(inner: R, max_total: u64, max_record: usize) -> Self {
+    pub(crate) fn new(inner: R, max_total: u64, max_record: usize) -> Self {
         Limited {
             inner,
             max_total,
@@ -250,10 +250,10 @@ impl<R: Read> Limited<R> {
             pending: None,
         }
     }
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.total
     }
-    pub fn into_inner(self) -> R {
+    pub(crate) fn into_inner(self) -> R {
         self.inner
     }
 }

@@ -58,7 +58,7 @@ struct LocalHeader {
     zip64: bool,
 }
 
-pub struct ZipStream<R: BufRead> {
+pub(crate) struct ZipStream<R: BufRead> {
     body: Body<R>,
     header: LocalHeader,
     name: String,
@@ -134,7 +134,7 @@ fn zip64_sizes(extra: &[u8], uncompressed: &mut u64, compressed: &mut u64) -> bo
 
 impl<R: BufRead> ZipStream<R> {
     /// Reads the local header of the first entry.
-    pub fn open(mut input: R) -> io::Result<Self> {
+    pub(crate) fn open(mut input: R) -> io::Result<Self> {
         // The signature may arrive split over several network reads.
         let (magic, got) = super::read_magic::<4>(&mut input)?;
         if magic != *b"PK\x03\x04" {
@@ -198,13 +198,13 @@ impl<R: BufRead> ZipStream<R> {
         })
     }
 
-    pub fn entry_name(&self) -> &str {
+    pub(crate) fn entry_name(&self) -> &str {
         &self.name
     }
 
     /// Checks the entry's trailer, the central directory and the end record.
     /// Call once `read` has returned 0.
-    pub fn finish(self) -> io::Result<()> {
+    pub(crate) fn finish(self) -> io::Result<()> {
         let ZipStream {
             body,
             header,

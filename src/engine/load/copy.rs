@@ -6,17 +6,17 @@ use bytes::{BufMut, BytesMut};
 use crate::engine::parse::PaymentRow;
 
 /// Signature, flags and header-extension length.
-pub const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+pub(crate) const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// The file trailer: a field count of -1.
-pub const TRAILER: &[u8] = &[0xff, 0xff];
+pub(crate) const TRAILER: &[u8] = &[0xff, 0xff];
 
 /// The column list every encoded row follows, in order. `program_id` and
 /// `reference_date` are constant in a leaf and come from its defaults.
-pub const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "competence_date, municipality_id, beneficiary_hash, value_cents, attributes";
 
 /// Appends one tuple.
-pub fn encode_row(buf: &mut BytesMut, row: &PaymentRow<'_>) {
+pub(crate) fn encode_row(buf: &mut BytesMut, row: &PaymentRow<'_>) {
     buf.reserve(96);
     buf.put_i16(5);
     match row.competence_date {

@@ -9,9 +9,9 @@
 //! then, as the last statements before COMMIT, detaches and drops the old
 //! leaf and attaches the new one.
 
-pub mod copy;
+pub(crate) mod copy;
 pub mod ledger;
-pub mod session;
+pub(crate) mod session;
 
 use bytes::Bytes;
 use futures::SinkExt;
@@ -91,7 +91,7 @@ fn qualified(name: &str) -> String {
 
 /// Creates the program's partition of `carga.payments` if missing, in its
 /// own short transaction (a concurrent creator is tolerated).
-pub async fn ensure_program_partition(
+pub(crate) async fn ensure_program_partition(
     client: &impl GenericClient,
     program_id: i32,
     code: &str,
@@ -115,7 +115,7 @@ pub async fn ensure_program_partition(
 /// Creates the load's leaf table in `tx`, with a CHECK that implies its
 /// partition bound (so ATTACH needs no validation scan). Returns its
 /// unquoted name.
-pub async fn create_leaf(
+pub(crate) async fn create_leaf(
     tx: &Transaction<'_>,
     code: &str,
     program_id: i32,
@@ -143,7 +143,7 @@ pub async fn create_leaf(
 /// succeeds; otherwise the sink is dropped, which aborts the COPY, and the
 /// producer's error is returned. The producer must drop its sender when it
 /// ends. Returns the row count COPY reports and the producer's value.
-pub async fn copy_into<T, E>(
+pub(crate) async fn copy_into<T, E>(
     tx: &Transaction<'_>,
     leaf: &str,
     mut rx: mpsc::Receiver<Bytes>,
@@ -178,7 +178,7 @@ where
 /// leaf (if any), attach the new one. Run last before COMMIT: DETACH takes
 /// an ACCESS EXCLUSIVE lock on the program's table until the commit.
 /// Returns the replaced leaf's name.
-pub async fn swap(
+pub(crate) async fn swap(
     tx: &Transaction<'_>,
     code: &str,
     period: Period,

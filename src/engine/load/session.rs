@@ -8,7 +8,7 @@ use crate::dataset::Period;
 
 /// Names the transaction's session (for this transaction only) and returns
 /// its backend pid, so that others can tell it apart and cancel it.
-pub async fn name(
+pub(crate) async fn name(
     tx: &Transaction<'_>,
     application_name: &str,
 ) -> Result<i32, tokio_postgres::Error> {
@@ -22,7 +22,7 @@ pub async fn name(
 }
 
 /// Bounds every statement and every lock wait of the transaction.
-pub async fn limit(
+pub(crate) async fn limit(
     tx: &Transaction<'_>,
     statement_timeout_s: u64,
     lock_timeout_ms: u64,
@@ -41,7 +41,7 @@ fn lock_key(program_id: i32, period: Period) -> i64 {
 
 /// Takes the (program, period) lock until the transaction ends; false when
 /// another load holds it.
-pub async fn try_lock(
+pub(crate) async fn try_lock(
     tx: &Transaction<'_>,
     program_id: i32,
     period: Period,

@@ -107,7 +107,7 @@ impl From<tokio_postgres::Error> for LoadError {
 
 impl LoadError {
     /// True when the error only says that another stage went away.
-    pub fn is_consequence(&self) -> bool {
+    pub(crate) fn is_consequence(&self) -> bool {
         match self {
             LoadError::Stopped(_) => true,
             LoadError::Source(e) => e.is_consequence(),

@@ -8,7 +8,7 @@ use crate::engine::aggregate::Totals;
 
 /// The limit on rejects for `rows_read` rows: the larger of the spec's
 /// allowance and its ratio of the rows read.
-pub fn reject_limit(spec: &Spec, rows_read: u64) -> u64 {
+pub(crate) fn reject_limit(spec: &Spec, rows_read: u64) -> u64 {
     limit_of(&spec.quality, rows_read)
 }
 
@@ -18,7 +18,7 @@ fn limit_of(quality: &Quality, rows_read: u64) -> u64 {
 }
 
 /// Fails when the rejects pass the spec's limit, naming the first reject.
-pub fn check_rejects(spec: &Spec, summary: &ParseSummary) -> Result<(), LoadError> {
+pub(crate) fn check_rejects(spec: &Spec, summary: &ParseSummary) -> Result<(), LoadError> {
     rejects_within(&spec.quality, summary)
 }
 

@@ -5,11 +5,11 @@
 //! transaction — then the guards, the aggregates and the publish, all in that
 //! one transaction. Any failure before COMMIT rolls everything back.
 //!
-//! - [`error`]: the load's error and its codes;
-//! - [`stages`]: the download, inflate and parser stages and their wiring;
-//! - [`parser`]: the parser loop, its row sinks and its one reject log;
-//! - [`guards`]: the quality checks, pure functions;
-//! - [`publish`]: the publish transaction's last steps;
+//! - `error`: the load's error and its codes;
+//! - `stages`: the download, inflate and parser stages and their wiring;
+//! - `parser`: the parser loop, its row sinks and its one reject log;
+//! - `guards`: the quality checks, pure functions;
+//! - `publish`: the publish transaction's last steps;
 //! - [`validate`]: checking a file without a database.
 //!
 //! The SQL lives in `engine::load`; this module orders the steps.
@@ -22,9 +22,9 @@ mod stages;
 mod validate;
 
 pub use error::LoadError;
-pub use guards::{check_rejects, reject_limit};
-pub use parser::{CheckOnly, CopySink, ParseInput, ParseSummary, RowSink, parse_blocking};
-pub use stages::{FirstFailure, Stage};
+pub(crate) use guards::check_rejects;
+pub(crate) use parser::{CopySink, ParseInput};
+pub(crate) use stages::{FirstFailure, Stage};
 pub use validate::{ValidateReport, validate};
 
 use std::sync::Arc;
@@ -76,18 +76,18 @@ pub enum Outcome {
 pub struct LoadReport {
     pub load_id: i64,
     pub outcome: Outcome,
-    pub source: String,
-    pub file: String,
-    pub bytes: u64,
-    pub decompressed_bytes: u64,
+    pub(crate) source: String,
+    pub(crate) file: String,
+    pub(crate) bytes: u64,
+    pub(crate) decompressed_bytes: u64,
     pub rows_read: u64,
     pub rows_loaded: u64,
     pub rows_rejected: u64,
     pub distinct_beneficiaries: i64,
-    pub municipalities: i64,
+    pub(crate) municipalities: i64,
     pub value_cents: i64,
-    pub seconds: f64,
-    pub stage_seconds: Vec<(&'static str, f64)>,
+    pub(crate) seconds: f64,
+    pub(crate) stage_seconds: Vec<(&'static str, f64)>,
     pub rejects: Vec<ledger::Reject>,
     pub replaced_load: Option<String>,
 }
@@ -121,7 +121,7 @@ impl LoadReport {
         self
     }
 
-    pub fn rows_per_second(&self) -> f64 {
+    pub(crate) fn rows_per_second(&self) -> f64 {
         if self.seconds > 0.0 {
             self.rows_read as f64 / self.seconds
         } else {

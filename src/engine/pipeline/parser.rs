@@ -31,44 +31,44 @@ const PROGRESS_EVERY: u64 = 16 * 1024;
 const UNBALANCED_QUOTE: &str = "unbalanced_quote";
 
 /// What the parser thread needs.
-pub struct ParseInput {
-    pub spec: Spec,
-    pub municipalities: MunicipalityIndex,
+pub(crate) struct ParseInput {
+    pub(crate) spec: Spec,
+    pub(crate) municipalities: MunicipalityIndex,
     /// The period the rows must belong to; `None` when only checking a file
     /// (the period is then read from it).
-    pub period: Option<Period>,
-    pub nis_key: SecretString,
-    pub limits: LimitSettings,
+    pub(crate) period: Option<Period>,
+    pub(crate) nis_key: SecretString,
+    pub(crate) limits: LimitSettings,
     /// The source's file name, until the archive names its entry.
-    pub file: String,
+    pub(crate) file: String,
 }
 
 /// What the parser thread saw.
 #[derive(Debug, Clone, Default)]
-pub struct ParseSummary {
-    pub file: String,
-    pub rows_read: u64,
-    pub rows_loaded: u64,
-    pub rows_rejected: u64,
+pub(crate) struct ParseSummary {
+    pub(crate) file: String,
+    pub(crate) rows_read: u64,
+    pub(crate) rows_loaded: u64,
+    pub(crate) rows_rejected: u64,
     /// The first `limits.max_stored_rejects` rejects.
-    pub rejects: Vec<ledger::Reject>,
-    pub rejects_by_code: BTreeMap<&'static str, u64>,
-    pub value_cents: i128,
-    pub decompressed_bytes: u64,
+    pub(crate) rejects: Vec<ledger::Reject>,
+    pub(crate) rejects_by_code: BTreeMap<&'static str, u64>,
+    pub(crate) value_cents: i128,
+    pub(crate) decompressed_bytes: u64,
     /// `YYYYMM` the rows were checked against.
-    pub period: u32,
+    pub(crate) period: u32,
     /// Per municipality (database id): exact sums and counts.
-    pub municipal: Vec<(i32, MunicipalTally)>,
+    pub(crate) municipal: Vec<(i32, MunicipalTally)>,
     /// Distinct beneficiaries per state (database id).
-    pub states: Vec<(i32, u64)>,
+    pub(crate) states: Vec<(i32, u64)>,
     /// Distinct beneficiaries in the file.
-    pub distinct_beneficiaries: u64,
+    pub(crate) distinct_beneficiaries: u64,
     /// Bytes of the distinct-count spill file.
-    pub spilled_bytes: u64,
+    pub(crate) spilled_bytes: u64,
 }
 
 /// Where the parser's accepted rows go.
-pub trait RowSink {
+pub(crate) trait RowSink {
     /// One accepted row (called on the hot path: no allocation per row).
     fn accept(&mut self, row: &PaymentRow<'_>) -> Result<(), LoadError>;
 
@@ -78,7 +78,7 @@ pub trait RowSink {
 }
 
 /// `validate`'s sink: rows are checked by the transform and dropped.
-pub struct CheckOnly;
+pub(crate) struct CheckOnly;
 
 impl RowSink for CheckOnly {
     fn accept(&mut self, _row: &PaymentRow<'_>) -> Result<(), LoadError> {
@@ -93,7 +93,7 @@ impl RowSink for CheckOnly {
 /// A load's sink: encodes rows as binary COPY chunks of about
 /// `chunk_bytes` for the COPY stream, tallies them per municipality and
 /// spills beneficiary hashes for the distinct counts.
-pub struct CopySink {
+pub(crate) struct CopySink {
     out: mpsc::Sender<Bytes>,
     buffer: BytesMut,
     chunk_bytes: usize,
@@ -106,7 +106,7 @@ pub struct CopySink {
 }
 
 impl CopySink {
-    pub fn new(
+    pub(crate) fn new(
         out: mpsc::Sender<Bytes>,
         chunk_bytes: usize,
         period: Period,
@@ -272,7 +272,7 @@ pub(super) fn io_error(file: &str, line: u64, byte: u64, e: io::Error) -> LoadEr
 /// The parser stage, on a blocking thread: decode the container, read the
 /// header, transform every record and hand accepted rows to `sink`. No
 /// allocation per row.
-pub fn parse_blocking<S: RowSink>(
+pub(crate) fn parse_blocking<S: RowSink>(
     input: impl io::BufRead + Send + 'static,
     parse: ParseInput,
     mut sink: S,

@@ -14,24 +14,24 @@ use crate::engine::source::{DownloadSummary, Progress, SourceMeta};
 
 /// Everything the publish writes.
 pub(super) struct Publish<'a> {
-    pub spec: &'a Spec,
-    pub period: Period,
-    pub program_id: i32,
-    pub program_code: &'a str,
-    pub paid_per_family: bool,
-    pub load_id: i64,
-    pub leaf: &'a str,
-    pub meta: &'a SourceMeta,
-    pub download: &'a DownloadSummary,
-    pub summary: &'a ParseSummary,
-    pub stream_seconds: f64,
-    pub step: Option<&'a dyn PublishStep>,
+    pub(crate) spec: &'a Spec,
+    pub(crate) period: Period,
+    pub(crate) program_id: i32,
+    pub(crate) program_code: &'a str,
+    pub(crate) paid_per_family: bool,
+    pub(crate) load_id: i64,
+    pub(crate) leaf: &'a str,
+    pub(crate) meta: &'a SourceMeta,
+    pub(crate) download: &'a DownloadSummary,
+    pub(crate) summary: &'a ParseSummary,
+    pub(crate) stream_seconds: f64,
+    pub(crate) step: Option<&'a dyn PublishStep>,
 }
 
 impl Publish<'_> {
     /// Runs the steps and commits; on any error the transaction rolls back
     /// on drop and the published period stays as it was.
-    pub async fn run(
+    pub(crate) async fn run(
         self,
         tx: deadpool_postgres::Transaction<'_>,
         progress: &Progress,

@@ -17,7 +17,7 @@ use crate::engine::source::{self, DownloadSummary, Progress, SourceError};
 /// The stages whose failures race: the download, and the stream (inflate,
 /// parse and COPY, whose errors all come out of the COPY future).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
+pub(crate) enum Stage {
     Source,
     Stream,
 }
@@ -29,20 +29,20 @@ pub enum Stage {
 /// it fails for a reason of its own (before its neighbours can notice), so
 /// the root cause is reported whatever the timing.
 #[derive(Debug, Default)]
-pub struct FirstFailure(std::sync::OnceLock<Stage>);
+pub(crate) struct FirstFailure(std::sync::OnceLock<Stage>);
 
 impl FirstFailure {
     /// Records `stage` unless another stage failed earlier.
-    pub fn record(&self, stage: Stage) {
+    pub(crate) fn record(&self, stage: Stage) {
         let _ = self.0.set(stage);
     }
 
-    pub fn get(&self) -> Option<Stage> {
+    pub(crate) fn get(&self) -> Option<Stage> {
         self.0.get().copied()
     }
 
     /// The root cause among the stream's and the download's results.
-    pub fn root_cause<A, B>(
+    pub(crate) fn root_cause<A, B>(
         &self,
         stream: Result<A, LoadError>,
         source: Result<B, LoadError>,

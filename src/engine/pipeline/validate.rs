@@ -20,10 +20,10 @@ use crate::engine::source::{self, OpenOutcome, Progress};
 /// What `validate` found.
 #[derive(Debug, Clone)]
 pub struct ValidateReport {
-    pub source: String,
-    pub summary: ParseSummary,
-    pub bytes: u64,
-    pub limit: u64,
+    pub(crate) source: String,
+    pub(crate) summary: ParseSummary,
+    pub(crate) bytes: u64,
+    pub(crate) limit: u64,
 }
 
 /// Parses and checks a file without loading it. Municipality codes are

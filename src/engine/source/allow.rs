@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use crate::dataset::Spec;
 
 /// The scheme, host and port a spec lets webhooks point its source at.
-pub fn allowed_origins(spec: &Spec) -> Vec<(String, String, Option<u16>)> {
+fn allowed_origins(spec: &Spec) -> Vec<(String, String, Option<u16>)> {
     let entries: Vec<String> = if spec.source.allowed_sources.is_empty() {
         vec![spec.source.url.clone()]
     } else {
@@ -43,7 +43,7 @@ fn port_matches(scheme: &str, listed: Option<u16>, target: &url::Url) -> bool {
 /// Refuses a source URL whose scheme and host the spec does not list, and
 /// one that resolves to a loopback, link-local or private address unless
 /// the spec lists that internal host itself (`allowed_sources`).
-pub async fn source_allowed(spec: &Spec, url: &str) -> Result<(), String> {
+pub(crate) async fn source_allowed(spec: &Spec, url: &str) -> Result<(), String> {
     let parsed = url::Url::parse(url).map_err(|_| "the source url does not parse".to_string())?;
     let host = parsed
         .host_str()
@@ -81,7 +81,7 @@ pub async fn source_allowed(spec: &Spec, url: &str) -> Result<(), String> {
 /// Checks every redirect of a webhook-named source: the target's scheme
 /// and host must be on the spec's allow-list, and a literal address must
 /// not be internal unless the spec lists that host.
-pub fn redirect_guard(spec: &Spec) -> super::RedirectGuard {
+pub(crate) fn redirect_guard(spec: &Spec) -> super::RedirectGuard {
     let origins = allowed_origins(spec);
     let explicit = internal_hosts(spec);
     let dataset = spec.dataset.clone();
@@ -128,7 +128,7 @@ fn internal_hosts(spec: &Spec) -> Vec<String> {
 }
 
 /// Loopback, link-local, private, unique-local, unspecified or the like.
-pub fn internal(ip: &IpAddr) -> bool {
+pub(crate) fn internal(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             v4.is_loopback()

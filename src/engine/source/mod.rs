@@ -18,7 +18,7 @@ use reqwest::header::{self, HeaderMap};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-pub mod allow;
+pub(crate) mod allow;
 
 use crate::code::Code;
 use crate::config::HttpSettings;
@@ -107,12 +107,12 @@ pub enum SourceError {
 
 impl SourceError {
     /// True when this error only says that the next stage went away.
-    pub fn is_consequence(&self) -> bool {
+    pub(crate) fn is_consequence(&self) -> bool {
         matches!(self, SourceError::ReaderStopped { .. })
     }
 
     /// A stable code for the ledger and for scripts.
-    pub fn code(&self) -> Code {
+    pub(crate) fn code(&self) -> Code {
         match self {
             SourceError::Status { status, .. } => Code::HttpStatus(*status),
             SourceError::Request { .. } => Code::HttpRequestFailed,
@@ -133,27 +133,26 @@ impl SourceError {
 
 /// Validators from a previous load, for a conditional request.
 #[derive(Debug, Clone, Default)]
-pub struct Validators {
-    pub etag: Option<String>,
-    pub last_modified: Option<String>,
+pub(crate) struct Validators {
+    pub(crate) etag: Option<String>,
+    pub(crate) last_modified: Option<String>,
 }
 
 /// What the response said about the body.
 #[derive(Debug, Clone, Default)]
-pub struct SourceMeta {
+pub(crate) struct SourceMeta {
     /// Safe to log: query values and passwords redacted.
-    pub url: String,
+    pub(crate) url: String,
     /// Last path segment, for messages (`202410_NovoBolsaFamilia.zip`).
-    pub file_name: String,
-    pub content_length: Option<u64>,
-    pub content_type: Option<String>,
-    pub etag: Option<String>,
-    pub last_modified: Option<String>,
+    pub(crate) file_name: String,
+    content_length: Option<u64>,
+    pub(crate) etag: Option<String>,
+    pub(crate) last_modified: Option<String>,
 }
 
 impl SourceMeta {
     /// A strong ETag (not `W/`), usable with `If-Range` and as a version.
-    pub fn strong_etag(&self) -> Option<&str> {
+    fn strong_etag(&self) -> Option<&str> {
         self.etag.as_deref().filter(|e| !e.starts_with("W/"))
     }
 }
@@ -161,28 +160,28 @@ impl SourceMeta {
 /// Live counters shared with the progress display and the job's heartbeat.
 #[derive(Debug, Default)]
 pub struct Progress {
-    pub bytes: AtomicU64,
-    pub total_bytes: AtomicU64,
-    pub rows: AtomicU64,
-    pub rows_rejected: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) total_bytes: AtomicU64,
+    pub(crate) rows: AtomicU64,
+    pub(crate) rows_rejected: AtomicU64,
     /// One of [`Progress::STAGES`], by index.
-    pub stage: std::sync::atomic::AtomicUsize,
+    pub(crate) stage: std::sync::atomic::AtomicUsize,
     /// The HTTP status the source answered when opened (0: no answer yet,
     /// or not HTTP): whether the source has the period, for freshness.
-    pub source_status: std::sync::atomic::AtomicU16,
+    pub(crate) source_status: std::sync::atomic::AtomicU16,
 }
 
 impl Progress {
     /// The stages a load goes through, in order.
-    pub const STAGES: [&'static str; 5] = ["open", "stream", "aggregate", "publish", "done"];
+    pub(crate) const STAGES: [&'static str; 5] = ["open", "stream", "aggregate", "publish", "done"];
 
-    pub fn set_stage(&self, stage: &str) {
+    pub(crate) fn set_stage(&self, stage: &str) {
         if let Some(i) = Self::STAGES.iter().position(|s| *s == stage) {
             self.stage.store(i, Ordering::Relaxed);
         }
     }
 
-    pub fn stage_name(&self) -> &'static str {
+    pub(crate) fn stage_name(&self) -> &'static str {
         Self::STAGES
             .get(self.stage.load(Ordering::Relaxed))
             .copied()
@@ -194,19 +193,19 @@ impl Progress {
 /// `statement_timeout` cannot, since it does not fire while a COPY waits for
 /// client data, and an idle-read timeout resets on every byte.
 #[derive(Debug, Clone, Copy)]
-pub struct DownloadLimits {
-    pub max_bytes: u64,
+pub(crate) struct DownloadLimits {
+    pub(crate) max_bytes: u64,
     /// Wall-clock time from the first body read to the last.
-    pub deadline: Duration,
+    pub(crate) deadline: Duration,
     /// Bytes per second the network must deliver, measured over each
     /// `window` of time spent waiting for it (time the next stage holds the
     /// download back does not count).
-    pub min_bytes_per_second: u64,
-    pub window: Duration,
+    pub(crate) min_bytes_per_second: u64,
+    pub(crate) window: Duration,
 }
 
 impl DownloadLimits {
-    pub fn from_settings(settings: &HttpSettings) -> DownloadLimits {
+    pub(crate) fn from_settings(settings: &HttpSettings) -> DownloadLimits {
         DownloadLimits {
             max_bytes: settings.max_download_bytes,
             deadline: Duration::from_secs(settings.download_deadline_s),
@@ -218,10 +217,9 @@ impl DownloadLimits {
 
 /// The outcome of a completed download.
 #[derive(Debug, Clone)]
-pub struct DownloadSummary {
-    pub bytes: u64,
-    pub sha256: [u8; 32],
-    pub resumes: u32,
+pub(crate) struct DownloadSummary {
+    pub(crate) bytes: u64,
+    pub(crate) sha256: [u8; 32],
 }
 
 enum Origin {
@@ -233,14 +231,14 @@ enum Origin {
 }
 
 /// An opened source: metadata, and the body not yet read.
-pub struct Opened {
-    pub meta: SourceMeta,
+pub(crate) struct Opened {
+    pub(crate) meta: SourceMeta,
     origin: Origin,
     body: BoxStream<'static, io::Result<Bytes>>,
     accept_ranges: bool,
 }
 
-pub enum OpenOutcome {
+pub(crate) enum OpenOutcome {
     Body(Opened),
     /// The server answered 304 to the conditional request.
     NotModified(SourceMeta),
@@ -366,7 +364,7 @@ fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String
 /// backoff; a status the server answered (408, 429, 5xx included) is
 /// returned at once with its `Retry-After`: long waits belong to the job
 /// queue, which frees the worker's slot meanwhile.
-pub async fn open(
+pub(crate) async fn open(
     location: &str,
     settings: &HttpSettings,
     conditional: Option<&Validators>,
@@ -378,10 +376,10 @@ pub async fn open(
 /// outside, e.g. a webhook, must stay on its dataset's allow-list on every
 /// hop). `Err` carries the reason.
 #[derive(Clone)]
-pub struct RedirectGuard(pub Arc<RedirectCheck>);
+pub struct RedirectGuard(pub(crate) Arc<RedirectCheck>);
 
 /// `Err(reason)` refuses the redirect to that URL.
-pub type RedirectCheck = dyn Fn(&url::Url) -> Result<(), String> + Send + Sync;
+pub(crate) type RedirectCheck = dyn Fn(&url::Url) -> Result<(), String> + Send + Sync;
 
 impl std::fmt::Debug for RedirectGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -390,7 +388,7 @@ impl std::fmt::Debug for RedirectGuard {
 }
 
 /// [`open`], with every redirect checked by `guard`.
-pub async fn open_guarded(
+pub(crate) async fn open_guarded(
     location: &str,
     settings: &HttpSettings,
     conditional: Option<&Validators>,
@@ -410,7 +408,6 @@ pub async fn open_guarded(
                         url: redacted.clone(),
                         file_name: file_name_of(response.url().as_str()),
                         content_length: response.content_length(),
-                        content_type: header_string(&headers, header::CONTENT_TYPE),
                         etag: header_string(&headers, header::ETAG),
                         last_modified: header_string(&headers, header::LAST_MODIFIED),
                     };
@@ -546,7 +543,7 @@ fn requested_retry(headers: &HeaderMap) -> Option<Duration> {
 
 /// The status an open answered with: 200 for a body (a file too), 304,
 /// or the refusal's status; `None` when no answer came.
-pub fn answered_status(opened: &Result<OpenOutcome, SourceError>) -> Option<u16> {
+pub(crate) fn answered_status(opened: &Result<OpenOutcome, SourceError>) -> Option<u16> {
     match opened {
         Ok(OpenOutcome::Body(opened)) => match opened.origin {
             Origin::File => None,
@@ -563,7 +560,7 @@ pub fn answered_status(opened: &Result<OpenOutcome, SourceError>) -> Option<u16>
 
 impl SourceError {
     /// The delay the server asked for before the next try, if any.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             SourceError::Status { retry_after, .. }
             | SourceError::Preparing { retry_after, .. } => *retry_after,
@@ -578,7 +575,7 @@ impl Opened {
     /// Errors are also sent down `tx` so the reader sees where the bytes
     /// stopped. Returns when the body is complete and verified against
     /// `Content-Length`.
-    pub async fn pump(
+    pub(crate) async fn pump(
         mut self,
         tx: mpsc::Sender<io::Result<Bytes>>,
         limits: DownloadLimits,
@@ -686,7 +683,6 @@ impl Opened {
         Ok(DownloadSummary {
             bytes,
             sha256: hasher.finalize().into(),
-            resumes,
         })
     }
 

@@ -23,7 +23,7 @@ use crate::service::queue::{self, JobView, ListFilter, NewJob, Priority, Trigger
 /// (compared in constant time); with no token configured, refuses all. A
 /// client address with too many failures waits before its token is even
 /// compared: 429 with `Retry-After` (`throttle.rs`).
-pub async fn require_token(
+pub(crate) async fn require_token(
     State(state): State<AppState>,
     request: Request,
     next: Next,
@@ -75,7 +75,7 @@ fn too_many_failures(wait: std::time::Duration) -> Response {
 }
 
 /// Equal, in time that depends only on the lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for (i, x) in a.iter().enumerate() {
         diff |= usize::from(x ^ b.get(i).copied().unwrap_or(!x));
@@ -84,18 +84,18 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The most jobs one listing returns.
-pub const MAX_LIMIT: i64 = 10_000;
+const MAX_LIMIT: i64 = 10_000;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct JobsQuery {
+pub(crate) struct JobsQuery {
     /// Only jobs in this state.
-    pub state: Option<String>,
+    pub(crate) state: Option<String>,
     /// Only jobs of this dataset.
-    pub dataset: Option<String>,
+    pub(crate) dataset: Option<String>,
     /// At most this many jobs (default 50).
     #[param(minimum = 1, maximum = 10_000)]
-    pub limit: Option<i64>,
+    pub(crate) limit: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
@@ -111,7 +111,7 @@ pub struct JobsQuery {
         (status = 503, description = "the database is unavailable", body = ErrorBody,
             headers(("Retry-After" = u64, description = "seconds"))),
     ))]
-pub async fn get_job(
+pub(crate) async fn get_job(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<JobView>, ApiError> {
@@ -133,7 +133,7 @@ pub async fn get_job(
         (status = 503, description = "the database is unavailable", body = ErrorBody,
             headers(("Retry-After" = u64, description = "seconds"))),
     ))]
-pub async fn list_jobs(
+pub(crate) async fn list_jobs(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<JobsQuery>,
 ) -> Result<Json<Vec<JobView>>, ApiError> {
@@ -177,7 +177,7 @@ pub async fn list_jobs(
         (status = 503, description = "the database is unavailable", body = ErrorBody,
             headers(("Retry-After" = u64, description = "seconds"))),
     ))]
-pub async fn list_datasets(
+pub(crate) async fn list_datasets(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<DatasetStatus>>, ApiError> {
     let client = state.ctx.pool.get().await.map_err(ApiError::pool)?;
@@ -190,13 +190,13 @@ pub async fn list_datasets(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LoadBody {
+pub(crate) struct LoadBody {
     /// `YYYY-MM`.
     #[schema(pattern = "^(19|2[0-9])[0-9]{2}-(0[1-9]|1[0-2])$", example = "2024-10")]
-    pub period: String,
+    pub(crate) period: String,
     /// Publish even if unchanged or shrunk; allow a period outside the spec.
     #[serde(default)]
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 #[utoipa::path(post, path = "/v1/datasets/{dataset}/loads", tag = "datasets",
@@ -216,7 +216,7 @@ pub struct LoadBody {
         (status = 503, description = "the database is unavailable", body = ErrorBody,
             headers(("Retry-After" = u64, description = "seconds"))),
     ))]
-pub async fn trigger_load(
+pub(crate) async fn trigger_load(
     State(state): State<AppState>,
     ApiPath(dataset): ApiPath<String>,
     ApiJson(body): ApiJson<LoadBody>,
@@ -250,10 +250,10 @@ pub async fn trigger_load(
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CancelResponse {
-    pub job_id: i64,
+pub(crate) struct CancelResponse {
+    pub(crate) job_id: i64,
     /// `cancelled`, or `cancelling` for a running job (it stops on its next heartbeat).
-    pub state: String,
+    pub(crate) state: String,
 }
 
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
@@ -270,7 +270,7 @@ pub struct CancelResponse {
         (status = 503, description = "the database is unavailable", body = ErrorBody,
             headers(("Retry-After" = u64, description = "seconds"))),
     ))]
-pub async fn cancel_job(
+pub(crate) async fn cancel_job(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<CancelResponse>, ApiError> {
@@ -282,10 +282,10 @@ pub async fn cancel_job(
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RetryResponse {
+pub(crate) struct RetryResponse {
     /// The job that will run (another pending job of the same month, if any).
-    pub job_id: i64,
-    pub status_url: String,
+    pub(crate) job_id: i64,
+    pub(crate) status_url: String,
 }
 
 #[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs",
@@ -302,7 +302,7 @@ pub struct RetryResponse {
         (status = 503, description = "the database is unavailable", body = ErrorBody,
             headers(("Retry-After" = u64, description = "seconds"))),
     ))]
-pub async fn retry_job(
+pub(crate) async fn retry_job(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<RetryResponse>, ApiError> {

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 /// One connection's activity, shared by its serving task and the registry.
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     /// Woken when this connection becomes idle (a waiting newcomer may
     /// now evict it).
     idle: Arc<tokio::sync::Notify>,
@@ -39,7 +39,7 @@ pub struct Activity {
     /// Milliseconds since `born` when the connection last became idle.
     idle_since_ms: AtomicU64,
     /// Cancelled to close the connection.
-    pub close: CancellationToken,
+    pub(crate) close: CancellationToken,
 }
 
 impl Activity {
@@ -54,13 +54,13 @@ impl Activity {
     }
 
     /// A request started; the guard marks it finished when dropped.
-    pub fn request(self: &Arc<Self>) -> RequestGuard {
+    pub(crate) fn request(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         RequestGuard(self.clone())
     }
 
     /// How long the connection has been idle (`None`: busy).
-    pub fn idle_for(&self, now: Instant) -> Option<std::time::Duration> {
+    pub(crate) fn idle_for(&self, now: Instant) -> Option<std::time::Duration> {
         if self.in_flight.load(Ordering::SeqCst) > 0 {
             return None;
         }
@@ -71,7 +71,7 @@ impl Activity {
 }
 
 /// Marks a request finished when dropped (the response has been produced).
-pub struct RequestGuard(Arc<Activity>);
+pub(crate) struct RequestGuard(Arc<Activity>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
@@ -86,13 +86,13 @@ impl Drop for RequestGuard {
 
 /// A response body that keeps its request in flight until it is written
 /// out (or dropped, when the connection goes).
-pub struct Guarded<B> {
+pub(crate) struct Guarded<B> {
     inner: B,
     _guard: RequestGuard,
 }
 
 impl<B> Guarded<B> {
-    pub fn new(inner: B, guard: RequestGuard) -> Guarded<B> {
+    pub(crate) fn new(inner: B, guard: RequestGuard) -> Guarded<B> {
         Guarded {
             inner,
             _guard: guard,
@@ -122,7 +122,7 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Guarded<B> {
 
 /// What to do with a connection just accepted.
 #[derive(Debug)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Serve it; the registry holds it until [`Registry::leave`].
     Admitted { id: u64, activity: Arc<Activity> },
     /// Its address already holds its share: close it.
@@ -137,12 +137,12 @@ struct Entry {
 }
 
 /// The connections being served.
-pub struct Registry {
+pub(crate) struct Registry {
     max_connections: usize,
     max_per_address: usize,
     inner: Mutex<Inner>,
     /// Notified whenever a connection leaves or becomes idle.
-    pub freed: Arc<tokio::sync::Notify>,
+    pub(crate) freed: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -153,7 +153,7 @@ struct Inner {
 }
 
 impl Registry {
-    pub fn new(max_connections: usize, max_per_address: usize) -> Registry {
+    pub(crate) fn new(max_connections: usize, max_per_address: usize) -> Registry {
         Registry {
             max_connections: max_connections.max(1),
             max_per_address: if max_per_address == 0 {
@@ -176,7 +176,7 @@ impl Registry {
 
     /// Decides on a connection from `ip`, evicting an idle one if every
     /// slot is taken. IPv6 peers are counted by their /64.
-    pub fn admit(&self, ip: IpAddr) -> Admission {
+    pub(crate) fn admit(&self, ip: IpAddr) -> Admission {
         let ip = super::throttle::client_key(ip);
         let mut inner = self.lock();
         let under_pressure = inner.entries.len() * 2 >= self.max_connections;
@@ -206,18 +206,15 @@ impl Registry {
     }
 
     /// The connection `id` is gone (a no-op for one already evicted).
-    pub fn leave(&self, id: u64) {
+    pub(crate) fn leave(&self, id: u64) {
         self.lock().remove(id);
         self.freed.notify_waiters();
     }
 
-    /// Connections held now.
-    pub fn len(&self) -> usize {
+    /// Connections held now (for the unit tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -51,10 +51,6 @@ impl FileServer {
         Ok(FileServer { addr, task })
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// `http://127.0.0.1:PORT/name`
     pub fn url(&self, name: &str) -> String {
         format!("http://{}/{}", self.addr, name)

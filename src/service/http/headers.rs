@@ -17,16 +17,16 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 /// The console's policy.
-pub const CONSOLE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+const CONSOLE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
     base-uri 'none'";
 
 /// The policy of every other response: nothing may load, nothing may frame it.
-pub const API_POLICY: &str = "default-src 'none'; frame-ancestors 'none'";
+const API_POLICY: &str = "default-src 'none'; frame-ancestors 'none'";
 
 /// Adds the security headers to every response (outermost layer, so
 /// refusals, timeouts and 413s carry them too).
-pub async fn secure(request: Request, next: Next) -> Response {
+pub(crate) async fn secure(request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let console = path == "/console" || path.starts_with("/console/");
     let mut response = next.run(request).await;

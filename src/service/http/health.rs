@@ -13,13 +13,13 @@ use serde::Serialize;
 use super::AppState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Live {
-    pub status: &'static str,
-    pub version: &'static str,
+pub(crate) struct Live {
+    pub(crate) status: &'static str,
+    pub(crate) version: &'static str,
 }
 
 #[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = Live)))]
-pub async fn live() -> Json<Live> {
+pub(crate) async fn live() -> Json<Live> {
     Json(Live {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
@@ -27,35 +27,35 @@ pub async fn live() -> Json<Live> {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PoolStatus {
-    pub driver: &'static str,
-    pub size: usize,
-    pub max_size: usize,
-    pub available: usize,
-    pub waiting: usize,
+pub(crate) struct PoolStatus {
+    pub(crate) driver: &'static str,
+    pub(crate) size: usize,
+    pub(crate) max_size: usize,
+    pub(crate) available: usize,
+    pub(crate) waiting: usize,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Ready {
+pub(crate) struct Ready {
     /// `ready` or `unready`.
-    pub status: &'static str,
-    pub database: &'static str,
+    pub(crate) status: &'static str,
+    pub(crate) database: &'static str,
     /// Whether the checking session was encrypted (`pg_stat_ssl`); absent
     /// when the database did not answer.
-    pub database_encrypted: Option<bool>,
+    database_encrypted: Option<bool>,
     /// `TLSv1.3`, when encrypted.
-    pub database_tls_version: Option<String>,
+    database_tls_version: Option<String>,
     /// Migrations applied to the database / known to this binary.
-    pub migrations_applied: Option<i64>,
-    pub migrations_expected: usize,
-    pub pool: PoolStatus,
+    migrations_applied: Option<i64>,
+    migrations_expected: usize,
+    pub(crate) pool: PoolStatus,
     /// Why not ready, if not.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 #[utoipa::path(get, path = "/ready", tag = "health",
     responses((status = 200, body = Ready), (status = 503, body = Ready)))]
-pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
+pub(crate) async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
     let expected = crate::db::migration_count();
     let checked = tokio::time::timeout(Duration::from_secs(3), async {
         let client = state.ctx.pool.get().await.map_err(|e| e.to_string())?;

@@ -12,7 +12,7 @@ use crate::telemetry::metric;
 
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn render(State(state): State<AppState>) -> Response {
+pub(crate) async fn render(State(state): State<AppState>) -> Response {
     let pool = state.ctx.pool.status();
     metrics::gauge!(metric::POOL, "state" => "size").set(pool.size as f64);
     metrics::gauge!(metric::POOL, "state" => "available").set(pool.available as f64);

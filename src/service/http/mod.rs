@@ -13,16 +13,16 @@
 //! before they are read, and at most `http.max_connections` connections are
 //! served at once.
 
-pub mod api;
-pub mod connections;
-pub mod console;
+mod api;
+mod connections;
+pub(crate) mod console;
 pub mod files;
-pub mod headers;
-pub mod health;
-pub mod metrics;
-pub mod openapi;
-pub mod reject;
-pub mod throttle;
+mod headers;
+mod health;
+mod metrics;
+mod openapi;
+mod reject;
+mod throttle;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -52,17 +52,17 @@ use crate::engine::pipeline::Context;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub ctx: Context,
-    pub settings: Arc<Settings>,
-    pub specs: Arc<Vec<Spec>>,
-    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub(crate) ctx: Context,
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) specs: Arc<Vec<Spec>>,
+    pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Failed sign-ins and bearer tokens per client address.
-    pub throttle: Arc<throttle::Throttle>,
+    pub(crate) throttle: Arc<throttle::Throttle>,
 }
 
 impl AppState {
     /// The state for serving `specs` over `ctx` (its settings, its pool).
-    pub fn new(
+    pub(crate) fn new(
         ctx: Context,
         specs: Vec<Spec>,
         metrics: metrics_exporter_prometheus::PrometheusHandle,
@@ -80,15 +80,15 @@ impl AppState {
 /// An error as JSON: `{"error": "..."}` with its status (and
 /// `Retry-After` when the database is unavailable).
 #[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
     /// Seconds, sent as `Retry-After`.
-    pub retry_after: Option<u64>,
+    pub(crate) retry_after: Option<u64>,
 }
 
 /// What a 503 asks the client to wait before trying again, in seconds.
-pub const RETRY_AFTER_S: u64 = 5;
+pub(crate) const RETRY_AFTER_S: u64 = 5;
 
 /// True when a database error means "the database cannot be reached or is
 /// going away" (answer 503 and ask to retry) rather than a fault in the
@@ -97,7 +97,7 @@ pub const RETRY_AFTER_S: u64 = 5;
 /// (refused, reset), class 08 (connection exception), 57P01–57P03
 /// (admin/crash shutdown, cannot connect now) and 53300 (too many
 /// connections).
-pub fn database_unavailable(e: &tokio_postgres::Error) -> bool {
+pub(crate) fn database_unavailable(e: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
     if e.is_closed() {
         return true;
@@ -125,7 +125,7 @@ pub fn database_unavailable(e: &tokio_postgres::Error) -> bool {
 /// True when a pool error means the database is unavailable: a wait or
 /// connect timeout, a connection that could not be made or checked, a
 /// closed pool. Only a missing runtime (a bug) is not.
-pub fn pool_unavailable(e: &deadpool_postgres::PoolError) -> bool {
+pub(crate) fn pool_unavailable(e: &deadpool_postgres::PoolError) -> bool {
     use deadpool_postgres::PoolError;
     match e {
         PoolError::Timeout(_) | PoolError::Closed | PoolError::PostCreateHook(_) => true,
@@ -135,32 +135,32 @@ pub fn pool_unavailable(e: &deadpool_postgres::PoolError) -> bool {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: String,
+pub(crate) struct ErrorBody {
+    pub(crate) error: String,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
             retry_after: None,
         }
     }
-    pub fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
-    pub fn unprocessable(message: impl Into<String>) -> ApiError {
+    pub(crate) fn unprocessable(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
     }
-    pub fn not_found(message: impl Into<String>) -> ApiError {
+    pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, message)
     }
-    pub fn conflict(message: impl Into<String>) -> ApiError {
+    pub(crate) fn conflict(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, message)
     }
     /// A server-side failure: logged in full, answered without detail.
-    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %e, "request failed");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -169,7 +169,7 @@ impl ApiError {
     }
     /// The database cannot be reached: 503 with `Retry-After`; the detail
     /// (host, role) goes to the log, as a warning.
-    pub fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
         tracing::warn!(error = %e, "request refused: the database is unavailable");
         ApiError {
             retry_after: Some(RETRY_AFTER_S),
@@ -179,14 +179,14 @@ impl ApiError {
             )
         }
     }
-    pub fn pool(e: deadpool_postgres::PoolError) -> ApiError {
+    pub(crate) fn pool(e: deadpool_postgres::PoolError) -> ApiError {
         if pool_unavailable(&e) {
             ApiError::unavailable(e)
         } else {
             ApiError::internal(e)
         }
     }
-    pub fn db(e: tokio_postgres::Error) -> ApiError {
+    pub(crate) fn db(e: tokio_postgres::Error) -> ApiError {
         let text = crate::db::describe_db(&e);
         if database_unavailable(&e) {
             ApiError::unavailable(text)
@@ -194,7 +194,7 @@ impl ApiError {
             ApiError::internal(text)
         }
     }
-    pub fn queue(e: crate::service::queue::QueueError) -> ApiError {
+    pub(crate) fn queue(e: crate::service::queue::QueueError) -> ApiError {
         use crate::service::queue::QueueError;
         match e {
             QueueError::NotFound(_) => ApiError::not_found(e.to_string()),
@@ -227,7 +227,7 @@ impl IntoResponse for ApiError {
 
 /// The application's routes, with request ids, timeouts, body limits,
 /// request metrics and security headers (`headers.rs`).
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
     crate::telemetry::register_series(state.specs.iter().map(|s| s.dataset.as_str()));
     let operator = Router::new()
@@ -294,7 +294,7 @@ async fn observe(request: Request, next: Next) -> Response {
 /// (attempts by ending, retries, rescues, rows, bytes, stage times) at
 /// `/metrics`, and `/health`. The queue's depth and the datasets'
 /// freshness are the database's, served once by `carga serve`.
-pub fn worker_router(metrics: metrics_exporter_prometheus::PrometheusHandle) -> Router {
+pub(crate) fn worker_router(metrics: metrics_exporter_prometheus::PrometheusHandle) -> Router {
     Router::new()
         .route("/health", get(health::live))
         .route(
@@ -335,7 +335,7 @@ impl Server {
     }
 
     /// Binds `listen` to serve `router` under the same connection policy.
-    pub async fn bind_router(
+    pub(crate) async fn bind_router(
         listen: &str,
         router: Router,
         settings: Arc<Settings>,
@@ -354,7 +354,7 @@ impl Server {
 
     /// Serves until `shutdown`, then stops accepting and lets open requests
     /// finish (bounded by the request timeout). Who holds a connection slot
-    /// and for how long is [`connections`]' policy.
+    /// and for how long is `connections`' policy.
     pub async fn serve(self, shutdown: CancellationToken) {
         let http = &self.settings.http;
         let registry = Arc::new(connections::Registry::new(
@@ -488,7 +488,7 @@ fn with_peer(
 
 /// The client's address (from [`with_peer`]); unspecified when the router
 /// is served without it, so such clients share one throttle entry.
-pub fn client_address(extensions: &axum::http::Extensions) -> std::net::IpAddr {
+pub(crate) fn client_address(extensions: &axum::http::Extensions) -> std::net::IpAddr {
     extensions
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| {
@@ -497,7 +497,7 @@ pub fn client_address(extensions: &axum::http::Extensions) -> std::net::IpAddr {
 }
 
 /// `Cache-Control` for responses that must not be cached.
-pub fn no_store() -> (axum::http::HeaderName, HeaderValue) {
+pub(crate) fn no_store() -> (axum::http::HeaderName, HeaderValue) {
     (
         axum::http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),

@@ -32,7 +32,7 @@ use utoipa::{Modify, OpenApi};
         (name = "health"),
     )
 )]
-pub struct ApiDoc;
+struct ApiDoc;
 
 struct Bearer;
 
@@ -47,7 +47,7 @@ impl Modify for Bearer {
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "health", responses((status = 200, description = "this document")))]
-pub async fn document(State(state): State<super::AppState>) -> Json<Value> {
+pub(crate) async fn document(State(state): State<super::AppState>) -> Json<Value> {
     Json(document_for(&state.specs))
 }
 
@@ -55,7 +55,7 @@ pub async fn document(State(state): State<super::AppState>) -> Json<Value> {
 /// fields are enums of the datasets (payment datasets where a load is
 /// asked for; every dataset where jobs are listed), `state` an enum of
 /// the job states.
-pub fn document_for(specs: &[crate::dataset::Spec]) -> Value {
+fn document_for(specs: &[crate::dataset::Spec]) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
     let all: Vec<&str> = specs.iter().map(|s| s.dataset.as_str()).collect();
     let payments: Vec<&str> = specs

@@ -23,7 +23,7 @@ use super::{ApiError, ErrorBody};
 use crate::dataset::{Period, Spec};
 
 /// `Path<T>`, refusing with the JSON error.
-pub struct ApiPath<T>(pub T);
+pub(crate) struct ApiPath<T>(pub(crate) T);
 
 impl<T, S> FromRequestParts<S> for ApiPath<T>
 where
@@ -42,7 +42,7 @@ where
 }
 
 /// `Query<T>`, refusing with the JSON error.
-pub struct ApiQuery<T>(pub T);
+pub(crate) struct ApiQuery<T>(pub(crate) T);
 
 impl<T, S> FromRequestParts<S> for ApiQuery<T>
 where
@@ -62,7 +62,7 @@ where
 /// A JSON body, refusing with the JSON error. The 400 says where the JSON
 /// broke, never what it held (serde's messages quote values and unknown
 /// field names).
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub(crate) T);
 
 impl<T, S> FromRequest<S> for ApiJson<T>
 where
@@ -104,11 +104,8 @@ where
     }
 }
 
-/// The API's months: exactly `YYYY-MM` (the CLI also takes `YYYYMM`).
-pub const PERIOD_PATTERN: &str = "^(19|2[0-9])[0-9]{2}-(0[1-9]|1[0-2])$";
-
 /// A month as the API takes it: `YYYY-MM`, nothing around it.
-pub fn period(text: &str) -> Result<Period, ApiError> {
+pub(crate) fn period(text: &str) -> Result<Period, ApiError> {
     let bytes = text.as_bytes();
     let shaped = bytes.len() == 7
         && bytes[4] == b'-'
@@ -123,7 +120,7 @@ pub fn period(text: &str) -> Result<Period, ApiError> {
 }
 
 /// The `dataset` filter of a listing: one of the loaded specs.
-pub fn dataset_filter(specs: &[Spec], name: &str) -> Result<(), ApiError> {
+pub(crate) fn dataset_filter(specs: &[Spec], name: &str) -> Result<(), ApiError> {
     if specs.iter().any(|s| s.dataset == name) {
         return Ok(());
     }
@@ -135,11 +132,11 @@ pub fn dataset_filter(specs: &[Spec], name: &str) -> Result<(), ApiError> {
 }
 
 /// The longest source URL a webhook may name.
-pub const MAX_URL_BYTES: usize = 2048;
+const MAX_URL_BYTES: usize = 2048;
 
 /// A source URL as text: bounded, and no control characters (a NUL would
 /// be refused by PostgreSQL; the allow-list check comes after).
-pub fn source_url(url: &str) -> Result<(), ApiError> {
+pub(crate) fn source_url(url: &str) -> Result<(), ApiError> {
     if url.len() > MAX_URL_BYTES {
         return Err(ApiError::bad_request(format!(
             "url is longer than {MAX_URL_BYTES} bytes"
@@ -163,7 +160,7 @@ fn is_json(response: &Response) -> bool {
 /// error body (the token check's 401, an unknown route's 404, 405 with its
 /// `Allow`, the timeout's 408, the body limit's 413) into it, keeping its
 /// status and headers. Console paths are left alone.
-pub async fn json_errors(request: Request, next: Next) -> Response {
+pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let console = path == "/console" || path.starts_with("/console/");
     let response = next.run(request).await;

@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 
 /// How many failures cost what.
 #[derive(Debug, Clone, Copy)]
-pub struct Policy {
-    pub free_failures: u32,
-    pub first_delay: Duration,
-    pub max_delay: Duration,
-    pub forget_after: Duration,
-    pub max_addresses: usize,
+pub(crate) struct Policy {
+    free_failures: u32,
+    first_delay: Duration,
+    max_delay: Duration,
+    forget_after: Duration,
+    max_addresses: usize,
 }
 
 impl Default for Policy {
@@ -43,7 +43,7 @@ impl Default for Policy {
 
 /// What became of an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Granted,
     Denied,
     /// Not checked: the address must wait this long.
@@ -59,7 +59,7 @@ struct Entry {
 
 /// The failures per client address (see the module's documentation).
 #[derive(Debug, Default)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     policy: Policy,
     entries: Mutex<HashMap<IpAddr, Entry>>,
 }
@@ -78,7 +78,7 @@ pub(crate) fn client_key(address: IpAddr) -> IpAddr {
 }
 
 impl Throttle {
-    pub fn new(policy: Policy) -> Throttle {
+    pub(crate) fn new(policy: Policy) -> Throttle {
         Throttle {
             policy,
             entries: Mutex::new(HashMap::new()),
@@ -89,7 +89,12 @@ impl Throttle {
     /// comparison) runs only if the address is not waiting, under the
     /// table's lock, so concurrent guesses from one address are counted
     /// one by one and none slips past the wait.
-    pub fn attempt(&self, client: IpAddr, now: Instant, check: impl FnOnce() -> bool) -> Verdict {
+    pub(crate) fn attempt(
+        &self,
+        client: IpAddr,
+        now: Instant,
+        check: impl FnOnce() -> bool,
+    ) -> Verdict {
         let key = client_key(client);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let current = entries
@@ -149,18 +154,20 @@ impl Throttle {
         }
     }
 
-    /// How many addresses are counted now.
-    pub fn len(&self) -> usize {
+    /// How many addresses are counted now (for the unit tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
 /// `Retry-After` in whole seconds, at least 1.
-pub fn retry_after_secs(wait: Duration) -> u64 {
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 

@@ -29,7 +29,7 @@ use crate::service::queue::{self, NewJob, Priority, Trigger};
 
 /// Why a signature was refused (all answer 401 with no detail).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     MissingHeader,
     BadTimestamp,
     Stale,
@@ -40,7 +40,7 @@ pub enum Refusal {
 /// Checks a Standard Webhooks signature. `now` is this server's Unix time.
 /// Any one of the space-separated `v1,` signatures made with any one of
 /// `keys` passes; the comparison is the MAC library's constant-time one.
-pub fn verify(
+pub(crate) fn verify(
     keys: &[Vec<u8>],
     id: Option<&str>,
     timestamp: Option<&str>,
@@ -100,29 +100,29 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
 /// The body a sender posts.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct WebhookBody {
+pub(crate) struct WebhookBody {
     /// A payment dataset on the sender's allow-list.
-    pub dataset: String,
+    pub(crate) dataset: String,
     /// `YYYY-MM`.
     #[schema(pattern = "^(19|2[0-9])[0-9]{2}-(0[1-9]|1[0-2])$", example = "2024-10")]
-    pub period: String,
+    pub(crate) period: String,
     /// A source URL for this month; only on the dataset's allow-list.
     #[schema(max_length = 2048)]
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
 }
 
 /// What an accepted trigger answers (webhook and operator alike).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Accepted {
-    pub job_id: i64,
-    pub status_url: String,
+pub(crate) struct Accepted {
+    pub(crate) job_id: i64,
+    pub(crate) status_url: String,
     /// True when an existing job was returned (the same month pending, or a
     /// replayed `webhook-id`).
-    pub deduplicated: bool,
+    pub(crate) deduplicated: bool,
 }
 
 impl Accepted {
-    pub fn new(job_id: i64, deduplicated: bool) -> Accepted {
+    pub(crate) fn new(job_id: i64, deduplicated: bool) -> Accepted {
         Accepted {
             job_id,
             status_url: format!("/v1/jobs/{job_id}"),
@@ -148,7 +148,7 @@ impl Accepted {
             headers(("Retry-After" = u64, description = "seconds"))),
     )
 )]
-pub async fn receive(
+pub(crate) async fn receive(
     State(state): State<AppState>,
     ApiPath(sender): ApiPath<String>,
     headers: HeaderMap,

@@ -14,12 +14,12 @@ use sha2::Sha256;
 
 use crate::service::sessions::LIFETIME_S;
 
-pub const NAME: &str = "carga_session";
+pub(crate) const NAME: &str = "carga_session";
 /// base64url of 32 bytes.
 const VALUE_LEN: usize = 43;
 
 /// A new session value: 32 bytes from the kernel's random source.
-pub fn new_value() -> Result<String, super::RandomUnavailable> {
+pub(crate) fn new_value() -> Result<String, super::RandomUnavailable> {
     let mut bytes = [0u8; 32];
     super::random_bytes(&mut bytes)?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
@@ -27,7 +27,7 @@ pub fn new_value() -> Result<String, super::RandomUnavailable> {
 
 /// The session cookie's value in `headers`, if it has the shape of one
 /// (whether it is a live session is for `sessions::valid`).
-pub fn value(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn value(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
@@ -48,7 +48,7 @@ fn secure(headers: &HeaderMap) -> &'static str {
 }
 
 /// `Set-Cookie` for a new session.
-pub fn set(value: &str, headers: &HeaderMap) -> String {
+pub(crate) fn set(value: &str, headers: &HeaderMap) -> String {
     format!(
         "{NAME}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={LIFETIME_S}{}",
         secure(headers)
@@ -56,7 +56,7 @@ pub fn set(value: &str, headers: &HeaderMap) -> String {
 }
 
 /// `Set-Cookie` that removes the cookie from the browser.
-pub fn clear(headers: &HeaderMap) -> String {
+pub(crate) fn clear(headers: &HeaderMap) -> String {
     format!(
         "{NAME}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0{}",
         secure(headers)
@@ -66,7 +66,7 @@ pub fn clear(headers: &HeaderMap) -> String {
 /// The CSRF token of a session: a MAC keyed with the (secret) session
 /// value, so every form of that session carries it, no other session's
 /// works, and every `serve` process computes the same one.
-pub fn csrf(session: &str) -> String {
+pub(crate) fn csrf(session: &str) -> String {
     match <Hmac<Sha256> as KeyInit>::new_from_slice(session.as_bytes()) {
         Ok(mut m) => {
             m.update(b"carga console csrf");

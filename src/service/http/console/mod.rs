@@ -9,8 +9,8 @@
 //! token. Works without JavaScript except
 //! for the live progress (`assets/console.js` polls `/console/jobs/live`).
 
-pub mod cookies;
-pub mod views;
+mod cookies;
+mod views;
 
 use axum::Form;
 use axum::Json;
@@ -33,7 +33,7 @@ const JS: &str = include_str!("assets/console.js");
 /// Fills `out` from the operating system's random source (getrandom(2),
 /// through ring). There is no weaker fallback: a session value that could
 /// be guessed is worse than refusing to sign anyone in.
-pub fn random_bytes(out: &mut [u8]) -> Result<(), RandomUnavailable> {
+pub(crate) fn random_bytes(out: &mut [u8]) -> Result<(), RandomUnavailable> {
     use ring::rand::SecureRandom;
     ring::rand::SystemRandom::new()
         .fill(out)
@@ -43,9 +43,9 @@ pub fn random_bytes(out: &mut [u8]) -> Result<(), RandomUnavailable> {
 /// The operating system's random source failed.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the operating system's random source is unavailable")]
-pub struct RandomUnavailable;
+pub(crate) struct RandomUnavailable;
 
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/console", get(datasets))
         .route("/console/login", get(login_page).post(login))

@@ -2,17 +2,17 @@
 //! HTML). Compile-time-checked templates (maud). No personal data reaches
 //! these types: jobs, ledger entries, aggregates and redacted reject lines.
 
-pub mod datasets;
-pub mod jobs;
-pub mod load;
-pub mod login;
+pub(crate) mod datasets;
+pub(crate) mod jobs;
+pub(crate) mod load;
+pub(crate) mod login;
 
 use maud::{DOCTYPE, Markup, html};
 
-pub use crate::money::brl;
+pub(crate) use crate::money::brl;
 
 /// A number with Brazilian thousands dots.
-pub fn count(n: i64) -> String {
+pub(crate) fn count(n: i64) -> String {
     let grouped = crate::money::group_thousands(n.unsigned_abs());
     if n < 0 {
         format!("-{grouped}")
@@ -23,14 +23,14 @@ pub fn count(n: i64) -> String {
 
 /// Which page a layout is for (highlighted in the header).
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Page {
+pub(crate) enum Page {
     Datasets,
     Jobs,
     Other,
 }
 
 /// The shell of every signed-in page; `csrf` goes into the logout form.
-pub fn layout(title: &str, page: Page, csrf: &str, body: Markup) -> Markup {
+pub(crate) fn layout(title: &str, page: Page, csrf: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -59,7 +59,7 @@ pub fn layout(title: &str, page: Page, csrf: &str, body: Markup) -> Markup {
 
 /// A page for a request the console cannot answer now (the database is
 /// away): what happened and what to do, without detail from the error.
-pub fn unavailable(retry_after_s: u64) -> Markup {
+pub(crate) fn unavailable(retry_after_s: u64) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {

@@ -53,7 +53,7 @@ fn reais(cents: i64) -> String {
 /// and month labels under the bars. The axis starts at 90 % of the smallest
 /// month, not at zero, so that a change of a few per cent is visible; the
 /// chart says so under the axis.
-pub fn chart(
+fn chart(
     title: &str,
     points: &[(&str, i64)],
     exact: &dyn Fn(i64) -> String,
@@ -126,7 +126,7 @@ pub fn chart(
 
 /// Two charts (rows, value) over the published months: a month that
 /// shrank or doubled stands out.
-pub fn trends(months: &[MonthCell]) -> Markup {
+pub(crate) fn trends(months: &[MonthCell]) -> Markup {
     let points: Vec<(&str, i64, i64)> = months
         .iter()
         .filter_map(|m| Some((m.period.as_str(), m.rows?, m.value_cents?)))
@@ -144,7 +144,7 @@ pub fn trends(months: &[MonthCell]) -> Markup {
     }
 }
 
-pub fn page(boards: &[DatasetBoard], csrf: &str, message: Option<&str>) -> Markup {
+pub(crate) fn page(boards: &[DatasetBoard], csrf: &str, message: Option<&str>) -> Markup {
     let body = html! {
         h1 { "Datasets" }
         @if let Some(m) = message { p { (m) } }

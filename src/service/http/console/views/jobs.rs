@@ -18,7 +18,7 @@ fn button(action: &str, id: i64, label: &str, csrf: &str) -> Markup {
 
 /// A running job's figures, as its row shows them and the live updates
 /// (`/console/jobs/live`) replace them.
-pub fn figures(p: &ProgressView) -> String {
+pub(crate) fn figures(p: &ProgressView) -> String {
     crate::money::download_figures(
         p.bytes,
         p.percent.map(|percent| (p.total_bytes, percent)),
@@ -28,7 +28,7 @@ pub fn figures(p: &ProgressView) -> String {
     )
 }
 
-pub fn page(jobs: &[JobView], csrf: &str, message: Option<&str>) -> Markup {
+pub(crate) fn page(jobs: &[JobView], csrf: &str, message: Option<&str>) -> Markup {
     let running: Vec<&JobView> = jobs
         .iter()
         .filter(|j| j.state == JobState::Running)

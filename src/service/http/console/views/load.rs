@@ -33,7 +33,7 @@ fn in_pipeline_order(stage_seconds: &serde_json::Value) -> Vec<(String, f64)> {
 /// per segment) and a legend under it: each stage's colour, name, seconds
 /// and share, in pipeline order. The names are in the legend, not on the
 /// segments, so a short stage's label never overlaps its neighbour's.
-pub fn stages(stage_seconds: &serde_json::Value) -> Markup {
+pub(crate) fn stages(stage_seconds: &serde_json::Value) -> Markup {
     let stages = in_pipeline_order(stage_seconds);
     let total: f64 = stages.iter().map(|s| s.1).sum::<f64>().max(0.001);
     let colours = ["#1e88e5", "#43a047", "#fb8c00", "#8e24aa", "#6d4c41"];
@@ -71,7 +71,7 @@ pub fn stages(stage_seconds: &serde_json::Value) -> Markup {
     }
 }
 
-pub fn page(load: &LoadView, csrf: &str) -> Markup {
+pub(crate) fn page(load: &LoadView, csrf: &str) -> Markup {
     let n = |v: Option<i64>| v.map_or("-".to_string(), count);
     let body = html! {
         h1 { "Load " (load.id) " — " (load.dataset) " " (load.period.as_deref().unwrap_or("")) }

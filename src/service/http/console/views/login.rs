@@ -2,7 +2,7 @@
 
 use maud::{DOCTYPE, Markup, html};
 
-pub fn page(error: Option<&str>) -> Markup {
+pub(crate) fn page(error: Option<&str>) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
