@@ -58,13 +58,13 @@ async fn a_fresh_month_runs_before_a_backfill() {
     assert!(!promoted.new);
     let settings = app.ctx.settings.queue.clone();
     let client = app.client().await;
-    let first = queue::claim(&**client, "w", &settings)
+    let first = queue::claim(&**client, "w", &settings, &app.clock)
         .await
         .expect("claim");
-    let second = queue::claim(&**client, "w", &settings)
+    let second = queue::claim(&**client, "w", &settings, &app.clock)
         .await
         .expect("claim");
-    let third = queue::claim(&**client, "w", &settings)
+    let third = queue::claim(&**client, "w", &settings, &app.clock)
         .await
         .expect("claim");
     // Both are fresh now; between equals, the older enqueue goes first.
@@ -133,7 +133,7 @@ async fn a_load_that_lost_its_lease_cannot_publish() {
         ScriptedServer::start("a.zip", vec![Reply::Body(sample_zip("2024-10", 500, 2))]).await;
     let enqueued = app.enqueue("2024-10", &server.url).await;
     let client = app.client().await;
-    let stale = queue::claim(&**client, "frozen", &settings)
+    let stale = queue::claim(&**client, "frozen", &settings, &app.clock)
         .await
         .expect("claim")
         .expect("a job");
@@ -146,14 +146,17 @@ async fn a_load_that_lost_its_lease_cannot_publish() {
         )
         .await
         .expect("expire");
-    let rescued = queue::rescue(&**client).await.expect("rescue");
+    let rescued = queue::rescue(&**client, &app.clock).await.expect("rescue");
     assert_eq!(rescued.len(), 1);
     assert!(
-        queue::rescue(&**client).await.expect("rescue").is_empty(),
+        queue::rescue(&**client, &app.clock)
+            .await
+            .expect("rescue")
+            .is_empty(),
         "rescued once"
     );
     // Due at once: the expired lease was its wait.
-    let current = queue::claim(&**client, "alive", &settings)
+    let current = queue::claim(&**client, "alive", &settings, &app.clock)
         .await
         .expect("claim")
         .expect("the job again");
@@ -383,9 +386,14 @@ async fn a_month_not_yet_published_waits_on_the_slow_cadence_until_its_deadline(
     assert_eq!(left, app.ctx.settings.queue.max_attempts);
     // A retry gets a fresh 404 window, not the spent one.
     let client = app.client().await;
-    queue::retry(&**client, job.id, app.ctx.settings.queue.max_attempts)
-        .await
-        .expect("retry");
+    queue::retry(
+        &**client,
+        job.id,
+        app.ctx.settings.queue.max_attempts,
+        &app.clock,
+    )
+    .await
+    .expect("retry");
     let window: f64 = client
         .query_one(
             "SELECT extract(epoch FROM not_found_deadline - now())::float8 FROM carga.jobs WHERE id = $1",
@@ -405,7 +413,7 @@ async fn a_cancel_request_wins_over_a_racing_retry() {
     let settings = app.ctx.settings.queue.clone();
     let job = app.enqueue("2024-10", "http://127.0.0.1:9/x.zip").await;
     let client = app.client().await;
-    let claimed = queue::claim(&**client, "w", &settings)
+    let claimed = queue::claim(&**client, "w", &settings, &app.clock)
         .await
         .expect("claim")
         .expect("job");
@@ -419,7 +427,7 @@ async fn a_cancel_request_wins_over_a_racing_retry() {
         message: "refused".into(),
     };
     assert!(
-        queue::finish(&**client, &claimed, &ending, None)
+        queue::finish(&**client, &claimed, &ending, None, &app.clock)
             .await
             .expect("finish")
     );
@@ -493,9 +501,14 @@ async fn a_fatal_error_fails_at_once_with_its_code() {
     // An operator retries it: a new budget, available now.
     let client = app.client().await;
     assert_eq!(
-        queue::retry(&**client, job.id, app.ctx.settings.queue.max_attempts)
-            .await
-            .expect("retry"),
+        queue::retry(
+            &**client,
+            job.id,
+            app.ctx.settings.queue.max_attempts,
+            &app.clock
+        )
+        .await
+        .expect("retry"),
         job.id
     );
     assert_eq!(app.job_state(job.id).await, "available");
@@ -656,6 +669,7 @@ async fn the_scheduler_reconciles_a_lost_slot() {
         app.ctx.pool.clone(),
         specs,
         app.ctx.settings.queue.clone(),
+        app.clock.clone(),
     )
     .await
     .expect("scheduler");
@@ -778,7 +792,7 @@ async fn a_rescued_job_that_was_asked_to_cancel_ends_cancelled() {
     let settings = app.ctx.settings.queue.clone();
     let job = app.enqueue("2024-10", "http://127.0.0.1:9/x.zip").await;
     let client = app.client().await;
-    queue::claim(&**client, "dead", &settings)
+    queue::claim(&**client, "dead", &settings, &app.clock)
         .await
         .expect("claim")
         .expect("job");
@@ -793,7 +807,7 @@ async fn a_rescued_job_that_was_asked_to_cancel_ends_cancelled() {
         )
         .await
         .expect("expire");
-    let rescued = queue::rescue(&**client).await.expect("rescue");
+    let rescued = queue::rescue(&**client, &app.clock).await.expect("rescue");
     assert_eq!(rescued.len(), 1);
     assert_eq!(app.job_state(job.id).await, "cancelled");
 }
@@ -956,12 +970,13 @@ async fn a_stronger_request_is_merged_or_refused_never_dropped() {
     };
 
     // Pending, from the spec's URL without force: --force and a URL merge.
-    let first = queue::enqueue(&**client, &request("2024-10", None, false))
+    let first = queue::enqueue(&**client, &request("2024-10", None, false), &app.clock)
         .await
         .expect("enqueue");
     let again = queue::enqueue(
         &**client,
         &request("2024-10", Some("http://127.0.0.1:9/a.zip"), true),
+        &app.clock,
     )
     .await
     .expect("merged");
@@ -975,6 +990,7 @@ async fn a_stronger_request_is_merged_or_refused_never_dropped() {
     let other = queue::enqueue(
         &**client,
         &request("2024-10", Some("http://127.0.0.1:9/b.zip"), false),
+        &app.clock,
     )
     .await
     .expect_err("another URL");
@@ -985,7 +1001,7 @@ async fn a_stronger_request_is_merged_or_refused_never_dropped() {
     assert!(other.to_string().contains("another URL"), "{other}");
 
     // Running without force: a forced request is refused, not merged away.
-    let second = queue::enqueue(&**client, &request("2024-11", None, false))
+    let second = queue::enqueue(&**client, &request("2024-11", None, false), &app.clock)
         .await
         .expect("enqueue");
     client
@@ -995,13 +1011,13 @@ async fn a_stronger_request_is_merged_or_refused_never_dropped() {
         )
         .await
         .expect("run it");
-    let forced = queue::enqueue(&**client, &request("2024-11", None, true))
+    let forced = queue::enqueue(&**client, &request("2024-11", None, true), &app.clock)
         .await
         .expect_err("running without force");
     assert!(forced.to_string().contains("--force"), "{forced}");
     assert_eq!(row(second.id).await, (false, None));
     // The same request without more intent still converges on it.
-    let plain = queue::enqueue(&**client, &request("2024-11", None, false))
+    let plain = queue::enqueue(&**client, &request("2024-11", None, false), &app.clock)
         .await
         .expect("deduplicated");
     assert_eq!((plain.id, plain.new), (second.id, false));
@@ -1018,16 +1034,16 @@ async fn a_stronger_request_is_merged_or_refused_never_dropped() {
     };
     let mut with_token = request("2024-09", None, false);
     with_token.url = Some(tokenised("one"));
-    let third = queue::enqueue(&**client, &with_token)
+    let third = queue::enqueue(&**client, &with_token, &app.clock)
         .await
         .expect("enqueue");
     with_token.url = Some(tokenised("two"));
-    let other_token = queue::enqueue(&**client, &with_token)
+    let other_token = queue::enqueue(&**client, &with_token, &app.clock)
         .await
         .expect_err("another token");
     assert!(matches!(other_token, queue::QueueError::Conflict { id, .. } if id == third.id));
     with_token.url = Some(tokenised("one"));
-    let same = queue::enqueue(&**client, &with_token)
+    let same = queue::enqueue(&**client, &with_token, &app.clock)
         .await
         .expect("the same URL");
     assert_eq!((same.id, same.new), (third.id, false));
@@ -1043,7 +1059,7 @@ async fn a_stronger_request_is_merged_or_refused_never_dropped() {
         .await
         .expect("an old row");
     with_token.url = Some(tokenised("two"));
-    let refused = queue::enqueue(&**client, &with_token)
+    let refused = queue::enqueue(&**client, &with_token, &app.clock)
         .await
         .expect_err("another URL");
     assert!(!refused.to_string().contains("clear-canary-7"), "{refused}");
@@ -1053,7 +1069,7 @@ async fn a_stronger_request_is_merged_or_refused_never_dropped() {
     let slot = chrono::Utc::now() - chrono::Duration::hours(1);
     let mut scheduled = request("2024-08", None, false);
     scheduled.trigger = queue::Trigger::Schedule { slot };
-    let waiting = queue::enqueue(&**client, &scheduled)
+    let waiting = queue::enqueue(&**client, &scheduled, &app.clock)
         .await
         .expect("enqueue");
     client
@@ -1067,7 +1083,9 @@ async fn a_stronger_request_is_merged_or_refused_never_dropped() {
     hooked.trigger = queue::Trigger::Webhook {
         sender: "portal".into(),
     };
-    let merged = queue::enqueue(&**client, &hooked).await.expect("merged");
+    let merged = queue::enqueue(&**client, &hooked, &app.clock)
+        .await
+        .expect("merged");
     assert_eq!(merged.id, waiting.id);
     let r = app
         .job_row(
