@@ -139,13 +139,7 @@ async fn a_load_that_lost_its_lease_cannot_publish() {
         .expect("a job");
     // The lease expires; the rescuer hands the job back; another worker
     // claims it (a new attempt and lease token).
-    client
-        .execute(
-            "UPDATE carga.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
-            &[&enqueued.id],
-        )
-        .await
-        .expect("expire");
+    app.clock.advance(Duration::from_secs(settings.lease_s + 1));
     let rescued = queue::rescue(&**client, &app.clock).await.expect("rescue");
     assert_eq!(rescued.len(), 1);
     assert!(
@@ -351,17 +345,12 @@ async fn a_month_not_yet_published_waits_on_the_slow_cadence_until_its_deadline(
         "next try in {wait} s"
     );
     assert_eq!(app.job_state(job.id).await, "retryable");
-    // Time passes (rows backdated): the deadline is gone, the month is
-    // still missing: the job fails with that reason.
-    app.client()
-        .await
-        .execute(
-            "UPDATE carga.jobs SET scheduled_at = now(), enqueued_at = now() - interval '46 days', not_found_deadline = now() - interval '1 minute'
-             WHERE id = $1",
-            &[&job.id],
-        )
-        .await
-        .expect("backdate");
+    // Not before the slow cadence's next try.
+    app.clock.advance(Duration::from_secs_f64(cadence - 60.0));
+    assert_eq!(runner.run_one().await.expect("run"), RunOne::Empty);
+    // 46 days pass on the queue's clock: the 45-day deadline is gone, the
+    // month is still missing: the job fails with that reason.
+    app.clock.advance(Duration::from_secs(46 * 86_400));
     let ran = runner.run_one().await.expect("run");
     assert_eq!(
         ran,
@@ -392,15 +381,21 @@ async fn a_month_not_yet_published_waits_on_the_slow_cadence_until_its_deadline(
     )
     .await
     .expect("retry");
-    let window: f64 = client
-        .query_one(
-            "SELECT extract(epoch FROM not_found_deadline - now())::float8 FROM carga.jobs WHERE id = $1",
-            &[&job.id],
-        )
-        .await
-        .expect("job")
-        .get(0);
-    assert!(window > 86_400.0, "{window}");
+    let (window, due): (f64, bool) = {
+        let r = client
+            .query_one(
+                "SELECT extract(epoch FROM not_found_deadline - now()
+                                            - make_interval(secs => $2))::float8,
+                        scheduled_at <= now() + make_interval(secs => $2)
+                 FROM carga.jobs WHERE id = $1",
+                &[&job.id, &app.clock.skew_s()],
+            )
+            .await
+            .expect("job");
+        (r.get(0), r.get(1))
+    };
+    assert!(window > 44.0 * 86_400.0, "{window}");
+    assert!(due, "a retried job is due now on the queue's clock");
 }
 
 /// An operator's cancel that a retry raced (the attempt ended before its
@@ -798,13 +793,7 @@ async fn a_rescued_job_that_was_asked_to_cancel_ends_cancelled() {
         queue::cancel(&**client, job.id).await.expect("cancel"),
         "cancelling"
     );
-    client
-        .execute(
-            "UPDATE carga.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
-            &[&job.id],
-        )
-        .await
-        .expect("expire");
+    app.clock.advance(Duration::from_secs(settings.lease_s + 1));
     let rescued = queue::rescue(&**client, &app.clock).await.expect("rescue");
     assert_eq!(rescued.len(), 1);
     assert_eq!(app.job_state(job.id).await, "cancelled");
