@@ -611,7 +611,8 @@ async fn an_attempt_past_its_timeout_is_cancelled_and_retried() {
     )
     .await;
     let job = app.enqueue("2024-10", &server.url).await;
-    let started = Instant::now();
+    // The ending and its code say which limit ended it (the stall would
+    // otherwise end on the read timeout, with another code).
     let ran = app.runner().run_one().await.expect("run");
     assert_eq!(
         ran,
@@ -620,7 +621,6 @@ async fn an_attempt_past_its_timeout_is_cancelled_and_retried() {
             ending: "retry".into()
         }
     );
-    assert!(started.elapsed() < Duration::from_secs(20));
     let (state, code): (String, String) = {
         let r = app.job_row(job.id, "state, error_code").await;
         (r.get(0), r.get(1))
@@ -750,7 +750,9 @@ async fn a_worker_cut_off_from_its_leases_stops_its_load() {
     };
     common::wait_until(&app, common::COPYING, |n| n > 0, "the COPY never started").await;
     proxy.cut();
-    let started = Instant::now();
+    // Bounded far below the download deadline the stalled load would
+    // otherwise hold its COPY and lock until; "lease_lost" says the
+    // heartbeat's silence, not another limit, stopped it.
     let ran = tokio::time::timeout(Duration::from_secs(30), running)
         .await
         .expect("the load stops")
@@ -762,11 +764,6 @@ async fn a_worker_cut_off_from_its_leases_stops_its_load() {
             job_id: job.id,
             ending: "lease_lost".into()
         }
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "{:?}",
-        started.elapsed()
     );
     common::wait_until(
         &app,
