@@ -1,7 +1,9 @@
 //! The composition root: the one place that turns settings and a database
 //! into the running parts — the load pool, the control pool, the runner,
 //! the API's state and pool, the scheduler. `serve`, `worker` and the test
-//! harness assemble through it, so the three cannot drift apart.
+//! harness assemble through it, so the three cannot drift apart. The parts
+//! share one queue [`Clock`] (the database's, unshifted, unless a test
+//! hands in one it advances).
 //!
 //! It never starts a private PostgreSQL: `App::connect` resolves only a
 //! server that exists (`carga demo` is the one path to a private cluster).
@@ -17,6 +19,7 @@ use crate::dataset::{Spec, SpecError};
 use crate::db::{DbError, Target};
 use crate::engine::pipeline::Context;
 use crate::service::http::AppState;
+use crate::service::queue::Clock;
 use crate::service::runner::Runner;
 use crate::service::schedule::{self, ScheduleError, Scheduler};
 
@@ -47,6 +50,7 @@ pub struct App {
     settings: Settings,
     target: Target,
     specs: Vec<Spec>,
+    clock: Clock,
 }
 
 impl App {
@@ -64,7 +68,20 @@ impl App {
             settings,
             target,
             specs,
+            clock: Clock::database(),
         })
+    }
+
+    /// This app on `clock`: its runner, API and scheduler all read the
+    /// queue's time there (tests advance it instead of sleeping).
+    pub fn with_clock(mut self, clock: Clock) -> App {
+        self.clock = clock;
+        self
+    }
+
+    /// The queue's time every part of this app shares.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub(crate) fn target(&self) -> &Target {
@@ -91,12 +108,10 @@ impl App {
             tls: self.target.tls.clone(),
         };
         let control = self.pool("control", concurrency + 2)?;
-        Ok(Runner::new(
-            ctx,
-            control,
-            self.target.config.clone(),
-            self.specs.clone(),
-        ))
+        Ok(
+            Runner::new(ctx, control, self.target.config.clone(), self.specs.clone())
+                .with_clock(self.clock.clone()),
+        )
     }
 
     /// The HTTP API's state on its own small pool. Session and CSRF keys
@@ -109,11 +124,10 @@ impl App {
             pool: self.pool("API", API_POOL_SIZE)?,
             tls: self.target.tls.clone(),
         };
-        Ok(AppState::new(
-            ctx,
-            self.specs.clone(),
-            crate::telemetry::metric::handle(),
-        ))
+        Ok(
+            AppState::new(ctx, self.specs.clone(), crate::telemetry::metric::handle())
+                .with_clock(self.clock.clone()),
+        )
     }
 
     /// Starts the scheduler (cron jobs and the reconciliation task) on the
@@ -123,6 +137,7 @@ impl App {
             runner.control_pool().clone(),
             self.specs.clone(),
             self.settings.queue.clone(),
+            self.clock.clone(),
         )
         .await?)
     }

@@ -46,7 +46,7 @@ pub(crate) async fn run(settings: Settings, args: BackfillArgs) -> CliResult {
             args.force,
             Priority::Backfill,
         );
-        match queue::enqueue(&**client, &job).await {
+        match queue::enqueue(&**client, &job, &queue::Clock::database()).await {
             Ok(enqueued) => new += usize::from(enqueued.new),
             // A month whose running job cannot take --force: said, never
             // dropped; the other months go on.

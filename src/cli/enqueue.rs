@@ -89,7 +89,7 @@ pub(crate) async fn run(settings: Settings, args: EnqueueArgs) -> CliResult {
         .transpose()
         .map_err(usage)?;
     let job = operator_job(&settings, &spec, period, url, args.force, Priority::Fresh);
-    let enqueued = queue::enqueue(&**client, &job)
+    let enqueued = queue::enqueue(&**client, &job, &queue::Clock::database())
         .await
         .map_err(super::job::queue_failure)?;
     println!("{}", enqueued.id);

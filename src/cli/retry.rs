@@ -15,9 +15,14 @@ pub(crate) struct RetryArgs {
 
 pub(crate) async fn run(settings: Settings, args: RetryArgs) -> CliResult {
     let client = super::database(&settings).await?;
-    let id = queue::retry(&**client, args.id, settings.queue.max_attempts)
-        .await
-        .map_err(super::job::queue_failure)?;
+    let id = queue::retry(
+        &**client,
+        args.id,
+        settings.queue.max_attempts,
+        &queue::Clock::database(),
+    )
+    .await
+    .map_err(super::job::queue_failure)?;
     println!("{id}");
     Ok(())
 }

@@ -28,7 +28,7 @@ use crate::config::QueueSettings;
 use crate::dataset::{self, Kind, Spec};
 use crate::engine::pipeline::{self, Context, LoadError, LoadRequest, Outcome};
 use crate::engine::source::Progress;
-use crate::service::queue::{self, Beat, Claimed, Ending, JobFence, retry};
+use crate::service::queue::{self, Beat, Claimed, Clock, Ending, JobFence, retry};
 
 /// The channel jobs are announced on (see migrations/V4__jobs.sql).
 pub const CHANNEL: &str = "carga_jobs";
@@ -64,6 +64,8 @@ pub struct Runner {
     /// `http.preparing_poll_s` and `http.preparing_limit_s`.
     preparing_poll: Duration,
     preparing_limit: Duration,
+    /// The queue's time: claims, leases, endings and rescues read it.
+    clock: Clock,
 }
 
 /// What a finished load produced.
@@ -99,7 +101,21 @@ impl Runner {
             listen,
             specs,
             settings,
+            clock: Clock::database(),
         }
+    }
+
+    /// This runner on `clock` (the app's, shared with its API and
+    /// scheduler) instead of the database's unshifted one.
+    pub fn with_clock(mut self, clock: Clock) -> Runner {
+        self.clock = clock;
+        self
+    }
+
+    /// The queue's time this runner decides by: tests advance it to let
+    /// backoffs and leases pass without sleeping.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub fn worker(&self) -> &str {
@@ -130,7 +146,8 @@ impl Runner {
     /// back (SIGTERM on `carga worker --once`).
     pub async fn run_one_until(&self, release: CancellationToken) -> Result<RunOne, RunnerError> {
         let client = self.control.get().await?;
-        let Some(job) = queue::claim(&**client, &self.worker, &self.settings).await? else {
+        let Some(job) = queue::claim(&**client, &self.worker, &self.settings, &self.clock).await?
+        else {
             return Ok(RunOne::Empty);
         };
         drop(client);
@@ -205,13 +222,13 @@ impl Runner {
 
     async fn claim(&self) -> Result<Option<Claimed>, RunnerError> {
         let client = self.control.get().await?;
-        Ok(queue::claim(&**client, &self.worker, &self.settings).await?)
+        Ok(queue::claim(&**client, &self.worker, &self.settings, &self.clock).await?)
     }
 
     /// Rescues expired leases and sweeps dead ledger rows, once.
     pub async fn maintain(&self) -> Result<Vec<queue::Rescued>, RunnerError> {
         let client = self.control.get().await?;
-        let rescued = queue::rescue(&**client).await?;
+        let rescued = queue::rescue(&**client, &self.clock).await?;
         match crate::engine::load::ledger::abandon_dead(&**client).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
@@ -553,7 +570,7 @@ impl Runner {
         // The ending must not be lost to a passing database error.
         for attempt in 0..5u32 {
             let written = match self.control.get().await {
-                Ok(client) => queue::finish(&**client, job, ending, source_status)
+                Ok(client) => queue::finish(&**client, job, ending, source_status, &self.clock)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -607,6 +624,7 @@ impl Runner {
         let done = CancellationToken::new();
         let control = self.control.clone();
         let settings = self.settings.clone();
+        let clock = self.clock.clone();
         let every = Duration::from_secs(self.settings.heartbeat_s.max(1));
         let stopper = done.clone();
         let lease = Duration::from_secs(self.settings.lease_s.max(1));
@@ -625,9 +643,11 @@ impl Runner {
                 let pid = fence.backend_pid();
                 let snapshot = progress_snapshot(&progress);
                 let beat = match control.get().await {
-                    Ok(client) => queue::heartbeat(&**client, &job, &settings, &snapshot, pid)
-                        .await
-                        .map_err(|e| e.to_string()),
+                    Ok(client) => {
+                        queue::heartbeat(&**client, &job, &settings, &clock, &snapshot, pid)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
                     Err(e) => Err(e.to_string()),
                 };
                 let why = match beat {

@@ -1,7 +1,8 @@
 //! Cron ticks → idempotent enqueues of (dataset, period). Nothing else: the
 //! workers do the work. Every `carga serve` process runs the scheduler (no
 //! leader): each tick enqueues the dataset's current slot — the latest cron
-//! time at or before the database's `now()`, in the spec's time zone — and
+//! time at or before the queue's now (the database's `now()` on the app's
+//! [`Clock`]), in the spec's time zone — and
 //! the slot's unique index makes N processes produce one job. Starting up
 //! is a tick too, so a slot missed during downtime is caught up (the latest
 //! one, unless the spec says `catch_up = "none"`).
@@ -14,7 +15,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::config::QueueSettings;
 use crate::dataset::{CatchUp, Period, Spec};
-use crate::service::queue::{self, Enqueued, NewJob, Priority, Trigger};
+use crate::service::queue::{self, Clock, Enqueued, NewJob, Priority, Trigger};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
@@ -86,15 +87,17 @@ pub(crate) fn next_slot(spec: &Spec, now: DateTime<Utc>) -> Option<DateTime<Utc>
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// One tick for `spec`: enqueue its current slot's job (or find it).
+/// One tick for `spec`: enqueue its current slot's job (or find it), the
+/// slot taken at the queue's now on `clock`.
 pub(crate) async fn tick(
     pool: &Pool,
     spec: &Spec,
     settings: &QueueSettings,
+    clock: &Clock,
 ) -> Result<Option<(Period, Enqueued)>, ScheduleError> {
     let db_now = || async {
         let client = pool.get().await?;
-        let now = crate::service::queue::database_now(&**client).await?;
+        let now = crate::service::queue::database_now(&**client, clock).await?;
         Ok::<_, ScheduleError>(now)
     };
     let now = db_now().await?;
@@ -120,7 +123,7 @@ pub(crate) async fn tick(
         Priority::Fresh,
         settings,
     );
-    let enqueued = queue::enqueue(&**client, &job).await?;
+    let enqueued = queue::enqueue(&**client, &job, clock).await?;
     if enqueued.new {
         tracing::info!(dataset = %spec.dataset, %period, %slot, job_id = enqueued.id, "scheduled");
     }
@@ -128,12 +131,14 @@ pub(crate) async fn tick(
 }
 
 /// Starts the scheduler: a catch-up tick for every scheduled dataset, then
-/// its cron in its time zone. The returned scheduler must be kept (and
-/// shut down) by the caller.
+/// its cron in its time zone; every tick reads the queue's time on
+/// `clock`. The returned scheduler must be kept (and shut down) by the
+/// caller.
 pub async fn start(
     pool: Pool,
     specs: Vec<Spec>,
     settings: QueueSettings,
+    clock: Clock,
 ) -> Result<Scheduler, ScheduleError> {
     let scheduler = JobScheduler::new().await?;
     let reconciled: Vec<Spec> = specs
@@ -150,15 +155,21 @@ pub async fn start(
             continue;
         };
         if schedule.catch_up == CatchUp::Latest {
-            if let Err(e) = tick(&pool, &spec, &settings).await {
+            if let Err(e) = tick(&pool, &spec, &settings, &clock).await {
                 tracing::warn!(dataset = %spec.dataset, error = %e, "catch-up tick failed");
             }
         }
-        let (pool, settings, spec_for_job) = (pool.clone(), settings.clone(), spec.clone());
+        let (pool, settings, clock, spec_for_job) =
+            (pool.clone(), settings.clone(), clock.clone(), spec.clone());
         let job = Job::new_async_tz(schedule.cron.as_str(), schedule.tz(), move |_, _| {
-            let (pool, settings, spec) = (pool.clone(), settings.clone(), spec_for_job.clone());
+            let (pool, settings, clock, spec) = (
+                pool.clone(),
+                settings.clone(),
+                clock.clone(),
+                spec_for_job.clone(),
+            );
             Box::pin(async move {
-                if let Err(e) = tick(&pool, &spec, &settings).await {
+                if let Err(e) = tick(&pool, &spec, &settings, &clock).await {
                     tracing::warn!(dataset = %spec.dataset, error = %e, "scheduled tick failed");
                 }
             })
@@ -184,7 +195,7 @@ pub async fn start(
                     () = tokio::time::sleep(every) => {}
                 }
                 for spec in &reconciled {
-                    if let Err(e) = tick(&pool, spec, &settings).await {
+                    if let Err(e) = tick(&pool, spec, &settings, &clock).await {
                         tracing::warn!(dataset = %spec.dataset, error = %e, "reconciliation tick failed");
                     }
                 }

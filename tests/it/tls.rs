@@ -419,10 +419,13 @@ async fn verify_full_runs_the_whole_path_over_tls() {
     )
     .await;
     let control = runner.control_pool().get().await.expect("control");
-    let job =
-        carga::service::queue::enqueue(&**control, &new_job("2024-10", &server.url, &settings))
-            .await
-            .expect("enqueue");
+    let job = carga::service::queue::enqueue(
+        &**control,
+        &new_job("2024-10", &server.url, &settings),
+        runner.clock(),
+    )
+    .await
+    .expect("enqueue");
     wait_until(
         &observer,
         &format!(
@@ -456,10 +459,13 @@ async fn verify_full_runs_the_whole_path_over_tls() {
         vec![Reply::Stall(common::sample_zip("2024-09", 60_000, 4))],
     )
     .await;
-    let job =
-        carga::service::queue::enqueue(&**control, &new_job("2024-09", &stalled.url, &settings))
-            .await
-            .expect("enqueue");
+    let job = carga::service::queue::enqueue(
+        &**control,
+        &new_job("2024-09", &stalled.url, &settings),
+        runner.clock(),
+    )
+    .await
+    .expect("enqueue");
     let running = tokio::spawn({
         let runner = runner.clone();
         async move { runner.run_one().await }

@@ -240,7 +240,7 @@ pub(crate) async fn trigger_load(
         )
     };
     let client = state.ctx.pool.get().await.map_err(ApiError::pool)?;
-    let enqueued = queue::enqueue(&**client, &job)
+    let enqueued = queue::enqueue(&**client, &job, &state.clock)
         .await
         .map_err(ApiError::queue)?;
     Ok((
@@ -307,9 +307,14 @@ pub(crate) async fn retry_job(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<RetryResponse>, ApiError> {
     let client = state.ctx.pool.get().await.map_err(ApiError::pool)?;
-    let job_id = queue::retry(&**client, id, state.settings.queue.max_attempts)
-        .await
-        .map_err(ApiError::queue)?;
+    let job_id = queue::retry(
+        &**client,
+        id,
+        state.settings.queue.max_attempts,
+        &state.clock,
+    )
+    .await
+    .map_err(ApiError::queue)?;
     Ok(Json(RetryResponse {
         job_id,
         status_url: format!("/v1/jobs/{job_id}"),

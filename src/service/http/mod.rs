@@ -48,6 +48,7 @@ use tracing::Instrument;
 use crate::config::Settings;
 use crate::dataset::Spec;
 use crate::engine::pipeline::Context;
+use crate::service::queue::Clock;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -58,6 +59,9 @@ pub struct AppState {
     pub(crate) metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Failed sign-ins and bearer tokens per client address.
     pub(crate) throttle: Arc<throttle::Throttle>,
+    /// The queue's time for the enqueues and retries the API makes (the
+    /// app's, shared with its runner and scheduler).
+    pub(crate) clock: Clock,
 }
 
 impl AppState {
@@ -72,8 +76,15 @@ impl AppState {
             specs: Arc::new(specs),
             metrics,
             throttle: Arc::new(throttle::Throttle::new(throttle::Policy::default())),
+            clock: Clock::database(),
             ctx,
         }
+    }
+
+    /// This state on `clock` instead of the database's unshifted one.
+    pub fn with_clock(mut self, clock: Clock) -> AppState {
+        self.clock = clock;
+        self
     }
 }
 

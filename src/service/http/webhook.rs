@@ -268,7 +268,9 @@ async fn enqueue(
             &state.settings.queue,
         )
     };
-    let enqueued = queue::enqueue(&*tx, &job).await.map_err(ApiError::queue)?;
+    let enqueued = queue::enqueue(&*tx, &job, &state.clock)
+        .await
+        .map_err(ApiError::queue)?;
     let recorded = queue::record_delivery(&*tx, sender, webhook_id, enqueued.id)
         .await
         .map_err(ApiError::queue)?;

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 
-use super::{JobState, JobUrl, QueueError, Result};
+use super::{Clock, JobState, JobUrl, QueueError, Result};
 use crate::config::QueueSettings;
 use crate::dataset::Period;
 
@@ -115,8 +115,10 @@ pub struct Enqueued {
 /// fresh request raises a backfill job's priority, `force` sticks, and an
 /// explicit URL replaces "the spec's URL". What cannot be merged is refused
 /// with [`QueueError::Conflict`], never dropped: a different explicit URL,
-/// or `force`/a URL for a job already running.
-pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueued> {
+/// or `force`/a URL for a job already running. "Now" (when a new job is
+/// due, where its 404 window starts, what "due now" means for a merged
+/// request) is read on `clock`.
+pub async fn enqueue(client: &impl GenericClient, job: &NewJob, clock: &Clock) -> Result<Enqueued> {
     let period = job.period.first_day();
     let slot = job.trigger.slot();
     let priority = job.priority as i16;
@@ -124,14 +126,17 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
     let shown = job.url.as_ref().map(|u| u.shown.clone());
     let sealed = job.url.as_ref().and_then(|u| u.sealed.clone());
     let fingerprint = job.url.as_ref().and_then(|u| u.fingerprint.clone());
+    let skew = clock.skew_s();
     for _ in 0..8 {
         let inserted = client
             .query_opt(
                 "INSERT INTO carga.jobs (dataset, period, url, force, priority, max_attempts,
                                          enqueued_by, sender, slot, not_found_deadline,
-                                         url_sealed, url_fingerprint)
+                                         url_sealed, url_fingerprint, scheduled_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                         coalesce($9, now()) + make_interval(secs => $10), $11, $12)
+                         coalesce($9, now() + make_interval(secs => $13))
+                             + make_interval(secs => $10),
+                         $11, $12, now() + make_interval(secs => $13))
                  ON CONFLICT DO NOTHING
                  RETURNING id",
                 &[
@@ -147,6 +152,7 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
                     &window,
                     &sealed,
                     &fingerprint,
+                    &skew,
                 ],
             )
             .await?;
@@ -225,7 +231,8 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
                                            sender = CASE WHEN url IS NULL AND $4::text IS NOT NULL
                                                          THEN $8 ELSE sender END,
                                            scheduled_at = CASE WHEN $7 <> 'schedule'
-                                                               THEN least(scheduled_at, now())
+                                                               THEN least(scheduled_at,
+                                                                          now() + make_interval(secs => $9))
                                                                ELSE scheduled_at END,
                                            url = coalesce(url, $4)
                      WHERE id = $1 AND state IN ('available', 'retryable')",
@@ -238,6 +245,7 @@ pub async fn enqueue(client: &impl GenericClient, job: &NewJob) -> Result<Enqueu
                         &fingerprint,
                         &job.trigger.kind(),
                         &job.trigger.sender(),
+                        &skew,
                     ],
                 )
                 .await?;

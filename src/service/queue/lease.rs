@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use tokio_postgres::GenericClient;
 
-use super::{JobUrl, Progress, Result};
+use super::{Clock, JobUrl, Progress, Result};
 use crate::code::Code;
 use crate::config::QueueSettings;
 use crate::dataset::Period;
@@ -38,18 +38,21 @@ pub struct Claimed {
 
 /// Claims the next runnable job for `worker`, in one statement: the
 /// highest-priority, earliest-scheduled available or retryable job whose
-/// time has come, skipping rows other workers hold; starts its attempt.
+/// time has come on `clock`, skipping rows other workers hold; starts its
+/// attempt with a lease of `lease_s` on that clock.
 pub async fn claim(
     client: &impl GenericClient,
     worker: &str,
     settings: &QueueSettings,
+    clock: &Clock,
 ) -> Result<Option<Claimed>> {
     let lease = settings.lease_s as f64;
     let row = client
         .query_opt(
             "WITH next AS (
                  SELECT id FROM carga.jobs
-                 WHERE state IN ('available', 'retryable') AND scheduled_at <= now()
+                 WHERE state IN ('available', 'retryable')
+                   AND scheduled_at <= now() + make_interval(secs => $3)
                  ORDER BY priority, scheduled_at, id
                  LIMIT 1
                  FOR UPDATE SKIP LOCKED
@@ -57,20 +60,21 @@ pub async fn claim(
                  UPDATE carga.jobs j
                  SET state = 'running', attempt = j.attempt + 1, worker = $1,
                      lease_token = gen_random_uuid()::text,
-                     lease_expires_at = now() + make_interval(secs => $2),
+                     lease_expires_at = now() + make_interval(secs => $3::float8 + $2::float8),
                      started_at = coalesce(j.started_at, now()), attempted_at = now(),
                      load_backend_pid = NULL, progress = '{}'
                  FROM next WHERE j.id = next.id
                  RETURNING j.id, j.dataset, j.period, j.url, j.force, j.attempt,
                            j.max_attempts, j.lease_token, j.enqueued_by, j.url_sealed,
-                           extract(epoch FROM now() - j.preparing_since)::float8 AS preparing_s,
+                           extract(epoch FROM now() + make_interval(secs => $3)
+                                              - j.preparing_since)::float8 AS preparing_s,
                            j.error_code
              ), attempt AS (
                  INSERT INTO carga.job_attempts (job_id, attempt, worker)
                  SELECT id, attempt, $1 FROM claimed
              )
              SELECT * FROM claimed",
-            &[&worker, &lease],
+            &[&worker, &lease, &clock.skew_s()],
         )
         .await?;
     Ok(row.map(|r| Claimed {
@@ -105,19 +109,21 @@ pub(crate) enum Beat {
     Lost,
 }
 
-/// Renews the lease and records progress (and the load's backend once
-/// known). Runs on the worker's control connection, never the load's.
+/// Renews the lease (`lease_s` from now on `clock`) and records progress
+/// (and the load's backend once known). Runs on the worker's control
+/// connection, never the load's.
 pub(crate) async fn heartbeat(
     client: &impl GenericClient,
     job: &Claimed,
     settings: &QueueSettings,
+    clock: &Clock,
     progress: &Progress,
     load_backend_pid: Option<i32>,
 ) -> Result<Beat> {
     let row = client
         .query_opt(
             "UPDATE carga.jobs
-             SET lease_expires_at = now() + make_interval(secs => $3), progress = $4,
+             SET lease_expires_at = now() + make_interval(secs => $6::float8 + $3::float8), progress = $4,
                  load_backend_pid = coalesce($5, load_backend_pid)
              WHERE id = $1 AND lease_token = $2 AND state = 'running'
              RETURNING cancel_requested",
@@ -127,6 +133,7 @@ pub(crate) async fn heartbeat(
                 &(settings.lease_s as f64),
                 &progress.as_json(),
                 &load_backend_pid,
+                &clock.skew_s(),
             ],
         )
         .await?;
@@ -148,7 +155,7 @@ pub enum Ending {
         load_id: i64,
         outcome: &'static str,
     },
-    /// Retry at the database's `now()` + `after`.
+    /// Retry at the queue's now (the database's `now()` on its [`Clock`]) + `after`.
     Retry {
         after: Duration,
         code: Code,
@@ -179,12 +186,15 @@ pub enum Ending {
 }
 
 /// Records the end of an attempt that did not publish, guarded by the
-/// lease. Returns false when the lease was already lost (nothing written).
+/// lease; the next attempt's time and the 404 deadline are read on
+/// `clock`. Returns false when the lease was already lost (nothing
+/// written).
 pub async fn finish(
     client: &impl GenericClient,
     job: &Claimed,
     ending: &Ending,
     source_status: Option<u16>,
+    clock: &Clock,
 ) -> Result<bool> {
     let source_status = source_status.and_then(|s| i16::try_from(s).ok());
     let (state, outcome, code, message, after, load_id): (
@@ -261,8 +271,10 @@ pub async fn finish(
                             WHEN cancel_requested AND $3 <> 'succeeded' THEN 'cancelled'
                             WHEN $3 = 'released' THEN 'available'
                             WHEN $3 = 'retryable' AND attempt >= max_attempts THEN 'failed'
-                            WHEN $3 = 'not_found' AND now() + make_interval(secs => $6)
-                                                      > coalesce(not_found_deadline, now()) THEN 'failed'
+                            WHEN $3 = 'not_found'
+                                 AND now() + make_interval(secs => $13::float8 + $6::float8)
+                                     > coalesce(not_found_deadline, now() + make_interval(secs => $13))
+                            THEN 'failed'
                             WHEN $3 IN ('not_found', 'waiting') THEN 'retryable'
                             ELSE $3
                         END AS state
@@ -279,7 +291,7 @@ pub async fn finish(
                                          THEN j.max_attempts + 1
                                          ELSE j.max_attempts END,
                      scheduled_at = CASE WHEN d.state = 'retryable'
-                                         THEN now() + make_interval(secs => $6)
+                                         THEN now() + make_interval(secs => $13::float8 + $6::float8)
                                          ELSE j.scheduled_at END,
                      finished_at = CASE WHEN d.state IN ('succeeded', 'failed', 'cancelled')
                                         THEN clock_timestamp() END,
@@ -288,7 +300,8 @@ pub async fn finish(
                      -- cadence and releases, so the limit is reached once;
                      -- cleared by any other answer, a retry or a cancel).
                      preparing_since = CASE WHEN $4 = $11
-                                            THEN coalesce(j.preparing_since, now())
+                                            THEN coalesce(j.preparing_since,
+                                                          now() + make_interval(secs => $13))
                                             WHEN $3 = 'released' THEN j.preparing_since END,
                      outcome = CASE WHEN d.state = 'succeeded' THEN $8 ELSE j.outcome END,
                      load_id = coalesce($7, j.load_id),
@@ -333,6 +346,7 @@ pub async fn finish(
                 // The codes the SQL decides on, spelled by `Code`.
                 &Code::SourcePreparing.as_str(),
                 &Code::HttpStatus(404).as_str(),
+                &clock.skew_s(),
             ],
         )
         .await?;

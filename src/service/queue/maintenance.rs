@@ -6,7 +6,7 @@
 
 use tokio_postgres::GenericClient;
 
-use super::Result;
+use super::{Clock, Result};
 use crate::config::QueueSettings;
 
 /// A job whose lease expired, handed back by the rescuer.
@@ -21,7 +21,7 @@ pub struct Rescued {
     pub terminated: bool,
 }
 
-/// Moves every running job whose lease has expired back to `retryable`,
+/// Moves every running job whose lease has expired on `clock` back to `retryable`,
 /// due at once (the expired lease was its wait: a killed worker's job
 /// starts again about `lease_s` + `rescue_interval_s` after the kill), or
 /// to `failed` once its attempts are spent, and ends the
@@ -30,18 +30,18 @@ pub struct Rescued {
 /// not notice on its own. Only a session still tagged with that job and
 /// attempt (its `application_name`, see [`super::fence`]) is terminated, never a
 /// backend that merely reuses the pid.
-pub async fn rescue(client: &impl GenericClient) -> Result<Vec<Rescued>> {
+pub async fn rescue(client: &impl GenericClient, clock: &Clock) -> Result<Vec<Rescued>> {
     let rows = client
         .query(
             "WITH expired AS (
                  SELECT id FROM carga.jobs
-                 WHERE state = 'running' AND lease_expires_at < now()
+                 WHERE state = 'running' AND lease_expires_at < now() + make_interval(secs => $1)
                  FOR UPDATE SKIP LOCKED
              ), updated AS (
                  UPDATE carga.jobs j
                  SET state = CASE WHEN j.cancel_requested THEN 'cancelled'
                                   WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'retryable' END,
-                     scheduled_at = now(),
+                     scheduled_at = now() + make_interval(secs => $1),
                      finished_at = CASE WHEN j.cancel_requested OR j.attempt >= j.max_attempts
                                         THEN clock_timestamp() END,
                      error_code = 'lease_expired',
@@ -60,7 +60,7 @@ pub async fn rescue(client: &impl GenericClient) -> Result<Vec<Rescued>> {
                        AND s.application_name = 'carga job ' || u.id || ' attempt ' || u.attempt)
                     AS terminated
              FROM updated u",
-            &[],
+            &[&clock.skew_s()],
         )
         .await?;
     let rescued: Vec<Rescued> = rows
@@ -86,7 +86,9 @@ pub async fn rescue(client: &impl GenericClient) -> Result<Vec<Rescued>> {
 }
 
 /// Deletes finished jobs (with their attempts and webhook deliveries)
-/// older than the retention. Returns how many.
+/// older than the retention. Returns how many. Retention measures records
+/// (`finished_at` is the real commit time), so it reads the database's
+/// clock unshifted, never a [`Clock`]'s.
 pub async fn prune(client: &impl GenericClient, settings: &QueueSettings) -> Result<u64> {
     Ok(client
         .execute(

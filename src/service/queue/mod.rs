@@ -2,7 +2,8 @@
 //! database), claim (one statement, `FOR UPDATE SKIP LOCKED`), heartbeats,
 //! the fenced completion, retries, cancellation, the rescuer and history.
 //! The state machine is drawn in ARCHITECTURE.md ("Jobs"). Every time is the
-//! database's `now()`; no statement here trusts a worker's clock.
+//! database's `now()`, shifted by a [`Clock`]'s skew (zero in production,
+//! advanced by tests); no statement here trusts a worker's clock.
 //!
 //! This module owns the jobs tables; it never runs a load (that is
 //! `runner.rs`), and never decides what an error means beyond
@@ -11,6 +12,8 @@
 //! Where things are, by what they do to a job:
 //!
 //! - `state.rs`: [`JobState`], the six states named once;
+//! - `clock.rs`: [`Clock`], the queue's "now" (the database's, plus a skew
+//!   tests advance instead of sleeping);
 //! - `enqueue.rs`: [`NewJob`], [`Trigger`], [`Priority`], [`enqueue`];
 //! - `deliveries.rs`: webhook deliveries and the job each resolved to;
 //! - `lease.rs`: [`claim`], `heartbeat`, [`finish`] and `complete_in`
@@ -22,6 +25,7 @@
 //! - `retry.rs`: what an ending's code means (retry, wait, fail), backoff;
 //! - `sealed.rs`: a job URL's secrets, sealed at rest.
 
+mod clock;
 mod deliveries;
 mod enqueue;
 pub mod fence;
@@ -34,6 +38,7 @@ pub mod retry;
 pub mod sealed;
 pub mod state;
 
+pub use clock::Clock;
 pub(crate) use deliveries::{delivered_job, record_delivery};
 pub use enqueue::{Enqueued, NewJob, Priority, Trigger, enqueue};
 pub use fence::JobFence;

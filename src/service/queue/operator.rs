@@ -6,7 +6,7 @@
 use tokio_postgres::GenericClient;
 use tokio_postgres::error::SqlState;
 
-use super::{QueueError, Result};
+use super::{Clock, QueueError, Result};
 
 /// Cancels a job: at once when it is waiting; by request when it runs (its
 /// worker sees the request on its next heartbeat, cancels the load and its
@@ -45,9 +45,14 @@ pub async fn cancel(client: &impl GenericClient, id: i64) -> Result<String> {
 
 /// Runs a failed or cancelled job again with a new budget of `budget`
 /// attempts (the queue's `max_attempts`, as a new job gets), or a retryable
-/// one now. A pending job of the same period wins: its id is returned
-/// instead.
-pub async fn retry(client: &impl GenericClient, id: i64, budget: i32) -> Result<i64> {
+/// one now (on `clock`, as is its fresh 404 window). A pending job of the
+/// same period wins: its id is returned instead.
+pub async fn retry(
+    client: &impl GenericClient,
+    id: i64,
+    budget: i32,
+    clock: &Clock,
+) -> Result<i64> {
     let row = client
         .query_opt("SELECT state FROM carga.jobs WHERE id = $1", &[&id])
         .await?;
@@ -58,16 +63,20 @@ pub async fn retry(client: &impl GenericClient, id: i64, budget: i32) -> Result<
     let updated = client
         .execute(
             "UPDATE carga.jobs
-             SET state = 'available', scheduled_at = now(), finished_at = NULL,
+             SET state = 'available', scheduled_at = now() + make_interval(secs => $3),
+                 finished_at = NULL,
                  preparing_since = NULL,
                  max_attempts = CASE WHEN state = 'retryable' THEN max_attempts
                                      ELSE attempt + $2 END,
-                 -- A fresh 404 window as long as the first one.
+                 -- A fresh 404 window as long as the first one (measured
+                 -- from `enqueued_at`, a real time: with a skewed clock the
+                 -- window grows by the skew the job was enqueued under).
                  not_found_deadline = greatest(not_found_deadline,
-                     now() + (not_found_deadline - coalesce(slot, enqueued_at))),
+                     now() + make_interval(secs => $3)
+                         + (not_found_deadline - coalesce(slot, enqueued_at))),
                  cancel_requested = false
              WHERE id = $1 AND state IN ('failed', 'cancelled', 'retryable')",
-            &[&id, &budget.max(1)],
+            &[&id, &budget.max(1), &clock.skew_s()],
         )
         .await;
     match updated {

@@ -207,10 +207,19 @@ pub(crate) async fn depth(client: &impl GenericClient) -> Result<Vec<(String, i6
         .map(|r| (r.get("state"), r.get("jobs")))
         .collect())
 }
-/// The database's clock: the queue's one time of record, which the
-/// scheduler reads too so that every process agrees on the slot.
-pub(crate) async fn database_now(client: &impl GenericClient) -> Result<DateTime<Utc>> {
-    Ok(client.query_one("SELECT now()", &[]).await?.get(0))
+/// The queue's now on `clock` (the database's, shifted by the clock's
+/// skew): the scheduler reads it too, so every process agrees on the slot.
+pub(crate) async fn database_now(
+    client: &impl GenericClient,
+    clock: &super::Clock,
+) -> Result<DateTime<Utc>> {
+    Ok(client
+        .query_one(
+            "SELECT now() + make_interval(secs => $1)",
+            &[&clock.skew_s()],
+        )
+        .await?
+        .get(0))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use carga::dataset::{self, Period};
 use carga::engine::pipeline::{self, Context, LoadError, LoadReport, LoadRequest};
 use carga::engine::source::Progress;
 use carga::service::http::files::FileServer;
+use carga::service::queue::Clock;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
@@ -133,12 +134,15 @@ async fn ensure_template() -> String {
     name
 }
 
-/// One test's world: its database, settings, pool and file server.
+/// One test's world: its database, settings, pool and file server, and
+/// the queue's clock that every app, runner, API and enqueue of the test
+/// shares (advance it to let queue time pass instead of sleeping).
 pub struct TestApp {
     pub database: String,
     pub url: String,
     pub ctx: Context,
     pub server: Option<FileServer>,
+    pub clock: Clock,
 }
 
 /// `TEST_LOG=1` (everything at debug) or `TEST_LOG=<filter>` (an
@@ -186,6 +190,7 @@ impl TestApp {
             url,
             ctx,
             server: None,
+            clock: Clock::database(),
         }
     }
 
@@ -582,9 +587,11 @@ pub fn sample_zip(period: &str, rows: u64, seed: u64) -> Vec<u8> {
 
 impl TestApp {
     /// The app (the composition root `serve` and `worker` use) over this
-    /// test's database, with `settings`.
+    /// test's database, with `settings`, on the test's clock.
     pub fn app(&self, settings: Settings) -> carga::app::App {
-        carga::app::App::new(settings, self.target()).expect("app")
+        carga::app::App::new(settings, self.target())
+            .expect("app")
+            .with_clock(self.clock.clone())
     }
 
     /// This test's database as the app resolves one.
@@ -647,7 +654,7 @@ impl TestApp {
             max_attempts: self.ctx.settings.queue.max_attempts,
             not_found_window: std::time::Duration::from_secs(45 * 86_400),
         };
-        carga::service::queue::enqueue(&**self.client().await, &job)
+        carga::service::queue::enqueue(&**self.client().await, &job, &self.clock)
             .await
             .expect("enqueue")
     }
@@ -726,7 +733,9 @@ impl TestApp {
     /// Serves the API, assembled by the app, with `settings` over `target`
     /// (a proxy to this test's database, say).
     pub async fn api_on(&self, settings: Settings, target: carga::db::Target) -> Api {
-        let app = carga::app::App::new(settings, target).expect("app");
+        let app = carga::app::App::new(settings, target)
+            .expect("app")
+            .with_clock(self.clock.clone());
         let state = app.api_state().expect("API state");
         let server = carga::service::http::Server::bind("127.0.0.1:0", state)
             .await

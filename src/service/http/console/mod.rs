@@ -390,9 +390,14 @@ async fn job_action(
         "cancel" => queue::cancel(&**client, id)
             .await
             .map(|s| format!("job {id}: {s}")),
-        "retry" => queue::retry(&**client, id, state.settings.queue.max_attempts)
-            .await
-            .map(|next| format!("job {next} will run")),
+        "retry" => queue::retry(
+            &**client,
+            id,
+            state.settings.queue.max_attempts,
+            &state.clock,
+        )
+        .await
+        .map(|next| format!("job {next} will run")),
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     let message = match done {
@@ -451,7 +456,7 @@ async fn enqueue(
             &state.settings.queue,
         )
     };
-    match queue::enqueue(&**client, &job).await {
+    match queue::enqueue(&**client, &job, &state.clock).await {
         Ok(e) => Redirect::to(&format!(
             "/console/jobs?m={}",
             urlencode(&format!(
