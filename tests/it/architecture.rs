@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// The engine and the shared vocabulary beneath it.
 const ENGINE: [&str; 8] = [
     "src/engine",
-    "src/dataset.rs",
+    "src/dataset",
     "src/code.rs",
     "src/money.rs",
     "src/db",

@@ -1,0 +1,235 @@
+//! A spec's `[[columns]]`: what each column means, its type and privacy
+//! policy, the checks that a spec cannot keep a personal column, and the
+//! header-name key columns are matched by.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// What a column means to the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Role {
+    ReferenceMonth,
+    CompetenceMonth,
+    Municipality,
+    Beneficiary,
+    Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ColumnType {
+    /// `202410`
+    Yyyymm,
+    /// 4-digit SIAFI municipality code, mapped through `municipalities`.
+    Siafi,
+    /// 7-digit IBGE municipality code.
+    Ibge,
+    /// Decimal comma with optional thousands dots: `1.234,56`, `-600,00`.
+    Brl,
+    /// Decimal point, no thousands separator (pre-2018 layout): `227.00`.
+    BrlPoint,
+    /// 11-digit NIS; anything else (sentinels, masks, empty) is "no NIS".
+    Nis,
+    Text,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Privacy {
+    Keep,
+    Hash,
+    #[default]
+    Drop,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Column {
+    /// Stable identifier (attribute key, reject column label).
+    pub(crate) name: String,
+    pub(crate) header: String,
+    #[serde(default)]
+    pub(crate) aliases: Vec<String>,
+    #[serde(rename = "type")]
+    pub(crate) column_type: ColumnType,
+    #[serde(default)]
+    pub(crate) role: Option<Role>,
+    #[serde(default)]
+    pub(crate) privacy: Privacy,
+    /// Missing from the header is allowed (layouts changed over the years).
+    #[serde(default)]
+    pub(crate) optional: bool,
+    /// Values meaning "no NIS" although they look like one.
+    #[serde(default)]
+    pub(crate) sentinels: Vec<String>,
+}
+
+pub(super) fn validate_columns(columns: &[Column]) -> Result<(), String> {
+    let mut names = BTreeMap::new();
+    for (i, c) in columns.iter().enumerate() {
+        let key = format!("columns[{i}]");
+        if !is_identifier(&c.name, '_') {
+            return Err(format!(
+                "{key}.name: {:?} must be lower case letters, digits and '_'",
+                c.name
+            ));
+        }
+        if names.insert(c.name.clone(), i).is_some() {
+            return Err(format!("{key}.name: {:?} is used twice", c.name));
+        }
+        if c.header.trim().is_empty() {
+            return Err(format!("{key}.header: must not be empty"));
+        }
+        let expected: &[ColumnType] = match c.role {
+            Some(Role::ReferenceMonth) | Some(Role::CompetenceMonth) => &[ColumnType::Yyyymm],
+            Some(Role::Municipality) => &[ColumnType::Siafi, ColumnType::Ibge],
+            Some(Role::Beneficiary) => &[ColumnType::Nis],
+            Some(Role::Value) => &[ColumnType::Brl, ColumnType::BrlPoint],
+            None => &[ColumnType::Text, ColumnType::Nis, ColumnType::Yyyymm],
+        };
+        if !expected.contains(&c.column_type) {
+            return Err(format!(
+                "{key}.type: {:?} does not fit role {:?}",
+                c.column_type, c.role
+            ));
+        }
+        if c.column_type == ColumnType::Nis && c.privacy == Privacy::Keep {
+            return Err(format!(
+                "{key}.privacy: NIS is personal data and is stored only as a keyed hash; use \"hash\" or \"drop\""
+            ));
+        }
+        if c.privacy == Privacy::Keep && is_personal(c) {
+            return Err(format!(
+                "{key}.privacy: column {:?} ({:?}) holds personal data (a name, CPF, NIS or another identifier of a person) and cannot be \"keep\"; use \"drop\" (the default) or \"hash\"",
+                c.name, c.header
+            ));
+        }
+        if c.role == Some(Role::Beneficiary) && c.privacy != Privacy::Hash {
+            return Err(format!(
+                "{key}.privacy: the beneficiary column must be \"hash\""
+            ));
+        }
+        if c.role.is_some() && c.role != Some(Role::CompetenceMonth) && c.optional {
+            return Err(format!(
+                "{key}.optional: a {:?} column cannot be optional",
+                c.role
+            ));
+        }
+    }
+    for role in [
+        Role::ReferenceMonth,
+        Role::Municipality,
+        Role::Beneficiary,
+        Role::Value,
+    ] {
+        let count = columns.iter().filter(|c| c.role == Some(role)).count();
+        if count != 1 {
+            return Err(format!(
+                "columns: exactly one column must have role {role:?} (found {count})"
+            ));
+        }
+    }
+    if columns
+        .iter()
+        .filter(|c| c.role == Some(Role::CompetenceMonth))
+        .count()
+        > 1
+    {
+        return Err("columns: at most one column may have role CompetenceMonth".into());
+    }
+    Ok(())
+}
+
+/// Words that make a column personal wherever they appear in its header, an
+/// alias or its name: identifiers of a person.
+const PERSONAL_WORDS: &[&str] = &[
+    "CPF", "NIS", "PIS", "PASEP", "NIT", "RGP", "RG", "CNH", "TITULO", "CNS", "CAF", "DAP",
+];
+/// Words that make a column personal unless a place word says whose it is
+/// (`NOME MUNICÍPIO` is a place's name, `NOME FAVORECIDO` a person's).
+const NAME_WORDS: &[&str] = &[
+    "NOME",
+    "NAME",
+    "FAVORECIDO",
+    "BENEFICIARIO",
+    "REPRESENTANTE",
+];
+const PLACE_WORDS: &[&str] = &[
+    "MUNICIPIO",
+    "MUNICIPALITY",
+    "UF",
+    "ESTADO",
+    "STATE",
+    "PROGRAMA",
+    "PROGRAM",
+];
+
+/// Whether a spec column holds personal data: a NIS by type or role, or a
+/// header, alias or name that names a person's identifier (CPF, NIS, …), a
+/// person's name (`NOME …` but not a place's), or a benefit number.
+/// Deliberately broad: a false positive only means the column cannot be
+/// kept in clear (it can still be hashed).
+pub(super) fn is_personal(column: &Column) -> bool {
+    if column.column_type == ColumnType::Nis || column.role == Some(Role::Beneficiary) {
+        return true;
+    }
+    let names = std::iter::once(column.header.as_str())
+        .chain(column.aliases.iter().map(String::as_str))
+        .chain(std::iter::once(column.name.as_str()));
+    names.into_iter().any(|text| {
+        let key = header_key(text);
+        let words: Vec<&str> = key
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
+        let has = |list: &[&str]| words.iter().any(|w| list.contains(w));
+        has(PERSONAL_WORDS)
+            || (has(NAME_WORDS) && !has(PLACE_WORDS))
+            || (has(&["NUMERO", "NUMBER"]) && has(&["BENEFICIO", "BENEFIT"]))
+    })
+}
+
+pub(super) fn is_identifier(text: &str, separator: char) -> bool {
+    !text.is_empty()
+        && text.len() <= 48
+        && text.starts_with(|c: char| c.is_ascii_lowercase())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == separator)
+}
+
+/// Header comparison key: upper case, accents removed, spaces collapsed.
+pub(crate) fn header_key(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut space = false;
+    for c in text.trim().trim_start_matches('\u{feff}').chars() {
+        if c.is_whitespace() {
+            space = true;
+            continue;
+        }
+        if space && !out.is_empty() {
+            out.push(' ');
+        }
+        space = false;
+        for u in c.to_uppercase() {
+            out.push(strip_accent(u));
+        }
+    }
+    out
+}
+
+fn strip_accent(c: char) -> char {
+    match c {
+        'À' | 'Á' | 'Â' | 'Ã' | 'Ä' | 'Å' => 'A',
+        'Ç' => 'C',
+        'È' | 'É' | 'Ê' | 'Ë' => 'E',
+        'Ì' | 'Í' | 'Î' | 'Ï' => 'I',
+        'Ñ' => 'N',
+        'Ò' | 'Ó' | 'Ô' | 'Õ' | 'Ö' => 'O',
+        'Ù' | 'Ú' | 'Û' | 'Ü' => 'U',
+        'Ý' => 'Y',
+        other => other,
+    }
+}

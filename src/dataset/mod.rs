@@ -1,0 +1,485 @@
+//! Dataset specs (`jobs/*.toml`): typed and validated once, at load, with
+//! errors naming the file and key. A spec says where a dataset's monthly file
+//! lives, how its bytes are packed and encoded, which header names map to
+//! which field (with the aliases seen over the years), each column's type and
+//! privacy policy, the quality gates and the schedule.
+
+use std::collections::BTreeMap;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+mod columns;
+mod period;
+mod schedule;
+mod sections;
+
+pub(crate) use columns::{Column, ColumnType, Privacy, Role, header_key};
+use columns::{is_identifier, validate_columns};
+pub use period::{Period, PeriodOutOfBounds};
+pub(crate) use schedule::{CatchUp, Schedule};
+use sections::MAX_PAYMENT_BRL_LIMIT;
+pub use sections::Program;
+pub(crate) use sections::{Container, Encoding, Kind, Quality, Source};
+
+/// Specs compiled into the binary, used when the jobs directory is missing.
+const BUILTIN: &[(&str, &str)] = &[
+    (
+        "auxilio-brasil.toml",
+        include_str!("../../jobs/auxilio-brasil.toml"),
+    ),
+    (
+        "bolsa-familia-pagamentos.toml",
+        include_str!("../../jobs/bolsa-familia-pagamentos.toml"),
+    ),
+    ("bpc.toml", include_str!("../../jobs/bpc.toml")),
+    (
+        "garantia-safra.toml",
+        include_str!("../../jobs/garantia-safra.toml"),
+    ),
+    (
+        "municipios.toml",
+        include_str!("../../jobs/municipios.toml"),
+    ),
+    (
+        "novo-bolsa-familia.toml",
+        include_str!("../../jobs/novo-bolsa-familia.toml"),
+    ),
+    (
+        "seguro-defeso.toml",
+        include_str!("../../jobs/seguro-defeso.toml"),
+    ),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+    #[error("failed to read {file}: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unknown dataset {name:?}; known datasets: {known}")]
+    Unknown { name: String, known: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    dataset: String,
+    title: String,
+    kind: Kind,
+    #[serde(default)]
+    program: Option<Program>,
+    source: Source,
+    #[serde(default)]
+    columns: Vec<Column>,
+    #[serde(default)]
+    quality: Quality,
+    #[serde(default)]
+    schedule: Option<Schedule>,
+}
+
+/// A validated dataset spec.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub(crate) dataset: String,
+    pub(crate) title: String,
+    pub(crate) kind: Kind,
+    pub program: Option<Program>,
+    pub(crate) source: Source,
+    pub(crate) delimiter: u8,
+    pub(crate) columns: Vec<Column>,
+    pub(crate) quality: Quality,
+    pub(crate) schedule: Option<Schedule>,
+    pub(crate) first_period: Option<Period>,
+    pub(crate) last_period: Option<Period>,
+    /// Where the spec came from, for messages.
+    pub(crate) origin: String,
+}
+
+impl Spec {
+    pub(crate) fn parse(origin: &str, text: &str) -> Result<Spec, SpecError> {
+        let invalid = |message: String| SpecError::Invalid {
+            file: origin.to_string(),
+            message,
+        };
+        let raw: RawSpec =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim().to_string()))?;
+        if !is_identifier(&raw.dataset, '-') {
+            return Err(invalid(format!(
+                "dataset: {:?} must be lower case letters, digits and '-'",
+                raw.dataset
+            )));
+        }
+        let delimiter = match raw.source.delimiter.as_bytes() {
+            [b] if b.is_ascii() && *b != b'"' && *b != b'\n' && *b != b'\r' => *b,
+            _ => {
+                return Err(invalid(format!(
+                    "source.delimiter: {:?} must be one ASCII character other than a quote or line break",
+                    raw.source.delimiter
+                )));
+            }
+        };
+        let period = |key: &str, value: &Option<String>| -> Result<Option<Period>, SpecError> {
+            match value {
+                None => Ok(None),
+                Some(v) => Period::parse(v)
+                    .map(Some)
+                    .ok_or_else(|| invalid(format!("source.{key}: {v:?} is not YYYY-MM"))),
+            }
+        };
+        let first_period = period("first_period", &raw.source.first_period)?;
+        let last_period = period("last_period", &raw.source.last_period)?;
+        if let Some(s) = &raw.schedule {
+            if s.cron.split_whitespace().count() != 6 {
+                return Err(invalid(format!(
+                    "schedule.cron: {:?} must have six fields (sec min hour day month weekday)",
+                    s.cron
+                )));
+            }
+            let cron = s
+                .parsed()
+                .map_err(|e| invalid(format!("schedule.cron: {:?}: {e}", s.cron)))?;
+            // A pattern that parses may still never fire (`0 0 3 31 2 *`,
+            // 31 February): it must fire within the next 30 years (28
+            // years repeat the calendar, weekdays and leap days included).
+            let now = chrono::Utc::now();
+            let fires = cron
+                .find_next_occurrence(&now, false)
+                .is_ok_and(|next| next - now < chrono::Duration::days(30 * 366));
+            if !fires {
+                return Err(invalid(format!(
+                    "schedule.cron: {:?} never fires (no such date in the next 30 years)",
+                    s.cron
+                )));
+            }
+            if s.timezone.parse::<chrono_tz::Tz>().is_err() {
+                return Err(invalid(format!(
+                    "schedule.timezone: unknown time zone {:?}",
+                    s.timezone
+                )));
+            }
+        }
+        let q = &raw.quality;
+        if !(0.0..=1.0).contains(&q.max_reject_ratio) {
+            return Err(invalid(
+                "quality.max_reject_ratio: must be between 0 and 1".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&q.max_shrink) {
+            return Err(invalid(
+                "quality.max_shrink: must be between 0 and 1".into(),
+            ));
+        }
+        if !(1..=MAX_PAYMENT_BRL_LIMIT).contains(&q.max_payment_brl) {
+            return Err(invalid(format!(
+                "quality.max_payment_brl: must be between 1 and {MAX_PAYMENT_BRL_LIMIT} (whole reais)"
+            )));
+        }
+        if raw.kind == Kind::Payments {
+            let Some(program) = &raw.program else {
+                return Err(invalid(
+                    "program: a payments dataset needs a [program] table".into(),
+                ));
+            };
+            if !is_program_code(&program.code) {
+                return Err(invalid(format!(
+                    "program.code: {:?} must be upper case letters, digits and '_'",
+                    program.code
+                )));
+            }
+            validate_columns(&raw.columns).map_err(invalid)?;
+            let url = &raw.source.url;
+            let has_month =
+                url.contains("{yyyymm}") || (url.contains("{yyyy}") && url.contains("{mm}"));
+            if !has_month {
+                return Err(invalid(format!(
+                    "source.url: {:?} must contain {{yyyymm}} (or {{yyyy}} and {{mm}})",
+                    raw.source.url
+                )));
+            }
+        }
+        // The Portal redirects to the file only from the URL without a
+        // trailing slash (basedosdados/pipelines issue 1598, June 2026).
+        if raw.source.url.ends_with('/') {
+            return Err(invalid(format!(
+                "source.url: {:?} must not end in '/' (the Portal redirects to the file only without it)",
+                raw.source.url
+            )));
+        }
+        Ok(Spec {
+            dataset: raw.dataset,
+            title: raw.title,
+            kind: raw.kind,
+            program: raw.program,
+            source: raw.source,
+            delimiter,
+            columns: raw.columns,
+            quality: raw.quality,
+            schedule: raw.schedule,
+            first_period,
+            last_period,
+            origin: origin.to_string(),
+        })
+    }
+
+    /// The source URL for `period`.
+    pub(crate) fn url_for(&self, period: Period) -> String {
+        self.source
+            .url
+            .replace("{yyyymm}", &format!("{:06}", period.yyyymm()))
+            .replace("{yyyy}", &format!("{:04}", period.year))
+            .replace("{mm}", &format!("{:02}", period.month))
+    }
+
+    pub(crate) fn column(&self, role: Role) -> Option<&Column> {
+        self.columns.iter().find(|c| c.role == Some(role))
+    }
+}
+
+fn is_program_code(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 40
+        && text.starts_with(|c: char| c.is_ascii_uppercase())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Every spec: from `dir` when it exists (each `*.toml`), else the built-in ones.
+pub fn load_all(dir: &Path) -> Result<Vec<Spec>, SpecError> {
+    let mut specs = Vec::new();
+    if dir.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|source| SpecError::Io {
+                file: dir.display().to_string(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        for file in files {
+            let text = std::fs::read_to_string(&file).map_err(|source| SpecError::Io {
+                file: file.display().to_string(),
+                source,
+            })?;
+            specs.push(Spec::parse(&file.display().to_string(), &text)?);
+        }
+    } else {
+        for (name, text) in BUILTIN {
+            specs.push(Spec::parse(&format!("builtin:jobs/{name}"), text)?);
+        }
+    }
+    let mut seen = BTreeMap::new();
+    for spec in &specs {
+        if let Some(other) = seen.insert(spec.dataset.clone(), spec.origin.clone()) {
+            return Err(SpecError::Invalid {
+                file: spec.origin.clone(),
+                message: format!("dataset: {:?} is also defined in {other}", spec.dataset),
+            });
+        }
+    }
+    Ok(specs)
+}
+
+/// The spec named `name`.
+pub fn find(dir: &Path, name: &str) -> Result<Spec, SpecError> {
+    let specs = load_all(dir)?;
+    let known = specs
+        .iter()
+        .map(|s| s.dataset.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    specs
+        .into_iter()
+        .find(|s| s.dataset == name)
+        .ok_or_else(|| SpecError::Unknown {
+            name: name.chars().take(64).collect(),
+            known,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+
+    #[test]
+    fn period_ranges_cross_years() {
+        let p = |t: &str| Period::parse(t).expect("period");
+        let text: Vec<String> = Period::range(p("2013-11"), p("2014-02"))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(text, ["2013-11", "2013-12", "2014-01", "2014-02"]);
+        assert_eq!(Period::range(p("2013-01"), p("2021-10")).len(), 106);
+        assert!(Period::range(p("2014-01"), p("2013-01")).is_empty());
+    }
+
+    use super::*;
+
+    #[test]
+    fn builtin_specs_are_valid() {
+        let specs = load_all(Path::new("/nonexistent")).expect("builtin specs parse");
+        let names: Vec<&str> = specs.iter().map(|s| s.dataset.as_str()).collect();
+        for want in [
+            "novo-bolsa-familia",
+            "bolsa-familia-pagamentos",
+            "auxilio-brasil",
+            "bpc",
+            "seguro-defeso",
+            "garantia-safra",
+            "municipios",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+    }
+
+    #[test]
+    fn periods() {
+        assert_eq!(
+            Period::parse("2024-10"),
+            Some(Period {
+                year: 2024,
+                month: 10
+            })
+        );
+        assert_eq!(Period::parse("202410"), Period::parse("2024-10"));
+        assert_eq!(Period::parse("2024-13"), None);
+        assert_eq!(Period::parse("24-10"), None);
+        assert_eq!(
+            Period::parse("2024-10").map(|p| p.to_string()),
+            Some("2024-10".into())
+        );
+    }
+
+    #[test]
+    fn header_keys_ignore_case_accents_and_spacing() {
+        assert_eq!(
+            header_key("Código SIAFI  Município"),
+            "CODIGO SIAFI MUNICIPIO"
+        );
+        assert_eq!(header_key("\u{feff}MÊS REFERÊNCIA "), "MES REFERENCIA");
+    }
+
+    /// bpc.toml with one more column, `extra`, appended to the list.
+    fn bpc_with(extra: &str) -> Result<Spec, SpecError> {
+        let text = include_str!("../../jobs/bpc.toml").replacen(
+            "[quality]",
+            &format!("[[columns]]\n{extra}\n\n[quality]"),
+            1,
+        );
+        Spec::parse("jobs/bpc.toml", &text)
+    }
+
+    #[test]
+    fn personal_columns_cannot_be_kept() {
+        let columns = bpc_with("name = \"x\"\nheader = \"X\"\ntype = \"text\"")
+            .expect("spec")
+            .columns
+            .len();
+        let key = format!("columns[{}].privacy", columns - 1);
+        for (name, header, kind) in [
+            ("x0", "NOME BENEFICIÁRIO", "text"),
+            ("x1", "Nome do Favorecido", "text"), // recognised by its header
+            ("x2", "CPF BENEFICIÁRIO", "text"),
+            ("x3", "NIS REPRESENTANTE LEGAL", "text"),
+            ("x4", "NIS REPRESENTANTE LEGAL", "nis"),
+            ("x5", "NÚMERO BENEFÍCIO", "text"),
+            ("x6", "RGP FAVORECIDO", "text"),
+            ("x7", "PIS/PASEP", "text"),
+            ("holder_name", "TITULAR", "text"), // recognised by its name
+            ("holder_cpf", "DOCUMENTO", "text"),
+        ] {
+            let extra = format!(
+                "name = \"{name}\"\nheader = \"{header}\"\ntype = \"{kind}\"\nprivacy = \"keep\""
+            );
+            let msg = bpc_with(&extra).expect_err(header).to_string();
+            assert!(
+                msg.starts_with("jobs/bpc.toml:") && msg.contains(&key),
+                "{header}: {msg}"
+            );
+            // hashed or dropped, the same column is fine
+            bpc_with(&extra.replace("\"keep\"", "\"hash\"")).expect(header);
+        }
+        // The shipped spec's own name column, switched to keep.
+        let text = include_str!("../../jobs/bpc.toml").replace(
+            "header = \"NOME BENEFICIÁRIO\"\ntype = \"text\"\nprivacy = \"drop\"",
+            "header = \"NOME BENEFICIÁRIO\"\ntype = \"text\"\nprivacy = \"keep\"",
+        );
+        let msg = Spec::parse("jobs/bpc.toml", &text)
+            .expect_err("name kept")
+            .to_string();
+        assert!(
+            msg.starts_with("jobs/bpc.toml: columns[7].privacy") && msg.contains("\"name\""),
+            "{msg}"
+        );
+        // An alias naming a person is enough.
+        let msg = bpc_with(
+            "name = \"x8\"\nheader = \"TITULAR\"\naliases = [\"NOME TITULAR\"]\ntype = \"text\"\nprivacy = \"keep\"",
+        )
+        .expect_err("alias")
+        .to_string();
+        assert!(msg.contains(&key), "{msg}");
+        // A place's name and a yes/no flag are not personal.
+        for (name, header) in [
+            ("municipality_name_kept", "NOME MUNICÍPIO"),
+            ("granted_in_court", "BENEFÍCIO CONCEDIDO JUDICIALMENTE"),
+        ] {
+            bpc_with(&format!(
+                "name = \"{name}\"\nheader = \"{header}\"\ntype = \"text\"\nprivacy = \"keep\""
+            ))
+            .expect(header);
+        }
+        // Nothing said: dropped.
+        let spec = bpc_with("name = \"x9\"\nheader = \"NOME MÃE\"\ntype = \"text\"").expect("spec");
+        assert_eq!(spec.columns.last().map(|c| c.privacy), Some(Privacy::Drop));
+    }
+
+    #[test]
+    fn the_payment_bound_has_a_default_and_limits() {
+        let spec = bpc_with("name = \"x\"\nheader = \"X\"\ntype = \"text\"").expect("spec");
+        assert_eq!(spec.quality.max_payment_cents(), 1_000_000_000);
+        let text = include_str!("../../jobs/bpc.toml").replacen(
+            "[quality]",
+            "[quality]\nmax_payment_brl = 5000",
+            1,
+        );
+        let spec = Spec::parse("jobs/bpc.toml", &text).expect("spec");
+        assert_eq!(spec.quality.max_payment_cents(), 500_000);
+        for bad in ["0", "-1", "100000001"] {
+            let text = include_str!("../../jobs/bpc.toml").replacen(
+                "[quality]",
+                &format!("[quality]\nmax_payment_brl = {bad}"),
+                1,
+            );
+            let msg = Spec::parse("jobs/bpc.toml", &text)
+                .expect_err(bad)
+                .to_string();
+            assert!(msg.contains("quality.max_payment_brl"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let text =
+            include_str!("../../jobs/bpc.toml").replace("type = \"brl\"", "type = \"money\"");
+        let err = Spec::parse("jobs/bpc.toml", &text).expect_err("bad type");
+        let msg = err.to_string();
+        assert!(msg.starts_with("jobs/bpc.toml:"), "{msg}");
+        assert!(msg.contains("money"), "{msg}");
+
+        let text =
+            include_str!("../../jobs/bpc.toml").replace("privacy = \"hash\"", "privacy = \"keep\"");
+        let msg = Spec::parse("jobs/bpc.toml", &text)
+            .expect_err("nis kept")
+            .to_string();
+        assert!(
+            msg.contains("columns[") && msg.contains(".privacy"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! A month, the unit of idempotency of a load, and the periods a spec covers.
+
+use std::fmt;
+
+use super::Spec;
+use super::schedule::DEFAULT_NOT_FOUND_DAYS;
+
+/// A month, the unit of idempotency of a Portal load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Period {
+    pub(crate) year: u16,
+    pub(crate) month: u8,
+}
+
+impl Period {
+    /// Accepts `YYYY-MM` and `YYYYMM`.
+    pub fn parse(text: &str) -> Option<Period> {
+        let digits: String = text.trim().chars().filter(|c| *c != '-').collect();
+        if digits.len() != 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let year: u16 = digits[..4].parse().ok()?;
+        let month: u8 = digits[4..].parse().ok()?;
+        Period::new(year, month)
+    }
+    pub fn new(year: u16, month: u8) -> Option<Period> {
+        ((1900..=2999).contains(&year) && (1..=12).contains(&month))
+            .then_some(Period { year, month })
+    }
+    /// `YYYYMM` as a number, the form the files use.
+    pub fn yyyymm(self) -> u32 {
+        u32::from(self.year) * 100 + u32::from(self.month)
+    }
+    pub(crate) fn first_day(self) -> chrono::NaiveDate {
+        chrono::NaiveDate::from_ymd_opt(i32::from(self.year), u32::from(self.month), 1)
+            .unwrap_or_default()
+    }
+    /// Every month from `from` to `to`, inclusive (empty when `from > to`).
+    pub(crate) fn range(from: Period, to: Period) -> Vec<Period> {
+        let index = |p: Period| p.yyyymm() / 100 * 12 + p.yyyymm() % 100 - 1;
+        (index(from)..=index(to))
+            .filter_map(|i| Period::new((i / 12) as u16, (i % 12 + 1) as u8))
+            .collect()
+    }
+
+    pub(crate) fn from_date(date: chrono::NaiveDate) -> Period {
+        use chrono::Datelike;
+        Period {
+            year: date.year() as u16,
+            month: date.month() as u8,
+        }
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+/// A period outside the spec's `first_period`..`last_period`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "{dataset} has no period {period}: its spec covers {} to {} (use --force to load it anyway)",
+    first.map_or("the beginning".to_string(), |p| p.to_string()),
+    last.map_or("now".to_string(), |p| p.to_string())
+)]
+pub struct PeriodOutOfBounds {
+    pub(crate) dataset: String,
+    pub(crate) period: Period,
+    pub(crate) first: Option<Period>,
+    pub(crate) last: Option<Period>,
+}
+
+impl Spec {
+    /// Refuses a period outside the spec's `first_period`..`last_period` (a
+    /// program that did not exist then: any file found there is another
+    /// program's) unless forced.
+    pub(crate) fn check_period(
+        &self,
+        period: Period,
+        force: bool,
+    ) -> Result<(), PeriodOutOfBounds> {
+        self.check_period_at(period, force, chrono::Utc::now())
+    }
+
+    /// [`Spec::check_period`] at `now`. A spec without `last_period` covers up to the
+    /// current month in its schedule's time zone (America/Sao_Paulo without a
+    /// schedule): no month after that can have been published, and the current
+    /// one is the margin over the publication lag (the scheduler asks for the
+    /// current month minus `lag_months`).
+    fn check_period_at(
+        &self,
+        period: Period,
+        force: bool,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), PeriodOutOfBounds> {
+        let spec = self;
+        let first = spec.first_period;
+        let last = spec.last_period.unwrap_or_else(|| {
+            let tz = spec
+                .schedule
+                .as_ref()
+                .map_or(chrono_tz::America::Sao_Paulo, |s| s.tz());
+            let today = now.with_timezone(&tz);
+            Period::new(
+                u16::try_from(chrono::Datelike::year(&today)).unwrap_or(u16::MAX),
+                u8::try_from(chrono::Datelike::month(&today)).unwrap_or(12),
+            )
+            .unwrap_or(Period {
+                year: u16::MAX,
+                month: 12,
+            })
+        });
+        let before = first.is_some_and(|f| period < f);
+        let after = period > last;
+        if (before || after) && !force {
+            return Err(PeriodOutOfBounds {
+                dataset: spec.dataset.clone(),
+                period,
+                first,
+                last: Some(last),
+            });
+        }
+        Ok(())
+    }
+
+    /// How long a month of this dataset that the Portal has not published
+    /// (HTTP 404) keeps being retried.
+    pub(crate) fn not_found_window(&self) -> std::time::Duration {
+        let days = self
+            .schedule
+            .as_ref()
+            .map_or(DEFAULT_NOT_FOUND_DAYS, |s| s.not_found_deadline_days);
+        std::time::Duration::from_secs(u64::from(days) * 86_400)
+    }
+}
+
+#[cfg(test)]
+mod period_tests {
+    use super::*;
+
+    fn at(text: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .expect("time")
+            .with_timezone(&chrono::Utc)
+    }
+
+    #[test]
+    fn periods_after_the_current_month_need_force() {
+        let spec =
+            crate::dataset::find(std::path::Path::new("jobs"), "novo-bolsa-familia").expect("spec");
+        let period = |t: &str| Period::parse(t).expect("period");
+        // 1 December 01:00 UTC is still November in São Paulo (UTC−3).
+        let now = at("2026-12-01T01:00:00Z");
+        assert!(spec.check_period_at(period("2026-11"), false, now).is_ok());
+        let refused = spec
+            .check_period_at(period("2026-12"), false, now)
+            .expect_err("December has not begun in São Paulo");
+
+        assert!(refused.to_string().contains("to 2026-11"), "{refused}");
+        assert!(spec.check_period_at(period("2999-01"), false, now).is_err());
+        assert!(spec.check_period_at(period("2999-01"), true, now).is_ok());
+        assert!(
+            spec.check_period_at(period("2026-12"), false, at("2026-12-01T04:00:00Z"))
+                .is_ok()
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! A spec's plain sections: its kind, `[program]`, `[source]` (where the
+//! file is and how its bytes are packed and encoded) and `[quality]`.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Kind {
+    /// Monthly payment file: rows → carga.payments → aggregates.
+    Payments,
+    /// States and municipalities (IBGE list with SIAFI codes).
+    Reference,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Container {
+    Zip,
+    Gzip,
+    Plain,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub(crate) enum Encoding {
+    #[serde(
+        rename = "windows-1252",
+        alias = "latin1",
+        alias = "iso-8859-1",
+        alias = "cp1252"
+    )]
+    Windows1252,
+    #[serde(rename = "utf-8", alias = "utf8")]
+    Utf8,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Program {
+    pub(crate) code: String,
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) description: Option<String>,
+    #[serde(default)]
+    pub(crate) data_source_url: Option<String>,
+    #[serde(default = "monthly")]
+    pub(crate) update_frequency: String,
+    /// Paid per family: `total_families` = distinct beneficiaries; else NULL.
+    #[serde(default)]
+    pub(crate) paid_per_family: bool,
+}
+
+fn monthly() -> String {
+    "MONTHLY".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Source {
+    /// Template with `{yyyymm}`, `{yyyy}`, `{mm}`; `builtin:` for shipped files.
+    pub(crate) url: String,
+    pub(crate) container: Container,
+    pub(crate) encoding: Encoding,
+    #[serde(default = "semicolon")]
+    pub(crate) delimiter: String,
+    #[serde(default)]
+    pub(crate) first_period: Option<String>,
+    #[serde(default)]
+    pub(crate) last_period: Option<String>,
+    /// Where a webhook may point this dataset's source: `scheme://host[:port]`
+    /// entries. Empty: the scheme and host of `url` only. Loopback,
+    /// link-local and private addresses are refused unless listed here.
+    #[serde(default)]
+    pub(crate) allowed_sources: Vec<String>,
+}
+
+fn semicolon() -> String {
+    ";".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Quality {
+    /// The load fails when rejects exceed max(reject_allowance, ratio × rows read).
+    #[serde(default = "default_reject_ratio")]
+    pub(crate) max_reject_ratio: f64,
+    #[serde(default = "default_reject_allowance")]
+    pub(crate) reject_allowance: u64,
+    /// Fail (unless --force) when rows loaded fall by more than this fraction
+    /// against the last published load. 1.0 disables the guard.
+    #[serde(default = "default_shrink")]
+    pub(crate) max_shrink: f64,
+    /// The largest amount one row may carry, in whole reais, either sign: a
+    /// row beyond it is a reject (`value_out_of_range`). The programmes pay
+    /// tens to thousands of reais a month, so the default (R$ 10 million) is
+    /// loose enough never to refuse a real payment and still refuses what
+    /// is not one: a value near `i64::MAX` cents, or a NIS or CPF shifted
+    /// into the amount column (R$ 12 billion and up). It also keeps every sum
+    /// far from `i64` and from the `numeric` columns' limits.
+    #[serde(default = "default_max_payment_brl")]
+    pub(crate) max_payment_brl: i64,
+}
+
+impl Quality {
+    /// [`Quality::max_payment_brl`] in cents.
+    pub(crate) fn max_payment_cents(&self) -> i64 {
+        self.max_payment_brl.saturating_mul(100)
+    }
+}
+
+impl Default for Quality {
+    fn default() -> Self {
+        Quality {
+            max_reject_ratio: default_reject_ratio(),
+            reject_allowance: default_reject_allowance(),
+            max_shrink: default_shrink(),
+            max_payment_brl: default_max_payment_brl(),
+        }
+    }
+}
+
+fn default_reject_ratio() -> f64 {
+    0.001
+}
+fn default_reject_allowance() -> u64 {
+    100
+}
+fn default_shrink() -> f64 {
+    0.30
+}
+/// R$ 10.000.000,00: see [`Quality::max_payment_brl`].
+const DEFAULT_MAX_PAYMENT_BRL: i64 = 10_000_000;
+/// The highest `quality.max_payment_brl` a spec may set (R$ 100 million;
+/// 900 million rows at that value still sum within `i64` cents, 100 000 in
+/// one municipality within its `numeric(15, 2)` total, and every sum is
+/// checked anyway).
+pub(super) const MAX_PAYMENT_BRL_LIMIT: i64 = 100_000_000;
+fn default_max_payment_brl() -> i64 {
+    DEFAULT_MAX_PAYMENT_BRL
+}
