@@ -29,9 +29,12 @@ mkdir -p "$WORK" bench/results
 
 build() { # side rev: builds rev in its own worktree, into one shared target
   # directory (dependencies compile once), and keeps the binary apart.
-  local dir=$WORK/$1
-  git worktree remove --force "$dir" >/dev/null 2>&1 || true
-  git worktree add --detach -q "$dir" "$2"
+  local dir=$WORK/$1 rev
+  rev=$(git rev-parse "$2^{commit}")
+  if [ "$(git -C "$dir" rev-parse HEAD 2>/dev/null)" != "$rev" ]; then
+    git worktree remove --force "$dir" >/dev/null 2>&1 || true
+    git worktree add --detach -q "$dir" "$rev"
+  fi
   (cd "$dir" && CARGO_TARGET_DIR=$(realpath ../target) cargo build --release --locked -q)
   cp "$WORK/target/release/carga" "$WORK/carga-$1"
   echo "$WORK/carga-$1"
