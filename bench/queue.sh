@@ -2,6 +2,7 @@
 # The job runner's overhead and the choice of queue.concurrency, measured.
 #
 #   bench/queue.sh [MONTHS] [ROWS] [ROUNDS]   (defaults 12, 300000, 2)
+#   BENCH_CARGA=path BENCH_LABEL=old bench/queue.sh …   (another binary, labelled)
 #
 # 1. Overhead: MONTHS generated months of ROWS rows each, loaded
 #    (a) inline, as back-to-back `carga run`, and (b) through the queue, as
@@ -30,10 +31,15 @@ export DATABASE_URL=${ADMIN_URL%/*}/$DB
 export CARGA_NIS_KEY=bench-key-not-secret-0123456789abcdef
 export RUST_LOG=warn
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=bench/results/$STAMP-queue-$MONTHS-x-$ROWS.txt
+OUT=bench/results/$STAMP-queue-$MONTHS-x-$ROWS${BENCH_LABEL:+-$BENCH_LABEL}.txt
 
-cargo build --release --locked -q
-CARGA=$PWD/target/release/carga
+# BENCH_CARGA: a binary built elsewhere (bench/ab.sh's, to compare revisions).
+if [ -n "${BENCH_CARGA:-}" ]; then
+  CARGA=$(realpath "$BENCH_CARGA")
+else
+  cargo build --release --locked -q
+  CARGA=$PWD/target/release/carga
+fi
 
 periods=()
 for i in $(seq 0 $((MONTHS - 1))); do
