@@ -9,6 +9,7 @@ mod common;
 mod config_cli;
 mod console;
 mod faults;
+mod generations;
 mod load;
 mod portal;
 mod privacy;

@@ -1,0 +1,284 @@
+//! Bolsa Família over the years: each generation of the current Portal's
+//! `bolsa-familia-pagamentos` file (`../shared/DOMAIN.md`, "Bolsa Família
+//! over the years") loads with the real binary from a loopback server into
+//! one series (program `BOLSA_FAMILIA`), and the published numbers equal
+//! sums computed here, independently of carga:
+//! - up to at least 2019-12: 8 columns, no `CPF FAVORECIDO`, `MÊS
+//!   REFERÊNCIA` first;
+//! - from 2020-01: `CPF FAVORECIDO` added before the NIS;
+//! - in 2021: `MÊS COMPETÊNCIA` first.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::common;
+
+use common::{NIS_KEY, TestApp, portal_csv, zip_bytes};
+
+/// (SIAFI code, IBGE code) of five capitals in the shipped reference data.
+const PLACES: [(&str, &str); 5] = [
+    ("7107", "3550308"), // São Paulo
+    ("6001", "3304557"), // Rio de Janeiro
+    ("9701", "5300108"), // Brasília
+    ("1389", "2304400"), // Fortaleza
+    ("0255", "1302603"), // Manaus
+];
+
+struct Generation {
+    period: &'static str,
+    yyyymm: &'static str,
+    header: &'static [&'static str],
+}
+
+const GENERATIONS: [Generation; 3] = [
+    Generation {
+        period: "2017-12",
+        yyyymm: "201712",
+        header: &[
+            "MÊS REFERÊNCIA",
+            "MÊS COMPETÊNCIA",
+            "UF",
+            "CÓDIGO MUNICÍPIO SIAFI",
+            "NOME MUNICÍPIO",
+            "NIS FAVORECIDO",
+            "NOME FAVORECIDO",
+            "VALOR PARCELA",
+        ],
+    },
+    Generation {
+        period: "2020-03",
+        yyyymm: "202003",
+        header: &[
+            "MÊS REFERÊNCIA",
+            "MÊS COMPETÊNCIA",
+            "UF",
+            "CÓDIGO MUNICÍPIO SIAFI",
+            "NOME MUNICÍPIO",
+            "CPF FAVORECIDO",
+            "NIS FAVORECIDO",
+            "NOME FAVORECIDO",
+            "VALOR PARCELA",
+        ],
+    },
+    Generation {
+        period: "2021-06",
+        yyyymm: "202106",
+        header: &[
+            "MÊS COMPETÊNCIA",
+            "MÊS REFERÊNCIA",
+            "UF",
+            "CÓDIGO MUNICÍPIO SIAFI",
+            "NOME MUNICÍPIO",
+            "CPF FAVORECIDO",
+            "NIS FAVORECIDO",
+            "NOME FAVORECIDO",
+            "VALOR PARCELA",
+        ],
+    },
+];
+
+/// What the test expects of one municipality, computed from the rows.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Expected {
+    payments: i64,
+    cents: i64,
+    families: BTreeSet<String>,
+}
+
+/// 240 rows over the five places: some families get two parcels, some a
+/// retroactive one (competence a month earlier), values of every size up
+/// to thousands (`1.234,56`). Returns the file and the expected sums.
+fn month(generation: &Generation) -> (Vec<u8>, BTreeMap<&'static str, Expected>) {
+    let earlier = format!(
+        "{}{:02}",
+        &generation.yyyymm[..4],
+        generation.yyyymm[4..].parse::<u32>().expect("month") - 1
+    );
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut expected: BTreeMap<&'static str, Expected> = BTreeMap::new();
+    for i in 0..240u64 {
+        let (siafi, ibge) = PLACES[(i % 5) as usize];
+        // Every eighth row is a second parcel of the family before it.
+        let family = if i % 8 == 7 { i - 5 } else { i };
+        let nis = format!("{:011}", 16_000_000_000 + family * 7919);
+        let cents = 4_100 + (i as i64 * 7_919) % 150_000;
+        let value = brazilian(cents);
+        let competence = if i % 11 == 0 {
+            earlier.clone()
+        } else {
+            generation.yyyymm.to_string()
+        };
+        let by_name: BTreeMap<&str, String> = [
+            ("MÊS REFERÊNCIA", generation.yyyymm.to_string()),
+            ("MÊS COMPETÊNCIA", competence),
+            ("UF", "XX".to_string()),
+            ("CÓDIGO MUNICÍPIO SIAFI", siafi.to_string()),
+            ("NOME MUNICÍPIO", "MUNICIPIO".to_string()),
+            ("CPF FAVORECIDO", "***.456.789-**".to_string()),
+            ("NIS FAVORECIDO", nis.clone()),
+            ("NOME FAVORECIDO", "FULANA DE TAL".to_string()),
+            ("VALOR PARCELA", value),
+        ]
+        .into_iter()
+        .collect();
+        rows.push(
+            generation
+                .header
+                .iter()
+                .map(|h| by_name[h].clone())
+                .collect(),
+        );
+        let e = expected.entry(ibge).or_default();
+        e.payments += 1;
+        e.cents += cents;
+        e.families.insert(nis);
+    }
+    let rows: Vec<Vec<&str>> = rows
+        .iter()
+        .map(|r| r.iter().map(String::as_str).collect())
+        .collect();
+    let csv = portal_csv(generation.header, &rows);
+    let entry = format!("{}_BolsaFamilia_Pagamentos.csv", generation.yyyymm);
+    (zip_bytes(&entry, &csv), expected)
+}
+
+/// Cents as the Portal writes money: `1.234,56`.
+fn brazilian(cents: i64) -> String {
+    let reais = (cents / 100).to_string();
+    let mut grouped = String::new();
+    for (i, c) in reais.chars().enumerate() {
+        if i > 0 && (reais.len() - i) % 3 == 0 {
+            grouped.push('.');
+        }
+        grouped.push(c);
+    }
+    format!("{grouped},{:02}", cents % 100)
+}
+
+#[tokio::test]
+async fn every_generation_of_the_portal_file_loads_into_one_series() {
+    let mut app = TestApp::new().await;
+    let files: Vec<(String, Vec<u8>, BTreeMap<&str, Expected>)> = GENERATIONS
+        .iter()
+        .map(|g| {
+            let (zip, expected) = month(g);
+            (format!("{}.zip", g.yyyymm), zip, expected)
+        })
+        .collect();
+    let urls = app
+        .serve(
+            files
+                .iter()
+                .map(|(name, zip, _)| (name.as_str(), zip.clone()))
+                .collect(),
+        )
+        .await;
+    for (generation, (name, _, expected)) in GENERATIONS.iter().zip(&files) {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
+            .args([
+                "run",
+                "bolsa-familia-pagamentos",
+                "--period",
+                generation.period,
+                "--url",
+                &urls[name.as_str()],
+            ])
+            .env("DATABASE_URL", &app.url)
+            .env("CARGA_NIS_KEY", NIS_KEY)
+            .output()
+            .await
+            .expect("run carga");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {stdout}\n{stderr}",
+            generation.period
+        );
+        assert!(
+            stdout.contains("240 read, 240 loaded, 0 rejected"),
+            "{}: {stdout}",
+            generation.period
+        );
+
+        let client = app.client().await;
+        let rows = client
+            .query(
+                "SELECT m.ibge_code::text, b.total_families,
+                        (b.total_value_brl * 100)::bigint,
+                        (b.extra_data::jsonb ->> 'payments')::bigint
+                 FROM public.beneficiary_data b
+                 JOIN public.municipalities m ON m.id = b.municipality_id
+                 JOIN public.programs p ON p.id = b.program_id
+                 WHERE p.code = 'BOLSA_FAMILIA' AND b.reference_date = $1::text::date
+                 ORDER BY 1",
+                &[&format!("{}-01", generation.period)],
+            )
+            .await
+            .expect("beneficiary_data");
+        let published: BTreeMap<String, (i64, i64, i64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    (
+                        i64::from(r.get::<_, Option<i32>>(1).unwrap_or(-1)),
+                        r.get::<_, i64>(2),
+                        r.get::<_, i64>(3),
+                    ),
+                )
+            })
+            .collect();
+        let computed: BTreeMap<String, (i64, i64, i64)> = expected
+            .iter()
+            .map(|(ibge, e)| {
+                (
+                    (*ibge).to_string(),
+                    (e.families.len() as i64, e.cents, e.payments),
+                )
+            })
+            .collect();
+        assert_eq!(published, computed, "{}", generation.period);
+        let national = client
+            .query_one(
+                "SELECT n.total_families, (n.total_value_brl * 100)::bigint, n.payments
+                 FROM public.program_national_monthly n
+                 JOIN public.programs p ON p.id = n.program_id
+                 WHERE p.code = 'BOLSA_FAMILIA' AND n.reference_date = $1::text::date",
+                &[&format!("{}-01", generation.period)],
+            )
+            .await
+            .expect("program_national_monthly");
+        let families: BTreeSet<&String> = expected.values().flat_map(|e| &e.families).collect();
+        assert_eq!(
+            (
+                i64::from(national.get::<_, Option<i32>>(0).unwrap_or(-1)),
+                national.get::<_, i64>(1),
+                national.get::<_, i64>(2)
+            ),
+            (
+                families.len() as i64,
+                expected.values().map(|e| e.cents).sum::<i64>(),
+                240
+            ),
+            "{}",
+            generation.period
+        );
+    }
+    // One series: the three months under one program, nothing else.
+    let months: Vec<String> = app
+        .client()
+        .await
+        .query(
+            "SELECT DISTINCT b.reference_date::text FROM public.beneficiary_data b
+             JOIN public.programs p ON p.id = b.program_id WHERE p.code = 'BOLSA_FAMILIA'
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("months")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(months, ["2017-12-01", "2020-03-01", "2021-06-01"]);
+}
