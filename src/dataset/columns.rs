@@ -28,7 +28,8 @@ pub(crate) enum ColumnType {
     Ibge,
     /// Decimal comma with optional thousands dots: `1.234,56`, `-600,00`.
     Brl,
-    /// Decimal point, no thousands separator (pre-2018 layout): `227.00`.
+    /// The old portal's US format: decimal point, thousands commas, exactly
+    /// two decimals (`227.00`, `1,022.00`).
     BrlPoint,
     /// 11-digit NIS; anything else (sentinels, masks, empty) is "no NIS".
     Nis,

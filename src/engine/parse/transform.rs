@@ -228,7 +228,11 @@ impl Transformer {
             _ => value::brl_comma(raw),
         };
         let Some(value_cents) = parsed else {
-            return Err(self.bad(vi, vtype, "amount (BRL, e.g. 1.234,56)", raw));
+            let shape = match vtype {
+                ColumnType::BrlPoint => "amount (BRL, e.g. 1,022.00)",
+                _ => "amount (BRL, e.g. 1.234,56)",
+            };
+            return Err(self.bad(vi, vtype, shape, raw));
         };
         if value_cents.unsigned_abs() > self.max_payment_cents.unsigned_abs() {
             return Err(RowError {

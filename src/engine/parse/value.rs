@@ -76,10 +76,22 @@ pub fn brl_comma(field: &[u8]) -> Option<i64> {
     amount(field, b',', Some(b'.'))
 }
 
-/// A BRL amount with a decimal point and no thousands separator (the
-/// pre-2018 layout): `227.00` → 22700.
+/// A BRL amount in the old portal's US format (`../shared/SOURCES.md`,
+/// (i): public readers of `BolsaFamiliaFolhaPagamento` strip a thousands
+/// comma before parsing): a decimal point, optional thousands commas in
+/// three-digit groups, and exactly two decimals — `227.00` → 22700,
+/// `1,022.00` → 102200. Every value seen has two decimals, so anything
+/// else (`1,022`, `227`, `5.5`) is ambiguous against the decimal-comma
+/// format and refused: a reject, never a silent factor of 100.
 pub fn brl_point(field: &[u8]) -> Option<i64> {
-    amount(field, b'.', None)
+    let trimmed = trim(field);
+    let two_decimals = trimmed.len() >= 3
+        && trimmed[trimmed.len() - 3] == b'.'
+        && trimmed[trimmed.len() - 2..].iter().all(u8::is_ascii_digit);
+    if !two_decimals {
+        return None;
+    }
+    amount(trimmed, b'.', Some(b','))
 }
 
 fn amount(field: &[u8], decimal: u8, thousands: Option<u8>) -> Option<i64> {
@@ -241,9 +253,20 @@ mod tests {
             brl_point,
             &[
                 ("227.00", Some(22700)),
-                ("-5.5", Some(-550)),
+                ("1,022.00", Some(102200)),
+                ("12,345,678.90", Some(1234567890)),
+                ("-1,022.50", Some(-102250)),
+                (" 0.05 ", Some(5)),
+                // Ambiguous or malformed: refused, never read as another amount.
+                ("-5.5", None),
+                ("227", None),
+                ("1,022", None),
+                ("1,02.00", None),
+                ("1022,000.00", None),
+                (",022.00", None),
                 ("1.234,00", None),
                 ("1,00", None),
+                ("1.022.00", None),
             ],
         );
     }
