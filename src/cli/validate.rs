@@ -66,6 +66,7 @@ pub(crate) async fn run(settings: Settings, args: ValidateArgs) -> CliResult {
     let report = result.map_err(|e| Failure::Failed(e.into()))?;
     let s = &report.summary;
     println!("{} {}: {}", spec.dataset, report.source, s.file);
+    println!("  layout          {}", s.layout);
     println!(
         "  bytes           {} read, {} decompressed",
         report.bytes, s.decompressed_bytes

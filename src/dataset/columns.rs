@@ -22,6 +22,8 @@ pub(crate) enum Role {
 pub(crate) enum ColumnType {
     /// `202410`
     Yyyymm,
+    /// `10/2024` (the old portal's `Mês Competência`).
+    MmYyyy,
     /// 4-digit SIAFI municipality code, mapped through `municipalities`.
     Siafi,
     /// 7-digit IBGE municipality code.
@@ -67,7 +69,11 @@ pub(crate) struct Column {
     pub(crate) sentinels: Vec<String>,
 }
 
-pub(super) fn validate_columns(columns: &[Column]) -> Result<(), String> {
+/// Checks a layout's columns. Every layout has exactly one municipality,
+/// beneficiary and value column; the first also exactly one reference
+/// month (`reference_required`), another may have none: its rows then
+/// belong to the period being loaded.
+pub(super) fn validate_columns(columns: &[Column], reference_required: bool) -> Result<(), String> {
     let mut names = BTreeMap::new();
     for (i, c) in columns.iter().enumerate() {
         let key = format!("columns[{i}]");
@@ -84,7 +90,9 @@ pub(super) fn validate_columns(columns: &[Column]) -> Result<(), String> {
             return Err(format!("{key}.header: must not be empty"));
         }
         let expected: &[ColumnType] = match c.role {
-            Some(Role::ReferenceMonth) | Some(Role::CompetenceMonth) => &[ColumnType::Yyyymm],
+            Some(Role::ReferenceMonth) | Some(Role::CompetenceMonth) => {
+                &[ColumnType::Yyyymm, ColumnType::MmYyyy]
+            }
             Some(Role::Municipality) => &[ColumnType::Siafi, ColumnType::Ibge],
             Some(Role::Beneficiary) => &[ColumnType::Nis],
             Some(Role::Value) => &[ColumnType::Brl, ColumnType::BrlPoint],
@@ -126,7 +134,8 @@ pub(super) fn validate_columns(columns: &[Column]) -> Result<(), String> {
         Role::Value,
     ] {
         let count = columns.iter().filter(|c| c.role == Some(role)).count();
-        if count != 1 {
+        let optional = role == Role::ReferenceMonth && !reference_required;
+        if count > 1 || (count == 0 && !optional) {
             return Err(format!(
                 "columns: exactly one column must have role {role:?} (found {count})"
             ));

@@ -11,12 +11,15 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 mod columns;
+mod layout;
 mod period;
 mod schedule;
 mod sections;
 
 pub(crate) use columns::{Column, ColumnType, Privacy, Role, header_key};
 use columns::{is_identifier, validate_columns};
+pub(crate) use layout::Layout;
+use layout::RawLayout;
 pub use period::{Period, PeriodOutOfBounds};
 pub(crate) use schedule::{CatchUp, Schedule};
 use sections::MAX_PAYMENT_BRL_LIMIT;
@@ -81,6 +84,8 @@ struct RawSpec {
     quality: Quality,
     #[serde(default)]
     schedule: Option<Schedule>,
+    #[serde(default)]
+    layouts: Vec<RawLayout>,
 }
 
 /// A validated dataset spec.
@@ -91,10 +96,11 @@ pub struct Spec {
     pub(crate) kind: Kind,
     pub program: Option<Program>,
     pub(crate) source: Source,
-    pub(crate) delimiter: u8,
-    pub(crate) columns: Vec<Column>,
     pub(crate) quality: Quality,
     pub(crate) schedule: Option<Schedule>,
+    /// The file's layouts, the one of `[source]` and `[[columns]]` first
+    /// (payments datasets; a reference dataset has only that one).
+    pub(crate) layouts: Vec<Layout>,
     pub(crate) first_period: Option<Period>,
     pub(crate) last_period: Option<Period>,
     /// Where the spec came from, for messages.
@@ -115,15 +121,8 @@ impl Spec {
                 raw.dataset
             )));
         }
-        let delimiter = match raw.source.delimiter.as_bytes() {
-            [b] if b.is_ascii() && *b != b'"' && *b != b'\n' && *b != b'\r' => *b,
-            _ => {
-                return Err(invalid(format!(
-                    "source.delimiter: {:?} must be one ASCII character other than a quote or line break",
-                    raw.source.delimiter
-                )));
-            }
-        };
+        let delimiter =
+            layout::delimiter("source.delimiter", &raw.source.delimiter).map_err(invalid)?;
         let period = |key: &str, value: &Option<String>| -> Result<Option<Period>, SpecError> {
             match value {
                 None => Ok(None),
@@ -192,7 +191,7 @@ impl Spec {
                     program.code
                 )));
             }
-            validate_columns(&raw.columns).map_err(invalid)?;
+            validate_columns(&raw.columns, true).map_err(invalid)?;
             let url = &raw.source.url;
             let has_month =
                 url.contains("{yyyymm}") || (url.contains("{yyyy}") && url.contains("{mm}"));
@@ -211,16 +210,43 @@ impl Spec {
                 raw.source.url
             )));
         }
+        let first = Layout {
+            name: raw.source.layout.clone(),
+            delimiter,
+            encoding: raw.source.encoding,
+            columns: raw.columns.clone(),
+        };
+        if !is_identifier(&first.name, '-') {
+            return Err(invalid(format!(
+                "source.layout: {:?} must be lower case letters, digits and '-'",
+                first.name
+            )));
+        }
+        if raw.kind != Kind::Payments && !raw.layouts.is_empty() {
+            return Err(invalid(
+                "layouts: only a payments dataset has layouts".into(),
+            ));
+        }
+        let mut layouts = vec![first];
+        for (i, raw_layout) in raw.layouts.into_iter().enumerate() {
+            let layout = layout::build(&layouts[0], raw_layout, i).map_err(invalid)?;
+            if layouts.iter().any(|l| l.name == layout.name) {
+                return Err(invalid(format!(
+                    "layouts[{i}].name: {:?} is used twice",
+                    layout.name
+                )));
+            }
+            layouts.push(layout);
+        }
         Ok(Spec {
             dataset: raw.dataset,
             title: raw.title,
             kind: raw.kind,
             program: raw.program,
             source: raw.source,
-            delimiter,
-            columns: raw.columns,
             quality: raw.quality,
             schedule: raw.schedule,
+            layouts,
             first_period,
             last_period,
             origin: origin.to_string(),
@@ -234,10 +260,6 @@ impl Spec {
             .replace("{yyyymm}", &format!("{:06}", period.yyyymm()))
             .replace("{yyyy}", &format!("{:04}", period.year))
             .replace("{mm}", &format!("{:02}", period.month))
-    }
-
-    pub(crate) fn column(&self, role: Role) -> Option<&Column> {
-        self.columns.iter().find(|c| c.role == Some(role))
     }
 }
 
@@ -375,10 +397,74 @@ mod tests {
         Spec::parse("jobs/bpc.toml", &text)
     }
 
+    /// bolsa-familia-pagamentos with its `[[layouts]]` replaced by `layouts`.
+    fn bfp_with_layouts(layouts: &str) -> Result<Spec, SpecError> {
+        let text = include_str!("../../jobs/bolsa-familia-pagamentos.toml");
+        let start = text.find("[[layouts]]").expect("a layout");
+        let end = text.find("[quality]").expect("quality");
+        let text = format!("{}{layouts}\n\n{}", &text[..start], &text[end..]);
+        Spec::parse("jobs/bolsa-familia-pagamentos.toml", &text)
+    }
+
+    #[test]
+    fn a_layout_is_its_differences_from_the_first() {
+        let spec = bfp_with_layouts("").expect("one layout");
+        assert_eq!(spec.layouts.len(), 1);
+        assert_eq!(spec.layouts[0].name, "portal");
+        let shipped = find(Path::new("/nonexistent"), "bolsa-familia-pagamentos").expect("spec");
+        let old = &shipped.layouts[1];
+        assert_eq!((old.name.as_str(), old.delimiter), ("old-portal", b'\t'));
+        let names: Vec<&str> = old.columns.iter().map(|c| c.name.as_str()).collect();
+        assert!(
+            !names.contains(&"reference_month") && !names.contains(&"cpf"),
+            "{names:?}"
+        );
+        let value = old
+            .columns
+            .iter()
+            .find(|c| c.name == "value")
+            .expect("value");
+        assert_eq!(value.column_type, ColumnType::BrlPoint);
+        // The first layout is untouched.
+        let value = shipped.layouts[0]
+            .columns
+            .iter()
+            .find(|c| c.name == "value")
+            .expect("value");
+        assert_eq!(value.column_type, ColumnType::Brl);
+    }
+
+    #[test]
+    fn layouts_are_checked_like_columns() {
+        let err = |layouts: &str| bfp_with_layouts(layouts).expect_err(layouts).to_string();
+        assert!(
+            err("[[layouts]]\nname = \"x\"\nabsent = [\"valor\"]")
+                .contains("no column named \"valor\"")
+        );
+        assert!(
+            err("[[layouts]]\nname = \"x\"\nabsent = [\"value\"]").contains("role Value"),
+            "the value column cannot be absent"
+        );
+        assert!(err("[[layouts]]\nname = \"portal\"").contains("used twice"));
+        assert!(
+            err("[[layouts]]\nname = \"x\"\ndelimiter = \"ab\"").contains("layouts[0].delimiter")
+        );
+        assert!(
+            err("[[layouts]]\nname = \"x\"\n[layouts.columns.value]\ntype = \"mm_yyyy\"")
+                .contains("does not fit role")
+        );
+        assert!(
+            err("[[layouts]]\nname = \"x\"\n[layouts.columns.nis]\nprivacy = \"keep\"")
+                .contains("unknown field"),
+            "a layout changes headers, aliases and types, never privacy"
+        );
+    }
+
     #[test]
     fn personal_columns_cannot_be_kept() {
         let columns = bpc_with("name = \"x\"\nheader = \"X\"\ntype = \"text\"")
             .expect("spec")
+            .layouts[0]
             .columns
             .len();
         let key = format!("columns[{}].privacy", columns - 1);
@@ -436,7 +522,10 @@ mod tests {
         }
         // Nothing said: dropped.
         let spec = bpc_with("name = \"x9\"\nheader = \"NOME MÃE\"\ntype = \"text\"").expect("spec");
-        assert_eq!(spec.columns.last().map(|c| c.privacy), Some(Privacy::Drop));
+        assert_eq!(
+            spec.layouts[0].columns.last().map(|c| c.privacy),
+            Some(Privacy::Drop)
+        );
     }
 
     #[test]

@@ -62,6 +62,10 @@ pub(crate) struct Source {
     pub(crate) encoding: Encoding,
     #[serde(default = "semicolon")]
     pub(crate) delimiter: String,
+    /// The name of the layout `[source]` and `[[columns]]` describe (the
+    /// first one tried; see `[[layouts]]`).
+    #[serde(default = "first_layout")]
+    pub(crate) layout: String,
     #[serde(default)]
     pub(crate) first_period: Option<String>,
     #[serde(default)]
@@ -75,6 +79,10 @@ pub(crate) struct Source {
 
 fn semicolon() -> String {
     ";".into()
+}
+
+fn first_layout() -> String {
+    "default".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -143,15 +143,20 @@ fn month(generation: &Generation) -> (Vec<u8>, BTreeMap<&'static str, Expected>)
 
 /// Cents as the Portal writes money: `1.234,56`.
 fn brazilian(cents: i64) -> String {
-    let reais = (cents / 100).to_string();
-    let mut grouped = String::new();
-    for (i, c) in reais.chars().enumerate() {
-        if i > 0 && (reais.len() - i) % 3 == 0 {
-            grouped.push('.');
+    format!("{},{:02}", grouped(cents / 100, '.'), cents % 100)
+}
+
+/// `reais` with a thousands separator every three digits.
+fn grouped(reais: i64, separator: char) -> String {
+    let digits = reais.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(separator);
         }
-        grouped.push(c);
+        out.push(c);
     }
-    format!("{grouped},{:02}", cents % 100)
+    out
 }
 
 #[tokio::test]
@@ -281,4 +286,211 @@ async fn every_generation_of_the_portal_file_loads_into_one_series() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(months, ["2017-12-01", "2020-03-01", "2021-06-01"]);
+}
+
+/// An archived file of the old portal (`YYYYMM_BolsaFamiliaFolhaPagamento`,
+/// layout `old-portal` of the same spec): tab-separated, unquoted, 12
+/// columns, no reference month, `Mês Competência` as `MM/YYYY`, money as
+/// `1,022.00`, with a row holding a NUL and a record split over two lines
+/// (both reported by people who read these files). Published into the same
+/// series, with the sums of the rows that are not rejected.
+fn old_portal_month() -> (Vec<u8>, BTreeMap<&'static str, Expected>) {
+    let header = [
+        "UF",
+        "Código SIAFI Município",
+        "Nome Município",
+        "Código Função",
+        "Código Subfunção",
+        "Código Programa",
+        "Código Ação",
+        "NIS Favorecido",
+        "Nome Favorecido",
+        "Fonte-Finalidade",
+        "Valor Parcela",
+        "Mês Competência",
+    ];
+    let mut text = header.join("\t");
+    text.push_str("\r\n");
+    let mut expected: BTreeMap<&'static str, Expected> = BTreeMap::new();
+    for i in 0..120u64 {
+        let (siafi, ibge) = PLACES[(i % 5) as usize];
+        let nis = format!("{:011}", 17_000_000_000 + i * 104_729);
+        let cents = 7_000 + (i as i64 * 104_729) % 180_000;
+        let competence = if i % 13 == 0 { "04/2014" } else { "05/2014" };
+        let fields = [
+            "SP",
+            siafi,
+            "MUNICIPIO",
+            "08",
+            "244",
+            "1335",
+            "8442",
+            nis.as_str(),
+            "FULANA DE TAL",
+            "CAIXA-Programa Bolsa familia",
+            &us_money(cents),
+            competence,
+        ];
+        text.push_str(&fields.join("\t"));
+        text.push_str("\r\n");
+        let e = expected.entry(ibge).or_default();
+        e.payments += 1;
+        e.cents += cents;
+        e.families.insert(nis);
+    }
+    // A NUL inside a name, and a record broken after the name: rejects.
+    text.push_str("SP\t7107\tMUNICIPIO\t08\t244\t1335\t8442\t17999999991\tFULANA\0 DE TAL\tCAIXA-Programa Bolsa familia\t100.00\t05/2014\r\n");
+    text.push_str("SP\t7107\tMUNICIPIO\t08\t244\t1335\t8442\t17999999992\tFULANA DE TAL\r\n");
+    text.push_str("\tCAIXA-Programa Bolsa familia\t100.00\t05/2014\r\n");
+    let (latin1, _, unmappable) = encoding_rs::WINDOWS_1252.encode(&text);
+    assert!(!unmappable);
+    (
+        zip_bytes("201405_BolsaFamiliaFolhaPagamento.csv", &latin1),
+        expected,
+    )
+}
+
+/// Cents as the old portal wrote money: `1,022.00`.
+fn us_money(cents: i64) -> String {
+    format!("{}.{:02}", grouped(cents / 100, ','), cents % 100)
+}
+
+async fn run(app: &TestApp, period: &str, url: &str) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
+        .args([
+            "run",
+            "bolsa-familia-pagamentos",
+            "--period",
+            period,
+            "--url",
+            url,
+        ])
+        .env("DATABASE_URL", &app.url)
+        .env("CARGA_NIS_KEY", NIS_KEY)
+        .output()
+        .await
+        .expect("run carga")
+}
+
+#[tokio::test]
+async fn an_archived_old_portal_file_loads_as_its_own_layout() {
+    let mut app = TestApp::new().await;
+    let (zip, expected) = old_portal_month();
+    let (current, _) = month(&GENERATIONS[0]);
+    // A file of neither layout: the current one without its value column.
+    let broken = zip_bytes(
+        "201712_BolsaFamilia_Pagamentos.csv",
+        &portal_csv(
+            &GENERATIONS[0].header[..7],
+            &[vec![
+                "201712",
+                "201712",
+                "SP",
+                "7107",
+                "MUNICIPIO",
+                "12345678901",
+                "FULANA",
+            ]],
+        ),
+    );
+    let urls = app
+        .serve(vec![
+            ("old.zip", zip),
+            ("new.zip", current),
+            ("broken.zip", broken),
+        ])
+        .await;
+
+    let out = run(&app, "2014-05", &urls["old.zip"]).await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("123 read, 120 loaded, 3 rejected"),
+        "{stdout}"
+    );
+    for person in ["FULANA", "17999999991", "17999999992"] {
+        assert!(
+            !stdout.contains(person) && !stderr.contains(person),
+            "{person} leaked"
+        );
+    }
+    let client = app.client().await;
+    let rows = client
+        .query(
+            "SELECT m.ibge_code::text, b.total_families, (b.total_value_brl * 100)::bigint,
+                    (b.extra_data::jsonb ->> 'payments')::bigint,
+                    (b.extra_data::jsonb ->> 'retroactive_payments')::bigint
+             FROM public.beneficiary_data b
+             JOIN public.municipalities m ON m.id = b.municipality_id
+             JOIN public.programs p ON p.id = b.program_id
+             WHERE p.code = 'BOLSA_FAMILIA' AND b.reference_date = '2014-05-01'
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("beneficiary_data");
+    let published: BTreeMap<String, (i64, i64, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                (
+                    i64::from(r.get::<_, Option<i32>>(1).unwrap_or(-1)),
+                    r.get::<_, i64>(2),
+                    r.get::<_, i64>(3),
+                ),
+            )
+        })
+        .collect();
+    let computed: BTreeMap<String, (i64, i64, i64)> = expected
+        .iter()
+        .map(|(ibge, e)| {
+            (
+                (*ibge).to_string(),
+                (e.families.len() as i64, e.cents, e.payments),
+            )
+        })
+        .collect();
+    assert_eq!(published, computed);
+    // MM/YYYY was read: the rows of competence 04/2014 are retroactive.
+    let retroactive: i64 = rows.iter().map(|r| r.get::<_, i64>(4)).sum();
+    assert_eq!(retroactive, (0..120).filter(|i| i % 13 == 0).count() as i64);
+
+    // A current-Portal file of the same spec still loads, as "portal".
+    let out = run(&app, "2017-12", &urls["new.zip"]).await;
+    assert_eq!(out.status.code(), Some(0), "{:?}", out);
+    let layouts: Vec<(String, Option<String>)> = client
+        .query(
+            "SELECT period::text, layout FROM carga.loads
+             WHERE dataset = 'bolsa-familia-pagamentos' ORDER BY period",
+            &[],
+        )
+        .await
+        .expect("ledger")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        layouts,
+        [
+            ("2014-05-01".to_string(), Some("old-portal".to_string())),
+            ("2017-12-01".to_string(), Some("portal".to_string())),
+        ]
+    );
+
+    // A file of neither layout fails before any row, naming the closest
+    // layout and what it lacks.
+    let out = run(&app, "2017-12", &urls["broken.zip"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("fits none of the layouts [\"portal\", \"old-portal\"]")
+            && stderr.contains("the closest, \"portal\"")
+            && stderr.contains("VALOR PARCELA"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("12345678901"), "{stderr}");
 }

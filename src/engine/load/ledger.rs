@@ -150,7 +150,8 @@ pub(crate) async fn finish_unpublished(
                     bytes_downloaded = ($5::jsonb ->> 'bytes')::bigint,
                     rows_read = ($5::jsonb ->> 'rows_read')::bigint,
                     rows_rejected = ($5::jsonb ->> 'rows_rejected')::bigint,
-                    sha256 = decode($5::jsonb ->> 'sha256', 'hex')
+                    sha256 = decode($5::jsonb ->> 'sha256', 'hex'),
+                    layout = $5::jsonb ->> 'layout'
              WHERE id = $1 AND status = $6",
             &[
                 &load_id,
@@ -369,6 +370,8 @@ pub(crate) struct PublishRecord {
     pub value_cents: i64,
     pub partition_name: String,
     pub stage_seconds: serde_json::Value,
+    /// The layout the file's header picked.
+    pub layout: String,
 }
 
 /// Inside the publishing transaction: supersede the previous published load
@@ -397,7 +400,8 @@ pub(crate) async fn publish(
             "UPDATE carga.loads SET status = $14, finished_at = clock_timestamp(), etag = $2, last_modified = $3,
                     sha256 = $4, bytes_downloaded = $5, bytes_decompressed = $6, rows_read = $7,
                     rows_loaded = $8, rows_rejected = $9, distinct_beneficiaries = $10,
-                    total_value_brl = $11::bigint::numeric / 100, partition_name = $12, stage_seconds = $13
+                    total_value_brl = $11::bigint::numeric / 100, partition_name = $12, stage_seconds = $13,
+                    layout = $15
              WHERE id = $1",
             &[
                 &load_id,
@@ -414,6 +418,7 @@ pub(crate) async fn publish(
                 &record.partition_name,
                 &record.stage_seconds,
                 &LedgerStatus::Published,
+                &record.layout,
             ],
         )
         .await?;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use super::records::Fields;
 use super::reject::{Shown, header_shaped};
-use crate::dataset::{Column, ColumnType, Privacy, Role, Spec, header_key};
+use crate::dataset::{Column, ColumnType, Encoding, Layout, Privacy, Role, Spec, header_key};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
@@ -31,6 +31,14 @@ pub enum HeaderError {
         columns: usize,
         recognised: usize,
         found: Option<Vec<String>>,
+    },
+    /// No layout of the spec fits: the closest one's own error says what
+    /// differs.
+    #[error("the header fits none of the layouts {layouts:?}; the closest, {closest:?}: {source}")]
+    NoLayout {
+        layouts: Vec<String>,
+        closest: String,
+        source: Box<HeaderError>,
     },
     #[error("header names {header:?} twice")]
     Duplicate { header: String },
@@ -58,8 +66,14 @@ pub(super) struct Attribute {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub(super) width: usize,
-    pub(super) reference: usize,
-    pub(super) competence: Option<usize>,
+    /// The layout this file has (see `dataset::Layout`), and its encoding.
+    pub(super) layout: String,
+    pub(super) delimiter: u8,
+    pub(super) encoding: Encoding,
+    /// The reference month's position and type; none in a layout whose
+    /// rows all belong to the period being loaded.
+    pub(super) reference: Option<(usize, ColumnType)>,
+    pub(super) competence: Option<(usize, ColumnType)>,
     pub(super) municipality: (usize, ColumnType),
     pub(super) beneficiary: usize,
     pub(super) value: (usize, ColumnType),
@@ -74,9 +88,15 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Maps the spec's columns onto `header` by name. Fails before any row
-    /// is read, listing the expected and found names.
+    /// Maps the spec's first layout onto `header` (see [`Plan::for_layout`]).
+    #[cfg(test)]
     pub fn new(spec: &Spec, header: &impl Fields) -> Result<Plan, HeaderError> {
+        Plan::for_layout(&spec.layouts[0], header)
+    }
+
+    /// Maps `layout`'s columns onto `header` by name. Fails before any row
+    /// is read, listing the expected and found names.
+    pub(crate) fn for_layout(layout: &Layout, header: &impl Fields) -> Result<Plan, HeaderError> {
         if header.is_empty() || (header.len() == 1 && header.get(0).is_some_and(<[u8]>::is_empty)) {
             return Err(HeaderError::Empty);
         }
@@ -84,14 +104,14 @@ impl Plan {
         let headers: Vec<String> = header
             .iter()
             .map(|field| {
-                super::value::decode_text(spec.source.encoding, field).replace('\0', "\u{fffd}")
+                super::value::decode_text(layout.encoding, field).replace('\0', "\u{fffd}")
             })
             .collect();
         let keys: Vec<String> = headers.iter().map(|h| header_key(h)).collect();
         let mut positions: HashMap<&str, usize> = HashMap::new();
         let mut missing = Vec::new();
         let mut taken: HashMap<usize, &str> = HashMap::new();
-        for column in &spec.columns {
+        for column in &layout.columns {
             let wanted: Vec<String> = std::iter::once(&column.header)
                 .chain(column.aliases.iter())
                 .map(|h| header_key(h))
@@ -125,24 +145,28 @@ impl Plan {
             });
         }
         let position = |role: Role| -> (usize, &Column) {
-            let column = spec
+            let column = layout
                 .columns
                 .iter()
                 .find(|c| c.role == Some(role))
-                .unwrap_or(&spec.columns[0]);
+                .unwrap_or(&layout.columns[0]);
             (
                 positions.get(column.name.as_str()).copied().unwrap_or(0),
                 column,
             )
         };
-        let (reference, _) = position(Role::ReferenceMonth);
+        let typed_position = |role: Role| -> Option<(usize, ColumnType)> {
+            let column = layout.columns.iter().find(|c| c.role == Some(role))?;
+            positions
+                .get(column.name.as_str())
+                .map(|&i| (i, column.column_type))
+        };
+        let reference = typed_position(Role::ReferenceMonth);
         let (municipality, municipality_column) = position(Role::Municipality);
         let (beneficiary, beneficiary_column) = position(Role::Beneficiary);
         let (value, value_column) = position(Role::Value);
-        let competence = spec
-            .column(Role::CompetenceMonth)
-            .and_then(|c| positions.get(c.name.as_str()).copied());
-        let attributes = spec
+        let competence = typed_position(Role::CompetenceMonth);
+        let attributes = layout
             .columns
             .iter()
             .filter(|c| c.role.is_none() && c.privacy != Privacy::Drop)
@@ -155,17 +179,25 @@ impl Plan {
             })
             .collect();
         let mut shown = vec![Shown::Hidden; headers.len()];
-        for column in &spec.columns {
+        for column in &layout.columns {
             if let Some(&i) = positions.get(column.name.as_str()) {
                 shown[i] = Shown::of(column);
             }
         }
-        let typed = [Some(reference), competence, Some(municipality), Some(value)];
+        let typed = [
+            reference.map(|r| r.0),
+            competence.map(|c| c.0),
+            Some(municipality),
+            Some(value),
+        ];
         let nul_scanned = (0..headers.len())
             .filter(|i| !typed.contains(&Some(*i)))
             .collect();
         Ok(Plan {
             width: headers.len(),
+            layout: layout.name.clone(),
+            delimiter: layout.delimiter,
+            encoding: layout.encoding,
             reference,
             competence,
             municipality: (municipality, municipality_column.column_type),
@@ -181,6 +213,52 @@ impl Plan {
             nul_scanned,
             headers,
         })
+    }
+
+    /// The plan of the first of `spec`'s layouts that `first_line` (the
+    /// file's header line, as raw bytes) fits, each layout splitting it with
+    /// its own delimiter. With one layout its error is returned as it is;
+    /// with several, [`HeaderError::NoLayout`] names the closest (the one
+    /// missing the fewest columns) and its error.
+    pub(crate) fn choose(spec: &Spec, first_line: &[u8]) -> Result<Plan, HeaderError> {
+        let mut closest: Option<(usize, &Layout, HeaderError)> = None;
+        for layout in &spec.layouts {
+            let mut reader = super::records::RecordReader::new(first_line, layout.delimiter);
+            let error = match reader.next_record() {
+                Ok(Some(header)) => match Plan::for_layout(layout, &header) {
+                    Ok(plan) => return Ok(plan),
+                    Err(e) => e,
+                },
+                Ok(None) | Err(_) => HeaderError::Empty,
+            };
+            let distance = match &error {
+                HeaderError::Missing { missing, .. } => missing.len(),
+                HeaderError::Duplicate { .. } => 1,
+                _ => usize::MAX,
+            };
+            if closest.as_ref().is_none_or(|(d, _, _)| distance < *d) {
+                closest = Some((distance, layout, error));
+            }
+        }
+        match closest {
+            Some((_, _, error)) if spec.layouts.len() == 1 => Err(error),
+            Some((_, _, HeaderError::Empty)) | None => Err(HeaderError::Empty),
+            Some((_, layout, error)) => Err(HeaderError::NoLayout {
+                layouts: spec.layouts.iter().map(|l| l.name.clone()).collect(),
+                closest: layout.name.clone(),
+                source: Box::new(error),
+            }),
+        }
+    }
+
+    /// The name of the layout this plan maps.
+    pub(crate) fn layout(&self) -> &str {
+        &self.layout
+    }
+
+    /// The delimiter of this plan's layout.
+    pub(crate) fn delimiter(&self) -> u8 {
+        self.delimiter
     }
 
     pub(super) fn header(&self, index: usize) -> Option<String> {

@@ -29,6 +29,14 @@ pub struct PaymentRow<'a> {
     pub attributes: Option<&'a [u8]>,
 }
 
+/// How a month of `column_type` is written, for a reject's reason.
+fn month_shape(column_type: ColumnType) -> &'static str {
+    match column_type {
+        ColumnType::MmYyyy => "month (MM/YYYY)",
+        _ => "month (YYYYMM)",
+    }
+}
+
 /// Turns records into rows for one (program, period). Holds the keyed NIS
 /// hasher and reusable buffers: no allocation per row.
 pub struct Transformer {
@@ -60,8 +68,8 @@ impl Transformer {
         let nis_mac = KeyedHash::new(nis_key);
         let key_for_long_values = nis_key.to_vec();
         Transformer {
+            encoding: plan.encoding,
             plan,
-            encoding: spec.source.encoding,
             municipalities,
             period: period.map_or(0, Period::yyyymm),
             max_payment_cents: spec.quality.max_payment_cents(),
@@ -159,33 +167,32 @@ impl Transformer {
             }
         }
 
-        let reference = field(plan.reference);
-        let Some(reference_month) = value::yyyymm(reference) else {
-            return Err(self.bad(
-                plan.reference,
-                ColumnType::Yyyymm,
-                "month (YYYYMM)",
-                reference,
-            ));
-        };
-        if self.period == 0 {
-            // validate without a period: the first valid row sets it
-            self.period = reference_month;
-        }
-        if reference_month != self.period {
-            return Err(RowError {
-                column: plan.header(plan.reference),
-                reason: RejectReason::WrongReferenceMonth {
-                    found: reference_month,
-                    expected: self.period,
-                },
-            });
+        // A layout without a reference month: every row belongs to the
+        // period being loaded.
+        if let Some((ri, rtype)) = plan.reference {
+            let raw = field(ri);
+            let Some(reference_month) = value::month(rtype, raw) else {
+                return Err(self.bad(ri, rtype, month_shape(rtype), raw));
+            };
+            if self.period == 0 {
+                // validate without a period: the first valid row sets it
+                self.period = reference_month;
+            }
+            if reference_month != self.period {
+                return Err(RowError {
+                    column: plan.header(ri),
+                    reason: RejectReason::WrongReferenceMonth {
+                        found: reference_month,
+                        expected: self.period,
+                    },
+                });
+            }
         }
         let competence_date = match plan.competence {
             None => None,
-            Some(i) => {
+            Some((i, ctype)) => {
                 let raw = field(i);
-                match value::yyyymm(raw) {
+                match value::month(ctype, raw) {
                     Some(m) if m == self.last_month.0 => Some(self.last_month.1),
                     Some(m) => {
                         let day = value::first_day_pg(m);
@@ -193,7 +200,7 @@ impl Transformer {
                         Some(day)
                     }
                     None if value::trim(raw).is_empty() => None,
-                    None => return Err(self.bad(i, ColumnType::Yyyymm, "month (YYYYMM)", raw)),
+                    None => return Err(self.bad(i, ctype, month_shape(ctype), raw)),
                 }
             }
         };

@@ -61,6 +61,29 @@ pub fn ibge(field: &[u8]) -> Option<u32> {
     digits(field).map(|v| v as u32)
 }
 
+/// `MM/YYYY` (the old portal's `Mês Competência`) as `YYYYMM`: exactly
+/// two digits, a slash and four (`10/2024` → 202410; `1/2024` is refused).
+pub fn mm_yyyy(field: &[u8]) -> Option<u32> {
+    match trim(field) {
+        [m1, m2, b'/', y @ ..] if y.len() == 4 => {
+            let month = digits(&[*m1, *m2])?;
+            let year = digits(y)?;
+            ((1900..=2999).contains(&year) && (1..=12).contains(&month))
+                .then_some((year * 100 + month) as u32)
+        }
+        _ => None,
+    }
+}
+
+/// A month in a column of type `column_type` (`Yyyymm` or `MmYyyy`).
+#[inline]
+pub fn month(column_type: ColumnType, field: &[u8]) -> Option<u32> {
+    match column_type {
+        ColumnType::MmYyyy => mm_yyyy(field),
+        _ => yyyymm(field),
+    }
+}
+
 /// Exactly 11 digits, not all zeros: a NIS. Anything else means "no NIS".
 pub fn nis(field: &[u8]) -> Option<&[u8]> {
     let field = trim(field);
@@ -164,6 +187,7 @@ pub fn shaped(column_type: ColumnType, field: &[u8]) -> bool {
         ColumnType::Yyyymm | ColumnType::Siafi | ColumnType::Ibge => {
             field.len() <= CODE_MAX_DIGITS && field.iter().all(u8::is_ascii_digit)
         }
+        ColumnType::MmYyyy => mm_yyyy(field).is_some(),
         ColumnType::Brl | ColumnType::BrlPoint => {
             let decimal = if column_type == ColumnType::Brl {
                 b','
@@ -267,6 +291,23 @@ mod tests {
                 ("1.234,00", None),
                 ("1,00", None),
                 ("1.022.00", None),
+            ],
+        );
+    }
+
+    #[test]
+    fn old_portal_months() {
+        check(
+            mm_yyyy,
+            &[
+                ("10/2024", Some(202410)),
+                (" 01/2013 ", Some(201301)),
+                ("1/2024", None),
+                ("13/2024", None),
+                ("00/2024", None),
+                ("10/24", None),
+                ("202410", None),
+                ("10-2024", None),
             ],
         );
     }

@@ -439,6 +439,7 @@ async fn attempt(
         "rows_read": summary.rows_read,
         "rows_rejected": summary.rows_rejected,
         "spilled_bytes": summary.spilled_bytes,
+        "layout": summary.layout,
         "stage_seconds": ledger::stage_seconds(&[("stream", stream_seconds)]),
     });
     tracing::debug!(

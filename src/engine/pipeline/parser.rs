@@ -4,7 +4,7 @@
 //! (rows are checked and dropped); the sink is the only difference.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,7 +21,7 @@ use crate::engine::aggregate::{DistinctSpill, MunicipalTally, Tallies};
 use crate::engine::decode::{ChannelReader, Decoded, find_decode_error};
 use crate::engine::load::{copy, ledger};
 use crate::engine::parse::records::{Record, RecordReader};
-use crate::engine::parse::{HeaderError, MunicipalityIndex, PaymentRow, Plan, Transformer};
+use crate::engine::parse::{MunicipalityIndex, PaymentRow, Plan, Transformer};
 use crate::engine::source::Progress;
 
 /// Rows between two updates of the shared progress counters.
@@ -47,6 +47,8 @@ pub(crate) struct ParseInput {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ParseSummary {
     pub(crate) file: String,
+    /// The layout the file's header picked (`dataset::Layout`).
+    pub(crate) layout: String,
     pub(crate) rows_read: u64,
     pub(crate) rows_loaded: u64,
     pub(crate) rows_rejected: u64,
@@ -292,16 +294,24 @@ pub(crate) fn parse_blocking<S: RowSink>(
         .name("carga-inflate".into())
         .spawn(move || inflate(decoded, &limits, &inflated_tx))
         .map_err(|e| LoadError::Internal(format!("failed to start the inflate thread: {e}")))?;
-    let mut reader = RecordReader::new(ChannelReader::new(inflated_rx), parse.spec.delimiter);
-    let plan = match reader.next_record() {
-        Ok(Some(header)) => Plan::new(&parse.spec, &header),
-        Ok(None) => Err(HeaderError::Empty),
-        Err(e) => return Err(read_error(&file, &reader, e)),
-    }
-    .map_err(|source| LoadError::Header {
+    // The header line picks the layout (and so the delimiter) before the
+    // record reader starts: peeked, not consumed.
+    let mut input = ChannelReader::new(inflated_rx);
+    let head = match input.fill_buf() {
+        Ok(head) => head,
+        Err(e) => return Err(io_error(&file, 1, 0, e)),
+    };
+    let first_line = &head[..memchr::memchr(b'\n', head).map_or(head.len(), |i| i + 1)];
+    let plan = Plan::choose(&parse.spec, first_line).map_err(|source| LoadError::Header {
         file: file.clone(),
         source,
     })?;
+    let mut reader = RecordReader::new(input, plan.delimiter());
+    match reader.next_record() {
+        Ok(_) => {}
+        Err(e) => return Err(read_error(&file, &reader, e)),
+    }
+    let layout = plan.layout().to_string();
     let mut transformer = Transformer::new(
         plan,
         &parse.spec,
@@ -318,6 +328,7 @@ pub(crate) fn parse_blocking<S: RowSink>(
     };
     let mut summary = ParseSummary {
         file: file.clone(),
+        layout,
         ..ParseSummary::default()
     };
     loop {

@@ -88,6 +88,7 @@ impl Publish<'_> {
                 value_cents: totals.value_cents,
                 partition_name: self.leaf.to_string(),
                 stage_seconds: ledger::stage_seconds(&stage_pairs),
+                layout: summary.layout.clone(),
             },
         )
         .await?;
