@@ -459,13 +459,23 @@ async fn an_archived_old_portal_file_loads_as_its_own_layout() {
     let retroactive: i64 = rows.iter().map(|r| r.get::<_, i64>(4)).sum();
     assert_eq!(retroactive, (0..120).filter(|i| i % 13 == 0).count() as i64);
 
+    // Loaded as another month, the old file (which names no reference
+    // month) is refused: its parcels' competence is after that month.
+    let out = run(&app, "2014-04", &urls["old.zip"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("competence month 201405 is after the load's period 201404"),
+        "{stderr}"
+    );
+
     // A current-Portal file of the same spec still loads, as "portal".
     let out = run(&app, "2017-12", &urls["new.zip"]).await;
     assert_eq!(out.status.code(), Some(0), "{:?}", out);
     let layouts: Vec<(String, Option<String>)> = client
         .query(
             "SELECT period::text, layout FROM carga.loads
-             WHERE dataset = 'bolsa-familia-pagamentos' ORDER BY period",
+             WHERE dataset = 'bolsa-familia-pagamentos' AND status = 'published' ORDER BY period",
             &[],
         )
         .await
@@ -493,4 +503,77 @@ async fn an_archived_old_portal_file_loads_as_its_own_layout() {
         "{stderr}"
     );
     assert!(!stderr.contains("12345678901"), "{stderr}");
+}
+
+/// `carga validate` of a local file (no database).
+async fn validate(
+    dir: &std::path::Path,
+    name: &str,
+    bytes: &[u8],
+) -> (Option<i32>, String, String) {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("write");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
+        .args([
+            "validate",
+            "bolsa-familia-pagamentos",
+            path.to_str().expect("path"),
+        ])
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .output()
+        .await
+        .expect("run carga");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The header line that picks the layout is read like any record: blank
+/// lines before it are skipped, and a first line beyond the record cap
+/// fails as an over-long record (the root cause), not as a header that
+/// fits no layout.
+#[tokio::test]
+async fn the_header_line_is_read_like_a_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut csv = b"\r\n\r\n".to_vec();
+    let plain = {
+        portal_csv(
+            GENERATIONS[1].header,
+            &[vec![
+                "202003",
+                "202003",
+                "SP",
+                "7107",
+                "MUNICIPIO",
+                "***.456.789-**",
+                "12345678901",
+                "FULANA",
+                "1.022,00",
+            ]],
+        )
+    };
+    csv.extend_from_slice(&plain);
+    let (code, stdout, stderr) = validate(
+        dir.path(),
+        "blank.zip",
+        &zip_bytes("202003_BolsaFamilia_Pagamentos.csv", &csv),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("layout          portal"), "{stdout}");
+    assert!(stdout.contains("ok: the file would load"), "{stdout}");
+
+    let mut long = vec![b'X'; 200 * 1024];
+    long.extend_from_slice(b"\r\n");
+    let (code, stdout, stderr) = validate(
+        dir.path(),
+        "long.zip",
+        &zip_bytes("202003_BolsaFamilia_Pagamentos.csv", &long),
+    )
+    .await;
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("a record is longer than"), "{stderr}");
+    assert!(!stderr.contains("layouts"), "{stderr}");
 }

@@ -40,6 +40,12 @@ pub enum RejectReason {
         found: u32,
         expected: u32,
     },
+    /// In a layout without a reference month: a parcel of a month after
+    /// the one being loaded (the file is another month's).
+    CompetenceAfterPeriod {
+        found: u32,
+        period: u32,
+    },
     InvalidText,
     /// A NUL byte in any field: PostgreSQL refuses it in text and jsonb.
     NulByte,
@@ -53,6 +59,7 @@ impl RejectReason {
             RejectReason::ValueOutOfRange { .. } => "value_out_of_range",
             RejectReason::UnknownMunicipality { .. } => "unknown_municipality",
             RejectReason::WrongReferenceMonth { .. } => "wrong_reference_month",
+            RejectReason::CompetenceAfterPeriod { .. } => "competence_after_period",
             RejectReason::InvalidText => "invalid_text",
             RejectReason::NulByte => "nul_byte",
         }
@@ -97,6 +104,12 @@ impl fmt::Display for RejectReason {
                 write!(
                     f,
                     "reference month {found} differs from the load's period {expected}"
+                )
+            }
+            RejectReason::CompetenceAfterPeriod { found, period } => {
+                write!(
+                    f,
+                    "competence month {found} is after the load's period {period} (the file has no reference month: is it another month's file?)"
                 )
             }
             RejectReason::InvalidText => {

@@ -193,6 +193,18 @@ impl Transformer {
             Some((i, ctype)) => {
                 let raw = field(i);
                 match value::month(ctype, raw) {
+                    // Without a reference month the competence is the only
+                    // month the row names: a parcel cannot be paid before
+                    // its month, so a later one means another month's file.
+                    Some(m) if plan.reference.is_none() && self.period != 0 && m > self.period => {
+                        return Err(RowError {
+                            column: plan.header(i),
+                            reason: RejectReason::CompetenceAfterPeriod {
+                                found: m,
+                                period: self.period,
+                            },
+                        });
+                    }
                     Some(m) if m == self.last_month.0 => Some(self.last_month.1),
                     Some(m) => {
                         let day = value::first_day_pg(m);

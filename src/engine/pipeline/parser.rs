@@ -295,18 +295,35 @@ pub(crate) fn parse_blocking<S: RowSink>(
         .spawn(move || inflate(decoded, &limits, &inflated_tx))
         .map_err(|e| LoadError::Internal(format!("failed to start the inflate thread: {e}")))?;
     // The header line picks the layout (and so the delimiter) before the
-    // record reader starts: peeked, not consumed.
+    // record reader starts: read here (blank lines before it skipped, as
+    // the reader does; an error on the way, a cut archive or an over-long
+    // record, reported as it would be), then handed back to the reader.
     let mut input = ChannelReader::new(inflated_rx);
-    let head = match input.fill_buf() {
-        Ok(head) => head,
-        Err(e) => return Err(io_error(&file, 1, 0, e)),
+    let mut prefix = Vec::new();
+    let header_at = loop {
+        let start = prefix.len();
+        match input.read_until(b'\n', &mut prefix) {
+            Ok(0) => break start,
+            Ok(_) => {}
+            Err(e) => {
+                let line = prefix.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+                return Err(io_error(&file, line, prefix.len() as u64, e));
+            }
+        }
+        let line = &prefix[start..];
+        let line = line
+            .strip_prefix(b"\xef\xbb\xbf".as_slice())
+            .unwrap_or(line);
+        if !line.iter().all(|b| *b == b'\r' || *b == b'\n') {
+            break start;
+        }
     };
-    let first_line = &head[..memchr::memchr(b'\n', head).map_or(head.len(), |i| i + 1)];
-    let plan = Plan::choose(&parse.spec, first_line).map_err(|source| LoadError::Header {
-        file: file.clone(),
-        source,
-    })?;
-    let mut reader = RecordReader::new(input, plan.delimiter());
+    let plan =
+        Plan::choose(&parse.spec, &prefix[header_at..]).map_err(|source| LoadError::Header {
+            file: file.clone(),
+            source,
+        })?;
+    let mut reader = RecordReader::new(io::Cursor::new(prefix).chain(input), plan.delimiter());
     match reader.next_record() {
         Ok(_) => {}
         Err(e) => return Err(read_error(&file, &reader, e)),
