@@ -41,8 +41,16 @@ pub(crate) async fn run(settings: Settings) -> CliResult {
         ),
     }
     println!(
-        "{:<26} {:<15} {:<10} {:<24} {:<18} {:>4} {:<10}",
-        "DATASET", "PROGRAM", "CONTAINER", "SCHEDULE (CRON)", "TIME ZONE", "LAG", "LAST"
+        "{:<26} {:<10} {:<15} {:<10} {:<20} {:<24} {:<18} {:>4} {:<10}",
+        "DATASET",
+        "KIND",
+        "PROGRAM",
+        "CONTAINER",
+        "LAYOUTS",
+        "SCHEDULE (CRON)",
+        "TIME ZONE",
+        "LAG",
+        "LAST"
     );
     for s in specs {
         let (cron, tz, lag) = match &s.schedule {
@@ -53,13 +61,16 @@ pub(crate) async fn run(settings: Settings) -> CliResult {
             ),
             None => ("-".into(), "-".into(), "-".into()),
         };
+        let layouts: Vec<&str> = s.layouts.iter().map(|l| l.name.as_str()).collect();
         println!(
-            "{:<26} {:<15} {:<10} {:<24} {:<18} {:>4} {:<10}",
+            "{:<26} {:<10} {:<15} {:<10} {:<20} {:<24} {:<18} {:>4} {:<10}",
             s.dataset,
+            format!("{:?}", s.kind).to_lowercase(),
             s.program
                 .as_ref()
                 .map_or("(reference)", |p| p.code.as_str()),
             format!("{:?}", s.source.container).to_lowercase(),
+            layouts.join(","),
             cron,
             tz,
             lag,

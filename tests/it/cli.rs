@@ -157,4 +157,18 @@ async fn datasets_lists_every_spec() {
         assert!(stdout.contains(name), "{name} missing:\n{stdout}");
     }
     assert!(stdout.contains("America/Sao_Paulo"));
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let bf = line("bolsa-familia-pagamentos");
+    assert!(
+        bf.contains(" payments ") && bf.contains(" portal,old-portal "),
+        "{bf}"
+    );
+    assert!(line("municipios").contains(" reference "), "{stdout}");
+    assert!(line("bpc").contains(" default "), "one layout: {stdout}");
 }
