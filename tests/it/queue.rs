@@ -411,7 +411,10 @@ async fn a_cancel_request_wins_over_a_racing_retry() {
         .expect("claim")
         .expect("job");
     assert_eq!(
-        queue::cancel(&**client, job.id).await.expect("cancel"),
+        queue::cancel(&**client, job.id)
+            .await
+            .expect("cancel")
+            .to_string(),
         "cancelling"
     );
     let ending = queue::Ending::Retry {
@@ -527,7 +530,10 @@ async fn cancelling_a_running_job_ends_its_copy() {
     common::wait_until(&app, common::COPYING, |n| n > 0, "the COPY never started").await;
     let client = app.client().await;
     assert_eq!(
-        queue::cancel(&**client, job.id).await.expect("cancel"),
+        queue::cancel(&**client, job.id)
+            .await
+            .expect("cancel")
+            .to_string(),
         "cancelling"
     );
     let ran = tokio::time::timeout(Duration::from_secs(20), running)
@@ -553,7 +559,10 @@ async fn cancelling_a_running_job_ends_its_copy() {
     // A waiting job is cancelled at once; a finished one cannot be.
     let waiting = app.enqueue("2024-09", &server.url).await;
     assert_eq!(
-        queue::cancel(&**client, waiting.id).await.expect("cancel"),
+        queue::cancel(&**client, waiting.id)
+            .await
+            .expect("cancel")
+            .to_string(),
         "cancelled"
     );
     assert!(queue::cancel(&**client, waiting.id).await.is_err());
@@ -787,7 +796,10 @@ async fn a_rescued_job_that_was_asked_to_cancel_ends_cancelled() {
         .expect("claim")
         .expect("job");
     assert_eq!(
-        queue::cancel(&**client, job.id).await.expect("cancel"),
+        queue::cancel(&**client, job.id)
+            .await
+            .expect("cancel")
+            .to_string(),
         "cancelling"
     );
     app.clock.advance(Duration::from_secs(settings.lease_s + 1));

@@ -481,7 +481,8 @@ async fn verify_full_runs_the_whole_path_over_tls() {
     assert_eq!(
         carga::service::queue::cancel(&**control, job.id)
             .await
-            .expect("cancel"),
+            .expect("cancel")
+            .to_string(),
         "cancelling"
     );
     let ran = tokio::time::timeout(Duration::from_secs(20), running)

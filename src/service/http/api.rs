@@ -278,7 +278,10 @@ pub(crate) async fn cancel_job(
     let state = queue::cancel(&**client, id)
         .await
         .map_err(ApiError::queue)?;
-    Ok(Json(CancelResponse { job_id: id, state }))
+    Ok(Json(CancelResponse {
+        job_id: id,
+        state: state.to_string(),
+    }))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -45,7 +45,7 @@ pub use fence::JobFence;
 pub(crate) use lease::{Beat, complete_in, heartbeat};
 pub use lease::{Claimed, Ending, claim, finish};
 pub use maintenance::{Rescued, prune, rescue};
-pub use operator::{cancel, retry};
+pub use operator::{Cancelled, cancel, retry};
 pub use progress::Progress;
 pub use read::{AttemptView, JobView, ProgressView};
 pub(crate) use read::{ListFilter, database_now, depth, get, list};
@@ -63,7 +63,7 @@ pub enum QueueError {
     #[error("job {id} is {state}: {action} applies only to {allowed}")]
     WrongState {
         id: i64,
-        state: String,
+        state: JobState,
         action: &'static str,
         allowed: &'static str,
     },

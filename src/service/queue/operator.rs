@@ -6,12 +6,31 @@
 use tokio_postgres::GenericClient;
 use tokio_postgres::error::SqlState;
 
-use super::{Clock, QueueError, Result};
+use super::{Clock, JobState, QueueError, Result};
+
+/// What a cancel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The job was waiting: it is `cancelled` now.
+    Now,
+    /// The job is running: its worker stops it on its next heartbeat.
+    Requested,
+}
+
+impl std::fmt::Display for Cancelled {
+    /// As the CLI, the API (`CancelResponse.state`) and the console say it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Cancelled::Now => "cancelled",
+            Cancelled::Requested => "cancelling",
+        })
+    }
+}
 
 /// Cancels a job: at once when it is waiting; by request when it runs (its
 /// worker sees the request on its next heartbeat, cancels the load and its
-/// server-side statement, and records `cancelled`). Returns the state.
-pub async fn cancel(client: &impl GenericClient, id: i64) -> Result<String> {
+/// server-side statement, and records `cancelled`).
+pub async fn cancel(client: &impl GenericClient, id: i64) -> Result<Cancelled> {
     let row = client
         .query_opt(
             "WITH target AS (SELECT id, state FROM carga.jobs WHERE id = $1 FOR UPDATE)
@@ -30,16 +49,18 @@ pub async fn cancel(client: &impl GenericClient, id: i64) -> Result<String> {
     let Some(row) = row else {
         return Err(QueueError::NotFound(id));
     };
-    let before: String = row.get("state");
-    match before.as_str() {
-        "available" | "retryable" => Ok("cancelled".into()),
-        "running" => Ok("cancelling".into()),
-        _ => Err(QueueError::WrongState {
-            id,
-            state: before,
-            action: "cancel",
-            allowed: "available, retryable or running jobs",
-        }),
+    let before: JobState = row.get("state");
+    match before {
+        JobState::Available | JobState::Retryable => Ok(Cancelled::Now),
+        JobState::Running => Ok(Cancelled::Requested),
+        JobState::Succeeded | JobState::Failed | JobState::Cancelled => {
+            Err(QueueError::WrongState {
+                id,
+                state: before,
+                action: "cancel",
+                allowed: "available, retryable or running jobs",
+            })
+        }
     }
 }
 
@@ -59,7 +80,7 @@ pub async fn retry(
     let Some(row) = row else {
         return Err(QueueError::NotFound(id));
     };
-    let state: String = row.get("state");
+    let state: JobState = row.get("state");
     let updated = client
         .execute(
             "UPDATE carga.jobs
