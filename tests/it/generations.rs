@@ -159,6 +159,48 @@ fn grouped(reais: i64, separator: char) -> String {
     out
 }
 
+/// Per IBGE code: (families, cents, payments), as published in
+/// `beneficiary_data` for Bolsa Família in the month starting `first_day`,
+/// and the month's retroactive payments in all.
+async fn published_month(
+    client: &tokio_postgres::Client,
+    first_day: &str,
+) -> (BTreeMap<String, (i64, i64, i64)>, i64) {
+    let rows = client
+        .query(
+            "SELECT m.ibge_code::text, b.total_families, (b.total_value_brl * 100)::bigint,
+                    (b.extra_data::jsonb ->> 'payments')::bigint,
+                    (b.extra_data::jsonb ->> 'retroactive_payments')::bigint
+             FROM public.beneficiary_data b
+             JOIN public.municipalities m ON m.id = b.municipality_id
+             JOIN public.programs p ON p.id = b.program_id
+             WHERE p.code = 'BOLSA_FAMILIA' AND b.reference_date = $1::text::date
+             ORDER BY 1",
+            &[&first_day],
+        )
+        .await
+        .expect("beneficiary_data");
+    let published = rows
+        .iter()
+        .map(|r| {
+            let families = r.get::<_, Option<i32>>(1).map_or(-1, i64::from);
+            (r.get(0), (families, r.get(2), r.get(3)))
+        })
+        .collect();
+    (published, rows.iter().map(|r| r.get::<_, i64>(4)).sum())
+}
+
+/// The same figures, computed from the rows the test wrote.
+fn computed(expected: &BTreeMap<&str, Expected>) -> BTreeMap<String, (i64, i64, i64)> {
+    expected
+        .iter()
+        .map(|(ibge, e)| {
+            let families = e.families.len() as i64;
+            ((*ibge).to_string(), (families, e.cents, e.payments))
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn every_generation_of_the_portal_file_loads_into_one_series() {
     let mut app = TestApp::new().await;
@@ -178,20 +220,7 @@ async fn every_generation_of_the_portal_file_loads_into_one_series() {
         )
         .await;
     for (generation, (name, _, expected)) in GENERATIONS.iter().zip(&files) {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
-            .args([
-                "run",
-                "bolsa-familia-pagamentos",
-                "--period",
-                generation.period,
-                "--url",
-                &urls[name.as_str()],
-            ])
-            .env("DATABASE_URL", &app.url)
-            .env("CARGA_NIS_KEY", NIS_KEY)
-            .output()
-            .await
-            .expect("run carga");
+        let out = run(&app, generation.period, &urls[name.as_str()]).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(
@@ -207,43 +236,8 @@ async fn every_generation_of_the_portal_file_loads_into_one_series() {
         );
 
         let client = app.client().await;
-        let rows = client
-            .query(
-                "SELECT m.ibge_code::text, b.total_families,
-                        (b.total_value_brl * 100)::bigint,
-                        (b.extra_data::jsonb ->> 'payments')::bigint
-                 FROM public.beneficiary_data b
-                 JOIN public.municipalities m ON m.id = b.municipality_id
-                 JOIN public.programs p ON p.id = b.program_id
-                 WHERE p.code = 'BOLSA_FAMILIA' AND b.reference_date = $1::text::date
-                 ORDER BY 1",
-                &[&format!("{}-01", generation.period)],
-            )
-            .await
-            .expect("beneficiary_data");
-        let published: BTreeMap<String, (i64, i64, i64)> = rows
-            .iter()
-            .map(|r| {
-                (
-                    r.get::<_, String>(0),
-                    (
-                        i64::from(r.get::<_, Option<i32>>(1).unwrap_or(-1)),
-                        r.get::<_, i64>(2),
-                        r.get::<_, i64>(3),
-                    ),
-                )
-            })
-            .collect();
-        let computed: BTreeMap<String, (i64, i64, i64)> = expected
-            .iter()
-            .map(|(ibge, e)| {
-                (
-                    (*ibge).to_string(),
-                    (e.families.len() as i64, e.cents, e.payments),
-                )
-            })
-            .collect();
-        assert_eq!(published, computed, "{}", generation.period);
+        let (published, _) = published_month(&client, &format!("{}-01", generation.period)).await;
+        assert_eq!(published, computed(expected), "{}", generation.period);
         let national = client
             .query_one(
                 "SELECT n.total_families, (n.total_value_brl * 100)::bigint, n.payments
@@ -418,45 +412,9 @@ async fn an_archived_old_portal_file_loads_as_its_own_layout() {
         );
     }
     let client = app.client().await;
-    let rows = client
-        .query(
-            "SELECT m.ibge_code::text, b.total_families, (b.total_value_brl * 100)::bigint,
-                    (b.extra_data::jsonb ->> 'payments')::bigint,
-                    (b.extra_data::jsonb ->> 'retroactive_payments')::bigint
-             FROM public.beneficiary_data b
-             JOIN public.municipalities m ON m.id = b.municipality_id
-             JOIN public.programs p ON p.id = b.program_id
-             WHERE p.code = 'BOLSA_FAMILIA' AND b.reference_date = '2014-05-01'
-             ORDER BY 1",
-            &[],
-        )
-        .await
-        .expect("beneficiary_data");
-    let published: BTreeMap<String, (i64, i64, i64)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r.get::<_, String>(0),
-                (
-                    i64::from(r.get::<_, Option<i32>>(1).unwrap_or(-1)),
-                    r.get::<_, i64>(2),
-                    r.get::<_, i64>(3),
-                ),
-            )
-        })
-        .collect();
-    let computed: BTreeMap<String, (i64, i64, i64)> = expected
-        .iter()
-        .map(|(ibge, e)| {
-            (
-                (*ibge).to_string(),
-                (e.families.len() as i64, e.cents, e.payments),
-            )
-        })
-        .collect();
-    assert_eq!(published, computed);
+    let (published, retroactive) = published_month(&client, "2014-05-01").await;
+    assert_eq!(published, computed(&expected));
     // MM/YYYY was read: the rows of competence 04/2014 are retroactive.
-    let retroactive: i64 = rows.iter().map(|r| r.get::<_, i64>(4)).sum();
     assert_eq!(retroactive, (0..120).filter(|i| i % 13 == 0).count() as i64);
 
     // Loaded as another month, the old file (which names no reference

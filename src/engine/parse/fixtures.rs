@@ -33,6 +33,24 @@ pub(super) const NBF_HEADER: &[&[u8]] = &[
     b"VALOR PARCELA",
 ];
 
+/// The Portal's BPC header (Windows-1252 bytes).
+pub(super) const BPC_HEADER: &[&[u8]] = &[
+    b"M\xcaS COMPET\xcaNCIA",
+    b"M\xcaS REFER\xcaNCIA",
+    b"UF",
+    b"C\xd3DIGO MUNIC\xcdPIO SIAFI",
+    b"NOME MUNIC\xcdPIO",
+    b"NIS BENEFICI\xc1RIO",
+    b"CPF BENEFICI\xc1RIO",
+    b"NOME BENEFICI\xc1RIO",
+    b"NIS REPRESENTANTE LEGAL",
+    b"CPF REPRESENTANTE LEGAL",
+    b"NOME REPRESENTANTE LEGAL",
+    b"N\xdaMERO BENEF\xcdCIO",
+    b"BENEF\xcdCIO CONCEDIDO JUDICIALMENTE",
+    b"VALOR PARCELA",
+];
+
 pub(super) fn transformer(spec: &Spec, header: &[&[u8]]) -> Transformer {
     let plan = Plan::new(spec, &record(header)).expect("header");
     let index = MunicipalityIndex::new([MunicipalityEntry {

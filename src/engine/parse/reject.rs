@@ -242,23 +242,6 @@ mod tests {
     use crate::engine::parse::fixtures::*;
     use crate::engine::parse::{Plan, Transformer};
 
-    const BPC_HEADER: &[&[u8]] = &[
-        b"M\xcaS COMPET\xcaNCIA",
-        b"M\xcaS REFER\xcaNCIA",
-        b"UF",
-        b"C\xd3DIGO MUNIC\xcdPIO SIAFI",
-        b"NOME MUNIC\xcdPIO",
-        b"NIS BENEFICI\xc1RIO",
-        b"CPF BENEFICI\xc1RIO",
-        b"NOME BENEFICI\xc1RIO",
-        b"NIS REPRESENTANTE LEGAL",
-        b"CPF REPRESENTANTE LEGAL",
-        b"NOME REPRESENTANTE LEGAL",
-        b"N\xdaMERO BENEF\xcdCIO",
-        b"BENEF\xcdCIO CONCEDIDO JUDICIALMENTE",
-        b"VALOR PARCELA",
-    ];
-
     const BPC_ROW: &[&[u8]] = &[
         b"202410",
         b"202410",

@@ -501,23 +501,7 @@ mod tests {
     #[test]
     fn sentinels_are_not_people_and_nis_is_keyed() {
         let spec = spec("bpc");
-        let header: Vec<&[u8]> = vec![
-            b"M\xcaS COMPET\xcaNCIA",
-            b"M\xcaS REFER\xcaNCIA",
-            b"UF",
-            b"C\xd3DIGO MUNIC\xcdPIO SIAFI",
-            b"NOME MUNIC\xcdPIO",
-            b"NIS BENEFICI\xc1RIO",
-            b"CPF BENEFICI\xc1RIO",
-            b"NOME BENEFICI\xc1RIO",
-            b"NIS REPRESENTANTE LEGAL",
-            b"CPF REPRESENTANTE LEGAL",
-            b"NOME REPRESENTANTE LEGAL",
-            b"N\xdaMERO BENEF\xcdCIO",
-            b"BENEF\xcdCIO CONCEDIDO JUDICIALMENTE",
-            b"VALOR PARCELA",
-        ];
-        let mut t = transformer(&spec, &header);
+        let mut t = transformer(&spec, BPC_HEADER);
         let mut fields: Vec<&[u8]> = vec![
             b"202410",
             b"202410",
