@@ -62,6 +62,10 @@ fn faults() -> Vec<Fault> {
     let mut long = csv.clone();
     let at = line_start(&long, 1001) + 1;
     long.splice(at..at, std::iter::repeat_n(b'7', 100_000));
+    // The header line itself 100 kB long: it is read before the record
+    // reader starts (it picks the layout), and must fail the same way.
+    let mut long_header = csv.clone();
+    long_header.splice(1..1, std::iter::repeat_n(b'M', 100_000));
     let zipped = zip_bytes("202410_NovoBolsaFamilia.csv", &csv);
     assert!(zipped.len() > 3_000_000, "{} bytes", zipped.len());
     let mut encrypted = zipped.clone();
@@ -69,6 +73,12 @@ fn faults() -> Vec<Fault> {
     let mut corrupt = zipped.clone();
     let middle = corrupt.len() / 3;
     for b in &mut corrupt[middle..middle + 64] {
+        *b ^= 0x5a;
+    }
+    // Damage in the deflate stream's first bytes, inside the header line
+    // (the local header is 30 bytes and the entry's 27-byte name).
+    let mut corrupt_start = zipped.clone();
+    for b in &mut corrupt_start[60..124] {
         *b ^= 0x5a;
     }
     vec![
@@ -83,6 +93,18 @@ fn faults() -> Vec<Fault> {
             body: zip_bytes("202410_NovoBolsaFamilia.csv", &long),
             code: "record_too_large",
             says: "line 1001",
+        },
+        Fault {
+            name: "long-header.zip",
+            body: zip_bytes("202410_NovoBolsaFamilia.csv", &long_header),
+            code: "record_too_large",
+            says: "line 1",
+        },
+        Fault {
+            name: "corrupt-start.zip",
+            body: corrupt_start,
+            code: "archive_corrupt",
+            says: "archive corrupt",
         },
         Fault {
             name: "not-a-zip.zip",
