@@ -197,66 +197,14 @@ pub async fn finish(
     clock: &Clock,
 ) -> Result<bool> {
     let source_status = source_status.and_then(|s| i16::try_from(s).ok());
-    let (state, outcome, code, message, after, load_id): (
-        &str,
-        &str,
-        Option<Code>,
-        Option<&str>,
-        f64,
-        Option<i64>,
-    ) = match ending {
-        Ending::Succeeded { load_id, outcome } => {
-            ("succeeded", *outcome, None, None, 0.0, Some(*load_id))
-        }
-        Ending::Retry {
-            after,
-            code,
-            message,
-        } => (
-            "retryable",
-            "retryable",
-            Some(*code),
-            Some(message),
-            after.as_secs_f64(),
-            None,
-        ),
-        Ending::NotFound {
-            after,
-            code,
-            message,
-        } => (
-            "not_found",
-            "retryable",
-            Some(*code),
-            Some(message),
-            after.as_secs_f64(),
-            None,
-        ),
-        Ending::Fail { code, message } => {
-            ("failed", "failed", Some(*code), Some(message), 0.0, None)
-        }
-        Ending::Wait {
-            after,
-            code,
-            message,
-        } => (
-            "waiting",
-            "retryable",
-            Some(*code),
-            Some(message),
-            after.as_secs_f64(),
-            None,
-        ),
-        Ending::Cancelled { message } => (
-            "cancelled",
-            "cancelled",
-            Some(Code::Cancelled),
-            Some(message),
-            0.0,
-            None,
-        ),
-        Ending::Release => ("released", "released", None, None, 0.0, None),
-    };
+    let decision = Decision::of(ending);
+    let (state, code, message, load_id) = (
+        decision.intent,
+        decision.code,
+        decision.message,
+        decision.load_id,
+    );
+    let (outcome, after) = (decision.outcome(), decision.after.as_secs_f64());
     let code = code.map(|c| c.as_str());
     let code = code.as_deref();
     // One statement: the job's new state (decided in SQL where it depends
@@ -351,6 +299,117 @@ pub async fn finish(
         )
         .await?;
     Ok(row.is_some())
+}
+
+/// What an ending asks of the job, before the statement decides the state
+/// where it depends on the attempt count, the 404 deadline or a cancel
+/// request: `$3` of [`finish`]'s statement, which spells the same words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    Succeeded,
+    Retry,
+    NotFound,
+    Fail,
+    Wait,
+    Cancel,
+    Release,
+}
+
+impl Intent {
+    const fn as_str(self) -> &'static str {
+        match self {
+            Intent::Succeeded => "succeeded",
+            Intent::Retry => "retryable",
+            Intent::NotFound => "not_found",
+            Intent::Fail => "failed",
+            Intent::Wait => "waiting",
+            Intent::Cancel => "cancelled",
+            Intent::Release => "released",
+        }
+    }
+}
+
+impl tokio_postgres::types::ToSql for Intent {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
+    {
+        self.as_str().to_sql(ty, out)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&str as tokio_postgres::types::ToSql>::accepts(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// An ending, as [`finish`] writes it.
+struct Decision<'a> {
+    intent: Intent,
+    /// The outcome of a success (`published`, `unchanged`).
+    succeeded: &'a str,
+    code: Option<Code>,
+    message: Option<&'a str>,
+    after: Duration,
+    load_id: Option<i64>,
+}
+
+impl<'a> Decision<'a> {
+    fn of(ending: &'a Ending) -> Decision<'a> {
+        let decision = |intent, code, message, after| Decision {
+            intent,
+            succeeded: "",
+            code,
+            message,
+            after,
+            load_id: None,
+        };
+        match ending {
+            Ending::Succeeded { load_id, outcome } => Decision {
+                succeeded: outcome,
+                load_id: Some(*load_id),
+                ..decision(Intent::Succeeded, None, None, Duration::ZERO)
+            },
+            Ending::Retry {
+                after,
+                code,
+                message,
+            } => decision(Intent::Retry, Some(*code), Some(message), *after),
+            Ending::NotFound {
+                after,
+                code,
+                message,
+            } => decision(Intent::NotFound, Some(*code), Some(message), *after),
+            Ending::Fail { code, message } => {
+                decision(Intent::Fail, Some(*code), Some(message), Duration::ZERO)
+            }
+            Ending::Wait {
+                after,
+                code,
+                message,
+            } => decision(Intent::Wait, Some(*code), Some(message), *after),
+            Ending::Cancelled { message } => decision(
+                Intent::Cancel,
+                Some(Code::Cancelled),
+                Some(message),
+                Duration::ZERO,
+            ),
+            Ending::Release => decision(Intent::Release, None, None, Duration::ZERO),
+        }
+    }
+
+    /// The attempt's outcome when the statement does not settle it on a
+    /// final state: every wait is `retryable`.
+    fn outcome(&self) -> &'a str {
+        match self.intent {
+            Intent::Succeeded => self.succeeded,
+            Intent::Retry | Intent::NotFound | Intent::Wait => Intent::Retry.as_str(),
+            other => other.as_str(),
+        }
+    }
 }
 
 /// The fenced completion of a publish, inside the load's transaction:
