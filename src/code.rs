@@ -41,6 +41,8 @@ pub enum Code {
     CsvHeaderMismatch,
     EmptyFile,
     CsvError,
+    /// A pre-aggregated file with two rows for one municipality and period.
+    DuplicateRow,
     TooManyRejects,
     ShrinkGuard,
     PeriodOutOfBounds,
@@ -69,7 +71,7 @@ pub enum Code {
 }
 
 /// Every code with a fixed text (the parameterised ones aside).
-const FIXED: [(Code, &str); 42] = [
+const FIXED: [(Code, &str); 43] = [
     (Code::HttpRequestFailed, "http_request_failed"),
     (Code::HttpBodyFailed, "http_body_failed"),
     (Code::ReaderStopped, "reader_stopped"),
@@ -91,6 +93,7 @@ const FIXED: [(Code, &str); 42] = [
     (Code::CsvHeaderMismatch, "csv_header_mismatch"),
     (Code::EmptyFile, "empty_file"),
     (Code::CsvError, "csv_error"),
+    (Code::DuplicateRow, "duplicate_row"),
     (Code::TooManyRejects, "too_many_rejects"),
     (Code::ShrinkGuard, "shrink_guard"),
     (Code::PeriodOutOfBounds, "period_out_of_bounds"),
@@ -160,6 +163,7 @@ impl Code {
             Code::CsvHeaderMismatch => "csv_header_mismatch",
             Code::EmptyFile => "empty_file",
             Code::CsvError => "csv_error",
+            Code::DuplicateRow => "duplicate_row",
             Code::TooManyRejects => "too_many_rejects",
             Code::ShrinkGuard => "shrink_guard",
             Code::PeriodOutOfBounds => "period_out_of_bounds",

@@ -1,6 +1,7 @@
 //! `carga backfill <dataset> --from YYYY-MM --to YYYY-MM [--force]`: queue
 //! every month of a range at backfill priority (a fresh month always runs
-//! first) and print how many jobs were new.
+//! first) and print how many jobs were new. A dataset whose one file holds
+//! every period gets one job.
 
 use anyhow::anyhow;
 use clap::Args;
@@ -8,7 +9,7 @@ use clap::Args;
 use super::enqueue::{operator_job, parse_period, payments_spec};
 use super::{CliResult, Failure, usage};
 use crate::config::Settings;
-use crate::dataset::Period;
+use crate::dataset::{Kind, Period};
 use crate::service::queue::{self, Priority};
 
 #[derive(Debug, Args)]
@@ -30,7 +31,18 @@ pub(crate) async fn run(settings: Settings, args: BackfillArgs) -> CliResult {
     if from > to {
         return Err(usage(anyhow!("--from {from} is after --to {to}")));
     }
-    let periods = Period::range(from, to);
+    // A file of many periods is one download whatever the range: one job,
+    // for the range's last month, publishes every period the file holds.
+    let periods = match spec.kind {
+        Kind::Aggregates => vec![to],
+        _ => Period::range(from, to),
+    };
+    if spec.kind == Kind::Aggregates {
+        eprintln!(
+            "carga: {} is one file holding every period: one download ({to}) loads what it holds of {from} to {to}",
+            spec.dataset
+        );
+    }
     for period in &periods {
         spec.check_period(*period, args.force).map_err(usage)?;
     }

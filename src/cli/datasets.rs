@@ -41,7 +41,7 @@ pub(crate) async fn run(settings: Settings) -> CliResult {
         ),
     }
     println!(
-        "{:<26} {:<10} {:<15} {:<10} {:<20} {:<24} {:<18} {:>4} {:<10}",
+        "{:<26} {:<10} {:<20} {:<10} {:<20} {:<24} {:<18} {:>4} {:<10}",
         "DATASET",
         "KIND",
         "PROGRAM",
@@ -63,9 +63,9 @@ pub(crate) async fn run(settings: Settings) -> CliResult {
         };
         let layouts: Vec<&str> = s.layouts.iter().map(|l| l.name.as_str()).collect();
         println!(
-            "{:<26} {:<10} {:<15} {:<10} {:<20} {:<24} {:<18} {:>4} {:<10}",
+            "{:<26} {:<10} {:<20} {:<10} {:<20} {:<24} {:<18} {:>4} {:<10}",
             s.dataset,
-            format!("{:?}", s.kind).to_lowercase(),
+            s.kind.as_str(),
             s.program
                 .as_ref()
                 .map_or("(reference)", |p| p.code.as_str()),

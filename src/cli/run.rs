@@ -51,13 +51,22 @@ pub(crate) async fn run(settings: Settings, args: RunArgs) -> CliResult {
         );
         return Ok(());
     }
-    let period_text = args
-        .period
-        .as_deref()
-        .ok_or_else(|| usage(anyhow!("--period YYYY-MM is required for {}", spec.dataset)))?;
-    let period = Period::parse(period_text)
-        .ok_or_else(|| usage(anyhow!("--period {period_text:?} is not YYYY-MM")))?;
-    if settings.nis_key.is_none() {
+    // One file of aggregates holds every period: --period only names the
+    // one the run is for (the current month by default).
+    let tabulated = spec.kind == Kind::Aggregates;
+    let period = match args.period.as_deref() {
+        Some(text) => {
+            Period::parse(text).ok_or_else(|| usage(anyhow!("--period {text:?} is not YYYY-MM")))?
+        }
+        None if tabulated => spec.current_period(),
+        None => {
+            return Err(usage(anyhow!(
+                "--period YYYY-MM is required for {}",
+                spec.dataset
+            )));
+        }
+    };
+    if settings.nis_key.is_none() && !tabulated {
         return Err(usage(pipeline::LoadError::NoNisKey));
     }
     spec.check_period(period, args.force).map_err(usage)?;
@@ -138,10 +147,14 @@ pub(crate) fn print_report(request: &LoadRequest, r: &LoadReport) {
         Outcome::Published => "published",
         Outcome::Unchanged => "unchanged since the published load, skipped (use --force to reload)",
     };
-    println!(
-        "{} {}: {} (load {})",
-        request.spec.dataset, request.period, outcome, r.load_id
-    );
+    if request.spec.kind == Kind::Aggregates {
+        println!("{}: {} (load {})", request.spec.dataset, outcome, r.load_id);
+    } else {
+        println!(
+            "{} {}: {} (load {})",
+            request.spec.dataset, request.period, outcome, r.load_id
+        );
+    }
     println!("  source          {}", r.source);
     println!("  file            {}", r.file);
     println!(
@@ -152,7 +165,30 @@ pub(crate) fn print_report(request: &LoadRequest, r: &LoadReport) {
         "  rows            {} read, {} loaded, {} rejected",
         r.rows_read, r.rows_loaded, r.rows_rejected
     );
-    if r.outcome == Outcome::Published {
+    if !r.periods.is_empty() {
+        let (published, kept): (Vec<_>, Vec<_>) = r.periods.iter().partition(|p| p.published);
+        let list = |ps: &[&pipeline::PeriodOutcome]| {
+            ps.iter()
+                .map(|p| format!("{} ({} rows)", p.period, p.rows))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "  periods         {} in the file: {} published, {} unchanged",
+            r.periods.len(),
+            published.len(),
+            kept.len()
+        );
+        if !published.is_empty() {
+            println!("  published       {}", list(&published));
+        }
+        if !r.periods.iter().any(|p| p.period == request.period) {
+            println!(
+                "  note            the file holds no rows for {}",
+                request.period
+            );
+        }
+    } else if r.outcome == Outcome::Published {
         println!(
             "  beneficiaries   {} distinct in {} municipalities",
             r.distinct_beneficiaries, r.municipalities

@@ -15,6 +15,10 @@ pub(crate) enum Role {
     Municipality,
     Beneficiary,
     Value,
+    /// A pre-aggregated file's count of people (`aggregates` kind).
+    Beneficiaries,
+    /// A pre-aggregated file's count of families (`aggregates` kind).
+    Families,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -28,6 +32,12 @@ pub(crate) enum ColumnType {
     Siafi,
     /// 7-digit IBGE municipality code.
     Ibge,
+    /// 6-digit IBGE municipality code: the 7-digit one without its check
+    /// digit (DATASUS files).
+    Ibge6,
+    /// A whole count: `1268`, or `1268.0` (a float's text with a zero
+    /// fraction); anything else, a fraction or a sign included, is a reject.
+    Count,
     /// Decimal comma with optional thousands dots: `1.234,56`, `-600,00`.
     Brl,
     /// The old portal's US format: decimal point, thousands commas, exactly
@@ -69,11 +79,22 @@ pub(crate) struct Column {
     pub(crate) sentinels: Vec<String>,
 }
 
-/// Checks a layout's columns. Every layout has exactly one municipality,
-/// beneficiary and value column; the first also exactly one reference
-/// month (`reference_required`), another may have none: its rows then
-/// belong to the period being loaded.
-pub(super) fn validate_columns(columns: &[Column], reference_required: bool) -> Result<(), String> {
+/// What a layout's rows are, for the roles its columns must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    /// One row per payment; `reference_required` for the first layout.
+    Payments { reference_required: bool },
+    /// One row per municipality and period, already counted.
+    Tabulated,
+}
+
+/// Checks a layout's columns. A payments layout has exactly one
+/// municipality, beneficiary and value column; the first also exactly one
+/// reference month, another may have none: its rows then belong to the
+/// period being loaded. A tabulated layout has exactly one reference month
+/// (each row's period) and municipality, and at least one of the
+/// beneficiaries, families and value columns; no NIS.
+pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), String> {
     let mut names = BTreeMap::new();
     for (i, c) in columns.iter().enumerate() {
         let key = format!("columns[{i}]");
@@ -93,9 +114,10 @@ pub(super) fn validate_columns(columns: &[Column], reference_required: bool) -> 
             Some(Role::ReferenceMonth) | Some(Role::CompetenceMonth) => {
                 &[ColumnType::Yyyymm, ColumnType::MmYyyy]
             }
-            Some(Role::Municipality) => &[ColumnType::Siafi, ColumnType::Ibge],
+            Some(Role::Municipality) => &[ColumnType::Siafi, ColumnType::Ibge, ColumnType::Ibge6],
             Some(Role::Beneficiary) => &[ColumnType::Nis],
             Some(Role::Value) => &[ColumnType::Brl, ColumnType::BrlPoint],
+            Some(Role::Beneficiaries) | Some(Role::Families) => &[ColumnType::Count],
             None => &[ColumnType::Text, ColumnType::Nis, ColumnType::Yyyymm],
         };
         if !expected.contains(&c.column_type) {
@@ -127,27 +149,64 @@ pub(super) fn validate_columns(columns: &[Column], reference_required: bool) -> 
             ));
         }
     }
-    for role in [
-        Role::ReferenceMonth,
-        Role::Municipality,
-        Role::Beneficiary,
-        Role::Value,
-    ] {
-        let count = columns.iter().filter(|c| c.role == Some(role)).count();
-        let optional = role == Role::ReferenceMonth && !reference_required;
-        if count > 1 || (count == 0 && !optional) {
+    let count = |role: Role| columns.iter().filter(|c| c.role == Some(role)).count();
+    let (exactly_one, at_most_one, forbidden): (&[Role], &[Role], &[Role]) = match shape {
+        Shape::Payments { .. } => (
+            &[Role::Municipality, Role::Beneficiary, Role::Value],
+            &[Role::ReferenceMonth, Role::CompetenceMonth],
+            &[Role::Beneficiaries, Role::Families],
+        ),
+        Shape::Tabulated => (
+            &[Role::ReferenceMonth, Role::Municipality],
+            &[Role::Beneficiaries, Role::Families, Role::Value],
+            &[Role::Beneficiary, Role::CompetenceMonth],
+        ),
+    };
+    for &role in exactly_one {
+        let found = count(role);
+        if found != 1 {
             return Err(format!(
-                "columns: exactly one column must have role {role:?} (found {count})"
+                "columns: exactly one column must have role {role:?} (found {found})"
             ));
         }
     }
-    if columns
-        .iter()
-        .filter(|c| c.role == Some(Role::CompetenceMonth))
-        .count()
-        > 1
+    for &role in at_most_one {
+        let found = count(role);
+        let required = role == Role::ReferenceMonth
+            && shape
+                == (Shape::Payments {
+                    reference_required: true,
+                });
+        if found > 1 || (required && found == 0) {
+            return Err(format!(
+                "columns: {} column may have role {role:?} (found {found})",
+                if required {
+                    "exactly one"
+                } else {
+                    "at most one"
+                }
+            ));
+        }
+    }
+    for &role in forbidden {
+        if count(role) > 0 {
+            return Err(format!(
+                "columns: role {role:?} does not fit a {} dataset",
+                match shape {
+                    Shape::Payments { .. } => "payments",
+                    Shape::Tabulated => "aggregates",
+                }
+            ));
+        }
+    }
+    if shape == Shape::Tabulated
+        && [Role::Beneficiaries, Role::Families, Role::Value]
+            .iter()
+            .all(|r| count(*r) == 0)
     {
-        return Err("columns: at most one column may have role CompetenceMonth".into());
+        return Err(
+            "columns: an aggregates dataset needs a Beneficiaries, Families or Value column".into(),
+        );
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::columns::{Column, ColumnType, validate_columns};
+use super::columns::{Column, ColumnType, Shape, validate_columns};
 use super::sections::Encoding;
 
 /// One shape of the file: how to split and decode it, and its columns.
@@ -62,7 +62,12 @@ pub(super) fn delimiter(key: &str, text: &str) -> Result<u8, String> {
 
 /// The layout `raw` describes, from the first layout `first`; `index` is
 /// its place in `[[layouts]]`, for messages.
-pub(super) fn build(first: &Layout, raw: RawLayout, index: usize) -> Result<Layout, String> {
+pub(super) fn build(
+    first: &Layout,
+    raw: RawLayout,
+    index: usize,
+    shape: Shape,
+) -> Result<Layout, String> {
     let key = format!("layouts[{index}]");
     if !super::columns::is_identifier(&raw.name, '-') {
         return Err(format!(
@@ -98,7 +103,7 @@ pub(super) fn build(first: &Layout, raw: RawLayout, index: usize) -> Result<Layo
         }
         columns.push(column);
     }
-    validate_columns(&columns, false).map_err(|e| format!("{key} ({}): {e}", raw.name))?;
+    validate_columns(&columns, shape).map_err(|e| format!("{key} ({}): {e}", raw.name))?;
     Ok(Layout {
         name: raw.name,
         delimiter,

@@ -17,7 +17,7 @@ mod schedule;
 mod sections;
 
 pub(crate) use columns::{Column, ColumnType, Privacy, Role, header_key};
-use columns::{is_identifier, validate_columns};
+use columns::{Shape, is_identifier, validate_columns};
 pub(crate) use layout::Layout;
 use layout::RawLayout;
 pub use period::{Period, PeriodOutOfBounds};
@@ -37,6 +37,14 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../jobs/bolsa-familia-pagamentos.toml"),
     ),
     ("bpc.toml", include_str!("../../jobs/bpc.toml")),
+    (
+        "dignidade-menstrual.toml",
+        include_str!("../../jobs/dignidade-menstrual.toml"),
+    ),
+    (
+        "farmacia-popular.toml",
+        include_str!("../../jobs/farmacia-popular.toml"),
+    ),
     (
         "garantia-safra.toml",
         include_str!("../../jobs/garantia-safra.toml"),
@@ -179,11 +187,12 @@ impl Spec {
                 "quality.max_payment_brl: must be between 1 and {MAX_PAYMENT_BRL_LIMIT} (whole reais)"
             )));
         }
-        if raw.kind == Kind::Payments {
+        if raw.kind != Kind::Reference {
             let Some(program) = &raw.program else {
-                return Err(invalid(
-                    "program: a payments dataset needs a [program] table".into(),
-                ));
+                return Err(invalid(format!(
+                    "program: a {} dataset needs a [program] table",
+                    raw.kind.as_str()
+                )));
             };
             if !is_program_code(&program.code) {
                 return Err(invalid(format!(
@@ -191,7 +200,15 @@ impl Spec {
                     program.code
                 )));
             }
-            validate_columns(&raw.columns, true).map_err(invalid)?;
+        }
+        if raw.kind == Kind::Payments {
+            validate_columns(
+                &raw.columns,
+                Shape::Payments {
+                    reference_required: true,
+                },
+            )
+            .map_err(invalid)?;
             let url = &raw.source.url;
             let has_month =
                 url.contains("{yyyymm}") || (url.contains("{yyyy}") && url.contains("{mm}"));
@@ -201,6 +218,9 @@ impl Spec {
                     raw.source.url
                 )));
             }
+        }
+        if raw.kind == Kind::Aggregates {
+            validate_columns(&raw.columns, Shape::Tabulated).map_err(invalid)?;
         }
         // The Portal redirects to the file only from the URL without a
         // trailing slash (basedosdados/pipelines issue 1598, June 2026).
@@ -222,14 +242,18 @@ impl Spec {
                 first.name
             )));
         }
-        if raw.kind != Kind::Payments && !raw.layouts.is_empty() {
-            return Err(invalid(
-                "layouts: only a payments dataset has layouts".into(),
-            ));
+        if raw.kind == Kind::Reference && !raw.layouts.is_empty() {
+            return Err(invalid("layouts: reference data has one layout".into()));
         }
+        let shape = match raw.kind {
+            Kind::Aggregates => Shape::Tabulated,
+            _ => Shape::Payments {
+                reference_required: false,
+            },
+        };
         let mut layouts = vec![first];
         for (i, raw_layout) in raw.layouts.into_iter().enumerate() {
-            let layout = layout::build(&layouts[0], raw_layout, i).map_err(invalid)?;
+            let layout = layout::build(&layouts[0], raw_layout, i, shape).map_err(invalid)?;
             if layouts.iter().any(|l| l.name == layout.name) {
                 return Err(invalid(format!(
                     "layouts[{i}].name: {:?} is used twice",

@@ -97,21 +97,9 @@ impl Spec {
     ) -> Result<(), PeriodOutOfBounds> {
         let spec = self;
         let first = spec.first_period;
-        let last = spec.last_period.unwrap_or_else(|| {
-            let tz = spec
-                .schedule
-                .as_ref()
-                .map_or(chrono_tz::America::Sao_Paulo, |s| s.tz());
-            let today = now.with_timezone(&tz);
-            Period::new(
-                u16::try_from(chrono::Datelike::year(&today)).unwrap_or(u16::MAX),
-                u8::try_from(chrono::Datelike::month(&today)).unwrap_or(12),
-            )
-            .unwrap_or(Period {
-                year: u16::MAX,
-                month: 12,
-            })
-        });
+        let last = spec
+            .last_period
+            .unwrap_or_else(|| spec.current_period_at(now));
         let before = first.is_some_and(|f| period < f);
         let after = period > last;
         if (before || after) && !force {
@@ -123,6 +111,28 @@ impl Spec {
             });
         }
         Ok(())
+    }
+
+    /// The current month in the spec's schedule's time zone (America/Sao_Paulo
+    /// without a schedule): the latest a source can hold.
+    pub(crate) fn current_period(&self) -> Period {
+        self.current_period_at(chrono::Utc::now())
+    }
+
+    fn current_period_at(&self, now: chrono::DateTime<chrono::Utc>) -> Period {
+        let tz = self
+            .schedule
+            .as_ref()
+            .map_or(chrono_tz::America::Sao_Paulo, |s| s.tz());
+        let today = now.with_timezone(&tz);
+        Period::new(
+            u16::try_from(chrono::Datelike::year(&today)).unwrap_or(u16::MAX),
+            u8::try_from(chrono::Datelike::month(&today)).unwrap_or(12),
+        )
+        .unwrap_or(Period {
+            year: u16::MAX,
+            month: 12,
+        })
     }
 
     /// How long a month of this dataset that the Portal has not published

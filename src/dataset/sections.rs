@@ -8,8 +8,22 @@ use serde::Deserialize;
 pub(crate) enum Kind {
     /// Monthly payment file: rows → carga.payments → aggregates.
     Payments,
+    /// A file already counted per municipality and period, perhaps many
+    /// periods in one file: each period found is published on its own.
+    Aggregates,
     /// States and municipalities (IBGE list with SIAFI codes).
     Reference,
+}
+
+impl Kind {
+    /// As a spec writes it.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Payments => "payments",
+            Kind::Aggregates => "aggregates",
+            Kind::Reference => "reference",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

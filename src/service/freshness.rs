@@ -124,7 +124,13 @@ pub async fn datasets(
             .map(|s| s.iter().map(|d| Period::from_date(*d)).collect())
             .unwrap_or_default();
         let last = periods.last().copied();
-        let gaps = match (spec.first_period.or(periods.first().copied()), last) {
+        // A file of many periods holds what its source kept: a month
+        // between two it holds is not carga's gap (see MonthState::NotAtSource).
+        let first = match spec.kind {
+            Kind::Aggregates => None,
+            _ => spec.first_period.or(periods.first().copied()),
+        };
+        let gaps = match (first, last) {
             (Some(first), Some(last)) => Period::range(first, last)
                 .into_iter()
                 .filter(|p| !periods.contains(p))
@@ -180,6 +186,10 @@ pub enum MonthState {
     AtSource,
     /// Due (its publication lag has passed) and never published.
     Missing,
+    /// A file of many periods (`aggregates` kind) that has a later period
+    /// published does not hold this one: the source did not publish it,
+    /// which is not a failure or a gap of carga's.
+    NotAtSource,
     NotDue,
 }
 
@@ -193,6 +203,7 @@ impl MonthState {
             MonthState::Failed => "failed",
             MonthState::AtSource => "at source, not loaded",
             MonthState::Missing => "missing",
+            MonthState::NotAtSource => "not published by the source",
             MonthState::NotDue => "not due",
         }
     }
@@ -303,6 +314,8 @@ pub async fn boards(
             .get(&spec.dataset)
             .map(|s| s.iter().map(|(p, _)| *p).collect())
             .unwrap_or_default();
+        let tabulated = spec.kind == Kind::Aggregates;
+        let latest = published.keys().max().map(|d| Period::from_date(*d));
         let months = Period::range(first, last)
             .into_iter()
             .map(|p| {
@@ -326,6 +339,9 @@ pub async fn boards(
                     (None, Some(s)) if s.is_pending() => MonthState::Queued,
                     (None, _) if load.is_some_and(|l| l.0 == LedgerStatus::Failed) => {
                         MonthState::Failed
+                    }
+                    (None, _) if tabulated && latest.is_some_and(|l| p < l) => {
+                        MonthState::NotAtSource
                     }
                     (None, _) if p <= due => MonthState::Missing,
                     (None, _) => MonthState::NotDue,

@@ -10,6 +10,7 @@ mod config_cli;
 mod console;
 mod faults;
 mod generations;
+mod kinds;
 mod load;
 mod portal;
 mod privacy;

@@ -12,6 +12,7 @@
 
 mod distinct;
 pub(crate) mod read;
+pub(crate) mod tabulated;
 mod tally;
 
 use tokio_postgres::Transaction;

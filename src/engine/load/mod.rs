@@ -12,6 +12,7 @@
 pub(crate) mod copy;
 pub mod ledger;
 pub(crate) mod session;
+pub(crate) mod tabulated;
 
 use bytes::Bytes;
 use futures::SinkExt;
@@ -146,6 +147,22 @@ pub(crate) async fn create_leaf(
 pub(crate) async fn copy_into<T, E>(
     tx: &Transaction<'_>,
     leaf: &str,
+    rx: mpsc::Receiver<Bytes>,
+    producer: impl Future<Output = Result<T, E>>,
+) -> Result<(u64, T), E>
+where
+    E: From<tokio_postgres::Error>,
+{
+    let target = format!("{} ({})", qualified(leaf), copy::COLUMNS);
+    copy_stream(tx, &target, "FREEZE", rx, producer).await
+}
+
+/// [`copy_into`] for any `target` (a table and its column list), with
+/// COPY's extra `options`.
+pub(crate) async fn copy_stream<T, E>(
+    tx: &Transaction<'_>,
+    target: &str,
+    options: &str,
     mut rx: mpsc::Receiver<Bytes>,
     producer: impl Future<Output = Result<T, E>>,
 ) -> Result<(u64, T), E>
@@ -158,9 +175,8 @@ where
     };
     let sink = tx
         .copy_in::<_, Bytes>(&format!(
-            "COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)",
-            qualified(leaf),
-            copy::COLUMNS
+            "COPY {target} FROM STDIN (FORMAT binary{}{options})",
+            if options.is_empty() { "" } else { ", " }
         ))
         .await?;
     tokio::pin!(sink);

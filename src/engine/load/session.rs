@@ -54,3 +54,17 @@ pub(crate) async fn try_lock(
         .await?
         .get(0))
 }
+
+/// Takes the lock of a whole program's file (a dataset whose one file holds
+/// every period) until the transaction ends; false when another load holds
+/// it. Its key has month 0, which no period has.
+pub(crate) async fn try_lock_file(
+    tx: &Transaction<'_>,
+    program_id: i32,
+) -> Result<bool, tokio_postgres::Error> {
+    let key = (0x6361_i64 << 48) | (i64::from(program_id) << 24);
+    Ok(tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&key])
+        .await?
+        .get(0))
+}

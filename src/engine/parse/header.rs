@@ -62,6 +62,14 @@ pub(super) struct Attribute {
     pub(super) privacy: Privacy,
 }
 
+/// Where a pre-aggregated file's counts and value are, each optional.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Tabulated {
+    pub(super) beneficiaries: Option<usize>,
+    pub(super) families: Option<usize>,
+    pub(super) value: Option<(usize, ColumnType)>,
+}
+
 /// Column positions in this file, resolved from its header.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -77,6 +85,8 @@ pub struct Plan {
     pub(super) municipality: (usize, ColumnType),
     pub(super) beneficiary: usize,
     pub(super) value: (usize, ColumnType),
+    /// A pre-aggregated file's count and value columns (`aggregates`).
+    pub(super) tabulated: Tabulated,
     pub(super) sentinels: Vec<Vec<u8>>,
     pub(super) attributes: Vec<Attribute>,
     /// Per file position: what the redacted raw line shows.
@@ -166,6 +176,11 @@ impl Plan {
         let (beneficiary, beneficiary_column) = position(Role::Beneficiary);
         let (value, value_column) = position(Role::Value);
         let competence = typed_position(Role::CompetenceMonth);
+        let tabulated = Tabulated {
+            beneficiaries: typed_position(Role::Beneficiaries).map(|p| p.0),
+            families: typed_position(Role::Families).map(|p| p.0),
+            value: typed_position(Role::Value),
+        };
         let attributes = layout
             .columns
             .iter()
@@ -188,7 +203,9 @@ impl Plan {
             reference.map(|r| r.0),
             competence.map(|c| c.0),
             Some(municipality),
-            Some(value),
+            tabulated.value.map(|v| v.0),
+            tabulated.beneficiaries,
+            tabulated.families,
         ];
         let nul_scanned = (0..headers.len())
             .filter(|i| !typed.contains(&Some(*i)))
@@ -203,6 +220,7 @@ impl Plan {
             municipality: (municipality, municipality_column.column_type),
             beneficiary,
             value: (value, value_column.column_type),
+            tabulated,
             sentinels: beneficiary_column
                 .sentinels
                 .iter()

@@ -24,4 +24,5 @@ mod fixtures;
 
 pub(crate) use header::{HeaderError, Plan};
 pub(crate) use municipality::{MunicipalityEntry, MunicipalityIndex};
-pub(crate) use transform::{PaymentRow, Transformer};
+pub(crate) use reject::RowError;
+pub(crate) use transform::{PaymentRow, TabulatedRow, Transformer};

@@ -18,6 +18,8 @@ pub struct MunicipalityIndex {
     /// SIAFI code → dense index + 1 (0: unknown).
     by_siafi: Vec<u32>,
     by_ibge: HashMap<u32, u32>,
+    /// The 6-digit code (the 7-digit one without its check digit).
+    by_ibge6: HashMap<u32, u32>,
 }
 
 /// One municipality as the index needs it.
@@ -37,6 +39,7 @@ impl MunicipalityIndex {
             state_ids: Vec::new(),
             by_siafi: vec![0; 10_000],
             by_ibge: HashMap::new(),
+            by_ibge6: HashMap::new(),
         };
         let mut states: HashMap<i32, u32> = HashMap::new();
         for m in rows {
@@ -49,6 +52,7 @@ impl MunicipalityIndex {
             }
             index.state_of.push(state);
             index.by_ibge.insert(m.ibge, dense);
+            index.by_ibge6.insert(m.ibge / 10, dense);
             if let Some(slot) = m.siafi.and_then(|s| index.by_siafi.get_mut(usize::from(s))) {
                 *slot = dense + 1;
             }
@@ -82,5 +86,8 @@ impl MunicipalityIndex {
     }
     pub(super) fn ibge(&self, code: u32) -> Option<u32> {
         self.by_ibge.get(&code).copied()
+    }
+    pub(super) fn ibge6(&self, code: u32) -> Option<u32> {
+        self.by_ibge6.get(&code).copied()
     }
 }

@@ -29,6 +29,19 @@ pub struct PaymentRow<'a> {
     pub attributes: Option<&'a [u8]>,
 }
 
+/// One row of a pre-aggregated file: a municipality's figures for a period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TabulatedRow {
+    /// `YYYYMM`.
+    pub period: u32,
+    pub municipality_id: i32,
+    pub beneficiaries: Option<i64>,
+    pub families: Option<i64>,
+    pub value_cents: Option<i64>,
+    /// The record's first line in the file.
+    pub line: u64,
+}
+
 /// How a month of `column_type` is written, for a reject's reason.
 fn month_shape(column_type: ColumnType) -> &'static str {
     match column_type {
@@ -131,15 +144,9 @@ impl Transformer {
         out
     }
 
-    /// Transforms one record.
+    /// The record's width, and no NUL outside the typed columns.
     #[inline]
-    /// The record as the rejects table may show it (`reject::redacted_line`:
-    /// the privacy surface decides; this only hands it the plan).
-    pub fn redacted_line(&self, record: &impl Fields, limit: usize) -> String {
-        super::reject::redacted_line(&self.plan.shown, self.encoding, record, limit)
-    }
-
-    pub fn row(&mut self, record: &impl Fields) -> Result<PaymentRow<'_>, RowError> {
+    fn check_shape(&self, record: &impl Fields) -> Result<(), RowError> {
         let plan = &self.plan;
         if record.len() != plan.width {
             return Err(RowError {
@@ -167,6 +174,88 @@ impl Transformer {
             }
         }
 
+        Ok(())
+    }
+
+    /// The row's municipality (dense index), by the code type of the plan.
+    #[inline]
+    fn municipality(&self, record: &impl Fields) -> Result<u32, RowError> {
+        let plan = &self.plan;
+        let (mi, mtype) = plan.municipality;
+        let raw = record.get(mi).unwrap_or_default();
+        match mtype {
+            ColumnType::Ibge => value::ibge(raw)
+                .ok_or_else(|| self.bad(mi, ColumnType::Ibge, "IBGE code (7 digits)", raw))
+                .and_then(|code| {
+                    self.municipalities.ibge(code).ok_or_else(|| RowError {
+                        column: plan.header(mi),
+                        reason: RejectReason::UnknownMunicipality {
+                            code: code.to_string(),
+                        },
+                    })
+                }),
+            ColumnType::Ibge6 => value::ibge6(raw)
+                .ok_or_else(|| self.bad(mi, ColumnType::Ibge6, "IBGE code (6 digits)", raw))
+                .and_then(|code| {
+                    self.municipalities.ibge6(code).ok_or_else(|| RowError {
+                        column: plan.header(mi),
+                        reason: RejectReason::UnknownMunicipality {
+                            code: code.to_string(),
+                        },
+                    })
+                }),
+            _ => value::siafi(raw)
+                .ok_or_else(|| self.bad(mi, ColumnType::Siafi, "SIAFI code (4 digits)", raw))
+                .and_then(|code| {
+                    self.municipalities.siafi(code).ok_or_else(|| RowError {
+                        column: plan.header(mi),
+                        reason: RejectReason::UnknownMunicipality {
+                            code: format!("{code:04}"),
+                        },
+                    })
+                }),
+        }
+    }
+
+    /// An amount in cents, within `quality.max_payment_brl`.
+    #[inline]
+    fn amount(&self, vi: usize, vtype: ColumnType, raw: &[u8]) -> Result<i64, RowError> {
+        let plan = &self.plan;
+        let parsed = match vtype {
+            ColumnType::BrlPoint => value::brl_point(raw),
+            _ => value::brl_comma(raw),
+        };
+        let Some(value_cents) = parsed else {
+            let shape = match vtype {
+                ColumnType::BrlPoint => "amount (BRL, e.g. 1,022.00)",
+                _ => "amount (BRL, e.g. 1.234,56)",
+            };
+            return Err(self.bad(vi, vtype, shape, raw));
+        };
+        if value_cents.unsigned_abs() > self.max_payment_cents.unsigned_abs() {
+            return Err(RowError {
+                column: plan.header(vi),
+                reason: RejectReason::ValueOutOfRange {
+                    found: quotable(vtype, raw),
+                    limit_brl: self.max_payment_cents / 100,
+                },
+            });
+        }
+        Ok(value_cents)
+    }
+
+    /// The record as the rejects table may show it (`reject::redacted_line`:
+    /// the privacy surface decides; this only hands it the plan).
+    pub fn redacted_line(&self, record: &impl Fields, limit: usize) -> String {
+        super::reject::redacted_line(&self.plan.shown, self.encoding, record, limit)
+    }
+
+    /// Transforms one record of a payments file.
+    #[inline]
+    pub fn row(&mut self, record: &impl Fields) -> Result<PaymentRow<'_>, RowError> {
+        self.check_shape(record)?;
+        let plan = &self.plan;
+        let field = |i: usize| record.get(i).unwrap_or_default();
         // A layout without a reference month: every row belongs to the
         // period being loaded.
         if let Some((ri, rtype)) = plan.reference {
@@ -216,52 +305,9 @@ impl Transformer {
                 }
             }
         };
-        let (mi, mtype) = plan.municipality;
-        let raw = field(mi);
-        let municipality = match mtype {
-            ColumnType::Ibge => value::ibge(raw)
-                .ok_or_else(|| self.bad(mi, ColumnType::Ibge, "IBGE code (7 digits)", raw))
-                .and_then(|code| {
-                    self.municipalities.ibge(code).ok_or_else(|| RowError {
-                        column: plan.header(mi),
-                        reason: RejectReason::UnknownMunicipality {
-                            code: code.to_string(),
-                        },
-                    })
-                })?,
-            _ => value::siafi(raw)
-                .ok_or_else(|| self.bad(mi, ColumnType::Siafi, "SIAFI code (4 digits)", raw))
-                .and_then(|code| {
-                    self.municipalities.siafi(code).ok_or_else(|| RowError {
-                        column: plan.header(mi),
-                        reason: RejectReason::UnknownMunicipality {
-                            code: format!("{code:04}"),
-                        },
-                    })
-                })?,
-        };
+        let municipality = self.municipality(record)?;
         let (vi, vtype) = plan.value;
-        let raw = field(vi);
-        let parsed = match vtype {
-            ColumnType::BrlPoint => value::brl_point(raw),
-            _ => value::brl_comma(raw),
-        };
-        let Some(value_cents) = parsed else {
-            let shape = match vtype {
-                ColumnType::BrlPoint => "amount (BRL, e.g. 1,022.00)",
-                _ => "amount (BRL, e.g. 1.234,56)",
-            };
-            return Err(self.bad(vi, vtype, shape, raw));
-        };
-        if value_cents.unsigned_abs() > self.max_payment_cents.unsigned_abs() {
-            return Err(RowError {
-                column: plan.header(vi),
-                reason: RejectReason::ValueOutOfRange {
-                    found: quotable(vtype, raw),
-                    limit_brl: self.max_payment_cents / 100,
-                },
-            });
-        }
+        let value_cents = self.amount(vi, vtype, field(vi))?;
         let nis_raw = value::trim(field(plan.beneficiary));
         let beneficiary_hash = match value::nis(nis_raw) {
             Some(nis) if !plan.sentinels.iter().any(|s| s == nis) => {
@@ -281,6 +327,46 @@ impl Transformer {
             beneficiary_hash,
             value_cents,
             attributes: has_attributes.then_some(&self.attributes[..]),
+        })
+    }
+
+    /// Transforms one record of a pre-aggregated file: its period, its
+    /// municipality, and whichever of the counts and the value the layout
+    /// has (the others are `None`: never a number made up).
+    #[inline]
+    pub fn tabulated_row(&mut self, record: &impl Fields) -> Result<TabulatedRow, RowError> {
+        self.check_shape(record)?;
+        let plan = &self.plan;
+        let field = |i: usize| record.get(i).unwrap_or_default();
+        // An aggregates layout always has its period column (the spec's
+        // validation requires it); were it missing, column 0 read as a month
+        // would reject every row, never misdate one.
+        let (ri, rtype) = plan.reference.unwrap_or((0, ColumnType::Yyyymm));
+        let raw = field(ri);
+        let Some(period) = value::month(rtype, raw) else {
+            return Err(self.bad(ri, rtype, month_shape(rtype), raw));
+        };
+        let municipality = self.municipality(record)?;
+        let count = |index: Option<usize>| -> Result<Option<i64>, RowError> {
+            let Some(i) = index else { return Ok(None) };
+            let raw = field(i);
+            value::count(raw)
+                .map(Some)
+                .ok_or_else(|| self.bad(i, ColumnType::Count, "count (e.g. 1268)", raw))
+        };
+        let beneficiaries = count(plan.tabulated.beneficiaries)?;
+        let families = count(plan.tabulated.families)?;
+        let value_cents = match plan.tabulated.value {
+            Some((vi, vtype)) => Some(self.amount(vi, vtype, field(vi))?),
+            None => None,
+        };
+        Ok(TabulatedRow {
+            period,
+            municipality_id: self.municipalities.id(municipality),
+            beneficiaries,
+            families,
+            value_cents,
+            line: 0,
         })
     }
 

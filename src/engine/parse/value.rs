@@ -61,6 +61,36 @@ pub fn ibge(field: &[u8]) -> Option<u32> {
     digits(field).map(|v| v as u32)
 }
 
+/// A 6-digit IBGE municipality code (the 7-digit one without its check
+/// digit, as DATASUS writes it): the state's two digits (11–53) first, so
+/// never a leading 0.
+pub fn ibge6(field: &[u8]) -> Option<u32> {
+    let field = trim(field);
+    if field.len() != 6 || !(b'1'..=b'5').contains(&field[0]) {
+        return None;
+    }
+    digits(field).map(|v| v as u32)
+}
+
+/// A whole count: `1268`, or the text of a float with a zero fraction
+/// (`1268.0`, `1268.00`), as pandas writes an integer column that had a
+/// missing value. A fraction, a sign, an exponent or an empty field is
+/// refused: a count is never rounded.
+pub fn count(field: &[u8]) -> Option<i64> {
+    let field = trim(field);
+    let whole = match memchr::memchr(b'.', field) {
+        Some(dot) => {
+            let fraction = &field[dot + 1..];
+            if fraction.is_empty() || fraction.iter().any(|b| *b != b'0') {
+                return None;
+            }
+            &field[..dot]
+        }
+        None => field,
+    };
+    digits(whole).and_then(|v| i64::try_from(v).ok())
+}
+
 /// `MM/YYYY` (the old portal's `Mês Competência`) as `YYYYMM`: exactly
 /// two digits, a slash and four (`10/2024` → 202410; `1/2024` is refused).
 pub fn mm_yyyy(field: &[u8]) -> Option<u32> {
@@ -184,8 +214,14 @@ pub fn shaped(column_type: ColumnType, field: &[u8]) -> bool {
         return false;
     }
     match column_type {
-        ColumnType::Yyyymm | ColumnType::Siafi | ColumnType::Ibge => {
+        ColumnType::Yyyymm | ColumnType::Siafi | ColumnType::Ibge | ColumnType::Ibge6 => {
             field.len() <= CODE_MAX_DIGITS && field.iter().all(u8::is_ascii_digit)
+        }
+        ColumnType::Count => {
+            let whole = field.split(|b| *b == b'.').next().unwrap_or_default();
+            whole.len() <= CODE_MAX_DIGITS
+                && field.iter().filter(|b| **b == b'.').count() <= 1
+                && field.iter().all(|b| b.is_ascii_digit() || *b == b'.')
         }
         ColumnType::MmYyyy => mm_yyyy(field).is_some(),
         ColumnType::Brl | ColumnType::BrlPoint => {
@@ -244,6 +280,37 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(&f(input.as_bytes()), want, "input {input:?}");
         }
+    }
+
+    #[test]
+    fn counts_are_whole_or_refused() {
+        check(
+            count,
+            &[
+                ("1268", Some(1268)),
+                ("1268.0", Some(1268)),
+                (" 0.00 ", Some(0)),
+                ("1268.5", None),
+                ("1268.", None),
+                ("-3", None),
+                ("1e3", None),
+                ("1.268", None),
+                ("", None),
+            ],
+        );
+    }
+
+    #[test]
+    fn six_digit_ibge_codes() {
+        check(
+            ibge6,
+            &[
+                ("355030", Some(355030)),
+                ("3550308", None),
+                ("035503", None),
+                ("35503", None),
+            ],
+        );
     }
 
     #[test]

@@ -41,6 +41,16 @@ pub enum LoadError {
         first_column: String,
         first_reason: String,
     },
+    #[error(
+        "{file}: line {line} repeats municipality {municipality} in {period} (first at line {first_line}); a file of aggregates has one row per municipality and period"
+    )]
+    DuplicateRow {
+        file: String,
+        line: i64,
+        first_line: i64,
+        municipality: String,
+        period: String,
+    },
     #[error("{file}: no rows (empty or header-only file)")]
     NoRows { file: String },
     #[error(
@@ -132,6 +142,7 @@ impl LoadError {
             LoadError::Csv { .. } => Code::CsvError,
             LoadError::TooManyRejects { .. } => Code::TooManyRejects,
             LoadError::NoRows { .. } => Code::EmptyFile,
+            LoadError::DuplicateRow { .. } => Code::DuplicateRow,
             LoadError::Shrink { .. } => Code::ShrinkGuard,
             LoadError::Busy { .. } => Code::LoadInProgress,
             LoadError::Spill { .. } => Code::SpillIo,

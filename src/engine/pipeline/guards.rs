@@ -110,11 +110,60 @@ pub(super) fn check_totals(totals: &Totals, summary: &ParseSummary) -> Result<()
     Ok(())
 }
 
+/// A pre-aggregated period: what `beneficiary_data` holds after the writes
+/// must be what the parser summed for that period (a row lost or doubled
+/// on the way fails the load).
+pub(super) fn check_period_totals(
+    written: &crate::engine::aggregate::tabulated::Written,
+    tally: &super::parser::PeriodTally,
+) -> Result<(), LoadError> {
+    let sum = |v: Option<i64>| v.map_or(0, i128::from);
+    let same = written.municipalities as u64 == tally.rows
+        && sum(written.beneficiaries) == tally.beneficiaries
+        && sum(written.families) == tally.families
+        && sum(written.value_cents) == tally.value_cents;
+    if !same {
+        return Err(LoadError::Internal(format!(
+            "aggregates of {} disagree with the stream: {written:?} written, {tally:?} parsed",
+            tally.period
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::code::Code;
     use crate::engine::load::ledger::Reject;
+
+    #[test]
+    fn a_period_written_must_equal_its_tally() {
+        use crate::engine::aggregate::tabulated::Written;
+        use crate::engine::pipeline::parser::PeriodTally;
+        let tally = PeriodTally {
+            period: 202412,
+            rows: 2,
+            beneficiaries: 30,
+            families: 0,
+            value_cents: 0,
+        };
+        let written = Written {
+            municipalities: 2,
+            beneficiaries: Some(30),
+            families: None,
+            value_cents: None,
+        };
+        assert!(check_period_totals(&written, &tally).is_ok());
+        let lost = Written {
+            municipalities: 1,
+            beneficiaries: Some(10),
+            ..written
+        };
+        let error = check_period_totals(&lost, &tally).expect_err("a lost row");
+        assert_eq!(error.code(), Code::Internal);
+        assert!(error.to_string().contains("202412"), "{error}");
+    }
 
     fn quality(ratio: f64, allowance: u64, shrink: f64) -> Quality {
         Quality {

@@ -19,6 +19,7 @@ mod guards;
 mod parser;
 mod publish;
 mod stages;
+mod tabulated;
 mod validate;
 
 pub use error::LoadError;
@@ -35,7 +36,9 @@ use secrecy::SecretString;
 use tokio::sync::mpsc;
 
 use crate::config::Settings;
-use crate::dataset::{Period, Spec};
+use futures::future::Either;
+
+use crate::dataset::{Kind, Period, Spec};
 use crate::engine::load::ledger::LedgerStatus;
 use crate::engine::load::{self, ledger};
 use crate::engine::parse::MunicipalityIndex;
@@ -90,6 +93,18 @@ pub struct LoadReport {
     pub(crate) stage_seconds: Vec<(&'static str, f64)>,
     pub rejects: Vec<ledger::Reject>,
     pub replaced_load: Option<String>,
+    /// A file of many periods (`aggregates` kind): each period it held,
+    /// oldest first.
+    pub periods: Vec<PeriodOutcome>,
+}
+
+/// One period of a file of many periods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeriodOutcome {
+    pub period: Period,
+    pub rows: u64,
+    /// False: its rows were those already published, left alone.
+    pub published: bool,
 }
 
 impl LoadReport {
@@ -111,6 +126,7 @@ impl LoadReport {
             stage_seconds: Vec::new(),
             rejects: Vec::new(),
             replaced_load: None,
+            periods: Vec::new(),
         }
     }
 
@@ -180,11 +196,19 @@ pub async fn run_with(
         .program
         .clone()
         .ok_or_else(|| LoadError::NotPayments(spec.dataset.clone()))?;
-    let nis_key = nis_key.ok_or(LoadError::NoNisKey)?;
+    // A file of aggregates names no one: it needs no key.
+    let tabulated = spec.kind == Kind::Aggregates;
+    let nis_key = match nis_key {
+        Some(key) => key,
+        None if tabulated => SecretString::from(String::new()),
+        None => return Err(LoadError::NoNisKey),
+    };
     spec.check_period(request.period, request.force)?;
     let client = ctx.pool.get().await?;
     let program_id = load::ensure_program(&**client, &program).await?;
-    load::ensure_program_partition(&**client, program_id, &program.code).await?;
+    if !tabulated {
+        load::ensure_program_partition(&**client, program_id, &program.code).await?;
+    }
     let municipalities = load::municipality_index(&**client).await?;
     if municipalities.is_empty() {
         return Err(LoadError::NoMunicipalities);
@@ -194,11 +218,13 @@ pub async fn run_with(
         .clone()
         .unwrap_or_else(|| spec.url_for(request.period));
     let redacted = source::redact_source(&location);
+    // A file of many periods is one download with no period of its own;
+    // each period it publishes gets its own ledger row.
     let load_id = ledger::start(
         &**client,
         &spec.dataset,
         Some(&program.code),
-        Some(request.period),
+        (!tabulated).then_some(request.period),
         &redacted,
         request.force,
     )
@@ -206,25 +232,25 @@ pub async fn run_with(
     tracing::info!(load_id, dataset = %spec.dataset, period = %request.period, source = %redacted, "load started");
     let mut stats = serde_json::json!({});
     let session = Arc::new(std::sync::Mutex::new(None));
-    let attempt = attempt(
-        ctx,
-        &client,
-        request,
-        AttemptInput {
-            program_id,
-            program_code: &program.code,
-            paid_per_family: program.paid_per_family,
-            municipalities,
-            location: &location,
-            redacted: &redacted,
-            load_id,
-            nis_key,
-            session: session.clone(),
-            step,
-        },
-        progress,
-        &mut stats,
-    );
+    let input = AttemptInput {
+        program_id,
+        program_code: &program.code,
+        paid_per_family: program.paid_per_family,
+        municipalities,
+        location: &location,
+        redacted: &redacted,
+        load_id,
+        nis_key,
+        session: session.clone(),
+        step,
+    };
+    let attempt = if tabulated {
+        Either::Left(tabulated::attempt(
+            ctx, &client, request, input, progress, &mut stats,
+        ))
+    } else {
+        Either::Right(attempt(ctx, &client, request, input, progress, &mut stats))
+    };
     let result = tokio::select! {
         result = attempt => result,
         () = cancel => {

@@ -21,7 +21,9 @@ use crate::engine::aggregate::{DistinctSpill, MunicipalTally, Tallies};
 use crate::engine::decode::{ChannelReader, Decoded, find_decode_error};
 use crate::engine::load::{copy, ledger};
 use crate::engine::parse::records::{Record, RecordReader};
-use crate::engine::parse::{MunicipalityIndex, PaymentRow, Plan, Transformer};
+use crate::engine::parse::{
+    MunicipalityIndex, PaymentRow, Plan, RowError, TabulatedRow, Transformer,
+};
 use crate::engine::source::Progress;
 
 /// Rows between two updates of the shared progress counters.
@@ -67,12 +69,125 @@ pub(crate) struct ParseSummary {
     pub(crate) distinct_beneficiaries: u64,
     /// Bytes of the distinct-count spill file.
     pub(crate) spilled_bytes: u64,
+    /// A pre-aggregated file's figures per period, in the order first seen.
+    pub(crate) periods: Vec<PeriodTally>,
+}
+
+/// What a file's records become: a payment (`payments` kind) or a
+/// municipality's figures for a period (`aggregates`). The parser loop is
+/// the same; the kind says how a record is transformed and what is tallied
+/// on the way (no allocation per row either way).
+pub(crate) trait RowKind: Send + 'static {
+    type Row<'a>;
+    /// What the loop tallies of every accepted row.
+    type Tally: Default;
+    fn transform<'t>(
+        transformer: &'t mut Transformer,
+        record: &Record<'_>,
+    ) -> Result<Self::Row<'t>, RowError>;
+    fn tally(tally: &mut Self::Tally, row: &Self::Row<'_>);
+    fn summarise(tally: Self::Tally, summary: &mut ParseSummary);
+}
+
+/// One row per payment.
+pub(crate) struct Payments;
+
+impl RowKind for Payments {
+    type Row<'a> = PaymentRow<'a>;
+    type Tally = i128;
+
+    #[inline]
+    fn transform<'t>(
+        transformer: &'t mut Transformer,
+        record: &Record<'_>,
+    ) -> Result<PaymentRow<'t>, RowError> {
+        transformer.row(record)
+    }
+
+    #[inline]
+    fn tally(cents: &mut i128, row: &PaymentRow<'_>) {
+        *cents += i128::from(row.value_cents);
+    }
+
+    fn summarise(cents: i128, summary: &mut ParseSummary) {
+        summary.value_cents = cents;
+    }
+}
+
+/// One row per municipality and period, already counted.
+pub(crate) struct Tabulated;
+
+impl RowKind for Tabulated {
+    type Row<'a> = TabulatedRow;
+    type Tally = PeriodTallies;
+
+    #[inline]
+    fn transform(
+        transformer: &mut Transformer,
+        record: &Record<'_>,
+    ) -> Result<TabulatedRow, RowError> {
+        let row = transformer.tabulated_row(record)?;
+        Ok(TabulatedRow {
+            line: record.line,
+            ..row
+        })
+    }
+
+    #[inline]
+    fn tally(tallies: &mut PeriodTallies, row: &TabulatedRow) {
+        tallies.add(row);
+    }
+
+    fn summarise(tallies: PeriodTallies, summary: &mut ParseSummary) {
+        summary.value_cents = tallies.0.iter().map(|t| t.value_cents).sum();
+        summary.periods = tallies.0;
+    }
+}
+
+/// A pre-aggregated file's figures for one period, summed as rows go by:
+/// what the published tables must hold (checked before COMMIT).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PeriodTally {
+    /// `YYYYMM`.
+    pub(crate) period: u32,
+    pub(crate) rows: u64,
+    pub(crate) beneficiaries: i128,
+    pub(crate) families: i128,
+    pub(crate) value_cents: i128,
+}
+
+/// Per period, in the order first seen; the last one is looked at first
+/// (rows of a period usually come together).
+#[derive(Debug, Default)]
+pub(crate) struct PeriodTallies(Vec<PeriodTally>);
+
+impl PeriodTallies {
+    #[inline]
+    fn add(&mut self, row: &TabulatedRow) {
+        let at = match self.0.iter().rposition(|t| t.period == row.period) {
+            Some(at) => at,
+            None => {
+                self.0.push(PeriodTally {
+                    period: row.period,
+                    ..PeriodTally::default()
+                });
+                self.0.len() - 1
+            }
+        };
+        let t = &mut self.0[at];
+        t.rows += 1;
+        t.beneficiaries += i128::from(row.beneficiaries.unwrap_or(0));
+        t.families += i128::from(row.families.unwrap_or(0));
+        t.value_cents += i128::from(row.value_cents.unwrap_or(0));
+    }
 }
 
 /// Where the parser's accepted rows go.
 pub(crate) trait RowSink {
+    type Kind: RowKind;
+
     /// One accepted row (called on the hot path: no allocation per row).
-    fn accept(&mut self, row: &PaymentRow<'_>) -> Result<(), LoadError>;
+    fn accept(&mut self, row: &<Self::Kind as RowKind>::Row<'_>) -> Result<(), LoadError>;
 
     /// After the last record: flush, and fill in what the sink counted.
     fn finish(self, index: &MunicipalityIndex, summary: &mut ParseSummary)
@@ -80,10 +195,18 @@ pub(crate) trait RowSink {
 }
 
 /// `validate`'s sink: rows are checked by the transform and dropped.
-pub(crate) struct CheckOnly;
+pub(crate) struct CheckOnly<K>(std::marker::PhantomData<K>);
 
-impl RowSink for CheckOnly {
-    fn accept(&mut self, _row: &PaymentRow<'_>) -> Result<(), LoadError> {
+impl<K> CheckOnly<K> {
+    pub(crate) fn new() -> CheckOnly<K> {
+        CheckOnly(std::marker::PhantomData)
+    }
+}
+
+impl<K: RowKind> RowSink for CheckOnly<K> {
+    type Kind = K;
+
+    fn accept(&mut self, _row: &K::Row<'_>) -> Result<(), LoadError> {
         Ok(())
     }
 
@@ -149,6 +272,8 @@ fn spill_error(dir: &std::path::Path, source: io::Error) -> LoadError {
 }
 
 impl RowSink for CopySink {
+    type Kind = Payments;
+
     #[inline]
     fn accept(&mut self, row: &PaymentRow<'_>) -> Result<(), LoadError> {
         if let Some(hash) = &row.beneficiary_hash {
@@ -348,6 +473,7 @@ pub(crate) fn parse_blocking<S: RowSink>(
         layout,
         ..ParseSummary::default()
     };
+    let mut tally = <S::Kind as RowKind>::Tally::default();
     loop {
         let record = match reader.next_record() {
             Ok(Some(record)) => record,
@@ -370,18 +496,21 @@ pub(crate) fn parse_blocking<S: RowSink>(
             continue;
         }
         summary.rows_read += 1;
-        match transformer.row(&record) {
+        // The row borrows the transformer; the reject needs it back.
+        let refused = match S::Kind::transform(&mut transformer, &record) {
             Ok(row) => {
                 summary.rows_loaded += 1;
-                summary.value_cents += i128::from(row.value_cents);
+                S::Kind::tally(&mut tally, &row);
                 sink.accept(&row)?;
+                None
             }
-            Err(error) => {
-                let code = error.reason.code();
-                rejects.record(&transformer, &record, 1, error.column, code, || {
-                    error.reason.to_string()
-                });
-            }
+            Err(error) => Some(error),
+        };
+        if let Some(error) = refused {
+            let code = error.reason.code();
+            rejects.record(&transformer, &record, 1, error.column, code, || {
+                error.reason.to_string()
+            });
         }
         if summary.rows_read % PROGRESS_EVERY == 0 {
             progress.rows.store(summary.rows_read, Ordering::Relaxed);
@@ -402,6 +531,7 @@ pub(crate) fn parse_blocking<S: RowSink>(
         .join()
         .map_err(|_| LoadError::Internal("the inflate thread panicked".into()))?;
     summary.period = transformer.period();
+    S::Kind::summarise(tally, &mut summary);
     sink.finish(transformer.municipalities(), &mut summary)?;
     Ok(summary)
 }

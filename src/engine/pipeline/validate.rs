@@ -10,10 +10,10 @@ use tokio::sync::mpsc;
 
 use super::error::LoadError;
 use super::guards::reject_limit;
-use super::parser::{CheckOnly, ParseInput, ParseSummary};
+use super::parser::{CheckOnly, ParseInput, ParseSummary, Payments, Tabulated};
 use super::stages::{self, FirstFailure};
 use crate::config::Settings;
-use crate::dataset::Spec;
+use crate::dataset::{Kind, Spec};
 use crate::engine::parse::MunicipalityIndex;
 use crate::engine::source::{self, OpenOutcome, Progress};
 
@@ -54,8 +54,16 @@ pub async fn validate(
         limits: settings.limits.clone(),
         file,
     };
-    let parsed =
-        super::parser::spawn_parser(byte_rx, input, || Ok(CheckOnly), &progress, &first).await;
+    let parsed = match spec.kind {
+        Kind::Aggregates => {
+            let sink = || Ok(CheckOnly::<Tabulated>::new());
+            super::parser::spawn_parser(byte_rx, input, sink, &progress, &first).await
+        }
+        _ => {
+            let sink = || Ok(CheckOnly::<Payments>::new());
+            super::parser::spawn_parser(byte_rx, input, sink, &progress, &first).await
+        }
+    };
     if parsed.is_err() && !download.is_finished() {
         download.abort();
     }

@@ -97,6 +97,7 @@ pub fn verdict(code: Code, previous: Option<Code>) -> Verdict {
         | Code::RecordTooLarge
         | Code::CsvHeaderMismatch
         | Code::CsvError
+        | Code::DuplicateRow
         | Code::TooManyRejects
         | Code::PeriodOutOfBounds
         | Code::NoReferenceData

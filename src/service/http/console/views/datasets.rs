@@ -17,6 +17,7 @@ fn class(state: MonthState) -> &'static str {
     match state {
         MonthState::NotDue => "not-due",
         MonthState::AtSource => "at-source",
+        MonthState::NotAtSource => "not-at-source",
         s => s.as_str(),
     }
 }
@@ -149,7 +150,7 @@ pub(crate) fn page(boards: &[DatasetBoard], csrf: &str, message: Option<&str>) -
         h1 { "Datasets" }
         @if let Some(m) = message { p { (m) } }
         p.legend {
-            @for s in [MonthState::Published, MonthState::Unchanged, MonthState::Running, MonthState::Queued, MonthState::Failed, MonthState::AtSource, MonthState::Missing, MonthState::NotDue] {
+            @for s in [MonthState::Published, MonthState::Unchanged, MonthState::Running, MonthState::Queued, MonthState::Failed, MonthState::AtSource, MonthState::Missing, MonthState::NotAtSource, MonthState::NotDue] {
                 span { span class={"cell " (class(s))} {} " " (s.as_str()) }
             }
         }

@@ -1,0 +1,140 @@
+//! The aggregate tables for one period of a pre-aggregated file
+//! (`aggregates` kind), written from the load's working table
+//! `carga_tabulated` (`load::tabulated`). The file already counted each
+//! municipality; a state's and the country's figures are the sums of its
+//! municipalities' (a file of counts holds no people to count apart). A
+//! figure the file does not have is NULL at every level, never made up.
+
+use tokio_postgres::Transaction;
+
+/// What one period's writes need.
+pub(crate) struct PeriodScope<'a> {
+    pub(crate) program_id: i32,
+    pub(crate) reference_date: chrono::NaiveDate,
+    pub(crate) load_id: i64,
+    pub(crate) data_source: &'a str,
+}
+
+/// The period's figures as written, read back for the totals check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Written {
+    pub(crate) municipalities: i64,
+    pub(crate) beneficiaries: Option<i64>,
+    pub(crate) families: Option<i64>,
+    pub(crate) value_cents: Option<i64>,
+}
+
+/// Fails (SQLSTATE 22003, naming the total) when a count or a sum of the
+/// period would not fit its column, before anything is written.
+async fn guard(tx: &Transaction<'_>, scope: &PeriodScope<'_>) -> Result<(), tokio_postgres::Error> {
+    let sql = format!(
+        "DO $$
+         BEGIN
+           IF EXISTS (SELECT 1 FROM carga_tabulated t
+                      JOIN public.municipalities m ON m.id = t.municipality_id
+                      WHERE t.reference_date = DATE '{date}'
+                      GROUP BY m.state_id
+                      HAVING max(t.beneficiaries) > 2147483647 OR max(t.families) > 2147483647
+                          OR sum(t.beneficiaries) > 2147483647 OR sum(t.families) > 2147483647
+                          OR abs(sum(t.value_cents)) > {m}) THEN
+             RAISE EXCEPTION 'a municipality''s or state''s count or value in {date} is beyond what its column holds'
+               USING ERRCODE = 'numeric_value_out_of_range';
+           END IF;
+           IF (SELECT sum(beneficiaries) > 2147483647 OR sum(families) > 2147483647
+                      OR abs(sum(value_cents)) > {n}
+               FROM carga_tabulated WHERE reference_date = DATE '{date}') THEN
+             RAISE EXCEPTION 'the national count or value in {date} is beyond what its column holds'
+               USING ERRCODE = 'numeric_value_out_of_range';
+           END IF;
+         END $$",
+        date = scope.reference_date.format("%Y-%m-%d"),
+        m = super::MAX_CENTS_NUMERIC_15_2,
+        n = super::MAX_CENTS_NUMERIC_17_2,
+    );
+    tx.batch_execute(&sql).await
+}
+
+/// Writes the period: `beneficiary_data` upserted per municipality (its
+/// rows for municipalities the file no longer has deleted), then
+/// `program_state_monthly` and `program_national_monthly`. Returns what
+/// `beneficiary_data` now holds for the period.
+pub(crate) async fn write_period(
+    tx: &Transaction<'_>,
+    scope: &PeriodScope<'_>,
+) -> Result<Written, tokio_postgres::Error> {
+    guard(tx, scope).await?;
+    let (program, date, load) = (&scope.program_id, &scope.reference_date, &scope.load_id);
+    tx.execute(
+        "INSERT INTO public.beneficiary_data AS b
+             (municipality_id, program_id, reference_date, total_beneficiaries, total_families,
+              total_value_brl, extra_data, data_source, ingested_at)
+         SELECT municipality_id, $1, $2, beneficiaries::int, families::int,
+                value_cents::numeric / 100, jsonb_build_object('load_id', $3::bigint, 'line', line),
+                $4, now() AT TIME ZONE 'UTC'
+         FROM carga_tabulated WHERE reference_date = $2
+         ON CONFLICT (municipality_id, program_id, reference_date) DO UPDATE SET
+             total_beneficiaries = EXCLUDED.total_beneficiaries,
+             total_families = EXCLUDED.total_families,
+             total_value_brl = EXCLUDED.total_value_brl,
+             extra_data = EXCLUDED.extra_data,
+             data_source = EXCLUDED.data_source,
+             ingested_at = EXCLUDED.ingested_at",
+        &[program, date, load, &scope.data_source],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM public.beneficiary_data b
+         WHERE b.program_id = $1 AND b.reference_date = $2
+           AND b.municipality_id NOT IN
+               (SELECT municipality_id FROM carga_tabulated WHERE reference_date = $2)",
+        &[program, date],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM public.program_state_monthly WHERE program_id = $1 AND reference_date = $2",
+        &[program, date],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO public.program_state_monthly
+             (program_id, state_id, reference_date, municipalities, total_beneficiaries,
+              total_families, total_value_brl, payments, load_id)
+         SELECT $1, m.state_id, $2, count(*), sum(t.beneficiaries)::int, sum(t.families)::int,
+                sum(t.value_cents)::numeric / 100, NULL, $3
+         FROM carga_tabulated t JOIN public.municipalities m ON m.id = t.municipality_id
+         WHERE t.reference_date = $2
+         GROUP BY m.state_id",
+        &[program, date, load],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO public.program_national_monthly
+             (program_id, reference_date, states, municipalities, total_beneficiaries, total_families,
+              total_value_brl, payments, load_id, computed_at)
+         SELECT $1, $2, count(DISTINCT m.state_id), count(*), sum(t.beneficiaries)::int,
+                sum(t.families)::int, sum(t.value_cents)::numeric / 100, NULL, $3, now()
+         FROM carga_tabulated t JOIN public.municipalities m ON m.id = t.municipality_id
+         WHERE t.reference_date = $2
+         ON CONFLICT (program_id, reference_date) DO UPDATE SET
+             states = EXCLUDED.states, municipalities = EXCLUDED.municipalities,
+             total_beneficiaries = EXCLUDED.total_beneficiaries, total_families = EXCLUDED.total_families,
+             total_value_brl = EXCLUDED.total_value_brl, payments = EXCLUDED.payments,
+             load_id = EXCLUDED.load_id, computed_at = EXCLUDED.computed_at",
+        &[program, date, load],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "SELECT count(*), sum(total_beneficiaries)::bigint, sum(total_families)::bigint,
+                    (sum(total_value_brl) * 100)::bigint
+             FROM public.beneficiary_data WHERE program_id = $1 AND reference_date = $2",
+            &[program, date],
+        )
+        .await?;
+    Ok(Written {
+        municipalities: row.get(0),
+        beneficiaries: row.get(1),
+        families: row.get(2),
+        value_cents: row.get(3),
+    })
+}

@@ -1,0 +1,288 @@
+//! A pre-aggregated file's working table and ledger rows (`aggregates`
+//! kind). The file's rows are COPYed into `carga_tabulated`, a temporary
+//! table of the load transaction (dropped at its end); from it each period
+//! gets a digest of its rows, and the periods whose digest differs from the
+//! published one are written (`aggregate::tabulated`) and get a ledger row
+//! of their own, pointing at the download's row (`file_load`).
+
+use bytes::{BufMut, BytesMut};
+use tokio_postgres::{GenericClient, Transaction};
+
+use super::ledger::LedgerStatus;
+use crate::dataset::Period;
+use crate::engine::parse::TabulatedRow;
+use crate::engine::parse::value::first_day_pg;
+
+/// The working table and the column list every encoded row follows.
+pub(crate) const TARGET: &str =
+    "carga_tabulated (reference_date, municipality_id, beneficiaries, families, value_cents, line)";
+
+/// Creates the working table, dropped when the transaction ends.
+pub(crate) async fn create(tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+    tx.batch_execute(
+        "CREATE TEMP TABLE carga_tabulated (
+             reference_date  date   NOT NULL,
+             municipality_id int    NOT NULL,
+             beneficiaries   bigint,
+             families        bigint,
+             value_cents     bigint,
+             line            bigint NOT NULL
+         ) ON COMMIT DROP",
+    )
+    .await
+}
+
+/// Appends one tuple of `row` (read at `line`) in binary COPY format.
+pub(crate) fn encode_row(buf: &mut BytesMut, row: &TabulatedRow) {
+    buf.reserve(64);
+    buf.put_i16(6);
+    buf.put_i32(4);
+    buf.put_i32(first_day_pg(row.period));
+    buf.put_i32(4);
+    buf.put_i32(row.municipality_id);
+    for figure in [row.beneficiaries, row.families, row.value_cents] {
+        match figure {
+            Some(v) => {
+                buf.put_i32(8);
+                buf.put_i64(v);
+            }
+            None => buf.put_i32(-1),
+        }
+    }
+    buf.put_i32(8);
+    buf.put_i64(row.line as i64);
+}
+
+/// Two rows of one municipality and period: the first repeat, by line.
+#[derive(Debug, Clone)]
+pub(crate) struct Repeat {
+    pub(crate) line: i64,
+    pub(crate) first_line: i64,
+    pub(crate) ibge_code: String,
+    pub(crate) period: chrono::NaiveDate,
+}
+
+/// The first (by line) row repeating an earlier row's municipality and
+/// period, if any.
+pub(crate) async fn first_repeat(
+    tx: &Transaction<'_>,
+) -> Result<Option<Repeat>, tokio_postgres::Error> {
+    let row = tx
+        .query_opt(
+            "SELECT r.line, r.first_line, m.ibge_code::text, r.reference_date
+             FROM (SELECT line, reference_date, municipality_id,
+                          min(line) OVER (PARTITION BY reference_date, municipality_id) AS first_line
+                   FROM carga_tabulated) r
+             JOIN public.municipalities m ON m.id = r.municipality_id
+             WHERE r.line <> r.first_line
+             ORDER BY r.line LIMIT 1",
+            &[],
+        )
+        .await?;
+    Ok(row.map(|r| Repeat {
+        line: r.get(0),
+        first_line: r.get(1),
+        ibge_code: r.get(2),
+        period: r.get(3),
+    }))
+}
+
+/// One period of the file: its row count and the digest of its rows
+/// (SHA-256 over the rows in municipality order; NULL spelled apart from
+/// every number).
+#[derive(Debug, Clone)]
+pub(crate) struct PeriodDigest {
+    pub(crate) period: Period,
+    pub(crate) rows: i64,
+    pub(crate) digest: Vec<u8>,
+}
+
+/// The file's periods, oldest first.
+pub(crate) async fn periods(
+    tx: &Transaction<'_>,
+) -> Result<Vec<PeriodDigest>, tokio_postgres::Error> {
+    let rows = tx
+        .query(
+            "SELECT reference_date, count(*),
+                    sha256(convert_to(string_agg(
+                        concat_ws(',', municipality_id, coalesce(beneficiaries::text, '-'),
+                                  coalesce(families::text, '-'), coalesce(value_cents::text, '-')),
+                        ';' ORDER BY municipality_id), 'UTF8'))
+             FROM carga_tabulated GROUP BY reference_date ORDER BY reference_date",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| PeriodDigest {
+            period: Period::from_date(r.get(0)),
+            rows: r.get(1),
+            digest: r.get(2),
+        })
+        .collect())
+}
+
+/// What the ledger holds of a period published before.
+#[derive(Debug, Clone)]
+pub(crate) struct PublishedPeriod {
+    pub(crate) period: Period,
+    pub(crate) digest: Option<Vec<u8>>,
+    pub(crate) rows: i64,
+}
+
+/// The published ledger rows of `program_code`'s periods.
+pub(crate) async fn published(
+    client: &impl GenericClient,
+    program_code: &str,
+) -> Result<Vec<PublishedPeriod>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT period, sha256, coalesce(rows_loaded, 0) FROM carga.loads
+             WHERE program_code = $1 AND period IS NOT NULL AND status = $2",
+            &[&program_code, &LedgerStatus::Published],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| PublishedPeriod {
+            period: Period::from_date(r.get(0)),
+            digest: r.get(1),
+            rows: r.get(2),
+        })
+        .collect())
+}
+
+/// The validators of the last published download of the file, for a
+/// conditional request, and its SHA-256.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FileValidators {
+    pub(crate) etag: Option<String>,
+    pub(crate) last_modified: Option<String>,
+    pub(crate) sha256: Option<Vec<u8>>,
+}
+
+pub(crate) async fn last_download(
+    client: &impl GenericClient,
+    program_code: &str,
+) -> Result<Option<FileValidators>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT etag, last_modified, sha256 FROM carga.loads
+             WHERE program_code = $1 AND period IS NULL AND status = $2
+             ORDER BY finished_at DESC LIMIT 1",
+            &[&program_code, &LedgerStatus::Published],
+        )
+        .await?;
+    Ok(row.map(|r| FileValidators {
+        etag: r.get(0),
+        last_modified: r.get(1),
+        sha256: r.get(2),
+    }))
+}
+
+/// One period as published: its ledger row's figures.
+#[derive(Debug, Clone)]
+pub(crate) struct PeriodRecord<'a> {
+    pub(crate) dataset: &'a str,
+    pub(crate) program_code: &'a str,
+    pub(crate) period: Period,
+    pub(crate) source_url: &'a str,
+    pub(crate) forced: bool,
+    pub(crate) digest: &'a [u8],
+    pub(crate) rows: i64,
+    pub(crate) beneficiaries: Option<i64>,
+    pub(crate) value_cents: Option<i64>,
+    pub(crate) layout: &'a str,
+}
+
+/// In the publishing transaction: supersede the period's published row and
+/// insert this one, `published`, pointing at the download `file_load`.
+pub(crate) async fn publish_period(
+    tx: &Transaction<'_>,
+    file_load: i64,
+    record: &PeriodRecord<'_>,
+) -> Result<i64, tokio_postgres::Error> {
+    let period = record.period.first_day();
+    tx.execute(
+        "UPDATE carga.loads SET status = $3
+         WHERE program_code = $1 AND period = $2 AND status = $4",
+        &[
+            &record.program_code,
+            &period,
+            &LedgerStatus::Superseded,
+            &LedgerStatus::Published,
+        ],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "INSERT INTO carga.loads (dataset, program_code, period, status, forced, source_url, sha256,
+                                      rows_read, rows_loaded, rows_rejected, distinct_beneficiaries,
+                                      total_value_brl, layout, file_load, started_at, finished_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $8, 0, $9, $10::bigint::numeric / 100, $11, $12,
+                    f.started_at, clock_timestamp()
+             FROM carga.loads f WHERE f.id = $12
+             RETURNING id",
+            &[
+                &record.dataset,
+                &record.program_code,
+                &period,
+                &LedgerStatus::Published,
+                &record.forced,
+                &record.source_url,
+                &record.digest,
+                &record.rows,
+                &record.beneficiaries,
+                &record.value_cents,
+                &record.layout,
+                &file_load,
+            ],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// In the publishing transaction: the download's own row becomes the
+/// program's published download (the one a conditional request asks with).
+pub(crate) async fn publish_download(
+    tx: &Transaction<'_>,
+    load_id: i64,
+    program_code: &str,
+    record: &super::ledger::PublishRecord,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "UPDATE carga.loads SET status = $3
+         WHERE program_code = $1 AND period IS NULL AND status = $2 AND id <> $4",
+        &[
+            &program_code,
+            &LedgerStatus::Published,
+            &LedgerStatus::Superseded,
+            &load_id,
+        ],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE carga.loads SET status = $2, finished_at = clock_timestamp(), etag = $3,
+                last_modified = $4, sha256 = $5, bytes_downloaded = $6, bytes_decompressed = $7,
+                rows_read = $8, rows_loaded = $9, rows_rejected = $10,
+                total_value_brl = $11::bigint::numeric / 100, stage_seconds = $12, layout = $13
+         WHERE id = $1",
+        &[
+            &load_id,
+            &LedgerStatus::Published,
+            &record.etag,
+            &record.last_modified,
+            &record.sha256,
+            &record.bytes_downloaded,
+            &record.bytes_decompressed,
+            &record.rows_read,
+            &record.rows_loaded,
+            &record.rows_rejected,
+            &record.value_cents,
+            &record.stage_seconds,
+            &record.layout,
+        ],
+    )
+    .await?;
+    Ok(())
+}
