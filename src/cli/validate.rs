@@ -71,20 +71,33 @@ pub(crate) async fn run(settings: Settings, args: ValidateArgs) -> CliResult {
         "  bytes           {} read, {} decompressed",
         report.bytes, s.decompressed_bytes
     );
-    println!(
-        "  period          {}",
-        if s.period == 0 {
-            "-".to_string()
-        } else {
-            format!("{}-{:02}", s.period / 100, s.period % 100)
-        }
-    );
+    let month = |yyyymm: u32| format!("{}-{:02}", yyyymm / 100, yyyymm % 100);
+    if s.periods.is_empty() {
+        println!(
+            "  period          {}",
+            if s.period == 0 {
+                "-".to_string()
+            } else {
+                month(s.period)
+            }
+        );
+    } else {
+        // A file of many periods (aggregates): each with its rows.
+        let mut periods = s.periods.clone();
+        periods.sort_by_key(|p| p.period);
+        let listed: Vec<String> = periods
+            .iter()
+            .map(|p| format!("{} ({} rows)", month(p.period), p.rows))
+            .collect();
+        println!("  periods         {}: {}", periods.len(), listed.join(", "));
+    }
     println!(
         "  rows            {} read, {} valid, {} rejected (limit {})",
         s.rows_read, s.rows_loaded, s.rows_rejected, report.limit
     );
     let total = storable_total(s.value_cents);
     match total {
+        _ if !spec.has_value() => println!("  value           - (the file has no value column)"),
         Some(cents) => println!("  value           {}", brl(cents)),
         None => println!("  value           beyond {}", brl(MAX_CENTS_NUMERIC_17_2)),
     }

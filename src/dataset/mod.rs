@@ -277,6 +277,15 @@ impl Spec {
         })
     }
 
+    /// Whether the file has a value (money) column: a file of counts alone
+    /// (Farmácia Popular) has none, and no value is ever made up for it.
+    pub(crate) fn has_value(&self) -> bool {
+        self.layouts
+            .iter()
+            .flat_map(|l| &l.columns)
+            .any(|c| c.role == Some(Role::Value))
+    }
+
     /// The source URL for `period`.
     pub(crate) fn url_for(&self, period: Period) -> String {
         self.source

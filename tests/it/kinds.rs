@@ -301,3 +301,85 @@ async fn codes_that_map_to_no_municipality_are_rejects_and_a_repeat_fails_naming
     assert!(stderr.contains("pfpbben.csv"), "{stderr}");
     assert_eq!(published(&app).await.0, good);
 }
+
+#[tokio::test]
+async fn a_worker_runs_a_file_of_many_periods_and_a_backfill_is_one_job() {
+    let mut app = TestApp::new().await;
+    let file = figures(&["202312", "202412", "202510"], 500);
+    let urls = app
+        .serve(vec![(
+            "pfpbben.zip",
+            zip_bytes("pfpbben.csv", &csv(&file, &[])),
+        )])
+        .await;
+    let url = &urls["pfpbben.zip"];
+    let status = common::process::carga(
+        &app,
+        &[
+            "enqueue",
+            "farmacia-popular",
+            "--period",
+            "2025-10",
+            "--url",
+            url,
+        ],
+    )
+    .output()
+    .await
+    .expect("enqueue");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let out = common::process::carga(&app, &["worker", "--once"])
+        .output()
+        .await
+        .expect("worker");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client = app.client().await;
+    let states: Vec<String> = client
+        .query(
+            "SELECT state FROM carga.jobs WHERE dataset = 'farmacia-popular'",
+            &[],
+        )
+        .await
+        .expect("jobs")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(states, ["succeeded"]);
+    assert_eq!(published(&app).await.0, file);
+
+    // Ten years of backfill: one job, not 120.
+    let out = common::process::carga(
+        &app,
+        &[
+            "backfill",
+            "farmacia-popular",
+            "--from",
+            "2016-01",
+            "--to",
+            "2025-10",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .output()
+    .await
+    .expect("backfill");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    let pending: i64 = client
+        .query_one(
+            "SELECT count(*) FROM carga.jobs WHERE dataset = 'farmacia-popular' AND state = 'available'",
+            &[],
+        )
+        .await
+        .expect("pending")
+        .get(0);
+    assert_eq!(pending, 1);
+}
