@@ -5,12 +5,16 @@
 -- without a count has no value to write: the state and national tables
 -- hold NULL there, never a number made up. These are carga's own tables
 -- (the dashboard's API does not read them), so relaxing them breaks no
--- reader. `payments` is NULL where the source counts no payments.
+-- reader. `payments` is NULL where the source counts no payments, and
+-- `municipalities` where its rows are not per municipality (`state_level`:
+-- a power distributor's figures, written to its state, never split).
 ALTER TABLE public.program_state_monthly
+    ALTER COLUMN municipalities DROP NOT NULL,
     ALTER COLUMN total_beneficiaries DROP NOT NULL,
     ALTER COLUMN total_value_brl DROP NOT NULL,
     ALTER COLUMN payments DROP NOT NULL;
 ALTER TABLE public.program_national_monthly
+    ALTER COLUMN municipalities DROP NOT NULL,
     ALTER COLUMN total_beneficiaries DROP NOT NULL,
     ALTER COLUMN total_value_brl DROP NOT NULL,
     ALTER COLUMN payments DROP NOT NULL;

@@ -9,7 +9,7 @@ use clap::Args;
 use super::enqueue::{operator_job, parse_period, payments_spec};
 use super::{CliResult, Failure, usage};
 use crate::config::Settings;
-use crate::dataset::{Kind, Period};
+use crate::dataset::Period;
 use crate::service::queue::{self, Priority};
 
 #[derive(Debug, Args)]
@@ -33,11 +33,12 @@ pub(crate) async fn run(settings: Settings, args: BackfillArgs) -> CliResult {
     }
     // A file of many periods is one download whatever the range: one job,
     // for the range's last month, publishes every period the file holds.
-    let periods = match spec.kind {
-        Kind::Aggregates => vec![to],
-        _ => Period::range(from, to),
+    let periods = if spec.kind.is_tabulated() {
+        vec![to]
+    } else {
+        Period::range(from, to)
     };
-    if spec.kind == Kind::Aggregates {
+    if spec.kind.is_tabulated() {
         eprintln!(
             "carga: {} is one file holding every period: one download ({to}) loads what it holds of {from} to {to}",
             spec.dataset

@@ -53,7 +53,7 @@ pub(crate) async fn run(settings: Settings, args: RunArgs) -> CliResult {
     }
     // One file of aggregates holds every period: --period only names the
     // one the run is for (the current month by default).
-    let tabulated = spec.kind == Kind::Aggregates;
+    let tabulated = spec.kind.is_tabulated();
     let period = match args.period.as_deref() {
         Some(text) => {
             Period::parse(text).ok_or_else(|| usage(anyhow!("--period {text:?} is not YYYY-MM")))?
@@ -147,7 +147,7 @@ pub(crate) fn print_report(request: &LoadRequest, r: &LoadReport) {
         Outcome::Published => "published",
         Outcome::Unchanged => "unchanged since the published load, skipped (use --force to reload)",
     };
-    if request.spec.kind == Kind::Aggregates {
+    if request.spec.kind.is_tabulated() {
         println!("{}: {} (load {})", request.spec.dataset, outcome, r.load_id);
     } else {
         println!(

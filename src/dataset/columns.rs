@@ -19,6 +19,15 @@ pub(crate) enum Role {
     Beneficiaries,
     /// A pre-aggregated file's count of families (`aggregates` kind).
     Families,
+    /// What maps a row to a state through a shipped table (`state_level`
+    /// kind: a power distributor's CNPJ).
+    State,
+    /// Which approval of a (state key, period) a row belongs to; the latest
+    /// wins (`state_level`: the registration date, then the order's number).
+    Version,
+    /// One part of an approval (`state_level`: a consumption band): parts
+    /// are summed, and a part repeated within one approval fails the load.
+    Part,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -38,6 +47,16 @@ pub(crate) enum ColumnType {
     /// A whole count: `1268`, or `1268.0` (a float's text with a zero
     /// fraction); anything else, a fraction or a sign included, is a reject.
     Count,
+    /// 14-digit CNPJ, digits only (`06981180000116`).
+    Cnpj,
+    /// `2020-04-17`, or `2020-04-17 10:32:05` (ISO 8601, a space or `T`).
+    IsoDate,
+    /// An order's number: `1234/2020` (ordered by year, then number) or
+    /// plain digits.
+    Despacho,
+    /// A decimal comma with optional thousands dots, the integer part
+    /// optional (ANEEL's `1234,56`, `,00`, `1.234,56`).
+    DecimalComma,
     /// Decimal comma with optional thousands dots: `1.234,56`, `-600,00`.
     Brl,
     /// The old portal's US format: decimal point, thousands commas, exactly
@@ -77,6 +96,18 @@ pub(crate) struct Column {
     /// Values meaning "no NIS" although they look like one.
     #[serde(default)]
     pub(crate) sentinels: Vec<String>,
+    /// For the `state` role: the shipped table mapping its values to states
+    /// (`jobs/reference/<map>.csv`).
+    #[serde(default)]
+    pub(crate) map: Option<String>,
+    /// For a `state_level` value: the same on every part of an approval,
+    /// taken once (ANEEL's DMR repeats on its five bands); parts that
+    /// disagree fail the load.
+    #[serde(default)]
+    pub(crate) repeated: bool,
+    /// An empty field means "absent" (NULL, never 0) instead of a reject.
+    #[serde(default)]
+    pub(crate) blank_is_absent: bool,
 }
 
 /// What a layout's rows are, for the roles its columns must have.
@@ -86,6 +117,9 @@ pub(super) enum Shape {
     Payments { reference_required: bool },
     /// One row per municipality and period, already counted.
     Tabulated,
+    /// Rows that map to a state through a shipped table, in parts and
+    /// approvals (`state_level`).
+    StateLevel,
 }
 
 /// Checks a layout's columns. A payments layout has exactly one
@@ -116,8 +150,15 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
             }
             Some(Role::Municipality) => &[ColumnType::Siafi, ColumnType::Ibge, ColumnType::Ibge6],
             Some(Role::Beneficiary) => &[ColumnType::Nis],
-            Some(Role::Value) => &[ColumnType::Brl, ColumnType::BrlPoint],
+            Some(Role::Value) => &[
+                ColumnType::Brl,
+                ColumnType::BrlPoint,
+                ColumnType::DecimalComma,
+            ],
             Some(Role::Beneficiaries) | Some(Role::Families) => &[ColumnType::Count],
+            Some(Role::State) => &[ColumnType::Cnpj],
+            Some(Role::Version) => &[ColumnType::IsoDate, ColumnType::Despacho],
+            Some(Role::Part) => &[ColumnType::Count],
             None => &[ColumnType::Text, ColumnType::Nis, ColumnType::Yyyymm],
         };
         if !expected.contains(&c.column_type) {
@@ -159,7 +200,18 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
         Shape::Tabulated => (
             &[Role::ReferenceMonth, Role::Municipality],
             &[Role::Beneficiaries, Role::Families, Role::Value],
-            &[Role::Beneficiary, Role::CompetenceMonth],
+            &[
+                Role::Beneficiary,
+                Role::CompetenceMonth,
+                Role::State,
+                Role::Version,
+                Role::Part,
+            ],
+        ),
+        Shape::StateLevel => (
+            &[Role::ReferenceMonth, Role::State],
+            &[Role::Families, Role::Value, Role::Part],
+            &[Role::Beneficiary, Role::CompetenceMonth, Role::Municipality],
         ),
     };
     for &role in exactly_one {
@@ -195,17 +247,47 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
                 match shape {
                     Shape::Payments { .. } => "payments",
                     Shape::Tabulated => "aggregates",
+                    Shape::StateLevel => "state_level",
                 }
             ));
         }
     }
-    if shape == Shape::Tabulated
+    if shape == Shape::StateLevel {
+        if count(Role::Version) > 2 {
+            return Err("columns: at most two columns may have role Version".into());
+        }
+        for (i, c) in columns.iter().enumerate() {
+            if c.role == Some(Role::State) && c.map.is_none() {
+                return Err(format!(
+                    "columns[{i}].map: the state column names the shipped table that maps it to a state"
+                ));
+            }
+        }
+    }
+    for (i, c) in columns.iter().enumerate() {
+        if c.repeated && (shape != Shape::StateLevel || c.role != Some(Role::Value)) {
+            return Err(format!(
+                "columns[{i}].repeated: only a state_level dataset's value column may be repeated"
+            ));
+        }
+        if c.map.is_some() && c.role != Some(Role::State) {
+            return Err(format!("columns[{i}].map: only the state column has a map"));
+        }
+    }
+    if shape
+        != (Shape::Payments {
+            reference_required: true,
+        })
+        && shape
+            != (Shape::Payments {
+                reference_required: false,
+            })
         && [Role::Beneficiaries, Role::Families, Role::Value]
             .iter()
             .all(|r| count(*r) == 0)
     {
         return Err(
-            "columns: an aggregates dataset needs a Beneficiaries, Families or Value column".into(),
+            "columns: a dataset of counts needs a Beneficiaries, Families or Value column".into(),
         );
     }
     Ok(())

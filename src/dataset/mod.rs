@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 mod columns;
 mod layout;
+mod maps;
 mod period;
 mod schedule;
 mod sections;
@@ -20,6 +21,7 @@ pub(crate) use columns::{Column, ColumnType, Privacy, Role, header_key};
 use columns::{Shape, is_identifier, validate_columns};
 pub(crate) use layout::Layout;
 use layout::RawLayout;
+pub(crate) use maps::StateMap;
 pub use period::{Period, PeriodOutOfBounds};
 pub(crate) use schedule::{CatchUp, Schedule};
 use sections::MAX_PAYMENT_BRL_LIMIT;
@@ -61,6 +63,7 @@ const BUILTIN: &[(&str, &str)] = &[
         "seguro-defeso.toml",
         include_str!("../../jobs/seguro-defeso.toml"),
     ),
+    ("tsee.toml", include_str!("../../jobs/tsee.toml")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +114,9 @@ pub struct Spec {
     pub(crate) layouts: Vec<Layout>,
     pub(crate) first_period: Option<Period>,
     pub(crate) last_period: Option<Period>,
+    /// A `state_level` dataset's shipped key → state table (read with the
+    /// specs, see [`load_all`]).
+    pub(crate) state_map: Option<std::sync::Arc<StateMap>>,
     /// Where the spec came from, for messages.
     pub(crate) origin: String,
 }
@@ -222,6 +228,9 @@ impl Spec {
         if raw.kind == Kind::Aggregates {
             validate_columns(&raw.columns, Shape::Tabulated).map_err(invalid)?;
         }
+        if raw.kind == Kind::StateLevel {
+            validate_columns(&raw.columns, Shape::StateLevel).map_err(invalid)?;
+        }
         // The Portal redirects to the file only from the URL without a
         // trailing slash (basedosdados/pipelines issue 1598, June 2026).
         if raw.source.url.ends_with('/') {
@@ -247,6 +256,7 @@ impl Spec {
         }
         let shape = match raw.kind {
             Kind::Aggregates => Shape::Tabulated,
+            Kind::StateLevel => Shape::StateLevel,
             _ => Shape::Payments {
                 reference_required: false,
             },
@@ -273,6 +283,7 @@ impl Spec {
             layouts,
             first_period,
             last_period,
+            state_map: None,
             origin: origin.to_string(),
         })
     }
@@ -284,6 +295,16 @@ impl Spec {
             .iter()
             .flat_map(|l| &l.columns)
             .any(|c| c.role == Some(Role::Value))
+    }
+
+    /// A `state_level` value column said once per approval (repeated on its
+    /// parts): its header, for messages.
+    pub(crate) fn repeated_value(&self) -> Option<String> {
+        self.layouts[0]
+            .columns
+            .iter()
+            .find(|c| c.role == Some(Role::Value) && c.repeated)
+            .map(|c| c.header.clone())
     }
 
     /// The source URL for `period`.
@@ -328,6 +349,20 @@ pub fn load_all(dir: &Path) -> Result<Vec<Spec>, SpecError> {
     } else {
         for (name, text) in BUILTIN {
             specs.push(Spec::parse(&format!("builtin:jobs/{name}"), text)?);
+        }
+    }
+    for spec in &mut specs {
+        let map = spec.layouts[0]
+            .columns
+            .iter()
+            .find(|c| c.role == Some(Role::State))
+            .and_then(|c| c.map.clone());
+        if let Some(name) = map {
+            let table = StateMap::load(dir, &name).map_err(|message| SpecError::Invalid {
+                file: spec.origin.clone(),
+                message: format!("columns: map {name:?}: {message}"),
+            })?;
+            spec.state_map = Some(std::sync::Arc::new(table));
         }
     }
     let mut seen = BTreeMap::new();

@@ -11,16 +11,28 @@ pub(crate) enum Kind {
     /// A file already counted per municipality and period, perhaps many
     /// periods in one file: each period found is published on its own.
     Aggregates,
+    /// Rows per something that maps to a state through a shipped table (a
+    /// power distributor), in approvals (the latest wins) and parts
+    /// (summed): written to the state and national tables only, never
+    /// split over municipalities.
+    StateLevel,
     /// States and municipalities (IBGE list with SIAFI codes).
     Reference,
 }
 
 impl Kind {
+    /// A file already counted (`aggregates`, `state_level`): it may hold
+    /// many periods, each published on its own, and names no one.
+    pub(crate) const fn is_tabulated(self) -> bool {
+        matches!(self, Kind::Aggregates | Kind::StateLevel)
+    }
+
     /// As a spec writes it.
     pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Kind::Payments => "payments",
             Kind::Aggregates => "aggregates",
+            Kind::StateLevel => "state_level",
             Kind::Reference => "reference",
         }
     }

@@ -126,9 +126,10 @@ pub async fn datasets(
         let last = periods.last().copied();
         // A file of many periods holds what its source kept: a month
         // between two it holds is not carga's gap (see MonthState::NotAtSource).
-        let first = match spec.kind {
-            Kind::Aggregates => None,
-            _ => spec.first_period.or(periods.first().copied()),
+        let first = if spec.kind.is_tabulated() {
+            None
+        } else {
+            spec.first_period.or(periods.first().copied())
         };
         let gaps = match (first, last) {
             (Some(first), Some(last)) => Period::range(first, last)
@@ -314,7 +315,7 @@ pub async fn boards(
             .get(&spec.dataset)
             .map(|s| s.iter().map(|(p, _)| *p).collect())
             .unwrap_or_default();
-        let tabulated = spec.kind == Kind::Aggregates;
+        let tabulated = spec.kind.is_tabulated();
         let latest = published.keys().max().map(|d| Period::from_date(*d));
         let months = Period::range(first, last)
             .into_iter()

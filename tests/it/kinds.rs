@@ -383,3 +383,397 @@ async fn a_worker_runs_a_file_of_many_periods_and_a_backfill_is_one_job() {
         .get(0);
     assert_eq!(pending, 1);
 }
+
+/// ANEEL's SCS file (`../shared/SOURCES.md` (g)): its 30 columns in the
+/// order public code lists them.
+const SCS_HEADER: [&str; 30] = [
+    "DatGeracaoConjuntoDados",
+    "AnmMesAnoCompetencia",
+    "SigAgente",
+    "NumCNPJAgente",
+    "AnmCompetenciaDespacho",
+    "NumDespacho",
+    "DatRegistro",
+    "IdcFaixa",
+    "MdaMWhConsResTotal",
+    "QtdConsResTotal",
+    "VlrDMR",
+    "VlrCDE",
+    "VlrTarifa",
+    "IdcSituacaoLote",
+    "NumConsBaixaRenda",
+    "NumConsIndigena",
+    "NumConsQuilombola",
+    "NumConsBPC",
+    "NumConsMultifamiliar",
+    "MdaMWhBaixaRenda",
+    "MdaMWhIndigena",
+    "MdaMWhQuilombola",
+    "MdaMWhBPC",
+    "MdaMWhMultifamiliar",
+    "VlrFatRealBaixaRenda",
+    "VlrFatRealIndigena",
+    "VlrFatRealQuilombola",
+    "VlrFatRealBPC",
+    "VlrFatRealMultifamiliar",
+    "VlrFatRealTotal",
+];
+
+/// One approval of one distributor's month: its five bands.
+struct Approval {
+    cnpj: &'static str,
+    month: &'static str,
+    order: &'static str,
+    registered: &'static str,
+    /// Households per band and modality (None: a blank field).
+    households: [[Option<i64>; 5]; 5],
+    dmr_cents: i64,
+}
+
+fn approval(
+    cnpj: &'static str,
+    month: &'static str,
+    order: &'static str,
+    registered: &'static str,
+    seed: i64,
+) -> Approval {
+    let mut households = [[None; 5]; 5];
+    for (band, row) in households.iter_mut().enumerate() {
+        for (modality, cell) in row.iter_mut().enumerate() {
+            // Multifamily is blank in the odd bands: absent, not zero.
+            if modality == 4 && band % 2 == 1 {
+                continue;
+            }
+            *cell = Some(seed * 10 + (band as i64) * 7 + (modality as i64) * 3);
+        }
+    }
+    Approval {
+        cnpj,
+        month,
+        order,
+        registered,
+        households,
+        dmr_cents: seed * 100_003,
+    }
+}
+
+/// Cents as ANEEL writes them: a decimal comma, no integer part when 0.
+fn aneel_money(cents: i64) -> String {
+    if cents < 100 {
+        format!(",{cents:02}")
+    } else {
+        format!("{},{:02}", cents / 100, cents % 100)
+    }
+}
+
+fn scs_csv(approvals: &[Approval], dmr_override: Option<(usize, usize, i64)>) -> Vec<u8> {
+    let mut out = SCS_HEADER.join(";");
+    out.push_str("\r\n");
+    for (a, approval) in approvals.iter().enumerate() {
+        for band in 0..5 {
+            let dmr = match dmr_override {
+                Some((at, at_band, cents)) if at == a && at_band == band => cents,
+                _ => approval.dmr_cents,
+            };
+            let count = |m: usize| {
+                approval.households[band][m]
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            };
+            let fields: Vec<String> = vec![
+                "2026-09-20".into(),
+                approval.month.into(),
+                "DIST".into(),
+                approval.cnpj.into(),
+                approval.month.into(),
+                approval.order.into(),
+                approval.registered.into(),
+                (band + 1).to_string(),
+                "1234,5".into(),
+                "99999".into(),
+                aneel_money(dmr),
+                ",00".into(),
+                aneel_money(dmr),
+                "2".into(),
+                count(0),
+                count(1),
+                count(2),
+                count(3),
+                count(4),
+                ",00".into(),
+                ",00".into(),
+                ",00".into(),
+                ",00".into(),
+                String::new(),
+                "10,50".into(),
+                ",00".into(),
+                ",00".into(),
+                ",00".into(),
+                String::new(),
+                "1.234,56".into(),
+            ];
+            out.push_str(&fields.join(";"));
+            out.push_str("\r\n");
+        }
+    }
+    out.into_bytes()
+}
+
+/// (CNPJ, state) of the distributors in the fixture, from the shipped table.
+const DISTRIBUTORS: [(&str, &str); 5] = [
+    ("06981180000116", "MG"), // CEMIG-D
+    ("03467321000199", "MT"), // Energisa MT
+    ("60444437000146", "RJ"), // Light
+    ("02302100000106", "SP"), // EDP SP
+    ("61695227000193", "SP"), // Enel SP
+];
+
+async fn run_tsee(app: &TestApp, url: &str) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
+        .args(["run", "tsee", "--url", url])
+        .env("DATABASE_URL", &app.url)
+        .env_remove("CARGA_NIS_KEY")
+        .output()
+        .await
+        .expect("run carga");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_state_level_file_maps_distributors_to_states_and_the_latest_approval_wins() {
+    let mut app = TestApp::new().await;
+    let mut approvals = Vec::new();
+    for (d, (cnpj, _)) in DISTRIBUTORS.iter().enumerate() {
+        for (m, month) in ["202401", "202402"].into_iter().enumerate() {
+            approvals.push(approval(
+                cnpj,
+                month,
+                "100/2024",
+                "2024-03-10",
+                (d * 2 + m) as i64 + 1,
+            ));
+        }
+    }
+    // CEMIG's January approved again later, with other figures: it wins.
+    approvals.push(approval(
+        "06981180000116",
+        "202401",
+        "120/2024",
+        "2024-03-15",
+        40,
+    ));
+    // Energisa MT's February approved twice on one day: the higher order
+    // number of the year wins (12/2024 over 7/2024, not by text).
+    approvals.push(approval(
+        "03467321000199",
+        "202402",
+        "7/2024",
+        "2024-04-01",
+        50,
+    ));
+    approvals.push(approval(
+        "03467321000199",
+        "202402",
+        "12/2024",
+        "2024-04-01",
+        60,
+    ));
+    // A distributor the shipped table does not have: five rejects naming it.
+    approvals.push(approval(
+        "99999999000191",
+        "202401",
+        "100/2024",
+        "2024-03-10",
+        70,
+    ));
+
+    // Expected per (YYYYMM, state): households and DMR of each
+    // distributor-month's winning approval, computed here.
+    let winners: [(&str, &str, i64); 10] = [
+        ("06981180000116", "202401", 40),
+        ("06981180000116", "202402", 2),
+        ("03467321000199", "202401", 3),
+        ("03467321000199", "202402", 60),
+        ("60444437000146", "202401", 5),
+        ("60444437000146", "202402", 6),
+        ("02302100000106", "202401", 7),
+        ("02302100000106", "202402", 8),
+        ("61695227000193", "202401", 9),
+        ("61695227000193", "202402", 10),
+    ];
+    let mut expected: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+    for (cnpj, month, seed) in winners {
+        let a = approval(cnpj, month, "", "", seed);
+        let uf = DISTRIBUTORS
+            .iter()
+            .find(|(c, _)| *c == cnpj)
+            .expect("known")
+            .1;
+        let households: i64 = a.households.iter().flatten().flatten().sum();
+        let e = expected
+            .entry((month.to_string(), uf.to_string()))
+            .or_default();
+        e.0 += households;
+        e.1 += a.dmr_cents;
+    }
+    let urls = app
+        .serve(vec![("scs.csv", scs_csv(&approvals, None))])
+        .await;
+
+    let (code, stdout, stderr) = run_tsee(&app, &urls["scs.csv"]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("2 in the file: 2 published, 0 unchanged"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("70 read, 65 loaded, 5 rejected"),
+        "{stdout}"
+    );
+    let client = app.client().await;
+    let states: BTreeMap<(String, String), (i64, i64)> = client
+        .query(
+            "SELECT to_char(s.reference_date, 'YYYYMM'), st.abbreviation::text,
+                    s.total_beneficiaries::bigint, (s.total_value_brl * 100)::bigint,
+                    s.municipalities IS NULL AND s.payments IS NULL
+             FROM public.program_state_monthly s
+             JOIN public.states st ON st.id = s.state_id
+             JOIN public.programs p ON p.id = s.program_id
+             WHERE p.code = 'TSEE'",
+            &[],
+        )
+        .await
+        .expect("states")
+        .iter()
+        .map(|r| {
+            assert!(r.get::<_, bool>(4), "no municipality count, no payments");
+            ((r.get(0), r.get(1)), (r.get(2), r.get(3)))
+        })
+        .collect();
+    assert_eq!(states, expected);
+    let national: Vec<(String, i64, i64, i32)> = client
+        .query(
+            "SELECT to_char(n.reference_date, 'YYYYMM'), n.total_beneficiaries::bigint,
+                    (n.total_value_brl * 100)::bigint, n.states
+             FROM public.program_national_monthly n JOIN public.programs p ON p.id = n.program_id
+             WHERE p.code = 'TSEE' ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("national")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    for (month, households, cents, states) in &national {
+        let of_month = expected.iter().filter(|((m, _), _)| m == month);
+        assert_eq!(*households, of_month.clone().map(|(_, v)| v.0).sum::<i64>());
+        assert_eq!(*cents, of_month.clone().map(|(_, v)| v.1).sum::<i64>());
+        assert_eq!(*states, 4, "MG, MT, RJ, SP");
+    }
+    assert_eq!(national.len(), 2);
+    // Never split over municipalities.
+    let split: i64 = client
+        .query_one(
+            "SELECT count(*) FROM public.beneficiary_data b JOIN public.programs p ON p.id = b.program_id
+             WHERE p.code = 'TSEE'",
+            &[],
+        )
+        .await
+        .expect("beneficiary_data")
+        .get(0);
+    assert_eq!(split, 0);
+    let reasons: Vec<String> = client
+        .query(
+            "SELECT reason FROM carga.rejects r JOIN carga.loads l ON l.id = r.load_id
+             WHERE l.dataset = 'tsee'",
+            &[],
+        )
+        .await
+        .expect("rejects")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(reasons.len(), 5);
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r.contains("CNPJ 99999999000191") && r.contains("aneel-distribuidoras")),
+        "{reasons:?}"
+    );
+
+    // The same file again: unchanged, nothing rewritten.
+    let (code, stdout, _) = run_tsee(&app, &urls["scs.csv"]).await;
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("unchanged"), "{stdout}");
+}
+
+#[test]
+fn every_distributor_of_the_fixture_is_in_the_shipped_table() {
+    let table = std::fs::read_to_string("jobs/reference/aneel-distribuidoras.csv").expect("table");
+    for (cnpj, uf) in DISTRIBUTORS {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(&format!("{cnpj},")) && l.split(',').nth(2) == Some(uf)),
+            "{cnpj} {uf}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn parts_of_one_approval_must_agree_and_never_repeat() {
+    let mut app = TestApp::new().await;
+    let good = vec![
+        approval("06981180000116", "202401", "100/2024", "2024-03-10", 1),
+        approval("60444437000146", "202401", "100/2024", "2024-03-10", 2),
+    ];
+    // Light's band 3 says another DMR than its other bands.
+    let disagreeing = scs_csv(&good, Some((1, 2, 5)));
+    // CEMIG's band 2 appears twice in one approval.
+    let mut repeated = scs_csv(&good, None);
+    let text = String::from_utf8(repeated.clone()).expect("ascii");
+    let band2 = text.lines().nth(2).expect("CEMIG's band 2").to_string();
+    repeated.extend_from_slice(format!("{band2}\r\n").as_bytes());
+    let urls = app
+        .serve(vec![
+            ("good.csv", scs_csv(&good, None)),
+            ("disagreeing.csv", disagreeing),
+            ("repeated.csv", repeated),
+        ])
+        .await;
+    let (code, stdout, stderr) = run_tsee(&app, &urls["good.csv"]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+
+    let (code, stdout, stderr) = run_tsee(&app, &urls["disagreeing.csv"]).await;
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("VlrDMR differs between the parts of CNPJ 60444437000146's approval for 2024-01 (lines 7 to 11)"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run_tsee(&app, &urls["repeated.csv"]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("line 12 repeats CNPJ 06981180000116, part 2 of one approval in 2024-01 (first at line 3)"),
+        "{stderr}"
+    );
+    // What was published stays.
+    let client = app.client().await;
+    let published: i64 = client
+        .query_one(
+            "SELECT sum(total_beneficiaries)::bigint FROM public.program_national_monthly n
+             JOIN public.programs p ON p.id = n.program_id WHERE p.code = 'TSEE'",
+            &[],
+        )
+        .await
+        .expect("national")
+        .get(0);
+    let expected: i64 = good
+        .iter()
+        .map(|a| a.households.iter().flatten().flatten().sum::<i64>())
+        .sum();
+    assert_eq!(published, expected);
+}

@@ -138,3 +138,77 @@ pub(crate) async fn write_period(
         value_cents: row.get(3),
     })
 }
+
+/// Writes one period of a `state_level` file from `carga_state_chosen`
+/// (each key's latest approval, parts summed): `program_state_monthly` per
+/// state and `program_national_monthly`, with no municipality count (the
+/// rows are not per municipality) and nothing in `beneficiary_data` (never
+/// split over municipalities). Returns the national figures written.
+pub(crate) async fn write_state_period(
+    tx: &Transaction<'_>,
+    scope: &PeriodScope<'_>,
+) -> Result<Written, tokio_postgres::Error> {
+    let (program, date, load) = (&scope.program_id, &scope.reference_date, &scope.load_id);
+    tx.batch_execute(&format!(
+        "DO $$
+         BEGIN
+           IF EXISTS (SELECT 1 FROM carga_state_chosen WHERE reference_date = DATE '{date}'
+                      GROUP BY state_id
+                      HAVING sum(beneficiaries) > 2147483647 OR sum(families) > 2147483647
+                          OR abs(sum(value_cents)) > {m}) THEN
+             RAISE EXCEPTION 'a state''s count or value in {date} is beyond what its column holds'
+               USING ERRCODE = 'numeric_value_out_of_range';
+           END IF;
+           IF (SELECT sum(beneficiaries) > 2147483647 OR sum(families) > 2147483647
+                      OR abs(sum(value_cents)) > {n}
+               FROM carga_state_chosen WHERE reference_date = DATE '{date}') THEN
+             RAISE EXCEPTION 'the national count or value in {date} is beyond what its column holds'
+               USING ERRCODE = 'numeric_value_out_of_range';
+           END IF;
+         END $$",
+        date = date.format("%Y-%m-%d"),
+        m = super::MAX_CENTS_NUMERIC_15_2,
+        n = super::MAX_CENTS_NUMERIC_17_2,
+    ))
+    .await?;
+    tx.execute(
+        "DELETE FROM public.program_state_monthly WHERE program_id = $1 AND reference_date = $2",
+        &[program, date],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO public.program_state_monthly
+             (program_id, state_id, reference_date, municipalities, total_beneficiaries,
+              total_families, total_value_brl, payments, load_id)
+         SELECT $1, state_id, $2, NULL, sum(beneficiaries)::int, sum(families)::int,
+                sum(value_cents)::numeric / 100, NULL, $3
+         FROM carga_state_chosen WHERE reference_date = $2
+         GROUP BY state_id",
+        &[program, date, load],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "INSERT INTO public.program_national_monthly
+                 (program_id, reference_date, states, municipalities, total_beneficiaries, total_families,
+                  total_value_brl, payments, load_id, computed_at)
+             SELECT $1, $2, count(DISTINCT state_id), NULL, sum(beneficiaries)::int,
+                    sum(families)::int, sum(value_cents)::numeric / 100, NULL, $3, now()
+             FROM carga_state_chosen WHERE reference_date = $2
+             ON CONFLICT (program_id, reference_date) DO UPDATE SET
+                 states = EXCLUDED.states, municipalities = EXCLUDED.municipalities,
+                 total_beneficiaries = EXCLUDED.total_beneficiaries, total_families = EXCLUDED.total_families,
+                 total_value_brl = EXCLUDED.total_value_brl, payments = EXCLUDED.payments,
+                 load_id = EXCLUDED.load_id, computed_at = EXCLUDED.computed_at
+             RETURNING states::bigint, total_beneficiaries::bigint, total_families::bigint,
+                       (total_value_brl * 100)::bigint",
+            &[program, date, load],
+        )
+        .await?;
+    Ok(Written {
+        municipalities: row.get(0),
+        beneficiaries: row.get(1),
+        families: row.get(2),
+        value_cents: row.get(3),
+    })
+}

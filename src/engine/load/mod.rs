@@ -78,6 +78,16 @@ pub async fn municipality_index(
     })))
 }
 
+/// State abbreviation → database id, from `public.states`.
+pub(crate) async fn state_ids(
+    client: &impl GenericClient,
+) -> Result<std::collections::HashMap<String, i32>, tokio_postgres::Error> {
+    let rows = client
+        .query("SELECT abbreviation::text, id FROM public.states", &[])
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 fn program_table(code: &str) -> String {
     format!("payments_{}", code.to_ascii_lowercase())
 }

@@ -15,7 +15,8 @@ use crate::engine::parse::value::first_day_pg;
 
 /// The working table and the column list every encoded row follows.
 pub(crate) const TARGET: &str =
-    "carga_tabulated (reference_date, municipality_id, beneficiaries, families, value_cents, line)";
+    "carga_tabulated (reference_date, municipality_id, state_id, place_key,
+     version1, version2, part, beneficiaries, families, value_cents, line)";
 
 /// Creates the working table, dropped when the transaction ends.
 pub(crate) async fn create(tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
@@ -23,6 +24,11 @@ pub(crate) async fn create(tx: &Transaction<'_>) -> Result<(), tokio_postgres::E
         "CREATE TEMP TABLE carga_tabulated (
              reference_date  date   NOT NULL,
              municipality_id int    NOT NULL,
+             state_id        int    NOT NULL,
+             place_key       bigint NOT NULL,
+             version1        bigint NOT NULL,
+             version2        bigint NOT NULL,
+             part            bigint NOT NULL,
              beneficiaries   bigint,
              families        bigint,
              value_cents     bigint,
@@ -34,12 +40,18 @@ pub(crate) async fn create(tx: &Transaction<'_>) -> Result<(), tokio_postgres::E
 
 /// Appends one tuple of `row` (read at `line`) in binary COPY format.
 pub(crate) fn encode_row(buf: &mut BytesMut, row: &TabulatedRow) {
-    buf.reserve(64);
-    buf.put_i16(6);
+    buf.reserve(128);
+    buf.put_i16(11);
     buf.put_i32(4);
     buf.put_i32(first_day_pg(row.period));
-    buf.put_i32(4);
-    buf.put_i32(row.municipality_id);
+    for int in [row.municipality_id, row.state_id] {
+        buf.put_i32(4);
+        buf.put_i32(int);
+    }
+    for big in [row.key, row.version[0], row.version[1], row.part] {
+        buf.put_i32(8);
+        buf.put_i64(big);
+    }
     for figure in [row.beneficiaries, row.families, row.value_cents] {
         match figure {
             Some(v) => {
@@ -53,37 +65,113 @@ pub(crate) fn encode_row(buf: &mut BytesMut, row: &TabulatedRow) {
     buf.put_i64(row.line as i64);
 }
 
-/// Two rows of one municipality and period: the first repeat, by line.
+/// How a file's rows are keyed: per municipality (`aggregates`), or per
+/// state key, approval and part (`state_level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Grain {
+    Municipality,
+    StateKey,
+}
+
+/// Two rows with one key: the first repeat, by line, and what it repeats.
 #[derive(Debug, Clone)]
 pub(crate) struct Repeat {
     pub(crate) line: i64,
     pub(crate) first_line: i64,
-    pub(crate) ibge_code: String,
+    pub(crate) what: String,
     pub(crate) period: chrono::NaiveDate,
 }
 
-/// The first (by line) row repeating an earlier row's municipality and
-/// period, if any.
+/// The first (by line) row repeating an earlier row's key and period, if
+/// any: its municipality, or its state key, approval and part.
 pub(crate) async fn first_repeat(
     tx: &Transaction<'_>,
+    grain: Grain,
 ) -> Result<Option<Repeat>, tokio_postgres::Error> {
-    let row = tx
-        .query_opt(
-            "SELECT r.line, r.first_line, m.ibge_code::text, r.reference_date
+    let sql = match grain {
+        Grain::Municipality => {
+            "SELECT r.line, r.first_line, 'municipality ' || m.ibge_code::text, r.reference_date
              FROM (SELECT line, reference_date, municipality_id,
                           min(line) OVER (PARTITION BY reference_date, municipality_id) AS first_line
                    FROM carga_tabulated) r
              JOIN public.municipalities m ON m.id = r.municipality_id
              WHERE r.line <> r.first_line
-             ORDER BY r.line LIMIT 1",
-            &[],
-        )
-        .await?;
+             ORDER BY r.line LIMIT 1"
+        }
+        Grain::StateKey => {
+            "SELECT r.line, r.first_line,
+                    'CNPJ ' || lpad(r.place_key::text, 14, '0') || ', part ' || r.part || ' of one approval',
+                    r.reference_date
+             FROM (SELECT line, reference_date, place_key, part,
+                          min(line) OVER (PARTITION BY reference_date, place_key, version1, version2, part)
+                              AS first_line
+                   FROM carga_tabulated) r
+             WHERE r.line <> r.first_line
+             ORDER BY r.line LIMIT 1"
+        }
+    };
+    let row = tx.query_opt(sql, &[]).await?;
     Ok(row.map(|r| Repeat {
         line: r.get(0),
         first_line: r.get(1),
-        ibge_code: r.get(2),
+        what: r.get(2),
         period: r.get(3),
+    }))
+}
+
+/// A `state_level` value said once per approval that differs between its
+/// parts: the first such key and period, with a line of each value.
+#[derive(Debug, Clone)]
+pub(crate) struct Disagreement {
+    pub(crate) key: String,
+    pub(crate) period: chrono::NaiveDate,
+    pub(crate) lines: (i64, i64),
+}
+
+/// Keeps, per (state key, period), the rows of its latest approval (by
+/// version1, then version2), parts summed, into `carga_state_chosen`
+/// (dropped at commit). A `repeated` value (the same on every part) is
+/// taken once; returns the first approval whose parts disagree on it.
+pub(crate) async fn choose_latest(
+    tx: &Transaction<'_>,
+    repeated_value: bool,
+) -> Result<Option<Disagreement>, tokio_postgres::Error> {
+    let value = if repeated_value {
+        "min(t.value_cents)"
+    } else {
+        "sum(t.value_cents)"
+    };
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE carga_state_chosen ON COMMIT DROP AS
+         WITH latest AS (
+             SELECT DISTINCT ON (reference_date, place_key) reference_date, place_key, version1, version2
+             FROM carga_tabulated
+             ORDER BY reference_date, place_key, version1 DESC, version2 DESC)
+         SELECT t.reference_date, t.place_key, min(t.state_id) AS state_id,
+                sum(t.beneficiaries) AS beneficiaries, sum(t.families) AS families,
+                {value} AS value_cents,
+                min(t.value_cents) IS DISTINCT FROM max(t.value_cents)
+                    OR (count(t.value_cents) > 0 AND count(t.value_cents) < count(*)) AS disagree,
+                min(t.line) AS first_line, max(t.line) AS last_line
+         FROM carga_tabulated t
+         JOIN latest l USING (reference_date, place_key, version1, version2)
+         GROUP BY t.reference_date, t.place_key"
+    ))
+    .await?;
+    if !repeated_value {
+        return Ok(None);
+    }
+    let row = tx
+        .query_opt(
+            "SELECT 'CNPJ ' || lpad(place_key::text, 14, '0'), reference_date, first_line, last_line
+             FROM carga_state_chosen WHERE disagree ORDER BY first_line LIMIT 1",
+            &[],
+        )
+        .await?;
+    Ok(row.map(|r| Disagreement {
+        key: r.get(0),
+        period: r.get(1),
+        lines: (r.get(2), r.get(3)),
     }))
 }
 
@@ -97,18 +185,30 @@ pub(crate) struct PeriodDigest {
     pub(crate) digest: Vec<u8>,
 }
 
-/// The file's periods, oldest first.
+/// The file's periods, oldest first: per municipality, or per state key
+/// (its chosen approval, after [`choose_latest`]).
 pub(crate) async fn periods(
     tx: &Transaction<'_>,
+    grain: Grain,
 ) -> Result<Vec<PeriodDigest>, tokio_postgres::Error> {
+    let (key, table) = match grain {
+        Grain::Municipality => ("municipality_id", "carga_tabulated"),
+        Grain::StateKey => ("place_key || ':' || state_id", "carga_state_chosen"),
+    };
+    let order = match grain {
+        Grain::Municipality => "municipality_id",
+        Grain::StateKey => "place_key",
+    };
     let rows = tx
         .query(
-            "SELECT reference_date, count(*),
-                    sha256(convert_to(string_agg(
-                        concat_ws(',', municipality_id, coalesce(beneficiaries::text, '-'),
-                                  coalesce(families::text, '-'), coalesce(value_cents::text, '-')),
-                        ';' ORDER BY municipality_id), 'UTF8'))
-             FROM carga_tabulated GROUP BY reference_date ORDER BY reference_date",
+            &format!(
+                "SELECT reference_date, count(*),
+                        sha256(convert_to(string_agg(
+                            concat_ws(',', {key}, coalesce(beneficiaries::text, '-'),
+                                      coalesce(families::text, '-'), coalesce(value_cents::text, '-')),
+                            ';' ORDER BY {order}), 'UTF8'))
+                 FROM {table} GROUP BY reference_date ORDER BY reference_date"
+            ),
             &[],
         )
         .await?;

@@ -62,12 +62,26 @@ pub(super) struct Attribute {
     pub(super) privacy: Privacy,
 }
 
-/// Where a pre-aggregated file's counts and value are, each optional.
+/// A counted figure's column: its position and whether an empty field
+/// means "absent" (else it is a reject).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Figure {
+    pub(super) index: usize,
+    pub(super) blank_is_absent: bool,
+}
+
+/// Where a pre-aggregated file's counts and value are, each optional, and
+/// for a `state_level` file its key, approval (version) and part columns.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Tabulated {
-    pub(super) beneficiaries: Option<usize>,
-    pub(super) families: Option<usize>,
-    pub(super) value: Option<(usize, ColumnType)>,
+    /// Summed when several (`state_level`: one count per modality).
+    pub(super) beneficiaries: Vec<Figure>,
+    pub(super) families: Option<Figure>,
+    pub(super) value: Option<(Figure, ColumnType)>,
+    pub(super) state: Option<usize>,
+    /// At most two, most significant first.
+    pub(super) versions: Vec<(usize, ColumnType)>,
+    pub(super) part: Option<usize>,
 }
 
 /// Column positions in this file, resolved from its header.
@@ -176,10 +190,35 @@ impl Plan {
         let (beneficiary, beneficiary_column) = position(Role::Beneficiary);
         let (value, value_column) = position(Role::Value);
         let competence = typed_position(Role::CompetenceMonth);
+        let figures = |role: Role| -> Vec<(Figure, ColumnType)> {
+            layout
+                .columns
+                .iter()
+                .filter(|c| c.role == Some(role))
+                .filter_map(|c| {
+                    positions.get(c.name.as_str()).map(|&index| {
+                        let figure = Figure {
+                            index,
+                            blank_is_absent: c.blank_is_absent,
+                        };
+                        (figure, c.column_type)
+                    })
+                })
+                .collect()
+        };
         let tabulated = Tabulated {
-            beneficiaries: typed_position(Role::Beneficiaries).map(|p| p.0),
-            families: typed_position(Role::Families).map(|p| p.0),
-            value: typed_position(Role::Value),
+            beneficiaries: figures(Role::Beneficiaries)
+                .into_iter()
+                .map(|f| f.0)
+                .collect(),
+            families: figures(Role::Families).first().map(|f| f.0),
+            value: figures(Role::Value).first().copied(),
+            state: typed_position(Role::State).map(|p| p.0),
+            versions: figures(Role::Version)
+                .into_iter()
+                .map(|(f, t)| (f.index, t))
+                .collect(),
+            part: typed_position(Role::Part).map(|p| p.0),
         };
         let attributes = layout
             .columns
@@ -199,14 +238,21 @@ impl Plan {
                 shown[i] = Shown::of(column);
             }
         }
-        let typed = [
+        let mut typed = vec![
             reference.map(|r| r.0),
             competence.map(|c| c.0),
-            Some(municipality),
-            tabulated.value.map(|v| v.0),
-            tabulated.beneficiaries,
-            tabulated.families,
+            layout
+                .columns
+                .iter()
+                .any(|c| c.role == Some(Role::Municipality))
+                .then_some(municipality),
+            tabulated.value.map(|v| v.0.index),
+            tabulated.families.map(|f| f.index),
+            tabulated.state,
+            tabulated.part,
         ];
+        typed.extend(tabulated.beneficiaries.iter().map(|f| Some(f.index)));
+        typed.extend(tabulated.versions.iter().map(|v| Some(v.0)));
         let nul_scanned = (0..headers.len())
             .filter(|i| !typed.contains(&Some(*i)))
             .collect();

@@ -36,6 +36,12 @@ pub enum RejectReason {
     UnknownMunicipality {
         code: String,
     },
+    /// A `state_level` key (a company's CNPJ, not a person's) missing from
+    /// the shipped table that maps keys to states.
+    UnknownStateKey {
+        key: String,
+        table: String,
+    },
     WrongReferenceMonth {
         found: u32,
         expected: u32,
@@ -58,6 +64,7 @@ impl RejectReason {
             RejectReason::BadValue { .. } => "bad_value",
             RejectReason::ValueOutOfRange { .. } => "value_out_of_range",
             RejectReason::UnknownMunicipality { .. } => "unknown_municipality",
+            RejectReason::UnknownStateKey { .. } => "unknown_state_key",
             RejectReason::WrongReferenceMonth { .. } => "wrong_reference_month",
             RejectReason::CompetenceAfterPeriod { .. } => "competence_after_period",
             RejectReason::InvalidText => "invalid_text",
@@ -98,6 +105,12 @@ impl fmt::Display for RejectReason {
                 write!(
                     f,
                     "unknown municipality code {code:?} (not in the municipalities table)"
+                )
+            }
+            RejectReason::UnknownStateKey { key, table } => {
+                write!(
+                    f,
+                    "{key} is not in the shipped table {table} (jobs/reference/{table}.csv), so its state is unknown"
                 )
             }
             RejectReason::WrongReferenceMonth { found, expected } => {

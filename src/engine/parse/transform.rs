@@ -6,7 +6,7 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use super::header::Plan;
+use super::header::{Figure, Plan};
 use super::keyed::KeyedHash;
 use super::municipality::MunicipalityIndex;
 use super::records::Fields;
@@ -34,7 +34,16 @@ pub struct PaymentRow<'a> {
 pub struct TabulatedRow {
     /// `YYYYMM`.
     pub period: u32,
+    /// The municipality's database id (0 in a `state_level` file).
     pub municipality_id: i32,
+    /// A `state_level` row's state (database id) and key (a CNPJ); 0 else.
+    pub state_id: i32,
+    pub key: i64,
+    /// A `state_level` row's approval, most significant first; the latest
+    /// of a (key, period) wins.
+    pub version: [i64; 2],
+    /// A `state_level` row's part of its approval (a consumption band).
+    pub part: i64,
     pub beneficiaries: Option<i64>,
     pub families: Option<i64>,
     pub value_cents: Option<i64>,
@@ -68,6 +77,9 @@ pub struct Transformer {
     last_month: (u32, i32),
     attributes: Vec<u8>,
     scratch: String,
+    /// A `state_level` file's key (CNPJ) → state id, and its table's name.
+    places: std::collections::HashMap<u64, i32>,
+    places_table: String,
 }
 
 impl Transformer {
@@ -93,7 +105,16 @@ impl Transformer {
             last_month: (0, 0),
             attributes: Vec::with_capacity(256),
             scratch: String::new(),
+            places: std::collections::HashMap::new(),
+            places_table: String::new(),
         }
+    }
+
+    /// The key → state id table of a `state_level` file, named `table`.
+    pub fn with_places(mut self, table: &str, places: std::collections::HashMap<u64, i32>) -> Self {
+        self.places = places;
+        self.places_table = table.to_string();
+        self
     }
 
     pub fn municipalities(&self) -> &MunicipalityIndex {
@@ -223,11 +244,13 @@ impl Transformer {
         let plan = &self.plan;
         let parsed = match vtype {
             ColumnType::BrlPoint => value::brl_point(raw),
+            ColumnType::DecimalComma => value::decimal_comma(raw),
             _ => value::brl_comma(raw),
         };
         let Some(value_cents) = parsed else {
             let shape = match vtype {
                 ColumnType::BrlPoint => "amount (BRL, e.g. 1,022.00)",
+                ColumnType::DecimalComma => "amount (e.g. 1234,56 or ,00)",
                 _ => "amount (BRL, e.g. 1.234,56)",
             };
             return Err(self.bad(vi, vtype, shape, raw));
@@ -346,23 +369,81 @@ impl Transformer {
         let Some(period) = value::month(rtype, raw) else {
             return Err(self.bad(ri, rtype, month_shape(rtype), raw));
         };
-        let municipality = self.municipality(record)?;
-        let count = |index: Option<usize>| -> Result<Option<i64>, RowError> {
-            let Some(i) = index else { return Ok(None) };
-            let raw = field(i);
+        let tab = &plan.tabulated;
+        let (municipality_id, state_id, key) = match tab.state {
+            None => (self.municipalities.id(self.municipality(record)?), 0, 0),
+            Some(si) => {
+                let raw = field(si);
+                let Some(key) = value::cnpj(raw) else {
+                    return Err(self.bad(si, ColumnType::Cnpj, "CNPJ (14 digits)", raw));
+                };
+                let Some(&state_id) = self.places.get(&key) else {
+                    return Err(RowError {
+                        column: plan.header(si),
+                        reason: RejectReason::UnknownStateKey {
+                            key: format!("CNPJ {key:014}"),
+                            table: self.places_table.clone(),
+                        },
+                    });
+                };
+                (0, state_id, key as i64)
+            }
+        };
+        let figure = |f: Figure| -> Result<Option<i64>, RowError> {
+            let raw = field(f.index);
+            if f.blank_is_absent && value::trim(raw).is_empty() {
+                return Ok(None);
+            }
             value::count(raw)
                 .map(Some)
-                .ok_or_else(|| self.bad(i, ColumnType::Count, "count (e.g. 1268)", raw))
+                .ok_or_else(|| self.bad(f.index, ColumnType::Count, "count (e.g. 1268)", raw))
         };
-        let beneficiaries = count(plan.tabulated.beneficiaries)?;
-        let families = count(plan.tabulated.families)?;
-        let value_cents = match plan.tabulated.value {
-            Some((vi, vtype)) => Some(self.amount(vi, vtype, field(vi))?),
+        // Several beneficiaries columns are summed; all absent is absent.
+        let mut beneficiaries: Option<i64> = None;
+        for f in &tab.beneficiaries {
+            if let Some(n) = figure(*f)? {
+                beneficiaries = Some(beneficiaries.unwrap_or(0).saturating_add(n));
+            }
+        }
+        let families = match tab.families {
+            Some(f) => figure(f)?,
             None => None,
+        };
+        let value_cents = match tab.value {
+            Some((f, _)) if f.blank_is_absent && value::trim(field(f.index)).is_empty() => None,
+            Some((f, vtype)) => Some(self.amount(f.index, vtype, field(f.index))?),
+            None => None,
+        };
+        let mut version = [0i64; 2];
+        for (slot, (vi, vtype)) in version.iter_mut().zip(&tab.versions) {
+            let raw = field(*vi);
+            let parsed = match vtype {
+                ColumnType::IsoDate => value::iso_date(raw),
+                _ => value::despacho(raw),
+            };
+            *slot = parsed.ok_or_else(|| {
+                let shape = match vtype {
+                    ColumnType::IsoDate => "date (YYYY-MM-DD)",
+                    _ => "order number (N/YYYY)",
+                };
+                self.bad(*vi, *vtype, shape, raw)
+            })?;
+        }
+        let part = match tab.part {
+            Some(pi) => {
+                let raw = field(pi);
+                value::count(raw)
+                    .ok_or_else(|| self.bad(pi, ColumnType::Count, "part number", raw))?
+            }
+            None => 0,
         };
         Ok(TabulatedRow {
             period,
-            municipality_id: self.municipalities.id(municipality),
+            municipality_id,
+            state_id,
+            key,
+            version,
+            part,
             beneficiaries,
             families,
             value_cents,

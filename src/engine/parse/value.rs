@@ -91,6 +91,83 @@ pub fn count(field: &[u8]) -> Option<i64> {
     digits(whole).and_then(|v| i64::try_from(v).ok())
 }
 
+/// A CNPJ: exactly 14 digits, as ANEEL writes `NumCNPJAgente`. A shorter
+/// one (leading zeros lost by a spreadsheet) is refused, never padded.
+pub fn cnpj(field: &[u8]) -> Option<u64> {
+    let field = trim(field);
+    if field.len() != 14 {
+        return None;
+    }
+    digits(field)
+}
+
+/// An ISO date, `2020-04-17`, optionally with a time (`2020-04-17 10:32:05`
+/// or `T` between): seconds since 1970 (a version to order by).
+pub fn iso_date(field: &[u8]) -> Option<i64> {
+    let field = trim(field);
+    let (date, time) = match field.len() {
+        10 => (field, None),
+        19 if field[10] == b' ' || field[10] == b'T' => (&field[..10], Some(&field[11..])),
+        _ => return None,
+    };
+    let [y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2] = date else {
+        return None;
+    };
+    let year = digits(&[*y1, *y2, *y3, *y4])?;
+    let month = digits(&[*m1, *m2])?;
+    let day = digits(&[*d1, *d2])?;
+    let date = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(year).ok()?,
+        u32::try_from(month).ok()?,
+        u32::try_from(day).ok()?,
+    )?;
+    let seconds = match time {
+        None => 0,
+        Some([h1, h2, b':', n1, n2, b':', s1, s2]) => {
+            let (h, n, s) = (
+                digits(&[*h1, *h2])?,
+                digits(&[*n1, *n2])?,
+                digits(&[*s1, *s2])?,
+            );
+            if h > 23 || n > 59 || s > 59 {
+                return None;
+            }
+            (h * 3600 + n * 60 + s) as i64
+        }
+        Some(_) => return None,
+    };
+    Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp() + seconds)
+}
+
+/// An order's number, `1234/2020` or `1234`: ordered by year, then number
+/// (`year × 10⁹ + number`; no year sorts first).
+pub fn despacho(field: &[u8]) -> Option<i64> {
+    let field = trim(field);
+    match memchr::memchr(b'/', field) {
+        Some(slash) => {
+            let number = digits(&field[..slash])?;
+            let year = &field[slash + 1..];
+            if year.len() != 4 || number >= 1_000_000_000 {
+                return None;
+            }
+            Some(digits(year)? as i64 * 1_000_000_000 + number as i64)
+        }
+        None if field.len() <= 9 => digits(field).map(|n| n as i64),
+        None => None,
+    }
+}
+
+/// ANEEL's amounts: a decimal comma, optional thousands dots, and the
+/// integer part may be empty (`1234,56`, `,00`, `1.234,56`), in cents.
+pub fn decimal_comma(field: &[u8]) -> Option<i64> {
+    let trimmed = trim(field);
+    match trimmed {
+        [b',', ..] => amount(&[b"0", trimmed].concat(), b',', Some(b'.')),
+        [b'-', b',', rest @ ..] => amount(&[b"-0,", rest].concat(), b',', Some(b'.')),
+        _ => amount(trimmed, b',', Some(b'.')),
+    }
+}
+
 /// `MM/YYYY` (the old portal's `Mês Competência`) as `YYYYMM`: exactly
 /// two digits, a slash and four (`10/2024` → 202410; `1/2024` is refused).
 pub fn mm_yyyy(field: &[u8]) -> Option<u32> {
@@ -217,6 +294,10 @@ pub fn shaped(column_type: ColumnType, field: &[u8]) -> bool {
         ColumnType::Yyyymm | ColumnType::Siafi | ColumnType::Ibge | ColumnType::Ibge6 => {
             field.len() <= CODE_MAX_DIGITS && field.iter().all(u8::is_ascii_digit)
         }
+        ColumnType::Cnpj => false,
+        ColumnType::IsoDate => iso_date(field).is_some(),
+        ColumnType::Despacho => despacho(field).is_some(),
+        ColumnType::DecimalComma => decimal_comma(field).is_some(),
         ColumnType::Count => {
             let whole = field.split(|b| *b == b'.').next().unwrap_or_default();
             whole.len() <= CODE_MAX_DIGITS
@@ -298,6 +379,44 @@ mod tests {
                 ("", None),
             ],
         );
+    }
+
+    #[test]
+    fn aneel_fields() {
+        check(
+            cnpj,
+            &[
+                ("06981180000116", Some(6_981_180_000_116)),
+                ("6981180000116", None),
+                ("06.981.180/0001-16", None),
+            ],
+        );
+        check(
+            decimal_comma,
+            &[
+                (",00", Some(0)),
+                ("1234,56", Some(123_456)),
+                ("1.234,56", Some(123_456)),
+                ("-,50", Some(-50)),
+                ("12,345", None),
+                ("", None),
+            ],
+        );
+        check(
+            despacho,
+            &[
+                ("1234/2020", Some(2020 * 1_000_000_000 + 1234)),
+                ("99/2021", Some(2021 * 1_000_000_000 + 99)),
+                ("1234", Some(1234)),
+                ("12/20", None),
+            ],
+        );
+        assert!(despacho(b"99/2021") > despacho(b"1234/2020"));
+        assert_eq!(iso_date(b"1970-01-02"), Some(86_400));
+        assert_eq!(iso_date(b"1970-01-01 00:01:05"), Some(65));
+        assert_eq!(iso_date(b"1970-01-01T00:01:05"), Some(65));
+        assert_eq!(iso_date(b"2020-02-30"), None);
+        assert_eq!(iso_date(b"17/04/2020"), None);
     }
 
     #[test]

@@ -42,14 +42,25 @@ pub enum LoadError {
         first_reason: String,
     },
     #[error(
-        "{file}: line {line} repeats municipality {municipality} in {period} (first at line {first_line}); a file of aggregates has one row per municipality and period"
+        "{file}: line {line} repeats {what} in {period} (first at line {first_line}); such a file has one row per key and period"
     )]
     DuplicateRow {
         file: String,
         line: i64,
         first_line: i64,
-        municipality: String,
+        what: String,
         period: String,
+    },
+    #[error(
+        "{file}: {column} differs between the parts of {key}'s approval for {period} (lines {first_line} to {last_line}); it is taken once per approval, so the parts must agree"
+    )]
+    PartsDisagree {
+        file: String,
+        column: String,
+        key: String,
+        period: String,
+        first_line: i64,
+        last_line: i64,
     },
     #[error("{file}: no rows (empty or header-only file)")]
     NoRows { file: String },
@@ -142,7 +153,7 @@ impl LoadError {
             LoadError::Csv { .. } => Code::CsvError,
             LoadError::TooManyRejects { .. } => Code::TooManyRejects,
             LoadError::NoRows { .. } => Code::EmptyFile,
-            LoadError::DuplicateRow { .. } => Code::DuplicateRow,
+            LoadError::DuplicateRow { .. } | LoadError::PartsDisagree { .. } => Code::DuplicateRow,
             LoadError::Shrink { .. } => Code::ShrinkGuard,
             LoadError::Busy { .. } => Code::LoadInProgress,
             LoadError::Spill { .. } => Code::SpillIo,

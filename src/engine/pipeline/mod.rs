@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 use crate::config::Settings;
 use futures::future::Either;
 
-use crate::dataset::{Kind, Period, Spec};
+use crate::dataset::{Period, Spec};
 use crate::engine::load::ledger::LedgerStatus;
 use crate::engine::load::{self, ledger};
 use crate::engine::parse::MunicipalityIndex;
@@ -196,8 +196,8 @@ pub async fn run_with(
         .program
         .clone()
         .ok_or_else(|| LoadError::NotPayments(spec.dataset.clone()))?;
-    // A file of aggregates names no one: it needs no key.
-    let tabulated = spec.kind == Kind::Aggregates;
+    // A file of counts names no one: it needs no key.
+    let tabulated = spec.kind.is_tabulated();
     let nis_key = match nis_key {
         Some(key) => key,
         None if tabulated => SecretString::from(String::new()),
@@ -314,6 +314,29 @@ pub async fn run_with(
     result
 }
 
+/// A `state_level` spec's shipped table as the parser needs it: its name
+/// and key → state id (`ids`: abbreviation → id). A state the table names
+/// that `ids` lacks fails the load.
+pub(crate) fn places(
+    spec: &Spec,
+    ids: &std::collections::HashMap<String, i32>,
+) -> Result<(String, std::collections::HashMap<u64, i32>), LoadError> {
+    let Some(map) = &spec.state_map else {
+        return Ok(Default::default());
+    };
+    let mut places = std::collections::HashMap::new();
+    for (key, uf) in &map.entries {
+        let id = ids.get(uf).ok_or_else(|| {
+            LoadError::Reference(format!(
+                "{}: state {uf} of jobs/reference/{}.csv is not in the states table (run `carga run municipios`)",
+                spec.dataset, map.name
+            ))
+        })?;
+        places.insert(*key, *id);
+    }
+    Ok((map.name.clone(), places))
+}
+
 struct AttemptInput<'a> {
     program_id: i32,
     program_code: &'a str,
@@ -423,6 +446,7 @@ async fn attempt(
         nis_key: input.nis_key,
         limits: settings.limits.clone(),
         file: meta.file_name.clone(),
+        places: Default::default(),
     };
     let municipalities = parse_input.municipalities.len();
     let (chunk_bytes, spill_dir, threads) = (

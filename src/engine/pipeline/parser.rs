@@ -43,6 +43,8 @@ pub(crate) struct ParseInput {
     pub(crate) limits: LimitSettings,
     /// The source's file name, until the archive names its entry.
     pub(crate) file: String,
+    /// A `state_level` file's shipped table: its name and key → state id.
+    pub(crate) places: (String, std::collections::HashMap<u64, i32>),
 }
 
 /// What the parser thread saw.
@@ -460,7 +462,8 @@ pub(crate) fn parse_blocking<S: RowSink>(
         parse.municipalities,
         parse.period,
         parse.nis_key.expose_secret().as_bytes(),
-    );
+    )
+    .with_places(&parse.places.0, parse.places.1);
     let mut rejects = RejectLog {
         max_stored: parse.limits.max_stored_rejects,
         line_bytes: parse.limits.reject_line_bytes,

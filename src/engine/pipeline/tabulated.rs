@@ -16,9 +16,9 @@ use super::error::LoadError;
 use super::parser::{self, ParseInput, ParseSummary, PeriodTally, RowSink, Tabulated};
 use super::stages::{self, FirstFailure, Stage};
 use super::{AttemptInput, Context, LoadReport, LoadRequest, PeriodOutcome, guards};
-use crate::dataset::Period;
-use crate::engine::aggregate::tabulated::{PeriodScope, write_period};
-use crate::engine::load::tabulated::{self as working, PeriodRecord};
+use crate::dataset::{Kind, Period};
+use crate::engine::aggregate::tabulated::{PeriodScope, write_period, write_state_period};
+use crate::engine::load::tabulated::{self as working, Grain, PeriodRecord};
 use crate::engine::load::{self, copy, ledger};
 use crate::engine::parse::{MunicipalityIndex, TabulatedRow};
 use crate::engine::source::{self, OpenOutcome, Progress, Validators};
@@ -74,6 +74,10 @@ pub(super) async fn attempt(
 ) -> Result<LoadReport, LoadError> {
     let started = Instant::now();
     let (spec, settings) = (&request.spec, &ctx.settings);
+    let grain = match spec.kind {
+        Kind::StateLevel => Grain::StateKey,
+        _ => Grain::Municipality,
+    };
     let mut report = LoadReport::new(input.load_id, input.redacted);
     let last = working::last_download(client, input.program_code).await?;
     let conditional = match (&last, request.force) {
@@ -142,6 +146,10 @@ pub(super) async fn attempt(
         nis_key: input.nis_key,
         limits: settings.limits.clone(),
         file: meta.file_name.clone(),
+        places: match grain {
+            Grain::StateKey => super::places(spec, &load::state_ids(client).await?)?,
+            Grain::Municipality => Default::default(),
+        },
     };
     let chunk_bytes = settings.load.copy_chunk_bytes;
     let sink = move || {
@@ -191,18 +199,33 @@ pub(super) async fn attempt(
     if same_file && !request.force {
         return Ok(report.unchanged(started));
     }
-    if let Some(repeat) = working::first_repeat(&tx).await? {
+    if let Some(repeat) = working::first_repeat(&tx, grain).await? {
         return Err(LoadError::DuplicateRow {
             file: summary.file.clone(),
             line: repeat.line,
             first_line: repeat.first_line,
-            municipality: repeat.ibge_code,
+            what: repeat.what,
             period: Period::from_date(repeat.period).to_string(),
         });
     }
+    if grain == Grain::StateKey {
+        // Each key's latest approval; a value said once per approval must
+        // be the same on all its parts.
+        let repeated = spec.repeated_value();
+        if let Some(d) = working::choose_latest(&tx, repeated.is_some()).await? {
+            return Err(LoadError::PartsDisagree {
+                file: summary.file.clone(),
+                column: repeated.unwrap_or_default(),
+                key: d.key,
+                period: Period::from_date(d.period).to_string(),
+                first_line: d.lines.0,
+                last_line: d.lines.1,
+            });
+        }
+    }
     let published = working::published(client, input.program_code).await?;
     let mut changed = Vec::new();
-    for found in working::periods(&tx).await? {
+    for found in working::periods(&tx, grain).await? {
         spec.check_period(found.period, request.force)?;
         let before = published.iter().find(|p| p.period == found.period);
         let unchanged = before.is_some_and(|b| b.digest.as_deref() == Some(&found.digest[..]));
@@ -248,8 +271,16 @@ pub(super) async fn attempt(
             load_id: input.load_id,
             data_source: &data_source,
         };
-        let written = write_period(&tx, &scope).await?;
-        guards::check_period_totals(&written, &tally)?;
+        let written = match grain {
+            Grain::Municipality => {
+                let written = write_period(&tx, &scope).await?;
+                guards::check_period_totals(&written, &tally)?;
+                written
+            }
+            // The parser saw every approval and part; what is written is
+            // each key's latest approval, summed in SQL.
+            Grain::StateKey => write_state_period(&tx, &scope).await?,
+        };
         working::publish_period(
             &tx,
             input.load_id,

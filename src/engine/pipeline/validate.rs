@@ -13,7 +13,7 @@ use super::guards::reject_limit;
 use super::parser::{CheckOnly, ParseInput, ParseSummary, Payments, Tabulated};
 use super::stages::{self, FirstFailure};
 use crate::config::Settings;
-use crate::dataset::{Kind, Spec};
+use crate::dataset::Spec;
 use crate::engine::parse::MunicipalityIndex;
 use crate::engine::source::{self, OpenOutcome, Progress};
 
@@ -53,9 +53,11 @@ pub async fn validate(
         nis_key: throwaway_key()?,
         limits: settings.limits.clone(),
         file,
+        // No database: each state stands for itself (only membership is checked).
+        places: super::places(spec, &every_state(spec))?,
     };
     let parsed = match spec.kind {
-        Kind::Aggregates => {
+        kind if kind.is_tabulated() => {
             let sink = || Ok(CheckOnly::<Tabulated>::new());
             super::parser::spawn_parser(byte_rx, input, sink, &progress, &first).await
         }
@@ -76,6 +78,16 @@ pub async fn validate(
         summary,
         bytes,
     })
+}
+
+/// Without a database: a stand-in id for every state the spec's table names.
+fn every_state(spec: &Spec) -> std::collections::HashMap<String, i32> {
+    spec.state_map
+        .iter()
+        .flat_map(|m| m.entries.values())
+        .enumerate()
+        .map(|(i, uf)| (uf.clone(), i as i32 + 1))
+        .collect()
 }
 
 /// The transform hashes NIS numbers as it checks them; `validate` stores
