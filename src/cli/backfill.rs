@@ -33,10 +33,15 @@ pub(crate) async fn run(settings: Settings, args: BackfillArgs) -> CliResult {
     }
     // A file of many periods is one download whatever the range: one job,
     // for the range's last month, publishes every period the file holds.
+    // A month off the dataset's cadence (Auxílio Gás pays every other
+    // month) is not a gap: skipped unless --force.
     let periods = if spec.kind.is_tabulated() {
         vec![to]
     } else {
         Period::range(from, to)
+            .into_iter()
+            .filter(|p| args.force || spec.cadence.pays(*p))
+            .collect()
     };
     if spec.kind.is_tabulated() {
         eprintln!(

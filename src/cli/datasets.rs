@@ -41,12 +41,13 @@ pub(crate) async fn run(settings: Settings) -> CliResult {
         ),
     }
     println!(
-        "{:<26} {:<10} {:<20} {:<10} {:<20} {:<24} {:<18} {:>4} {:<10}",
+        "{:<26} {:<11} {:<20} {:<10} {:<20} {:<16} {:<24} {:<18} {:>4} {:<10}",
         "DATASET",
         "KIND",
         "PROGRAM",
         "CONTAINER",
         "LAYOUTS",
+        "CADENCE",
         "SCHEDULE (CRON)",
         "TIME ZONE",
         "LAG",
@@ -59,11 +60,16 @@ pub(crate) async fn run(settings: Settings) -> CliResult {
                 sc.timezone.clone(),
                 sc.lag_months.to_string(),
             ),
-            None => ("-".into(), "-".into(), "-".into()),
+            None => ("on demand".into(), "-".into(), "-".into()),
+        };
+        let cadence = match (s.cadence.every_months, s.cadence.anchor) {
+            (1, _) | (_, None) => "monthly".to_string(),
+            (12, Some(a)) => format!("yearly: {a}"),
+            (n, Some(a)) => format!("{n}-monthly: {a}"),
         };
         let layouts: Vec<&str> = s.layouts.iter().map(|l| l.name.as_str()).collect();
         println!(
-            "{:<26} {:<10} {:<20} {:<10} {:<20} {:<24} {:<18} {:>4} {:<10}",
+            "{:<26} {:<11} {:<20} {:<10} {:<20} {:<16} {:<24} {:<18} {:>4} {:<10}",
             s.dataset,
             s.kind.as_str(),
             s.program
@@ -71,6 +77,7 @@ pub(crate) async fn run(settings: Settings) -> CliResult {
                 .map_or("(reference)", |p| p.code.as_str()),
             format!("{:?}", s.source.container).to_lowercase(),
             layouts.join(","),
+            cadence,
             cron,
             tz,
             lag,

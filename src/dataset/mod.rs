@@ -23,7 +23,8 @@ pub(crate) use layout::Layout;
 use layout::RawLayout;
 pub(crate) use maps::StateMap;
 pub use period::{Period, PeriodOutOfBounds};
-pub(crate) use schedule::{CatchUp, Schedule};
+use schedule::RawCadence;
+pub(crate) use schedule::{Cadence, CatchUp, Schedule};
 use sections::MAX_PAYMENT_BRL_LIMIT;
 pub use sections::Program;
 pub(crate) use sections::{Container, Encoding, Kind, Quality, Source};
@@ -97,6 +98,8 @@ struct RawSpec {
     schedule: Option<Schedule>,
     #[serde(default)]
     layouts: Vec<RawLayout>,
+    #[serde(default)]
+    cadence: Option<RawCadence>,
 }
 
 /// A validated dataset spec.
@@ -109,6 +112,8 @@ pub struct Spec {
     pub(crate) source: Source,
     pub(crate) quality: Quality,
     pub(crate) schedule: Option<Schedule>,
+    /// Which months the dataset has (monthly unless `[cadence]` says).
+    pub(crate) cadence: Cadence,
     /// The file's layouts, the one of `[source]` and `[[columns]]` first
     /// (payments datasets; a reference dataset has only that one).
     pub(crate) layouts: Vec<Layout>,
@@ -146,6 +151,7 @@ impl Spec {
             }
         };
         let first_period = period("first_period", &raw.source.first_period)?;
+        let cadence = Cadence::from_raw(raw.cadence.as_ref()).map_err(invalid)?;
         let last_period = period("last_period", &raw.source.last_period)?;
         if let Some(s) = &raw.schedule {
             if s.cron.split_whitespace().count() != 6 {
@@ -280,6 +286,7 @@ impl Spec {
             source: raw.source,
             quality: raw.quality,
             schedule: raw.schedule,
+            cadence,
             layouts,
             first_period,
             last_period,

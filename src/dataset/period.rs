@@ -43,6 +43,11 @@ impl Period {
             .collect()
     }
 
+    /// Months since year 0 (for distances between periods).
+    pub(crate) fn index(self) -> i64 {
+        i64::from(self.year) * 12 + i64::from(self.month) - 1
+    }
+
     pub(crate) fn from_date(date: chrono::NaiveDate) -> Period {
         use chrono::Datelike;
         Period {
@@ -58,18 +63,36 @@ impl fmt::Display for Period {
     }
 }
 
-/// A period outside the spec's `first_period`..`last_period`.
+/// A period outside the spec's `first_period`..`last_period`, or one its
+/// cadence does not pay (Auxílio Gás pays every other month).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error(
-    "{dataset} has no period {period}: its spec covers {} to {} (use --force to load it anyway)",
-    first.map_or("the beginning".to_string(), |p| p.to_string()),
-    last.map_or("now".to_string(), |p| p.to_string())
-)]
+#[error("{}", self.describe())]
 pub struct PeriodOutOfBounds {
     pub(crate) dataset: String,
     pub(crate) period: Period,
     pub(crate) first: Option<Period>,
     pub(crate) last: Option<Period>,
+    /// The cadence, when the period is within bounds but off it.
+    pub(crate) off_cadence: Option<String>,
+}
+
+impl PeriodOutOfBounds {
+    fn describe(&self) -> String {
+        match &self.off_cadence {
+            Some(cadence) => format!(
+                "{} has no period {}: it is paid {cadence} (use --force to load it anyway)",
+                self.dataset, self.period
+            ),
+            None => format!(
+                "{} has no period {}: its spec covers {} to {} (use --force to load it anyway)",
+                self.dataset,
+                self.period,
+                self.first
+                    .map_or("the beginning".to_string(), |p| p.to_string()),
+                self.last.map_or("now".to_string(), |p| p.to_string())
+            ),
+        }
+    }
 }
 
 impl Spec {
@@ -102,12 +125,14 @@ impl Spec {
             .unwrap_or_else(|| spec.current_period_at(now));
         let before = first.is_some_and(|f| period < f);
         let after = period > last;
-        if (before || after) && !force {
+        let off = !spec.cadence.pays(period);
+        if (before || after || off) && !force {
             return Err(PeriodOutOfBounds {
                 dataset: spec.dataset.clone(),
                 period,
                 first,
                 last: Some(last),
+                off_cadence: (off && !before && !after).then(|| spec.cadence.to_string()),
             });
         }
         Ok(())

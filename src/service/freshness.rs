@@ -134,7 +134,7 @@ pub async fn datasets(
         let gaps = match (first, last) {
             (Some(first), Some(last)) => Period::range(first, last)
                 .into_iter()
-                .filter(|p| !periods.contains(p))
+                .filter(|p| !periods.contains(p) && spec.cadence.pays(*p))
                 .map(|p| p.to_string())
                 .collect(),
             _ => Vec::new(),
@@ -187,6 +187,9 @@ pub enum MonthState {
     AtSource,
     /// Due (its publication lag has passed) and never published.
     Missing,
+    /// Off the dataset's cadence (Auxílio Gás pays every other month):
+    /// nothing to load, not a gap.
+    NotPaid,
     /// A file of many periods (`aggregates` kind) that has a later period
     /// published does not hold this one: the source did not publish it,
     /// which is not a failure or a gap of carga's.
@@ -205,6 +208,7 @@ impl MonthState {
             MonthState::AtSource => "at source, not loaded",
             MonthState::Missing => "missing",
             MonthState::NotAtSource => "not published by the source",
+            MonthState::NotPaid => "not paid this month",
             MonthState::NotDue => "not due",
         }
     }
@@ -341,6 +345,7 @@ pub async fn boards(
                     (None, _) if load.is_some_and(|l| l.0 == LedgerStatus::Failed) => {
                         MonthState::Failed
                     }
+                    (None, _) if !spec.cadence.pays(p) => MonthState::NotPaid,
                     (None, _) if tabulated && latest.is_some_and(|l| p < l) => {
                         MonthState::NotAtSource
                     }

@@ -297,4 +297,20 @@ mod tests {
         let next = next_slot(&daily, at("2026-11-24T12:00:00Z")).expect("next");
         assert_eq!(next, at("2026-11-25T06:00:00Z"));
     }
+
+    #[test]
+    fn a_month_off_the_cadence_is_never_due() {
+        let mut gas = spec("0 0 3 5 * *", 2);
+        gas.cadence = crate::dataset::Cadence {
+            every_months: 2,
+            anchor: Period::parse("2021-12"),
+        };
+        // The slot of 5 November 2026 is for September (lag 2): odd, not paid.
+        assert!(due(&gas, at("2026-11-10T12:00:00Z")).expect("ok").is_none());
+        // The slot of 5 December 2026 is for October: paid.
+        let (_, period) = due(&gas, at("2026-12-10T12:00:00Z"))
+            .expect("ok")
+            .expect("due");
+        assert_eq!(period.to_string(), "2026-10");
+    }
 }

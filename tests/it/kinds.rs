@@ -777,3 +777,89 @@ async fn parts_of_one_approval_must_agree_and_never_repeat() {
         .sum();
     assert_eq!(published, expected);
 }
+
+#[tokio::test]
+async fn a_month_off_the_cadence_is_not_a_gap_and_is_never_enqueued_unforced() {
+    // Auxílio Gás pays every other month, even months from 2021-12: a
+    // payments spec with that cadence (its own data source is issue 19's).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = std::fs::read_to_string("jobs/novo-bolsa-familia.toml")
+        .expect("spec")
+        .replace("dataset = \"novo-bolsa-familia\"", "dataset = \"gas-test\"");
+    let spec = format!("{spec}\n[cadence]\nevery_months = 2\nanchor = \"2021-12\"\n");
+    std::fs::write(dir.path().join("gas-test.toml"), spec).expect("write spec");
+    let jobs_dir = dir.path().to_path_buf();
+    let app = TestApp::with_settings(|s| s.load.jobs_dir = jobs_dir.clone()).await;
+    let jobs = jobs_dir.to_string_lossy().into_owned();
+
+    let out = common::process::carga(&app, &["datasets"])
+        .env("CARGA__LOAD__JOBS_DIR", &jobs)
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .await
+        .expect("datasets");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("2-monthly: 2021-12"), "{listing}");
+
+    let out = common::process::carga(
+        &app,
+        &[
+            "backfill", "gas-test", "--from", "2024-01", "--to", "2024-06",
+        ],
+    )
+    .env("CARGA__LOAD__JOBS_DIR", &jobs)
+    .stdout(std::process::Stdio::piped())
+    .output()
+    .await
+    .expect("backfill");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    let client = app.client().await;
+    let periods: Vec<String> = client
+        .query(
+            "SELECT to_char(period, 'YYYY-MM') FROM carga.jobs WHERE dataset = 'gas-test' ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("jobs")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(periods, ["2024-02", "2024-04", "2024-06"]);
+
+    let out = common::process::carga(&app, &["enqueue", "gas-test", "--period", "2024-05"])
+        .env("CARGA__LOAD__JOBS_DIR", &jobs)
+        .output()
+        .await
+        .expect("enqueue");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("gas-test has no period 2024-05: it is paid every 2 months"),
+        "{stderr}"
+    );
+
+    let specs = carga::dataset::load_all(&jobs_dir).expect("specs");
+    let boards = carga::service::freshness::boards(&**client, &specs, 24)
+        .await
+        .expect("boards");
+    let months = &boards
+        .iter()
+        .find(|b| b.status.dataset == "gas-test")
+        .expect("board")
+        .months;
+    let state = |p: &str| {
+        months
+            .iter()
+            .find(|m| m.period == p)
+            .map(|m| m.state)
+            .expect("cell")
+    };
+    use carga::service::freshness::MonthState;
+    assert_eq!(state("2024-05"), MonthState::NotPaid);
+    assert_ne!(state("2024-04"), MonthState::NotPaid);
+}

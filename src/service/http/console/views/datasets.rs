@@ -18,6 +18,7 @@ fn class(state: MonthState) -> &'static str {
         MonthState::NotDue => "not-due",
         MonthState::AtSource => "at-source",
         MonthState::NotAtSource => "not-at-source",
+        MonthState::NotPaid => "not-paid",
         s => s.as_str(),
     }
 }
@@ -150,7 +151,7 @@ pub(crate) fn page(boards: &[DatasetBoard], csrf: &str, message: Option<&str>) -
         h1 { "Datasets" }
         @if let Some(m) = message { p { (m) } }
         p.legend {
-            @for s in [MonthState::Published, MonthState::Unchanged, MonthState::Running, MonthState::Queued, MonthState::Failed, MonthState::AtSource, MonthState::Missing, MonthState::NotAtSource, MonthState::NotDue] {
+            @for s in [MonthState::Published, MonthState::Unchanged, MonthState::Running, MonthState::Queued, MonthState::Failed, MonthState::AtSource, MonthState::Missing, MonthState::NotAtSource, MonthState::NotPaid, MonthState::NotDue] {
                 span { span class={"cell " (class(s))} {} " " (s.as_str()) }
             }
         }
