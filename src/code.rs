@@ -30,6 +30,9 @@ pub enum Code {
     SourcePreparing,
     /// HTTP 403/405: the source refuses this client.
     SourceRefused,
+    /// A paged service broke its own protocol mid-read (a total that
+    /// changed, a page empty too early, a page served twice).
+    SourceProtocol,
     // The container (src/engine/decode/).
     UnexpectedContent,
     ArchiveTruncated,
@@ -71,7 +74,7 @@ pub enum Code {
 }
 
 /// Every code with a fixed text (the parameterised ones aside).
-const FIXED: [(Code, &str); 43] = [
+const FIXED: [(Code, &str); 44] = [
     (Code::HttpRequestFailed, "http_request_failed"),
     (Code::HttpBodyFailed, "http_body_failed"),
     (Code::ReaderStopped, "reader_stopped"),
@@ -84,6 +87,7 @@ const FIXED: [(Code, &str); 43] = [
     (Code::RedirectRefused, "redirect_refused"),
     (Code::SourcePreparing, "source_preparing"),
     (Code::SourceRefused, "source_refused"),
+    (Code::SourceProtocol, "source_protocol"),
     (Code::UnexpectedContent, "unexpected_content"),
     (Code::ArchiveTruncated, "archive_truncated"),
     (Code::ArchiveCorrupt, "archive_corrupt"),
@@ -154,6 +158,7 @@ impl Code {
             Code::RedirectRefused => "redirect_refused",
             Code::SourcePreparing => "source_preparing",
             Code::SourceRefused => "source_refused",
+            Code::SourceProtocol => "source_protocol",
             Code::UnexpectedContent => "unexpected_content",
             Code::ArchiveTruncated => "archive_truncated",
             Code::ArchiveCorrupt => "archive_corrupt",

@@ -28,6 +28,9 @@ pub(crate) enum Role {
     /// One part of an approval (`state_level`: a consumption band): parts
     /// are summed, and a part repeated within one approval fails the load.
     Part,
+    /// A figure of the target table named by the column's `measure`
+    /// (`target = "cadunico_data"`); columns naming one measure are summed.
+    Measure,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -108,6 +111,9 @@ pub(crate) struct Column {
     /// An empty field means "absent" (NULL, never 0) instead of a reject.
     #[serde(default)]
     pub(crate) blank_is_absent: bool,
+    /// For the `measure` role: the target table's column it fills.
+    #[serde(default)]
+    pub(crate) measure: Option<String>,
 }
 
 /// What a layout's rows are, for the roles its columns must have.
@@ -159,6 +165,7 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
             Some(Role::State) => &[ColumnType::Cnpj],
             Some(Role::Version) => &[ColumnType::IsoDate, ColumnType::Despacho],
             Some(Role::Part) => &[ColumnType::Count],
+            Some(Role::Measure) => &[ColumnType::Count],
             None => &[ColumnType::Text, ColumnType::Nis, ColumnType::Yyyymm],
         };
         if !expected.contains(&c.column_type) {
@@ -211,7 +218,12 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
         Shape::StateLevel => (
             &[Role::ReferenceMonth, Role::State],
             &[Role::Families, Role::Value, Role::Part],
-            &[Role::Beneficiary, Role::CompetenceMonth, Role::Municipality],
+            &[
+                Role::Beneficiary,
+                Role::CompetenceMonth,
+                Role::Municipality,
+                Role::Measure,
+            ],
         ),
     };
     for &role in exactly_one {
@@ -273,6 +285,27 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
         if c.map.is_some() && c.role != Some(Role::State) {
             return Err(format!("columns[{i}].map: only the state column has a map"));
         }
+        match (&c.measure, c.role) {
+            (None, Some(Role::Measure)) => {
+                return Err(format!(
+                    "columns[{i}].measure: a measure column names the target column it fills"
+                ));
+            }
+            (Some(m), Some(Role::Measure)) => {
+                if !super::sections::CADUNICO_MEASURES.contains(&m.as_str()) {
+                    return Err(format!(
+                        "columns[{i}].measure: {m:?} is not a figure of cadunico_data ({})",
+                        super::sections::CADUNICO_MEASURES.join(", ")
+                    ));
+                }
+            }
+            (Some(_), _) => {
+                return Err(format!(
+                    "columns[{i}].measure: only a column with role \"measure\" names one"
+                ));
+            }
+            (None, _) => {}
+        }
     }
     if shape
         != (Shape::Payments {
@@ -282,12 +315,18 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
             != (Shape::Payments {
                 reference_required: false,
             })
-        && [Role::Beneficiaries, Role::Families, Role::Value]
-            .iter()
-            .all(|r| count(*r) == 0)
+        && [
+            Role::Beneficiaries,
+            Role::Families,
+            Role::Value,
+            Role::Measure,
+        ]
+        .iter()
+        .all(|r| count(*r) == 0)
     {
         return Err(
-            "columns: a dataset of counts needs a Beneficiaries, Families or Value column".into(),
+            "columns: a dataset of counts needs a Beneficiaries, Families, Value or Measure column"
+                .into(),
         );
     }
     Ok(())

@@ -27,7 +27,9 @@ use schedule::RawCadence;
 pub(crate) use schedule::{Cadence, CatchUp, Schedule};
 use sections::MAX_PAYMENT_BRL_LIMIT;
 pub use sections::Program;
-pub(crate) use sections::{Container, Encoding, Kind, Quality, Source};
+pub(crate) use sections::{
+    CADUNICO_MEASURES, Container, Encoding, Kind, Protocol, Quality, Source, Target,
+};
 
 /// Specs compiled into the binary, used when the jobs directory is missing.
 const BUILTIN: &[(&str, &str)] = &[
@@ -40,6 +42,7 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../jobs/bolsa-familia-pagamentos.toml"),
     ),
     ("bpc.toml", include_str!("../../jobs/bpc.toml")),
+    ("cadunico.toml", include_str!("../../jobs/cadunico.toml")),
     (
         "dignidade-menstrual.toml",
         include_str!("../../jobs/dignidade-menstrual.toml"),
@@ -100,6 +103,8 @@ struct RawSpec {
     layouts: Vec<RawLayout>,
     #[serde(default)]
     cadence: Option<RawCadence>,
+    #[serde(default)]
+    target: Target,
 }
 
 /// A validated dataset spec.
@@ -114,6 +119,8 @@ pub struct Spec {
     pub(crate) schedule: Option<Schedule>,
     /// Which months the dataset has (monthly unless `[cadence]` says).
     pub(crate) cadence: Cadence,
+    /// The API table an `aggregates` dataset writes.
+    pub(crate) target: Target,
     /// The file's layouts, the one of `[source]` and `[[columns]]` first
     /// (payments datasets; a reference dataset has only that one).
     pub(crate) layouts: Vec<Layout>,
@@ -234,6 +241,41 @@ impl Spec {
         if raw.kind == Kind::Aggregates {
             validate_columns(&raw.columns, Shape::Tabulated).map_err(invalid)?;
         }
+        let has = |role: Role| raw.columns.iter().any(|c| c.role == Some(role));
+        match raw.target {
+            Target::CadunicoData => {
+                if raw.kind != Kind::Aggregates
+                    || has(Role::Beneficiaries)
+                    || has(Role::Families)
+                    || has(Role::Value)
+                {
+                    return Err(invalid(
+                        "target: cadunico_data is written by an aggregates dataset whose figures are measure columns".into(),
+                    ));
+                }
+            }
+            Target::BeneficiaryData if has(Role::Measure) => {
+                return Err(invalid(
+                    "columns: measure columns need target = \"cadunico_data\"".into(),
+                ));
+            }
+            Target::BeneficiaryData => {}
+        }
+        if raw.source.protocol == Protocol::Solr {
+            let plain = raw.source.container == Container::Plain
+                && raw.source.encoding == Encoding::Utf8
+                && raw.source.delimiter == ",";
+            if !plain || !raw.kind.is_tabulated() || !raw.layouts.is_empty() {
+                return Err(invalid(
+                    "source.protocol: a solr source is read as one CSV (container \"plain\", encoding \"utf-8\", delimiter \",\", no [[layouts]]) by an aggregates or state_level dataset".into(),
+                ));
+            }
+            if !(1..=100_000).contains(&raw.source.page_rows) {
+                return Err(invalid(
+                    "source.page_rows: must be between 1 and 100000".into(),
+                ));
+            }
+        }
         if raw.kind == Kind::StateLevel {
             validate_columns(&raw.columns, Shape::StateLevel).map_err(invalid)?;
         }
@@ -287,6 +329,7 @@ impl Spec {
             quality: raw.quality,
             schedule: raw.schedule,
             cadence,
+            target: raw.target,
             layouts,
             first_period,
             last_period,

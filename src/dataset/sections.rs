@@ -79,6 +79,46 @@ fn monthly() -> String {
     "MONTHLY".into()
 }
 
+/// How the source is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Protocol {
+    /// One file (HTTP or a path).
+    #[default]
+    File,
+    /// A Solr core read in pages (`start`/`rows`), its documents as CSV
+    /// rows whose columns are the spec's headers (the JSON field names).
+    Solr,
+}
+
+/// The API table an `aggregates` dataset writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Target {
+    /// `beneficiary_data` (municipality × program × month), with the state
+    /// and national sums.
+    #[default]
+    BeneficiaryData,
+    /// `cadunico_data` (municipality × month): the CadÚnico register's
+    /// counts, the denominator of `coverage_rate`.
+    CadunicoData,
+}
+
+/// `cadunico_data`'s figure columns a `measure` may name (the API's schema:
+/// the seed's alembic 001_initial_schema.py), in the working table's order.
+pub(crate) const CADUNICO_MEASURES: [&str; 10] = [
+    "total_families",
+    "total_persons",
+    "families_extreme_poverty",
+    "families_poverty",
+    "families_low_income",
+    "persons_0_5_years",
+    "persons_6_14_years",
+    "persons_15_17_years",
+    "persons_18_64_years",
+    "persons_65_plus",
+];
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Source {
@@ -101,6 +141,16 @@ pub(crate) struct Source {
     /// link-local and private addresses are refused unless listed here.
     #[serde(default)]
     pub(crate) allowed_sources: Vec<String>,
+    /// `file` (default) or `solr`.
+    #[serde(default)]
+    pub(crate) protocol: Protocol,
+    /// Documents per page of a paged protocol.
+    #[serde(default = "default_page_rows")]
+    pub(crate) page_rows: u64,
+}
+
+fn default_page_rows() -> u64 {
+    1000
 }
 
 fn semicolon() -> String {

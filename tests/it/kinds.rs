@@ -5,6 +5,7 @@
 //! checked against sums computed here, independently of carga.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::common;
 
@@ -862,4 +863,299 @@ async fn a_month_off_the_cadence_is_not_a_gap_and_is_never_enqueued_unforced() {
     use carga::service::freshness::MonthState;
     assert_eq!(state("2024-05"), MonthState::NotPaid);
     assert_ne!(state("2024-04"), MonthState::NotPaid);
+}
+
+/// How the loopback Solr core misbehaves, if it does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SolrFault {
+    None,
+    /// numFound grows by one from the second page on.
+    TotalChanges,
+    /// The second request gets the first page again.
+    RepeatsAPage,
+}
+
+/// A loopback Solr core as MiSocial answers (`../shared/SOURCES.md` (a)):
+/// `start`/`rows` from the query, the `response` envelope, documents in
+/// the order given. Records every request's query.
+async fn solr(
+    docs: Vec<serde_json::Value>,
+    fault: SolrFault,
+) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://{}/sagi/servicos/misocial/?q=*:*&fq=anomes_s:202412*&fq=tipo_s:mes_mu&sort=codigo_ibge+asc&wt=json",
+        listener.local_addr().expect("addr")
+    );
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let docs = Arc::new(docs);
+    tokio::spawn(async move {
+        let mut served = 0usize;
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => request.extend_from_slice(&buf[..k]),
+                }
+            }
+            let line = String::from_utf8_lossy(&request)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let query = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|target| target.split_once('?'))
+                .map(|(_, q)| q.to_string())
+                .unwrap_or_default();
+            log.lock().expect("log").push(query.clone());
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .filter(|(k, _)| *k == name)
+                    .map(|(_, v)| v.parse::<usize>().unwrap_or(0))
+                    .next_back()
+                    .unwrap_or(0)
+            };
+            let (mut start, rows) = (param("start"), param("rows"));
+            if fault == SolrFault::RepeatsAPage && served == 1 {
+                start = 0;
+            }
+            let mut found = docs.len();
+            if fault == SolrFault::TotalChanges && served >= 1 {
+                found += 1;
+            }
+            served += 1;
+            let page: Vec<serde_json::Value> =
+                docs.iter().skip(start).take(rows).cloned().collect();
+            let body = serde_json::json!({
+                "responseHeader": {"status": 0, "QTime": 1},
+                "response": {"numFound": found, "start": start, "docs": page},
+            })
+            .to_string();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(body.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    (url, seen)
+}
+
+/// MiSocial documents for 2024-12 at the five capitals: (6-digit code,
+/// families, persons); `_i` fields as JSON numbers, `_s` as strings.
+fn cadunico_docs() -> (Vec<serde_json::Value>, BTreeMap<String, i64>) {
+    let mut docs = Vec::new();
+    let mut families = BTreeMap::new();
+    for (i, (ibge6, _)) in PLACES.iter().enumerate() {
+        let f = 2_000 + i as i64 * 311;
+        families.insert((*ibge6).to_string(), f);
+        let mut doc = serde_json::json!({
+            "codigo_ibge": ibge6.parse::<u32>().expect("code"),
+            "anomes_s": "202412",
+            "tipo_s": "mes_mu",
+            "cadun_qtd_familias_cadastradas_i": f,
+            "cadun_qtd_pessoas_cadastradas_i": f * 3,
+            "cadun_qtde_fam_sit_extrema_pobreza_s": (f / 3).to_string(),
+            "cadun_qtde_fam_sit_pobreza_s": (f / 5).to_string(),
+            "cadun_qtd_familias_cadastradas_baixa_renda_i": f / 2,
+        });
+        if i == 4 {
+            // A field absent from a document: NULL, never 0.
+            doc.as_object_mut()
+                .expect("object")
+                .remove("cadun_qtde_fam_sit_pobreza_s");
+        }
+        docs.push(doc);
+    }
+    docs.sort_by_key(|d| d["codigo_ibge"].as_u64());
+    (docs, families)
+}
+
+/// A `cadunico_data` row: total families, poor families, persons 0-5.
+type CadunicoRow = (Option<i32>, Option<i32>, Option<i32>);
+
+/// The test's jobs dir: the shipped specs, CadÚnico paged 2 at a time.
+fn paged_jobs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in ["cadunico.toml", "farmacia-popular.toml"] {
+        let mut text = std::fs::read_to_string(format!("jobs/{name}")).expect("spec");
+        text = text.replace("page_rows = 1000", "page_rows = 2");
+        std::fs::write(dir.path().join(name), text).expect("write");
+    }
+    dir
+}
+
+async fn run_in(app: &TestApp, jobs: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
+        .args(args)
+        .env("DATABASE_URL", &app.url)
+        .env("CARGA__LOAD__JOBS_DIR", jobs)
+        .env_remove("CARGA_NIS_KEY")
+        .output()
+        .await
+        .expect("run carga");
+    (
+        out.status.code(),
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn cadunico_is_read_page_by_page_and_coverage_follows_it() {
+    let jobs = paged_jobs();
+    let mut app = TestApp::new().await;
+    // Farmácia Popular's 2024-12 first: its coverage has no denominator yet.
+    let people = figures(&["202412"], 900);
+    let urls = app
+        .serve(vec![(
+            "pf.zip",
+            zip_bytes("pfpbben.csv", &csv(&people, &[])),
+        )])
+        .await;
+    let (code, out) = run_in(
+        &app,
+        jobs.path(),
+        &["run", "farmacia-popular", "--url", &urls["pf.zip"]],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    let client = app.client().await;
+    let coverage = |program: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query(
+                    "SELECT left(m.ibge_code::text, 6), b.coverage_rate::text
+                     FROM public.beneficiary_data b
+                     JOIN public.municipalities m ON m.id = b.municipality_id
+                     JOIN public.programs p ON p.id = b.program_id
+                     WHERE p.code = $1 AND b.reference_date = '2024-12-01'",
+                    &[&program],
+                )
+                .await
+                .expect("coverage")
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1)))
+                .collect::<BTreeMap<_, _>>()
+        }
+    };
+    assert!(
+        coverage("FARMACIA_POPULAR")
+            .await
+            .values()
+            .all(Option::is_none),
+        "no CadÚnico yet: no rate, not 0"
+    );
+
+    let (docs, families) = cadunico_docs();
+    let (url, seen) = solr(docs, SolrFault::None).await;
+    let (code, out) = run_in(
+        &app,
+        jobs.path(),
+        &["run", "cadunico", "--period", "2024-12", "--url", &url],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("5 read, 5 loaded, 0 rejected"), "{out}");
+    // Three pages of two: start 0, 2, 4, each asking rows=2.
+    let queries = seen.lock().expect("log").clone();
+    assert_eq!(queries.len(), 3, "{queries:?}");
+    for (query, start) in queries.iter().zip([0, 2, 4]) {
+        assert!(
+            query.ends_with(&format!("&start={start}&rows=2")),
+            "{query}"
+        );
+        assert!(query.contains("fq=tipo_s:mes_mu"), "{query}");
+    }
+    let rows: BTreeMap<String, CadunicoRow> = client
+        .query(
+            "SELECT left(m.ibge_code::text, 6), c.total_families, c.families_poverty, c.persons_0_5_years
+             FROM public.cadunico_data c JOIN public.municipalities m ON m.id = c.municipality_id
+             WHERE c.reference_date = '2024-12-01'",
+            &[],
+        )
+        .await
+        .expect("cadunico_data")
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+        .collect();
+    assert_eq!(rows.len(), 5);
+    for (code6, f) in &families {
+        let (total, poverty, ages) = rows[code6];
+        assert_eq!(total, Some(*f as i32), "{code6}");
+        assert_eq!(ages, None, "age bands are not made up");
+        // Manaus (the fifth place) has no cadun_qtde_fam_sit_pobreza_s.
+        let want = (code6 != "130260").then_some((*f / 5) as i32);
+        assert_eq!(poverty, want, "{code6}: an absent field is NULL");
+    }
+    // Coverage recomputed in the CadÚnico publish: people over families,
+    // capped at 1, four decimals — computed here.
+    let expected: BTreeMap<String, Option<String>> = people
+        .iter()
+        .map(|((_, code6), n)| {
+            let rate = (*n as f64 / families[code6] as f64).min(1.0);
+            (code6.clone(), Some(format!("{rate:.4}")))
+        })
+        .collect();
+    assert_eq!(coverage("FARMACIA_POPULAR").await, expected);
+}
+
+#[tokio::test]
+async fn a_result_that_changes_while_paged_is_never_published() {
+    let jobs = paged_jobs();
+    let app = TestApp::new().await;
+    for (fault, says) in [
+        (SolrFault::TotalChanges, "numFound changed from 5 to 6"),
+        (
+            SolrFault::RepeatsAPage,
+            "repeats or goes back in codigo_ibge",
+        ),
+    ] {
+        let (docs, _) = cadunico_docs();
+        let (url, _) = solr(docs, fault).await;
+        let (code, out) = run_in(
+            &app,
+            jobs.path(),
+            &["run", "cadunico", "--period", "2024-12", "--url", &url],
+        )
+        .await;
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains(says), "{out}");
+        let client = app.client().await;
+        let written: i64 = client
+            .query_one("SELECT count(*) FROM public.cadunico_data", &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(written, 0, "nothing of a half or doubled result");
+    }
+    // A month the service has nothing for: not yet published, like a 404.
+    let (url, _) = solr(Vec::new(), SolrFault::None).await;
+    let (code, out) = run_in(
+        &app,
+        jobs.path(),
+        &["run", "cadunico", "--period", "2024-12", "--url", &url],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("numFound 0"), "{out}");
 }

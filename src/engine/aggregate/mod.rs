@@ -10,6 +10,7 @@
 //! `round(…, 2)`). Totals a column cannot hold fail the load in
 //! [`prepare`], naming the cause, before any aggregate is written.
 
+pub(crate) mod coverage;
 mod distinct;
 pub(crate) mod read;
 pub(crate) mod tabulated;
@@ -170,6 +171,14 @@ pub(crate) async fn municipal(
          WHERE b.program_id = $1 AND b.reference_date = $2
            AND b.municipality_id NOT IN (SELECT municipality_id FROM carga_municipal)",
         &[&scope.program_id, &scope.reference_date],
+    )
+    .await?;
+    coverage::recompute(
+        tx,
+        &coverage::Scope::ProgramMonth {
+            program_id: scope.program_id,
+            reference_date: scope.reference_date,
+        },
     )
     .await?;
     Ok(upserted)

@@ -82,6 +82,14 @@ pub(crate) async fn write_period(
         &[program, date, load, &scope.data_source],
     )
     .await?;
+    super::coverage::recompute(
+        tx,
+        &super::coverage::Scope::ProgramMonth {
+            program_id: *program,
+            reference_date: *date,
+        },
+    )
+    .await?;
     tx.execute(
         "DELETE FROM public.beneficiary_data b
          WHERE b.program_id = $1 AND b.reference_date = $2
@@ -210,5 +218,82 @@ pub(crate) async fn write_state_period(
         beneficiaries: row.get(1),
         families: row.get(2),
         value_cents: row.get(3),
+    })
+}
+
+/// Writes one period of a CadÚnico file into `cadunico_data` (upserted per
+/// municipality; the period's rows for municipalities the file no longer
+/// has deleted), then recomputes `coverage_rate` for every month this
+/// register month is the denominator of. Returns what the table holds for
+/// the period (municipalities, and `total_families` as beneficiaries).
+pub(crate) async fn write_cadunico_period(
+    tx: &Transaction<'_>,
+    scope: &PeriodScope<'_>,
+) -> Result<Written, tokio_postgres::Error> {
+    let date = &scope.reference_date;
+    // Every count must fit the API's integer columns.
+    let too_big = (0..10)
+        .map(|i| format!("m{i} > 2147483647"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    tx.batch_execute(&format!(
+        "DO $$
+         BEGIN
+           IF EXISTS (SELECT 1 FROM carga_tabulated WHERE reference_date = DATE '{day}' AND ({too_big})) THEN
+             RAISE EXCEPTION 'a CadÚnico count in {day} is beyond what its integer column holds'
+               USING ERRCODE = 'numeric_value_out_of_range';
+           END IF;
+         END $$",
+        day = date.format("%Y-%m-%d"),
+    ))
+    .await?;
+    let columns = crate::dataset::CADUNICO_MEASURES.join(", ");
+    let values = (0..10)
+        .map(|i| format!("m{i}::int"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let updates = crate::dataset::CADUNICO_MEASURES
+        .iter()
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    tx.execute(
+        &format!(
+            "INSERT INTO public.cadunico_data (municipality_id, reference_date, {columns}, ingested_at)
+             SELECT municipality_id, reference_date, {values}, now() AT TIME ZONE 'UTC'
+             FROM carga_tabulated WHERE reference_date = $1
+             ON CONFLICT (municipality_id, reference_date) DO UPDATE SET
+                 {updates}, ingested_at = EXCLUDED.ingested_at"
+        ),
+        &[date],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM public.cadunico_data c
+         WHERE c.reference_date = $1
+           AND c.municipality_id NOT IN
+               (SELECT municipality_id FROM carga_tabulated WHERE reference_date = $1)",
+        &[date],
+    )
+    .await?;
+    super::coverage::recompute(
+        tx,
+        &super::coverage::Scope::From {
+            reference_date: *date,
+        },
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "SELECT count(*), sum(total_families)::bigint FROM public.cadunico_data
+             WHERE reference_date = $1",
+            &[date],
+        )
+        .await?;
+    Ok(Written {
+        municipalities: row.get(0),
+        beneficiaries: row.get(1),
+        families: None,
+        value_cents: None,
     })
 }

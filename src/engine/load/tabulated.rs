@@ -16,7 +16,8 @@ use crate::engine::parse::value::first_day_pg;
 /// The working table and the column list every encoded row follows.
 pub(crate) const TARGET: &str =
     "carga_tabulated (reference_date, municipality_id, state_id, place_key,
-     version1, version2, part, beneficiaries, families, value_cents, line)";
+     version1, version2, part, beneficiaries, families, value_cents, line,
+     m0, m1, m2, m3, m4, m5, m6, m7, m8, m9)";
 
 /// Creates the working table, dropped when the transaction ends.
 pub(crate) async fn create(tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
@@ -32,7 +33,9 @@ pub(crate) async fn create(tx: &Transaction<'_>) -> Result<(), tokio_postgres::E
              beneficiaries   bigint,
              families        bigint,
              value_cents     bigint,
-             line            bigint NOT NULL
+             line            bigint NOT NULL,
+             m0 bigint, m1 bigint, m2 bigint, m3 bigint, m4 bigint,
+             m5 bigint, m6 bigint, m7 bigint, m8 bigint, m9 bigint
          ) ON COMMIT DROP",
     )
     .await
@@ -40,8 +43,8 @@ pub(crate) async fn create(tx: &Transaction<'_>) -> Result<(), tokio_postgres::E
 
 /// Appends one tuple of `row` (read at `line`) in binary COPY format.
 pub(crate) fn encode_row(buf: &mut BytesMut, row: &TabulatedRow) {
-    buf.reserve(128);
-    buf.put_i16(11);
+    buf.reserve(256);
+    buf.put_i16(21);
     buf.put_i32(4);
     buf.put_i32(first_day_pg(row.period));
     for int in [row.municipality_id, row.state_id] {
@@ -63,6 +66,15 @@ pub(crate) fn encode_row(buf: &mut BytesMut, row: &TabulatedRow) {
     }
     buf.put_i32(8);
     buf.put_i64(row.line as i64);
+    for figure in row.measures {
+        match figure {
+            Some(v) => {
+                buf.put_i32(8);
+                buf.put_i64(v);
+            }
+            None => buf.put_i32(-1),
+        }
+    }
 }
 
 /// How a file's rows are keyed: per municipality (`aggregates`), or per
@@ -192,7 +204,13 @@ pub(crate) async fn periods(
     grain: Grain,
 ) -> Result<Vec<PeriodDigest>, tokio_postgres::Error> {
     let (key, table) = match grain {
-        Grain::Municipality => ("municipality_id", "carga_tabulated"),
+        Grain::Municipality => (
+            "municipality_id, coalesce(m0::text, '-'), coalesce(m1::text, '-'), coalesce(m2::text, '-'),
+             coalesce(m3::text, '-'), coalesce(m4::text, '-'), coalesce(m5::text, '-'),
+             coalesce(m6::text, '-'), coalesce(m7::text, '-'), coalesce(m8::text, '-'),
+             coalesce(m9::text, '-')",
+            "carga_tabulated",
+        ),
         Grain::StateKey => ("place_key || ':' || state_id", "carga_state_chosen"),
     };
     let order = match grain {

@@ -82,6 +82,9 @@ pub(super) struct Tabulated {
     /// At most two, most significant first.
     pub(super) versions: Vec<(usize, ColumnType)>,
     pub(super) part: Option<usize>,
+    /// `cadunico_data` figures: (column, its slot in `CADUNICO_MEASURES`);
+    /// columns of one slot are summed.
+    pub(super) measures: Vec<(Figure, usize)>,
 }
 
 /// Column positions in this file, resolved from its header.
@@ -219,6 +222,23 @@ impl Plan {
                 .map(|(f, t)| (f.index, t))
                 .collect(),
             part: typed_position(Role::Part).map(|p| p.0),
+            measures: layout
+                .columns
+                .iter()
+                .filter(|c| c.role == Some(Role::Measure))
+                .filter_map(|c| {
+                    let slot = crate::dataset::CADUNICO_MEASURES
+                        .iter()
+                        .position(|m| Some(*m) == c.measure.as_deref())?;
+                    positions.get(c.name.as_str()).map(|&index| {
+                        let figure = Figure {
+                            index,
+                            blank_is_absent: c.blank_is_absent,
+                        };
+                        (figure, slot)
+                    })
+                })
+                .collect(),
         };
         let attributes = layout
             .columns
@@ -253,6 +273,7 @@ impl Plan {
         ];
         typed.extend(tabulated.beneficiaries.iter().map(|f| Some(f.index)));
         typed.extend(tabulated.versions.iter().map(|v| Some(v.0)));
+        typed.extend(tabulated.measures.iter().map(|m| Some(m.0.index)));
         let nul_scanned = (0..headers.len())
             .filter(|i| !typed.contains(&Some(*i)))
             .collect();

@@ -44,6 +44,8 @@ pub struct TabulatedRow {
     pub version: [i64; 2],
     /// A `state_level` row's part of its approval (a consumption band).
     pub part: i64,
+    /// `cadunico_data` figures, by slot of `dataset::CADUNICO_MEASURES`.
+    pub measures: [Option<i64>; 10],
     pub beneficiaries: Option<i64>,
     pub families: Option<i64>,
     pub value_cents: Option<i64>,
@@ -429,6 +431,12 @@ impl Transformer {
                 self.bad(*vi, *vtype, shape, raw)
             })?;
         }
+        let mut measures = [None; 10];
+        for (f, slot) in &tab.measures {
+            if let (Some(n), Some(cell)) = (figure(*f)?, measures.get_mut(*slot)) {
+                *cell = Some(cell.unwrap_or(0i64).saturating_add(n));
+            }
+        }
         let part = match tab.part {
             Some(pi) => {
                 let raw = field(pi);
@@ -444,6 +452,7 @@ impl Transformer {
             key,
             version,
             part,
+            measures,
             beneficiaries,
             families,
             value_cents,

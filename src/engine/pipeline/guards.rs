@@ -131,6 +131,21 @@ pub(super) fn check_period_totals(
     Ok(())
 }
 
+/// A period written to a table of many figures (`cadunico_data`): it must
+/// hold one row per row the parser accepted for that period.
+pub(super) fn check_period_rows(
+    written: &crate::engine::aggregate::tabulated::Written,
+    tally: &super::parser::PeriodTally,
+) -> Result<(), LoadError> {
+    if written.municipalities as u64 != tally.rows {
+        return Err(LoadError::Internal(format!(
+            "{}: {} rows written, {} parsed",
+            tally.period, written.municipalities, tally.rows
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

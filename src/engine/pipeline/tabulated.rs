@@ -16,11 +16,14 @@ use super::error::LoadError;
 use super::parser::{self, ParseInput, ParseSummary, PeriodTally, RowSink, Tabulated};
 use super::stages::{self, FirstFailure, Stage};
 use super::{AttemptInput, Context, LoadReport, LoadRequest, PeriodOutcome, guards};
-use crate::dataset::{Kind, Period};
-use crate::engine::aggregate::tabulated::{PeriodScope, write_period, write_state_period};
+use crate::dataset::{Kind, Period, Protocol, Role, Target};
+use crate::engine::aggregate::tabulated::{
+    PeriodScope, write_cadunico_period, write_period, write_state_period,
+};
 use crate::engine::load::tabulated::{self as working, Grain, PeriodRecord};
 use crate::engine::load::{self, copy, ledger};
 use crate::engine::parse::{MunicipalityIndex, TabulatedRow};
+use crate::engine::source::paged::SolrPaging;
 use crate::engine::source::{self, OpenOutcome, Progress, Validators};
 
 /// Encodes the file's rows as binary COPY chunks for the working table.
@@ -89,13 +92,39 @@ pub(super) async fn attempt(
     };
 
     // 1. The source, asked with the last published download's validators.
-    let opened = source::open_guarded(
-        input.location,
-        &settings.http,
-        conditional.as_ref(),
-        request.redirect_guard.clone(),
-    )
-    .await;
+    let opened = match spec.source.protocol {
+        Protocol::File => {
+            source::open_guarded(
+                input.location,
+                &settings.http,
+                conditional.as_ref(),
+                request.redirect_guard.clone(),
+            )
+            .await
+        }
+        // A paged service: read page by page into one CSV stream.
+        Protocol::Solr => {
+            let columns = &spec.layouts[0].columns;
+            let key = columns
+                .iter()
+                .find(|c| c.role == Some(Role::Municipality) || c.role == Some(Role::State))
+                .map(|c| c.header.clone())
+                .unwrap_or_default();
+            let paging = SolrPaging {
+                rows: spec.source.page_rows,
+                fields: columns.iter().map(|c| c.header.clone()).collect(),
+                key,
+                max_page_bytes: settings.http.max_download_bytes,
+            };
+            source::paged::open_solr(
+                input.location,
+                &settings.http,
+                request.redirect_guard.clone(),
+                paging,
+            )
+            .await
+        }
+    };
     if let Some(status) = source::answered_status(&opened) {
         progress
             .source_status
@@ -271,15 +300,20 @@ pub(super) async fn attempt(
             load_id: input.load_id,
             data_source: &data_source,
         };
-        let written = match grain {
-            Grain::Municipality => {
+        let written = match (grain, spec.target) {
+            (Grain::Municipality, Target::CadunicoData) => {
+                let written = write_cadunico_period(&tx, &scope).await?;
+                guards::check_period_rows(&written, &tally)?;
+                written
+            }
+            (Grain::Municipality, Target::BeneficiaryData) => {
                 let written = write_period(&tx, &scope).await?;
                 guards::check_period_totals(&written, &tally)?;
                 written
             }
             // The parser saw every approval and part; what is written is
             // each key's latest approval, summed in SQL.
-            Grain::StateKey => write_state_period(&tx, &scope).await?,
+            (Grain::StateKey, _) => write_state_period(&tx, &scope).await?,
         };
         working::publish_period(
             &tx,

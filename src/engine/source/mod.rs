@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 pub(crate) mod allow;
+pub(crate) mod paged;
 
 use crate::code::Code;
 use crate::config::HttpSettings;
@@ -103,6 +104,12 @@ pub enum SourceError {
     /// address, a non-HTTP scheme, too many hops): retrying cannot help.
     #[error("{url}: redirect refused: {reason}")]
     RedirectRefused { url: String, reason: String },
+    #[error("{url}: {message}")]
+    Protocol { url: String, message: String },
+    /// A paged service found nothing for the query (Solr `numFound` 0):
+    /// the period is not published yet, as a 404 says of a file.
+    #[error("{url}: the service has no documents for this query (numFound 0): not published yet")]
+    NoDocuments { url: String },
 }
 
 impl SourceError {
@@ -127,6 +134,8 @@ impl SourceError {
             SourceError::RedirectRefused { .. } => Code::RedirectRefused,
             SourceError::Preparing { .. } => Code::SourcePreparing,
             SourceError::Refused { .. } => Code::SourceRefused,
+            SourceError::Protocol { .. } => Code::SourceProtocol,
+            SourceError::NoDocuments { .. } => Code::HttpStatus(404),
         }
     }
 }

@@ -73,6 +73,7 @@ pub fn verdict(code: Code, previous: Option<Code>) -> Verdict {
         | Code::DownloadTooSlow
         | Code::ReaderStopped
         | Code::StageStopped
+        | Code::SourceProtocol
         | Code::ArchiveTruncated
         | Code::SpillIo
         | Code::LoadInProgress

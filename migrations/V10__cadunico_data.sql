@@ -1,0 +1,26 @@
+-- The API's cadunico_data (municipality × month: the CadÚnico register's
+-- counts), as the dashboard's own Alembic migration creates it
+-- (brunoccteixeira/ta-na-mao, backend/alembic/versions/001_initial_schema.py,
+-- at 8dad64f). Adopted when it exists (the API's migrations ran first), as
+-- the other API tables are (V1). carga writes it from the `cadunico`
+-- dataset; its total_families is the denominator of coverage_rate.
+CREATE TABLE IF NOT EXISTS public.cadunico_data (
+    id                       serial PRIMARY KEY,
+    municipality_id          integer NOT NULL REFERENCES public.municipalities (id),
+    reference_date           date    NOT NULL,
+    total_families           integer,
+    total_persons            integer,
+    families_extreme_poverty integer,
+    families_poverty         integer,
+    families_low_income      integer,
+    persons_0_5_years        integer,
+    persons_6_14_years       integer,
+    persons_15_17_years      integer,
+    persons_18_64_years      integer,
+    persons_65_plus          integer,
+    ingested_at              timestamp,
+    CONSTRAINT cadunico_data_municipality_id_reference_date_key
+        UNIQUE (municipality_id, reference_date)
+);
+CREATE INDEX IF NOT EXISTS ix_cadunico_data_municipality_id ON public.cadunico_data (municipality_id);
+CREATE INDEX IF NOT EXISTS ix_cadunico_data_reference_date ON public.cadunico_data (reference_date);

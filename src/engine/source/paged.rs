@@ -1,0 +1,301 @@
+//! Paged JSON services as a byte stream: a Solr core (`start`/`rows`, the
+//! `{"response":{"numFound":N,"start":S,"docs":[…]}}` envelope) read page
+//! by page, each page's documents written as CSV rows (a header of the
+//! spec's field names first). The rest of the pipeline sees a plain CSV
+//! file: the same parser, types, rejects, digests and publish, with memory
+//! bounded by one page.
+//!
+//! Every page goes through [`super::open_guarded`] (timeouts, retries, the
+//! allow-list and redirect checks, `Retry-After`). The result must hold
+//! still while it is read: a `numFound` that changes between pages, a page
+//! that is empty before `numFound` documents arrived, a page larger than
+//! asked for, or documents that do not follow each other in the key's
+//! order (a page served twice) fail the stream, and with it the load: the
+//! period is never published from half or doubled pages.
+
+use std::io;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde_json::Value;
+
+use super::{OpenOutcome, Opened, Origin, RedirectGuard, SourceError, SourceMeta, redact_source};
+use crate::config::HttpSettings;
+
+/// How to page a Solr core for one dataset.
+#[derive(Debug, Clone)]
+pub(crate) struct SolrPaging {
+    /// Documents per page (`rows`).
+    pub(crate) rows: u64,
+    /// The fields written as CSV columns, in order (the spec's headers).
+    pub(crate) fields: Vec<String>,
+    /// The field the query sorts by (ascending): consecutive documents
+    /// must not go back in it, across pages too.
+    pub(crate) key: String,
+    /// The largest page body read, in bytes.
+    pub(crate) max_page_bytes: u64,
+}
+
+/// What a page said.
+struct Page {
+    found: u64,
+    docs: Vec<serde_json::Map<String, Value>>,
+}
+
+fn page_url(location: &str, start: u64, rows: u64) -> String {
+    let separator = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{separator}start={start}&rows={rows}")
+}
+
+fn protocol_error(redacted: &str, message: String) -> SourceError {
+    SourceError::Protocol {
+        url: redacted.to_string(),
+        message,
+    }
+}
+
+/// Fetches and parses one page.
+async fn fetch(
+    location: &str,
+    redacted: &str,
+    settings: &HttpSettings,
+    guard: Option<RedirectGuard>,
+    start: u64,
+    paging: &SolrPaging,
+) -> Result<Page, SourceError> {
+    let url = page_url(location, start, paging.rows);
+    let opened = match super::open_guarded(&url, settings, None, guard).await? {
+        OpenOutcome::Body(opened) => opened,
+        OpenOutcome::NotModified(_) => {
+            return Err(protocol_error(
+                redacted,
+                "304 to an unconditional request".into(),
+            ));
+        }
+    };
+    let mut body = opened.body;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| SourceError::Body {
+            url: redacted.to_string(),
+            bytes: bytes.len() as u64,
+            message: e.to_string(),
+        })?;
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() as u64 > paging.max_page_bytes {
+            return Err(SourceError::TooLarge {
+                url: redacted.to_string(),
+                limit: paging.max_page_bytes,
+            });
+        }
+    }
+    let at = format!("the page at start={start}");
+    let json: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| protocol_error(redacted, format!("{at} is not JSON: {e}")))?;
+    let response = json
+        .get("response")
+        .ok_or_else(|| protocol_error(redacted, format!("{at} has no \"response\" object")))?;
+    let found = response
+        .get("numFound")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| protocol_error(redacted, format!("{at} has no response.numFound")))?;
+    let Some(Value::Array(docs)) = response.get("docs") else {
+        return Err(protocol_error(
+            redacted,
+            format!("{at} has no response.docs array"),
+        ));
+    };
+    let docs = docs
+        .iter()
+        .map(|d| match d {
+            Value::Object(map) => Ok(map.clone()),
+            _ => Err(protocol_error(
+                redacted,
+                format!("{at} has a document that is not an object"),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Page { found, docs })
+}
+
+/// A value as CSV field text: strings as they are, numbers as JSON writes
+/// them, absent or null as empty; anything else as its JSON (which no
+/// column type accepts: a reject naming the column).
+fn field_text(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn csv_line(out: &mut Vec<u8>, fields: impl Iterator<Item = String>) {
+    for (i, field) in fields.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(field.replace('"', "\"\"").as_bytes());
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Where the pager is.
+struct State {
+    location: String,
+    redacted: String,
+    settings: HttpSettings,
+    guard: Option<RedirectGuard>,
+    paging: SolrPaging,
+    /// `numFound` of the first page.
+    found: u64,
+    /// Documents read so far.
+    read: u64,
+    /// The key of the last document read, to check the order.
+    last_key: Option<String>,
+    /// The first page, already fetched (to learn `numFound` before the
+    /// stream starts).
+    first: Option<Page>,
+    done: bool,
+}
+
+impl State {
+    /// The CSV rows of one page, after its checks.
+    fn rows(&mut self, page: Page, start: u64) -> Result<Bytes, SourceError> {
+        let redacted = self.redacted.clone();
+        if page.found != self.found {
+            return Err(protocol_error(
+                &redacted,
+                format!(
+                    "numFound changed from {} to {} at start={start}: the result changed while it was read",
+                    self.found, page.found
+                ),
+            ));
+        }
+        if page.docs.is_empty() {
+            return Err(protocol_error(
+                &redacted,
+                format!(
+                    "the page at start={start} is empty, but numFound is {}: pagination ended early",
+                    self.found
+                ),
+            ));
+        }
+        if page.docs.len() as u64 > self.paging.rows {
+            return Err(protocol_error(
+                &redacted,
+                format!(
+                    "the page at start={start} holds {} documents, more than the {} asked for",
+                    page.docs.len(),
+                    self.paging.rows
+                ),
+            ));
+        }
+        let mut out = Vec::with_capacity(page.docs.len() * 64);
+        for doc in &page.docs {
+            let key = field_text(doc.get(&self.paging.key));
+            if let Some(last) = &self.last_key {
+                let before = (last.len(), last.as_str()) > (key.len(), key.as_str());
+                if before || *last == key {
+                    return Err(protocol_error(
+                        &redacted,
+                        format!(
+                            "document {} (start={start}) repeats or goes back in {}: {key:?} after {last:?} (a page served twice, or an unsorted query)",
+                            self.read + 1,
+                            self.paging.key
+                        ),
+                    ));
+                }
+            }
+            self.last_key = Some(key);
+            csv_line(
+                &mut out,
+                self.paging.fields.iter().map(|f| field_text(doc.get(f))),
+            );
+            self.read += 1;
+        }
+        if self.read > self.found {
+            return Err(protocol_error(
+                &redacted,
+                format!(
+                    "{} documents read, more than numFound {}",
+                    self.read, self.found
+                ),
+            ));
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
+/// Opens a Solr query as a CSV byte stream (see the module's doc). The
+/// first page is fetched here, so an HTTP failure is the open's, as for a
+/// file; the others as the stream is read.
+pub(crate) async fn open_solr(
+    location: &str,
+    settings: &HttpSettings,
+    guard: Option<RedirectGuard>,
+    paging: SolrPaging,
+) -> Result<OpenOutcome, SourceError> {
+    let redacted = redact_source(location);
+    let first = fetch(location, &redacted, settings, guard.clone(), 0, &paging).await?;
+    if first.found == 0 {
+        return Err(SourceError::NoDocuments { url: redacted });
+    }
+    let mut header = Vec::new();
+    csv_line(&mut header, paging.fields.iter().cloned());
+    let state = State {
+        location: location.to_string(),
+        redacted: redacted.clone(),
+        settings: settings.clone(),
+        guard,
+        paging,
+        found: first.found,
+        read: 0,
+        last_key: None,
+        first: Some(first),
+        done: false,
+    };
+    let pages = futures::stream::unfold(state, |mut state| async move {
+        if state.done {
+            return None;
+        }
+        let start = state.read;
+        let page = match state.first.take() {
+            Some(first) => Ok(first),
+            None if start >= state.found => return None,
+            None => {
+                fetch(
+                    &state.location,
+                    &state.redacted,
+                    &state.settings,
+                    state.guard.clone(),
+                    start,
+                    &state.paging,
+                )
+                .await
+            }
+        };
+        let chunk = page.and_then(|page| state.rows(page, start));
+        if chunk.is_err() {
+            state.done = true;
+        }
+        Some((chunk.map_err(io::Error::other), state))
+    });
+    let body: BoxStream<'static, io::Result<Bytes>> =
+        futures::stream::once(async move { Ok(Bytes::from(header)) })
+            .chain(pages)
+            .boxed();
+    Ok(OpenOutcome::Body(Opened {
+        meta: SourceMeta {
+            url: redacted,
+            file_name: "solr query (as CSV)".into(),
+            content_length: None,
+            ..SourceMeta::default()
+        },
+        origin: Origin::File,
+        body,
+        accept_ranges: false,
+    }))
+}
