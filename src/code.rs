@@ -46,6 +46,8 @@ pub enum Code {
     CsvError,
     /// A pre-aggregated file with two rows for one municipality and period.
     DuplicateRow,
+    /// A value said once per approval that its parts disagree on.
+    PartsDisagree,
     TooManyRejects,
     ShrinkGuard,
     PeriodOutOfBounds,
@@ -74,7 +76,7 @@ pub enum Code {
 }
 
 /// Every code with a fixed text (the parameterised ones aside).
-const FIXED: [(Code, &str); 44] = [
+const FIXED: [(Code, &str); 45] = [
     (Code::HttpRequestFailed, "http_request_failed"),
     (Code::HttpBodyFailed, "http_body_failed"),
     (Code::ReaderStopped, "reader_stopped"),
@@ -98,6 +100,7 @@ const FIXED: [(Code, &str); 44] = [
     (Code::EmptyFile, "empty_file"),
     (Code::CsvError, "csv_error"),
     (Code::DuplicateRow, "duplicate_row"),
+    (Code::PartsDisagree, "parts_disagree"),
     (Code::TooManyRejects, "too_many_rejects"),
     (Code::ShrinkGuard, "shrink_guard"),
     (Code::PeriodOutOfBounds, "period_out_of_bounds"),
@@ -169,6 +172,7 @@ impl Code {
             Code::EmptyFile => "empty_file",
             Code::CsvError => "csv_error",
             Code::DuplicateRow => "duplicate_row",
+            Code::PartsDisagree => "parts_disagree",
             Code::TooManyRejects => "too_many_rejects",
             Code::ShrinkGuard => "shrink_guard",
             Code::PeriodOutOfBounds => "period_out_of_bounds",

@@ -45,7 +45,7 @@ pub(crate) async fn run(settings: Settings, args: BackfillArgs) -> CliResult {
     };
     if spec.kind.is_tabulated() {
         eprintln!(
-            "carga: {} is one file holding every period: one download ({to}) loads what it holds of {from} to {to}",
+            "carga: {} is one file holding every period: one job ({to}) loads every period the file holds",
             spec.dataset
         );
     }

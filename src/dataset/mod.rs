@@ -22,6 +22,7 @@ use columns::{Shape, is_identifier, validate_columns};
 pub(crate) use layout::Layout;
 use layout::RawLayout;
 pub(crate) use maps::StateMap;
+pub(crate) use period::PeriodFilter;
 pub use period::{Period, PeriodOutOfBounds};
 use schedule::RawCadence;
 pub(crate) use schedule::{Cadence, CatchUp, Schedule};

@@ -95,6 +95,43 @@ impl PeriodOutOfBounds {
     }
 }
 
+/// The periods a spec covers, checked row by row in a file of many
+/// periods (see [`Spec::period_filter`]).
+#[derive(Debug, Clone)]
+pub(crate) struct PeriodFilter {
+    dataset: String,
+    first: Option<Period>,
+    last: Period,
+    cadence: super::Cadence,
+}
+
+impl PeriodFilter {
+    /// Why `yyyymm` is not one of the spec's periods, if it is not.
+    pub(crate) fn refuse(&self, yyyymm: u32) -> Option<String> {
+        let period = Period::new((yyyymm / 100) as u16, (yyyymm % 100) as u8)?;
+        let error = PeriodOutOfBounds {
+            dataset: self.dataset.clone(),
+            period,
+            first: self.first,
+            last: Some(self.last),
+            off_cadence: None,
+        };
+        if self.first.is_some_and(|f| period < f) || period > self.last {
+            return Some(error.describe());
+        }
+        if !self.cadence.pays(period) {
+            return Some(
+                PeriodOutOfBounds {
+                    off_cadence: Some(self.cadence.to_string()),
+                    ..error
+                }
+                .describe(),
+            );
+        }
+        None
+    }
+}
+
 impl Spec {
     /// Refuses a period outside the spec's `first_period`..`last_period` (a
     /// program that did not exist then: any file found there is another
@@ -136,6 +173,17 @@ impl Spec {
             });
         }
         Ok(())
+    }
+
+    /// Which periods a row of a file of many periods may have: the spec's
+    /// bounds (up to the current month) and cadence; `None` when forced.
+    pub(crate) fn period_filter(&self, force: bool) -> Option<PeriodFilter> {
+        (!force).then(|| PeriodFilter {
+            dataset: self.dataset.clone(),
+            first: self.first_period,
+            last: self.last_period.unwrap_or_else(|| self.current_period()),
+            cadence: self.cadence,
+        })
     }
 
     /// The current month in the spec's schedule's time zone (America/Sao_Paulo

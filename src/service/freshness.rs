@@ -51,10 +51,20 @@ pub struct DatasetStatus {
 const SOURCE_HAS_IT: &str = "(200, 202, 206, 304)";
 
 /// Per dataset, the periods the source answered for and when it first did.
+///
+/// A file of many periods is left out: its job's period names the month a
+/// run was for, not a month the file holds (its published periods say
+/// what it holds).
 async fn source_periods(
     client: &impl GenericClient,
+    specs: &[Spec],
 ) -> Result<HashMap<String, Vec<(Period, DateTime<Utc>)>>, tokio_postgres::Error> {
     let mut out: HashMap<String, Vec<(Period, DateTime<Utc>)>> = HashMap::new();
+    let tabulated = |dataset: &str| {
+        specs
+            .iter()
+            .any(|s| s.dataset == dataset && s.kind.is_tabulated())
+    };
     for row in client
         .query(
             &format!(
@@ -67,7 +77,11 @@ async fn source_periods(
         )
         .await?
     {
-        out.entry(row.get(0))
+        let dataset: String = row.get(0);
+        if tabulated(&dataset) {
+            continue;
+        }
+        out.entry(dataset)
             .or_default()
             .push((Period::from_date(row.get(1)), row.get(2)));
     }
@@ -116,7 +130,7 @@ pub async fn datasets(
             checked.insert(dataset, at);
         }
     }
-    let at_source = source_periods(client).await?;
+    let at_source = source_periods(client, specs).await?;
     let mut out = Vec::new();
     for spec in specs.iter().filter(|s| s.kind != Kind::Reference) {
         let periods: Vec<Period> = published
@@ -243,7 +257,7 @@ pub async fn boards(
     months_back: u32,
 ) -> Result<Vec<DatasetBoard>, tokio_postgres::Error> {
     let statuses = datasets(client, specs).await?;
-    let seen_at_source = source_periods(client).await?;
+    let seen_at_source = source_periods(client, specs).await?;
     let now: DateTime<Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
     let mut out = Vec::new();
     for status in statuses {

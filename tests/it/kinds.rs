@@ -583,15 +583,6 @@ async fn a_state_level_file_maps_distributors_to_states_and_the_latest_approval_
         "2024-04-01",
         60,
     ));
-    // A distributor the shipped table does not have: five rejects naming it.
-    approvals.push(approval(
-        "99999999000191",
-        "202401",
-        "100/2024",
-        "2024-03-10",
-        70,
-    ));
-
     // Expected per (YYYYMM, state): households and DMR of each
     // distributor-month's winning approval, computed here.
     let winners: [(&str, &str, i64); 10] = [
@@ -621,9 +612,28 @@ async fn a_state_level_file_maps_distributors_to_states_and_the_latest_approval_
         e.0 += households;
         e.1 += a.dmr_cents;
     }
+    let known = scs_csv(&approvals, None);
+    // A distributor the shipped table does not have: its rows are rejects
+    // naming it, and TSEE allows none (its state's sum would be partial).
+    approvals.push(approval(
+        "99999999000191",
+        "202401",
+        "100/2024",
+        "2024-03-10",
+        70,
+    ));
     let urls = app
-        .serve(vec![("scs.csv", scs_csv(&approvals, None))])
+        .serve(vec![
+            ("unknown.csv", scs_csv(&approvals, None)),
+            ("scs.csv", known),
+        ])
         .await;
+    let (code, stdout, stderr) = run_tsee(&app, &urls["unknown.csv"]).await;
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("CNPJ 99999999000191 is not in the shipped table aneel-distribuidoras"),
+        "{stderr}"
+    );
 
     let (code, stdout, stderr) = run_tsee(&app, &urls["scs.csv"]).await;
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
@@ -632,7 +642,7 @@ async fn a_state_level_file_maps_distributors_to_states_and_the_latest_approval_
         "{stdout}"
     );
     assert!(
-        stdout.contains("70 read, 65 loaded, 5 rejected"),
+        stdout.contains("65 read, 65 loaded, 0 rejected"),
         "{stdout}"
     );
     let client = app.client().await;
@@ -687,29 +697,31 @@ async fn a_state_level_file_maps_distributors_to_states_and_the_latest_approval_
         .expect("beneficiary_data")
         .get(0);
     assert_eq!(split, 0);
-    let reasons: Vec<String> = client
-        .query(
-            "SELECT reason FROM carga.rejects r JOIN carga.loads l ON l.id = r.load_id
-             WHERE l.dataset = 'tsee'",
-            &[],
-        )
+    // The same file again: a state_level file is always read again (its
+    // shipped table may have changed), and every period's digest is the
+    // published one: unchanged, nothing rewritten.
+    let before: Vec<i64> = client
+        .query("SELECT id FROM carga.loads WHERE dataset = 'tsee' AND status = 'published' AND period IS NOT NULL ORDER BY 1", &[])
         .await
-        .expect("rejects")
+        .expect("loads")
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(reasons.len(), 5);
-    assert!(
-        reasons
-            .iter()
-            .all(|r| r.contains("CNPJ 99999999000191") && r.contains("aneel-distribuidoras")),
-        "{reasons:?}"
-    );
-
-    // The same file again: unchanged, nothing rewritten.
     let (code, stdout, _) = run_tsee(&app, &urls["scs.csv"]).await;
     assert_eq!(code, Some(0));
     assert!(stdout.contains("unchanged"), "{stdout}");
+    assert!(
+        stdout.contains("65 read"),
+        "read again, not skipped: {stdout}"
+    );
+    let after: Vec<i64> = client
+        .query("SELECT id FROM carga.loads WHERE dataset = 'tsee' AND status = 'published' AND period IS NOT NULL ORDER BY 1", &[])
+        .await
+        .expect("loads")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(before, after);
 }
 
 #[test]
@@ -1158,4 +1170,26 @@ async fn a_result_that_changes_while_paged_is_never_published() {
     .await;
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("numFound 0"), "{out}");
+}
+
+#[tokio::test]
+async fn a_row_of_a_period_the_spec_does_not_cover_is_a_reject_naming_its_line() {
+    let mut app = TestApp::new().await;
+    let good = figures(&["202412"], 900);
+    // 2015-12 is before Farmácia Popular's first_period (2016-01).
+    let early = "2015-12-01,201512,2026-01-15,\"Pessoas\",\"BEN\",\"B\",35,\"SP\",\"S\",\"R\",355030,\"Sao Paulo\",10.0,0.0,0.0";
+    let urls = app
+        .serve(vec![(
+            "pf.zip",
+            zip_bytes("pfpbben.csv", &csv(&good, &[early])),
+        )])
+        .await;
+    let (code, stdout, stderr) = run(&app, &urls["pf.zip"]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("6 read, 5 loaded, 1 rejected"), "{stdout}");
+    assert!(
+        stdout.contains("line 7, column \"co_anomes\": farmacia-popular has no period 2015-12"),
+        "{stdout}"
+    );
+    assert_eq!(published(&app).await.0, good);
 }

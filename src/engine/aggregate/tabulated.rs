@@ -3,7 +3,9 @@
 //! `carga_tabulated` (`load::tabulated`). The file already counted each
 //! municipality; a state's and the country's figures are the sums of its
 //! municipalities' (a file of counts holds no people to count apart). A
-//! figure the file does not have is NULL at every level, never made up.
+//! figure the file does not have is NULL at every level, never made up,
+//! and a sum over places of which one lacks the figure is NULL too: a
+//! partial sum is never published as a total.
 
 use tokio_postgres::Transaction;
 
@@ -107,8 +109,11 @@ pub(crate) async fn write_period(
         "INSERT INTO public.program_state_monthly
              (program_id, state_id, reference_date, municipalities, total_beneficiaries,
               total_families, total_value_brl, payments, load_id)
-         SELECT $1, m.state_id, $2, count(*), sum(t.beneficiaries)::int, sum(t.families)::int,
-                sum(t.value_cents)::numeric / 100, NULL, $3
+         SELECT $1, m.state_id, $2, count(*),
+                CASE WHEN count(t.beneficiaries) = count(*) THEN sum(t.beneficiaries)::int END,
+                CASE WHEN count(t.families) = count(*) THEN sum(t.families)::int END,
+                CASE WHEN count(t.value_cents) = count(*) THEN sum(t.value_cents)::numeric / 100 END,
+                NULL, $3
          FROM carga_tabulated t JOIN public.municipalities m ON m.id = t.municipality_id
          WHERE t.reference_date = $2
          GROUP BY m.state_id",
@@ -119,8 +124,11 @@ pub(crate) async fn write_period(
         "INSERT INTO public.program_national_monthly
              (program_id, reference_date, states, municipalities, total_beneficiaries, total_families,
               total_value_brl, payments, load_id, computed_at)
-         SELECT $1, $2, count(DISTINCT m.state_id), count(*), sum(t.beneficiaries)::int,
-                sum(t.families)::int, sum(t.value_cents)::numeric / 100, NULL, $3, now()
+         SELECT $1, $2, count(DISTINCT m.state_id), count(*),
+                CASE WHEN count(t.beneficiaries) = count(*) THEN sum(t.beneficiaries)::int END,
+                CASE WHEN count(t.families) = count(*) THEN sum(t.families)::int END,
+                CASE WHEN count(t.value_cents) = count(*) THEN sum(t.value_cents)::numeric / 100 END,
+                NULL, $3, now()
          FROM carga_tabulated t JOIN public.municipalities m ON m.id = t.municipality_id
          WHERE t.reference_date = $2
          ON CONFLICT (program_id, reference_date) DO UPDATE SET
@@ -188,8 +196,11 @@ pub(crate) async fn write_state_period(
         "INSERT INTO public.program_state_monthly
              (program_id, state_id, reference_date, municipalities, total_beneficiaries,
               total_families, total_value_brl, payments, load_id)
-         SELECT $1, state_id, $2, NULL, sum(beneficiaries)::int, sum(families)::int,
-                sum(value_cents)::numeric / 100, NULL, $3
+         SELECT $1, state_id, $2, NULL,
+                CASE WHEN count(beneficiaries) = count(*) THEN sum(beneficiaries)::int END,
+                CASE WHEN count(families) = count(*) THEN sum(families)::int END,
+                CASE WHEN count(value_cents) = count(*) THEN sum(value_cents)::numeric / 100 END,
+                NULL, $3
          FROM carga_state_chosen WHERE reference_date = $2
          GROUP BY state_id",
         &[program, date, load],
@@ -200,8 +211,11 @@ pub(crate) async fn write_state_period(
             "INSERT INTO public.program_national_monthly
                  (program_id, reference_date, states, municipalities, total_beneficiaries, total_families,
                   total_value_brl, payments, load_id, computed_at)
-             SELECT $1, $2, count(DISTINCT state_id), NULL, sum(beneficiaries)::int,
-                    sum(families)::int, sum(value_cents)::numeric / 100, NULL, $3, now()
+             SELECT $1, $2, count(DISTINCT state_id), NULL,
+                    CASE WHEN count(beneficiaries) = count(*) THEN sum(beneficiaries)::int END,
+                    CASE WHEN count(families) = count(*) THEN sum(families)::int END,
+                    CASE WHEN count(value_cents) = count(*) THEN sum(value_cents)::numeric / 100 END,
+                    NULL, $3, now()
              FROM carga_state_chosen WHERE reference_date = $2
              ON CONFLICT (program_id, reference_date) DO UPDATE SET
                  states = EXCLUDED.states, municipalities = EXCLUDED.municipalities,

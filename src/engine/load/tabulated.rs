@@ -148,10 +148,11 @@ pub(crate) async fn choose_latest(
     tx: &Transaction<'_>,
     repeated_value: bool,
 ) -> Result<Option<Disagreement>, tokio_postgres::Error> {
+    // A figure a part lacks leaves the approval's sum NULL (never partial).
     let value = if repeated_value {
         "min(t.value_cents)"
     } else {
-        "sum(t.value_cents)"
+        "CASE WHEN count(t.value_cents) = count(*) THEN sum(t.value_cents) END"
     };
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE carga_state_chosen ON COMMIT DROP AS
@@ -160,7 +161,8 @@ pub(crate) async fn choose_latest(
              FROM carga_tabulated
              ORDER BY reference_date, place_key, version1 DESC, version2 DESC)
          SELECT t.reference_date, t.place_key, min(t.state_id) AS state_id,
-                sum(t.beneficiaries) AS beneficiaries, sum(t.families) AS families,
+                CASE WHEN count(t.beneficiaries) = count(*) THEN sum(t.beneficiaries) END AS beneficiaries,
+                CASE WHEN count(t.families) = count(*) THEN sum(t.families) END AS families,
                 {value} AS value_cents,
                 min(t.value_cents) IS DISTINCT FROM max(t.value_cents)
                     OR (count(t.value_cents) > 0 AND count(t.value_cents) < count(*)) AS disagree,
@@ -308,7 +310,6 @@ pub(crate) struct PeriodRecord<'a> {
     pub(crate) forced: bool,
     pub(crate) digest: &'a [u8],
     pub(crate) rows: i64,
-    pub(crate) beneficiaries: Option<i64>,
     pub(crate) value_cents: Option<i64>,
     pub(crate) layout: &'a str,
 }
@@ -335,11 +336,11 @@ pub(crate) async fn publish_period(
     let row = tx
         .query_one(
             "INSERT INTO carga.loads (dataset, program_code, period, status, forced, source_url, sha256,
-                                      rows_read, rows_loaded, rows_rejected, distinct_beneficiaries,
-                                      total_value_brl, layout, file_load, started_at, finished_at)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $8, 0, $9, $10::bigint::numeric / 100, $11, $12,
+                                      rows_read, rows_loaded, total_value_brl, layout, file_load,
+                                      started_at, finished_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $8, $9::bigint::numeric / 100, $10, $11,
                     f.started_at, clock_timestamp()
-             FROM carga.loads f WHERE f.id = $12
+             FROM carga.loads f WHERE f.id = $11
              RETURNING id",
             &[
                 &record.dataset,
@@ -350,7 +351,6 @@ pub(crate) async fn publish_period(
                 &record.source_url,
                 &record.digest,
                 &record.rows,
-                &record.beneficiaries,
                 &record.value_cents,
                 &record.layout,
                 &file_load,
@@ -367,6 +367,7 @@ pub(crate) async fn publish_download(
     load_id: i64,
     program_code: &str,
     record: &super::ledger::PublishRecord,
+    value_cents: Option<i64>,
 ) -> Result<(), tokio_postgres::Error> {
     tx.execute(
         "UPDATE carga.loads SET status = $3
@@ -396,11 +397,21 @@ pub(crate) async fn publish_download(
             &record.rows_read,
             &record.rows_loaded,
             &record.rows_rejected,
-            &record.value_cents,
+            &value_cents,
             &record.stage_seconds,
             &record.layout,
         ],
     )
     .await?;
     Ok(())
+}
+
+/// After the COPY: an index on the period (every per-period statement
+/// filters on it) and fresh statistics for the planner.
+pub(crate) async fn index(tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+    tx.batch_execute(
+        "CREATE INDEX ON carga_tabulated (reference_date);
+         ANALYZE carga_tabulated",
+    )
+    .await
 }

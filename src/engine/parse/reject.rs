@@ -46,6 +46,12 @@ pub enum RejectReason {
         found: u32,
         expected: u32,
     },
+    /// A row of a file of many periods whose period the spec does not
+    /// cover (before `first_period`, after the current month, or off the
+    /// cadence): the reason says which.
+    PeriodNotCovered {
+        why: String,
+    },
     /// In a layout without a reference month: a parcel of a month after
     /// the one being loaded (the file is another month's).
     CompetenceAfterPeriod {
@@ -66,6 +72,7 @@ impl RejectReason {
             RejectReason::UnknownMunicipality { .. } => "unknown_municipality",
             RejectReason::UnknownStateKey { .. } => "unknown_state_key",
             RejectReason::WrongReferenceMonth { .. } => "wrong_reference_month",
+            RejectReason::PeriodNotCovered { .. } => "period_out_of_bounds",
             RejectReason::CompetenceAfterPeriod { .. } => "competence_after_period",
             RejectReason::InvalidText => "invalid_text",
             RejectReason::NulByte => "nul_byte",
@@ -113,6 +120,7 @@ impl fmt::Display for RejectReason {
                     "{key} is not in the shipped table {table} (jobs/reference/{table}.csv), so its state is unknown"
                 )
             }
+            RejectReason::PeriodNotCovered { why } => write!(f, "{why}"),
             RejectReason::WrongReferenceMonth { found, expected } => {
                 write!(
                     f,

@@ -82,6 +82,8 @@ pub struct Transformer {
     /// A `state_level` file's key (CNPJ) → state id, and its table's name.
     places: std::collections::HashMap<u64, i32>,
     places_table: String,
+    /// The periods a row of a file of many periods may have.
+    periods: Option<crate::dataset::PeriodFilter>,
 }
 
 impl Transformer {
@@ -109,7 +111,15 @@ impl Transformer {
             scratch: String::new(),
             places: std::collections::HashMap::new(),
             places_table: String::new(),
+            periods: None,
         }
+    }
+
+    /// Refuses rows of periods `filter` does not cover (a file of many
+    /// periods; `None`: any period, as with `--force`).
+    pub(crate) fn with_periods(mut self, filter: Option<crate::dataset::PeriodFilter>) -> Self {
+        self.periods = filter;
+        self
     }
 
     /// The key → state id table of a `state_level` file, named `table`.
@@ -371,6 +381,12 @@ impl Transformer {
         let Some(period) = value::month(rtype, raw) else {
             return Err(self.bad(ri, rtype, month_shape(rtype), raw));
         };
+        if let Some(why) = self.periods.as_ref().and_then(|f| f.refuse(period)) {
+            return Err(RowError {
+                column: plan.header(ri),
+                reason: RejectReason::PeriodNotCovered { why },
+            });
+        }
         let tab = &plan.tabulated;
         let (municipality_id, state_id, key) = match tab.state {
             None => (self.municipalities.id(self.municipality(record)?), 0, 0),

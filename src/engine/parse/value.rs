@@ -161,9 +161,19 @@ pub fn despacho(field: &[u8]) -> Option<i64> {
 /// integer part may be empty (`1234,56`, `,00`, `1.234,56`), in cents.
 pub fn decimal_comma(field: &[u8]) -> Option<i64> {
     let trimmed = trim(field);
+    // `,50` is `0,50`: the fraction alone (no allocation per row).
+    let fraction = |digits: &[u8]| -> Option<i64> {
+        match digits {
+            [a] if a.is_ascii_digit() => Some(i64::from(a - b'0') * 10),
+            [a, b] if a.is_ascii_digit() && b.is_ascii_digit() => {
+                Some(i64::from(a - b'0') * 10 + i64::from(b - b'0'))
+            }
+            _ => None,
+        }
+    };
     match trimmed {
-        [b',', ..] => amount(&[b"0", trimmed].concat(), b',', Some(b'.')),
-        [b'-', b',', rest @ ..] => amount(&[b"-0,", rest].concat(), b',', Some(b'.')),
+        [b',', rest @ ..] => fraction(rest),
+        [b'-', b',', rest @ ..] => fraction(rest).map(|c| -c),
         _ => amount(trimmed, b',', Some(b'.')),
     }
 }

@@ -447,6 +447,7 @@ async fn attempt(
         limits: settings.limits.clone(),
         file: meta.file_name.clone(),
         places: Default::default(),
+        periods: None,
     };
     let municipalities = parse_input.municipalities.len();
     let (chunk_bytes, spill_dir, threads) = (

@@ -45,6 +45,8 @@ pub(crate) struct ParseInput {
     pub(crate) file: String,
     /// A `state_level` file's shipped table: its name and key → state id.
     pub(crate) places: (String, std::collections::HashMap<u64, i32>),
+    /// A file of many periods: the periods its rows may have.
+    pub(crate) periods: Option<crate::dataset::PeriodFilter>,
 }
 
 /// What the parser thread saw.
@@ -463,7 +465,8 @@ pub(crate) fn parse_blocking<S: RowSink>(
         parse.period,
         parse.nis_key.expose_secret().as_bytes(),
     )
-    .with_places(&parse.places.0, parse.places.1);
+    .with_places(&parse.places.0, parse.places.1)
+    .with_periods(parse.periods);
     let mut rejects = RejectLog {
         max_stored: parse.limits.max_stored_rejects,
         line_bytes: parse.limits.reject_line_bytes,

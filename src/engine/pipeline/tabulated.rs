@@ -83,7 +83,11 @@ pub(super) async fn attempt(
     };
     let mut report = LoadReport::new(input.load_id, input.redacted);
     let last = working::last_download(client, input.program_code).await?;
-    let conditional = match (&last, request.force) {
+    // A state_level file is always read again: its shipped key → state
+    // table may have changed since (the per-period digests, which include
+    // the state, still leave unchanged periods alone).
+    let reread = request.force || grain == Grain::StateKey;
+    let conditional = match (&last, reread) {
         (Some(l), false) => Some(Validators {
             etag: l.etag.clone().filter(|e| !e.starts_with("W/")),
             last_modified: l.last_modified.clone(),
@@ -179,6 +183,9 @@ pub(super) async fn attempt(
             Grain::StateKey => super::places(spec, &load::state_ids(client).await?)?,
             Grain::Municipality => Default::default(),
         },
+        // A row of a period the spec does not cover is a reject naming
+        // its line, not the whole file's failure.
+        periods: spec.period_filter(request.force),
     };
     let chunk_bytes = settings.load.copy_chunk_bytes;
     let sink = move || {
@@ -221,11 +228,12 @@ pub(super) async fn attempt(
     // 4. The guards: the stream's, one row per municipality and period,
     // then per period: its bounds, unchanged or not, the shrink guard.
     guards::check_stream(&spec.quality, &summary, copied_rows)?;
+    working::index(&tx).await?;
     let same_file = last
         .as_ref()
         .and_then(|l| l.sha256.as_deref())
         .is_some_and(|sha| sha == download.sha256);
-    if same_file && !request.force {
+    if same_file && !reread {
         return Ok(report.unchanged(started));
     }
     if let Some(repeat) = working::first_repeat(&tx, grain).await? {
@@ -255,7 +263,6 @@ pub(super) async fn attempt(
     let published = working::published(client, input.program_code).await?;
     let mut changed = Vec::new();
     for found in working::periods(&tx, grain).await? {
-        spec.check_period(found.period, request.force)?;
         let before = published.iter().find(|p| p.period == found.period);
         let unchanged = before.is_some_and(|b| b.digest.as_deref() == Some(&found.digest[..]));
         if unchanged && !request.force {
@@ -266,7 +273,15 @@ pub(super) async fn attempt(
             });
             continue;
         }
-        if let (Some(before), false) = (before, request.force) {
+        // The shrink guard's baseline: the period's own published rows, else
+        // the latest earlier period's (a new month that came in partial).
+        let baseline = before.or_else(|| {
+            published
+                .iter()
+                .filter(|p| p.period < found.period)
+                .max_by_key(|p| p.period)
+        });
+        if let (Some(before), false) = (baseline, request.force) {
             guards::check_shrink(
                 &spec.quality,
                 &format!("{} ({})", summary.file, found.period),
@@ -326,7 +341,6 @@ pub(super) async fn attempt(
                 forced: request.force,
                 digest: &found.digest,
                 rows: found.rows,
-                beneficiaries: written.beneficiaries,
                 value_cents: written.value_cents,
                 layout: &summary.layout,
             },
@@ -342,7 +356,18 @@ pub(super) async fn attempt(
     let aggregate_seconds = aggregate_started.elapsed().as_secs_f64();
     progress.set_stage("publish");
     let stage_pairs = [("stream", stream_seconds), ("aggregate", aggregate_seconds)];
-    let value_cents = i64::try_from(summary.value_cents).unwrap_or(i64::MAX);
+    // The download's value: the sum of the rows read, which only means
+    // something for a file of per-municipality values (a state_level file
+    // repeats its value on parts and approvals; a file of counts has none).
+    let value_cents = match (grain, spec.has_value()) {
+        (Grain::Municipality, true) => Some(i64::try_from(summary.value_cents).map_err(|_| {
+            LoadError::Internal(format!(
+                "{}: the file's total value is beyond 64-bit cents",
+                summary.file
+            ))
+        })?),
+        _ => None,
+    };
     working::publish_download(
         &tx,
         input.load_id,
@@ -356,11 +381,11 @@ pub(super) async fn attempt(
             rows_read: summary.rows_read as i64,
             rows_loaded: summary.rows_loaded as i64,
             rows_rejected: summary.rows_rejected as i64,
-            value_cents,
             stage_seconds: ledger::stage_seconds(&stage_pairs),
             layout: summary.layout.clone(),
             ..ledger::PublishRecord::default()
         },
+        value_cents,
     )
     .await?;
     if let Some(step) = input.step {
@@ -368,7 +393,7 @@ pub(super) async fn attempt(
     }
     tx.commit().await?;
     report.stage_seconds = stage_pairs.to_vec();
-    report.value_cents = value_cents;
+    report.value_cents = value_cents.unwrap_or(0);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

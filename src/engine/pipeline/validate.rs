@@ -55,6 +55,11 @@ pub async fn validate(
         file,
         // No database: each state stands for itself (only membership is checked).
         places: super::places(spec, &every_state(spec))?,
+        periods: spec
+            .kind
+            .is_tabulated()
+            .then(|| spec.period_filter(false))
+            .flatten(),
     };
     let parsed = match spec.kind {
         kind if kind.is_tabulated() => {

@@ -99,6 +99,7 @@ pub fn verdict(code: Code, previous: Option<Code>) -> Verdict {
         | Code::CsvHeaderMismatch
         | Code::CsvError
         | Code::DuplicateRow
+        | Code::PartsDisagree
         | Code::TooManyRejects
         | Code::PeriodOutOfBounds
         | Code::NoReferenceData
