@@ -4,8 +4,9 @@
 -- A source without money (Farmácia Popular, Dignidade Menstrual) or
 -- without a count has no value to write: the state and national tables
 -- hold NULL there, never a number made up. These are carga's own tables
--- (the dashboard's API does not read them), so relaxing them breaks no
--- reader. `payments` is NULL where the source counts no payments, and
+-- (the dashboard's API does not read them); carga's own reader of them,
+-- `carga demo`'s summary, reads only Bolsa Família's payments.
+-- `payments` is NULL where the source counts no payments, and
 -- `municipalities` where its rows are not per municipality (`state_level`:
 -- a power distributor's figures, written to its state, never split).
 ALTER TABLE public.program_state_monthly
