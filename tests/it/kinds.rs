@@ -1193,3 +1193,39 @@ async fn a_row_of_a_period_the_spec_does_not_cover_is_a_reject_naming_its_line()
     );
     assert_eq!(published(&app).await.0, good);
 }
+
+#[tokio::test]
+async fn a_period_that_fails_after_others_were_written_publishes_none() {
+    let mut app = TestApp::new().await;
+    let first = figures(&["201612", "202412"], 500);
+    let urls = app
+        .serve(vec![(
+            "first.zip",
+            zip_bytes("pfpbben.csv", &csv(&first, &[])),
+        )])
+        .await;
+    let (code, out, err) = run(&app, &urls["first.zip"]).await;
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    // Both periods change; the later one's state total is beyond the API's
+    // integer column, which is found only while writing it — after 2016-12
+    // was written in the same transaction.
+    let mut second = figures(&["201612", "202412"], 600);
+    for ((period, code6), n) in second.iter_mut() {
+        if period == "202412" && code6 == "355030" {
+            *n = 3_000_000_000;
+        }
+    }
+    let urls = app
+        .serve(vec![(
+            "second.zip",
+            zip_bytes("pfpbben.csv", &csv(&second, &[])),
+        )])
+        .await;
+    let (code, out, err) = run(&app, &urls["second.zip"]).await;
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(
+        err.contains("2024-12-01") && err.contains("beyond"),
+        "{err}"
+    );
+    assert_eq!(published(&app).await.0, first, "neither period changed");
+}
