@@ -72,9 +72,11 @@ pub(crate) async fn run(settings: Settings) -> CliResult {
             "{:<26} {:<11} {:<20} {:<10} {:<20} {:<16} {:<24} {:<18} {:>4} {:<10}",
             s.dataset,
             s.kind.as_str(),
-            s.program
-                .as_ref()
-                .map_or("(reference)", |p| p.code.as_str()),
+            match (&s.program, s.kind) {
+                (Some(p), _) => p.code.as_str(),
+                (None, crate::dataset::Kind::Reference) => "(reference)",
+                (None, _) => "-",
+            },
             format!("{:?}", s.source.container).to_lowercase(),
             layouts.join(","),
             cadence,

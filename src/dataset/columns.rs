@@ -40,6 +40,8 @@ pub(crate) enum ColumnType {
     Yyyymm,
     /// `10/2024` (the old portal's `Mês Competência`).
     MmYyyy,
+    /// `2024`: a year, as the period of its January (yearly figures).
+    Yyyy,
     /// 4-digit SIAFI municipality code, mapped through `municipalities`.
     Siafi,
     /// 7-digit IBGE municipality code.
@@ -152,7 +154,7 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
         }
         let expected: &[ColumnType] = match c.role {
             Some(Role::ReferenceMonth) | Some(Role::CompetenceMonth) => {
-                &[ColumnType::Yyyymm, ColumnType::MmYyyy]
+                &[ColumnType::Yyyymm, ColumnType::MmYyyy, ColumnType::Yyyy]
             }
             Some(Role::Municipality) => &[ColumnType::Siafi, ColumnType::Ibge, ColumnType::Ibge6],
             Some(Role::Beneficiary) => &[ColumnType::Nis],
@@ -291,14 +293,7 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
                     "columns[{i}].measure: a measure column names the target column it fills"
                 ));
             }
-            (Some(m), Some(Role::Measure)) => {
-                if !super::sections::CADUNICO_MEASURES.contains(&m.as_str()) {
-                    return Err(format!(
-                        "columns[{i}].measure: {m:?} is not a figure of cadunico_data ({})",
-                        super::sections::CADUNICO_MEASURES.join(", ")
-                    ));
-                }
-            }
+            (Some(_), Some(Role::Measure)) => {}
             (Some(_), _) => {
                 return Err(format!(
                     "columns[{i}].measure: only a column with role \"measure\" names one"

@@ -64,6 +64,7 @@ const BUILTIN: &[(&str, &str)] = &[
         "novo-bolsa-familia.toml",
         include_str!("../../jobs/novo-bolsa-familia.toml"),
     ),
+    ("populacao.toml", include_str!("../../jobs/populacao.toml")),
     (
         "seguro-defeso.toml",
         include_str!("../../jobs/seguro-defeso.toml"),
@@ -207,7 +208,7 @@ impl Spec {
                 "quality.max_payment_brl: must be between 1 and {MAX_PAYMENT_BRL_LIMIT} (whole reais)"
             )));
         }
-        if raw.kind != Kind::Reference {
+        if raw.kind != Kind::Reference && (raw.target.needs_program() || raw.program.is_some()) {
             let Some(program) = &raw.program else {
                 return Err(invalid(format!(
                     "program: a {} dataset needs a [program] table",
@@ -244,15 +245,25 @@ impl Spec {
         }
         let has = |role: Role| raw.columns.iter().any(|c| c.role == Some(role));
         match raw.target {
-            Target::CadunicoData => {
+            Target::CadunicoData | Target::MunicipalitiesPopulation => {
                 if raw.kind != Kind::Aggregates
                     || has(Role::Beneficiaries)
                     || has(Role::Families)
                     || has(Role::Value)
                 {
                     return Err(invalid(
-                        "target: cadunico_data is written by an aggregates dataset whose figures are measure columns".into(),
+                        "target: cadunico_data and municipalities_population are written by an aggregates dataset whose figures are measure columns".into(),
                     ));
+                }
+                for (i, c) in raw.columns.iter().enumerate() {
+                    if let Some(m) = &c.measure {
+                        if !raw.target.measures().contains(&m.as_str()) {
+                            return Err(invalid(format!(
+                                "columns[{i}].measure: {m:?} is not a figure this target has ({})",
+                                raw.target.measures().join(", ")
+                            )));
+                        }
+                    }
                 }
             }
             Target::BeneficiaryData if has(Role::Measure) => {
@@ -262,13 +273,13 @@ impl Spec {
             }
             Target::BeneficiaryData => {}
         }
-        if raw.source.protocol == Protocol::Solr {
+        if raw.source.protocol != Protocol::File {
             let plain = raw.source.container == Container::Plain
                 && raw.source.encoding == Encoding::Utf8
                 && raw.source.delimiter == ",";
             if !plain || !raw.kind.is_tabulated() || !raw.layouts.is_empty() {
                 return Err(invalid(
-                    "source.protocol: a solr source is read as one CSV (container \"plain\", encoding \"utf-8\", delimiter \",\", no [[layouts]]) by an aggregates or state_level dataset".into(),
+                    "source.protocol: a solr or sidra source is read as one CSV (container \"plain\", encoding \"utf-8\", delimiter \",\", no [[layouts]]) by an aggregates or state_level dataset".into(),
                 ));
             }
             if !(1..=100_000).contains(&raw.source.page_rows) {

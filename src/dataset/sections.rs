@@ -89,6 +89,9 @@ pub(crate) enum Protocol {
     /// A Solr core read in pages (`start`/`rows`), its documents as CSV
     /// rows whose columns are the spec's headers (the JSON field names).
     Solr,
+    /// IBGE SIDRA's values API: one JSON array whose first element is a
+    /// header row, its other elements the rows (CSV as for `solr`).
+    Sidra,
 }
 
 /// The API table an `aggregates` dataset writes.
@@ -102,6 +105,26 @@ pub(crate) enum Target {
     /// `cadunico_data` (municipality × month): the CadÚnico register's
     /// counts, the denominator of `coverage_rate`.
     CadunicoData,
+    /// `municipalities.population`: from the latest period only.
+    MunicipalitiesPopulation,
+}
+
+impl Target {
+    /// The figures a `measure` column may name for this target, in the
+    /// working table's slot order.
+    pub(crate) fn measures(self) -> &'static [&'static str] {
+        match self {
+            Target::BeneficiaryData => &[],
+            Target::CadunicoData => &CADUNICO_MEASURES,
+            Target::MunicipalitiesPopulation => &["population"],
+        }
+    }
+
+    /// Whether the target's rows belong to a program (`beneficiary_data`
+    /// does; the register and the population do not need one).
+    pub(crate) fn needs_program(self) -> bool {
+        self == Target::BeneficiaryData
+    }
 }
 
 /// `cadunico_data`'s figure columns a `measure` may name (the API's schema:

@@ -1229,3 +1229,117 @@ async fn a_period_that_fails_after_others_were_written_publishes_none() {
     );
     assert_eq!(published(&app).await.0, first, "neither period changed");
 }
+
+/// A SIDRA values answer (`../shared/SOURCES.md` (c)): a header row, then
+/// one row per municipality, every value a string.
+fn sidra(year: &str, rows: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = vec![serde_json::json!({
+        "NC": "Nível Territorial (Código)", "NN": "Nível Territorial",
+        "MC": "Unidade de Medida (Código)", "MN": "Unidade de Medida", "V": "Valor",
+        "D1C": "Município (Código)", "D1N": "Município", "D2C": "Variável (Código)",
+        "D2N": "Variável", "D3C": "Ano (Código)", "D3N": "Ano"
+    })];
+    for (code7, value) in rows {
+        out.push(serde_json::json!({
+            "NC": "6", "NN": "Município", "MC": "45", "MN": "Pessoas", "V": value,
+            "D1C": code7, "D1N": "Cidade (XX)", "D2C": "9324",
+            "D2N": "População residente estimada", "D3C": year, "D3N": year
+        }));
+    }
+    serde_json::to_vec(&out).expect("json")
+}
+
+#[tokio::test]
+async fn population_comes_from_sidra_and_only_the_newest_year_sets_it() {
+    let mut app = TestApp::new().await;
+    let y2024 = [
+        ("3550308", "11895578"),
+        ("3304557", "6729894"),
+        ("5300108", "2982818"),
+        ("2304400", "2574412"),
+        ("1302603", "..."), // not available: a reject, never 0
+    ];
+    let y2023: Vec<(&str, &str)> = y2024.iter().map(|(c, _)| (*c, "1000")).collect();
+    let urls = app
+        .serve(vec![
+            ("2024.json", sidra("2024", &y2024)),
+            ("2023.json", sidra("2023", &y2023)),
+        ])
+        .await;
+    let population = || async {
+        app.client()
+            .await
+            .query(
+                "SELECT ibge_code::text, population FROM public.municipalities
+                 WHERE ibge_code IN ('3550308', '3304557', '5300108', '2304400', '1302603')",
+                &[],
+            )
+            .await
+            .expect("municipalities")
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, Option<i32>>(1)))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let before = population().await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
+        .args([
+            "run",
+            "populacao",
+            "--period",
+            "2024-01",
+            "--url",
+            &urls["2024.json"],
+        ])
+        .env("DATABASE_URL", &app.url)
+        .env_remove("CARGA_NIS_KEY")
+        .output()
+        .await
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("5 read, 4 loaded, 1 rejected"), "{stdout}");
+    let after = population().await;
+    for (code, value) in y2024 {
+        let want = value.parse::<i32>().ok().or(before[code]);
+        assert_eq!(after[code], want, "{code}");
+    }
+    // An older year afterwards: recorded, but the population stays 2024's.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
+        .args([
+            "run",
+            "populacao",
+            "--period",
+            "2023-01",
+            "--url",
+            &urls["2023.json"],
+        ])
+        .env("DATABASE_URL", &app.url)
+        .env_remove("CARGA_NIS_KEY")
+        .output()
+        .await
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(population().await, after);
+    let periods: Vec<String> = app
+        .client()
+        .await
+        .query(
+            "SELECT to_char(period, 'YYYY-MM') FROM carga.loads
+             WHERE dataset = 'populacao' AND status = 'published' AND period IS NOT NULL ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("loads")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(periods, ["2023-01", "2024-01"]);
+}

@@ -92,6 +92,15 @@ async fn migrations_adopt_the_api_schema_without_rewriting_it() {
     )
     .await
     .expect("server");
+    // The register's latest month at or before the load's: 4 families.
+    client
+        .execute(
+            "INSERT INTO cadunico_data (municipality_id, reference_date, total_families)
+             VALUES (1, '2024-08-01', 9), (1, '2024-09-01', 4), (1, '2024-11-01', 1)",
+            &[],
+        )
+        .await
+        .expect("cadunico_data");
     let request = LoadRequest {
         spec: dataset::find(&ctx.settings.load.jobs_dir, "novo-bolsa-familia").expect("spec"),
         period: Period::parse("2024-10").expect("period"),
@@ -126,8 +135,8 @@ async fn migrations_adopt_the_api_schema_without_rewriting_it() {
     assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("600.00"));
     assert_eq!(
         row.get::<_, Option<String>>(3).as_deref(),
-        Some("0.5000"),
-        "coverage_rate is the API's"
+        Some("0.2500"),
+        "coverage_rate recomputed: 1 family over the register's 4 of 2024-09 (the latest month not after 2024-10)"
     );
     assert_eq!(row.get::<_, Option<String>>(4).as_deref(), Some("1"));
     assert_eq!(row.get::<_, String>(5), "Programa Bolsa Família (API)");

@@ -311,3 +311,49 @@ pub(crate) async fn write_cadunico_period(
         value_cents: None,
     })
 }
+
+/// One year of population estimates: `municipalities.population` set from
+/// the working table's first measure, when `latest` (the newest year the
+/// file or the ledger has; an older year's revision changes nothing).
+/// Municipalities the file lacks keep their population. Returns the rows
+/// the period has (the file's municipalities).
+pub(crate) async fn write_population_period(
+    tx: &Transaction<'_>,
+    scope: &PeriodScope<'_>,
+    latest: bool,
+) -> Result<Written, tokio_postgres::Error> {
+    let date = &scope.reference_date;
+    tx.batch_execute(&format!(
+        "DO $$
+         BEGIN
+           IF EXISTS (SELECT 1 FROM carga_tabulated WHERE reference_date = DATE '{day}' AND m0 > 2147483647) THEN
+             RAISE EXCEPTION 'a population in {day} is beyond what municipalities.population (integer) holds'
+               USING ERRCODE = 'numeric_value_out_of_range';
+           END IF;
+         END $$",
+        day = date.format("%Y-%m-%d"),
+    ))
+    .await?;
+    if latest {
+        tx.execute(
+            "UPDATE public.municipalities m SET population = t.m0::int
+             FROM carga_tabulated t
+             WHERE t.reference_date = $1 AND t.municipality_id = m.id AND t.m0 IS NOT NULL
+               AND m.population IS DISTINCT FROM t.m0::int",
+            &[date],
+        )
+        .await?;
+    }
+    let row = tx
+        .query_one(
+            "SELECT count(*), sum(m0)::bigint FROM carga_tabulated WHERE reference_date = $1",
+            &[date],
+        )
+        .await?;
+    Ok(Written {
+        municipalities: row.get(0),
+        beneficiaries: row.get(1),
+        families: None,
+        value_cents: None,
+    })
+}

@@ -227,9 +227,14 @@ impl Plan {
                 .iter()
                 .filter(|c| c.role == Some(Role::Measure))
                 .filter_map(|c| {
-                    let slot = crate::dataset::CADUNICO_MEASURES
-                        .iter()
-                        .position(|m| Some(*m) == c.measure.as_deref())?;
+                    // The slot: the measure's place in its target's list.
+                    let name = c.measure.as_deref()?;
+                    let slot = [
+                        crate::dataset::Target::CadunicoData,
+                        crate::dataset::Target::MunicipalitiesPopulation,
+                    ]
+                    .iter()
+                    .find_map(|t| t.measures().iter().position(|m| *m == name))?;
                     positions.get(c.name.as_str()).map(|&index| {
                         let figure = Figure {
                             index,

@@ -57,6 +57,7 @@ pub struct TabulatedRow {
 fn month_shape(column_type: ColumnType) -> &'static str {
     match column_type {
         ColumnType::MmYyyy => "month (MM/YYYY)",
+        ColumnType::Yyyy => "year (YYYY)",
         _ => "month (YYYYMM)",
     }
 }

@@ -192,11 +192,23 @@ pub fn mm_yyyy(field: &[u8]) -> Option<u32> {
     }
 }
 
-/// A month in a column of type `column_type` (`Yyyymm` or `MmYyyy`).
+/// A year, `2024`, as the `YYYYMM` of its January.
+pub fn yyyy(field: &[u8]) -> Option<u32> {
+    let field = trim(field);
+    if field.len() != 4 {
+        return None;
+    }
+    let year = digits(field)? as u32;
+    (1900..=2999).contains(&year).then_some(year * 100 + 1)
+}
+
+/// A month in a column of type `column_type` (`Yyyymm`, `MmYyyy`, or
+/// `Yyyy`: a year's January).
 #[inline]
 pub fn month(column_type: ColumnType, field: &[u8]) -> Option<u32> {
     match column_type {
         ColumnType::MmYyyy => mm_yyyy(field),
+        ColumnType::Yyyy => yyyy(field),
         _ => yyyymm(field),
     }
 }
@@ -315,6 +327,7 @@ pub fn shaped(column_type: ColumnType, field: &[u8]) -> bool {
                 && field.iter().all(|b| b.is_ascii_digit() || *b == b'.')
         }
         ColumnType::MmYyyy => mm_yyyy(field).is_some(),
+        ColumnType::Yyyy => yyyy(field).is_some(),
         ColumnType::Brl | ColumnType::BrlPoint => {
             let decimal = if column_type == ColumnType::Brl {
                 b','

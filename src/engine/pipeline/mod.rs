@@ -192,12 +192,18 @@ pub async fn run_with(
     step: Option<&dyn PublishStep>,
 ) -> Result<LoadReport, LoadError> {
     let spec = &request.spec;
-    let program = spec
-        .program
-        .clone()
-        .ok_or_else(|| LoadError::NotPayments(spec.dataset.clone()))?;
-    // A file of counts names no one: it needs no key.
+    // A file of counts names no one: it needs no key. Its target may belong
+    // to no program (the population): its ledger rows are then keyed by
+    // the dataset (`dataset:<name>`, never an API program code).
     let tabulated = spec.kind.is_tabulated();
+    let program = match spec.program.clone() {
+        Some(program) => Some(program),
+        None if tabulated && !spec.target.needs_program() => None,
+        None => return Err(LoadError::NotPayments(spec.dataset.clone())),
+    };
+    let program_code = program
+        .as_ref()
+        .map_or_else(|| format!("dataset:{}", spec.dataset), |p| p.code.clone());
     let nis_key = match nis_key {
         Some(key) => key,
         None if tabulated => SecretString::from(String::new()),
@@ -205,10 +211,18 @@ pub async fn run_with(
     };
     spec.check_period(request.period, request.force)?;
     let client = ctx.pool.get().await?;
-    let program_id = load::ensure_program(&**client, &program).await?;
-    if !tabulated {
-        load::ensure_program_partition(&**client, program_id, &program.code).await?;
-    }
+    let program_id = match &program {
+        Some(program) => {
+            let id = load::ensure_program(&**client, program).await?;
+            if !tabulated {
+                load::ensure_program_partition(&**client, id, &program.code).await?;
+            }
+            id
+        }
+        // Not a program: a stable number of the dataset's own, above any
+        // program id, for its advisory lock.
+        None => 0x40_0000 | (fnv1a(spec.dataset.as_bytes()) & 0x3f_ffff) as i32,
+    };
     let municipalities = load::municipality_index(&**client).await?;
     if municipalities.is_empty() {
         return Err(LoadError::NoMunicipalities);
@@ -223,7 +237,7 @@ pub async fn run_with(
     let load_id = ledger::start(
         &**client,
         &spec.dataset,
-        Some(&program.code),
+        Some(&program_code),
         (!tabulated).then_some(request.period),
         &redacted,
         request.force,
@@ -234,8 +248,8 @@ pub async fn run_with(
     let session = Arc::new(std::sync::Mutex::new(None));
     let input = AttemptInput {
         program_id,
-        program_code: &program.code,
-        paid_per_family: program.paid_per_family,
+        program_code: &program_code,
+        paid_per_family: program.as_ref().is_some_and(|p| p.paid_per_family),
         municipalities,
         location: &location,
         redacted: &redacted,
@@ -312,6 +326,13 @@ pub async fn run_with(
         }
     }
     result
+}
+
+/// FNV-1a, 32 bits: a stable number for a name.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// A `state_level` spec's shipped table as the parser needs it: its name

@@ -18,7 +18,7 @@ use super::stages::{self, FirstFailure, Stage};
 use super::{AttemptInput, Context, LoadReport, LoadRequest, PeriodOutcome, guards};
 use crate::dataset::{Kind, Period, Protocol, Role, Target};
 use crate::engine::aggregate::tabulated::{
-    PeriodScope, write_cadunico_period, write_period, write_state_period,
+    PeriodScope, write_cadunico_period, write_period, write_population_period, write_state_period,
 };
 use crate::engine::load::tabulated::{self as working, Grain, PeriodRecord};
 use crate::engine::load::{self, copy, ledger};
@@ -125,6 +125,21 @@ pub(super) async fn attempt(
                 &settings.http,
                 request.redirect_guard.clone(),
                 paging,
+            )
+            .await
+        }
+        Protocol::Sidra => {
+            let fields = spec.layouts[0]
+                .columns
+                .iter()
+                .map(|c| c.header.clone())
+                .collect();
+            source::paged::open_sidra(
+                input.location,
+                &settings.http,
+                request.redirect_guard.clone(),
+                fields,
+                settings.http.max_download_bytes,
             )
             .await
         }
@@ -316,6 +331,21 @@ pub(super) async fn attempt(
             data_source: &data_source,
         };
         let written = match (grain, spec.target) {
+            (Grain::Municipality, Target::MunicipalitiesPopulation) => {
+                // Only the latest period sets the population; an earlier
+                // year's revision is recorded, not written over it.
+                let latest = published
+                    .iter()
+                    .map(|p| p.period)
+                    .chain(summary.periods.iter().filter_map(|t| {
+                        Period::new((t.period / 100) as u16, (t.period % 100) as u8)
+                    }))
+                    .max()
+                    .is_none_or(|l| l <= found.period);
+                let written = write_population_period(&tx, &scope, latest).await?;
+                guards::check_period_rows(&written, &tally)?;
+                written
+            }
             (Grain::Municipality, Target::CadunicoData) => {
                 let written = write_cadunico_period(&tx, &scope).await?;
                 guards::check_period_rows(&written, &tally)?;

@@ -74,22 +74,7 @@ async fn fetch(
             ));
         }
     };
-    let mut body = opened.body;
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| SourceError::Body {
-            url: redacted.to_string(),
-            bytes: bytes.len() as u64,
-            message: e.to_string(),
-        })?;
-        bytes.extend_from_slice(&chunk);
-        if bytes.len() as u64 > paging.max_page_bytes {
-            return Err(SourceError::TooLarge {
-                url: redacted.to_string(),
-                limit: paging.max_page_bytes,
-            });
-        }
-    }
+    let bytes = read_whole(opened.body, redacted, paging.max_page_bytes).await?;
     let at = format!("the page at start={start}");
     let json: Value = serde_json::from_slice(&bytes)
         .map_err(|e| protocol_error(redacted, format!("{at} is not JSON: {e}")))?;
@@ -298,4 +283,101 @@ pub(crate) async fn open_solr(
         body,
         accept_ranges: false,
     }))
+}
+
+/// Opens an IBGE SIDRA values query (`../shared/SOURCES.md` (c)): one JSON
+/// array whose first element is a header row naming the columns and whose
+/// others are the rows, every value a string. Read whole (the answer is
+/// not paged; bounded by `max_bytes`) and handed on as CSV, a header of
+/// `fields` first. An array with no row after the header is "not published
+/// yet".
+pub(crate) async fn open_sidra(
+    location: &str,
+    settings: &HttpSettings,
+    guard: Option<RedirectGuard>,
+    fields: Vec<String>,
+    max_bytes: u64,
+) -> Result<OpenOutcome, SourceError> {
+    let redacted = redact_source(location);
+    let opened = match super::open_guarded(location, settings, None, guard).await? {
+        OpenOutcome::Body(opened) => opened,
+        OpenOutcome::NotModified(_) => {
+            return Err(protocol_error(
+                &redacted,
+                "304 to an unconditional request".into(),
+            ));
+        }
+    };
+    let bytes = read_whole(opened.body, &redacted, max_bytes).await?;
+    let json: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| protocol_error(&redacted, format!("the answer is not JSON: {e}")))?;
+    let Value::Array(rows) = json else {
+        return Err(protocol_error(
+            &redacted,
+            "the answer is not a JSON array".into(),
+        ));
+    };
+    let mut rows = rows.into_iter();
+    match rows.next() {
+        Some(Value::Object(_)) => {}
+        _ => {
+            return Err(protocol_error(
+                &redacted,
+                "the answer's first element is not a header row".into(),
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    csv_line(&mut out, fields.iter().cloned());
+    let mut count = 0u64;
+    for (i, row) in rows.enumerate() {
+        let Value::Object(row) = row else {
+            return Err(protocol_error(
+                &redacted,
+                format!("element {} of the answer is not an object", i + 1),
+            ));
+        };
+        csv_line(&mut out, fields.iter().map(|f| field_text(row.get(f))));
+        count += 1;
+    }
+    if count == 0 {
+        return Err(SourceError::NoDocuments { url: redacted });
+    }
+    let body: BoxStream<'static, io::Result<Bytes>> =
+        futures::stream::once(async move { Ok(Bytes::from(out)) }).boxed();
+    Ok(OpenOutcome::Body(Opened {
+        meta: SourceMeta {
+            url: redacted,
+            file_name: "sidra values (as CSV)".into(),
+            content_length: None,
+            ..SourceMeta::default()
+        },
+        origin: Origin::File,
+        body,
+        accept_ranges: false,
+    }))
+}
+
+/// A response body read whole, refusing one above `max_bytes`.
+async fn read_whole(
+    mut body: BoxStream<'static, io::Result<Bytes>>,
+    redacted: &str,
+    max_bytes: u64,
+) -> Result<Vec<u8>, SourceError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| SourceError::Body {
+            url: redacted.to_string(),
+            bytes: bytes.len() as u64,
+            message: e.to_string(),
+        })?;
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() as u64 > max_bytes {
+            return Err(SourceError::TooLarge {
+                url: redacted.to_string(),
+                limit: max_bytes,
+            });
+        }
+    }
+    Ok(bytes)
 }
