@@ -26,6 +26,9 @@ KEY=bench-key-not-secret-0123456789abcdef
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=bench/results/$STAMP-ab-$ROWS.jsonl
 mkdir -p "$WORK" bench/results
+# Each binary uses the specs compiled into it: the work tree's jobs/ may
+# hold specs an older binary cannot read.
+export CARGA__LOAD__JOBS_DIR=$WORK/no-jobs-dir
 
 build() { # side rev: builds rev in its own worktree, into one shared target
   # directory (dependencies compile once), and keeps the binary apart.
@@ -51,8 +54,8 @@ for side in old new; do
   db=carga_ab_$side
   bin=$OLD; [ $side = new ] && bin=$NEW
   psql "$ADMIN_URL" -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
-  DATABASE_URL=${ADMIN_URL%/*}/$db "$bin" migrate >/dev/null 2>&1
-  DATABASE_URL=${ADMIN_URL%/*}/$db "$bin" run municipios >/dev/null 2>&1
+  DATABASE_URL=${ADMIN_URL%/*}/$db "$bin" migrate >/dev/null
+  DATABASE_URL=${ADMIN_URL%/*}/$db "$bin" run municipios >/dev/null
 done
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -35,7 +35,7 @@ pub(crate) async fn run(settings: Settings, args: BackfillArgs) -> CliResult {
     // for the range's last month, publishes every period the file holds.
     // A month off the dataset's cadence (Auxílio Gás pays every other
     // month) is not a gap: skipped unless --force.
-    let periods = if spec.kind.is_tabulated() {
+    let periods = if spec.one_file() {
         vec![to]
     } else {
         Period::range(from, to)
@@ -43,7 +43,7 @@ pub(crate) async fn run(settings: Settings, args: BackfillArgs) -> CliResult {
             .filter(|p| args.force || spec.cadence.pays(*p))
             .collect()
     };
-    if spec.kind.is_tabulated() {
+    if spec.one_file() {
         eprintln!(
             "carga: {} is one file holding every period: one job ({to}) loads every period the file holds",
             spec.dataset

@@ -58,7 +58,7 @@ pub(crate) async fn run(settings: Settings, args: RunArgs) -> CliResult {
         Some(text) => {
             Period::parse(text).ok_or_else(|| usage(anyhow!("--period {text:?} is not YYYY-MM")))?
         }
-        None if tabulated => spec.current_period(),
+        None if spec.one_file() => spec.current_period(),
         None => {
             return Err(usage(anyhow!(
                 "--period YYYY-MM is required for {}",

@@ -52,6 +52,9 @@ pub(crate) enum ColumnType {
     /// A whole count: `1268`, or `1268.0` (a float's text with a zero
     /// fraction); anything else, a fraction or a sign included, is a reject.
     Count,
+    /// A whole number written with digits only (`3021`): no sign, no
+    /// fraction, no separator (`3.000` is a reject, never 3 or 3000).
+    Integer,
     /// 14-digit CNPJ, digits only (`06981180000116`).
     Cnpj,
     /// `2020-04-17`, or `2020-04-17 10:32:05` (ISO 8601, a space or `T`).
@@ -163,11 +166,13 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
                 ColumnType::BrlPoint,
                 ColumnType::DecimalComma,
             ],
-            Some(Role::Beneficiaries) | Some(Role::Families) => &[ColumnType::Count],
+            Some(Role::Beneficiaries) | Some(Role::Families) => {
+                &[ColumnType::Count, ColumnType::Integer]
+            }
             Some(Role::State) => &[ColumnType::Cnpj],
             Some(Role::Version) => &[ColumnType::IsoDate, ColumnType::Despacho],
             Some(Role::Part) => &[ColumnType::Count],
-            Some(Role::Measure) => &[ColumnType::Count],
+            Some(Role::Measure) => &[ColumnType::Count, ColumnType::Integer],
             None => &[ColumnType::Text, ColumnType::Nis, ColumnType::Yyyymm],
         };
         if !expected.contains(&c.column_type) {

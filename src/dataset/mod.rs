@@ -282,6 +282,12 @@ impl Spec {
                     "source.protocol: a solr or sidra source is read as one CSV (container \"plain\", encoding \"utf-8\", delimiter \",\", no [[layouts]]) by an aggregates or state_level dataset".into(),
                 ));
             }
+            let url = &raw.source.url;
+            if url.contains("start=") || url.contains("rows=") {
+                return Err(invalid(format!(
+                    "source.url: {url:?} must not set start= or rows=: carga pages the query (page_rows)"
+                )));
+            }
             if !(1..=100_000).contains(&raw.source.page_rows) {
                 return Err(invalid(
                     "source.page_rows: must be between 1 and 100000".into(),
@@ -348,6 +354,18 @@ impl Spec {
             state_map: None,
             origin: origin.to_string(),
         })
+    }
+
+    /// One download holds every period (a file of counts whose URL names no
+    /// month: Farmácia Popular's, TSEE's); a per-month query of counts
+    /// (CadÚnico's, the population's) is run per period like a payments
+    /// file.
+    pub(crate) fn one_file(&self) -> bool {
+        let url = &self.source.url;
+        self.kind.is_tabulated()
+            && !["{yyyymm}", "{yyyy}", "{mm}"]
+                .iter()
+                .any(|p| url.contains(p))
     }
 
     /// Whether the file has a value (money) column: a file of counts alone

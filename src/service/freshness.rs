@@ -60,11 +60,7 @@ async fn source_periods(
     specs: &[Spec],
 ) -> Result<HashMap<String, Vec<(Period, DateTime<Utc>)>>, tokio_postgres::Error> {
     let mut out: HashMap<String, Vec<(Period, DateTime<Utc>)>> = HashMap::new();
-    let tabulated = |dataset: &str| {
-        specs
-            .iter()
-            .any(|s| s.dataset == dataset && s.kind.is_tabulated())
-    };
+    let tabulated = |dataset: &str| specs.iter().any(|s| s.dataset == dataset && s.one_file());
     for row in client
         .query(
             &format!(
@@ -140,7 +136,7 @@ pub async fn datasets(
         let last = periods.last().copied();
         // A file of many periods holds what its source kept: a month
         // between two it holds is not carga's gap (see MonthState::NotAtSource).
-        let first = if spec.kind.is_tabulated() {
+        let first = if spec.one_file() {
             None
         } else {
             spec.first_period.or(periods.first().copied())
@@ -333,7 +329,7 @@ pub async fn boards(
             .get(&spec.dataset)
             .map(|s| s.iter().map(|(p, _)| *p).collect())
             .unwrap_or_default();
-        let tabulated = spec.kind.is_tabulated();
+        let tabulated = spec.one_file();
         let latest = published.keys().max().map(|d| Period::from_date(*d));
         let months = Period::range(first, last)
             .into_iter()

@@ -883,7 +883,7 @@ enum SolrFault {
     None,
     /// numFound grows by one from the second page on.
     TotalChanges,
-    /// The second request gets the first page again.
+    /// The second request gets the first page again (labelled as asked).
     RepeatsAPage,
 }
 
@@ -940,10 +940,14 @@ async fn solr(
                     .next_back()
                     .unwrap_or(0)
             };
-            let (mut start, rows) = (param("start"), param("rows"));
-            if fault == SolrFault::RepeatsAPage && served == 1 {
-                start = 0;
-            }
+            let (asked, rows) = (param("start"), param("rows"));
+            // Serves the first page again while saying it is the one asked
+            // for: only the documents' order can tell.
+            let start = if fault == SolrFault::RepeatsAPage && served == 1 {
+                0
+            } else {
+                asked
+            };
             let mut found = docs.len();
             if fault == SolrFault::TotalChanges && served >= 1 {
                 found += 1;
@@ -953,7 +957,7 @@ async fn solr(
                 docs.iter().skip(start).take(rows).cloned().collect();
             let body = serde_json::json!({
                 "responseHeader": {"status": 0, "QTime": 1},
-                "response": {"numFound": found, "start": start, "docs": page},
+                "response": {"numFound": found, "start": asked, "docs": page},
             })
             .to_string();
             let head = format!(
@@ -1153,6 +1157,17 @@ async fn a_result_that_changes_while_paged_is_never_published() {
         assert_eq!(code, Some(1), "{out}");
         assert!(out.contains(says), "{out}");
         let client = app.client().await;
+        // Found on the second page, inside the stream: still the
+        // service's protocol error (retried), not a broken body.
+        let error_code: Option<String> = client
+            .query_one(
+                "SELECT error_code FROM carga.loads WHERE dataset = 'cadunico' ORDER BY id DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .expect("ledger")
+            .get(0);
+        assert_eq!(error_code.as_deref(), Some("source_protocol"), "{out}");
         let written: i64 = client
             .query_one("SELECT count(*) FROM public.cadunico_data", &[])
             .await

@@ -2,8 +2,8 @@
 //! municipality and month: the program's families (else its beneficiaries)
 //! over the families in the CadÚnico register, capped at 1 (the seed's
 //! `update_coverage.py`). The register's month is the same month, else the
-//! latest earlier one (never a later one: that would use numbers not yet
-//! known then); without any, the rate is NULL — the seed writes 0, a number
+//! latest earlier one with families (never a later one: that would use
+//! numbers not yet known then); without any, the rate is NULL — the seed writes 0, a number
 //! it does not have. Recomputed inside the publish transaction of whichever
 //! side changed, so it is never stale and never half-updated.
 
@@ -35,6 +35,7 @@ pub(crate) async fn recompute(
                        FROM public.cadunico_data c
                        WHERE c.municipality_id = b2.municipality_id
                          AND c.reference_date <= b2.reference_date
+                         AND c.total_families > 0
                        ORDER BY c.reference_date DESC LIMIT 1) AS rate
                FROM public.beneficiary_data b2
                WHERE {filter}) x
@@ -51,8 +52,16 @@ pub(crate) async fn recompute(
             .await
         }
         Scope::From { reference_date } => {
+            // Only the rows whose denominator is this register month: none
+            // of the municipality's later months comes before them.
             tx.execute(
-                &RATE.replace("{filter}", "b2.reference_date >= $1"),
+                &RATE.replace(
+                    "{filter}",
+                    "b2.reference_date >= $1 AND NOT EXISTS (
+                         SELECT 1 FROM public.cadunico_data l
+                         WHERE l.municipality_id = b2.municipality_id AND l.total_families > 0
+                           AND l.reference_date > $1 AND l.reference_date <= b2.reference_date)",
+                ),
                 &[reference_date],
             )
             .await

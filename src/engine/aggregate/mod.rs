@@ -128,8 +128,8 @@ async fn guard_totals(tx: &Transaction<'_>, overflowed: bool) -> Result<(), toki
 }
 
 /// `beneficiary_data`: one row per municipality, upserted (so the API's ids
-/// and its coverage_rate survive); the period's rows for municipalities
-/// absent from the new file are deleted.
+/// survive), `coverage_rate` recomputed (`coverage`); the period's rows for
+/// municipalities absent from the new file are deleted.
 pub(crate) async fn municipal(
     tx: &Transaction<'_>,
     scope: &Scope<'_>,

@@ -68,6 +68,7 @@ pub(super) struct Attribute {
 pub(super) struct Figure {
     pub(super) index: usize,
     pub(super) blank_is_absent: bool,
+    pub(super) column_type: ColumnType,
 }
 
 /// Where a pre-aggregated file's counts and value are, each optional, and
@@ -203,6 +204,7 @@ impl Plan {
                         let figure = Figure {
                             index,
                             blank_is_absent: c.blank_is_absent,
+                            column_type: c.column_type,
                         };
                         (figure, c.column_type)
                     })
@@ -239,6 +241,7 @@ impl Plan {
                         let figure = Figure {
                             index,
                             blank_is_absent: c.blank_is_absent,
+                            column_type: c.column_type,
                         };
                         (figure, slot)
                     })

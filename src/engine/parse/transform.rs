@@ -413,9 +413,17 @@ impl Transformer {
             if f.blank_is_absent && value::trim(raw).is_empty() {
                 return Ok(None);
             }
-            value::count(raw)
-                .map(Some)
-                .ok_or_else(|| self.bad(f.index, ColumnType::Count, "count (e.g. 1268)", raw))
+            let parsed = match f.column_type {
+                ColumnType::Integer => value::integer(raw),
+                _ => value::count(raw),
+            };
+            parsed.map(Some).ok_or_else(|| {
+                let shape = match f.column_type {
+                    ColumnType::Integer => "whole number, digits only (e.g. 3021)",
+                    _ => "count (e.g. 1268)",
+                };
+                self.bad(f.index, f.column_type, shape, raw)
+            })
         };
         // Several beneficiaries columns are summed; all absent is absent.
         let mut beneficiaries: Option<i64> = None;

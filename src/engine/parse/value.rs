@@ -91,6 +91,11 @@ pub fn count(field: &[u8]) -> Option<i64> {
     digits(whole).and_then(|v| i64::try_from(v).ok())
 }
 
+/// A whole number of digits only: `3021` (no sign, fraction or separator).
+pub fn integer(field: &[u8]) -> Option<i64> {
+    digits(trim(field)).and_then(|v| i64::try_from(v).ok())
+}
+
 /// A CNPJ: exactly 14 digits, as ANEEL writes `NumCNPJAgente`. A shorter
 /// one (leading zeros lost by a spreadsheet) is refused, never padded.
 pub fn cnpj(field: &[u8]) -> Option<u64> {
@@ -317,6 +322,9 @@ pub fn shaped(column_type: ColumnType, field: &[u8]) -> bool {
             field.len() <= CODE_MAX_DIGITS && field.iter().all(u8::is_ascii_digit)
         }
         ColumnType::Cnpj => false,
+        ColumnType::Integer => {
+            field.len() <= CODE_MAX_DIGITS && field.iter().all(u8::is_ascii_digit)
+        }
         ColumnType::IsoDate => iso_date(field).is_some(),
         ColumnType::Despacho => despacho(field).is_some(),
         ColumnType::DecimalComma => decimal_comma(field).is_some(),
@@ -440,6 +448,22 @@ mod tests {
         assert_eq!(iso_date(b"1970-01-01T00:01:05"), Some(65));
         assert_eq!(iso_date(b"2020-02-30"), None);
         assert_eq!(iso_date(b"17/04/2020"), None);
+    }
+
+    #[test]
+    fn integers_are_digits_only() {
+        check(
+            integer,
+            &[
+                ("3021", Some(3021)),
+                (" 7 ", Some(7)),
+                ("3.000", None),
+                ("3,000", None),
+                ("1268.0", None),
+                ("-1", None),
+                ("", None),
+            ],
+        );
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub(super) async fn attempt(
                 rows: spec.source.page_rows,
                 fields: columns.iter().map(|c| c.header.clone()).collect(),
                 key,
-                max_page_bytes: settings.http.max_download_bytes,
+                max_page_bytes: source::paged::MAX_PAGE_BYTES.min(settings.http.max_download_bytes),
             };
             source::paged::open_solr(
                 input.location,
@@ -139,7 +139,7 @@ pub(super) async fn attempt(
                 &settings.http,
                 request.redirect_guard.clone(),
                 fields,
-                settings.http.max_download_bytes,
+                source::paged::MAX_PAGE_BYTES.min(settings.http.max_download_bytes),
             )
             .await
         }

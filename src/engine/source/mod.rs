@@ -666,6 +666,21 @@ impl Opened {
                     }
                 }
                 Some(Err(e)) => {
+                    // A stream built from requests of its own (a paged
+                    // service) hands its request's error over as it is:
+                    // its code, not a body error's, decides what follows.
+                    if e.get_ref().is_some_and(|inner| inner.is::<SourceError>()) {
+                        if let Some(Ok(source)) =
+                            e.into_inner().map(|inner| inner.downcast::<SourceError>())
+                        {
+                            return Err(*source);
+                        }
+                        return Err(SourceError::Body {
+                            url: self.meta.url.clone(),
+                            bytes,
+                            message: "a request of the stream failed".into(),
+                        });
+                    }
                     let message = e.to_string();
                     if resumes < MAX_RESUMES && self.resume(bytes, &message).await? {
                         resumes += 1;
