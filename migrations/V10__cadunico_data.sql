@@ -24,3 +24,19 @@ CREATE TABLE IF NOT EXISTS public.cadunico_data (
 );
 CREATE INDEX IF NOT EXISTS ix_cadunico_data_municipality_id ON public.cadunico_data (municipality_id);
 CREATE INDEX IF NOT EXISTS ix_cadunico_data_reference_date ON public.cadunico_data (reference_date);
+-- carga upserts on (municipality_id, reference_date): an API table made
+-- without that unique constraint gets a unique index (failing here, at
+-- migrate, if it already holds two rows for one municipality and month).
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_index i
+        WHERE i.indrelid = 'public.cadunico_data'::regclass AND i.indisunique AND i.indnatts = 2
+          AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a
+               WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey))
+              = ARRAY['municipality_id', 'reference_date'])
+    THEN
+        CREATE UNIQUE INDEX cadunico_data_municipality_month
+            ON public.cadunico_data (municipality_id, reference_date);
+    END IF;
+END $$;

@@ -197,8 +197,8 @@ pub enum MonthState {
     AtSource,
     /// Due (its publication lag has passed) and never published.
     Missing,
-    /// Off the dataset's cadence (Auxílio Gás pays every other month):
-    /// nothing to load, not a gap.
+    /// Off the dataset's cadence (Auxílio Gás pays every other month, the
+    /// population is yearly): nothing to load, not a gap.
     NotPaid,
     /// A file of many periods (`aggregates` kind) that has a later period
     /// published does not hold this one: the source did not publish it,
@@ -218,7 +218,7 @@ impl MonthState {
             MonthState::AtSource => "at source, not loaded",
             MonthState::Missing => "missing",
             MonthState::NotAtSource => "not published by the source",
-            MonthState::NotPaid => "not paid this month",
+            MonthState::NotPaid => "off its cadence (nothing to load)",
             MonthState::NotDue => "not due",
         }
     }

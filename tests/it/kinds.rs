@@ -1358,3 +1358,66 @@ async fn population_comes_from_sidra_and_only_the_newest_year_sets_it() {
         .collect();
     assert_eq!(periods, ["2023-01", "2024-01"]);
 }
+
+#[tokio::test]
+async fn a_state_sum_missing_one_municipality_is_null_not_partial() {
+    // Farmácia Popular with an empty count meaning "absent": São Paulo's
+    // state (one municipality blank) has no total; the others do; the
+    // country has none.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = std::fs::read_to_string("jobs/farmacia-popular.toml")
+        .expect("spec")
+        .replace(
+            "role = \"beneficiaries\"",
+            "role = \"beneficiaries\"\nblank_is_absent = true",
+        );
+    std::fs::write(dir.path().join("farmacia-popular.toml"), spec).expect("write");
+    let mut app = TestApp::new().await;
+    let mut rows = figures(&["202412"], 700);
+    rows.remove(&("202412".to_string(), "355030".to_string()));
+    let blank = "2024-12-01,202412,2026-01-15,\"Pessoas\",\"BEN\",\"B\",35,\"SP\",\"S\",\"R\",355030,\"Sao Paulo\",,0.0,0.0";
+    // A second São Paulo municipality (Campinas) with a figure.
+    let campinas = "2024-12-01,202412,2026-01-15,\"Pessoas\",\"BEN\",\"B\",35,\"SP\",\"S\",\"R\",350950,\"Campinas\",40.0,0.0,0.0";
+    let urls = app
+        .serve(vec![(
+            "pf.zip",
+            zip_bytes("pfpbben.csv", &csv(&rows, &[blank, campinas])),
+        )])
+        .await;
+    let (code, out) = run_in(
+        &app,
+        dir.path(),
+        &["run", "farmacia-popular", "--url", &urls["pf.zip"]],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    let client = app.client().await;
+    let states: BTreeMap<String, Option<i32>> = client
+        .query(
+            "SELECT st.abbreviation::text, s.total_beneficiaries
+             FROM public.program_state_monthly s JOIN public.states st ON st.id = s.state_id
+             JOIN public.programs p ON p.id = s.program_id WHERE p.code = 'FARMACIA_POPULAR'",
+            &[],
+        )
+        .await
+        .expect("states")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        states["SP"], None,
+        "one of SP's municipalities has no figure"
+    );
+    let rio = rows[&("202412".to_string(), "330455".to_string())];
+    assert_eq!(states["RJ"], Some(rio as i32));
+    let national: Option<i32> = client
+        .query_one(
+            "SELECT n.total_beneficiaries FROM public.program_national_monthly n
+             JOIN public.programs p ON p.id = n.program_id WHERE p.code = 'FARMACIA_POPULAR'",
+            &[],
+        )
+        .await
+        .expect("national")
+        .get(0);
+    assert_eq!(national, None);
+}
