@@ -78,13 +78,25 @@ pub fn due(
     }))
 }
 
-/// The next slot after `now` (for `carga schedule`).
+/// The next slot after `now` that has something to load (for `carga
+/// schedule`): a slot whose period is off the dataset's cadence (the
+/// population's months other than January) is passed over.
 pub(crate) fn next_slot(spec: &Spec, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let schedule = spec.schedule.as_ref()?;
     let cron = schedule.parsed().ok()?;
-    cron.find_next_occurrence(&now.with_timezone(&schedule.tz()), false)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    let mut from = now.with_timezone(&schedule.tz());
+    // A yearly cadence under a monthly cron: at most a year of slots.
+    for _ in 0..400 {
+        let next = cron.find_next_occurrence(&from, false).ok()?;
+        let months = i64::from(next.year()) * 12 + i64::from(next.month0())
+            - i64::from(schedule.lag_months);
+        let period = Period::new((months / 12) as u16, (months % 12 + 1) as u8)?;
+        if spec.cadence.pays(period) {
+            return Some(next.with_timezone(&Utc));
+        }
+        from = next;
+    }
+    None
 }
 
 /// One tick for `spec`: enqueue its current slot's job (or find it), the
@@ -312,5 +324,8 @@ mod tests {
             .expect("ok")
             .expect("due");
         assert_eq!(period.to_string(), "2026-10");
+        // 5 November's slot is passed over: the next run is 5 December's.
+        let next = next_slot(&gas, at("2026-11-01T12:00:00Z")).expect("next");
+        assert_eq!(next, at("2026-12-05T06:00:00Z"));
     }
 }
