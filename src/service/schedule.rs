@@ -88,8 +88,8 @@ pub(crate) fn next_slot(spec: &Spec, now: DateTime<Utc>) -> Option<DateTime<Utc>
     // A yearly cadence under a monthly cron: at most a year of slots.
     for _ in 0..400 {
         let next = cron.find_next_occurrence(&from, false).ok()?;
-        let months = i64::from(next.year()) * 12 + i64::from(next.month0())
-            - i64::from(schedule.lag_months);
+        let months =
+            i64::from(next.year()) * 12 + i64::from(next.month0()) - i64::from(schedule.lag_months);
         let period = Period::new((months / 12) as u16, (months % 12 + 1) as u8)?;
         if spec.cadence.pays(period) {
             return Some(next.with_timezone(&Utc));
