@@ -1421,3 +1421,43 @@ async fn a_state_sum_missing_one_municipality_is_null_not_partial() {
         .get(0);
     assert_eq!(national, None);
 }
+
+#[tokio::test]
+async fn the_reject_limit_holds_for_each_period_not_only_the_file() {
+    // 30 % of the rows may be rejects, with no allowance: the file's 4 of
+    // 14 pass, but all four fall on 2025-10 (4 of its 9), above its 2.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = std::fs::read_to_string("jobs/farmacia-popular.toml")
+        .expect("spec")
+        .replace("max_reject_ratio = 0.001", "max_reject_ratio = 0.3")
+        .replace("reject_allowance = 10", "reject_allowance = 0");
+    std::fs::write(dir.path().join("farmacia-popular.toml"), spec).expect("write");
+    let mut app = TestApp::new().await;
+    let good = figures(&["202412", "202510"], 800);
+    let unknown: Vec<String> = (0..4)
+        .map(|i| {
+            format!(
+                "2025-10-01,202510,2026-01-15,\"Pessoas\",\"BEN\",\"B\",35,\"SP\",\"S\",\"R\",35999{i},\"Nenhum\",10.0,0.0,0.0"
+            )
+        })
+        .collect();
+    let extra: Vec<&str> = unknown.iter().map(String::as_str).collect();
+    let urls = app
+        .serve(vec![(
+            "pf.zip",
+            zip_bytes("pfpbben.csv", &csv(&good, &extra)),
+        )])
+        .await;
+    let (code, out) = run_in(
+        &app,
+        dir.path(),
+        &["run", "farmacia-popular", "--url", &urls["pf.zip"]],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("pfpbben.csv (in pf.zip) (2025-10): 4 of 9 rows rejected, above the limit of 2; first at line 12"),
+        "{out}"
+    );
+    assert!(published(&app).await.0.is_empty(), "nothing published");
+}

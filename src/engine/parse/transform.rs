@@ -85,6 +85,8 @@ pub struct Transformer {
     places_table: String,
     /// The periods a row of a file of many periods may have.
     periods: Option<crate::dataset::PeriodFilter>,
+    /// The period of the tabulated row being read, 0 until it is read.
+    row_period: u32,
 }
 
 impl Transformer {
@@ -113,7 +115,14 @@ impl Transformer {
             places: std::collections::HashMap::new(),
             places_table: String::new(),
             periods: None,
+            row_period: 0,
         }
+    }
+
+    /// The period of the last tabulated row, if its period was read (0 if
+    /// not): its reject counts against that period.
+    pub fn row_period(&self) -> u32 {
+        self.row_period
     }
 
     /// Refuses rows of periods `filter` does not cover (a file of many
@@ -371,6 +380,7 @@ impl Transformer {
     /// has (the others are `None`: never a number made up).
     #[inline]
     pub fn tabulated_row(&mut self, record: &impl Fields) -> Result<TabulatedRow, RowError> {
+        self.row_period = 0;
         self.check_shape(record)?;
         let plan = &self.plan;
         let field = |i: usize| record.get(i).unwrap_or_default();
@@ -382,6 +392,8 @@ impl Transformer {
         let Some(period) = value::month(rtype, raw) else {
             return Err(self.bad(ri, rtype, month_shape(rtype), raw));
         };
+        self.row_period = period;
+        let plan = &self.plan;
         if let Some(why) = self.periods.as_ref().and_then(|f| f.refuse(period)) {
             return Err(RowError {
                 column: plan.header(ri),

@@ -42,6 +42,42 @@ fn rejects_within(quality: &Quality, summary: &ParseSummary) -> Result<(), LoadE
     Ok(())
 }
 
+/// A file of many periods: the reject limit holds for each period it
+/// publishes too (its rows loaded plus its rejects), so the rejects a whole
+/// file allows cannot all fall on one period.
+pub(super) fn check_period_rejects(
+    quality: &Quality,
+    summary: &ParseSummary,
+    period: Period,
+    rows_loaded: u64,
+) -> Result<(), LoadError> {
+    let Some(&(_, rejected, first_line)) = summary
+        .rejects_by_period
+        .iter()
+        .find(|(p, _, _)| *p == period.yyyymm())
+    else {
+        return Ok(());
+    };
+    let read = rows_loaded + rejected;
+    let limit = limit_of(quality, read);
+    if rejected > limit {
+        let first = summary.rejects.iter().find(|r| r.line == first_line);
+        return Err(LoadError::TooManyRejects {
+            file: format!("{} ({period})", summary.file),
+            rejected,
+            read,
+            limit,
+            first_line,
+            first_column: first
+                .and_then(|r| r.column.as_ref())
+                .map(|c| format!(", column {c:?}"))
+                .unwrap_or_default(),
+            first_reason: first.map(|r| r.reason.clone()).unwrap_or_default(),
+        });
+    }
+    Ok(())
+}
+
 /// The stream's own checks, in the order that names the root cause: no
 /// rows at all, then too many rejects, then nothing left to load, then a
 /// COPY that stored another count than the parser produced.

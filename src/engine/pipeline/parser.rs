@@ -75,6 +75,9 @@ pub(crate) struct ParseSummary {
     pub(crate) spilled_bytes: u64,
     /// A pre-aggregated file's figures per period, in the order first seen.
     pub(crate) periods: Vec<PeriodTally>,
+    /// A pre-aggregated file's rejects per period (those whose period was
+    /// read): (`YYYYMM`, count, first line).
+    pub(crate) rejects_by_period: Vec<(u32, u64, u64)>,
 }
 
 /// What a file's records become: a payment (`payments` kind) or a
@@ -91,6 +94,11 @@ pub(crate) trait RowKind: Send + 'static {
     ) -> Result<Self::Row<'t>, RowError>;
     fn tally(tally: &mut Self::Tally, row: &Self::Row<'_>);
     fn summarise(tally: Self::Tally, summary: &mut ParseSummary);
+    /// The period (`YYYYMM`) of the record just refused, when it is known
+    /// and the kind counts rejects per period; 0 otherwise.
+    fn reject_period(_transformer: &Transformer) -> u32 {
+        0
+    }
 }
 
 /// One row per payment.
@@ -145,6 +153,10 @@ impl RowKind for Tabulated {
     fn summarise(tallies: PeriodTallies, summary: &mut ParseSummary) {
         summary.value_cents = tallies.0.iter().map(|t| t.value_cents).sum();
         summary.periods = tallies.0;
+    }
+
+    fn reject_period(transformer: &Transformer) -> u32 {
+        transformer.row_period()
     }
 }
 
@@ -345,6 +357,8 @@ struct RejectLog {
     rejected: u64,
     by_code: BTreeMap<&'static str, u64>,
     kept: Vec<ledger::Reject>,
+    /// Per period (`YYYYMM`): rejects and the first one's line.
+    by_period: BTreeMap<u32, (u64, u64)>,
 }
 
 impl RejectLog {
@@ -373,8 +387,21 @@ impl RejectLog {
         }
     }
 
+    /// Counts one reject of a row whose period was read.
+    fn in_period(&mut self, period: u32, line: u64) {
+        if period != 0 {
+            let entry = self.by_period.entry(period).or_insert((0, line));
+            entry.0 += 1;
+        }
+    }
+
     fn into_summary(self, summary: &mut ParseSummary) {
         summary.rows_rejected = self.rejected;
+        summary.rejects_by_period = self
+            .by_period
+            .into_iter()
+            .map(|(period, (count, line))| (period, count, line))
+            .collect();
         summary.rejects_by_code = self.by_code;
         summary.rejects = self.kept;
     }
@@ -473,6 +500,7 @@ pub(crate) fn parse_blocking<S: RowSink>(
         rejected: 0,
         by_code: BTreeMap::new(),
         kept: Vec::new(),
+        by_period: BTreeMap::new(),
     };
     let mut summary = ParseSummary {
         file: file.clone(),
@@ -513,6 +541,7 @@ pub(crate) fn parse_blocking<S: RowSink>(
             Err(error) => Some(error),
         };
         if let Some(error) = refused {
+            rejects.in_period(S::Kind::reject_period(&transformer), record.line);
             let code = error.reason.code();
             rejects.record(&transformer, &record, 1, error.column, code, || {
                 error.reason.to_string()

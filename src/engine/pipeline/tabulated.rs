@@ -305,6 +305,12 @@ pub(super) async fn attempt(
                 before.period,
             )?;
         }
+        let loaded = summary
+            .periods
+            .iter()
+            .find(|t| t.period == found.period.yyyymm())
+            .map_or(found.rows as u64, |t| t.rows);
+        guards::check_period_rejects(&spec.quality, &summary, found.period, loaded)?;
         changed.push(found);
     }
     if changed.is_empty() {
