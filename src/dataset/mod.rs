@@ -279,13 +279,16 @@ impl Spec {
                 && raw.source.delimiter == ",";
             if !plain || !raw.kind.is_tabulated() || !raw.layouts.is_empty() {
                 return Err(invalid(
-                    "source.protocol: a solr or sidra source is read as one CSV (container \"plain\", encoding \"utf-8\", delimiter \",\", no [[layouts]]) by an aggregates or state_level dataset".into(),
+                    "source.protocol: a solr, odata or sidra source is read as one CSV (container \"plain\", encoding \"utf-8\", delimiter \",\", no [[layouts]]) by an aggregates or state_level dataset".into(),
                 ));
             }
             let url = &raw.source.url;
-            if url.contains("start=") || url.contains("rows=") {
+            if ["start=", "rows=", "$skip=", "$top="]
+                .iter()
+                .any(|p| url.contains(p))
+            {
                 return Err(invalid(format!(
-                    "source.url: {url:?} must not set start= or rows=: carga pages the query (page_rows)"
+                    "source.url: {url:?} must not set start=, rows=, $skip= or $top=: carga pages the query (page_rows)"
                 )));
             }
             if !(1..=100_000).contains(&raw.source.page_rows) {

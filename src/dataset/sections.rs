@@ -92,6 +92,9 @@ pub(crate) enum Protocol {
     /// IBGE SIDRA's values API: one JSON array whose first element is a
     /// header row, its other elements the rows (CSV as for `solr`).
     Sidra,
+    /// An OData service read in pages (`$skip`/`$top`, the `value` array),
+    /// ending at a page shorter than asked (CSV as for `solr`).
+    Odata,
 }
 
 /// The API table an `aggregates` dataset writes.

@@ -1461,3 +1461,159 @@ async fn the_reject_limit_holds_for_each_period_not_only_the_file() {
     );
     assert!(published(&app).await.0.is_empty(), "nothing published");
 }
+
+/// A loopback OData service: `$skip`/`$top` from the query, `{"value":
+/// [...]}`, no count. `ignores_skip`: always the first page (pagination
+/// that would never end).
+async fn odata(docs: Vec<serde_json::Value>, ignores_skip: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://{}/odata/v1/Recursos?$filter=Ano%20eq%20'2024'&$format=json",
+        listener.local_addr().expect("addr")
+    );
+    let docs = Arc::new(docs);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => request.extend_from_slice(&buf[..k]),
+                }
+            }
+            let text = String::from_utf8_lossy(&request).to_string();
+            let query = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|t| t.split_once('?'))
+                .map(|(_, q)| q.to_string())
+                .unwrap_or_default();
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .filter(|(k, _)| *k == name)
+                    .map(|(_, v)| v.parse::<usize>().unwrap_or(0))
+                    .next_back()
+                    .unwrap_or(0)
+            };
+            let skip = if ignores_skip { 0 } else { param("$skip") };
+            let page: Vec<serde_json::Value> = docs
+                .iter()
+                .skip(skip)
+                .take(param("$top"))
+                .cloned()
+                .collect();
+            let body = serde_json::json!({"@odata.context": "$metadata#Recursos", "value": page})
+                .to_string();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(body.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn an_odata_service_is_paged_until_a_short_page_and_one_that_never_ends_fails() {
+    // A spec of counts read over OData, two documents a page: five
+    // documents make pages of 2, 2 and 1.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = r#"
+dataset = "odata-test"
+title = "OData test"
+kind = "aggregates"
+
+[program]
+code = "ODATA_TEST"
+name = "OData test"
+
+[source]
+url = "http://127.0.0.1/odata"
+protocol = "odata"
+page_rows = 2
+container = "plain"
+encoding = "utf-8"
+delimiter = ","
+allowed_sources = ["http://127.0.0.1"]
+
+[[columns]]
+name = "code"
+header = "Codigo"
+type = "ibge6"
+role = "municipality"
+
+[[columns]]
+name = "month"
+header = "AnoMes"
+type = "yyyymm"
+role = "reference_month"
+
+[[columns]]
+name = "people"
+header = "Pessoas"
+type = "integer"
+role = "beneficiaries"
+"#;
+    std::fs::write(dir.path().join("odata-test.toml"), spec).expect("write");
+    let app = TestApp::new().await;
+    let docs: Vec<serde_json::Value> = PLACES
+        .iter()
+        .enumerate()
+        .map(|(i, (code6, _))| {
+            serde_json::json!({"Codigo": code6, "AnoMes": "202412", "Pessoas": 100 + i})
+        })
+        .collect();
+    let mut sorted = docs.clone();
+    sorted.sort_by_key(|d| d["Codigo"].as_str().map(str::to_string));
+    let url = odata(sorted.clone(), false).await;
+    let (code, out) = run_in(
+        &app,
+        dir.path(),
+        &["run", "odata-test", "--period", "2024-12", "--url", &url],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("5 read, 5 loaded, 0 rejected"), "{out}");
+    let total: i64 = app
+        .client()
+        .await
+        .query_one(
+            "SELECT sum(b.total_beneficiaries)::bigint FROM public.beneficiary_data b
+             JOIN public.programs p ON p.id = b.program_id WHERE p.code = 'ODATA_TEST'",
+            &[],
+        )
+        .await
+        .expect("sum")
+        .get(0);
+    assert_eq!(total, (0..5).map(|i| 100 + i).sum::<i64>());
+
+    let endless = odata(sorted, true).await;
+    let (code, out) = run_in(
+        &app,
+        dir.path(),
+        &[
+            "run",
+            "odata-test",
+            "--period",
+            "2024-12",
+            "--url",
+            &endless,
+            "--force",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("repeats or goes back in Codigo"), "{out}");
+}

@@ -23,7 +23,7 @@ use crate::engine::aggregate::tabulated::{
 use crate::engine::load::tabulated::{self as working, Grain, PeriodRecord};
 use crate::engine::load::{self, copy, ledger};
 use crate::engine::parse::{MunicipalityIndex, TabulatedRow};
-use crate::engine::source::paged::SolrPaging;
+use crate::engine::source::paged::{Dialect, SolrPaging};
 use crate::engine::source::{self, OpenOutcome, Progress, Validators};
 
 /// Encodes the file's rows as binary COPY chunks for the working table.
@@ -107,7 +107,7 @@ pub(super) async fn attempt(
             .await
         }
         // A paged service: read page by page into one CSV stream.
-        Protocol::Solr => {
+        Protocol::Solr | Protocol::Odata => {
             let columns = &spec.layouts[0].columns;
             let key = columns
                 .iter()
@@ -115,12 +115,16 @@ pub(super) async fn attempt(
                 .map(|c| c.header.clone())
                 .unwrap_or_default();
             let paging = SolrPaging {
+                dialect: match spec.source.protocol {
+                    Protocol::Odata => Dialect::Odata,
+                    _ => Dialect::Solr,
+                },
                 rows: spec.source.page_rows,
                 fields: columns.iter().map(|c| c.header.clone()).collect(),
                 key,
                 max_page_bytes: source::paged::MAX_PAGE_BYTES.min(settings.http.max_download_bytes),
             };
-            source::paged::open_solr(
+            source::paged::open_paged(
                 input.location,
                 &settings.http,
                 request.redirect_guard.clone(),

@@ -1,7 +1,8 @@
 //! Paged JSON services as a byte stream: a Solr core (`start`/`rows`, the
-//! `{"response":{"numFound":N,"start":S,"docs":[…]}}` envelope) read page
-//! by page, each page's documents written as CSV rows (a header of the
-//! spec's field names first). The rest of the pipeline sees a plain CSV
+//! `{"response":{"numFound":N,"start":S,"docs":[…]}}` envelope) or an
+//! OData service (`$skip`/`$top`, `{"value":[…]}`, ending at a short page)
+//! read page by page, each page's documents written as CSV rows (a header
+//! of the spec's field names first). The rest of the pipeline sees a plain CSV
 //! file: the same parser, types, rejects, digests and publish, with memory
 //! bounded by one page.
 //!
@@ -23,9 +24,24 @@ use serde_json::Value;
 use super::{OpenOutcome, Opened, Origin, RedirectGuard, SourceError, SourceMeta, redact_source};
 use crate::config::HttpSettings;
 
-/// How to page a Solr core for one dataset.
+/// Which paged protocol a service speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// Solr: `start`/`rows`, `{"response":{"numFound":N,"start":S,"docs":[…]}}`.
+    Solr,
+    /// OData: `$skip`/`$top`, `{"value":[…]}` (with `@odata.count` when the
+    /// service gives one); the result ends at a page shorter than asked.
+    Odata,
+}
+
+/// The most documents a paged result may have: beyond it the pagination
+/// does not end (a service that ignores the offset and keeps answering).
+const MAX_DOCUMENTS: u64 = 20_000_000;
+
+/// How to page a service for one dataset.
 #[derive(Debug, Clone)]
 pub(crate) struct SolrPaging {
+    pub(crate) dialect: Dialect,
     /// Documents per page (`rows`).
     pub(crate) rows: u64,
     /// The fields written as CSV columns, in order (the spec's headers).
@@ -43,13 +59,17 @@ pub(crate) const MAX_PAGE_BYTES: u64 = 64 << 20;
 
 /// What a page said.
 struct Page {
-    found: u64,
+    /// The result's size, when the service says it (Solr always).
+    found: Option<u64>,
     docs: Vec<serde_json::Map<String, Value>>,
 }
 
-fn page_url(location: &str, start: u64, rows: u64) -> String {
+fn page_url(location: &str, dialect: Dialect, start: u64, rows: u64) -> String {
     let separator = if location.contains('?') { '&' } else { '?' };
-    format!("{location}{separator}start={start}&rows={rows}")
+    match dialect {
+        Dialect::Solr => format!("{location}{separator}start={start}&rows={rows}"),
+        Dialect::Odata => format!("{location}{separator}$skip={start}&$top={rows}"),
+    }
 }
 
 fn protocol_error(redacted: &str, message: String) -> SourceError {
@@ -68,7 +88,7 @@ async fn fetch(
     start: u64,
     paging: &SolrPaging,
 ) -> Result<Page, SourceError> {
-    let url = page_url(location, start, paging.rows);
+    let url = page_url(location, paging.dialect, start, paging.rows);
     let opened = match super::open_guarded(&url, settings, None, guard).await? {
         OpenOutcome::Body(opened) => opened,
         OpenOutcome::NotModified(_) => {
@@ -82,34 +102,46 @@ async fn fetch(
     let at = format!("the page at start={start}");
     let json: Value = serde_json::from_slice(&bytes)
         .map_err(|e| protocol_error(redacted, format!("{at} is not JSON: {e}")))?;
-    let response = json
-        .get("response")
-        .ok_or_else(|| protocol_error(redacted, format!("{at} has no \"response\" object")))?;
-    let found = response
-        .get("numFound")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| protocol_error(redacted, format!("{at} has no response.numFound")))?;
-    if let Some(served) = response.get("start").and_then(Value::as_u64) {
-        if served != start {
-            return Err(protocol_error(
-                redacted,
-                format!("{at} says it starts at {served}"),
-            ));
-        }
-    }
     let mut json = json;
-    let docs = match json
-        .get_mut("response")
-        .and_then(|r| r.get_mut("docs"))
-        .map(Value::take)
-    {
-        Some(Value::Array(docs)) => docs,
-        _ => {
-            return Err(protocol_error(
-                redacted,
-                format!("{at} has no response.docs array"),
-            ));
+    let (found, docs) = match paging.dialect {
+        Dialect::Solr => {
+            let response = json.get("response").ok_or_else(|| {
+                protocol_error(redacted, format!("{at} has no \"response\" object"))
+            })?;
+            let found = response
+                .get("numFound")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| {
+                    protocol_error(redacted, format!("{at} has no response.numFound"))
+                })?;
+            if let Some(served) = response.get("start").and_then(Value::as_u64) {
+                if served != start {
+                    return Err(protocol_error(
+                        redacted,
+                        format!("{at} says it starts at {served}"),
+                    ));
+                }
+            }
+            let docs = json
+                .get_mut("response")
+                .and_then(|r| r.get_mut("docs"))
+                .map(Value::take);
+            (Some(found), docs)
         }
+        Dialect::Odata => {
+            let found = json.get("@odata.count").and_then(Value::as_u64);
+            (found, json.get_mut("value").map(Value::take))
+        }
+    };
+    let Some(Value::Array(docs)) = docs else {
+        let field = match paging.dialect {
+            Dialect::Solr => "response.docs",
+            Dialect::Odata => "value",
+        };
+        return Err(protocol_error(
+            redacted,
+            format!("{at} has no {field} array"),
+        ));
     };
     let docs = docs
         .into_iter()
@@ -154,8 +186,8 @@ struct State {
     settings: HttpSettings,
     guard: Option<RedirectGuard>,
     paging: SolrPaging,
-    /// `numFound` of the first page.
-    found: u64,
+    /// The result's size from the first page, when the service says it.
+    found: Option<u64>,
     /// Documents read so far.
     read: u64,
     /// The key of the last document read, to check the order.
@@ -170,23 +202,31 @@ impl State {
     /// The CSV rows of one page, after its checks.
     fn rows(&mut self, page: Page, start: u64) -> Result<Bytes, SourceError> {
         let redacted = self.redacted.clone();
-        if page.found != self.found {
-            return Err(protocol_error(
-                &redacted,
-                format!(
-                    "numFound changed from {} to {} at start={start}: the result changed while it was read",
-                    self.found, page.found
-                ),
-            ));
+        if let (Some(first), Some(now)) = (self.found, page.found) {
+            if first != now {
+                return Err(protocol_error(
+                    &redacted,
+                    format!(
+                        "numFound changed from {first} to {now} at start={start}: the result changed while it was read"
+                    ),
+                ));
+            }
         }
         if page.docs.is_empty() {
-            return Err(protocol_error(
-                &redacted,
-                format!(
-                    "the page at start={start} is empty, but numFound is {}: pagination ended early",
-                    self.found
-                ),
-            ));
+            return match (self.paging.dialect, self.found) {
+                // OData: the page after a full one may be empty: the end.
+                (Dialect::Odata, None) => {
+                    self.done = true;
+                    Ok(Bytes::new())
+                }
+                (_, found) => Err(protocol_error(
+                    &redacted,
+                    format!(
+                        "the page at start={start} is empty, but the result has {} documents: pagination ended early",
+                        found.unwrap_or(0)
+                    ),
+                )),
+            };
         }
         if page.docs.len() as u64 > self.paging.rows {
             return Err(protocol_error(
@@ -197,6 +237,9 @@ impl State {
                     self.paging.rows
                 ),
             ));
+        }
+        if self.paging.dialect == Dialect::Odata && (page.docs.len() as u64) < self.paging.rows {
+            self.done = true;
         }
         // A field the spec reads that no document of the first page has
         // was renamed or left out of `fl`: a month of NULLs would follow.
@@ -242,23 +285,29 @@ impl State {
             );
             self.read += 1;
         }
-        if self.read > self.found {
+        if let Some(found) = self.found.filter(|f| self.read > *f) {
             return Err(protocol_error(
                 &redacted,
                 format!(
-                    "{} documents read, more than numFound {}",
-                    self.read, self.found
+                    "{} documents read, more than the result's {found}",
+                    self.read
                 ),
+            ));
+        }
+        if self.read > MAX_DOCUMENTS {
+            return Err(protocol_error(
+                &redacted,
+                format!("more than {MAX_DOCUMENTS} documents: the pagination does not end"),
             ));
         }
         Ok(Bytes::from(out))
     }
 }
 
-/// Opens a Solr query as a CSV byte stream (see the module's doc). The
-/// first page is fetched here, so an HTTP failure is the open's, as for a
-/// file; the others as the stream is read.
-pub(crate) async fn open_solr(
+/// Opens a paged query (Solr or OData) as a CSV byte stream (see the
+/// module's doc). The first page is fetched here, so an HTTP failure is
+/// the open's, as for a file; the others as the stream is read.
+pub(crate) async fn open_paged(
     location: &str,
     settings: &HttpSettings,
     guard: Option<RedirectGuard>,
@@ -266,7 +315,7 @@ pub(crate) async fn open_solr(
 ) -> Result<OpenOutcome, SourceError> {
     let redacted = redact_source(location);
     let first = fetch(location, &redacted, settings, guard.clone(), 0, &paging).await?;
-    if first.found == 0 {
+    if first.found == Some(0) || first.docs.is_empty() {
         return Err(SourceError::NoDocuments { url: redacted });
     }
     let mut header = Vec::new();
@@ -290,7 +339,7 @@ pub(crate) async fn open_solr(
         let start = state.read;
         let page = match state.first.take() {
             Some(first) => Ok(first),
-            None if start >= state.found => return None,
+            None if state.found.is_some_and(|f| start >= f) => return None,
             None => {
                 fetch(
                     &state.location,
@@ -316,7 +365,7 @@ pub(crate) async fn open_solr(
     Ok(OpenOutcome::Body(Opened {
         meta: SourceMeta {
             url: redacted,
-            file_name: "solr query (as CSV)".into(),
+            file_name: "paged query (as CSV)".into(),
             content_length: None,
             ..SourceMeta::default()
         },
