@@ -885,6 +885,8 @@ enum SolrFault {
     TotalChanges,
     /// The second request gets the first page again (labelled as asked).
     RepeatsAPage,
+    /// The second request is refused: 429 with `Retry-After: 7`.
+    RateLimited,
 }
 
 /// A loopback Solr core as MiSocial answers (`../shared/SOURCES.md` (a)):
@@ -953,6 +955,15 @@ async fn solr(
                 found += 1;
             }
             served += 1;
+            if fault == SolrFault::RateLimited && served == 2 {
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    )
+                    .await;
+                let _ = socket.shutdown().await;
+                continue;
+            }
             let page: Vec<serde_json::Value> =
                 docs.iter().skip(start).take(rows).cloned().collect();
             let body = serde_json::json!({
@@ -1616,4 +1627,39 @@ role = "beneficiaries"
     .await;
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("repeats or goes back in Codigo"), "{out}");
+}
+
+#[tokio::test]
+async fn a_later_page_refused_with_429_reaches_the_queue_as_itself() {
+    // The second page is answered 429 with Retry-After: the attempt ends
+    // with that status and wait (what the queue schedules the retry by),
+    // not as a broken body, and nothing is published.
+    let jobs = paged_jobs();
+    let app = TestApp::new().await;
+    let (docs, _) = cadunico_docs();
+    let (url, _) = solr(docs, SolrFault::RateLimited).await;
+    let (code, out) = run_in(
+        &app,
+        jobs.path(),
+        &["run", "cadunico", "--period", "2024-12", "--url", &url],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("HTTP status 429"), "{out}");
+    let client = app.client().await;
+    let error_code: Option<String> = client
+        .query_one(
+            "SELECT error_code FROM carga.loads WHERE dataset = 'cadunico' ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .expect("ledger")
+        .get(0);
+    assert_eq!(error_code.as_deref(), Some("http_status_429"));
+    let written: i64 = client
+        .query_one("SELECT count(*) FROM public.cadunico_data", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(written, 0);
 }
