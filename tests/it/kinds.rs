@@ -1250,7 +1250,29 @@ async fn a_period_that_fails_after_others_were_written_publishes_none() {
     let (code, out, err) = run(&app, &urls["second.zip"]).await;
     assert_eq!(code, Some(1), "{out}\n{err}");
     assert!(
-        err.contains("2024-12-01") && err.contains("beyond"),
+        err.contains("a municipality's count in 2024-12-01 is beyond"),
+        "{err}"
+    );
+    assert_eq!(published(&app).await.0, first, "neither period changed");
+
+    // Two São Paulo municipalities that each fit, whose state sum does not.
+    let mut third = figures(&["201612", "202412"], 600);
+    for ((period, code6), n) in third.iter_mut() {
+        if period == "202412" && code6 == "355030" {
+            *n = 1_500_000_000;
+        }
+    }
+    let campinas = "2024-12-01,202412,2026-01-15,\"Pessoas\",\"BEN\",\"B\",35,\"SP\",\"S\",\"R\",350950,\"Campinas\",1500000000.0,0.0,0.0";
+    let urls = app
+        .serve(vec![(
+            "third.zip",
+            zip_bytes("pfpbben.csv", &csv(&third, &[campinas])),
+        )])
+        .await;
+    let (code, out, err) = run(&app, &urls["third.zip"]).await;
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(
+        err.contains("a state's count or value in 2024-12-01 is beyond"),
         "{err}"
     );
     assert_eq!(published(&app).await.0, first, "neither period changed");

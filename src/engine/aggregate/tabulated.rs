@@ -26,34 +26,139 @@ pub(crate) struct Written {
     pub(crate) value_cents: Option<i64>,
 }
 
-/// Fails (SQLSTATE 22003, naming the total) when a count or a sum of the
-/// period would not fit its column, before anything is written.
+/// Fails (SQLSTATE 22003) when a municipality's count would not fit
+/// `beneficiary_data`'s integer columns, before anything is written.
 async fn guard(tx: &Transaction<'_>, scope: &PeriodScope<'_>) -> Result<(), tokio_postgres::Error> {
-    let sql = format!(
+    tx.batch_execute(&format!(
         "DO $$
          BEGIN
-           IF EXISTS (SELECT 1 FROM carga_tabulated t
-                      JOIN public.municipalities m ON m.id = t.municipality_id
-                      WHERE t.reference_date = DATE '{date}'
-                      GROUP BY m.state_id
-                      HAVING max(t.beneficiaries) > 2147483647 OR max(t.families) > 2147483647
-                          OR sum(t.beneficiaries) > 2147483647 OR sum(t.families) > 2147483647
-                          OR abs(sum(t.value_cents)) > {m}) THEN
-             RAISE EXCEPTION 'a municipality''s or state''s count or value in {date} is beyond what its column holds'
-               USING ERRCODE = 'numeric_value_out_of_range';
-           END IF;
-           IF (SELECT sum(beneficiaries) > 2147483647 OR sum(families) > 2147483647
-                      OR abs(sum(value_cents)) > {n}
-               FROM carga_tabulated WHERE reference_date = DATE '{date}') THEN
-             RAISE EXCEPTION 'the national count or value in {date} is beyond what its column holds'
+           IF EXISTS (SELECT 1 FROM carga_tabulated WHERE reference_date = DATE '{date}'
+                      AND (beneficiaries > 2147483647 OR families > 2147483647)) THEN
+             RAISE EXCEPTION 'a municipality''s count in {date} is beyond what its column holds'
                USING ERRCODE = 'numeric_value_out_of_range';
            END IF;
          END $$",
         date = scope.reference_date.format("%Y-%m-%d"),
+    ))
+    .await
+}
+
+/// Where a period's state and national sums come from: a query of
+/// (`state_id`, `beneficiaries`, `families`, `value_cents`) per place for
+/// the period `$2`.
+enum Places {
+    /// The file's municipalities (their count is written).
+    Municipalities,
+    /// Each state key's chosen approval (`state_level`: no municipalities).
+    StateKeys,
+}
+
+impl Places {
+    fn rows(&self) -> &'static str {
+        match self {
+            Places::Municipalities => {
+                "SELECT m.state_id, t.beneficiaries, t.families, t.value_cents
+                 FROM carga_tabulated t JOIN public.municipalities m ON m.id = t.municipality_id
+                 WHERE t.reference_date = $2"
+            }
+            Places::StateKeys => {
+                "SELECT state_id, beneficiaries, families, value_cents
+                 FROM carga_state_chosen WHERE reference_date = $2"
+            }
+        }
+    }
+}
+
+/// `program_state_monthly` (replaced) and `program_national_monthly`
+/// (upserted) for one period, summed over `places`; a sum over places of
+/// which one lacks the figure is NULL. Fails (SQLSTATE 22003, naming the
+/// level) when a sum would not fit its column, before writing. Returns the
+/// national figures written (`municipalities`: the states counted).
+async fn state_and_national(
+    tx: &Transaction<'_>,
+    scope: &PeriodScope<'_>,
+    places: Places,
+) -> Result<Written, tokio_postgres::Error> {
+    let (program, date, load) = (&scope.program_id, &scope.reference_date, &scope.load_id);
+    let rows = places.rows();
+    let municipalities = match places {
+        Places::Municipalities => "count(*)",
+        Places::StateKeys => "NULL::int",
+    };
+    let whole =
+        |x: &str, cast: &str| format!("CASE WHEN count({x}) = count(*) THEN sum({x}){cast} END");
+    let figures = format!(
+        "{}, {}, {}",
+        whole("beneficiaries", "::int"),
+        whole("families", "::int"),
+        whole("value_cents", "::numeric / 100")
+    );
+    // The guard reads the same rows, with the period inlined (a DO block
+    // takes no parameters; only a formatted date goes in).
+    let day = format!("DATE '{}'", date.format("%Y-%m-%d"));
+    tx.batch_execute(&format!(
+        "DO $$
+         BEGIN
+           IF EXISTS (SELECT 1 FROM ({inner}) p GROUP BY state_id
+                      HAVING sum(beneficiaries) > 2147483647 OR sum(families) > 2147483647
+                          OR abs(sum(value_cents)) > {m}) THEN
+             RAISE EXCEPTION 'a state''s count or value in {date} is beyond what its column holds'
+               USING ERRCODE = 'numeric_value_out_of_range';
+           END IF;
+           IF (SELECT sum(beneficiaries) > 2147483647 OR sum(families) > 2147483647
+                      OR abs(sum(value_cents)) > {n} FROM ({inner}) p) THEN
+             RAISE EXCEPTION 'the national count or value in {date} is beyond what its column holds'
+               USING ERRCODE = 'numeric_value_out_of_range';
+           END IF;
+         END $$",
+        inner = rows.replace("$2", &day),
+        date = date.format("%Y-%m-%d"),
         m = super::MAX_CENTS_NUMERIC_15_2,
         n = super::MAX_CENTS_NUMERIC_17_2,
-    );
-    tx.batch_execute(&sql).await
+    ))
+    .await?;
+    tx.execute(
+        "DELETE FROM public.program_state_monthly WHERE program_id = $1 AND reference_date = $2",
+        &[program, date],
+    )
+    .await?;
+    tx.execute(
+        &format!(
+            "INSERT INTO public.program_state_monthly
+                 (program_id, state_id, reference_date, municipalities, total_beneficiaries,
+                  total_families, total_value_brl, payments, load_id)
+             SELECT $1, state_id, $2, {municipalities}, {figures}, NULL, $3
+             FROM ({rows}) p GROUP BY state_id"
+        ),
+        &[program, date, load],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            &format!(
+                "INSERT INTO public.program_national_monthly
+                     (program_id, reference_date, states, municipalities, total_beneficiaries,
+                      total_families, total_value_brl, payments, load_id, computed_at)
+                 SELECT $1, $2, count(DISTINCT state_id), {municipalities}, {figures}, NULL, $3, now()
+                 FROM ({rows}) p
+                 ON CONFLICT (program_id, reference_date) DO UPDATE SET
+                     states = EXCLUDED.states, municipalities = EXCLUDED.municipalities,
+                     total_beneficiaries = EXCLUDED.total_beneficiaries,
+                     total_families = EXCLUDED.total_families,
+                     total_value_brl = EXCLUDED.total_value_brl, payments = EXCLUDED.payments,
+                     load_id = EXCLUDED.load_id, computed_at = EXCLUDED.computed_at
+                 RETURNING states::bigint, total_beneficiaries::bigint, total_families::bigint,
+                           (total_value_brl * 100)::bigint"
+            ),
+            &[program, date, load],
+        )
+        .await?;
+    Ok(Written {
+        municipalities: row.get(0),
+        beneficiaries: row.get(1),
+        families: row.get(2),
+        value_cents: row.get(3),
+    })
 }
 
 /// Writes the period: `beneficiary_data` upserted per municipality (its
@@ -100,45 +205,7 @@ pub(crate) async fn write_period(
         &[program, date],
     )
     .await?;
-    tx.execute(
-        "DELETE FROM public.program_state_monthly WHERE program_id = $1 AND reference_date = $2",
-        &[program, date],
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO public.program_state_monthly
-             (program_id, state_id, reference_date, municipalities, total_beneficiaries,
-              total_families, total_value_brl, payments, load_id)
-         SELECT $1, m.state_id, $2, count(*),
-                CASE WHEN count(t.beneficiaries) = count(*) THEN sum(t.beneficiaries)::int END,
-                CASE WHEN count(t.families) = count(*) THEN sum(t.families)::int END,
-                CASE WHEN count(t.value_cents) = count(*) THEN sum(t.value_cents)::numeric / 100 END,
-                NULL, $3
-         FROM carga_tabulated t JOIN public.municipalities m ON m.id = t.municipality_id
-         WHERE t.reference_date = $2
-         GROUP BY m.state_id",
-        &[program, date, load],
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO public.program_national_monthly
-             (program_id, reference_date, states, municipalities, total_beneficiaries, total_families,
-              total_value_brl, payments, load_id, computed_at)
-         SELECT $1, $2, count(DISTINCT m.state_id), count(*),
-                CASE WHEN count(t.beneficiaries) = count(*) THEN sum(t.beneficiaries)::int END,
-                CASE WHEN count(t.families) = count(*) THEN sum(t.families)::int END,
-                CASE WHEN count(t.value_cents) = count(*) THEN sum(t.value_cents)::numeric / 100 END,
-                NULL, $3, now()
-         FROM carga_tabulated t JOIN public.municipalities m ON m.id = t.municipality_id
-         WHERE t.reference_date = $2
-         ON CONFLICT (program_id, reference_date) DO UPDATE SET
-             states = EXCLUDED.states, municipalities = EXCLUDED.municipalities,
-             total_beneficiaries = EXCLUDED.total_beneficiaries, total_families = EXCLUDED.total_families,
-             total_value_brl = EXCLUDED.total_value_brl, payments = EXCLUDED.payments,
-             load_id = EXCLUDED.load_id, computed_at = EXCLUDED.computed_at",
-        &[program, date, load],
-    )
-    .await?;
+    state_and_national(tx, scope, Places::Municipalities).await?;
     let row = tx
         .query_one(
             "SELECT count(*), sum(total_beneficiaries)::bigint, sum(total_families)::bigint,
@@ -164,75 +231,7 @@ pub(crate) async fn write_state_period(
     tx: &Transaction<'_>,
     scope: &PeriodScope<'_>,
 ) -> Result<Written, tokio_postgres::Error> {
-    let (program, date, load) = (&scope.program_id, &scope.reference_date, &scope.load_id);
-    tx.batch_execute(&format!(
-        "DO $$
-         BEGIN
-           IF EXISTS (SELECT 1 FROM carga_state_chosen WHERE reference_date = DATE '{date}'
-                      GROUP BY state_id
-                      HAVING sum(beneficiaries) > 2147483647 OR sum(families) > 2147483647
-                          OR abs(sum(value_cents)) > {m}) THEN
-             RAISE EXCEPTION 'a state''s count or value in {date} is beyond what its column holds'
-               USING ERRCODE = 'numeric_value_out_of_range';
-           END IF;
-           IF (SELECT sum(beneficiaries) > 2147483647 OR sum(families) > 2147483647
-                      OR abs(sum(value_cents)) > {n}
-               FROM carga_state_chosen WHERE reference_date = DATE '{date}') THEN
-             RAISE EXCEPTION 'the national count or value in {date} is beyond what its column holds'
-               USING ERRCODE = 'numeric_value_out_of_range';
-           END IF;
-         END $$",
-        date = date.format("%Y-%m-%d"),
-        m = super::MAX_CENTS_NUMERIC_15_2,
-        n = super::MAX_CENTS_NUMERIC_17_2,
-    ))
-    .await?;
-    tx.execute(
-        "DELETE FROM public.program_state_monthly WHERE program_id = $1 AND reference_date = $2",
-        &[program, date],
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO public.program_state_monthly
-             (program_id, state_id, reference_date, municipalities, total_beneficiaries,
-              total_families, total_value_brl, payments, load_id)
-         SELECT $1, state_id, $2, NULL,
-                CASE WHEN count(beneficiaries) = count(*) THEN sum(beneficiaries)::int END,
-                CASE WHEN count(families) = count(*) THEN sum(families)::int END,
-                CASE WHEN count(value_cents) = count(*) THEN sum(value_cents)::numeric / 100 END,
-                NULL, $3
-         FROM carga_state_chosen WHERE reference_date = $2
-         GROUP BY state_id",
-        &[program, date, load],
-    )
-    .await?;
-    let row = tx
-        .query_one(
-            "INSERT INTO public.program_national_monthly
-                 (program_id, reference_date, states, municipalities, total_beneficiaries, total_families,
-                  total_value_brl, payments, load_id, computed_at)
-             SELECT $1, $2, count(DISTINCT state_id), NULL,
-                    CASE WHEN count(beneficiaries) = count(*) THEN sum(beneficiaries)::int END,
-                    CASE WHEN count(families) = count(*) THEN sum(families)::int END,
-                    CASE WHEN count(value_cents) = count(*) THEN sum(value_cents)::numeric / 100 END,
-                    NULL, $3, now()
-             FROM carga_state_chosen WHERE reference_date = $2
-             ON CONFLICT (program_id, reference_date) DO UPDATE SET
-                 states = EXCLUDED.states, municipalities = EXCLUDED.municipalities,
-                 total_beneficiaries = EXCLUDED.total_beneficiaries, total_families = EXCLUDED.total_families,
-                 total_value_brl = EXCLUDED.total_value_brl, payments = EXCLUDED.payments,
-                 load_id = EXCLUDED.load_id, computed_at = EXCLUDED.computed_at
-             RETURNING states::bigint, total_beneficiaries::bigint, total_families::bigint,
-                       (total_value_brl * 100)::bigint",
-            &[program, date, load],
-        )
-        .await?;
-    Ok(Written {
-        municipalities: row.get(0),
-        beneficiaries: row.get(1),
-        families: row.get(2),
-        value_cents: row.get(3),
-    })
+    state_and_national(tx, scope, Places::StateKeys).await
 }
 
 /// Writes one period of a CadÚnico file into `cadunico_data` (upserted per

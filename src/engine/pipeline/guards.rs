@@ -26,20 +26,36 @@ fn rejects_within(quality: &Quality, summary: &ParseSummary) -> Result<(), LoadE
     let limit = limit_of(quality, summary.rows_read);
     if summary.rows_rejected > limit {
         let first = summary.rejects.first();
-        return Err(LoadError::TooManyRejects {
-            file: summary.file.clone(),
-            rejected: summary.rows_rejected,
-            read: summary.rows_read,
-            limit,
-            first_line: first.map_or(0, |r| r.line),
-            first_column: first
-                .and_then(|r| r.column.as_ref())
-                .map(|c| format!(", column {c:?}"))
-                .unwrap_or_default(),
-            first_reason: first.map(|r| r.reason.clone()).unwrap_or_default(),
-        });
+        return Err(too_many_rejects(
+            summary.file.clone(),
+            (summary.rows_rejected, summary.rows_read, limit),
+            first.map_or(0, |r| r.line),
+            first,
+        ));
     }
     Ok(())
+}
+
+/// The error of `rejected` of `read` rows over `limit`, naming the first
+/// reject (its line; its column and reason when it was kept).
+fn too_many_rejects(
+    file: String,
+    (rejected, read, limit): (u64, u64, u64),
+    first_line: u64,
+    first: Option<&crate::engine::load::ledger::Reject>,
+) -> LoadError {
+    LoadError::TooManyRejects {
+        file,
+        rejected,
+        read,
+        limit,
+        first_line,
+        first_column: first
+            .and_then(|r| r.column.as_ref())
+            .map(|c| format!(", column {c:?}"))
+            .unwrap_or_default(),
+        first_reason: first.map(|r| r.reason.clone()).unwrap_or_default(),
+    }
 }
 
 /// A file of many periods: the reject limit holds for each period it
@@ -61,19 +77,12 @@ pub(super) fn check_period_rejects(
     let read = rows_loaded + rejected;
     let limit = limit_of(quality, read);
     if rejected > limit {
-        let first = summary.rejects.iter().find(|r| r.line == first_line);
-        return Err(LoadError::TooManyRejects {
-            file: format!("{} ({period})", summary.file),
-            rejected,
-            read,
-            limit,
+        return Err(too_many_rejects(
+            format!("{} ({period})", summary.file),
+            (rejected, read, limit),
             first_line,
-            first_column: first
-                .and_then(|r| r.column.as_ref())
-                .map(|c| format!(", column {c:?}"))
-                .unwrap_or_default(),
-            first_reason: first.map(|r| r.reason.clone()).unwrap_or_default(),
-        });
+            summary.rejects.iter().find(|r| r.line == first_line),
+        ));
     }
     Ok(())
 }
