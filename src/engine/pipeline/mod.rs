@@ -358,6 +358,37 @@ pub(crate) fn places(
     Ok((map.name.clone(), places))
 }
 
+/// The load's own connection, its cancel token handed to the caller.
+/// Taken out of the pool: when a cancel drops the attempt mid-statement,
+/// the connection closes (the server rolls back) instead of going back to
+/// the pool with a ROLLBACK queued, where the cancel request sent next
+/// could hit another task's statement on the same backend.
+async fn load_connection(
+    ctx: &Context,
+    input: &AttemptInput<'_>,
+) -> Result<deadpool_postgres::ClientWrapper, LoadError> {
+    let connection = deadpool_postgres::Object::take(ctx.pool.get().await?);
+    if let Ok(mut slot) = input.session.lock() {
+        *slot = Some(connection.cancel_token());
+    }
+    Ok(connection)
+}
+
+/// The load transaction's first statements: its name for the caller's step
+/// (which hears the backend's pid) and its time limits.
+async fn begin(
+    tx: &tokio_postgres::Transaction<'_>,
+    settings: &Settings,
+    step: Option<&dyn PublishStep>,
+) -> Result<(), LoadError> {
+    if let Some(step) = step {
+        step.load_session(load::session::name(tx, &step.application_name()).await?);
+    }
+    let db = &settings.database;
+    load::session::limit(tx, db.statement_timeout_s, db.lock_timeout_ms).await?;
+    Ok(())
+}
+
 struct AttemptInput<'a> {
     program_id: i32,
     program_code: &'a str,
@@ -396,18 +427,15 @@ async fn attempt(
     };
 
     // 1. The source, asked with the published load's validators.
-    let opened = source::open_guarded(
+    let opened = stages::open_source(
+        spec,
         input.location,
-        &settings.http,
+        settings,
         conditional.as_ref(),
         request.redirect_guard.clone(),
+        &progress,
     )
     .await;
-    if let Some(status) = source::answered_status(&opened) {
-        progress
-            .source_status
-            .store(status, std::sync::atomic::Ordering::Relaxed);
-    }
     let opened = match opened? {
         OpenOutcome::NotModified(meta) => {
             // No lock is taken on this path: sweep dead attempts here too.
@@ -421,20 +449,9 @@ async fn attempt(
     report.file = meta.file_name.clone();
 
     // 2. The load transaction: named, bounded, locked, with a hidden leaf.
-    // Taken out of the pool: when a cancel drops this attempt mid-statement,
-    // the connection closes (the server rolls back) instead of going back to
-    // the pool with a ROLLBACK queued, where the cancel request sent next
-    // could hit another task's statement on the same backend.
-    let mut connection = deadpool_postgres::Object::take(ctx.pool.get().await?);
-    if let Ok(mut slot) = input.session.lock() {
-        *slot = Some(connection.cancel_token());
-    }
+    let mut connection = load_connection(ctx, &input).await?;
     let tx = connection.transaction().await?;
-    if let Some(step) = input.step {
-        step.load_session(load::session::name(&tx, &step.application_name()).await?);
-    }
-    let db = &settings.database;
-    load::session::limit(&tx, db.statement_timeout_s, db.lock_timeout_ms).await?;
+    begin(&tx, settings, input.step).await?;
     if !load::session::try_lock(&tx, input.program_id, period).await? {
         return Err(LoadError::Busy {
             dataset: spec.dataset.clone(),

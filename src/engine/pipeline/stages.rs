@@ -123,6 +123,54 @@ pub(super) fn inflate<R: io::BufRead>(
 
 /// Starts the download task, which records itself in `first` when it fails
 /// for a reason of its own.
+/// Opens the spec's source at `location` by its protocol: a file (asked
+/// with `conditional` validators), a paged service read as one CSV stream,
+/// or a SIDRA answer. The status the source answered goes to `progress`.
+pub(super) async fn open_source(
+    spec: &crate::dataset::Spec,
+    location: &str,
+    settings: &Settings,
+    conditional: Option<&source::Validators>,
+    guard: Option<source::RedirectGuard>,
+    progress: &Progress,
+) -> Result<source::OpenOutcome, SourceError> {
+    use crate::dataset::{Protocol, Role};
+    use source::paged::{Dialect, MAX_PAGE_BYTES, SolrPaging};
+    let columns = &spec.layouts[0].columns;
+    let fields = || columns.iter().map(|c| c.header.clone()).collect();
+    let page_bytes = MAX_PAGE_BYTES.min(settings.http.max_download_bytes);
+    let opened = match spec.source.protocol {
+        Protocol::File => source::open_guarded(location, &settings.http, conditional, guard).await,
+        Protocol::Solr | Protocol::Odata => {
+            let paging = SolrPaging {
+                dialect: match spec.source.protocol {
+                    Protocol::Odata => Dialect::Odata,
+                    _ => Dialect::Solr,
+                },
+                rows: spec.source.page_rows,
+                fields: fields(),
+                // The key the query sorts by: its place column.
+                key: columns
+                    .iter()
+                    .find(|c| matches!(c.role, Some(Role::Municipality | Role::State)))
+                    .map(|c| c.header.clone())
+                    .unwrap_or_default(),
+                max_page_bytes: page_bytes,
+            };
+            source::paged::open_paged(location, &settings.http, guard, paging).await
+        }
+        Protocol::Sidra => {
+            source::paged::open_sidra(location, &settings.http, guard, fields(), page_bytes).await
+        }
+    };
+    if let Some(status) = source::answered_status(&opened) {
+        progress
+            .source_status
+            .store(status, std::sync::atomic::Ordering::Relaxed);
+    }
+    opened
+}
+
 pub(super) fn spawn_download(
     opened: source::Opened,
     bytes: mpsc::Sender<io::Result<Bytes>>,

@@ -16,15 +16,14 @@ use super::error::LoadError;
 use super::parser::{self, ParseInput, ParseSummary, PeriodTally, RowSink, Tabulated};
 use super::stages::{self, FirstFailure, Stage};
 use super::{AttemptInput, Context, LoadReport, LoadRequest, PeriodOutcome, guards};
-use crate::dataset::{Kind, Period, Protocol, Role, Target};
+use crate::dataset::{Kind, Period, Target};
 use crate::engine::aggregate::tabulated::{
     PeriodScope, write_cadunico_period, write_period, write_population_period, write_state_period,
 };
 use crate::engine::load::tabulated::{self as working, Grain, PeriodRecord};
 use crate::engine::load::{self, copy, ledger};
 use crate::engine::parse::{MunicipalityIndex, TabulatedRow};
-use crate::engine::source::paged::{Dialect, SolrPaging};
-use crate::engine::source::{self, OpenOutcome, Progress, Validators};
+use crate::engine::source::{OpenOutcome, Progress, Validators};
 
 /// Encodes the file's rows as binary COPY chunks for the working table.
 struct WorkingSink {
@@ -96,63 +95,15 @@ pub(super) async fn attempt(
     };
 
     // 1. The source, asked with the last published download's validators.
-    let opened = match spec.source.protocol {
-        Protocol::File => {
-            source::open_guarded(
-                input.location,
-                &settings.http,
-                conditional.as_ref(),
-                request.redirect_guard.clone(),
-            )
-            .await
-        }
-        // A paged service: read page by page into one CSV stream.
-        Protocol::Solr | Protocol::Odata => {
-            let columns = &spec.layouts[0].columns;
-            let key = columns
-                .iter()
-                .find(|c| c.role == Some(Role::Municipality) || c.role == Some(Role::State))
-                .map(|c| c.header.clone())
-                .unwrap_or_default();
-            let paging = SolrPaging {
-                dialect: match spec.source.protocol {
-                    Protocol::Odata => Dialect::Odata,
-                    _ => Dialect::Solr,
-                },
-                rows: spec.source.page_rows,
-                fields: columns.iter().map(|c| c.header.clone()).collect(),
-                key,
-                max_page_bytes: source::paged::MAX_PAGE_BYTES.min(settings.http.max_download_bytes),
-            };
-            source::paged::open_paged(
-                input.location,
-                &settings.http,
-                request.redirect_guard.clone(),
-                paging,
-            )
-            .await
-        }
-        Protocol::Sidra => {
-            let fields = spec.layouts[0]
-                .columns
-                .iter()
-                .map(|c| c.header.clone())
-                .collect();
-            source::paged::open_sidra(
-                input.location,
-                &settings.http,
-                request.redirect_guard.clone(),
-                fields,
-                source::paged::MAX_PAGE_BYTES.min(settings.http.max_download_bytes),
-            )
-            .await
-        }
-    };
-    if let Some(status) = source::answered_status(&opened) {
-        progress
-            .source_status
-            .store(status, std::sync::atomic::Ordering::Relaxed);
-    }
+    let opened = stages::open_source(
+        spec,
+        input.location,
+        settings,
+        conditional.as_ref(),
+        request.redirect_guard.clone(),
+        &progress,
+    )
+    .await;
     let opened = match opened? {
         OpenOutcome::NotModified(meta) => {
             ledger::abandon_dead(client).await?;
@@ -166,16 +117,9 @@ pub(super) async fn attempt(
 
     // 2. The load transaction, locked for the whole file, with its working
     // table (see pipeline::attempt for why the connection leaves the pool).
-    let mut connection = deadpool_postgres::Object::take(ctx.pool.get().await?);
-    if let Ok(mut slot) = input.session.lock() {
-        *slot = Some(connection.cancel_token());
-    }
+    let mut connection = super::load_connection(ctx, &input).await?;
     let tx = connection.transaction().await?;
-    if let Some(step) = input.step {
-        step.load_session(load::session::name(&tx, &step.application_name()).await?);
-    }
-    let db = &settings.database;
-    load::session::limit(&tx, db.statement_timeout_s, db.lock_timeout_ms).await?;
+    super::begin(&tx, settings, input.step).await?;
     if !load::session::try_lock_file(&tx, input.program_id).await? {
         return Err(LoadError::Busy {
             dataset: spec.dataset.clone(),
