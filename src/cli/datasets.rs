@@ -63,6 +63,7 @@ pub(crate) async fn run(settings: Settings) -> CliResult {
             None => ("on demand".into(), "-".into(), "-".into()),
         };
         let cadence = match (s.cadence.every_months, s.cadence.anchor) {
+            _ if s.kind.is_snapshot() => "snapshot".to_string(),
             (1, _) | (_, None) => "monthly".to_string(),
             (12, Some(a)) => format!("yearly: {a}"),
             (n, Some(a)) => format!("{n}-monthly: {a}"),

@@ -60,7 +60,7 @@ pub(crate) async fn run(settings: Settings, args: DemoArgs) -> CliResult {
     refuse_real_data(&ctx, &target.description).await?;
     let reference_spec =
         dataset::find(&settings.load.jobs_dir, "municipios").map_err(super::usage)?;
-    let reference = super::run::load_reference(&ctx, &reference_spec, None, false, &cancel)
+    let reference = super::run::load_snapshot(&ctx, &reference_spec, None, false, &cancel)
         .await
         .map_err(|failure| match failure {
             super::Failure::Failed(e) => {
@@ -68,10 +68,7 @@ pub(crate) async fn run(settings: Settings, args: DemoArgs) -> CliResult {
             }
             usage => usage,
         })?;
-    println!(
-        "reference data: {} states, {} municipalities",
-        reference.states, reference.municipalities
-    );
+    println!("reference data: {}", reference.summary);
     let period =
         Period::new(DEMO_YEAR, DEMO_MONTH).ok_or_else(|| anyhow::anyhow!("bad demo period"))?;
     let name = format!("{:06}_NovoBolsaFamilia.zip", period.yyyymm());

@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::{CliResult, Failure, usage};
 use crate::config::Settings;
-use crate::dataset::{self, Kind, Period, Spec};
+use crate::dataset::{self, Period, Spec};
 use crate::service::queue::{self, NewJob, Priority, Trigger};
 
 #[derive(Debug, Args)]
@@ -36,9 +36,10 @@ pub(crate) struct EnqueueArgs {
 /// The payments spec named `dataset`, or a usage error.
 pub(crate) fn payments_spec(settings: &Settings, dataset: &str) -> Result<Spec, Failure> {
     let spec = dataset::find(&settings.load.jobs_dir, dataset).map_err(usage)?;
-    if spec.kind == Kind::Reference {
+    if spec.kind.is_snapshot() {
         return Err(usage(anyhow!(
-            "{dataset} is reference data: load it with `carga run {dataset}`"
+            "{dataset} is {} data (a snapshot with no period): load it with `carga run {dataset}`",
+            spec.kind.as_str()
         )));
     }
     Ok(spec)

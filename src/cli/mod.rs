@@ -267,9 +267,10 @@ pub(crate) async fn migrate_when_reachable(
 fn refuse_reference_validation(settings: &Settings, dataset: &str) -> CliResult {
     // An unknown dataset is reported by `validate` itself.
     if let Ok(spec) = crate::dataset::find(&settings.load.jobs_dir, dataset) {
-        if spec.kind == crate::dataset::Kind::Reference {
+        if spec.kind.is_snapshot() {
             return Err(usage(anyhow::anyhow!(
-                "{dataset} is reference data: `validate` checks payments files (load it with `carga run {dataset} [--url FILE]`)"
+                "{dataset} is {} data: `validate` checks payments files (load it with `carga run {dataset} [--url FILE]`)",
+                spec.kind.as_str()
             )));
         }
     }

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CliResult, Failure, brl, usage};
 use crate::config::Settings;
-use crate::dataset::{self, Kind, Period};
+use crate::dataset::{self, Period};
 use crate::engine::pipeline::{self, LoadReport, LoadRequest, Outcome};
 use crate::engine::source::Progress;
 
@@ -30,24 +30,20 @@ pub(crate) struct RunArgs {
 
 pub(crate) async fn run(settings: Settings, args: RunArgs) -> CliResult {
     let spec = dataset::find(&settings.load.jobs_dir, &args.dataset).map_err(usage)?;
-    if spec.kind == Kind::Reference {
+    if spec.kind.is_snapshot() {
         if args.period.is_some() {
             return Err(usage(anyhow!(
-                "{} is reference data, not monthly: --period does not apply",
-                spec.dataset
+                "{} is {} data (a snapshot), not monthly: --period does not apply",
+                spec.dataset,
+                spec.kind.as_str()
             )));
         }
         let cancel = super::cancel_on_signal();
         let ctx = super::connect(&settings).await?;
-        let report = load_reference(&ctx, &spec, args.url.as_deref(), args.force, &cancel).await?;
+        let report = load_snapshot(&ctx, &spec, args.url.as_deref(), args.force, &cancel).await?;
         println!(
-            "{}: published (load {}): {} states, {} municipalities ({} with a SIAFI code) in {:.2}s",
-            spec.dataset,
-            report.load_id,
-            report.states,
-            report.municipalities,
-            report.with_siafi,
-            report.seconds
+            "{}: published (load {}): {} in {:.2}s",
+            spec.dataset, report.load_id, report.summary, report.seconds
         );
         return Ok(());
     }
@@ -84,16 +80,16 @@ pub(crate) async fn run(settings: Settings, args: RunArgs) -> CliResult {
     Ok(())
 }
 
-/// Loads the reference data (states and municipalities); `cancel` (SIGINT,
-/// SIGTERM) drops the attempt, which rolls its transaction back.
-pub(crate) async fn load_reference(
+/// Loads a snapshot (the states and municipalities, or places); `cancel`
+/// (SIGINT, SIGTERM) drops the attempt, which rolls its transaction back.
+pub(crate) async fn load_snapshot(
     ctx: &pipeline::Context,
     spec: &dataset::Spec,
     url: Option<&str>,
     force: bool,
     cancel: &CancellationToken,
-) -> Result<crate::engine::reference::ReferenceReport, Failure> {
-    crate::engine::reference::run(ctx, spec, url, force, cancel.cancelled())
+) -> Result<crate::engine::snapshot::SnapshotReport, Failure> {
+    crate::engine::snapshot::run(ctx, spec, url, force, cancel.cancelled())
         .await
         .map_err(|e| Failure::Failed(e.into()))
 }

@@ -25,8 +25,8 @@ pub(crate) struct ValidateArgs {
 
 /// The shipped municipality list as a lookup (ids are the IBGE codes).
 fn builtin_index() -> MunicipalityIndex {
-    let municipalities = crate::engine::reference::parse_municipalities(
-        crate::engine::reference::MUNICIPIOS_CSV,
+    let municipalities = crate::engine::snapshot::reference::parse_municipalities(
+        crate::engine::snapshot::reference::MUNICIPIOS_CSV,
         "municipios.csv",
     )
     .unwrap_or_default();

@@ -31,6 +31,15 @@ pub(crate) enum Role {
     /// A figure of the target table named by the column's `measure`
     /// (`target = "cadunico_data"`); columns naming one measure are summed.
     Measure,
+    /// A `places` dataset's natural key (the source's id of the place).
+    Key,
+    /// A `places` dataset's place name (a CRAS's): names no person.
+    PlaceName,
+    /// A `places` dataset's text column named by `field`; columns naming
+    /// one field are joined with ", " (a street and its number).
+    Field,
+    /// A `places` dataset's coordinates (`lat_lon`).
+    Location,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -72,6 +81,11 @@ pub(crate) enum ColumnType {
     BrlPoint,
     /// 11-digit NIS; anything else (sentinels, masks, empty) is "no NIS".
     Nis,
+    /// `"-23.55,-46.63"`: latitude and longitude in degrees (SAGI's
+    /// `georef_location`), inside Brazil's bounding box.
+    LatLon,
+    /// A postal code: 8 digits, `-` and `.` allowed between them.
+    Cep,
     Text,
 }
 
@@ -119,6 +133,9 @@ pub(crate) struct Column {
     /// For the `measure` role: the target table's column it fills.
     #[serde(default)]
     pub(crate) measure: Option<String>,
+    /// For the `field` role: the target table's text column it fills.
+    #[serde(default)]
+    pub(crate) field: Option<String>,
 }
 
 /// What a layout's rows are, for the roles its columns must have.
@@ -131,6 +148,8 @@ pub(super) enum Shape {
     /// Rows that map to a state through a shipped table, in parts and
     /// approvals (`state_level`).
     StateLevel,
+    /// One row per place, by a natural key (`places`).
+    Places,
 }
 
 /// Checks a layout's columns. A payments layout has exactly one
@@ -173,6 +192,10 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
             Some(Role::Version) => &[ColumnType::IsoDate, ColumnType::Despacho],
             Some(Role::Part) => &[ColumnType::Count],
             Some(Role::Measure) => &[ColumnType::Count, ColumnType::Integer],
+            Some(Role::Key) => &[ColumnType::Text, ColumnType::Integer],
+            Some(Role::PlaceName) => &[ColumnType::Text],
+            Some(Role::Field) => &[ColumnType::Text, ColumnType::Cep],
+            Some(Role::Location) => &[ColumnType::LatLon],
             None => &[ColumnType::Text, ColumnType::Nis, ColumnType::Yyyymm],
         };
         if !expected.contains(&c.column_type) {
@@ -222,6 +245,22 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
                 Role::Part,
             ],
         ),
+        Shape::Places => (
+            &[Role::Key, Role::Municipality, Role::PlaceName],
+            &[Role::Location],
+            &[
+                Role::ReferenceMonth,
+                Role::CompetenceMonth,
+                Role::Beneficiary,
+                Role::Value,
+                Role::Beneficiaries,
+                Role::Families,
+                Role::State,
+                Role::Version,
+                Role::Part,
+                Role::Measure,
+            ],
+        ),
         Shape::StateLevel => (
             &[Role::ReferenceMonth, Role::State],
             &[Role::Families, Role::Value, Role::Part],
@@ -267,6 +306,7 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
                     Shape::Payments { .. } => "payments",
                     Shape::Tabulated => "aggregates",
                     Shape::StateLevel => "state_level",
+                    Shape::Places => "places",
                 }
             ));
         }
@@ -306,6 +346,21 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
             }
             (None, _) => {}
         }
+        if c.field.is_some() != (c.role == Some(Role::Field)) {
+            return Err(format!(
+                "columns[{i}].field: a column with role \"field\" names the target column it fills, and only it"
+            ));
+        }
+        let stored = matches!(c.role, Some(Role::PlaceName | Role::Field | Role::Key));
+        if stored && c.privacy != Privacy::Keep {
+            return Err(format!(
+                "columns[{i}].privacy: a {:?} column is stored as it is: say \"keep\"",
+                c.role
+            ));
+        }
+    }
+    if shape == Shape::Places {
+        return Ok(());
     }
     if shape
         != (Shape::Payments {
@@ -345,6 +400,8 @@ const NAME_WORDS: &[&str] = &[
     "FAVORECIDO",
     "BENEFICIARIO",
     "REPRESENTANTE",
+    // SAGI's equipment register names the person in charge (`responsavel`).
+    "RESPONSAVEL",
 ];
 const PLACE_WORDS: &[&str] = &[
     "MUNICIPIO",
@@ -365,6 +422,9 @@ pub(super) fn is_personal(column: &Column) -> bool {
     if column.column_type == ColumnType::Nis || column.role == Some(Role::Beneficiary) {
         return true;
     }
+    // A place's own name (`nome` of a CRAS) names no person; an identifier
+    // of a person in its header still does.
+    let place_name = column.role == Some(Role::PlaceName);
     let names = std::iter::once(column.header.as_str())
         .chain(column.aliases.iter().map(String::as_str))
         .chain(std::iter::once(column.name.as_str()));
@@ -376,7 +436,7 @@ pub(super) fn is_personal(column: &Column) -> bool {
             .collect();
         let has = |list: &[&str]| words.iter().any(|w| list.contains(w));
         has(PERSONAL_WORDS)
-            || (has(NAME_WORDS) && !has(PLACE_WORDS))
+            || (has(NAME_WORDS) && !has(PLACE_WORDS) && (!place_name || has(&NAME_WORDS[2..])))
             || (has(&["NUMERO", "NUMBER"]) && has(&["BENEFICIO", "BENEFIT"]))
     })
 }

@@ -44,6 +44,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ),
     ("bpc.toml", include_str!("../../jobs/bpc.toml")),
     ("cadunico.toml", include_str!("../../jobs/cadunico.toml")),
+    ("cras.toml", include_str!("../../jobs/cras.toml")),
     (
         "dignidade-menstrual.toml",
         include_str!("../../jobs/dignidade-menstrual.toml"),
@@ -272,14 +273,55 @@ impl Spec {
                 ));
             }
             Target::BeneficiaryData => {}
+            Target::CrasLocations => {
+                if raw.kind != Kind::Places {
+                    return Err(invalid(
+                        "target: cras_locations is written by a places dataset".into(),
+                    ));
+                }
+            }
+        }
+        if raw.kind == Kind::Places {
+            validate_columns(&raw.columns, Shape::Places).map_err(invalid)?;
+            if raw.target != Target::CrasLocations {
+                return Err(invalid(
+                    "target: a places dataset names the table it writes (\"cras_locations\")"
+                        .into(),
+                ));
+            }
+            let fields = raw.target.place_fields();
+            for (i, c) in raw.columns.iter().enumerate() {
+                if let Some(f) = &c.field {
+                    if f == fields[0].0 || !fields.iter().any(|(name, _)| name == f) {
+                        return Err(invalid(format!(
+                            "columns[{i}].field: {f:?} is not a text column this target has besides the place name ({})",
+                            fields[1..]
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )));
+                    }
+                }
+            }
+            if ["{yyyymm}", "{yyyy}", "{mm}"]
+                .iter()
+                .any(|p| raw.source.url.contains(p))
+                || raw.cadence.is_some()
+            {
+                return Err(invalid(
+                    "source.url: a places dataset is a snapshot with no period: no {yyyymm}, {yyyy}, {mm} or [cadence]".into(),
+                ));
+            }
         }
         if raw.source.protocol != Protocol::File {
             let plain = raw.source.container == Container::Plain
                 && raw.source.encoding == Encoding::Utf8
                 && raw.source.delimiter == ",";
-            if !plain || !raw.kind.is_tabulated() || !raw.layouts.is_empty() {
+            let kind_reads = raw.kind.is_tabulated() || raw.kind == Kind::Places;
+            if !plain || !kind_reads || !raw.layouts.is_empty() {
                 return Err(invalid(
-                    "source.protocol: a solr, odata or sidra source is read as one CSV (container \"plain\", encoding \"utf-8\", delimiter \",\", no [[layouts]]) by an aggregates or state_level dataset".into(),
+                    "source.protocol: a solr, odata or sidra source is read as one CSV (container \"plain\", encoding \"utf-8\", delimiter \",\", no [[layouts]]) by an aggregates, state_level or places dataset".into(),
                 ));
             }
             let url = &raw.source.url;
@@ -320,8 +362,11 @@ impl Spec {
                 first.name
             )));
         }
-        if raw.kind == Kind::Reference && !raw.layouts.is_empty() {
-            return Err(invalid("layouts: reference data has one layout".into()));
+        if raw.kind.is_snapshot() && !raw.layouts.is_empty() {
+            return Err(invalid(format!(
+                "layouts: {} data has one layout",
+                raw.kind.as_str()
+            )));
         }
         let shape = match raw.kind {
             Kind::Aggregates => Shape::Tabulated,
@@ -536,6 +581,44 @@ mod tests {
             "CODIGO SIAFI MUNICIPIO"
         );
         assert_eq!(header_key("\u{feff}MÊS REFERÊNCIA "), "MES REFERENCIA");
+    }
+
+    /// cras.toml with one more column, `extra`.
+    fn cras_with(extra: &str) -> Result<Spec, SpecError> {
+        let text = format!(
+            "{}\n[[columns]]\n{extra}\n",
+            include_str!("../../jobs/cras.toml")
+        );
+        Spec::parse("jobs/cras.toml", &text)
+    }
+
+    #[test]
+    fn a_places_spec_keeps_a_place_name_but_never_a_person() {
+        let spec = cras_with("name = \"extra\"\nheader = \"bairro2\"\ntype = \"text\"")
+            .expect("cras with a dropped column");
+        assert_eq!(spec.kind, Kind::Places);
+        // The person in charge, kept as a field: refused.
+        let err = cras_with(
+            "name = \"chefe\"\nheader = \"responsavel\"\ntype = \"text\"\nrole = \"field\"\nfield = \"email\"\nprivacy = \"keep\"",
+        )
+        .expect_err("a person's name");
+        assert!(err.to_string().contains("holds personal data"), "{err}");
+        // A name column that is not the place's: refused.
+        let err = cras_with(
+            "name = \"nome_coordenador\"\nheader = \"nome\"\ntype = \"text\"\nrole = \"field\"\nfield = \"email\"\nprivacy = \"keep\"",
+        )
+        .expect_err("a person's name");
+        assert!(err.to_string().contains("holds personal data"), "{err}");
+        // Not a column of the target.
+        let err = cras_with(
+            "name = \"x\"\nheader = \"x\"\ntype = \"text\"\nrole = \"field\"\nfield = \"servicos\"\nprivacy = \"keep\"",
+        )
+        .expect_err("no such field");
+        assert!(err.to_string().contains("columns[9].field"), "{err}");
+        // A snapshot has no period.
+        let text = include_str!("../../jobs/cras.toml").replace("wt=json", "wt=json&fq=ano:{yyyy}");
+        let err = Spec::parse("cras.toml", &text).expect_err("a period");
+        assert!(err.to_string().contains("no period"), "{err}");
     }
 
     /// bpc.toml with one more column, `extra`, appended to the list.

@@ -18,6 +18,9 @@ pub(crate) enum Kind {
     StateLevel,
     /// States and municipalities (IBGE list with SIAFI codes).
     Reference,
+    /// A snapshot of places (CRAS), one row each by a natural key: upserted,
+    /// and a place gone from the source removed, in one transaction.
+    Places,
 }
 
 impl Kind {
@@ -27,6 +30,12 @@ impl Kind {
         matches!(self, Kind::Aggregates | Kind::StateLevel)
     }
 
+    /// A snapshot of the source with no period (`reference`, `places`):
+    /// loaded whole in one transaction, on demand or on a schedule.
+    pub(crate) const fn is_snapshot(self) -> bool {
+        matches!(self, Kind::Reference | Kind::Places)
+    }
+
     /// As a spec writes it.
     pub(crate) const fn as_str(self) -> &'static str {
         match self {
@@ -34,6 +43,7 @@ impl Kind {
             Kind::Aggregates => "aggregates",
             Kind::StateLevel => "state_level",
             Kind::Reference => "reference",
+            Kind::Places => "places",
         }
     }
 }
@@ -110,6 +120,8 @@ pub(crate) enum Target {
     CadunicoData,
     /// `municipalities.population`: from the latest period only.
     MunicipalitiesPopulation,
+    /// `cras_locations` (a `places` dataset): one row per CRAS.
+    CrasLocations,
 }
 
 impl Target {
@@ -120,6 +132,17 @@ impl Target {
             Target::BeneficiaryData => &[],
             Target::CadunicoData => &CADUNICO_MEASURES,
             Target::MunicipalitiesPopulation => &["population"],
+            Target::CrasLocations => &[],
+        }
+    }
+
+    /// The text columns a `places` dataset's `field` columns may fill, with
+    /// the API's widths (the seed's alembic 006_add_cras_locations.py): a
+    /// longer value is a reject, never cut.
+    pub(crate) fn place_fields(self) -> &'static [(&'static str, usize)] {
+        match self {
+            Target::CrasLocations => &CRAS_FIELDS,
+            _ => &[],
         }
     }
 
@@ -129,6 +152,17 @@ impl Target {
         self == Target::BeneficiaryData
     }
 }
+
+/// `cras_locations`' text columns and widths, `nome` (the place name)
+/// first.
+pub(crate) const CRAS_FIELDS: [(&str, usize); 6] = [
+    ("nome", 255),
+    ("endereco", 500),
+    ("bairro", 100),
+    ("cep", 8),
+    ("telefone", 20),
+    ("email", 255),
+];
 
 /// `cadunico_data`'s figure columns a `measure` may name (the API's schema:
 /// the seed's alembic 001_initial_schema.py), in the working table's order.

@@ -16,6 +16,6 @@ pub mod decode;
 pub mod load;
 pub mod parse;
 pub mod pipeline;
-pub mod reference;
 pub mod sample;
+pub mod snapshot;
 pub mod source;

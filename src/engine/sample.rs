@@ -9,7 +9,7 @@ use crate::money::format_brl;
 use std::io::{self, Seek, Write};
 
 use crate::dataset::Period;
-use crate::engine::reference;
+use crate::engine::snapshot::reference;
 
 /// Novo Bolsa Família's header, as the Portal writes it (Windows-1252).
 pub const NBF_HEADER: &[u8] = b"\"M\xcaS COMPET\xcaNCIA\";\"M\xcaS REFER\xcaNCIA\";\"UF\";\"C\xd3DIGO MUNIC\xcdPIO SIAFI\";\"NOME MUNIC\xcdPIO\";\"CPF FAVORECIDO\";\"NIS FAVORECIDO\";\"NOME FAVORECIDO\";\"VALOR PARCELA\"\r\n";

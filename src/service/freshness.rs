@@ -14,7 +14,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 
-use crate::dataset::{Kind, Period, Spec};
+use crate::dataset::{Period, Spec};
 use crate::engine::load::ledger::LedgerStatus;
 use crate::service::queue::JobState;
 
@@ -128,7 +128,7 @@ pub async fn datasets(
     }
     let at_source = source_periods(client, specs).await?;
     let mut out = Vec::new();
-    for spec in specs.iter().filter(|s| s.kind != Kind::Reference) {
+    for spec in specs.iter().filter(|s| !s.kind.is_snapshot()) {
         let periods: Vec<Period> = published
             .get(&spec.dataset)
             .map(|s| s.iter().map(|d| Period::from_date(*d)).collect())

@@ -25,7 +25,7 @@ use tracing::Instrument;
 
 use crate::code::Code;
 use crate::config::QueueSettings;
-use crate::dataset::{self, Kind, Spec};
+use crate::dataset::{self, Spec};
 use crate::engine::pipeline::{self, Context, LoadError, LoadRequest, Outcome};
 use crate::engine::source::Progress;
 use crate::service::queue::{self, Beat, Claimed, Clock, Ending, JobFence, retry};
@@ -71,7 +71,7 @@ pub struct Runner {
 /// What a finished load produced.
 enum Done {
     Payments(pipeline::LoadReport),
-    Reference(crate::engine::reference::ReferenceReport),
+    Snapshot(crate::engine::snapshot::SnapshotReport),
 }
 
 /// Why a running load was asked to stop.
@@ -304,7 +304,7 @@ impl Runner {
             };
             return self.record(&job, &ending, None).await;
         };
-        let reference = spec.kind == Kind::Reference;
+        let snapshot = spec.kind.is_snapshot();
         let url = match job
             .url
             .as_ref()
@@ -355,12 +355,13 @@ impl Runner {
             let cancel = cancel.clone();
             tokio::spawn(
                 async move {
-                    if reference {
-                        // States and municipalities: idempotent upserts in
-                        // one transaction, completed after it (at least once,
-                        // harmless); the same heartbeat, timeout and stops.
+                    if snapshot {
+                        // States and municipalities, or places: idempotent
+                        // upserts in one transaction, completed after it (at
+                        // least once, harmless); the same heartbeat, timeout
+                        // and stops.
                         let url = request.url.as_deref();
-                        return crate::engine::reference::run(
+                        return crate::engine::snapshot::run(
                             &ctx,
                             &request.spec,
                             url,
@@ -368,7 +369,7 @@ impl Runner {
                             cancel.cancelled_owned(),
                         )
                         .await
-                        .map(Done::Reference);
+                        .map(Done::Snapshot);
                     }
                     pipeline::run_with(
                         &ctx,
@@ -401,7 +402,7 @@ impl Runner {
                 code: Code::Panic,
                 message: format!("the load panicked: {}", panic_text(join)),
             }),
-            Ok(Ok(Done::Reference(report))) => Some(Ending::Succeeded {
+            Ok(Ok(Done::Snapshot(report))) => Some(Ending::Succeeded {
                 load_id: report.load_id,
                 outcome: "published",
             }),

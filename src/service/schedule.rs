@@ -73,9 +73,8 @@ pub fn due(
     spec: &Spec,
     now: DateTime<Utc>,
 ) -> Result<Option<(DateTime<Utc>, Period)>, ScheduleError> {
-    Ok(slot_at(spec, now)?.filter(|(_, period)| {
-        spec.kind == crate::dataset::Kind::Reference || spec.check_period(*period, false).is_ok()
-    }))
+    Ok(slot_at(spec, now)?
+        .filter(|(_, period)| spec.kind.is_snapshot() || spec.check_period(*period, false).is_ok()))
 }
 
 /// The next slot after `now` that has something to load (for `carga

@@ -105,7 +105,10 @@ const SQL_ROOMS: [(&str, &str); 7] = [
         "payments partitions, the ledger, the load's session",
     ),
     ("src/engine/aggregate", "the dashboard's aggregate tables"),
-    ("src/engine/reference.rs", "states and municipalities"),
+    (
+        "src/engine/snapshot",
+        "snapshots: states, municipalities, places (CRAS)",
+    ),
     (
         "src/service/queue",
         "jobs, attempts, webhook deliveries, the clock",

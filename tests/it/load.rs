@@ -705,14 +705,16 @@ async fn an_unusable_spill_directory_fails_the_load_and_keeps_the_old_data() {
 #[tokio::test]
 async fn the_reference_load_reads_a_url_and_guards_its_size() {
     let mut app = TestApp::new().await;
-    let full = carga::engine::reference::MUNICIPIOS_CSV.as_bytes().to_vec();
-    let short: Vec<u8> = carga::engine::reference::MUNICIPIOS_CSV
+    let full = carga::engine::snapshot::reference::MUNICIPIOS_CSV
+        .as_bytes()
+        .to_vec();
+    let short: Vec<u8> = carga::engine::snapshot::reference::MUNICIPIOS_CSV
         .lines()
         .take(101)
         .collect::<Vec<_>>()
         .join("\n")
         .into_bytes();
-    let broken = carga::engine::reference::MUNICIPIOS_CSV
+    let broken = carga::engine::snapshot::reference::MUNICIPIOS_CSV
         .replacen("siafi_id", "siafi", 1)
         .into_bytes();
     let urls = app
@@ -723,7 +725,7 @@ async fn the_reference_load_reads_a_url_and_guards_its_size() {
         ])
         .await;
     let spec = carga::dataset::find(&app.ctx.settings.load.jobs_dir, "municipios").expect("spec");
-    let report = carga::engine::reference::run(
+    let report = carga::engine::snapshot::reference::run(
         &app.ctx,
         &spec,
         Some(&urls["full.csv"]),
@@ -736,7 +738,7 @@ async fn the_reference_load_reads_a_url_and_guards_its_size() {
         (report.states, report.municipalities, report.with_siafi),
         (27, 5571, 5571)
     );
-    let err = carga::engine::reference::run(
+    let err = carga::engine::snapshot::reference::run(
         &app.ctx,
         &spec,
         Some(&urls["broken.csv"]),
@@ -746,7 +748,7 @@ async fn the_reference_load_reads_a_url_and_guards_its_size() {
     .await
     .expect_err("missing column");
     assert!(err.to_string().contains("siafi_id"), "{err}");
-    let err = carga::engine::reference::run(
+    let err = carga::engine::snapshot::reference::run(
         &app.ctx,
         &spec,
         Some(&urls["short.csv"]),
@@ -756,7 +758,7 @@ async fn the_reference_load_reads_a_url_and_guards_its_size() {
     .await
     .expect_err("shrunk");
     assert_eq!(err.code(), "shrink_guard", "{err}");
-    let forced = carga::engine::reference::run(
+    let forced = carga::engine::snapshot::reference::run(
         &app.ctx,
         &spec,
         Some(&urls["short.csv"]),

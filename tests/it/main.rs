@@ -12,6 +12,7 @@ mod faults;
 mod generations;
 mod kinds;
 mod load;
+mod places;
 mod portal;
 mod privacy;
 mod queue;

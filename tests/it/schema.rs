@@ -64,7 +64,7 @@ async fn migrations_adopt_the_api_schema_without_rewriting_it() {
     // Reference data and a load work on it, keeping what the API set.
     let ctx = db.context().await;
     let spec = dataset::find(&ctx.settings.load.jobs_dir, "municipios").expect("spec");
-    carga::engine::reference::run(&ctx, &spec, None, false, std::future::pending())
+    carga::engine::snapshot::reference::run(&ctx, &spec, None, false, std::future::pending())
         .await
         .expect("reference");
     let sp: (i32, Option<i32>, Option<String>) = {

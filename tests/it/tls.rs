@@ -390,7 +390,7 @@ async fn verify_full_runs_the_whole_path_over_tls() {
     let runner = Arc::new(app.runner().expect("runner"));
     let ctx = runner.context().clone();
     let spec = carga::dataset::find(&settings.load.jobs_dir, "municipios").expect("spec");
-    carga::engine::reference::run(&ctx, &spec, None, false, std::future::pending())
+    carga::engine::snapshot::reference::run(&ctx, &spec, None, false, std::future::pending())
         .await
         .expect("reference data over TLS");
     let observer = carga::db::connect(&target.config, &target.tls, "observer")

@@ -227,6 +227,19 @@ pub(crate) async fn publish_reference(
     dataset: &str,
     rows: i64,
 ) -> Result<(), tokio_postgres::Error> {
+    publish_snapshot(client, load_id, dataset, rows, rows, 0).await
+}
+
+/// Publishes a snapshot's load (no period): the dataset's previous one is
+/// superseded.
+pub(crate) async fn publish_snapshot(
+    client: &impl GenericClient,
+    load_id: i64,
+    dataset: &str,
+    read: i64,
+    loaded: i64,
+    rejected: i64,
+) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
             "UPDATE carga.loads SET status = $2 WHERE dataset = $1 AND status = $3",
@@ -239,9 +252,16 @@ pub(crate) async fn publish_reference(
         .await?;
     client
         .execute(
-            "UPDATE carga.loads SET status = $3, finished_at = clock_timestamp(), rows_read = $2, rows_loaded = $2
+            "UPDATE carga.loads SET status = $3, finished_at = clock_timestamp(), rows_read = $2,
+                    rows_loaded = $4, rows_rejected = $5
              WHERE id = $1",
-            &[&load_id, &rows, &LedgerStatus::Published],
+            &[
+                &load_id,
+                &read,
+                &LedgerStatus::Published,
+                &loaded,
+                &rejected,
+            ],
         )
         .await?;
     Ok(())

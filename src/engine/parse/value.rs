@@ -352,8 +352,56 @@ pub fn shaped(column_type: ColumnType, field: &[u8]) -> bool {
                     .iter()
                     .all(|b| b.is_ascii_digit() || *b == b'.' || *b == b',')
         }
+        // Coordinates and postal codes are places', never a person's.
+        ColumnType::LatLon => field
+            .iter()
+            .all(|b| b.is_ascii_digit() || b"-+.,\\ ".contains(b)),
+        ColumnType::Cep => field
+            .iter()
+            .all(|b| b.is_ascii_digit() || b"-.".contains(b)),
         ColumnType::Nis | ColumnType::Text => false,
     }
+}
+
+/// Brazil's bounding box, in degrees, with a quarter degree of margin: the
+/// seed's `ingest_cras.py` L40-43 (-33.75 to 5.27 latitude, -73.99 to
+/// -32.39 longitude: Chuí, Monte Caburaí, the Serra do Divisor, Fernando de
+/// Noronha).
+const LATITUDE: (f64, f64) = (-34.0, 5.52);
+const LONGITUDE: (f64, f64) = (-74.24, -32.14);
+
+/// `"-23.5505,-46.6333"` (SAGI's `georef_location`: latitude, a comma,
+/// longitude; the comma escaped as `\,` in Solr's CSV writer) inside
+/// Brazil's bounding box, as (latitude, longitude). A point outside it (a
+/// swapped pair, a zero) is `None`: a reject, never a wrong pin.
+pub fn lat_lon(field: &[u8]) -> Option<(f64, f64)> {
+    let text = std::str::from_utf8(trim(field)).ok()?;
+    let (lat, lon) = text.split_once(',')?;
+    let lat = lat.strip_suffix('\\').unwrap_or(lat);
+    let number = |t: &str| -> Option<f64> {
+        let t = t.trim();
+        let plain = !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+');
+        t.parse::<f64>().ok().filter(|v| plain && v.is_finite())
+    };
+    let (lat, lon) = (number(lat)?, number(lon)?);
+    let inside = |v: f64, (low, high): (f64, f64)| (low..=high).contains(&v);
+    (inside(lat, LATITUDE) && inside(lon, LONGITUDE)).then_some((lat, lon))
+}
+
+/// A postal code (`01310-100`, `01.310-100`, `01310100`) as its 8 digits.
+pub fn cep(field: &[u8]) -> Option<String> {
+    let field = trim(field);
+    let digits: String = field
+        .iter()
+        .filter(|b| b.is_ascii_digit())
+        .map(|b| char::from(*b))
+        .collect();
+    let only = field
+        .iter()
+        .all(|b| b.is_ascii_digit() || *b == b'-' || *b == b'.');
+    (only && digits.len() == 8).then_some(digits)
 }
 
 /// Days from 2000-01-01 to the first day of `yyyymm` (PostgreSQL's binary
@@ -392,6 +440,41 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(&f(input.as_bytes()), want, "input {input:?}");
         }
+    }
+
+    #[test]
+    fn coordinates_are_a_pair_inside_brazil() {
+        check(
+            lat_lon,
+            &[
+                ("-23.5505,-46.6333", Some((-23.5505, -46.6333))),
+                (" -3.1,-60.02 ", Some((-3.1, -60.02))),
+                ("-23.5505\\,-46.6333", Some((-23.5505, -46.6333))),
+                ("-46.6333,-23.5505", None), // swapped
+                ("0,0", None),
+                ("-23.5505", None),
+                ("-23.5505;-46.6333", None),
+                ("1e1,-46", None),
+                ("NaN,-46", None),
+                ("", None),
+            ],
+        );
+    }
+
+    #[test]
+    fn postal_codes_are_eight_digits() {
+        let own = |s: &str| Some(s.to_string());
+        check(
+            cep,
+            &[
+                ("01310-100", own("01310100")),
+                ("01.310-100", own("01310100")),
+                ("01310100", own("01310100")),
+                ("1310-100", None),
+                ("01310-1000", None),
+                ("0131O100", None),
+            ],
+        );
     }
 
     #[test]

@@ -23,9 +23,9 @@ mod tabulated;
 mod validate;
 
 pub use error::LoadError;
-pub(crate) use guards::check_rejects;
+pub(crate) use guards::{check_rejects, reject_limit};
 pub(crate) use parser::{CopySink, ParseInput};
-pub(crate) use stages::{FirstFailure, Stage};
+pub(crate) use stages::{FirstFailure, Stage, open_source};
 pub use validate::{ValidateReport, validate};
 
 use std::sync::Arc;

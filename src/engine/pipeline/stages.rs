@@ -126,7 +126,7 @@ pub(super) fn inflate<R: io::BufRead>(
 /// Opens the spec's source at `location` by its protocol: a file (asked
 /// with `conditional` validators), a paged service read as one CSV stream,
 /// or a SIDRA answer. The status the source answered goes to `progress`.
-pub(super) async fn open_source(
+pub(crate) async fn open_source(
     spec: &crate::dataset::Spec,
     location: &str,
     settings: &Settings,
@@ -149,10 +149,16 @@ pub(super) async fn open_source(
                 },
                 rows: spec.source.page_rows,
                 fields: fields(),
-                // The key the query sorts by: its place column.
+                // The key the query sorts by: a place's own key, else its
+                // municipality or state column.
                 key: columns
                     .iter()
-                    .find(|c| matches!(c.role, Some(Role::Municipality | Role::State)))
+                    .find(|c| c.role == Some(Role::Key))
+                    .or_else(|| {
+                        columns
+                            .iter()
+                            .find(|c| matches!(c.role, Some(Role::Municipality | Role::State)))
+                    })
                     .map(|c| c.header.clone())
                     .unwrap_or_default(),
                 max_page_bytes: page_bytes,

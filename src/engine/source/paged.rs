@@ -176,7 +176,7 @@ fn csv_line(out: &mut Vec<u8>, fields: impl Iterator<Item = String>) {
         out.extend_from_slice(field.replace('"', "\"\"").as_bytes());
         out.push(b'"');
     }
-    out.extend_from_slice(b"\r\n");
+    out.push(b'\n');
 }
 
 /// Where the pager is.

@@ -15,7 +15,6 @@ use super::reject::{ApiJson, ApiPath, ApiQuery};
 use super::throttle::{Verdict, retry_after_secs};
 use super::webhook::Accepted;
 use super::{ApiError, AppState, ErrorBody};
-use crate::dataset::Kind;
 use crate::service::freshness::DatasetStatus;
 use crate::service::queue::{self, JobView, ListFilter, NewJob, Priority, Trigger};
 
@@ -225,7 +224,7 @@ pub(crate) async fn trigger_load(
     let spec = state
         .specs
         .iter()
-        .find(|s| s.dataset == dataset && s.kind != Kind::Reference)
+        .find(|s| s.dataset == dataset && !s.kind.is_snapshot())
         .ok_or_else(|| ApiError::unprocessable(format!("unknown dataset {dataset:?}")))?;
     spec.check_period(period, body.force)
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;

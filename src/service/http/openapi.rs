@@ -60,7 +60,7 @@ fn document_for(specs: &[crate::dataset::Spec]) -> Value {
     let all: Vec<&str> = specs.iter().map(|s| s.dataset.as_str()).collect();
     let payments: Vec<&str> = specs
         .iter()
-        .filter(|s| s.kind != crate::dataset::Kind::Reference)
+        .filter(|s| !s.kind.is_snapshot())
         .map(|s| s.dataset.as_str())
         .collect();
     let string_enum = |values: &[&str]| json!({"type": "string", "enum": values});

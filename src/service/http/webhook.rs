@@ -23,7 +23,7 @@ use sha2::Sha256;
 use super::reject::ApiPath;
 use super::{ApiError, AppState, ErrorBody};
 use crate::config::decode_secret;
-use crate::dataset::{Kind, Period, Spec};
+use crate::dataset::{Period, Spec};
 use crate::engine::source::allow::source_allowed;
 use crate::service::queue::{self, NewJob, Priority, Trigger};
 
@@ -211,7 +211,7 @@ pub(crate) async fn receive(
     let Some(spec) = state
         .specs
         .iter()
-        .find(|s| s.dataset == request.dataset && s.kind != Kind::Reference)
+        .find(|s| s.dataset == request.dataset && !s.kind.is_snapshot())
     else {
         return ApiError::unprocessable(format!("unknown dataset {:?}", request.dataset))
             .into_response();

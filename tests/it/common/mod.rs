@@ -8,6 +8,7 @@
 )]
 
 pub mod process;
+pub mod services;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -111,9 +112,15 @@ async fn ensure_template() -> String {
             carga::db::migrate(&target).await.expect("migrate template");
             let ctx = context(&url, settings.clone()).await;
             let spec = dataset::find(&settings.load.jobs_dir, "municipios").expect("spec");
-            carga::engine::reference::run(&ctx, &spec, None, false, std::future::pending())
-                .await
-                .expect("reference data");
+            carga::engine::snapshot::reference::run(
+                &ctx,
+                &spec,
+                None,
+                false,
+                std::future::pending(),
+            )
+            .await
+            .expect("reference data");
             ctx.pool.close();
         }
         client

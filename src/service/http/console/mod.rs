@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::throttle::{Verdict, retry_after_secs};
-use crate::dataset::{Kind, Period};
+use crate::dataset::Period;
 use crate::service::queue::{self, ListFilter, NewJob, Priority, Trigger};
 
 const CSS: &str = include_str!("assets/console.css");
@@ -437,7 +437,7 @@ async fn enqueue(
     let Some(spec) = state
         .specs
         .iter()
-        .find(|s| s.dataset == dataset && s.kind != Kind::Reference)
+        .find(|s| s.dataset == dataset && !s.kind.is_snapshot())
     else {
         return back(format!("unknown dataset {dataset:?}"));
     };

@@ -15,8 +15,8 @@ use crate::engine::load::ledger::{self, LedgerStatus};
 use crate::engine::pipeline::{Context, LoadError};
 use crate::engine::source::{self, OpenOutcome};
 
-pub const MUNICIPIOS_CSV: &str = include_str!("../../jobs/reference/municipios.csv");
-pub(crate) const ESTADOS_CSV: &str = include_str!("../../jobs/reference/estados.csv");
+pub const MUNICIPIOS_CSV: &str = include_str!("../../../jobs/reference/municipios.csv");
+pub(crate) const ESTADOS_CSV: &str = include_str!("../../../jobs/reference/estados.csv");
 
 /// Largest reference file accepted (the real one is 390 kB).
 const MAX_REFERENCE_BYTES: usize = 16 * 1024 * 1024;
