@@ -150,6 +150,8 @@ pub(super) enum Shape {
     StateLevel,
     /// One row per place, by a natural key (`places`).
     Places,
+    /// GeoJSON features keyed by one property (`boundaries`).
+    Boundaries,
 }
 
 /// Checks a layout's columns. A payments layout has exactly one
@@ -192,7 +194,7 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
             Some(Role::Version) => &[ColumnType::IsoDate, ColumnType::Despacho],
             Some(Role::Part) => &[ColumnType::Count],
             Some(Role::Measure) => &[ColumnType::Count, ColumnType::Integer],
-            Some(Role::Key) => &[ColumnType::Text, ColumnType::Integer],
+            Some(Role::Key) => &[ColumnType::Text, ColumnType::Integer, ColumnType::Ibge],
             Some(Role::PlaceName) => &[ColumnType::Text],
             Some(Role::Field) => &[ColumnType::Text, ColumnType::Cep],
             Some(Role::Location) => &[ColumnType::LatLon],
@@ -261,6 +263,26 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
                 Role::Measure,
             ],
         ),
+        Shape::Boundaries => (
+            &[Role::Key],
+            &[],
+            &[
+                Role::ReferenceMonth,
+                Role::CompetenceMonth,
+                Role::Municipality,
+                Role::Beneficiary,
+                Role::Value,
+                Role::Beneficiaries,
+                Role::Families,
+                Role::State,
+                Role::Version,
+                Role::Part,
+                Role::Measure,
+                Role::PlaceName,
+                Role::Field,
+                Role::Location,
+            ],
+        ),
         Shape::StateLevel => (
             &[Role::ReferenceMonth, Role::State],
             &[Role::Families, Role::Value, Role::Part],
@@ -307,6 +329,7 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
                     Shape::Tabulated => "aggregates",
                     Shape::StateLevel => "state_level",
                     Shape::Places => "places",
+                    Shape::Boundaries => "boundaries",
                 }
             ));
         }
@@ -359,7 +382,7 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
             ));
         }
     }
-    if shape == Shape::Places {
+    if matches!(shape, Shape::Places | Shape::Boundaries) {
         return Ok(());
     }
     if shape

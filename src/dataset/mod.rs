@@ -58,6 +58,14 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../jobs/garantia-safra.toml"),
     ),
     (
+        "malhas-estados.toml",
+        include_str!("../../jobs/malhas-estados.toml"),
+    ),
+    (
+        "malhas-municipios.toml",
+        include_str!("../../jobs/malhas-municipios.toml"),
+    ),
+    (
         "municipios.toml",
         include_str!("../../jobs/municipios.toml"),
     ),
@@ -273,6 +281,13 @@ impl Spec {
                 ));
             }
             Target::BeneficiaryData => {}
+            Target::MunicipalitiesGeometry | Target::StatesGeometry => {
+                if raw.kind != Kind::Boundaries {
+                    return Err(invalid(
+                        "target: municipalities_geometry and states_geometry are written by a boundaries dataset".into(),
+                    ));
+                }
+            }
             Target::CrasLocations => {
                 if raw.kind != Kind::Places {
                     return Err(invalid(
@@ -314,7 +329,38 @@ impl Spec {
                 ));
             }
         }
-        if raw.source.protocol != Protocol::File {
+        if raw.kind == Kind::Boundaries {
+            validate_columns(&raw.columns, Shape::Boundaries).map_err(invalid)?;
+            let key_type = match raw.target {
+                Target::MunicipalitiesGeometry => ColumnType::Ibge,
+                Target::StatesGeometry => ColumnType::Integer,
+                _ => {
+                    return Err(invalid(
+                        "target: a boundaries dataset writes municipalities_geometry or states_geometry".into(),
+                    ));
+                }
+            };
+            if raw.columns.iter().any(|c| c.column_type != key_type) {
+                return Err(invalid(format!(
+                    "columns: the key of {:?} features is of type {key_type:?}",
+                    raw.target
+                )));
+            }
+            let url = &raw.source.url;
+            let plain = raw.source.container == Container::Plain
+                && raw.source.encoding == Encoding::Utf8
+                && raw.source.protocol == Protocol::Geojson;
+            if !plain || !url.contains("{uf}") || raw.cadence.is_some() || url.contains("{yyyy") {
+                return Err(invalid(format!(
+                    "source: a boundaries dataset reads GeoJSON (protocol \"geojson\", container \"plain\", encoding \"utf-8\") from a url with {{uf}} (one request per state) and no period; found {url:?}"
+                )));
+            }
+        } else if raw.source.protocol == Protocol::Geojson {
+            return Err(invalid(
+                "source.protocol: geojson is read by a boundaries dataset".into(),
+            ));
+        }
+        if raw.source.protocol != Protocol::File && raw.source.protocol != Protocol::Geojson {
             let plain = raw.source.container == Container::Plain
                 && raw.source.encoding == Encoding::Utf8
                 && raw.source.delimiter == ",";

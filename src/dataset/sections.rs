@@ -21,6 +21,9 @@ pub(crate) enum Kind {
     /// A snapshot of places (CRAS), one row each by a natural key: upserted,
     /// and a place gone from the source removed, in one transaction.
     Places,
+    /// Boundaries (GeoJSON features, one request per state) written to the
+    /// API's PostGIS geometry columns.
+    Boundaries,
 }
 
 impl Kind {
@@ -33,7 +36,7 @@ impl Kind {
     /// A snapshot of the source with no period (`reference`, `places`):
     /// loaded whole in one transaction, on demand or on a schedule.
     pub(crate) const fn is_snapshot(self) -> bool {
-        matches!(self, Kind::Reference | Kind::Places)
+        matches!(self, Kind::Reference | Kind::Places | Kind::Boundaries)
     }
 
     /// As a spec writes it.
@@ -44,6 +47,7 @@ impl Kind {
             Kind::StateLevel => "state_level",
             Kind::Reference => "reference",
             Kind::Places => "places",
+            Kind::Boundaries => "boundaries",
         }
     }
 }
@@ -105,6 +109,8 @@ pub(crate) enum Protocol {
     /// An OData service read in pages (`$skip`/`$top`, the `value` array),
     /// ending at a page shorter than asked (CSV as for `solr`).
     Odata,
+    /// A GeoJSON FeatureCollection per request (a `boundaries` dataset).
+    Geojson,
 }
 
 /// The API table an `aggregates` dataset writes.
@@ -122,6 +128,12 @@ pub(crate) enum Target {
     MunicipalitiesPopulation,
     /// `cras_locations` (a `places` dataset): one row per CRAS.
     CrasLocations,
+    /// `municipalities.geometry` (+ `geometry_simplified`, `centroid`), a
+    /// `boundaries` dataset's features keyed by the 7-digit IBGE code.
+    MunicipalitiesGeometry,
+    /// `states.geometry`, a `boundaries` dataset's features keyed by the
+    /// state's 2-digit IBGE code.
+    StatesGeometry,
 }
 
 impl Target {
@@ -132,7 +144,7 @@ impl Target {
             Target::BeneficiaryData => &[],
             Target::CadunicoData => &CADUNICO_MEASURES,
             Target::MunicipalitiesPopulation => &["population"],
-            Target::CrasLocations => &[],
+            Target::CrasLocations | Target::MunicipalitiesGeometry | Target::StatesGeometry => &[],
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod api;
 mod architecture;
+mod boundaries;
 mod cli;
 mod common;
 mod config_cli;

@@ -367,8 +367,8 @@ pub fn shaped(column_type: ColumnType, field: &[u8]) -> bool {
 /// seed's `ingest_cras.py` L40-43 (-33.75 to 5.27 latitude, -73.99 to
 /// -32.39 longitude: Chuí, Monte Caburaí, the Serra do Divisor, Fernando de
 /// Noronha).
-const LATITUDE: (f64, f64) = (-34.0, 5.52);
-const LONGITUDE: (f64, f64) = (-74.24, -32.14);
+pub(crate) const LATITUDE: (f64, f64) = (-34.0, 5.52);
+pub(crate) const LONGITUDE: (f64, f64) = (-74.24, -32.14);
 
 /// `"-23.5505,-46.6333"` (SAGI's `georef_location`: latitude, a comma,
 /// longitude; the comma escaped as `\,` in Solr's CSV writer) inside

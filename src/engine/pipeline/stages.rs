@@ -168,6 +168,11 @@ pub(crate) async fn open_source(
         Protocol::Sidra => {
             source::paged::open_sidra(location, &settings.http, guard, fields(), page_bytes).await
         }
+        // Features, not rows: read by the boundaries load itself.
+        Protocol::Geojson => Err(SourceError::Protocol {
+            url: source::redact_source(location),
+            message: "a GeoJSON source is read by a boundaries dataset".into(),
+        }),
     };
     if let Some(status) = source::answered_status(&opened) {
         progress

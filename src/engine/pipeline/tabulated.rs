@@ -313,9 +313,13 @@ pub(super) async fn attempt(
             // The parser saw every approval and part; what is written is
             // each key's latest approval, summed in SQL.
             (Grain::StateKey, _) => write_state_period(&tx, &scope).await?,
-            (Grain::Municipality, Target::CrasLocations) => {
+            (
+                Grain::Municipality,
+                Target::CrasLocations | Target::MunicipalitiesGeometry | Target::StatesGeometry,
+            ) => {
                 return Err(LoadError::Internal(
-                    "cras_locations is written by a places load, not a tabulated one".into(),
+                    "places and boundaries are written by snapshot loads, not tabulated ones"
+                        .into(),
                 ));
             }
         };

@@ -1,8 +1,10 @@
 //! Snapshot loads: datasets with no period (`kind = "reference"`, the
-//! states and municipalities; `kind = "places"`, CRAS), each loaded whole
+//! states and municipalities; `kind = "places"`, CRAS; `kind =
+//! "boundaries"`, their PostGIS geometry), each loaded whole
 //! in one transaction, by `carga run` or by a worker, on demand or on a
 //! schedule.
 
+pub mod boundaries;
 pub mod places;
 pub mod reference;
 
@@ -45,6 +47,22 @@ pub async fn run(
                 summary: format!(
                     "{} places ({} new, {} changed, {} removed; {} of {} rows rejected)",
                     r.places, r.inserted, r.updated, r.removed, r.rejected, r.read
+                ),
+                seconds: r.seconds,
+            })
+        }
+        Kind::Boundaries => {
+            let r = boundaries::run(ctx, spec, url, force, cancel).await?;
+            let written = if r.columns.is_empty() {
+                "; geometry not written: this database has no PostGIS geometry columns".to_string()
+            } else {
+                format!("; wrote {}", r.columns.join(", "))
+            };
+            Ok(SnapshotReport {
+                load_id: r.load_id,
+                summary: format!(
+                    "{} boundaries ({} changed; {} of {} features rejected){written}",
+                    r.accepted, r.changed, r.rejected, r.read
                 ),
                 seconds: r.seconds,
             })

@@ -455,6 +455,29 @@ pub(crate) async fn open_sidra(
     }))
 }
 
+/// One JSON document (a GeoJSON FeatureCollection, say) fetched through
+/// the guarded open and read whole, at most `max_bytes`.
+pub(crate) async fn get_json(
+    location: &str,
+    settings: &HttpSettings,
+    guard: Option<RedirectGuard>,
+    max_bytes: u64,
+) -> Result<Value, SourceError> {
+    let redacted = redact_source(location);
+    let opened = match super::open_guarded(location, settings, None, guard).await? {
+        OpenOutcome::Body(opened) => opened,
+        OpenOutcome::NotModified(_) => {
+            return Err(protocol_error(
+                &redacted,
+                "304 to an unconditional request".into(),
+            ));
+        }
+    };
+    let bytes = read_whole(opened.body, &redacted, max_bytes).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| protocol_error(&redacted, format!("the answer is not JSON: {e}")))
+}
+
 /// A response body read whole, refusing one above `max_bytes`.
 async fn read_whole(
     mut body: BoxStream<'static, io::Result<Bytes>>,
