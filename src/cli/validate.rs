@@ -23,14 +23,20 @@ pub(crate) struct ValidateArgs {
     pub(crate) location: String,
 }
 
-/// The shipped municipality list as a lookup (ids are the IBGE codes).
+/// The shipped municipality list as a lookup (ids are the IBGE codes), with
+/// names by state for a file that names municipalities.
 fn builtin_index() -> MunicipalityIndex {
-    let municipalities = crate::engine::snapshot::reference::parse_municipalities(
-        crate::engine::snapshot::reference::MUNICIPIOS_CSV,
-        "municipios.csv",
-    )
-    .unwrap_or_default();
-    MunicipalityIndex::new(municipalities.iter().filter_map(|m| {
+    use crate::engine::snapshot::reference;
+    let municipalities =
+        reference::parse_municipalities(reference::MUNICIPIOS_CSV, "municipios.csv")
+            .unwrap_or_default();
+    let states: std::collections::HashMap<String, String> =
+        reference::parse_states(reference::ESTADOS_CSV, "estados.csv")
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| (s.ibge_code, s.abbreviation))
+            .collect();
+    let mut index = MunicipalityIndex::new(municipalities.iter().filter_map(|m| {
         let ibge: u32 = m.ibge_code.parse().ok()?;
         Some(MunicipalityEntry {
             id: ibge as i32,
@@ -42,7 +48,13 @@ fn builtin_index() -> MunicipalityIndex {
                 .and_then(|s| crate::engine::parse::value::siafi(s.as_bytes())),
             state_id: (ibge / 100_000) as i32,
         })
-    }))
+    }));
+    for m in &municipalities {
+        if let (Ok(ibge), Some(uf)) = (m.ibge_code.parse(), states.get(&m.state_code)) {
+            index.add_name(ibge, uf, &m.name);
+        }
+    }
+    index
 }
 
 /// The file's total as `carga run` would store it, or `None` when the

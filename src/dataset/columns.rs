@@ -40,6 +40,8 @@ pub(crate) enum Role {
     Field,
     /// A `places` dataset's coordinates (`lat_lon`).
     Location,
+    /// The state abbreviation (`SP`) a `municipality_name` is looked up in.
+    Uf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -86,6 +88,11 @@ pub(crate) enum ColumnType {
     LatLon,
     /// A postal code: 8 digits, `-` and `.` allowed between them.
     Cep,
+    /// A municipality's name, looked up with the row's `uf` column (case,
+    /// accents and punctuation ignored; a name two municipalities of one
+    /// state share matches neither). Files of counts only (`aggregates`):
+    /// such a file names places, never people.
+    MunicipalityName,
     Text,
 }
 
@@ -136,6 +143,10 @@ pub(crate) struct Column {
     /// For the `field` role: the target table's text column it fills.
     #[serde(default)]
     pub(crate) field: Option<String>,
+    /// The only value the column may hold (`"MUNICIPAL"`): another is a
+    /// reject naming it (what a query's filter should have left out).
+    #[serde(default)]
+    pub(crate) equals: Option<String>,
 }
 
 /// What a layout's rows are, for the roles its columns must have.
@@ -180,7 +191,13 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
             Some(Role::ReferenceMonth) | Some(Role::CompetenceMonth) => {
                 &[ColumnType::Yyyymm, ColumnType::MmYyyy, ColumnType::Yyyy]
             }
-            Some(Role::Municipality) => &[ColumnType::Siafi, ColumnType::Ibge, ColumnType::Ibge6],
+            Some(Role::Municipality) => &[
+                ColumnType::Siafi,
+                ColumnType::Ibge,
+                ColumnType::Ibge6,
+                ColumnType::MunicipalityName,
+            ],
+            Some(Role::Uf) => &[ColumnType::Text],
             Some(Role::Beneficiary) => &[ColumnType::Nis],
             Some(Role::Value) => &[
                 ColumnType::Brl,
@@ -192,7 +209,7 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
             }
             Some(Role::State) => &[ColumnType::Cnpj],
             Some(Role::Version) => &[ColumnType::IsoDate, ColumnType::Despacho],
-            Some(Role::Part) => &[ColumnType::Count],
+            Some(Role::Part) => &[ColumnType::Count, ColumnType::Text],
             Some(Role::Measure) => &[ColumnType::Count, ColumnType::Integer],
             Some(Role::Key) => &[ColumnType::Text, ColumnType::Integer, ColumnType::Ibge],
             Some(Role::PlaceName) => &[ColumnType::Text],
@@ -238,13 +255,18 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
         ),
         Shape::Tabulated => (
             &[Role::ReferenceMonth, Role::Municipality],
-            &[Role::Beneficiaries, Role::Families, Role::Value],
+            &[
+                Role::Beneficiaries,
+                Role::Families,
+                Role::Value,
+                Role::Part,
+                Role::Uf,
+            ],
             &[
                 Role::Beneficiary,
                 Role::CompetenceMonth,
                 Role::State,
                 Role::Version,
-                Role::Part,
             ],
         ),
         Shape::Places => (
@@ -379,6 +401,30 @@ pub(super) fn validate_columns(columns: &[Column], shape: Shape) -> Result<(), S
             return Err(format!(
                 "columns[{i}].privacy: a {:?} column is stored as it is: say \"keep\"",
                 c.role
+            ));
+        }
+    }
+    let by_name = columns
+        .iter()
+        .any(|c| c.column_type == ColumnType::MunicipalityName);
+    if by_name != (count(Role::Uf) == 1) || (by_name && shape != Shape::Tabulated) {
+        return Err(
+            "columns: a municipality_name column (aggregates only) needs exactly one column with role \"uf\", and only it"
+                .into(),
+        );
+    }
+    for (i, c) in columns.iter().enumerate() {
+        if c.equals.is_some() && shape != Shape::Tabulated {
+            return Err(format!(
+                "columns[{i}].equals: only an aggregates dataset's column may say it"
+            ));
+        }
+        if c.role == Some(Role::Part)
+            && c.column_type != ColumnType::Count
+            && shape != Shape::Tabulated
+        {
+            return Err(format!(
+                "columns[{i}].type: a state_level part is a count (its band's number)"
             ));
         }
     }

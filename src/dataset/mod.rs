@@ -26,11 +26,11 @@ pub(crate) use period::PeriodFilter;
 pub use period::{Period, PeriodOutOfBounds};
 use schedule::RawCadence;
 pub(crate) use schedule::{Cadence, CatchUp, Schedule};
-use sections::MAX_PAYMENT_BRL_LIMIT;
 pub use sections::Program;
 pub(crate) use sections::{
     CADUNICO_MEASURES, Container, Encoding, Kind, Protocol, Quality, Source, Target,
 };
+use sections::{MAX_PAYMENT_BRL_LIMIT, MAX_TOTAL_BRL_LIMIT};
 
 /// Specs compiled into the binary, used when the jobs directory is missing.
 const BUILTIN: &[(&str, &str)] = &[
@@ -73,6 +73,7 @@ const BUILTIN: &[(&str, &str)] = &[
         "novo-bolsa-familia.toml",
         include_str!("../../jobs/novo-bolsa-familia.toml"),
     ),
+    ("pnae.toml", include_str!("../../jobs/pnae.toml")),
     ("populacao.toml", include_str!("../../jobs/populacao.toml")),
     (
         "seguro-defeso.toml",
@@ -212,9 +213,17 @@ impl Spec {
                 "quality.max_shrink: must be between 0 and 1".into(),
             ));
         }
-        if !(1..=MAX_PAYMENT_BRL_LIMIT).contains(&q.max_payment_brl) {
+        // A file of counts carries a place's total (a year's transfers to
+        // a city), not one payment: a higher ceiling, still far from i64
+        // cents and from numeric(15, 2) when summed over the country.
+        let ceiling = if raw.kind == Kind::Payments {
+            MAX_PAYMENT_BRL_LIMIT
+        } else {
+            MAX_TOTAL_BRL_LIMIT
+        };
+        if !(1..=ceiling).contains(&q.max_payment_brl) {
             return Err(invalid(format!(
-                "quality.max_payment_brl: must be between 1 and {MAX_PAYMENT_BRL_LIMIT} (whole reais)"
+                "quality.max_payment_brl: must be between 1 and {ceiling} (whole reais)"
             )));
         }
         if raw.kind != Kind::Reference && (raw.target.needs_program() || raw.program.is_some()) {
@@ -460,6 +469,14 @@ impl Spec {
             && !["{yyyymm}", "{yyyy}", "{mm}"]
                 .iter()
                 .any(|p| url.contains(p))
+    }
+
+    /// Whether rows come in parts summed per place (a `part` column).
+    pub(crate) fn has_parts(&self) -> bool {
+        self.layouts[0]
+            .columns
+            .iter()
+            .any(|c| c.role == Some(Role::Part))
     }
 
     /// Whether the file has a value (money) column: a file of counts alone

@@ -290,6 +290,10 @@ const DEFAULT_MAX_PAYMENT_BRL: i64 = 10_000_000;
 /// one municipality within its `numeric(15, 2)` total, and every sum is
 /// checked anyway).
 pub(super) const MAX_PAYMENT_BRL_LIMIT: i64 = 100_000_000;
+/// The highest `quality.max_payment_brl` of a dataset of totals (R$ 100
+/// billion a row: 5,570 such rows sum within `i64` cents and within a
+/// `numeric(15, 2)` national total).
+pub(super) const MAX_TOTAL_BRL_LIMIT: i64 = 100_000_000_000;
 fn default_max_payment_brl() -> i64 {
     DEFAULT_MAX_PAYMENT_BRL
 }

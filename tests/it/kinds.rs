@@ -1593,3 +1593,192 @@ async fn a_later_page_refused_with_429_reaches_the_queue_as_itself() {
         .get(0);
     assert_eq!(written, 0);
 }
+
+/// FNDE's PNAE rows (`../shared/SOURCES.md` (e)) for 2024: municipalities by
+/// name and state, one row per teaching modality, values with a decimal
+/// comma. Returns the documents and the value (cents) each municipality
+/// should get, computed here.
+fn pnae_docs() -> (Vec<serde_json::Value>, BTreeMap<String, i64>) {
+    let places = [
+        ("3550308", "SP", "SAO PAULO"),
+        ("3304557", "RJ", "Rio de Janeiro"),
+        ("5300108", "DF", "BRASÍLIA"),
+        ("4302303", "RS", "BOM JESUS"),
+        ("2207793", "PI", "PAU D'ARCO DO PIAUÍ"),
+    ];
+    let modalities = ["ENSINO FUNDAMENTAL", "CRECHE", "PRÉ-ESCOLA"];
+    let mut docs = Vec::new();
+    let mut want = BTreeMap::new();
+    let mut code = 1000;
+    for (i, (ibge, uf, name)) in places.iter().enumerate() {
+        for (j, modality) in modalities.iter().enumerate() {
+            let cents = 123_456_789 * (i as i64 + 1) + 100_000 * j as i64 + 7;
+            *want.entry((*ibge).to_string()).or_insert(0) += cents;
+            code += 1;
+            docs.push(serde_json::json!({
+                "Co_recursos_repassados": code.to_string(),
+                "Ano": "2024",
+                "Estado": uf,
+                "Municipio": name,
+                "Esfera_governo": "MUNICIPAL",
+                "Modalidade_ensino": modality,
+                "Vl_total_escolas": carga_brl(cents),
+            }));
+        }
+    }
+    (docs, want)
+}
+
+/// `1.234.567,89` for 123456789 cents.
+fn carga_brl(cents: i64) -> String {
+    let reais = (cents / 100).to_string();
+    let mut grouped = String::new();
+    for (k, c) in reais.chars().enumerate() {
+        if k > 0 && (reais.len() - k) % 3 == 0 {
+            grouped.push('.');
+        }
+        grouped.push(c);
+    }
+    format!("{grouped},{:02}", cents % 100)
+}
+
+fn pnae_jobs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string("jobs/pnae.toml")
+        .expect("spec")
+        .replace("page_rows = 10000", "page_rows = 4");
+    std::fs::write(dir.path().join("pnae.toml"), text).expect("write");
+    dir
+}
+
+#[tokio::test]
+async fn pnae_rows_are_matched_by_name_within_their_state_and_summed_per_municipality() {
+    let app = TestApp::new().await;
+    let jobs = pnae_jobs();
+    let (mut docs, want) = pnae_docs();
+    let extra = |code: u32, uf: &str, name: &str, sphere: &str, value: serde_json::Value| {
+        serde_json::json!({
+            "Co_recursos_repassados": code.to_string(), "Ano": "2024", "Estado": uf,
+            "Municipio": name, "Esfera_governo": sphere,
+            "Modalidade_ensino": "CRECHE", "Vl_total_escolas": value,
+        })
+    };
+    // Namesakes elsewhere (SC, RS, PI, RN, PB), none in SP: never matched.
+    docs.push(extra(2001, "SP", "BOM JESUS", "MUNICIPAL", "10,00".into()));
+    // A state's transfer, which the query's filter should have left out.
+    docs.push(extra(2002, "SP", "SAO PAULO", "ESTADUAL", "10,00".into()));
+    // A JSON number: 1.5 reais or 1500? Never guessed.
+    docs.push(extra(
+        2003,
+        "RJ",
+        "NITEROI",
+        "MUNICIPAL",
+        serde_json::json!(1.5),
+    ));
+    let url = odata(docs, false).await;
+    let (code, out) = run_in(
+        &app,
+        jobs.path(),
+        &["run", "pnae", "--period", "2024-01", "--url", &url],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    let client = app.client().await;
+    let rows = client
+        .query(
+            "SELECT m.ibge_code::text, (b.total_value_brl * 100)::bigint, b.total_beneficiaries, b.total_families
+             FROM public.beneficiary_data b
+             JOIN public.municipalities m ON m.id = b.municipality_id
+             JOIN public.programs p ON p.id = b.program_id
+             WHERE p.code = 'PNAE' AND b.reference_date = DATE '2024-01-01'",
+            &[],
+        )
+        .await
+        .expect("pnae");
+    let mut got = BTreeMap::new();
+    for r in &rows {
+        assert_eq!(
+            r.get::<_, Option<i32>>(2),
+            None,
+            "no invented student count"
+        );
+        assert_eq!(r.get::<_, Option<i32>>(3), None);
+        got.insert(r.get::<_, String>(0), r.get::<_, i64>(1));
+    }
+    assert_eq!(got, want);
+    let national: i64 = client
+        .query_one(
+            "SELECT (n.total_value_brl * 100)::bigint FROM public.program_national_monthly n
+             JOIN public.programs p ON p.id = n.program_id
+             WHERE p.code = 'PNAE' AND n.reference_date = DATE '2024-01-01'",
+            &[],
+        )
+        .await
+        .expect("national")
+        .get(0);
+    assert_eq!(national, want.values().sum::<i64>());
+    let rejects: Vec<(i64, String)> = client
+        .query(
+            "SELECT r.line, r.reason FROM carga.rejects r JOIN carga.loads l ON l.id = r.load_id
+             WHERE l.dataset = 'pnae' ORDER BY r.line",
+            &[],
+        )
+        .await
+        .expect("rejects")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rejects.len(), 3, "{rejects:?}");
+    assert_eq!(rejects[0].0, 17);
+    assert!(
+        rejects[0]
+            .1
+            .contains("\"BOM JESUS\" of \"SP\" is no municipality of that state"),
+        "{rejects:?}"
+    );
+    assert!(
+        rejects[1]
+            .1
+            .contains("\"ESTADUAL\" where only \"MUNICIPAL\" is loaded"),
+        "{rejects:?}"
+    );
+    assert!(
+        rejects[2]
+            .1
+            .contains("expected amount (e.g. 1234,56 or ,00)"),
+        "{rejects:?}"
+    );
+
+    // The same modality twice for one municipality: the load fails naming
+    // both lines, and the published year stays as it was.
+    let (mut docs, _) = pnae_docs();
+    let mut again = docs[0].clone();
+    again["Co_recursos_repassados"] = serde_json::json!("9999");
+    docs.push(again);
+    let url = odata(docs, false).await;
+    let (code, out) = run_in(
+        &app,
+        jobs.path(),
+        &[
+            "run", "pnae", "--period", "2024-01", "--url", &url, "--force",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(
+            "line 17 repeats municipality 3550308, the same part in 2024-01 (first at line 2)"
+        ),
+        "{out}"
+    );
+    let total: i64 = client
+        .query_one(
+            "SELECT (sum(b.total_value_brl) * 100)::bigint FROM public.beneficiary_data b
+             JOIN public.programs p ON p.id = b.program_id WHERE p.code = 'PNAE'",
+            &[],
+        )
+        .await
+        .expect("total")
+        .get(0);
+    assert_eq!(total, want.values().sum::<i64>());
+}

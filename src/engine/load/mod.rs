@@ -55,27 +55,33 @@ pub async fn ensure_program(
     Ok(row.get(0))
 }
 
-/// Municipality lookups from `public.municipalities`.
+/// Municipality lookups from `public.municipalities` (codes, and names by
+/// state for a file that names municipalities).
 pub async fn municipality_index(
     client: &impl GenericClient,
 ) -> Result<MunicipalityIndex, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT id, ibge_code, siafi_code, state_id FROM public.municipalities
-             WHERE ibge_code ~ '^[0-9]{7}$'",
+            "SELECT m.id, m.ibge_code, m.siafi_code, m.state_id, m.name::text, s.abbreviation::text
+             FROM public.municipalities m JOIN public.states s ON s.id = m.state_id
+             WHERE m.ibge_code ~ '^[0-9]{7}$'",
             &[],
         )
         .await?;
-    Ok(MunicipalityIndex::new(rows.iter().map(|r| {
-        let ibge: String = r.get(1);
+    let code = |r: &tokio_postgres::Row| r.get::<_, String>(1).parse::<u32>().unwrap_or(0);
+    let mut index = MunicipalityIndex::new(rows.iter().map(|r| {
         let siafi: Option<String> = r.get(2);
         MunicipalityEntry {
             id: r.get(0),
-            ibge: ibge.parse().unwrap_or(0),
+            ibge: code(r),
             siafi: siafi.and_then(|s| crate::engine::parse::value::siafi(s.as_bytes())),
             state_id: r.get(3),
         }
-    })))
+    }));
+    for r in &rows {
+        index.add_name(code(r), r.get(5), r.get(4));
+    }
+    Ok(index)
 }
 
 /// State abbreviation → database id, from `public.states`.

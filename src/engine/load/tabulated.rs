@@ -102,9 +102,13 @@ pub(crate) async fn first_repeat(
 ) -> Result<Option<Repeat>, tokio_postgres::Error> {
     let sql = match grain {
         Grain::Municipality => {
-            "SELECT r.line, r.first_line, 'municipality ' || m.ibge_code::text, r.reference_date
-             FROM (SELECT line, reference_date, municipality_id,
-                          min(line) OVER (PARTITION BY reference_date, municipality_id) AS first_line
+            "SELECT r.line, r.first_line,
+                    'municipality ' || m.ibge_code::text
+                        || CASE WHEN r.part <> 0 THEN ', the same part' ELSE '' END,
+                    r.reference_date
+             FROM (SELECT line, reference_date, municipality_id, part,
+                          min(line) OVER (PARTITION BY reference_date, municipality_id, part)
+                              AS first_line
                    FROM carga_tabulated) r
              JOIN public.municipalities m ON m.id = r.municipality_id
              WHERE r.line <> r.first_line
@@ -129,6 +133,58 @@ pub(crate) async fn first_repeat(
         what: r.get(2),
         period: r.get(3),
     }))
+}
+
+/// A period's rows before and after [`merge_parts`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Merged {
+    pub(crate) period: Period,
+    pub(crate) rows: i64,
+    pub(crate) municipalities: i64,
+}
+
+/// Sums each municipality's parts (an `aggregates` file with a `part`
+/// column: PNAE's rows per teaching modality) into one row, in place. A
+/// figure one part lacks leaves the municipality's sum NULL, never
+/// partial; the row keeps its first line. Returns each period's counts.
+pub(crate) async fn merge_parts(
+    tx: &Transaction<'_>,
+) -> Result<Vec<Merged>, tokio_postgres::Error> {
+    let counts = tx
+        .query(
+            "SELECT reference_date, count(*), count(DISTINCT municipality_id)
+             FROM carga_tabulated GROUP BY reference_date ORDER BY reference_date",
+            &[],
+        )
+        .await?;
+    let whole = |c: &str| format!("CASE WHEN count({c}) = count(*) THEN sum({c}) END::bigint");
+    let measures: Vec<String> = (0..10)
+        .map(|i| format!("{} AS m{i}", whole(&format!("m{i}"))))
+        .collect();
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE carga_parts ON COMMIT DROP AS
+             SELECT reference_date, municipality_id, 0 AS state_id, 0::bigint AS place_key,
+                    0::bigint AS version1, 0::bigint AS version2, 0::bigint AS part,
+                    {b} AS beneficiaries, {f} AS families, {v} AS value_cents,
+                    min(line) AS line, {m}
+             FROM carga_tabulated GROUP BY reference_date, municipality_id;
+         TRUNCATE carga_tabulated;
+         INSERT INTO carga_tabulated SELECT * FROM carga_parts;
+         DROP TABLE carga_parts;",
+        b = whole("beneficiaries"),
+        f = whole("families"),
+        v = whole("value_cents"),
+        m = measures.join(", "),
+    ))
+    .await?;
+    Ok(counts
+        .iter()
+        .map(|r| Merged {
+            period: Period::from_date(r.get(0)),
+            rows: r.get(1),
+            municipalities: r.get(2),
+        })
+        .collect())
 }
 
 /// A `state_level` value said once per approval that differs between its

@@ -82,7 +82,12 @@ pub(super) struct Tabulated {
     pub(super) state: Option<usize>,
     /// At most two, most significant first.
     pub(super) versions: Vec<(usize, ColumnType)>,
-    pub(super) part: Option<usize>,
+    /// A part's column and type (`count`, or `text`: a modality's name).
+    pub(super) part: Option<(usize, ColumnType)>,
+    /// The state abbreviation a `municipality_name` is looked up in.
+    pub(super) uf: Option<usize>,
+    /// Columns that may hold one value only (`equals`).
+    pub(super) equals: Vec<(usize, String)>,
     /// `cadunico_data` figures: (column, its slot in `CADUNICO_MEASURES`);
     /// columns of one slot are summed.
     pub(super) measures: Vec<(Figure, usize)>,
@@ -223,7 +228,16 @@ impl Plan {
                 .into_iter()
                 .map(|(f, t)| (f.index, t))
                 .collect(),
-            part: typed_position(Role::Part).map(|p| p.0),
+            part: typed_position(Role::Part),
+            uf: typed_position(Role::Uf).map(|p| p.0),
+            equals: layout
+                .columns
+                .iter()
+                .filter_map(|c| {
+                    let expected = c.equals.clone()?;
+                    positions.get(c.name.as_str()).map(|&i| (i, expected))
+                })
+                .collect(),
             measures: layout
                 .columns
                 .iter()
@@ -277,7 +291,7 @@ impl Plan {
             tabulated.value.map(|v| v.0.index),
             tabulated.families.map(|f| f.index),
             tabulated.state,
-            tabulated.part,
+            tabulated.part.map(|p| p.0),
         ];
         typed.extend(tabulated.beneficiaries.iter().map(|f| Some(f.index)));
         typed.extend(tabulated.versions.iter().map(|v| Some(v.0)));

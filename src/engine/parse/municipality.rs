@@ -20,6 +20,19 @@ pub struct MunicipalityIndex {
     by_ibge: HashMap<u32, u32>,
     /// The 6-digit code (the 7-digit one without its check digit).
     by_ibge6: HashMap<u32, u32>,
+    /// `UF|NAME KEY` (see [`super::value::name_key`]) → dense index;
+    /// [`AMBIGUOUS`] when two municipalities of a state share the key.
+    by_name: HashMap<String, u32>,
+}
+
+/// A name two municipalities of one state share: it matches neither.
+const AMBIGUOUS: u32 = u32::MAX;
+
+/// Why a name did not resolve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NameMiss {
+    Unknown,
+    Ambiguous,
 }
 
 /// One municipality as the index needs it.
@@ -40,6 +53,7 @@ impl MunicipalityIndex {
             by_siafi: vec![0; 10_000],
             by_ibge: HashMap::new(),
             by_ibge6: HashMap::new(),
+            by_name: HashMap::new(),
         };
         let mut states: HashMap<i32, u32> = HashMap::new();
         for m in rows {
@@ -89,5 +103,75 @@ impl MunicipalityIndex {
     }
     pub(super) fn ibge6(&self, code: u32) -> Option<u32> {
         self.by_ibge6.get(&code).copied()
+    }
+
+    /// Adds the name of the municipality with IBGE code `ibge`, in state
+    /// `uf` (its abbreviation), for [`MunicipalityIndex::by_name`].
+    pub fn add_name(&mut self, ibge: u32, uf: &str, name: &str) {
+        let Some(&dense) = self.by_ibge.get(&ibge) else {
+            return;
+        };
+        let key = format!(
+            "{}|{}",
+            uf.trim().to_ascii_uppercase(),
+            super::value::name_key(name)
+        );
+        self.by_name
+            .entry(key)
+            .and_modify(|d| {
+                if *d != dense {
+                    *d = AMBIGUOUS;
+                }
+            })
+            .or_insert(dense);
+    }
+
+    /// The municipality named `name` in state `uf`: never a namesake in
+    /// another state, never one of two namesakes in the same state.
+    pub(crate) fn by_name(&self, uf: &str, name: &str) -> Result<u32, NameMiss> {
+        let key = format!(
+            "{}|{}",
+            uf.trim().to_ascii_uppercase(),
+            super::value::name_key(name)
+        );
+        match self.by_name.get(&key) {
+            Some(&AMBIGUOUS) => Err(NameMiss::Ambiguous),
+            Some(&dense) => Ok(dense),
+            None => Err(NameMiss::Unknown),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_within_their_state_only_and_never_ambiguously() {
+        let entry = |id: i32, ibge: u32, state_id: i32| MunicipalityEntry {
+            id,
+            ibge,
+            siafi: None,
+            state_id,
+        };
+        let mut index = MunicipalityIndex::new([
+            entry(1, 4302303, 43),
+            entry(2, 4202537, 42),
+            entry(3, 2207793, 22),
+            entry(4, 2200001, 22),
+            entry(5, 2200002, 22),
+        ]);
+        index.add_name(4302303, "RS", "Bom Jesus");
+        index.add_name(4202537, "SC", "Bom Jesus");
+        index.add_name(2207793, "PI", "Pau D'Arco do Piauí");
+        // Two of one state sharing a key (made up: IBGE has none today).
+        index.add_name(2200001, "PI", "São João");
+        index.add_name(2200002, "PI", "Sao-Joao");
+        let id = |r: Result<u32, NameMiss>| r.map(|d| index.id(d));
+        assert_eq!(id(index.by_name("rs", " BOM  JESUS ")), Ok(1));
+        assert_eq!(id(index.by_name("SC", "bom jesus")), Ok(2));
+        assert_eq!(index.by_name("SP", "BOM JESUS"), Err(NameMiss::Unknown));
+        assert_eq!(id(index.by_name("PI", "PAU D ARCO DO PIAUI")), Ok(3));
+        assert_eq!(index.by_name("PI", "SAO JOAO"), Err(NameMiss::Ambiguous));
     }
 }

@@ -61,6 +61,19 @@ pub enum RejectReason {
     InvalidText,
     /// A NUL byte in any field: PostgreSQL refuses it in text and jsonb.
     NulByte,
+    /// A municipality named in a state where no municipality (or two) has
+    /// that name; `name` only when it has a place name's shape.
+    UnknownMunicipalityName {
+        name: Option<String>,
+        uf: String,
+        ambiguous: bool,
+    },
+    /// A column that says `equals` holds another value (shown when short
+    /// and shaped like a word).
+    NotExpected {
+        expected: String,
+        found: Option<String>,
+    },
 }
 
 impl RejectReason {
@@ -76,6 +89,8 @@ impl RejectReason {
             RejectReason::CompetenceAfterPeriod { .. } => "competence_after_period",
             RejectReason::InvalidText => "invalid_text",
             RejectReason::NulByte => "nul_byte",
+            RejectReason::UnknownMunicipalityName { .. } => "unknown_municipality",
+            RejectReason::NotExpected { .. } => "unexpected_value",
         }
     }
 }
@@ -140,6 +155,31 @@ impl fmt::Display for RejectReason {
                 f,
                 "the field holds a NUL byte, which the database refuses in text"
             ),
+            RejectReason::UnknownMunicipalityName {
+                name,
+                uf,
+                ambiguous,
+            } => {
+                match name {
+                    Some(name) => write!(f, "municipality {name:?} of {uf:?}")?,
+                    None => write!(f, "the municipality (name not shown) of {uf:?}")?,
+                }
+                if *ambiguous {
+                    write!(
+                        f,
+                        " names two municipalities of that state; neither is taken"
+                    )
+                } else {
+                    write!(
+                        f,
+                        " is no municipality of that state (names are compared without case, accents or punctuation; never matched in another state)"
+                    )
+                }
+            }
+            RejectReason::NotExpected { expected, found } => match found {
+                Some(found) => write!(f, "{found:?} where only {expected:?} is loaded"),
+                None => write!(f, "a value other than {expected:?}, the only one loaded"),
+            },
         }
     }
 }

@@ -247,6 +247,31 @@ impl Transformer {
                         },
                     })
                 }),
+            ColumnType::MunicipalityName => {
+                let uf_raw = plan
+                    .tabulated
+                    .uf
+                    .and_then(|u| record.get(u))
+                    .unwrap_or_default();
+                let uf = std::str::from_utf8(value::trim(uf_raw)).unwrap_or_default();
+                let shaped = uf.len() == 2 && uf.bytes().all(|b| b.is_ascii_alphabetic());
+                if !shaped {
+                    let ui = plan.tabulated.uf.unwrap_or(mi);
+                    return Err(self.bad(ui, ColumnType::Text, "state abbreviation (SP)", uf_raw));
+                }
+                let name = crate::engine::parse::value::decode_text(self.encoding, raw);
+                self.municipalities
+                    .by_name(uf, &name)
+                    .map_err(|miss| RowError {
+                        column: plan.header(mi),
+                        reason: RejectReason::UnknownMunicipalityName {
+                            name: value::shaped(ColumnType::MunicipalityName, raw)
+                                .then(|| name.trim().to_string()),
+                            uf: uf.to_ascii_uppercase(),
+                            ambiguous: miss == super::municipality::NameMiss::Ambiguous,
+                        },
+                    })
+            }
             _ => value::siafi(raw)
                 .ok_or_else(|| self.bad(mi, ColumnType::Siafi, "SIAFI code (4 digits)", raw))
                 .and_then(|code| {
@@ -474,8 +499,34 @@ impl Transformer {
                 *cell = Some(cell.unwrap_or(0i64).saturating_add(n));
             }
         }
+        for (ei, expected) in &tab.equals {
+            let raw = value::trim(field(*ei));
+            if raw != expected.as_bytes() {
+                let found = std::str::from_utf8(raw)
+                    .ok()
+                    .filter(|t| t.len() <= 24 && t.chars().all(|c| c.is_alphabetic() || c == ' '));
+                return Err(RowError {
+                    column: plan.header(*ei),
+                    reason: RejectReason::NotExpected {
+                        expected: expected.clone(),
+                        found: found.map(str::to_string),
+                    },
+                });
+            }
+        }
         let part = match tab.part {
-            Some(pi) => {
+            Some((pi, ColumnType::Text)) => {
+                // A modality's name: its key's FNV-1a hash (two names that
+                // collide would fail the load as a repeated part, loudly).
+                let name = value::name_key(&value::decode_text(self.encoding, field(pi)));
+                if name.is_empty() {
+                    return Err(self.bad(pi, ColumnType::Text, "part name", field(pi)));
+                }
+                name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                }) as i64
+            }
+            Some((pi, _)) => {
                 let raw = field(pi);
                 value::count(raw)
                     .ok_or_else(|| self.bad(pi, ColumnType::Count, "part number", raw))?

@@ -162,10 +162,15 @@ pub fn despacho(field: &[u8]) -> Option<i64> {
     }
 }
 
-/// ANEEL's amounts: a decimal comma, optional thousands dots, and the
-/// integer part may be empty (`1234,56`, `,00`, `1.234,56`), in cents.
+/// ANEEL's and FNDE's amounts: a decimal comma, optional thousands dots,
+/// and the integer part may be empty (`1234,56`, `,00`, `1.234,56`), in
+/// cents. Dots without a comma are refused: `1.234` could be a thousand
+/// reais or a JSON number's one real and 234 thousandths, never guessed.
 pub fn decimal_comma(field: &[u8]) -> Option<i64> {
     let trimmed = trim(field);
+    if trimmed.contains(&b'.') && !trimmed.contains(&b',') {
+        return None;
+    }
     // `,50` is `0,50`: the fraction alone (no allocation per row).
     let fraction = |digits: &[u8]| -> Option<i64> {
         match digits {
@@ -359,8 +364,32 @@ pub fn shaped(column_type: ColumnType, field: &[u8]) -> bool {
         ColumnType::Cep => field
             .iter()
             .all(|b| b.is_ascii_digit() || b"-.".contains(b)),
+        // A file of counts (the only kind that may have this column) names
+        // places, not people: a short name of letters may be quoted.
+        ColumnType::MunicipalityName => std::str::from_utf8(field).is_ok_and(|t| {
+            t.chars()
+                .all(|c| c.is_alphabetic() || c == ' ' || c == '-' || c == '\'')
+        }),
         ColumnType::Nis | ColumnType::Text => false,
     }
+}
+
+/// A municipality's name as a lookup key: upper case, accents removed,
+/// every run of anything but letters and digits one space (`Pingo-d'Água`
+/// and `PINGO D AGUA` are one key).
+pub fn name_key(text: &str) -> String {
+    let upper = crate::dataset::header_key(text);
+    let mut out = String::with_capacity(upper.len());
+    for word in upper
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
 }
 
 /// Brazil's bounding box, in degrees, with a quarter degree of margin: the
@@ -512,7 +541,12 @@ mod tests {
                 ("1234,56", Some(123_456)),
                 ("1.234,56", Some(123_456)),
                 ("-,50", Some(-50)),
+                ("45.678.901,23", Some(4_567_890_123)),
+                ("45678901", Some(4_567_890_100)),
                 ("12,345", None),
+                // A JSON number's text: its dot is no thousands separator.
+                ("1.234", None),
+                ("45678901.23", None),
                 ("", None),
             ],
         );

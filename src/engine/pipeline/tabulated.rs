@@ -170,7 +170,7 @@ pub(super) async fn attempt(
         download.abort();
     }
     let downloaded = stages::join_download(download).await;
-    let ((copied_rows, summary), download) = first.root_cause(copied, downloaded)?;
+    let ((copied_rows, mut summary), download) = first.root_cause(copied, downloaded)?;
     let stream_seconds = started.elapsed().as_secs_f64();
     report.bytes = download.bytes;
     report.file = summary.file.clone();
@@ -223,6 +223,14 @@ pub(super) async fn attempt(
             });
         }
     }
+    // A municipality's parts (PNAE's modalities) summed into one row,
+    // before the digests; each period's row count checked against the
+    // parser's.
+    let merged = if grain == Grain::Municipality && spec.has_parts() {
+        working::merge_parts(&tx).await?
+    } else {
+        Vec::new()
+    };
     let published = working::published(client, input.program_code).await?;
     let mut changed = Vec::new();
     for found in working::periods(&tx, grain).await? {
@@ -263,6 +271,22 @@ pub(super) async fn attempt(
     }
     if changed.is_empty() {
         return Ok(report.unchanged(started));
+    }
+    for m in &merged {
+        let tally = summary
+            .periods
+            .iter_mut()
+            .find(|t| t.period == m.period.yyyymm());
+        if let Some(tally) = tally {
+            if tally.rows as i64 != m.rows {
+                return Err(LoadError::Internal(format!(
+                    "{}: {} rows in the working table, {} parsed",
+                    m.period, m.rows, tally.rows
+                )));
+            }
+            // What is written: one row per municipality.
+            tally.rows = m.municipalities as u64;
+        }
     }
 
     // 5. The changed periods' aggregates and ledger rows, the download's
