@@ -1406,7 +1406,23 @@ async fn the_reject_limit_holds_for_each_period_not_only_the_file() {
 /// A loopback OData service: `$skip`/`$top` from the query, `{"value":
 /// [...]}`, no count. `ignores_skip`: always the first page (pagination
 /// that would never end).
-async fn odata(docs: Vec<serde_json::Value>, ignores_skip: bool) -> String {
+/// How the loopback OData service pages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Paging {
+    /// `$skip`/`$top` as asked.
+    Asked,
+    /// Ignores `$skip`: the first page again and again.
+    IgnoresSkip,
+    /// Pages itself, two documents a page whatever `$top` says, and links
+    /// the next one (`@odata.nextLink`, relative, with a `$skiptoken`).
+    Linked,
+    /// Links every page to the second one.
+    LinksInACircle,
+    /// Links to another server.
+    LinksAway,
+}
+
+async fn odata(docs: Vec<serde_json::Value>, paging: Paging) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -1445,15 +1461,31 @@ async fn odata(docs: Vec<serde_json::Value>, ignores_skip: bool) -> String {
                     .next_back()
                     .unwrap_or(0)
             };
-            let skip = if ignores_skip { 0 } else { param("$skip") };
-            let page: Vec<serde_json::Value> = docs
-                .iter()
-                .skip(skip)
-                .take(param("$top"))
-                .cloned()
-                .collect();
-            let body = serde_json::json!({"@odata.context": "$metadata#Recursos", "value": page})
-                .to_string();
+            let linked = !matches!(paging, Paging::Asked | Paging::IgnoresSkip);
+            let (skip, top) = match paging {
+                Paging::Asked => (param("$skip"), param("$top")),
+                Paging::IgnoresSkip => (0, param("$top")),
+                _ => (param("$skiptoken"), 2),
+            };
+            let page: Vec<serde_json::Value> = docs.iter().skip(skip).take(top).cloned().collect();
+            let mut body =
+                serde_json::json!({"@odata.context": "$metadata#Recursos", "value": page});
+            if linked && skip + top < docs.len() {
+                let token = if paging == Paging::LinksInACircle {
+                    2
+                } else {
+                    skip + top
+                };
+                body["@odata.nextLink"] = match paging {
+                    Paging::LinksAway => {
+                        serde_json::json!(format!(
+                            "http://192.0.2.1/odata/v1/Recursos?$skiptoken={token}"
+                        ))
+                    }
+                    _ => serde_json::json!(format!("Recursos?$format=json&$skiptoken={token}")),
+                };
+            }
+            let body = body.to_string();
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
@@ -1518,7 +1550,7 @@ role = "beneficiaries"
         .collect();
     let mut sorted = docs.clone();
     sorted.sort_by_key(|d| d["Codigo"].as_str().map(str::to_string));
-    let url = odata(sorted.clone(), false).await;
+    let url = odata(sorted.clone(), Paging::Asked).await;
     let (code, out) = run_in(
         &app,
         dir.path(),
@@ -1527,6 +1559,54 @@ role = "beneficiaries"
     .await;
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("5 read, 5 loaded, 0 rejected"), "{out}");
+    // A service that pages itself (two a page, whatever $top says) and
+    // links its pages: followed to the end, the same five documents.
+    let mut wide = std::fs::read_to_string(dir.path().join("odata-test.toml")).expect("spec");
+    wide = wide.replace("page_rows = 2", "page_rows = 3");
+    std::fs::write(dir.path().join("odata-test.toml"), &wide).expect("write");
+    let linked = odata(sorted.clone(), Paging::Linked).await;
+    let (code, out) = run_in(
+        &app,
+        dir.path(),
+        &[
+            "run",
+            "odata-test",
+            "--period",
+            "2024-12",
+            "--url",
+            &linked,
+            "--force",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("5 read, 5 loaded, 0 rejected"), "{out}");
+    for (paging, says) in [
+        (
+            Paging::LinksInACircle,
+            "links to a page already read: the pagination does not end",
+        ),
+        (Paging::LinksAway, "links to another server"),
+    ] {
+        let url = odata(sorted.clone(), paging).await;
+        let (code, out) = run_in(
+            &app,
+            dir.path(),
+            &[
+                "run",
+                "odata-test",
+                "--period",
+                "2024-12",
+                "--url",
+                &url,
+                "--force",
+            ],
+        )
+        .await;
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains(says), "{says}: {out}");
+    }
+    std::fs::write(dir.path().join("odata-test.toml"), spec).expect("write");
     let total: i64 = app
         .client()
         .await
@@ -1540,7 +1620,7 @@ role = "beneficiaries"
         .get(0);
     assert_eq!(total, (0..5).map(|i| 100 + i).sum::<i64>());
 
-    let endless = odata(sorted, true).await;
+    let endless = odata(sorted, Paging::IgnoresSkip).await;
     let (code, out) = run_in(
         &app,
         dir.path(),
@@ -1675,7 +1755,7 @@ async fn pnae_rows_are_matched_by_name_within_their_state_and_summed_per_municip
         "MUNICIPAL",
         serde_json::json!(1.5),
     ));
-    let url = odata(docs, false).await;
+    let url = odata(docs, Paging::Asked).await;
     let (code, out) = run_in(
         &app,
         jobs.path(),
@@ -1755,7 +1835,7 @@ async fn pnae_rows_are_matched_by_name_within_their_state_and_summed_per_municip
     let mut again = docs[0].clone();
     again["Co_recursos_repassados"] = serde_json::json!("9999");
     docs.push(again);
-    let url = odata(docs, false).await;
+    let url = odata(docs, Paging::Asked).await;
     let (code, out) = run_in(
         &app,
         jobs.path(),

@@ -1,6 +1,8 @@
 //! Paged JSON services as a byte stream: a Solr core (`start`/`rows`, the
 //! `{"response":{"numFound":N,"start":S,"docs":[…]}}` envelope) or an
-//! OData service (`$skip`/`$top`, `{"value":[…]}`, ending at a short page)
+//! OData service (`$skip`/`$top`, `{"value":[…]}`, ending at a short page;
+//! or, when the service pages itself, following `@odata.nextLink` on the
+//! query's own server until a page has none, a link seen twice failing)
 //! read page by page, each page's documents written as CSV rows (a header
 //! of the spec's field names first). The rest of the pipeline sees a plain CSV
 //! file: the same parser, types, rejects, digests and publish, with memory
@@ -62,7 +64,12 @@ struct Page {
     /// The result's size, when the service says it (Solr always).
     found: Option<u64>,
     docs: Vec<serde_json::Map<String, Value>>,
+    /// OData's `@odata.nextLink`: the service pages itself; follow it.
+    next: Option<String>,
 }
+
+/// The most pages one result may take when a service links them itself.
+const MAX_LINKED_PAGES: u64 = 100_000;
 
 fn page_url(location: &str, dialect: Dialect, start: u64, rows: u64) -> String {
     let separator = if location.contains('?') { '&' } else { '?' };
@@ -87,8 +94,12 @@ async fn fetch(
     guard: Option<RedirectGuard>,
     start: u64,
     paging: &SolrPaging,
+    next: Option<&str>,
 ) -> Result<Page, SourceError> {
-    let url = page_url(location, paging.dialect, start, paging.rows);
+    let url = next.map_or_else(
+        || page_url(location, paging.dialect, start, paging.rows),
+        str::to_string,
+    );
     let opened = match super::open_guarded(&url, settings, None, guard).await? {
         OpenOutcome::Body(opened) => opened,
         OpenOutcome::NotModified(_) => {
@@ -103,6 +114,7 @@ async fn fetch(
     let json: Value = serde_json::from_slice(&bytes)
         .map_err(|e| protocol_error(redacted, format!("{at} is not JSON: {e}")))?;
     let mut json = json;
+    let mut next = None;
     let (found, docs) = match paging.dialect {
         Dialect::Solr => {
             let response = json.get("response").ok_or_else(|| {
@@ -130,6 +142,16 @@ async fn fetch(
         }
         Dialect::Odata => {
             let found = json.get("@odata.count").and_then(Value::as_u64);
+            next = match json.get("@odata.nextLink") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(link)) => Some(link.clone()),
+                Some(_) => {
+                    return Err(protocol_error(
+                        redacted,
+                        format!("{at} has an @odata.nextLink that is not a string"),
+                    ));
+                }
+            };
             (found, json.get_mut("value").map(Value::take))
         }
     };
@@ -153,7 +175,7 @@ async fn fetch(
             )),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Page { found, docs })
+    Ok(Page { found, docs, next })
 }
 
 /// A value as CSV field text: strings as they are, numbers as JSON writes
@@ -195,10 +217,54 @@ struct State {
     /// The first page, already fetched (to learn `numFound` before the
     /// stream starts).
     first: Option<Page>,
+    /// The next page's URL, when the service links its pages.
+    next: Option<String>,
+    /// Every link followed: one seen twice is a loop.
+    links: std::collections::HashSet<String>,
     done: bool,
 }
 
 impl State {
+    /// Takes `link` (absolute, or relative to the query) as the next
+    /// page's URL: on the query's own scheme, host and port, never one
+    /// followed before (a loop), and not beyond [`MAX_LINKED_PAGES`].
+    fn follow(&mut self, link: &str, start: u64) -> Result<(), SourceError> {
+        let refuse = |why: String| protocol_error(&self.redacted, why);
+        let base = url::Url::parse(&self.location)
+            .map_err(|e| refuse(format!("the query is not a URL: {e}")))?;
+        let next = base.join(link).map_err(|_| {
+            refuse(format!(
+                "the page at start={start} links to something that is not a URL"
+            ))
+        })?;
+        let origin = |u: &url::Url| {
+            (
+                u.scheme().to_string(),
+                u.host_str().map(str::to_string),
+                u.port_or_known_default(),
+            )
+        };
+        if origin(&next) != origin(&base) {
+            return Err(refuse(format!(
+                "the page at start={start} links to another server ({}); pages are read from the query's own",
+                redact_source(next.as_str())
+            )));
+        }
+        let next = next.to_string();
+        if !self.links.insert(next.clone()) {
+            return Err(refuse(format!(
+                "the page at start={start} links to a page already read: the pagination does not end"
+            )));
+        }
+        if self.links.len() as u64 > MAX_LINKED_PAGES {
+            return Err(refuse(format!(
+                "more than {MAX_LINKED_PAGES} linked pages: the pagination does not end"
+            )));
+        }
+        self.next = Some(next);
+        Ok(())
+    }
+
     /// The CSV rows of one page, after its checks.
     fn rows(&mut self, page: Page, start: u64) -> Result<Bytes, SourceError> {
         let redacted = self.redacted.clone();
@@ -212,7 +278,17 @@ impl State {
                 ));
             }
         }
+        let link = page.next.clone();
+        if let Some(link) = &link {
+            self.follow(link, start)?;
+        }
         if page.docs.is_empty() {
+            if link.is_some() {
+                return Err(protocol_error(
+                    &redacted,
+                    format!("the page at start={start} is empty but links to another"),
+                ));
+            }
             return match (self.paging.dialect, self.found) {
                 // OData: the page after a full one may be empty: the end.
                 (Dialect::Odata, None) => {
@@ -238,7 +314,13 @@ impl State {
                 ),
             ));
         }
-        if self.paging.dialect == Dialect::Odata && (page.docs.len() as u64) < self.paging.rows {
+        // OData ends at a page shorter than asked, or, when the service
+        // links its pages, at the first page without a link.
+        let linked = link.is_some() || !self.links.is_empty();
+        if self.paging.dialect == Dialect::Odata
+            && ((linked && link.is_none())
+                || (!linked && (page.docs.len() as u64) < self.paging.rows))
+        {
             self.done = true;
         }
         // A field the spec reads that no document of the first page has
@@ -314,7 +396,16 @@ pub(crate) async fn open_paged(
     paging: SolrPaging,
 ) -> Result<OpenOutcome, SourceError> {
     let redacted = redact_source(location);
-    let first = fetch(location, &redacted, settings, guard.clone(), 0, &paging).await?;
+    let first = fetch(
+        location,
+        &redacted,
+        settings,
+        guard.clone(),
+        0,
+        &paging,
+        None,
+    )
+    .await?;
     if first.found == Some(0) || first.docs.is_empty() {
         return Err(SourceError::NoDocuments { url: redacted });
     }
@@ -330,6 +421,8 @@ pub(crate) async fn open_paged(
         read: 0,
         last_key: None,
         first: Some(first),
+        next: None,
+        links: std::collections::HashSet::new(),
         done: false,
     };
     let pages = futures::stream::unfold(state, |mut state| async move {
@@ -337,9 +430,10 @@ pub(crate) async fn open_paged(
             return None;
         }
         let start = state.read;
+        let next = state.next.take();
         let page = match state.first.take() {
             Some(first) => Ok(first),
-            None if state.found.is_some_and(|f| start >= f) => return None,
+            None if next.is_none() && state.found.is_some_and(|f| start >= f) => return None,
             None => {
                 fetch(
                     &state.location,
@@ -348,6 +442,7 @@ pub(crate) async fn open_paged(
                     state.guard.clone(),
                     start,
                     &state.paging,
+                    next.as_deref(),
                 )
                 .await
             }
