@@ -1,5 +1,6 @@
 //! `carga enqueue <dataset> --period YYYY-MM [--url URL] [--force] [--wait]`:
-//! queue one load. Prints the job id alone on stdout (the existing job's
+//! queue one load (a snapshot dataset, with no period, needs no
+//! `--period`: its job is labelled with the current month). Prints the job id alone on stdout (the existing job's
 //! when one of that month is already pending) so scripts can capture it;
 //! stderr says whether it was new. `--wait` follows the job to its end and
 //! exits 0 only if it succeeded.
@@ -18,9 +19,10 @@ use crate::service::queue::{self, NewJob, Priority, Trigger};
 #[derive(Debug, Args)]
 pub(crate) struct EnqueueArgs {
     pub(crate) dataset: String,
-    /// The month, YYYY-MM.
+    /// The month, YYYY-MM (not for a snapshot: places, boundaries,
+    /// reference data).
     #[arg(long)]
-    pub(crate) period: String,
+    pub(crate) period: Option<String>,
     /// Load this URL instead of the spec's.
     #[arg(long)]
     pub(crate) url: Option<String>,
@@ -38,7 +40,7 @@ pub(crate) fn payments_spec(settings: &Settings, dataset: &str) -> Result<Spec, 
     let spec = dataset::find(&settings.load.jobs_dir, dataset).map_err(usage)?;
     if spec.kind.is_snapshot() {
         return Err(usage(anyhow!(
-            "{dataset} is {} data (a snapshot with no period): load it with `carga run {dataset}`",
+            "{dataset} is {} data (a snapshot with no period): load it with `carga run {dataset}` or `carga enqueue {dataset}`",
             spec.kind.as_str()
         )));
     }
@@ -74,8 +76,25 @@ pub(crate) fn operator_job(
 }
 
 pub(crate) async fn run(settings: Settings, args: EnqueueArgs) -> CliResult {
-    let spec = payments_spec(&settings, &args.dataset)?;
-    let period = parse_period(&args.period, "--period")?;
+    let spec = dataset::find(&settings.load.jobs_dir, &args.dataset).map_err(usage)?;
+    let period = match (&args.period, spec.kind.is_snapshot()) {
+        (Some(_), true) => {
+            return Err(usage(anyhow!(
+                "{} is {} data (a snapshot with no period): --period does not apply",
+                spec.dataset,
+                spec.kind.as_str()
+            )));
+        }
+        // On demand: the job is labelled with the month it was asked in.
+        (None, true) => spec.current_period(),
+        (Some(text), false) => parse_period(text, "--period")?,
+        (None, false) => {
+            return Err(usage(anyhow!(
+                "--period YYYY-MM is required for {}",
+                spec.dataset
+            )));
+        }
+    };
     spec.check_period(period, args.force).map_err(usage)?;
     let ctx = super::connect(&settings).await?;
     let client = ctx

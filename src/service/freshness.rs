@@ -22,6 +22,9 @@ use crate::service::queue::JobState;
 pub struct DatasetStatus {
     pub dataset: String,
     pub(crate) title: String,
+    /// The spec's kind; a snapshot (`reference`, `places`, `boundaries`)
+    /// has no periods: only when it was last published.
+    pub(crate) kind: String,
     pub(crate) cron: Option<String>,
     pub(crate) timezone: Option<String>,
     pub(crate) next_run: Option<DateTime<Utc>>,
@@ -52,15 +55,18 @@ const SOURCE_HAS_IT: &str = "(200, 202, 206, 304)";
 
 /// Per dataset, the periods the source answered for and when it first did.
 ///
-/// A file of many periods is left out: its job's period names the month a
-/// run was for, not a month the file holds (its published periods say
-/// what it holds).
+/// A file of many periods and a snapshot are left out: their job's period
+/// names the month a run was for, not a month the source holds.
 async fn source_periods(
     client: &impl GenericClient,
     specs: &[Spec],
 ) -> Result<HashMap<String, Vec<(Period, DateTime<Utc>)>>, tokio_postgres::Error> {
     let mut out: HashMap<String, Vec<(Period, DateTime<Utc>)>> = HashMap::new();
-    let tabulated = |dataset: &str| specs.iter().any(|s| s.dataset == dataset && s.one_file());
+    let tabulated = |dataset: &str| {
+        specs
+            .iter()
+            .any(|s| s.dataset == dataset && (s.one_file() || s.kind.is_snapshot()))
+    };
     for row in client
         .query(
             &format!(
@@ -92,10 +98,10 @@ pub async fn datasets(
     let now: DateTime<Utc> = client.query_one("SELECT now()", &[]).await?.get(0);
     let mut published: HashMap<String, BTreeSet<NaiveDate>> = HashMap::new();
     let mut published_at: HashMap<String, DateTime<Utc>> = HashMap::new();
+    // A snapshot's load has no period: only when it was published counts.
     for row in client
         .query(
-            "SELECT dataset, period, finished_at FROM carga.loads
-             WHERE status = 'published' AND period IS NOT NULL",
+            "SELECT dataset, period, finished_at FROM carga.loads WHERE status = 'published'",
             &[],
         )
         .await?
@@ -106,7 +112,9 @@ pub async fn datasets(
             let latest = published_at.entry(dataset.clone()).or_insert(finished);
             *latest = (*latest).max(finished);
         }
-        published.entry(dataset).or_default().insert(row.get(1));
+        if let Some(period) = row.get::<_, Option<NaiveDate>>(1) {
+            published.entry(dataset).or_default().insert(period);
+        }
     }
     let mut success: HashMap<String, DateTime<Utc>> = HashMap::new();
     let mut checked: HashMap<String, DateTime<Utc>> = HashMap::new();
@@ -128,7 +136,7 @@ pub async fn datasets(
     }
     let at_source = source_periods(client, specs).await?;
     let mut out = Vec::new();
-    for spec in specs.iter().filter(|s| !s.kind.is_snapshot()) {
+    for spec in specs {
         let periods: Vec<Period> = published
             .get(&spec.dataset)
             .map(|s| s.iter().map(|d| Period::from_date(*d)).collect())
@@ -161,6 +169,7 @@ pub async fn datasets(
         out.push(DatasetStatus {
             dataset: spec.dataset.clone(),
             title: spec.title.clone(),
+            kind: spec.kind.as_str().to_string(),
             cron: spec.schedule.as_ref().map(|s| s.cron.clone()),
             timezone: spec.schedule.as_ref().map(|s| s.timezone.clone()),
             next_run: crate::service::schedule::next_slot(spec, now),
@@ -260,6 +269,14 @@ pub async fn boards(
         let Some(spec) = specs.iter().find(|s| s.dataset == status.dataset) else {
             continue;
         };
+        if spec.kind.is_snapshot() {
+            // No months: the page shows when it was last loaded.
+            out.push(DatasetBoard {
+                status,
+                months: Vec::new(),
+            });
+            continue;
+        }
         let tz = spec
             .schedule
             .as_ref()

@@ -1674,6 +1674,52 @@ async fn a_later_page_refused_with_429_reaches_the_queue_as_itself() {
     assert_eq!(written, 0);
 }
 
+#[tokio::test]
+async fn a_page_that_never_comes_times_out_and_publishes_nothing() {
+    let jobs = paged_jobs();
+    let app = TestApp::new().await;
+    let (docs, _) = cadunico_docs();
+    let (url, seen) = solr(docs, SolrFault::Stalls).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
+        .args(["run", "cadunico", "--period", "2024-12", "--url", &url])
+        .env("DATABASE_URL", &app.url)
+        .env("CARGA__LOAD__JOBS_DIR", jobs.path())
+        .env("CARGA__HTTP__READ_TIMEOUT_S", "1")
+        .env_remove("CARGA_NIS_KEY")
+        .output()
+        .await
+        .expect("run carga");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        seen.lock().expect("log").len() >= 2,
+        "the second page was asked for"
+    );
+    let client = app.client().await;
+    let error_code: Option<String> = client
+        .query_one(
+            "SELECT error_code FROM carga.loads WHERE dataset = 'cadunico' ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .expect("ledger")
+        .get(0);
+    // Retried (every page goes through the download's retries), then the
+    // request's own failure: a timeout, said so.
+    assert_eq!(error_code.as_deref(), Some("http_request_failed"), "{text}");
+    assert!(text.contains("timed out"), "{text}");
+    let written: i64 = client
+        .query_one("SELECT count(*) FROM public.cadunico_data", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(written, 0);
+}
+
 /// FNDE's PNAE rows (`../shared/SOURCES.md` (e)) for 2024: municipalities by
 /// name and state, one row per teaching modality, values with a decimal
 /// comma. Returns the documents and the value (cents) each municipality

@@ -402,3 +402,77 @@ async fn cras_are_upserted_by_their_key_and_a_closed_one_is_removed() {
         );
     }
 }
+
+/// `carga <args>` with the test's jobs dir; (exit code, stdout, stderr).
+async fn carga_in(
+    app: &TestApp,
+    jobs: &std::path::Path,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let out = common::process::carga(app, args)
+        .env("CARGA__LOAD__JOBS_DIR", jobs)
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .await
+        .expect("run carga");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_snapshot_is_loaded_on_demand_by_a_worker_and_shows_when() {
+    let app = TestApp::new().await;
+    let jobs = jobs("0.5");
+    let docs = vec![
+        cras(
+            1001,
+            "355030",
+            "CRAS Sé",
+            "01310-100",
+            Some("-23.5505,-46.6333"),
+        ),
+        cras(
+            1002,
+            "330455",
+            "CRAS Centro",
+            "20010-000",
+            Some("-22.9035,-43.2096"),
+        ),
+    ];
+    let url = serve(docs, SolrFault::None).await;
+    // A snapshot has no period to name.
+    let (code, _, err) = carga_in(
+        &app,
+        jobs.path(),
+        &["enqueue", "cras", "--period", "2024-01", "--url", &url],
+    )
+    .await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--period does not apply"), "{err}");
+    let (code, id, err) = carga_in(&app, jobs.path(), &["enqueue", "cras", "--url", &url]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let id = id.trim().to_string();
+    let (code, _, err) = carga_in(&app, jobs.path(), &["worker", "--once"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let (code, job, err) = carga_in(&app, jobs.path(), &["job", &id, "--json"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let job: serde_json::Value = serde_json::from_str(&job).expect("job json");
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(published(&app).await.len(), 2);
+    // `carga schedule` lists it with when it was loaded, no months.
+    let (code, schedule, err) = carga_in(&app, jobs.path(), &["schedule", "--json"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let schedule: serde_json::Value = serde_json::from_str(&schedule).expect("schedule json");
+    let cras = schedule
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["dataset"] == "cras"))
+        .cloned()
+        .expect("cras listed");
+    assert_eq!(cras["kind"], "places", "{cras}");
+    assert!(cras["last_published_at"].is_string(), "{cras}");
+    assert!(cras["last_published_period"].is_null(), "{cras}");
+    assert_eq!(cras["gaps"], serde_json::json!([]), "{cras}");
+}

@@ -224,7 +224,7 @@ pub(crate) async fn trigger_load(
     let spec = state
         .specs
         .iter()
-        .find(|s| s.dataset == dataset && !s.kind.is_snapshot())
+        .find(|s| s.dataset == dataset)
         .ok_or_else(|| ApiError::unprocessable(format!("unknown dataset {dataset:?}")))?;
     spec.check_period(period, body.force)
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;

@@ -52,13 +52,13 @@ pub(crate) async fn document(State(state): State<super::AppState>) -> Json<Value
 }
 
 /// The document for these loaded specs: `dataset` parameters and body
-/// fields are enums of the datasets (payment datasets where a load is
-/// asked for; every dataset where jobs are listed), `state` an enum of
-/// the job states.
+/// fields are enums of the datasets (every dataset where a load is asked
+/// for or jobs are listed; datasets with periods where a webhook names
+/// one), `state` an enum of the job states.
 fn document_for(specs: &[crate::dataset::Spec]) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
     let all: Vec<&str> = specs.iter().map(|s| s.dataset.as_str()).collect();
-    let payments: Vec<&str> = specs
+    let periodic: Vec<&str> = specs
         .iter()
         .filter(|s| !s.kind.is_snapshot())
         .map(|s| s.dataset.as_str())
@@ -76,7 +76,7 @@ fn document_for(specs: &[crate::dataset::Spec]) -> Value {
             "/v1/datasets/{dataset}/loads",
             "post",
             "dataset",
-            string_enum(&payments),
+            string_enum(&all),
         ),
     ];
     for (path, method, name, schema) in parameters {
@@ -95,8 +95,8 @@ fn document_for(specs: &[crate::dataset::Spec]) -> Value {
     if let Some(field) = doc.pointer_mut("/components/schemas/WebhookBody/properties/dataset") {
         *field = json!({
             "type": "string",
-            "enum": payments,
-            "description": "A payment dataset on the sender's allow-list."
+            "enum": periodic,
+            "description": "A dataset with periods on the sender's allow-list."
         });
     }
     doc

@@ -12,6 +12,8 @@ pub enum SolrFault {
     RepeatsAPage,
     /// The second request is refused: 429 with `Retry-After: 7`.
     RateLimited,
+    /// Every request after the first is read and never answered.
+    Stalls,
 }
 
 /// A loopback Solr core as SAGI's services answer (`../shared/SOURCES.md`
@@ -82,6 +84,14 @@ pub async fn solr(
                 found += 1;
             }
             served += 1;
+            if fault == SolrFault::Stalls && served >= 2 {
+                // Held open, never answered, until the test ends.
+                tokio::spawn(async move {
+                    let _socket = socket;
+                    std::future::pending::<()>().await;
+                });
+                continue;
+            }
             if fault == SolrFault::RateLimited && served == 2 {
                 let _ = socket
                     .write_all(

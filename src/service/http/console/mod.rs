@@ -434,11 +434,7 @@ async fn enqueue(
     let Some(period) = Period::parse(&form.period) else {
         return back(format!("{:?} is not a month (YYYY-MM)", form.period));
     };
-    let Some(spec) = state
-        .specs
-        .iter()
-        .find(|s| s.dataset == dataset && !s.kind.is_snapshot())
-    else {
+    let Some(spec) = state.specs.iter().find(|s| s.dataset == dataset) else {
         return back(format!("unknown dataset {dataset:?}"));
     };
     if let Err(e) = spec.check_period(period, force) {

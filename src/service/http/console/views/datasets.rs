@@ -13,6 +13,14 @@ fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
     })
 }
 
+/// This month in São Paulo, `YYYY-MM`: a snapshot job's label.
+fn this_month() -> String {
+    chrono::Utc::now()
+        .with_timezone(&chrono_tz::America::Sao_Paulo)
+        .format("%Y-%m")
+        .to_string()
+}
+
 fn class(state: MonthState) -> &'static str {
     match state {
         MonthState::NotDue => "not-due",
@@ -168,6 +176,22 @@ pub(crate) fn page(boards: &[DatasetBoard], csrf: &str, message: Option<&str>) -
                     @if gaps > 0 { " " span.error { (gaps) " missing" } }
                     @if waiting > 0 { " " span.error { (waiting) " at the source, not loaded" } }
                 }
+                @if matches!(s.kind.as_str(), "reference" | "places" | "boundaries") {
+                    div.facts {
+                        span { "a snapshot (" (s.kind) "): no months, loaded whole" }
+                        span { "last loaded: " strong { (when(s.last_published_at)) } }
+                        span { "last success: " (when(s.last_success_at)) }
+                        span { "next run: " @if s.cron.is_some() { (when(s.next_run)) } @else { "on demand" } }
+                    }
+                    form method="post" action={"/console/datasets/" (s.dataset) "/loads"} {
+                        input type="hidden" name="csrf" value=(csrf);
+                        // The job's label: the month it was asked in.
+                        input type="hidden" name="period" value=(this_month());
+                        label { input type="checkbox" name="force" value="true"; " force" }
+                        " "
+                        button type="submit" { "Load now" }
+                    }
+                } @else {
                 div.facts {
                     span { "last published: " strong { (s.last_published_period.as_deref().unwrap_or("none")) } }
                     span { "published at: " (when(s.last_published_at)) }
@@ -188,6 +212,7 @@ pub(crate) fn page(boards: &[DatasetBoard], csrf: &str, message: Option<&str>) -
                     label { input type="checkbox" name="force" value="true"; " force" }
                     " "
                     button type="submit" { "Enqueue" }
+                }
                 }
             }
         }
