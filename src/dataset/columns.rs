@@ -472,6 +472,23 @@ const NAME_WORDS: &[&str] = &[
     // SAGI's equipment register names the person in charge (`responsavel`).
     "RESPONSAVEL",
 ];
+/// Words naming a place's staff: a places column that has one is about a
+/// person (`nome_coordenador`, `telefone_tecnico`).
+const STAFF_WORDS: &[&str] = &[
+    "COORDENADOR",
+    "COORDENADORA",
+    "COORDENACAO",
+    "TECNICO",
+    "TECNICA",
+    "GESTOR",
+    "GESTORA",
+    "DIRETOR",
+    "DIRETORA",
+    "SERVIDOR",
+    "SERVIDORA",
+    "CONTATO",
+    "PESSOA",
+];
 const PLACE_WORDS: &[&str] = &[
     "MUNICIPIO",
     "MUNICIPALITY",
@@ -494,6 +511,9 @@ pub(super) fn is_personal(column: &Column) -> bool {
     // A place's own name (`nome` of a CRAS) names no person; an identifier
     // of a person in its header still does.
     let place_name = column.role == Some(Role::PlaceName);
+    // A place's column about its staff (`nome_coordenador`,
+    // `telefone_tecnico`) is about a person.
+    let place_column = matches!(column.role, Some(Role::PlaceName | Role::Field));
     let names = std::iter::once(column.header.as_str())
         .chain(column.aliases.iter().map(String::as_str))
         .chain(std::iter::once(column.name.as_str()));
@@ -505,6 +525,7 @@ pub(super) fn is_personal(column: &Column) -> bool {
             .collect();
         let has = |list: &[&str]| words.iter().any(|w| list.contains(w));
         has(PERSONAL_WORDS)
+            || (place_column && has(STAFF_WORDS))
             || (has(NAME_WORDS) && !has(PLACE_WORDS) && (!place_name || has(&NAME_WORDS[2..])))
             || (has(&["NUMERO", "NUMBER"]) && has(&["BENEFICIO", "BENEFIT"]))
     })

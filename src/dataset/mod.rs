@@ -260,6 +260,14 @@ impl Spec {
         }
         if raw.kind == Kind::Aggregates {
             validate_columns(&raw.columns, Shape::Tabulated).map_err(invalid)?;
+            // A rejected part (a modality's row) would leave its place's
+            // sum partial, published as the total: no reject is allowed.
+            let parted = raw.columns.iter().any(|c| c.role == Some(Role::Part));
+            if parted && (q.reject_allowance > 0 || q.max_reject_ratio > 0.0) {
+                return Err(invalid(
+                    "quality: rows in parts (a part column) allow no reject (reject_allowance = 0, max_reject_ratio = 0): a rejected part would leave its place's sum partial".into(),
+                ));
+            }
         }
         let has = |role: Role| raw.columns.iter().any(|c| c.role == Some(role));
         match raw.target {
@@ -662,16 +670,28 @@ mod tests {
         assert_eq!(spec.kind, Kind::Places);
         // The person in charge, kept as a field: refused.
         let err = cras_with(
-            "name = \"chefe\"\nheader = \"responsavel\"\ntype = \"text\"\nrole = \"field\"\nfield = \"email\"\nprivacy = \"keep\"",
+            "name = \"chefe\"\nheader = \"responsavel\"\ntype = \"text\"\nrole = \"field\"\nfield = \"bairro\"\nprivacy = \"keep\"",
         )
         .expect_err("a person's name");
         assert!(err.to_string().contains("holds personal data"), "{err}");
         // A name column that is not the place's: refused.
         let err = cras_with(
-            "name = \"nome_coordenador\"\nheader = \"nome\"\ntype = \"text\"\nrole = \"field\"\nfield = \"email\"\nprivacy = \"keep\"",
+            "name = \"nome_coordenador\"\nheader = \"nome\"\ntype = \"text\"\nrole = \"field\"\nfield = \"bairro\"\nprivacy = \"keep\"",
         )
         .expect_err("a person's name");
         assert!(err.to_string().contains("holds personal data"), "{err}");
+        // Its staff, even as the place's name: refused.
+        let err = cras_with(
+            "name = \"coordenador\"\nheader = \"coordenador\"\ntype = \"text\"\nrole = \"field\"\nfield = \"bairro\"\nprivacy = \"keep\"",
+        )
+        .expect_err("staff");
+        assert!(err.to_string().contains("holds personal data"), "{err}");
+        // An email names a person more often than an office: no field.
+        let err = cras_with(
+            "name = \"mail\"\nheader = \"email\"\ntype = \"text\"\nrole = \"field\"\nfield = \"email\"\nprivacy = \"keep\"",
+        )
+        .expect_err("email");
+        assert!(err.to_string().contains("not a text column"), "{err}");
         // Not a column of the target.
         let err = cras_with(
             "name = \"x\"\nheader = \"x\"\ntype = \"text\"\nrole = \"field\"\nfield = \"servicos\"\nprivacy = \"keep\"",

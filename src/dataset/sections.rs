@@ -166,14 +166,14 @@ impl Target {
 }
 
 /// `cras_locations`' text columns and widths, `nome` (the place name)
-/// first.
-pub(crate) const CRAS_FIELDS: [(&str, usize); 6] = [
+/// first. Not `email`: an address names a person more often than an
+/// office, so no spec may fill it.
+pub(crate) const CRAS_FIELDS: [(&str, usize); 5] = [
     ("nome", 255),
     ("endereco", 500),
     ("bairro", 100),
     ("cep", 8),
     ("telefone", 20),
-    ("email", 255),
 ];
 
 /// `cadunico_data`'s figure columns a `measure` may name (the API's schema:
@@ -291,8 +291,9 @@ const DEFAULT_MAX_PAYMENT_BRL: i64 = 10_000_000;
 /// checked anyway).
 pub(super) const MAX_PAYMENT_BRL_LIMIT: i64 = 100_000_000;
 /// The highest `quality.max_payment_brl` of a dataset of totals (R$ 100
-/// billion a row: 5,570 such rows sum within `i64` cents and within a
-/// `numeric(15, 2)` national total).
+/// billion a row: a row fits `numeric(15, 2)`, 5,570 such rows sum within
+/// `i64` cents; a state or national sum beyond what its column holds makes
+/// the database refuse the publish, never a truncated figure).
 pub(super) const MAX_TOTAL_BRL_LIMIT: i64 = 100_000_000_000;
 fn default_max_payment_brl() -> i64 {
     DEFAULT_MAX_PAYMENT_BRL

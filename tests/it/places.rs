@@ -476,3 +476,34 @@ async fn a_snapshot_is_loaded_on_demand_by_a_worker_and_shows_when() {
     assert!(cras["last_published_period"].is_null(), "{cras}");
     assert_eq!(cras["gaps"], serde_json::json!([]), "{cras}");
 }
+
+#[tokio::test]
+async fn a_bad_line_of_a_large_places_file_is_named_not_the_download() {
+    // The same spec read from a CSV file of 3 MB (many chunks: the
+    // download is still sending when the parser fails).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = std::fs::read_to_string("jobs/cras.toml")
+        .expect("spec")
+        .replace("protocol = \"solr\"\n", "")
+        .replace("page_rows = 5000\n", "");
+    std::fs::write(dir.path().join("cras.toml"), spec).expect("write");
+    let mut csv = String::from(
+        "id_equipamento,ibge,nome,endereco,numero,bairro,cep,telefone,georef_location\n",
+    );
+    for i in 0..40_000 {
+        csv.push_str(&format!(
+            "{i},355030,CRAS {i},Rua {i},1,Centro,01310-100,1133334444,\"-23.55,-46.63\"\n"
+        ));
+        if i == 1 {
+            csv.push_str("x,355030,CRAS,Rua,1,Centro,01310-100,1133334444,\"-23.5,-46.6\",extra\n");
+        }
+    }
+    let path = dir.path().join("cras.csv");
+    std::fs::write(&path, csv).expect("csv");
+    let app = TestApp::new().await;
+    let (code, out) = run(&app, dir.path(), path.to_str().expect("path")).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("line 4"), "{out}");
+    assert!(out.contains("10 fields where the header has 9"), "{out}");
+    assert!(!out.contains("reader stopped"), "{out}");
+}

@@ -23,7 +23,12 @@ use serde_json::Value;
 
 use crate::dataset::{Role, Spec, Target};
 use crate::engine::load::ledger::{self, LedgerStatus, Reject};
-use crate::engine::parse::value::{LATITUDE, LONGITUDE};
+/// Brazil's territory as IBGE's meshes draw it, in degrees, with some
+/// margin: wider than a CRAS's box (`value::lat_lon`) because islands
+/// belong to municipalities — Trindade and Martim Vaz (Vitória, ES) reach
+/// about −28.8° longitude, São Pedro e São Paulo (PE) −29.3°.
+const LATITUDE: (f64, f64) = (-34.0, 5.6);
+const LONGITUDE: (f64, f64) = (-74.3, -28.5);
 use crate::engine::pipeline::{Context, LoadError};
 use crate::engine::source::{self, SourceError, paged};
 
@@ -275,6 +280,12 @@ pub async fn run(
     let started = Instant::now();
     let client = ctx.pool.get().await?;
     let template = url.unwrap_or(&spec.source.url).to_string();
+    if !template.contains("{uf}") {
+        return Err(LoadError::Reference(format!(
+            "{}: a boundaries URL has {{uf}} (each state's 2-digit code: one request per state)",
+            source::redact_source(&template)
+        )));
+    }
     let redacted = source::redact_source(&template);
     let load_id = ledger::start(&**client, &spec.dataset, None, None, &redacted, force).await?;
     let mut counts = (0u64, 0u64);
@@ -490,14 +501,22 @@ async fn write(
         .iter()
         .map(|(column, expression)| format!("{column} = {expression}"))
         .collect();
+    // A place whose geometry is the same is rewritten only when a derived
+    // column (simplified, centroid) is missing.
+    let stale: Vec<String> = columns
+        .iter()
+        .filter(|(column, _)| *column != "geometry")
+        .map(|(column, _)| format!(" OR t.{column} IS NULL"))
+        .collect();
     let changed = tx
         .execute(
             &format!(
                 "UPDATE public.{table} t SET {}, updated_at = now() AT TIME ZONE 'UTC'
                  FROM (SELECT code, ST_Multi(ST_SetSRID(ST_GeomFromGeoJSON(geojson), 4326)) AS g
                        FROM carga_shapes) s
-                 WHERE t.{code} = s.code AND t.geometry IS DISTINCT FROM s.g",
-                sets.join(", ")
+                 WHERE t.{code} = s.code AND (t.geometry IS DISTINCT FROM s.g{})",
+                sets.join(", "),
+                stale.concat()
             ),
             &[],
         )
@@ -533,6 +552,9 @@ mod tests {
                 .contains("3 positions")
         );
         assert!(check_geometry(None).is_err());
+        // Trindade (Vitória, ES) and São Pedro e São Paulo (PE): Brazil.
+        assert_eq!(check_geometry(Some(&square(-29.35, -20.55))), Ok(()));
+        assert_eq!(check_geometry(Some(&square(-29.4, 0.9))), Ok(()));
     }
 
     #[test]

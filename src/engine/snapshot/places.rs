@@ -535,9 +535,14 @@ async fn read(
     let pumped = pump
         .await
         .map_err(|e| LoadError::Internal(format!("download task: {e}")))?;
-    // The download's own failure is the root cause of the parser's.
-    pumped?;
-    Ok((parsed?, file))
+    // The root cause: the download's own failure, else the parser's (the
+    // download then only saw its reader stop), else the download's.
+    match (pumped, parsed) {
+        (Err(e), _) if !e.is_consequence() => Err(e.into()),
+        (_, Err(e)) => Err(e),
+        (Err(e), Ok(_)) => Err(e.into()),
+        (Ok(_), Ok(parsed)) => Ok((parsed, file)),
+    }
 }
 
 /// Counts of a publish.
@@ -571,9 +576,11 @@ async fn write(
         )
         .await?
         .get(0);
+    // A rejected place keeps its published row: it counts as still there.
     let places = parsed.places.len() as u64;
+    let kept = places + parsed.rejected_keys.len() as u64;
     let floor = (1.0 - spec.quality.max_shrink) * existing as f64;
-    if !force && existing > 0 && (places as f64) < floor {
+    if !force && existing > 0 && (kept as f64) < floor {
         return Err(LoadError::Shrink {
             file: file.to_string(),
             rows: places,
@@ -592,8 +599,8 @@ async fn write(
             .map(|p| p.fields[i].as_deref())
             .collect()
     };
-    let (nome, endereco, bairro, cep, telefone, email) =
-        (field(0), field(1), field(2), field(3), field(4), field(5));
+    let (nome, endereco, bairro, cep, telefone) =
+        (field(0), field(1), field(2), field(3), field(4));
     let lat: Vec<Option<f64>> = parsed
         .places
         .iter()
@@ -607,32 +614,31 @@ async fn write(
     let rows = tx
         .query(
             "INSERT INTO public.cras_locations AS c
-                 (id, ibge_code, nome, endereco, bairro, cep, telefone, email, latitude, longitude,
+                 (id, ibge_code, nome, endereco, bairro, cep, telefone, latitude, longitude,
                   source, geocode_source, created_at, updated_at)
              SELECT md5($1 || ':' || n.key)::uuid, n.ibge, n.nome, n.endereco, n.bairro, n.cep,
-                    n.telefone, n.email, n.lat, n.lon, $1,
+                    n.telefone, n.lat, n.lon, $1,
                     CASE WHEN n.lat IS NULL THEN NULL ELSE $1 END,
                     now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
              FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                         $8::text[], $9::text[], $10::float8[], $11::float8[])
-                  AS n(key, ibge, nome, endereco, bairro, cep, telefone, email, lat, lon)
+                         $8::text[], $9::float8[], $10::float8[])
+                  AS n(key, ibge, nome, endereco, bairro, cep, telefone, lat, lon)
              ON CONFLICT (id) DO UPDATE SET
                  ibge_code = EXCLUDED.ibge_code, nome = EXCLUDED.nome,
                  endereco = EXCLUDED.endereco, bairro = EXCLUDED.bairro, cep = EXCLUDED.cep,
-                 telefone = EXCLUDED.telefone, email = EXCLUDED.email,
+                 telefone = EXCLUDED.telefone,
                  latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,
                  source = EXCLUDED.source, geocode_source = EXCLUDED.geocode_source,
                  updated_at = EXCLUDED.updated_at
-             WHERE (c.ibge_code, c.nome, c.endereco, c.bairro, c.cep, c.telefone, c.email,
+             WHERE (c.ibge_code, c.nome, c.endereco, c.bairro, c.cep, c.telefone,
                     c.latitude, c.longitude, c.source, c.geocode_source)
                    IS DISTINCT FROM
                    (EXCLUDED.ibge_code, EXCLUDED.nome, EXCLUDED.endereco, EXCLUDED.bairro,
-                    EXCLUDED.cep, EXCLUDED.telefone, EXCLUDED.email, EXCLUDED.latitude,
+                    EXCLUDED.cep, EXCLUDED.telefone, EXCLUDED.latitude,
                     EXCLUDED.longitude, EXCLUDED.source, EXCLUDED.geocode_source)
              RETURNING (xmax = 0)",
             &[
-                &owner, &keys, &ibge, &nome, &endereco, &bairro, &cep, &telefone, &email, &lat,
-                &lon,
+                &owner, &keys, &ibge, &nome, &endereco, &bairro, &cep, &telefone, &lat, &lon,
             ],
         )
         .await?;

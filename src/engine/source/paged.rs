@@ -1,6 +1,6 @@
 //! Paged JSON services as a byte stream: a Solr core (`start`/`rows`, the
 //! `{"response":{"numFound":N,"start":S,"docs":[…]}}` envelope) or an
-//! OData service (`$skip`/`$top`, `{"value":[…]}`, ending at a short page;
+//! OData service (`$skip`/`$top`, `{"value":[…]}`, ending at an empty page;
 //! or, when the service pages itself, following `@odata.nextLink` on the
 //! query's own server until a page has none, a link seen twice failing)
 //! read page by page, each page's documents written as CSV rows (a header
@@ -201,6 +201,16 @@ fn csv_line(out: &mut Vec<u8>, fields: impl Iterator<Item = String>) {
     out.push(b'\n');
 }
 
+/// Whether `key` repeats `last` or comes before it in both a numeric and
+/// a text order (see the check in [`State::rows`]).
+fn goes_back(last: &str, key: &str) -> bool {
+    let as_text = last >= key;
+    match (last.parse::<u64>(), key.parse::<u64>()) {
+        (Ok(a), Ok(b)) => a == b || (a > b && as_text),
+        _ => as_text,
+    }
+}
+
 /// Where the pager is.
 struct State {
     location: String,
@@ -290,7 +300,7 @@ impl State {
                 ));
             }
             return match (self.paging.dialect, self.found) {
-                // OData: the page after a full one may be empty: the end.
+                // OData without links or a count: an empty page is the end.
                 (Dialect::Odata, None) => {
                     self.done = true;
                     Ok(Bytes::new())
@@ -314,13 +324,11 @@ impl State {
                 ),
             ));
         }
-        // OData ends at a page shorter than asked, or, when the service
-        // links its pages, at the first page without a link.
-        let linked = link.is_some() || !self.links.is_empty();
-        if self.paging.dialect == Dialect::Odata
-            && ((linked && link.is_none())
-                || (!linked && (page.docs.len() as u64) < self.paging.rows))
-        {
+        // When the service links its pages, OData ends at the first page
+        // without a link. Otherwise at an empty page: a page shorter than
+        // asked may be the service's own cap on `$top`, not the end, so one
+        // more page is asked for (the documents already read, skipped).
+        if self.paging.dialect == Dialect::Odata && link.is_none() && !self.links.is_empty() {
             self.done = true;
         }
         // A field the spec reads that no document of the first page has
@@ -344,12 +352,13 @@ impl State {
         for doc in &page.docs {
             let key = field_text(doc.get(&self.paging.key));
             if let Some(last) = &self.last_key {
-                // Numbers by value (a numeric field), else as text.
-                let before = match (last.parse::<u64>(), key.parse::<u64>()) {
-                    (Ok(a), Ok(b)) => a >= b,
-                    _ => last.as_str() >= key.as_str(),
-                };
-                if before {
+                // The service sorts a numeric field by value and a text one
+                // as text, and which the key is may not be known: a key
+                // repeats, or goes back in both orders. (One ascending
+                // in the other order, "10000" after "9999" sorted as text,
+                // passes; a page served twice then repeats its keys, which
+                // the load refuses as a repeated row.)
+                if goes_back(last, &key) {
                     return Err(protocol_error(
                         &redacted,
                         format!(
@@ -595,4 +604,23 @@ async fn read_whole(
         }
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::goes_back;
+
+    #[test]
+    fn keys_go_back_only_when_no_order_explains_them() {
+        // Sorted as numbers, or as text: both pass.
+        assert!(!goes_back("9999", "10000"));
+        assert!(!goes_back("10000", "9999"));
+        assert!(!goes_back("1001", "1002"));
+        assert!(!goes_back("abc", "abd"));
+        // A repeat, or back in both orders: a page served twice.
+        assert!(goes_back("1002", "1002"));
+        assert!(goes_back("1002", "1001"));
+        assert!(goes_back("abd", "abc"));
+        assert!(goes_back("", ""));
+    }
 }
