@@ -1585,6 +1585,25 @@ role = "beneficiaries"
     .await;
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("5 read, 5 loaded, 0 rejected"), "{out}");
+    // A server that caps $top below what was asked (3): a short page is
+    // not the end; paging goes on to an empty one.
+    let capped = odata(sorted.clone(), Paging::Capped).await;
+    let (code, out) = run_in(
+        &app,
+        dir.path(),
+        &[
+            "run",
+            "odata-test",
+            "--period",
+            "2024-12",
+            "--url",
+            &capped,
+            "--force",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("5 read, 5 loaded, 0 rejected"), "{out}");
     for (paging, says) in [
         (
             Paging::LinksInACircle,
