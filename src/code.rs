@@ -33,6 +33,8 @@ pub enum Code {
     /// A paged service broke its own protocol mid-read (a total that
     /// changed, a page empty too early, a page served twice).
     SourceProtocol,
+    /// The file changed on the server during a ranged download.
+    SourceChanged,
     // The container (src/engine/decode/).
     UnexpectedContent,
     ArchiveTruncated,
@@ -76,7 +78,7 @@ pub enum Code {
 }
 
 /// Every code with a fixed text (the parameterised ones aside).
-const FIXED: [(Code, &str); 45] = [
+const FIXED: [(Code, &str); 46] = [
     (Code::HttpRequestFailed, "http_request_failed"),
     (Code::HttpBodyFailed, "http_body_failed"),
     (Code::ReaderStopped, "reader_stopped"),
@@ -90,6 +92,7 @@ const FIXED: [(Code, &str); 45] = [
     (Code::SourcePreparing, "source_preparing"),
     (Code::SourceRefused, "source_refused"),
     (Code::SourceProtocol, "source_protocol"),
+    (Code::SourceChanged, "source_changed"),
     (Code::UnexpectedContent, "unexpected_content"),
     (Code::ArchiveTruncated, "archive_truncated"),
     (Code::ArchiveCorrupt, "archive_corrupt"),
@@ -162,6 +165,7 @@ impl Code {
             Code::SourcePreparing => "source_preparing",
             Code::SourceRefused => "source_refused",
             Code::SourceProtocol => "source_protocol",
+            Code::SourceChanged => "source_changed",
             Code::UnexpectedContent => "unexpected_content",
             Code::ArchiveTruncated => "archive_truncated",
             Code::ArchiveCorrupt => "archive_corrupt",

@@ -84,6 +84,15 @@ pub struct HttpSettings {
     /// `min_throughput_window_s` seconds of waiting for the network.
     pub min_bytes_per_second: u64,
     pub min_throughput_window_s: u64,
+    /// Connections one download may use when the server serves ranges of a
+    /// file with a strong validator (`CARGA__HTTP__DOWNLOAD_CONNECTIONS`;
+    /// 1: one connection, as before).
+    pub download_connections: usize,
+    /// The size of one range; `download_connections` of them are in
+    /// flight or waiting to be handed on at most.
+    pub download_chunk_bytes: u64,
+    /// Files smaller than this are fetched over one connection.
+    pub download_parallel_min_bytes: u64,
     /// `carga serve`'s API: where it listens (`--listen` overrides).
     pub(crate) listen: String,
     /// Bearer token for the operator endpoints (set it through
@@ -338,6 +347,18 @@ impl Settings {
                     reason: "must be greater than zero".into(),
                 });
             }
+        }
+        if !(1..=32).contains(&self.http.download_connections) {
+            return Err(ConfigError::Key {
+                key: "http.download_connections",
+                reason: "must be between 1 (one connection) and 32".into(),
+            });
+        }
+        if !(64 * 1024..=64 * 1024 * 1024).contains(&self.http.download_chunk_bytes) {
+            return Err(ConfigError::Key {
+                key: "http.download_chunk_bytes",
+                reason: "must be between 65536 (64 KiB) and 67108864 (64 MiB)".into(),
+            });
         }
         if let Some(key) = &self.nis_key {
             check_nis_key(key.expose_secret())?;

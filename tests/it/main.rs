@@ -18,6 +18,7 @@ mod portal;
 mod privacy;
 mod queue;
 mod queue_cli;
+mod ranged;
 mod root_cause;
 mod schema;
 mod tls;

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 pub(crate) mod allow;
 pub(crate) mod paged;
+mod ranged;
 
 use crate::code::Code;
 use crate::config::HttpSettings;
@@ -106,6 +107,13 @@ pub enum SourceError {
     RedirectRefused { url: String, reason: String },
     #[error("{url}: {message}")]
     Protocol { url: String, message: String },
+    /// The file changed on the server while it was fetched in ranges: the
+    /// attempt stops (nothing of either version is published) and is
+    /// retried from the start.
+    #[error(
+        "{url}: the file changed on the server during the download (found at byte {offset}); retried from the start"
+    )]
+    Changed { url: String, offset: u64 },
     /// A paged service found nothing for the query (Solr `numFound` 0):
     /// the period is not published yet, as a 404 says of a file.
     #[error("{url}: the service has no documents for this query (numFound 0): not published yet")]
@@ -135,6 +143,7 @@ impl SourceError {
             SourceError::Preparing { .. } => Code::SourcePreparing,
             SourceError::Refused { .. } => Code::SourceRefused,
             SourceError::Protocol { .. } => Code::SourceProtocol,
+            SourceError::Changed { .. } => Code::SourceChanged,
             SourceError::NoDocuments { .. } => Code::HttpStatus(404),
         }
     }
@@ -453,6 +462,42 @@ pub(crate) async fn open_guarded(
                     let accept_ranges = headers
                         .get(header::ACCEPT_RANGES)
                         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"bytes"));
+                    // A large file a server serves in ranges, with a
+                    // strong validator: fetched over several connections,
+                    // in order (see `ranged`); the first answer's body is
+                    // not read.
+                    let validator =
+                        ranged::Validator::of(meta.strong_etag(), meta.last_modified.as_deref());
+                    let parallel = settings.download_connections > 1
+                        && accept_ranges
+                        && meta
+                            .content_length
+                            .is_some_and(|l| l >= settings.download_parallel_min_bytes.max(1));
+                    if let (true, Some(validator), Some(length)) =
+                        (parallel, validator, meta.content_length)
+                    {
+                        tracing::debug!(url = %redacted, length, connections = settings.download_connections, "ranged download");
+                        let plan = ranged::Plan {
+                            client: client.clone(),
+                            url: response.url().to_string(),
+                            redacted: redacted.clone(),
+                            length,
+                            validator,
+                            connections: settings.download_connections,
+                            chunk: settings.download_chunk_bytes,
+                        };
+                        drop(response);
+                        return Ok(OpenOutcome::Body(Opened {
+                            meta,
+                            origin: Origin::Http {
+                                client,
+                                url: location.to_string(),
+                            },
+                            body: ranged::body(plan),
+                            // Each range resumes itself.
+                            accept_ranges: false,
+                        }));
+                    }
                     let body = response
                         .bytes_stream()
                         .map(|r| r.map_err(|e| io::Error::other(describe_reqwest(&e))))

@@ -99,23 +99,32 @@ async fn serve(
         .get(header::IF_RANGE)
         .and_then(|v| v.to_str().ok())
         .is_none_or(|v| v == file.etag);
+    // `bytes=START-` or `bytes=START-END` (one range; END clamped to the
+    // file's last byte).
     let range = request_headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("bytes="))
         .and_then(|v| v.split_once('-'))
-        .and_then(|(start, _)| start.parse::<u64>().ok());
+        .and_then(|(start, end)| {
+            let start = start.parse::<u64>().ok()?;
+            let end = match end {
+                "" => total.saturating_sub(1),
+                e => e.parse::<u64>().ok()?.min(total.saturating_sub(1)),
+            };
+            (start <= end).then_some((start, end))
+        });
     match range {
-        Some(start) if if_range_ok && start < total => {
+        Some((start, end)) if if_range_ok && start < total => {
             let mut headers = common;
             headers.push((
                 header::CONTENT_RANGE,
-                format!("bytes {start}-{}/{total}", total - 1),
+                format!("bytes {start}-{end}/{total}"),
             ));
             response(
                 StatusCode::PARTIAL_CONTENT,
                 &headers,
-                file.bytes.slice(start as usize..),
+                file.bytes.slice(start as usize..=end as usize),
             )
         }
         _ => response(StatusCode::OK, &common, file.bytes.clone()),

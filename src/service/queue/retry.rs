@@ -74,6 +74,7 @@ pub fn verdict(code: Code, previous: Option<Code>) -> Verdict {
         | Code::ReaderStopped
         | Code::StageStopped
         | Code::SourceProtocol
+        | Code::SourceChanged
         | Code::ArchiveTruncated
         | Code::SpillIo
         | Code::LoadInProgress

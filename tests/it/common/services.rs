@@ -119,3 +119,146 @@ pub async fn solr(
     });
     (url, seen)
 }
+
+/// How the loopback ranged file server misbehaves, if it does.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RangeFault {
+    None,
+    /// Earlier ranges are answered later and slower than later ones: they
+    /// complete out of order, at different speeds.
+    OutOfOrder,
+    /// The first request for the range starting at this offset is cut after
+    /// a few bytes (the connection closes mid-body).
+    CutOnce(u64),
+    /// After this many range requests the file is replaced (new bytes, new
+    /// ETag).
+    ReplacedAfter(usize),
+    /// Answers every request 200 with the whole file (ignores `Range`).
+    IgnoresRange,
+    /// The range starting at this offset is answered with a Content-Range
+    /// one byte off.
+    WrongContentRange(u64),
+    /// Range answers send their headers and half their body, then hang
+    /// until the client goes away.
+    Hangs,
+}
+
+/// A loopback file server with `Accept-Ranges: bytes`, a strong ETag,
+/// `Range` and `If-Range`, one request per connection. Counts the
+/// connections it holds open and the range requests it served.
+pub struct RangeServer {
+    pub url: String,
+    pub open: Arc<std::sync::atomic::AtomicUsize>,
+    pub ranges: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RangeServer {
+    pub async fn start(file: Vec<u8>, fault: RangeFault) -> RangeServer {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!(
+            "http://{}/202412_NovoBolsaFamilia.zip",
+            listener.local_addr().expect("addr")
+        );
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let ranges = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let original = Arc::new(file);
+        let replaced: Arc<Vec<u8>> = Arc::new(original.iter().map(|b| b ^ 0x5a).collect());
+        let (open_c, ranges_c) = (open.clone(), ranges.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                open_c.fetch_add(1, Ordering::SeqCst);
+                let (open, ranges, cut) = (open_c.clone(), ranges_c.clone(), cut.clone());
+                let (original, replaced) = (original.clone(), replaced.clone());
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(k) => request.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                    let header = |name: &str| {
+                        text.lines()
+                            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                            .map(|v| v.trim().to_string())
+                    };
+                    let range = header("range").and_then(|r| {
+                        let (a, b) = r.strip_prefix("bytes=")?.split_once('-')?;
+                        Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?))
+                    });
+                    let served = if range.is_some() {
+                        ranges.fetch_add(1, Ordering::SeqCst) + 1
+                    } else {
+                        0
+                    };
+                    let new = matches!(fault, RangeFault::ReplacedAfter(n) if served > n);
+                    let file = if new { &replaced } else { &original };
+                    let etag = if new { "\"v2\"" } else { "\"v1\"" };
+                    let if_range_ok = header("if-range").is_none_or(|v| v == etag);
+                    let len = file.len() as u64;
+                    let (status, start, end) = match range {
+                        Some((a, b)) if fault != RangeFault::IgnoresRange && if_range_ok => {
+                            ("206 Partial Content", a, b.min(len - 1))
+                        }
+                        _ => ("200 OK", 0, len - 1),
+                    };
+                    let shown_start = match fault {
+                        RangeFault::WrongContentRange(at) if at == start && range.is_some() => {
+                            start + 1
+                        }
+                        _ => start,
+                    };
+                    let mut head = format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nETag: {etag}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n",
+                        end - start + 1
+                    );
+                    if status.starts_with("206") {
+                        head.push_str(&format!(
+                            "Content-Range: bytes {shown_start}-{end}/{len}\r\n"
+                        ));
+                    }
+                    head.push_str("\r\n");
+                    if socket.write_all(head.as_bytes()).await.is_err() {
+                        open.fetch_sub(1, Ordering::SeqCst);
+                        return;
+                    }
+                    let body = &file[start as usize..=end as usize];
+                    if fault == RangeFault::OutOfOrder && range.is_some() {
+                        // The earlier the range, the later and slower it comes.
+                        let delay = 40u64.saturating_sub(start / 65_536 * 5);
+                        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                    }
+                    let cut_here = matches!(fault, RangeFault::CutOnce(at) if at == start && range.is_some())
+                        && !cut.swap(true, Ordering::SeqCst);
+                    let hang = fault == RangeFault::Hangs && range.is_some();
+                    let sent = if cut_here {
+                        body.len().min(100)
+                    } else if hang {
+                        body.len() / 2
+                    } else {
+                        body.len()
+                    };
+                    let _ = socket.write_all(&body[..sent]).await;
+                    if hang {
+                        // Until the client closes its end.
+                        let mut sink = [0u8; 64];
+                        while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {}
+                    }
+                    let _ = socket.shutdown().await;
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        RangeServer { url, open, ranges }
+    }
+}
