@@ -65,9 +65,24 @@ pub(crate) fn download_figures(
     line
 }
 
+/// What a ranged download fetched ahead of the bytes handed on, for a
+/// progress line (empty when nothing is).
+pub(crate) fn fetched_ahead(bytes: u64) -> String {
+    if bytes == 0 {
+        return String::new();
+    }
+    format!(", {:.1} MB fetched ahead", bytes as f64 / 1e6)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_fetched_ahead_are_said_only_when_there_are_some() {
+        assert_eq!(fetched_ahead(0), "");
+        assert_eq!(fetched_ahead(12_345_678), ", 12.3 MB fetched ahead");
+    }
 
     #[test]
     fn download_figures_in_megabytes_with_thousands_dots() {

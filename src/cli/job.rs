@@ -108,7 +108,7 @@ pub(crate) fn progress_line(job: &JobView) -> String {
         p.rows,
         p.rate,
         p.eta_seconds,
-    );
+    ) + &crate::money::fetched_ahead(p.ahead);
     format!("{} {}, {figures}", job.state, p.stage)
 }
 

@@ -703,6 +703,7 @@ fn progress_snapshot(progress: &Progress) -> queue::Progress {
     queue::Progress {
         stage: Some(progress.stage_name().to_string()),
         bytes: Some(progress.bytes.load(Relaxed)),
+        bytes_ahead: Some(progress.bytes_ahead.load(Relaxed)).filter(|b| *b > 0),
         total_bytes: Some(progress.total_bytes.load(Relaxed)),
         rows: Some(progress.rows.load(Relaxed)),
         rows_rejected: Some(progress.rows_rejected.load(Relaxed)),

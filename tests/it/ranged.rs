@@ -182,3 +182,54 @@ async fn cancelling_closes_every_connection_and_a_kill_publishes_nothing() {
         assert_eq!(published, 0, "{signal}");
     }
 }
+
+#[tokio::test]
+async fn a_workers_progress_shows_the_bytes_fetched_ahead() {
+    // Every range hangs half-way: nothing can be handed on in order yet,
+    // while half of four ranges has arrived. The job's heartbeat says so.
+    let app = TestApp::new().await;
+    let server = RangeServer::start(month(), RangeFault::Hangs).await;
+    let id = app.enqueue("2024-12", &server.url).await.id;
+    let mut worker = carga(&app, &["worker"])
+        .env("CARGA__HTTP__DOWNLOAD_CONNECTIONS", "4")
+        .env("CARGA__HTTP__DOWNLOAD_CHUNK_BYTES", "65536")
+        .env("CARGA__HTTP__DOWNLOAD_PARALLEL_MIN_BYTES", "1")
+        .spawn()
+        .expect("worker");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let ahead = loop {
+        let row = app
+            .client()
+            .await
+            .query_one(
+                "SELECT coalesce((progress->>'bytes_ahead')::bigint, 0),
+                        coalesce((progress->>'bytes')::bigint, 0)
+                 FROM carga.jobs WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .expect("job");
+        let (ahead, bytes): (i64, i64) = (row.get(0), row.get(1));
+        if ahead > 0 {
+            assert_eq!(bytes, 0, "nothing handed on in order yet");
+            break ahead;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no bytes ahead reported"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // Half of each of the four ranges in flight, at most.
+    assert!(ahead <= 4 * 32_768, "{ahead}");
+    let (code, _) = {
+        let out = carga(&app, &["cancel", &id.to_string()])
+            .output()
+            .await
+            .expect("cancel");
+        (out.status.code(), ())
+    };
+    assert_eq!(code, Some(0));
+    common::process::signal(&worker, "TERM");
+    let _ = worker.wait().await;
+}

@@ -180,6 +180,9 @@ impl SourceMeta {
 pub struct Progress {
     pub(crate) bytes: AtomicU64,
     pub(crate) total_bytes: AtomicU64,
+    /// Bytes a ranged download fetched beyond those handed on in order
+    /// (ranges in flight or waiting for an earlier one); 0 otherwise.
+    pub(crate) bytes_ahead: AtomicU64,
     pub(crate) rows: AtomicU64,
     pub(crate) rows_rejected: AtomicU64,
     /// One of [`Progress::STAGES`], by index.
@@ -254,6 +257,8 @@ pub(crate) struct Opened {
     origin: Origin,
     body: BoxStream<'static, io::Result<Bytes>>,
     accept_ranges: bool,
+    /// A ranged download's count of bytes fetched, in order or not.
+    fetched: Option<Arc<AtomicU64>>,
 }
 
 pub(crate) enum OpenOutcome {
@@ -477,7 +482,9 @@ pub(crate) async fn open_guarded(
                         (parallel, validator, meta.content_length)
                     {
                         tracing::debug!(url = %redacted, length, connections = settings.download_connections, "ranged download");
+                        let fetched = Arc::new(AtomicU64::new(0));
                         let plan = ranged::Plan {
+                            fetched: fetched.clone(),
                             client: client.clone(),
                             url: response.url().to_string(),
                             redacted: redacted.clone(),
@@ -496,6 +503,7 @@ pub(crate) async fn open_guarded(
                             body: ranged::body(plan),
                             // Each range resumes itself.
                             accept_ranges: false,
+                            fetched: Some(fetched),
                         }));
                     }
                     let body = response
@@ -510,6 +518,7 @@ pub(crate) async fn open_guarded(
                         },
                         body,
                         accept_ranges,
+                        fetched: None,
                     }));
                 }
                 Err(e) => {
@@ -549,6 +558,7 @@ pub(crate) async fn open_guarded(
         origin: Origin::File,
         body,
         accept_ranges: false,
+        fetched: None,
     }))
 }
 
@@ -636,7 +646,22 @@ impl Opened {
         progress: Arc<Progress>,
         failed: impl FnOnce() + Send,
     ) -> Result<DownloadSummary, SourceError> {
+        // A ranged download fetches ahead of what is handed on in order,
+        // also while the next chunk in order is still missing: a ticker
+        // keeps the progress's figure current (stopped with the pump).
+        let _ahead = self.fetched.clone().map(|fetched| {
+            let progress = progress.clone();
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+                loop {
+                    let handed = progress.bytes.load(Ordering::Relaxed);
+                    let ahead = fetched.load(Ordering::Relaxed).saturating_sub(handed);
+                    progress.bytes_ahead.store(ahead, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }))
+        });
         let result = self.pump_inner(&tx, limits, &progress).await;
+        progress.bytes_ahead.store(0, Ordering::Relaxed);
         if let Err(e) = &result {
             if !e.is_consequence() {
                 // Recorded before the reader can see it and fail in turn.

@@ -476,6 +476,7 @@ pub(crate) async fn open_paged(
         origin: Origin::File,
         body,
         accept_ranges: false,
+        fetched: None,
     }))
 }
 
@@ -556,6 +557,7 @@ pub(crate) async fn open_sidra(
         origin: Origin::File,
         body,
         accept_ranges: false,
+        fetched: None,
     }))
 }
 

@@ -31,6 +31,8 @@
 //! request in flight: their connections close at once.
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -96,6 +98,8 @@ pub(super) struct Plan {
     pub(super) validator: Validator,
     pub(super) connections: usize,
     pub(super) chunk: u64,
+    /// Bytes received so far, over every connection (progress).
+    pub(super) fetched: Arc<AtomicU64>,
 }
 
 /// Why a range did not come.
@@ -248,7 +252,9 @@ async fn fetch(plan: &Plan, start: u64, end: u64) -> Result<Bytes, Miss> {
                         }));
                     }
                     let room = (want - buf.len() as u64) as usize;
-                    buf.extend_from_slice(&piece[..piece.len().min(room)]);
+                    let taken = piece.len().min(room);
+                    buf.extend_from_slice(&piece[..taken]);
+                    plan.fetched.fetch_add(taken as u64, Ordering::Relaxed);
                     if buf.len() as u64 == want {
                         break;
                     }
@@ -262,7 +268,9 @@ async fn fetch(plan: &Plan, start: u64, end: u64) -> Result<Bytes, Miss> {
         if buf.len() as u64 == want {
             return Ok(buf.freeze());
         }
-        // Short: the connection broke or stalled; ask again.
+        // Short: the connection broke or stalled; ask again (its bytes
+        // come again).
+        plan.fetched.fetch_sub(buf.len() as u64, Ordering::Relaxed);
         last = Some(SourceError::Body {
             url: plan.redacted.clone(),
             bytes: start + buf.len() as u64,

@@ -17,6 +17,10 @@ pub struct Progress {
     /// Bytes downloaded so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// A ranged download's bytes fetched beyond `bytes` (ranges in flight
+    /// or waiting for an earlier one); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_ahead: Option<u64>,
     /// Rows parsed so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
@@ -57,6 +61,7 @@ mod tests {
         let full = Progress {
             stage: Some("stream".into()),
             bytes: Some(3),
+            bytes_ahead: None,
             total_bytes: Some(12),
             rows: Some(120),
             rows_rejected: Some(1),
@@ -67,6 +72,15 @@ mod tests {
         let text = serde_json::to_string(&full).expect("json");
         assert_eq!(text, serde_json::to_string(&before).expect("json"));
         assert_eq!(Progress::from_json(before), full);
+        // A ranged download's bytes fetched ahead, in key order.
+        let ranged = Progress {
+            bytes_ahead: Some(5),
+            ..full.clone()
+        };
+        assert_eq!(
+            serde_json::to_string(&ranged).expect("json"),
+            r#"{"bytes":3,"bytes_ahead":5,"rows":120,"rows_rejected":1,"stage":"stream","total_bytes":12}"#
+        );
         for partial in [serde_json::json!({}), serde_json::json!({"stage": "done"})] {
             let read = Progress::from_json(partial.clone());
             assert_eq!(serde_json::to_value(&read).expect("json"), partial);

@@ -52,6 +52,8 @@ pub struct ProgressView {
     /// Bytes downloaded, of `total_bytes` (0: unknown).
     pub bytes: u64,
     pub total_bytes: u64,
+    /// Fetched beyond `bytes` by a ranged download (0 otherwise).
+    pub ahead: u64,
     pub rows: u64,
     /// Of the download, when its size is known.
     pub percent: Option<f64>,
@@ -73,6 +75,7 @@ impl JobView {
             stage: p.stage.as_deref().unwrap_or("queued").to_string(),
             bytes,
             total_bytes,
+            ahead: p.bytes_ahead.unwrap_or(0),
             rows,
             percent: known.then(|| (100.0 * bytes as f64 / total_bytes as f64).min(100.0)),
             rate,

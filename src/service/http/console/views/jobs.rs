@@ -25,7 +25,7 @@ pub(crate) fn figures(p: &ProgressView) -> String {
         p.rows,
         p.rate,
         p.eta_seconds,
-    )
+    ) + &crate::money::fetched_ahead(p.ahead)
 }
 
 pub(crate) fn page(jobs: &[JobView], csrf: &str, message: Option<&str>) -> Markup {
