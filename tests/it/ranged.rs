@@ -74,7 +74,9 @@ async fn ranges_hand_on_the_files_own_bytes_whatever_they_do() {
         RangeFault::None,
         RangeFault::OutOfOrder,
         RangeFault::CutOnce(5 * 65_536),
+        RangeFault::BusyOnce(3 * 65_536),
         RangeFault::IgnoresRange,
+        RangeFault::IgnoresRangeAfter(8),
     ] {
         let app = TestApp::new().await;
         let server = RangeServer::start(file.clone(), fault).await;
@@ -90,8 +92,16 @@ async fn ranges_hand_on_the_files_own_bytes_whatever_they_do() {
         let ranges = server.ranges.load(std::sync::atomic::Ordering::SeqCst);
         let chunks = (file.len() as u64).div_ceil(65_536) as usize;
         match fault {
-            RangeFault::IgnoresRange => assert!(ranges >= 1, "{fault:?}"),
-            RangeFault::CutOnce(_) => assert_eq!(ranges, chunks + 1, "one range asked again"),
+            // The first range answered 200: one connection from byte 0.
+            RangeFault::IgnoresRange => assert!(ranges <= 4, "{fault:?}: {ranges}"),
+            // Ranges served, then the rest over one connection, the bytes
+            // already handed on skipped.
+            RangeFault::IgnoresRangeAfter(n) => {
+                assert!(ranges > n && ranges < chunks, "{fault:?}: {ranges}")
+            }
+            RangeFault::CutOnce(_) | RangeFault::BusyOnce(_) => {
+                assert_eq!(ranges, chunks + 1, "{fault:?}: one range asked again")
+            }
             _ => assert_eq!(ranges, chunks, "{fault:?}: each range once"),
         }
     }
@@ -151,6 +161,10 @@ async fn cancelling_closes_every_connection_and_a_kill_publishes_nothing() {
         let server = RangeServer::start(file.clone(), RangeFault::Hangs).await;
         let child = run(&app, &server.url, false).spawn().expect("spawn");
         // Four ranges in flight, each hanging half-way.
+        until("four ranges asked", || {
+            server.ranges.load(Ordering::SeqCst) >= 4
+        })
+        .await;
         until("four connections open", || {
             server.open.load(Ordering::SeqCst) >= 4
         })
@@ -158,12 +172,14 @@ async fn cancelling_closes_every_connection_and_a_kill_publishes_nothing() {
         common::process::signal(&child, signal);
         let code = common::process::exits(child).await;
         if signal == "INT" {
+            // The process is alive and closes every connection itself
+            // (after SIGKILL the kernel would, so that proves nothing).
             assert_eq!(code, Some(1), "a cancelled load exits 1");
+            until("every connection closed", || {
+                server.open.load(Ordering::SeqCst) == 0
+            })
+            .await;
         }
-        until("every connection closed", || {
-            server.open.load(Ordering::SeqCst) == 0
-        })
-        .await;
         assert_eq!(
             app.visible_state().await,
             before,
@@ -184,7 +200,7 @@ async fn cancelling_closes_every_connection_and_a_kill_publishes_nothing() {
 }
 
 #[tokio::test]
-async fn a_workers_progress_shows_the_bytes_fetched_ahead() {
+async fn a_workers_progress_shows_bytes_ahead_and_cancelling_closes_every_connection() {
     // Every range hangs half-way: nothing can be handed on in order yet,
     // while half of four ranges has arrived. The job's heartbeat says so.
     let app = TestApp::new().await;
@@ -230,6 +246,15 @@ async fn a_workers_progress_shows_the_bytes_fetched_ahead() {
         (out.status.code(), ())
     };
     assert_eq!(code, Some(0));
+    // The worker lives on, and has closed every range's connection.
+    until("every connection closed", || {
+        server.open.load(std::sync::atomic::Ordering::SeqCst) == 0
+    })
+    .await;
+    assert!(
+        worker.try_wait().expect("worker").is_none(),
+        "the worker runs on"
+    );
     common::process::signal(&worker, "TERM");
     let _ = worker.wait().await;
 }

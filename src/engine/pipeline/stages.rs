@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::error::LoadError;
 use crate::config::{LimitSettings, Settings};
@@ -182,27 +183,30 @@ pub(crate) async fn open_source(
     opened
 }
 
+/// The download task, aborted when its handle is dropped: a load that is
+/// cancelled (or fails) closes its connections at once, instead of leaving
+/// the task to wait for a stalled server.
+pub(super) type Download = AbortOnDropHandle<Result<DownloadSummary, SourceError>>;
+
 pub(super) fn spawn_download(
     opened: source::Opened,
     bytes: mpsc::Sender<io::Result<Bytes>>,
     settings: &Settings,
     progress: &Arc<Progress>,
     first: &Arc<FirstFailure>,
-) -> tokio::task::JoinHandle<Result<DownloadSummary, SourceError>> {
+) -> Download {
     let failed = first.clone();
-    tokio::spawn(opened.pump(
+    AbortOnDropHandle::new(tokio::spawn(opened.pump(
         bytes,
         source::DownloadLimits::from_settings(&settings.http),
         progress.clone(),
         move || failed.record(Stage::Source),
-    ))
+    )))
 }
 
 /// The download task's result; an abort (after the stream failed) is a
 /// consequence.
-pub(super) async fn join_download(
-    download: tokio::task::JoinHandle<Result<DownloadSummary, SourceError>>,
-) -> Result<DownloadSummary, LoadError> {
+pub(super) async fn join_download(download: Download) -> Result<DownloadSummary, LoadError> {
     match download.await {
         Ok(r) => r.map_err(LoadError::from),
         Err(e) if e.is_cancelled() => Err(LoadError::Stopped("download cancelled")),

@@ -523,7 +523,13 @@ async fn read(
     let file = opened.meta.url.clone();
     let (tx, rx) = mpsc::channel(8);
     let limits = source::DownloadLimits::from_settings(&settings.http);
-    let pump = tokio::spawn(opened.pump(tx, limits, progress, || {}));
+    // Aborted if the load is dropped (cancelled): its connections close.
+    let pump = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(opened.pump(
+        tx,
+        limits,
+        progress,
+        || {},
+    )));
     let spec_owned = spec.clone();
     let name = file.clone();
     let parsed = tokio::task::spawn_blocking(move || {

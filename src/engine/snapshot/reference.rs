@@ -160,7 +160,13 @@ async fn fetch(location: &str, settings: &Settings) -> Result<String, LoadError>
         max_bytes: MAX_REFERENCE_BYTES as u64,
         ..source::DownloadLimits::from_settings(&settings.http)
     };
-    let pump = tokio::spawn(opened.pump(tx, limits, progress, || {}));
+    // Aborted if the load is dropped (cancelled): its connections close.
+    let pump = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(opened.pump(
+        tx,
+        limits,
+        progress,
+        || {},
+    )));
     let mut body = BytesMut::new();
     // An error item ends the body; the pump reports it below.
     while let Some(Ok(chunk)) = rx.recv().await {

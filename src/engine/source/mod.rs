@@ -471,8 +471,7 @@ pub(crate) async fn open_guarded(
                     // strong validator: fetched over several connections,
                     // in order (see `ranged`); the first answer's body is
                     // not read.
-                    let validator =
-                        ranged::Validator::of(meta.strong_etag(), meta.last_modified.as_deref());
+                    let validator = ranged::Validator::of(&headers);
                     let parallel = settings.download_connections > 1
                         && accept_ranges
                         && meta
@@ -485,6 +484,7 @@ pub(crate) async fn open_guarded(
                         let fetched = Arc::new(AtomicU64::new(0));
                         let plan = ranged::Plan {
                             fetched: fetched.clone(),
+                            refusal: refusal.clone(),
                             client: client.clone(),
                             url: response.url().to_string(),
                             redacted: redacted.clone(),

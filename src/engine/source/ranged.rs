@@ -39,9 +39,11 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use reqwest::StatusCode;
+#[cfg(test)]
+use reqwest::header::HeaderValue;
 use reqwest::header::{self, HeaderMap};
 
-use super::{SourceError, describe_reqwest, header_string, parse_content_range};
+use super::{Refusal, SourceError, describe_reqwest, header_string, request_error};
 
 /// Tries per range before the download fails.
 const RANGE_ATTEMPTS: u32 = 4;
@@ -60,12 +62,24 @@ pub(super) enum Validator {
 }
 
 impl Validator {
-    /// The validator of a first answer, if it has a usable one.
-    pub(super) fn of(etag: Option<&str>, last_modified: Option<&str>) -> Option<Validator> {
-        match (etag, last_modified) {
-            (Some(e), _) if !e.starts_with("W/") => Some(Validator::ETag(e.to_string())),
-            (_, Some(lm)) => Some(Validator::LastModified(lm.to_string())),
-            _ => None,
+    /// The strong validator of a first answer, if it has one: a strong
+    /// ETag; else, when it has no ETag at all, a Last-Modified at least a
+    /// second older than its `Date` (RFC 9110 §8.8.2.2: a date is strong
+    /// only then; a file rewritten within its second keeps its date).
+    pub(super) fn of(headers: &HeaderMap) -> Option<Validator> {
+        let etag = header_string(headers, header::ETAG);
+        let modified = header_string(headers, header::LAST_MODIFIED);
+        match (etag, modified) {
+            (Some(e), _) if !e.starts_with("W/") => Some(Validator::ETag(e)),
+            (Some(_), _) => None,
+            (None, Some(lm)) => {
+                let date = header_string(headers, header::DATE)?;
+                let at = |t: &str| chrono::DateTime::parse_from_rfc2822(t).ok();
+                let (modified_at, date_at) = (at(&lm)?, at(&date)?);
+                (date_at - modified_at >= chrono::Duration::seconds(1))
+                    .then_some(Validator::LastModified(lm))
+            }
+            (None, None) => None,
         }
     }
 
@@ -75,13 +89,16 @@ impl Validator {
         }
     }
 
-    /// Whether an answer's headers say it is another version of the file.
+    /// Whether an answer's headers say it is another version of the file:
+    /// another ETag (compared weakly: `W/` aside), or another date.
     fn differs(&self, headers: &HeaderMap) -> bool {
         let etag = header_string(headers, header::ETAG);
         let modified = header_string(headers, header::LAST_MODIFIED);
+        let weak = |e: &str| e.trim_start_matches("W/").to_string();
         match self {
-            Validator::ETag(ours) => etag.is_some_and(|e| e != *ours),
-            Validator::LastModified(ours) => modified.is_some_and(|m| m != *ours),
+            Validator::ETag(ours) => etag.is_some_and(|e| weak(&e) != weak(ours)),
+            // The first answer had no ETag: one now is another version.
+            Validator::LastModified(ours) => etag.is_some() || modified.is_some_and(|m| m != *ours),
         }
     }
 }
@@ -90,6 +107,8 @@ impl Validator {
 #[derive(Debug, Clone)]
 pub(super) struct Plan {
     pub(super) client: reqwest::Client,
+    /// The guarded client's last refused redirect, for its error.
+    pub(super) refusal: Refusal,
     /// The final URL the first request reached.
     pub(super) url: String,
     /// For messages.
@@ -116,19 +135,14 @@ fn changed(plan: &Plan, offset: u64) -> SourceError {
     }
 }
 
-/// `bytes START-END/TOTAL`, all three.
-fn content_range(value: &str) -> Option<(u64, u64, Option<u64>)> {
-    let (start, total) = parse_content_range(value)?;
-    let end = value
-        .trim()
-        .strip_prefix("bytes ")?
-        .split_once('/')?
-        .0
-        .split_once('-')?
-        .1
-        .parse()
-        .ok()?;
-    Some((start, end, total))
+/// `bytes START-END/TOTAL`: (START, END) when END is within TOTAL, which
+/// must be `length`.
+fn content_range(value: &str, length: u64) -> Option<(u64, u64)> {
+    let (range, total) = value.trim().strip_prefix("bytes ")?.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let (start, end, total): (u64, u64, u64) =
+        (start.parse().ok()?, end.parse().ok()?, total.parse().ok()?);
+    (start <= end && end < total && total == length).then_some((start, end))
 }
 
 fn wait_for(headers: &HeaderMap, attempt: u32) -> Option<Duration> {
@@ -158,11 +172,20 @@ async fn fetch(plan: &Plan, start: u64, end: u64) -> Result<Bytes, Miss> {
         let response = match sent {
             Ok(r) => r,
             Err(e) => {
-                last = Some(SourceError::Request {
-                    url: plan.redacted.clone(),
-                    message: describe_reqwest(&e),
-                });
-                tokio::time::sleep(super::backoff(attempt)).await;
+                let e = request_error(
+                    &plan.refusal,
+                    SourceError::Request {
+                        url: plan.redacted.clone(),
+                        message: describe_reqwest(&e),
+                    },
+                );
+                if matches!(e, SourceError::RedirectRefused { .. }) {
+                    return Err(Miss::Failed(e));
+                }
+                last = Some(e);
+                if attempt < RANGE_ATTEMPTS {
+                    tokio::time::sleep(super::backoff(attempt)).await;
+                }
                 continue;
             }
         };
@@ -188,6 +211,18 @@ async fn fetch(plan: &Plan, start: u64, end: u64) -> Result<Bytes, Miss> {
                 );
             }
             StatusCode::RANGE_NOT_SATISFIABLE => return Err(Miss::Failed(changed(plan, start))),
+            // The final URL no longer serves the file (a signed link that
+            // expired, say): not the file's fault nor "not published";
+            // the load is retried from the start, through the redirects.
+            s if matches!(s.as_u16(), 401 | 403 | 404 | 410) => {
+                return Err(Miss::Failed(SourceError::Protocol {
+                    url: plan.redacted.clone(),
+                    message: format!(
+                        "the file's final URL answered HTTP {} to the range {start}-{end} (a link that expired?); retried from the start",
+                        s.as_u16()
+                    ),
+                }));
+            }
             s if s == StatusCode::REQUEST_TIMEOUT
                 || s == StatusCode::TOO_MANY_REQUESTS
                 || s.is_server_error() =>
@@ -217,10 +252,8 @@ async fn fetch(plan: &Plan, start: u64, end: u64) -> Result<Bytes, Miss> {
         // server that serves `START-` whatever the end): only the bytes
         // asked for are read, and the connection is dropped.
         let range = header_string(&headers, header::CONTENT_RANGE);
-        let fits = range
-            .as_deref()
-            .and_then(content_range)
-            .is_some_and(|(a, b, total)| a == start && b >= end && total == Some(plan.length));
+        let served = range.as_deref().and_then(|r| content_range(r, plan.length));
+        let fits = served.is_some_and(|(a, b)| a == start && b >= end);
         if !fits {
             return Err(Miss::Failed(SourceError::Protocol {
                 url: plan.redacted.clone(),
@@ -234,10 +267,7 @@ async fn fetch(plan: &Plan, start: u64, end: u64) -> Result<Bytes, Miss> {
         let mut body = response.bytes_stream();
         let mut buf = BytesMut::with_capacity(want as usize);
         let mut broke = None;
-        let served = range
-            .as_deref()
-            .and_then(content_range)
-            .map_or(want, |(a, b, _)| b - a + 1);
+        let served = served.map_or(want, |(a, b)| b - a + 1);
         let mut received = 0u64;
         while let Some(piece) = body.next().await {
             match piece {
@@ -278,7 +308,9 @@ async fn fetch(plan: &Plan, start: u64, end: u64) -> Result<Bytes, Miss> {
                 format!("the range {start}-{end} ended after {} bytes", buf.len())
             }),
         });
-        tokio::time::sleep(super::backoff(attempt)).await;
+        if attempt < RANGE_ATTEMPTS {
+            tokio::time::sleep(super::backoff(attempt)).await;
+        }
     }
     Err(Miss::Failed(last.unwrap_or_else(|| SourceError::Request {
         url: plan.redacted.clone(),
@@ -303,12 +335,20 @@ async fn single_from(
             message: describe_reqwest(&e),
         })?;
     let headers = response.headers().clone();
-    if response.status() != StatusCode::OK
-        || plan.validator.differs(&headers)
-        || response.content_length() != Some(plan.length)
-    {
+    let status = response.status();
+    if status != StatusCode::OK {
+        return Err(SourceError::Status {
+            url: plan.redacted.clone(),
+            status: status.as_u16(),
+            retry_after: super::requested_retry(&headers),
+        });
+    }
+    if plan.validator.differs(&headers) || response.content_length() != Some(plan.length) {
         return Err(changed(plan, offset));
     }
+    // What this connection fetches is counted from here on.
+    plan.fetched.store(offset, Ordering::Relaxed);
+    let fetched = plan.fetched.clone();
     let mut skip = offset;
     let body = response
         .bytes_stream()
@@ -316,6 +356,7 @@ async fn single_from(
         .filter_map(move |piece| {
             let out = match piece {
                 Ok(mut bytes) => {
+                    fetched.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     let drop = skip.min(bytes.len() as u64) as usize;
                     skip -= drop as u64;
                     let rest = bytes.split_off(drop);
@@ -346,12 +387,24 @@ pub(super) fn body(plan: Plan) -> BoxStream<'static, io::Result<Bytes>> {
     let (length, chunk) = (plan.length, plan.chunk.max(1));
     let starts = (0..length.div_ceil(chunk)).map(move |i| i * chunk);
     let fetching = plan.clone();
+    // Each range is its own task, so its connection is read while the
+    // chunks before it are handed on (a range left unpolled would time
+    // out); dropping the stream aborts them all.
     let chunks = futures::stream::iter(starts)
         .map(move |start| {
             let plan = fetching.clone();
-            async move {
+            let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
                 let end = (start + chunk).min(plan.length) - 1;
-                (start, fetch(&plan, start, end).await)
+                fetch(&plan, start, end).await
+            }));
+            async move {
+                let fetched = task.await.unwrap_or_else(|e| {
+                    Err(Miss::Failed(SourceError::Request {
+                        url: String::new(),
+                        message: format!("the range task ended: {e}"),
+                    }))
+                });
+                (start, fetched)
             }
         })
         .buffered(plan.connections.max(1))
@@ -402,4 +455,81 @@ pub(super) fn body(plan: Plan) -> BoxStream<'static, io::Result<Bytes>> {
         futures::stream::iter(pieces)
     })
     .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.insert(name.clone(), HeaderValue::from_str(value).expect("value"));
+        }
+        h
+    }
+
+    #[test]
+    fn only_a_strong_validator_allows_ranges() {
+        let date = (header::DATE, "Sat, 05 Dec 2026 05:00:00 GMT");
+        let strong = headers(&[(header::ETAG, "\"v1\"")]);
+        assert_eq!(
+            Validator::of(&strong),
+            Some(Validator::ETag("\"v1\"".into()))
+        );
+        // A weak ETag: no strong validator (its date is not used either).
+        let weak = headers(&[
+            (header::ETAG, "W/\"v1\""),
+            (header::LAST_MODIFIED, "Sat, 05 Dec 2026 04:00:00 GMT"),
+            date.clone(),
+        ]);
+        assert_eq!(Validator::of(&weak), None);
+        // A date is strong only a second or more before the answer's Date.
+        let old = headers(&[
+            (header::LAST_MODIFIED, "Sat, 05 Dec 2026 04:00:00 GMT"),
+            date.clone(),
+        ]);
+        assert!(matches!(
+            Validator::of(&old),
+            Some(Validator::LastModified(_))
+        ));
+        let fresh = headers(&[
+            (header::LAST_MODIFIED, "Sat, 05 Dec 2026 05:00:00 GMT"),
+            date,
+        ]);
+        assert_eq!(Validator::of(&fresh), None);
+        let undated = headers(&[(header::LAST_MODIFIED, "Sat, 05 Dec 2026 04:00:00 GMT")]);
+        assert_eq!(Validator::of(&undated), None);
+    }
+
+    #[test]
+    fn another_version_is_seen_by_any_validator() {
+        let etag = Validator::ETag("\"v1\"".into());
+        assert!(!etag.differs(&headers(&[(header::ETAG, "\"v1\"")])));
+        assert!(!etag.differs(&headers(&[(header::ETAG, "W/\"v1\"")])));
+        assert!(etag.differs(&headers(&[(header::ETAG, "\"v2\"")])));
+        let date = Validator::LastModified("Sat, 05 Dec 2026 04:00:00 GMT".into());
+        assert!(date.differs(&headers(&[(header::ETAG, "\"v2\"")])));
+        assert!(date.differs(&headers(&[(
+            header::LAST_MODIFIED,
+            "Sat, 05 Dec 2026 04:30:00 GMT"
+        )])));
+        assert!(!date.differs(&headers(&[(
+            header::LAST_MODIFIED,
+            "Sat, 05 Dec 2026 04:00:00 GMT"
+        )])));
+    }
+
+    #[test]
+    fn a_content_range_is_within_the_file() {
+        assert_eq!(content_range("bytes 0-99/100", 100), Some((0, 99)));
+        assert_eq!(content_range("bytes 0-100/100", 100), None);
+        assert_eq!(content_range("bytes 0-99/101", 100), None);
+        assert_eq!(content_range("bytes 0-99/*", 100), None);
+        assert_eq!(content_range("bytes 50-10/100", 100), None);
+        assert_eq!(
+            content_range(&format!("bytes 0-{}/100", u64::MAX), 100),
+            None
+        );
+    }
 }

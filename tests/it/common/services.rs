@@ -135,6 +135,11 @@ pub enum RangeFault {
     ReplacedAfter(usize),
     /// Answers every request 200 with the whole file (ignores `Range`).
     IgnoresRange,
+    /// Serves this many range requests, then ignores `Range` (200).
+    IgnoresRangeAfter(usize),
+    /// The first request for the range starting at this offset is answered
+    /// 503 with `Retry-After: 1`.
+    BusyOnce(u64),
     /// The range starting at this offset is answered with a Content-Range
     /// one byte off.
     WrongContentRange(u64),
@@ -206,8 +211,20 @@ impl RangeServer {
                     let etag = if new { "\"v2\"" } else { "\"v1\"" };
                     let if_range_ok = header("if-range").is_none_or(|v| v == etag);
                     let len = file.len() as u64;
+                    let ignores = fault == RangeFault::IgnoresRange
+                        || matches!(fault, RangeFault::IgnoresRangeAfter(n) if served > n);
+                    if matches!(fault, RangeFault::BusyOnce(at) if range.is_some_and(|r| r.0 == at))
+                        && !cut.swap(true, Ordering::SeqCst)
+                    {
+                        let _ = socket
+                            .write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                            .await;
+                        let _ = socket.shutdown().await;
+                        open.fetch_sub(1, Ordering::SeqCst);
+                        return;
+                    }
                     let (status, start, end) = match range {
-                        Some((a, b)) if fault != RangeFault::IgnoresRange && if_range_ok => {
+                        Some((a, b)) if !ignores && if_range_ok => {
                             ("206 Partial Content", a, b.min(len - 1))
                         }
                         _ => ("200 OK", 0, len - 1),
