@@ -93,6 +93,10 @@ pub struct HttpSettings {
     pub download_chunk_bytes: u64,
     /// Files smaller than this are fetched over one connection.
     pub download_parallel_min_bytes: u64,
+    /// A first answer that brings its first chunk at least this fast
+    /// (bytes per second) is read whole over its own connection: ranges
+    /// would only add requests where one connection outruns the engine.
+    pub download_fast_bytes_per_second: u64,
     /// `carga serve`'s API: where it listens (`--listen` overrides).
     pub(crate) listen: String,
     /// Bearer token for the operator endpoints (set it through

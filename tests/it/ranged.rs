@@ -35,6 +35,11 @@ fn run(app: &TestApp, url: &str, force: bool) -> tokio::process::Command {
         .env("CARGA__HTTP__DOWNLOAD_CONNECTIONS", "4")
         .env("CARGA__HTTP__DOWNLOAD_CHUNK_BYTES", "65536")
         .env("CARGA__HTTP__DOWNLOAD_PARALLEL_MIN_BYTES", "1")
+        // Loopback is fast: never fast enough to skip the ranges here.
+        .env(
+            "CARGA__HTTP__DOWNLOAD_FAST_BYTES_PER_SECOND",
+            "1000000000000000",
+        )
         .env("CARGA__HTTP__READ_TIMEOUT_S", "5")
         .stdout(std::process::Stdio::piped());
     command
@@ -90,7 +95,8 @@ async fn ranges_hand_on_the_files_own_bytes_whatever_they_do() {
             "{fault:?}: the same bytes"
         );
         let ranges = server.ranges.load(std::sync::atomic::Ordering::SeqCst);
-        let chunks = (file.len() as u64).div_ceil(65_536) as usize;
+        // The first chunk comes over the first answer's connection.
+        let chunks = (file.len() as u64).div_ceil(65_536) as usize - 1;
         match fault {
             // The first range answered 200: one connection from byte 0.
             RangeFault::IgnoresRange => assert!(ranges <= 4, "{fault:?}: {ranges}"),
@@ -201,8 +207,8 @@ async fn cancelling_closes_every_connection_and_a_kill_publishes_nothing() {
 
 #[tokio::test]
 async fn a_workers_progress_shows_bytes_ahead_and_cancelling_closes_every_connection() {
-    // Every range hangs half-way: nothing can be handed on in order yet,
-    // while half of four ranges has arrived. The job's heartbeat says so.
+    // Every range hangs half-way: nothing past the first chunk can be
+    // handed on in order, while half of four ranges has arrived. The job's heartbeat says so.
     let app = TestApp::new().await;
     let server = RangeServer::start(month(), RangeFault::Hangs).await;
     let id = app.enqueue("2024-12", &server.url).await.id;
@@ -210,6 +216,10 @@ async fn a_workers_progress_shows_bytes_ahead_and_cancelling_closes_every_connec
         .env("CARGA__HTTP__DOWNLOAD_CONNECTIONS", "4")
         .env("CARGA__HTTP__DOWNLOAD_CHUNK_BYTES", "65536")
         .env("CARGA__HTTP__DOWNLOAD_PARALLEL_MIN_BYTES", "1")
+        .env(
+            "CARGA__HTTP__DOWNLOAD_FAST_BYTES_PER_SECOND",
+            "1000000000000000",
+        )
         .spawn()
         .expect("worker");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -227,7 +237,8 @@ async fn a_workers_progress_shows_bytes_ahead_and_cancelling_closes_every_connec
             .expect("job");
         let (ahead, bytes): (i64, i64) = (row.get(0), row.get(1));
         if ahead > 0 {
-            assert_eq!(bytes, 0, "nothing handed on in order yet");
+            // Only the first chunk (the first answer's own) handed on.
+            assert_eq!(bytes, 65_536, "nothing but the first chunk in order yet");
             break ahead;
         }
         assert!(
@@ -257,4 +268,32 @@ async fn a_workers_progress_shows_bytes_ahead_and_cancelling_closes_every_connec
     );
     common::process::signal(&worker, "TERM");
     let _ = worker.wait().await;
+}
+
+#[tokio::test]
+async fn a_fast_first_answer_is_read_whole_and_a_break_goes_on_in_ranges() {
+    let file = month();
+    let sha = Sha256::digest(&file).to_vec();
+    for (fault, ranges_wanted) in [(RangeFault::None, 0), (RangeFault::CutWhole, 1)] {
+        let app = TestApp::new().await;
+        let server = RangeServer::start(file.clone(), fault).await;
+        // 1 MB/s: loopback's first chunk is far faster, so one connection
+        // reads the file; when it breaks, ranges go on from where it stopped.
+        let out = run(&app, &server.url, false)
+            .env("CARGA__HTTP__DOWNLOAD_FAST_BYTES_PER_SECOND", "1000000")
+            .output()
+            .await
+            .expect("run");
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{fault:?}: {text}");
+        let (status, _, stored) = last_load(&app).await;
+        assert_eq!(status, "published");
+        assert_eq!(stored.as_deref(), Some(&sha[..]), "{fault:?}");
+        let ranges = server.ranges.load(std::sync::atomic::Ordering::SeqCst);
+        if ranges_wanted == 0 {
+            assert_eq!(ranges, 0, "one connection, no range");
+        } else {
+            assert!(ranges >= ranges_wanted, "{fault:?}: went on in ranges");
+        }
+    }
 }

@@ -492,15 +492,19 @@ pub(crate) async fn open_guarded(
                             validator,
                             connections: settings.download_connections,
                             chunk: settings.download_chunk_bytes,
+                            fast: settings.download_fast_bytes_per_second,
                         };
-                        drop(response);
+                        let first = response
+                            .bytes_stream()
+                            .map(|r| r.map_err(|e| io::Error::other(describe_reqwest(&e))))
+                            .boxed();
                         return Ok(OpenOutcome::Body(Opened {
                             meta,
                             origin: Origin::Http {
                                 client,
                                 url: location.to_string(),
                             },
-                            body: ranged::body(plan),
+                            body: ranged::body(plan, first),
                             // Each range resumes itself.
                             accept_ranges: false,
                             fetched: Some(fetched),

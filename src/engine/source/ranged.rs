@@ -5,7 +5,13 @@
 //! Used when the server answered the first GET with `Accept-Ranges: bytes`,
 //! a `Content-Length` and a strong validator (a strong ETag, else
 //! `Last-Modified`), the file is at least `http.download_parallel_min_bytes`
-//! and `http.download_connections` is above 1. The file is cut into chunks
+//! and `http.download_connections` is above 1. The first answer's own body
+//! brings the first chunk; when it comes at least
+//! `http.download_fast_bytes_per_second`, that connection reads the whole
+//! file (faster than the engine consumes it: ranges would only add
+//! requests), and if it breaks, the rest comes in ranges from where it
+//! stopped. Otherwise the first connection ends there, and the rest is cut
+//! into chunks
 //! of `http.download_chunk_bytes`; at most `download_connections` of them
 //! are in flight or waiting to be handed on (`futures`' `buffered`: the
 //! chunks come out in order, and a slow chunk holds the window back, never
@@ -117,6 +123,9 @@ pub(super) struct Plan {
     pub(super) validator: Validator,
     pub(super) connections: usize,
     pub(super) chunk: u64,
+    /// A first answer whose first chunk comes at least this fast (bytes
+    /// per second) is read whole over its own connection.
+    pub(super) fast: u64,
     /// Bytes received so far, over every connection (progress).
     pub(super) fetched: Arc<AtomicU64>,
 }
@@ -346,9 +355,9 @@ async fn single_from(
     if plan.validator.differs(&headers) || response.content_length() != Some(plan.length) {
         return Err(changed(plan, offset));
     }
-    // What this connection fetches is counted from here on.
+    // What this connection fetches is counted from here on (by the
+    // caller, as it hands it on).
     plan.fetched.store(offset, Ordering::Relaxed);
-    let fetched = plan.fetched.clone();
     let mut skip = offset;
     let body = response
         .bytes_stream()
@@ -356,7 +365,6 @@ async fn single_from(
         .filter_map(move |piece| {
             let out = match piece {
                 Ok(mut bytes) => {
-                    fetched.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     let drop = skip.min(bytes.len() as u64) as usize;
                     skip -= drop as u64;
                     let rest = bytes.split_off(drop);
@@ -372,25 +380,33 @@ async fn single_from(
 
 /// Where the stream is.
 enum State {
+    /// The first answer's own body, `read` bytes in: its first chunk
+    /// decides whether ranges are worth it; with `ranges`, a break goes on
+    /// in ranges from where it stopped.
+    Whole {
+        plan: Plan,
+        body: BoxStream<'static, io::Result<Bytes>>,
+        read: u64,
+        first_at: Option<std::time::Instant>,
+        decided: bool,
+        ranges: bool,
+    },
     Ranged {
         plan: Plan,
         chunks: BoxStream<'static, (u64, Result<Bytes, Miss>)>,
     },
-    Single(BoxStream<'static, io::Result<Bytes>>),
     Done,
 }
 
-/// The file as one ordered byte stream (see the module's doc). An error is
-/// an `io::Error` holding the [`SourceError`], which the pump reports as
-/// itself.
-pub(super) fn body(plan: Plan) -> BoxStream<'static, io::Result<Bytes>> {
+/// The chunks from byte `from` on, fetched in ranges, in order.
+fn chunks_from(plan: &Plan, from: u64) -> BoxStream<'static, (u64, Result<Bytes, Miss>)> {
     let (length, chunk) = (plan.length, plan.chunk.max(1));
-    let starts = (0..length.div_ceil(chunk)).map(move |i| i * chunk);
+    let starts = (from..length).step_by(chunk as usize);
     let fetching = plan.clone();
     // Each range is its own task, so its connection is read while the
     // chunks before it are handed on (a range left unpolled would time
     // out); dropping the stream aborts them all.
-    let chunks = futures::stream::iter(starts)
+    futures::stream::iter(starts)
         .map(move |start| {
             let plan = fetching.clone();
             let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
@@ -408,53 +424,132 @@ pub(super) fn body(plan: Plan) -> BoxStream<'static, io::Result<Bytes>> {
             }
         })
         .buffered(plan.connections.max(1))
-        .boxed();
+        .boxed()
+}
+
+/// One step: the next bytes to hand on and the state after them, or the
+/// end.
+async fn step(mut state: State) -> Option<(io::Result<Bytes>, State)> {
     let failed = |e: SourceError| io::Error::other(e);
-    futures::stream::unfold(State::Ranged { plan, chunks }, move |state| async move {
-        match state {
-            State::Done => None,
-            State::Single(mut body) => {
-                let next = body.next().await?;
-                let done = next.is_err();
-                Some((
-                    next,
-                    if done {
-                        State::Done
-                    } else {
-                        State::Single(body)
-                    },
-                ))
-            }
+    loop {
+        state = match state {
+            State::Done => return None,
+            State::Whole {
+                plan,
+                mut body,
+                read,
+                first_at,
+                decided,
+                ranges,
+            } => match body.next().await {
+                Some(Ok(mut piece)) => {
+                    let first_at = first_at.or_else(|| Some(std::time::Instant::now()));
+                    let now = read + piece.len() as u64;
+                    if now > plan.length {
+                        return Some((
+                            Err(failed(SourceError::Protocol {
+                                url: plan.redacted.clone(),
+                                message: format!(
+                                    "the body is longer than its Content-Length of {}",
+                                    plan.length
+                                ),
+                            })),
+                            State::Done,
+                        ));
+                    }
+                    plan.fetched
+                        .fetch_add(piece.len() as u64, Ordering::Relaxed);
+                    let mut decided = decided;
+                    if !decided && ranges && now >= plan.chunk.min(plan.length) {
+                        decided = true;
+                        let seconds = first_at.map_or(0.0, |t| t.elapsed().as_secs_f64());
+                        let fast = now as f64 >= plan.fast as f64 * seconds;
+                        if !fast && now < plan.length {
+                            // Slow: this connection ends at its first chunk,
+                            // the rest comes in ranges.
+                            let keep = (plan.chunk - read) as usize;
+                            piece.truncate(keep);
+                            plan.fetched.fetch_sub(now - plan.chunk, Ordering::Relaxed);
+                            tracing::debug!(url = %plan.redacted, rate = now as f64 / seconds.max(1e-9), "ranged download");
+                            let chunks = chunks_from(&plan, plan.chunk);
+                            return Some((Ok(piece), State::Ranged { plan, chunks }));
+                        }
+                    }
+                    return Some((
+                        Ok(piece),
+                        State::Whole {
+                            plan,
+                            body,
+                            read: now,
+                            first_at,
+                            decided,
+                            ranges,
+                        },
+                    ));
+                }
+                // The whole file: the pump checks the total.
+                None if read == plan.length || !ranges => return None,
+                // Cut short, or broken: on in ranges from where it stopped.
+                None | Some(Err(_)) if ranges => {
+                    tracing::warn!(url = %plan.redacted, offset = read, "body broke; on in ranges");
+                    let chunks = chunks_from(&plan, read);
+                    State::Ranged { plan, chunks }
+                }
+                None => return None,
+                Some(Err(e)) => return Some((Err(e), State::Done)),
+            },
             State::Ranged { plan, mut chunks } => match chunks.next().await {
-                None => None,
-                Some((_, Ok(bytes))) => Some((Ok(bytes), State::Ranged { plan, chunks })),
+                None => return None,
+                Some((_, Ok(bytes))) => return Some((Ok(bytes), State::Ranged { plan, chunks })),
                 Some((start, Err(Miss::Ignored))) => {
                     // Every range in flight is dropped with `chunks`.
                     drop(chunks);
                     match single_from(&plan, start).await {
-                        Ok(mut body) => {
-                            let next = body.next().await?;
-                            Some((next, State::Single(body)))
-                        }
-                        Err(e) => Some((Err(failed(e)), State::Done)),
+                        Ok(body) => State::Whole {
+                            plan,
+                            body,
+                            read: start,
+                            first_at: None,
+                            decided: true,
+                            ranges: false,
+                        },
+                        Err(e) => return Some((Err(failed(e)), State::Done)),
                     }
                 }
-                Some((_, Err(Miss::Failed(e)))) => Some((Err(failed(e)), State::Done)),
+                Some((_, Err(Miss::Failed(e)))) => return Some((Err(failed(e)), State::Done)),
             },
-        }
-    })
-    // Handed on in pieces: the next stage's channel counts items.
-    .flat_map(|item| {
-        let pieces: Vec<io::Result<Bytes>> = match item {
-            Ok(bytes) => (0..bytes.len())
-                .step_by(PIECE)
-                .map(|at| Ok(bytes.slice(at..(at + PIECE).min(bytes.len()))))
-                .collect(),
-            Err(e) => vec![Err(e)],
         };
-        futures::stream::iter(pieces)
-    })
-    .boxed()
+    }
+}
+
+/// The file as one ordered byte stream (see the module's doc), starting
+/// with `first`, the first answer's body. An error is an `io::Error`
+/// holding the [`SourceError`], which the pump reports as itself.
+pub(super) fn body(
+    plan: Plan,
+    first: BoxStream<'static, io::Result<Bytes>>,
+) -> BoxStream<'static, io::Result<Bytes>> {
+    let state = State::Whole {
+        plan,
+        body: first,
+        read: 0,
+        first_at: None,
+        decided: false,
+        ranges: true,
+    };
+    futures::stream::unfold(state, step)
+        // Handed on in pieces: the next stage's channel counts items.
+        .flat_map(|item| {
+            let pieces: Vec<io::Result<Bytes>> = match item {
+                Ok(bytes) => (0..bytes.len())
+                    .step_by(PIECE)
+                    .map(|at| Ok(bytes.slice(at..(at + PIECE).min(bytes.len()))))
+                    .collect(),
+                Err(e) => vec![Err(e)],
+            };
+            futures::stream::iter(pieces)
+        })
+        .boxed()
 }
 
 #[cfg(test)]

@@ -146,6 +146,8 @@ pub enum RangeFault {
     /// Range answers send their headers and half their body, then hang
     /// until the client goes away.
     Hangs,
+    /// The whole-file answer (no `Range`) is cut after 200 000 bytes.
+    CutWhole,
 }
 
 /// A loopback file server with `Accept-Ranges: bytes`, a strong ETag,
@@ -258,7 +260,9 @@ impl RangeServer {
                     let cut_here = matches!(fault, RangeFault::CutOnce(at) if at == start && range.is_some())
                         && !cut.swap(true, Ordering::SeqCst);
                     let hang = fault == RangeFault::Hangs && range.is_some();
-                    let sent = if cut_here {
+                    let sent = if fault == RangeFault::CutWhole && range.is_none() {
+                        body.len().min(200_000)
+                    } else if cut_here {
                         body.len().min(100)
                     } else if hang {
                         body.len() / 2
