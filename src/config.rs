@@ -364,14 +364,15 @@ impl Settings {
                 reason: "must be between 65536 (64 KiB) and 67108864 (64 MiB)".into(),
             });
         }
-        // What a ranged download may hold: the window, plus the chunk being
-        // handed on and one more in the channel to the inflate stage.
-        let window = (self.http.download_connections as u64 + 2) * self.http.download_chunk_bytes;
+        // What a ranged download may hold: the window, one chunk waiting for
+        // the reader, the one being handed on and one more in the channel
+        // to the inflate stage.
+        let window = (self.http.download_connections as u64 + 3) * self.http.download_chunk_bytes;
         if window > 256 * 1024 * 1024 {
             return Err(ConfigError::Key {
                 key: "http.download_chunk_bytes",
                 reason: format!(
-                    "(download_connections + 2) × download_chunk_bytes is {} MiB, above the 256 MiB a download may hold",
+                    "(download_connections + 3) × download_chunk_bytes is {} MiB, above the 256 MiB a download may hold",
                     window >> 20
                 ),
             });

@@ -6,12 +6,11 @@
 //! a `Content-Length` and a strong validator (a strong ETag, else
 //! `Last-Modified`), the file is at least `http.download_parallel_min_bytes`
 //! and `http.download_connections` is above 1. The first answer's own body
-//! brings the first chunk; when it comes at least
-//! `http.download_fast_bytes_per_second`, that connection reads the whole
-//! file (faster than the engine consumes it: ranges would only add
-//! requests), and if it breaks, the rest comes in ranges from where it
-//! stopped. Otherwise the first connection ends there, and the rest is cut
-//! into chunks
+//! is timed over its first MiB: at least `http.download_fast_bytes_per_second`,
+//! that connection reads the whole file (faster than the engine consumes
+//! it: ranges would only add requests), and if it breaks, the rest comes in
+//! ranges from where it stopped. Otherwise the ranges after its first chunk
+//! start at once and it ends at that chunk; the file is cut into chunks
 //! of `http.download_chunk_bytes`; at most `download_connections` of them
 //! are in flight or waiting to be handed on (`futures`' `buffered`: the
 //! chunks come out in order, and a slow chunk holds the window back, never
@@ -378,11 +377,18 @@ async fn single_from(
     Ok(body)
 }
 
+/// How much of the first answer is timed before deciding (at most its
+/// first chunk).
+const SAMPLE: u64 = 1 << 20;
+
+type Chunks = BoxStream<'static, (u64, Result<Bytes, Miss>)>;
+
 /// Where the stream is.
 enum State {
-    /// The first answer's own body, `read` bytes in: its first chunk
-    /// decides whether ranges are worth it; with `ranges`, a break goes on
-    /// in ranges from where it stopped.
+    /// The first answer's own body, `read` bytes in. Its first megabyte
+    /// decides: fast, it reads the whole file; slow, the ranges after its
+    /// first chunk start at once (`upcoming`) and it ends at that chunk.
+    /// With `ranges`, a break goes on in ranges from where it stopped.
     Whole {
         plan: Plan,
         body: BoxStream<'static, io::Result<Bytes>>,
@@ -390,27 +396,28 @@ enum State {
         first_at: Option<std::time::Instant>,
         decided: bool,
         ranges: bool,
+        upcoming: Option<Chunks>,
     },
     Ranged {
         plan: Plan,
-        chunks: BoxStream<'static, (u64, Result<Bytes, Miss>)>,
+        chunks: Chunks,
     },
     Done,
 }
 
-/// The chunks from byte `from` on, fetched in ranges, in order.
-fn chunks_from(plan: &Plan, from: u64) -> BoxStream<'static, (u64, Result<Bytes, Miss>)> {
-    let (length, chunk) = (plan.length, plan.chunk.max(1));
-    let starts = (from..length).step_by(chunk as usize);
+/// The bytes `from..to` in ranges of a chunk, in order. A task of its own
+/// keeps `connections` ranges going from the start (each range a task, read
+/// while the chunks before it are handed on), with one finished chunk
+/// waiting at most; dropping the stream stops it and every range.
+fn chunks(plan: &Plan, from: u64, to: u64) -> Chunks {
+    let chunk = plan.chunk.max(1);
+    let starts = (from..to).step_by(chunk as usize);
     let fetching = plan.clone();
-    // Each range is its own task, so its connection is read while the
-    // chunks before it are handed on (a range left unpolled would time
-    // out); dropping the stream aborts them all.
-    futures::stream::iter(starts)
+    let mut ranges = futures::stream::iter(starts)
         .map(move |start| {
             let plan = fetching.clone();
             let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-                let end = (start + chunk).min(plan.length) - 1;
+                let end = (start + chunk).min(to) - 1;
                 fetch(&plan, start, end).await
             }));
             async move {
@@ -423,8 +430,20 @@ fn chunks_from(plan: &Plan, from: u64) -> BoxStream<'static, (u64, Result<Bytes,
                 (start, fetched)
             }
         })
-        .buffered(plan.connections.max(1))
-        .boxed()
+        .buffered(plan.connections.max(1));
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let producer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+        while let Some(item) = ranges.next().await {
+            let failed = item.1.is_err();
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    }));
+    futures::stream::unfold((rx, producer), |(mut rx, producer)| async move {
+        rx.recv().await.map(|item| (item, (rx, producer)))
+    })
+    .boxed()
 }
 
 /// One step: the next bytes to hand on and the state after them, or the
@@ -441,10 +460,11 @@ async fn step(mut state: State) -> Option<(io::Result<Bytes>, State)> {
                 first_at,
                 decided,
                 ranges,
+                upcoming,
             } => match body.next().await {
                 Some(Ok(mut piece)) => {
                     let first_at = first_at.or_else(|| Some(std::time::Instant::now()));
-                    let now = read + piece.len() as u64;
+                    let mut now = read + piece.len() as u64;
                     if now > plan.length {
                         return Some((
                             Err(failed(SourceError::Protocol {
@@ -457,42 +477,50 @@ async fn step(mut state: State) -> Option<(io::Result<Bytes>, State)> {
                             State::Done,
                         ));
                     }
-                    plan.fetched
-                        .fetch_add(piece.len() as u64, Ordering::Relaxed);
                     let mut decided = decided;
-                    if !decided && ranges && now >= plan.chunk.min(plan.length) {
+                    let mut upcoming = upcoming;
+                    let sample = SAMPLE.min(plan.chunk).min(plan.length);
+                    if !decided && ranges && now >= sample {
                         decided = true;
                         let seconds = first_at.map_or(0.0, |t| t.elapsed().as_secs_f64());
                         let fast = now as f64 >= plan.fast as f64 * seconds;
-                        if !fast && now < plan.length {
-                            // Slow: this connection ends at its first chunk,
-                            // the rest comes in ranges.
-                            let keep = (plan.chunk - read) as usize;
-                            piece.truncate(keep);
-                            plan.fetched.fetch_sub(now - plan.chunk, Ordering::Relaxed);
+                        if !fast && plan.chunk < plan.length {
                             tracing::debug!(url = %plan.redacted, rate = now as f64 / seconds.max(1e-9), "ranged download");
-                            let chunks = chunks_from(&plan, plan.chunk);
-                            return Some((Ok(piece), State::Ranged { plan, chunks }));
+                            upcoming = Some(chunks(&plan, plan.chunk, plan.length));
                         }
                     }
-                    return Some((
-                        Ok(piece),
-                        State::Whole {
+                    if upcoming.is_some() && now >= plan.chunk {
+                        // The first chunk is complete: this connection
+                        // ends, the ranges after it go on.
+                        piece.truncate((plan.chunk - read) as usize);
+                        now = plan.chunk;
+                    }
+                    plan.fetched.fetch_add(now - read, Ordering::Relaxed);
+                    let next = match upcoming {
+                        Some(chunks) if now == plan.chunk => State::Ranged { plan, chunks },
+                        upcoming => State::Whole {
                             plan,
                             body,
                             read: now,
                             first_at,
                             decided,
                             ranges,
+                            upcoming,
                         },
-                    ));
+                    };
+                    return Some((Ok(piece), next));
                 }
                 // The whole file: the pump checks the total.
                 None if read == plan.length || !ranges => return None,
-                // Cut short, or broken: on in ranges from where it stopped.
+                // Cut short, or broken: on in ranges from where it stopped
+                // (to the first chunk's end when the ranges after it have
+                // started).
                 None | Some(Err(_)) if ranges => {
                     tracing::warn!(url = %plan.redacted, offset = read, "body broke; on in ranges");
-                    let chunks = chunks_from(&plan, read);
+                    let chunks = match upcoming {
+                        Some(after) => chunks(&plan, read, plan.chunk).chain(after).boxed(),
+                        None => chunks(&plan, read, plan.length),
+                    };
                     State::Ranged { plan, chunks }
                 }
                 None => return None,
@@ -512,6 +540,7 @@ async fn step(mut state: State) -> Option<(io::Result<Bytes>, State)> {
                             first_at: None,
                             decided: true,
                             ranges: false,
+                            upcoming: None,
                         },
                         Err(e) => return Some((Err(failed(e)), State::Done)),
                     }
@@ -536,6 +565,7 @@ pub(super) fn body(
         first_at: None,
         decided: false,
         ranges: true,
+        upcoming: None,
     };
     futures::stream::unfold(state, step)
         // Handed on in pieces: the next stage's channel counts items.
