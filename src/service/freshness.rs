@@ -22,9 +22,11 @@ use crate::service::queue::JobState;
 pub struct DatasetStatus {
     pub dataset: String,
     pub(crate) title: String,
-    /// The spec's kind; a snapshot (`reference`, `places`, `boundaries`)
-    /// has no periods: only when it was last published.
+    /// The spec's kind.
     pub(crate) kind: String,
+    /// A snapshot (`reference`, `places`, `boundaries`) has no periods:
+    /// only when it was last published.
+    pub(crate) snapshot: bool,
     pub(crate) cron: Option<String>,
     pub(crate) timezone: Option<String>,
     pub(crate) next_run: Option<DateTime<Utc>>,
@@ -170,6 +172,7 @@ pub async fn datasets(
             dataset: spec.dataset.clone(),
             title: spec.title.clone(),
             kind: spec.kind.as_str().to_string(),
+            snapshot: spec.kind.is_snapshot(),
             cron: spec.schedule.as_ref().map(|s| s.cron.clone()),
             timezone: spec.schedule.as_ref().map(|s| s.timezone.clone()),
             next_run: crate::service::schedule::next_slot(spec, now),

@@ -22,7 +22,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::dataset::{Role, Spec, Target};
-use crate::engine::load::ledger::{self, LedgerStatus, Reject};
+use crate::engine::load::ledger::{self, Reject};
 /// Brazil's territory as IBGE's meshes draw it, in degrees, with some
 /// margin: wider than a CRAS's box (`value::lat_lon`) because islands
 /// belong to municipalities — Trindade and Martim Vaz (Vitória, ES) reach
@@ -288,7 +288,7 @@ pub async fn run(
     }
     let redacted = source::redact_source(&template);
     let load_id = ledger::start(&**client, &spec.dataset, None, None, &redacted, force).await?;
-    let mut counts = (0u64, 0u64);
+    let counts = super::Counts::default();
     let work = async {
         let states: Vec<String> = client
             .query(
@@ -308,10 +308,10 @@ pub async fn run(
         if states.is_empty() || municipalities.is_empty() {
             return Err(LoadError::NoMunicipalities);
         }
-        let known = Known {
+        let known = std::sync::Arc::new(Known {
             target: spec.target,
             municipalities,
-        };
+        });
         let key = spec.layouts[0]
             .columns
             .iter()
@@ -339,8 +339,17 @@ pub async fn run(
         for (state, location) in locations(&template, &states) {
             let answer = paged::get_json(&location, &ctx.settings.http, None, max_bytes).await?;
             let shown = source::redact_source(&location);
-            let (accepted, mut refusals) =
-                features(answer, &state, &key, &known, &mut number, &shown)?;
+            // Checking and re-serialising thousands of polygons: off the
+            // runtime's threads.
+            let (known, key, from, url) = (known.clone(), key.clone(), number, shown.clone());
+            let checked = tokio::task::spawn_blocking(move || {
+                let mut number = from;
+                features(answer, &state, &key, &known, &mut number, &url).map(|f| (f, number))
+            })
+            .await
+            .map_err(|e| LoadError::Internal(format!("the feature check stopped: {e}")))?;
+            let ((accepted, mut refusals), after) = checked?;
+            number = after;
             refused.append(&mut refusals);
             for f in &accepted {
                 if let Some(first) = seen.insert(f.code.clone(), f.number) {
@@ -384,7 +393,7 @@ pub async fn run(
             }
         }
         refused.sort_by_key(|r| r.number);
-        counts = (number, refused.len() as u64);
+        counts.set(number, refused.len() as u64);
         let rejects: Vec<Reject> = refused
             .iter()
             .take(MAX_KEPT_REJECTS)
@@ -443,26 +452,7 @@ pub async fn run(
             seconds: started.elapsed().as_secs_f64(),
         })
     };
-    let result = tokio::select! {
-        result = work => result,
-        () = cancel => Err(LoadError::Cancelled),
-    };
-    if let Err(error) = &result {
-        let status = match error {
-            LoadError::Cancelled => LedgerStatus::Cancelled,
-            _ => LedgerStatus::Failed,
-        };
-        let _ = ledger::finish_unpublished(
-            &**client,
-            load_id,
-            status,
-            Some(&*error.code().as_str()),
-            Some(&error.to_string()),
-            &serde_json::json!({"rows_read": counts.0, "rows_rejected": counts.1}),
-        )
-        .await;
-    }
-    result
+    super::settle(&**client, load_id, &counts, work, cancel).await
 }
 
 /// Writes the accepted geometries (`carga_shapes`) to the target's

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use crate::config::Settings;
 use crate::dataset::{Column, ColumnType, Encoding, Role, Spec};
 use crate::engine::decode::ChannelReader;
-use crate::engine::load::ledger::{self, LedgerStatus, Reject};
+use crate::engine::load::ledger::{self, Reject};
 use crate::engine::parse::{HeaderError, value};
 use crate::engine::pipeline::{Context, LoadError};
 use crate::engine::source::{self, OpenOutcome, Progress};
@@ -684,14 +684,14 @@ pub async fn run(
     let location = url.unwrap_or(&spec.source.url).to_string();
     let redacted = source::redact_source(&location);
     let load_id = ledger::start(&**client, &spec.dataset, None, None, &redacted, force).await?;
-    let mut counts = (0u64, 0u64);
+    let counts = super::Counts::default();
     let work = async {
         let codes = Codes::load(&**client).await?;
         if codes.ibge.is_empty() {
             return Err(LoadError::NoMunicipalities);
         }
         let (parsed, file) = read(spec, &location, &ctx.settings, codes).await?;
-        counts = (parsed.read, parsed.rejected);
+        counts.set(parsed.read, parsed.rejected);
         let limit = crate::engine::pipeline::reject_limit(spec, parsed.read);
         if parsed.rejected > limit {
             ledger::insert_rejects(&**client, load_id, &parsed.rejects).await?;
@@ -734,26 +734,7 @@ pub async fn run(
             seconds: started.elapsed().as_secs_f64(),
         })
     };
-    let result = tokio::select! {
-        result = work => result,
-        () = cancel => Err(LoadError::Cancelled),
-    };
-    if let Err(error) = &result {
-        let status = match error {
-            LoadError::Cancelled => LedgerStatus::Cancelled,
-            _ => LedgerStatus::Failed,
-        };
-        let _ = ledger::finish_unpublished(
-            &**client,
-            load_id,
-            status,
-            Some(&*error.code().as_str()),
-            Some(&error.to_string()),
-            &serde_json::json!({"rows_read": counts.0, "rows_rejected": counts.1}),
-        )
-        .await;
-    }
-    result
+    super::settle(&**client, load_id, &counts, work, cancel).await
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use bytes::BytesMut;
 
 use crate::config::Settings;
 use crate::dataset::Spec;
-use crate::engine::load::ledger::{self, LedgerStatus};
+use crate::engine::load::ledger;
 use crate::engine::pipeline::{Context, LoadError};
 use crate::engine::source::{self, OpenOutcome};
 
@@ -210,6 +210,7 @@ pub async fn run(
         .map(source::redact_source)
         .unwrap_or_else(|| "builtin:jobs/reference/municipios.csv".into());
     let load_id = ledger::start(&**client, &spec.dataset, None, None, &source_label, force).await?;
+    let counts = super::Counts::default();
     let work = async {
         let text = match url {
             Some(u) => fetch(u, &ctx.settings).await?,
@@ -303,26 +304,7 @@ pub async fn run(
             seconds: started.elapsed().as_secs_f64(),
         })
     };
-    let result = tokio::select! {
-        result = work => result,
-        () = cancel => Err(LoadError::Cancelled),
-    };
-    if let Err(error) = &result {
-        let status = match error {
-            LoadError::Cancelled => LedgerStatus::Cancelled,
-            _ => LedgerStatus::Failed,
-        };
-        let _ = ledger::finish_unpublished(
-            &**client,
-            load_id,
-            status,
-            Some(&*error.code().as_str()),
-            Some(&error.to_string()),
-            &serde_json::json!({}),
-        )
-        .await;
-    }
-    result
+    super::settle(&**client, load_id, &counts, work, cancel).await
 }
 
 #[cfg(test)]

@@ -580,8 +580,11 @@ pub(crate) async fn get_json(
         }
     };
     let bytes = read_whole(opened.body, &redacted, max_bytes).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| protocol_error(&redacted, format!("the answer is not JSON: {e}")))
+    // Tens of megabytes of JSON: parsed off the runtime's threads.
+    let parsed = tokio::task::spawn_blocking(move || serde_json::from_slice::<Value>(&bytes))
+        .await
+        .map_err(|e| protocol_error(&redacted, format!("the JSON parser stopped: {e}")))?;
+    parsed.map_err(|e| protocol_error(&redacted, format!("the answer is not JSON: {e}")))
 }
 
 /// A response body read whole, refusing one above `max_bytes`.

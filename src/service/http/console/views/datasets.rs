@@ -176,7 +176,7 @@ pub(crate) fn page(boards: &[DatasetBoard], csrf: &str, message: Option<&str>) -
                     @if gaps > 0 { " " span.error { (gaps) " missing" } }
                     @if waiting > 0 { " " span.error { (waiting) " at the source, not loaded" } }
                 }
-                @if matches!(s.kind.as_str(), "reference" | "places" | "boundaries") {
+                @if s.snapshot {
                     div.facts {
                         span { "a snapshot (" (s.kind) "): no months, loaded whole" }
                         span { "last loaded: " strong { (when(s.last_published_at)) } }
