@@ -35,21 +35,7 @@ fn spot(i: usize) -> (f64, f64) {
 }
 
 async fn run(app: &TestApp, dataset: &str, url: &str) -> (Option<i32>, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
-        .args(["run", dataset, "--url", url])
-        .env("DATABASE_URL", &app.url)
-        .env_remove("CARGA_NIS_KEY")
-        .output()
-        .await
-        .expect("run carga");
-    (
-        out.status.code(),
-        format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    common::process::output(app, None, &["run", dataset, "--url", url]).await
 }
 
 /// Serves one FeatureCollection per state (`answers`, by 2-digit code);

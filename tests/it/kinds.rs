@@ -936,22 +936,7 @@ fn paged_jobs() -> tempfile::TempDir {
 }
 
 async fn run_in(app: &TestApp, jobs: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_carga"))
-        .args(args)
-        .env("DATABASE_URL", &app.url)
-        .env("CARGA__LOAD__JOBS_DIR", jobs)
-        .env_remove("CARGA_NIS_KEY")
-        .output()
-        .await
-        .expect("run carga");
-    (
-        out.status.code(),
-        format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    common::process::output(app, Some(jobs), args).await
 }
 
 #[tokio::test]
@@ -1426,7 +1411,7 @@ enum Paging {
 }
 
 async fn odata(docs: Vec<serde_json::Value>, paging: Paging) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -1440,30 +1425,8 @@ async fn odata(docs: Vec<serde_json::Value>, paging: Paging) -> String {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match socket.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => request.extend_from_slice(&buf[..k]),
-                }
-            }
-            let text = String::from_utf8_lossy(&request).to_string();
-            let query = text
-                .split_whitespace()
-                .nth(1)
-                .and_then(|t| t.split_once('?'))
-                .map(|(_, q)| q.to_string())
-                .unwrap_or_default();
-            let param = |name: &str| {
-                query
-                    .split('&')
-                    .filter_map(|kv| kv.split_once('='))
-                    .filter(|(k, _)| *k == name)
-                    .map(|(_, v)| v.parse::<usize>().unwrap_or(0))
-                    .next_back()
-                    .unwrap_or(0)
-            };
+            let query = common::services::query_of(&common::services::read_head(&mut socket).await);
+            let param = |name: &str| common::services::param(&query, name);
             let linked = !matches!(paging, Paging::Asked | Paging::IgnoresSkip | Paging::Capped);
             let (skip, top) = match paging {
                 Paging::Asked => (param("$skip"), param("$top")),

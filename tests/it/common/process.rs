@@ -88,3 +88,30 @@ pub async fn exits(mut child: Child) -> Option<i32> {
         .expect("status")
         .code()
 }
+
+/// `carga <args>` run to its end without a NIS key (a dataset of counts or
+/// a snapshot needs none), with `jobs` as the specs directory when given:
+/// its exit code and its stdout and stderr together.
+pub async fn output(
+    app: &TestApp,
+    jobs: Option<&std::path::Path>,
+    args: &[&str],
+) -> (Option<i32>, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_carga"));
+    command
+        .args(args)
+        .env("DATABASE_URL", &app.url)
+        .env_remove("CARGA_NIS_KEY");
+    if let Some(jobs) = jobs {
+        command.env("CARGA__LOAD__JOBS_DIR", jobs);
+    }
+    let out = command.output().await.expect("run carga");
+    (
+        out.status.code(),
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}

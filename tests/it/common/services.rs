@@ -2,6 +2,41 @@
 
 use std::sync::Arc;
 
+use tokio::io::AsyncReadExt;
+
+/// A request's head (request line and headers), read from `socket`.
+pub async fn read_head(socket: &mut tokio::net::TcpStream) -> String {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(k) => request.extend_from_slice(&buf[..k]),
+        }
+    }
+    String::from_utf8_lossy(&request).into_owned()
+}
+
+/// The query of a request head's target (`start=0&rows=2`).
+pub fn query_of(head: &str) -> String {
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|target| target.split_once('?'))
+        .map(|(_, q)| q.to_string())
+        .unwrap_or_default()
+}
+
+/// The last value of `name` in `query`, as a number (0 when absent).
+pub fn param(query: &str, name: &str) -> usize {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v.parse::<usize>().unwrap_or(0))
+        .next_back()
+        .unwrap_or(0)
+}
+
 /// How the loopback Solr core misbehaves, if it does.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum SolrFault {
@@ -25,7 +60,7 @@ pub async fn solr(
     docs: Vec<serde_json::Value>,
     fault: SolrFault,
 ) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -42,36 +77,9 @@ pub async fn solr(
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match socket.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => request.extend_from_slice(&buf[..k]),
-                }
-            }
-            let line = String::from_utf8_lossy(&request)
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            let query = line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|target| target.split_once('?'))
-                .map(|(_, q)| q.to_string())
-                .unwrap_or_default();
+            let query = query_of(&read_head(&mut socket).await);
             log.lock().expect("log").push(query.clone());
-            let param = |name: &str| {
-                query
-                    .split('&')
-                    .filter_map(|kv| kv.split_once('='))
-                    .filter(|(k, _)| *k == name)
-                    .map(|(_, v)| v.parse::<usize>().unwrap_or(0))
-                    .next_back()
-                    .unwrap_or(0)
-            };
-            let (asked, rows) = (param("start"), param("rows"));
+            let (asked, rows) = (param(&query, "start"), param(&query, "rows"));
             // Serves the first page again while saying it is the one asked
             // for: only the documents' order can tell.
             let start = if fault == SolrFault::RepeatsAPage && served == 1 {
@@ -185,15 +193,7 @@ impl RangeServer {
                 let (open, ranges, cut) = (open_c.clone(), ranges_c.clone(), cut.clone());
                 let (original, replaced) = (original.clone(), replaced.clone());
                 tokio::spawn(async move {
-                    let mut request = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(k) => request.extend_from_slice(&buf[..k]),
-                        }
-                    }
-                    let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                    let text = read_head(&mut socket).await.to_ascii_lowercase();
                     let header = |name: &str| {
                         text.lines()
                             .find_map(|l| l.strip_prefix(&format!("{name}:")))
